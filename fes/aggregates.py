@@ -1,0 +1,455 @@
+"""Aggregates: an initial state, a pure projector and pure commands, as a value.
+
+A projector ``apply(state, event) -> state`` folds a history into a state; a
+command ``(state, *args) -> events`` decides what happens next.  An
+:class:`Aggregate` bundles them with the event types it owns, and the
+combinators here compose any number of aggregates, adapt their events and
+map their states.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, Union
+
+from attrs import field, frozen
+
+from fes.errors import CommandError, DefinitionError, UnhandledEvent
+from fes.events import spec_of
+
+__all__ = [
+    "Aggregate",
+    "Command",
+    "Projector",
+    "adapt",
+    "combine",
+    "contramap_command",
+    "decide",
+    "fold",
+    "map_state",
+    "neutral",
+    "projector",
+]
+
+S = TypeVar("S")
+T = TypeVar("T")
+E = TypeVar("E")
+
+#: A pure function from a state and an event to the next state.
+Projector = Callable[[Any, Any], Any]
+#: A pure function from a state and arguments to a sequence of new events.
+Command = Callable[..., Sequence[Any]]
+
+
+def _annotated_types(hint: Any) -> tuple[type, ...] | None:
+    """The classes a type hint admits, or None when it is not that simple."""
+    if hint is None or hint is type(None):
+        return (type(None),)
+    if isinstance(hint, type):
+        return (hint,)
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        found: list[type] = []
+        for arg in typing.get_args(hint):
+            inner = _annotated_types(arg)
+            if inner is None:
+                return None
+            found.extend(inner)
+        return tuple(found)
+    if isinstance(origin, type):
+        return (origin,)
+    return None
+
+
+def _parameter_hint(func: Callable[..., Any], index: int) -> tuple[type, ...] | None:
+    """The classes admitted by a function's ``index``-th parameter, if declared."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if len(params) <= index:
+        return None
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # unresolvable forward references: no check, no error
+        return None
+    name = params[index].name
+    if name not in hints:
+        return None
+    return _annotated_types(hints[name])
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+@frozen
+class _Dispatch:
+    """A projector that dispatches on the event's type to one handler each."""
+
+    handlers: Mapping[type, Projector]
+    name: str = "projector"
+
+    def __call__(self, state: Any, event: Any) -> Any:
+        handler = self.handlers.get(type(event))
+        if handler is None:
+            for base in type(event).__mro__[1:]:
+                handler = self.handlers.get(base)
+                if handler is not None:
+                    break
+            else:
+                raise UnhandledEvent(type(event), self.name)
+        return handler(state, event)
+
+    @property
+    def event_types(self) -> tuple[type, ...]:
+        return tuple(self.handlers)
+
+
+def projector(
+    *handlers: Projector | tuple[type, Projector], name: str = "projector"
+) -> Projector:
+    """Build a projector from one handler per event type.
+
+    Each handler is ``(state, event) -> state``; its event type is read from
+    the annotation of its second parameter (a union registers every member),
+    or given explicitly as a ``(EventType, handler)`` pair.  A type handled
+    twice is refused here, at definition; an event with no handler is refused
+    when it is folded, naming its type.
+    """
+    table: dict[type, Projector] = {}
+    for item in handlers:
+        if isinstance(item, tuple):
+            event_type, handler = item
+            kinds: tuple[type, ...] = (event_type,)
+        else:
+            handler = item
+            hinted = _parameter_hint(handler, 1)
+            if hinted is None:
+                raise DefinitionError(
+                    f"handler {_name_of(handler)!r} does not annotate the type of its "
+                    "event parameter; annotate it or pass (EventType, handler)"
+                )
+            kinds = hinted
+        for kind in kinds:
+            if kind in table:
+                raise DefinitionError(
+                    f"event type {kind.__qualname__!r} is handled twice in {name!r}: "
+                    f"by {_name_of(table[kind])!r} and {_name_of(handler)!r}"
+                )
+            table[kind] = handler
+    return _Dispatch(handlers=table, name=name)
+
+
+def _types(value: Iterable[type]) -> tuple[type, ...]:
+    return tuple(value)
+
+
+def _commands(value: Iterable[Command] | Mapping[str, Command]) -> Mapping[str, Command]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    table: dict[str, Command] = {}
+    for command in value:
+        key = getattr(command, "__name__", None) or _name_of(command)
+        if key in table:
+            raise DefinitionError(f"two commands are named {key!r}")
+        table[key] = command
+    return table
+
+
+@frozen
+class Aggregate(Generic[S]):
+    """An aggregate's definition: name, initial state, projector, events, commands.
+
+    ``events`` are the event types the aggregate owns; the edge registers
+    their topics.  ``commands`` are the pure commands it offers (used by the
+    testing tools and the command line; any command may be executed).
+    ``snapshot_version`` is part of the snapshot fingerprint: bump it when the
+    meaning of a stored state changes in a way the code cannot show.
+    """
+
+    name: str
+    initial: S
+    apply: Projector
+    events: tuple[type, ...] = field(default=(), converter=_types)
+    commands: Mapping[str, Command] = field(factory=dict, converter=_commands)
+    snapshot_version: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            raise DefinitionError("an aggregate needs a non-empty name")
+        for kind in self.events:
+            if not isinstance(kind, type):
+                raise DefinitionError(
+                    f"aggregate {self.name!r}: events must be classes, got {kind!r}"
+                )
+        if len(set(self.events)) != len(self.events):
+            raise DefinitionError(f"aggregate {self.name!r} lists an event type twice")
+        handled = getattr(self.apply, "event_types", None)
+        if handled is not None:
+            missing = [k.__qualname__ for k in self.events if k not in handled]
+            if missing:
+                raise DefinitionError(
+                    f"aggregate {self.name!r} owns {', '.join(missing)} "
+                    "but its projector has no handler for them"
+                )
+
+    def evolve(self, state: S, event: Any) -> S:
+        """Apply one event, naming this aggregate if the projector refuses it."""
+        try:
+            result: S = self.apply(state, event)
+        except UnhandledEvent as exc:
+            if exc.where == self.name:
+                raise
+            raise UnhandledEvent(exc.event_type, self.name) from None
+        return result
+
+    def fold(self, events: Iterable[Any], state: S | None = None) -> S:
+        """Fold events into a state, starting from ``state`` or the initial one."""
+        current = self.initial if state is None else state
+        evolve = self.evolve
+        for item in events:
+            current = evolve(current, item)
+        return current
+
+    def owns(self, event: Any) -> bool:
+        """Whether an event is of a type this aggregate owns."""
+        return isinstance(event, self.events)
+
+    def topics(self) -> dict[str, type]:
+        """Every topic this aggregate's events are written or read under."""
+        table: dict[str, type] = {}
+        for kind in self.events:
+            spec = spec_of(kind)
+            table[spec.topic or f"{self.name}.{kind.__qualname__}"] = kind
+            for alias in spec.aliases:
+                table[alias] = kind
+        return table
+
+    def topic_of(self, kind: type) -> str:
+        """The topic under which events of ``kind`` are written."""
+        return spec_of(kind).topic or f"{self.name}.{kind.__qualname__}"
+
+
+def fold(aggregate: Aggregate[S], events: Iterable[Any], state: S | None = None) -> S:
+    """Fold events into ``aggregate``'s state; see :meth:`Aggregate.fold`."""
+    return aggregate.fold(events, state)
+
+
+def decide(
+    aggregate: Aggregate[S], command: Command, state: S, *args: Any, **kwargs: Any
+) -> list[Any]:
+    """Run a pure command on a state and return its new events as a list.
+
+    When the command annotates its state parameter, a state of another type is
+    refused with a :class:`CommandError` naming the command and aggregate
+    (for example, a command on a stream that has no events yet).  Events the
+    aggregate does not own are refused too: they could not be folded.
+    """
+    accepted = _parameter_hint(command, 0)
+    if accepted is not None and not isinstance(state, accepted):
+        shown = "no state yet (the stream has no events)" if state is None else (
+            f"a {type(state).__qualname__}"
+        )
+        raise CommandError(
+            f"command {_name_of(command)!r} of aggregate {aggregate.name!r} expects "
+            f"{' | '.join(k.__qualname__ for k in accepted)}, but got {shown}"
+        )
+    events = command(state, *args, **kwargs)
+    if events is None or isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise CommandError(
+            f"command {_name_of(command)!r} must return a sequence of events, "
+            f"got {type(events).__name__}"
+        )
+    result = list(events)
+    if aggregate.events:
+        for item in result:
+            if not aggregate.owns(item):
+                raise CommandError(
+                    f"command {_name_of(command)!r} returned a {type(item).__qualname__}, "
+                    f"which aggregate {aggregate.name!r} does not own"
+                )
+    return result
+
+
+# --- combinators -----------------------------------------------------------
+
+
+def _identity_apply(state: Any, event: Any) -> Any:
+    return state
+
+
+#: The neutral aggregate: no events, a unit state, no commands.
+neutral: Aggregate[tuple[()]] = Aggregate(name="neutral", initial=(), apply=_identity_apply)
+
+
+@frozen
+class _Combined:
+    """The projector of a combination: each event goes to the parts that own it."""
+
+    parts: tuple[Aggregate[Any], ...]
+    name: str
+
+    def __call__(self, state: tuple[Any, ...], event: Any) -> tuple[Any, ...]:
+        changed = False
+        values = list(state)
+        for index, part in enumerate(self.parts):
+            if part.owns(event):
+                values[index] = part.evolve(values[index], event)
+                changed = True
+        if not changed:
+            raise UnhandledEvent(type(event), self.name)
+        return tuple(values)
+
+
+@frozen
+class _Lifted:
+    """A command of one part, run on its slot of a combined state."""
+
+    command: Command
+    index: int
+
+    def __call__(self, state: tuple[Any, ...], *args: Any, **kwargs: Any) -> Sequence[Any]:
+        return self.command(state[self.index], *args, **kwargs)
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.command, "__name__", _name_of(self.command))
+
+
+def combine(*parts: Aggregate[Any], name: str | None = None) -> Aggregate[tuple[Any, ...]]:
+    """Compose any number of aggregates into one whose state is a tuple.
+
+    Each event is applied to every part that owns it; each part's commands
+    run on its own slot.  ``combine()`` is :data:`neutral`-like (state ``()``),
+    and composition is associative up to regrouping the state tuple.
+    """
+    combined_name = name or "+".join(p.name for p in parts) or "neutral"
+    events: list[type] = []
+    for part in parts:
+        for kind in part.events:
+            if kind not in events:
+                events.append(kind)
+    commands: dict[str, Command] = {}
+    for index, part in enumerate(parts):
+        for key, command in part.commands.items():
+            qualified = f"{part.name}.{key}"
+            if qualified in commands:
+                raise DefinitionError(f"combine: two parts are both named {part.name!r}")
+            commands[qualified] = _Lifted(command, index)
+    return Aggregate(
+        name=combined_name,
+        initial=tuple(p.initial for p in parts),
+        apply=_Combined(tuple(parts), combined_name),
+        events=events,
+        commands=commands,
+        snapshot_version=sum(p.snapshot_version for p in parts),
+    )
+
+
+@frozen
+class _MappedState:
+    inner: Aggregate[Any]
+    to: Callable[[Any], Any]
+    back: Callable[[Any], Any]
+
+    def __call__(self, state: Any, event: Any) -> Any:
+        return self.to(self.inner.evolve(self.back(state), event))
+
+
+@frozen
+class _MappedCommand:
+    command: Command
+    back: Callable[[Any], Any]
+
+    def __call__(self, state: Any, *args: Any, **kwargs: Any) -> Sequence[Any]:
+        return self.command(self.back(state), *args, **kwargs)
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.command, "__name__", _name_of(self.command))
+
+
+def map_state(
+    aggregate: Aggregate[S], to: Callable[[S], T], back: Callable[[T], S]
+) -> Aggregate[T]:
+    """View an aggregate's state through an isomorphism ``to``/``back``."""
+    return Aggregate(
+        name=aggregate.name,
+        initial=to(aggregate.initial),
+        apply=_MappedState(aggregate, to, back),
+        events=aggregate.events,
+        commands={k: _MappedCommand(c, back) for k, c in aggregate.commands.items()},
+        snapshot_version=aggregate.snapshot_version,
+    )
+
+
+@frozen
+class _AdaptedApply:
+    inner: Aggregate[Any]
+    inward: Callable[[Any], Any]
+
+    def __call__(self, state: Any, event: Any) -> Any:
+        mine = self.inward(event)
+        if mine is None:
+            return state
+        return self.inner.evolve(state, mine)
+
+
+@frozen
+class _AdaptedCommand:
+    command: Command
+    outward: Callable[[Any], Any]
+
+    def __call__(self, state: Any, *args: Any, **kwargs: Any) -> Sequence[Any]:
+        return [self.outward(e) for e in self.command(state, *args, **kwargs)]
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.command, "__name__", _name_of(self.command))
+
+
+def adapt(
+    aggregate: Aggregate[S],
+    *,
+    inward: Callable[[Any], Any],
+    outward: Callable[[Any], Any],
+    events: Iterable[type],
+    name: str | None = None,
+) -> Aggregate[S]:
+    """Run an aggregate on another event vocabulary.
+
+    ``inward`` turns an outer event into one of the aggregate's events, or
+    None for a foreign event, which then leaves the state unchanged;
+    ``outward`` turns the events its commands emit into outer events;
+    ``events`` are the outer event types the adapted aggregate owns.
+    """
+    return Aggregate(
+        name=name or aggregate.name,
+        initial=aggregate.initial,
+        apply=_AdaptedApply(aggregate, inward),
+        events=tuple(events),
+        commands={k: _AdaptedCommand(c, outward) for k, c in aggregate.commands.items()},
+        snapshot_version=aggregate.snapshot_version,
+    )
+
+
+@frozen
+class _Contramapped:
+    command: Command
+    convert: Callable[..., tuple[Any, ...]]
+
+    def __call__(self, state: Any, *args: Any) -> Sequence[Any]:
+        return self.command(state, *self.convert(*args))
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.command, "__name__", _name_of(self.command))
+
+
+def contramap_command(command: Command, convert: Callable[..., tuple[Any, ...]]) -> Command:
+    """A command taking other arguments: ``convert(*args)`` gives the original ones."""
+    return _Contramapped(command, convert)

@@ -1,0 +1,138 @@
+"""One exception hierarchy for everything fes refuses.
+
+Every error a user can cause derives from :class:`FesError`, so
+``except fes.FesError`` catches all of them and nothing else.  The classes are
+plain data: they carry the names and numbers that explain what went wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CipherError",
+    "CommandError",
+    "ConcurrencyError",
+    "DecodeError",
+    "DefinitionError",
+    "DuplicateTracking",
+    "FesError",
+    "PolicyError",
+    "Rejected",
+    "StoreError",
+    "StoreURLError",
+    "SystemDefinitionError",
+    "UnhandledEvent",
+    "UnknownTopic",
+    "UpcastError",
+]
+
+
+class FesError(Exception):
+    """The base of every error fes raises on purpose."""
+
+
+class Rejected(FesError):
+    """A command refused to act: a domain rule said no.
+
+    Raise it from a command with a message a user understands, e.g.
+    ``raise fes.Rejected("insufficient funds: balance 10, withdrawal 25")``.
+    """
+
+
+class DefinitionError(FesError, TypeError):
+    """An aggregate, projector, policy or view was defined inconsistently."""
+
+
+class UnhandledEvent(FesError, LookupError):
+    """A projector met an event type it has no handler for."""
+
+    def __init__(self, event_type: type, where: str = "") -> None:
+        self.event_type = event_type
+        self.where = where
+        place = f" in {where}" if where else ""
+        super().__init__(
+            f"no handler for event type {event_type.__qualname__!r}{place}; "
+            "add a handler for it or remove it from the aggregate's events"
+        )
+
+
+class CommandError(FesError, TypeError):
+    """A command was called on a state it does not accept, or misbehaved."""
+
+
+class UpcastError(FesError):
+    """A stored event's schema version could not be brought up to date."""
+
+
+class SystemDefinitionError(FesError, ValueError):
+    """A system's applications or pipes do not fit together."""
+
+
+class PolicyError(FesError):
+    """A follower's policy raised while processing an upstream event."""
+
+    def __init__(self, app: str, leader: str, position: int, error: BaseException) -> None:
+        self.app = app
+        self.leader = leader
+        self.position = position
+        self.error = error
+        super().__init__(
+            f"policy of {app!r} failed on {leader!r} position {position}: "
+            f"{type(error).__name__}: {error}"
+        )
+
+
+# Errors raised at the edge.  They live here so that one hierarchy covers the
+# whole library and domain code can catch them without importing the edge.
+
+
+class StoreError(FesError):
+    """The event store could not do what was asked."""
+
+
+class StoreURLError(StoreError, ValueError):
+    """A store URL could not be understood."""
+
+
+class ConcurrencyError(StoreError):
+    """An append expected a stream version that another writer already took."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected "
+            f"version {expected}; nothing was stored"
+        )
+
+
+class DuplicateTracking(StoreError):
+    """A tracking position was recorded before: the upstream event was processed."""
+
+    def __init__(self, leader: str, position: int) -> None:
+        self.leader = leader
+        self.position = position
+        super().__init__(
+            f"position {position} of {leader!r} was already processed; nothing was stored"
+        )
+
+
+class DecodeError(StoreError):
+    """A stored record could not be turned back into a value."""
+
+
+class UnknownTopic(DecodeError):
+    """A stored record names a topic that is not registered."""
+
+    def __init__(self, topic: str, known: frozenset[str] | None = None) -> None:
+        self.topic = topic
+        hint = ""
+        if known:
+            hint = f"; registered topics: {', '.join(sorted(known)[:10])}"
+            if len(known) > 10:
+                hint += ", …"
+        super().__init__(f"unknown topic {topic!r}: it is not registered{hint}")
+
+
+class CipherError(DecodeError):
+    """A stored record failed to decrypt: wrong key, tampered or moved."""

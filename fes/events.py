@@ -1,0 +1,160 @@
+"""Events, their recorded envelope, and how an event type declares its schema.
+
+Any frozen attrs class is an event; no base class is needed.  When an event is
+stored it is wrapped in :class:`Recorded`, which says where and when it was
+recorded.  An event type may declare, with :func:`event`, its stable topic,
+its schema version and the pure upcasters that bring older stored shapes up
+to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from attrs import field, frozen
+from pyrsistent import PMap, pmap
+
+from fes.errors import DefinitionError, UpcastError
+
+__all__ = [
+    "EventSpec",
+    "Metadata",
+    "Recorded",
+    "Upcaster",
+    "event",
+    "spec_of",
+    "upcast",
+]
+
+E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
+T = TypeVar("T", bound=type)
+
+#: A pure function from a stored mapping of one schema version to the next.
+Upcaster = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def _pmap_str(value: Mapping[str, str] | None) -> PMap[str, str]:
+    return pmap(value or {})
+
+
+@frozen
+class Metadata:
+    """What a recorded event carries besides the event itself.
+
+    ``correlation_id`` names the chain of events a command started;
+    ``causation_id`` names the recorded event that directly caused this one;
+    ``headers`` is a user mapping of strings.
+    """
+
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    headers: PMap[str, str] = field(factory=pmap, converter=_pmap_str)
+
+
+NO_METADATA = Metadata()
+
+
+@frozen
+class Recorded(Generic[E_co]):
+    """An event as recorded in a stream and in its application's log.
+
+    ``version`` counts from 1 within the stream; ``position`` is the event's
+    place in the application's notification log; ``timestamp`` comes from the
+    clock the edge was given.
+    """
+
+    event: E_co
+    stream: str
+    version: int
+    position: int
+    timestamp: datetime
+    topic: str = ""
+    metadata: Metadata = NO_METADATA
+
+    @property
+    def id(self) -> str:
+        """An identifier of this event, unique within its application."""
+        return f"{self.stream}@{self.version}"
+
+
+@frozen
+class EventSpec:
+    """The schema of an event type: stable topic, version and upcasters.
+
+    ``upcasters[i]`` turns a stored mapping of schema version ``i + 1`` into
+    version ``i + 2``; so an event at ``version`` n has n - 1 upcasters.
+    ``aliases`` are older topics (of renamed classes) still read as this type.
+    """
+
+    topic: str | None = None
+    version: int = 1
+    upcasters: tuple[Upcaster, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+
+_SPEC_ATTRIBUTE = "__fes_event__"
+
+
+def event(
+    topic: str | None = None,
+    *,
+    version: int | None = None,
+    upcasters: Iterable[Upcaster] = (),
+    aliases: Iterable[str] = (),
+) -> Callable[[T], T]:
+    """Declare an event type's stable topic, schema version and upcasters.
+
+    ``version`` defaults to one more than the number of upcasters.  Used as a
+    class decorator, it returns the class unchanged apart from the schema
+    it records on it.
+    """
+    ups = tuple(upcasters)
+    if version is None:
+        version = len(ups) + 1
+    if version < 1:
+        raise DefinitionError(f"event schema version must be >= 1, got {version}")
+    if len(ups) != version - 1:
+        raise DefinitionError(
+            f"an event at schema version {version} needs {version - 1} upcaster(s) "
+            f"(one per older version), got {len(ups)}"
+        )
+    spec = EventSpec(topic=topic, version=version, upcasters=ups, aliases=tuple(aliases))
+
+    def declare(cls: T) -> T:
+        setattr(cls, _SPEC_ATTRIBUTE, spec)
+        return cls
+
+    return declare
+
+
+def spec_of(cls: type) -> EventSpec:
+    """The schema declared for an event type, or the default one."""
+    spec = cls.__dict__.get(_SPEC_ATTRIBUTE)
+    return spec if isinstance(spec, EventSpec) else EventSpec()
+
+
+def upcast(
+    cls: type, data: Mapping[str, Any], stored_version: int
+) -> Mapping[str, Any]:
+    """Bring a stored mapping of ``cls`` from ``stored_version`` to the current one."""
+    spec = spec_of(cls)
+    if stored_version == spec.version:
+        return data
+    if not 1 <= stored_version < spec.version:
+        raise UpcastError(
+            f"{cls.__qualname__} is at schema version {spec.version}; "
+            f"cannot read a stored version {stored_version}"
+        )
+    for index in range(stored_version - 1, spec.version - 1):
+        step = spec.upcasters[index]
+        try:
+            data = step(data)
+        except Exception as exc:
+            raise UpcastError(
+                f"upcasting {cls.__qualname__} from version {index + 1} to {index + 2} "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    return data

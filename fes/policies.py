@@ -1,0 +1,189 @@
+"""Policies: pure functions from a recorded upstream event to intents.
+
+An intent is inert data that says what a follower should do; the edge
+performs it.  :class:`Emit` appends events to a stream of one of the
+follower's aggregates; :class:`Do` runs a command on one.  What to do when a
+policy raises is a pure :data:`Directive` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from attrs import field, frozen
+
+from fes.aggregates import Aggregate, Command
+from fes.events import Recorded
+
+__all__ = [
+    "Directive",
+    "Do",
+    "Emit",
+    "ErrorHandler",
+    "Intent",
+    "Policy",
+    "Retry",
+    "Skip",
+    "Stop",
+    "fan_out",
+    "merge",
+    "nothing",
+    "on",
+    "retry_then_stop",
+    "stop_on_error",
+    "when",
+]
+
+T = TypeVar("T")
+
+
+@frozen
+class Emit:
+    """Append ``events`` to ``stream`` of the follower's ``aggregate``."""
+
+    aggregate: Aggregate[Any]
+    stream: str
+    events: tuple[Any, ...] = field(converter=tuple)
+
+
+@frozen
+class Do:
+    """Run ``command(state, *args)`` on ``stream`` of the follower's ``aggregate``.
+
+    The state includes events already pending from the same batch.
+    """
+
+    aggregate: Aggregate[Any]
+    stream: str
+    command: Command
+    args: tuple[Any, ...] = field(default=(), converter=tuple)
+
+
+Intent = Emit | Do
+#: A pure function from a recorded upstream event to the intents it causes.
+Policy = Callable[[Recorded[Any]], Sequence[Intent]]
+
+
+def nothing(recorded: Recorded[Any]) -> list[Intent]:
+    """The policy that ignores every event."""
+    return []
+
+
+@frozen
+class _On:
+    kinds: tuple[type, ...]
+    handler: Callable[[Recorded[Any]], Sequence[Intent]]
+
+    def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
+        if isinstance(recorded.event, self.kinds):
+            return self.handler(recorded)
+        return []
+
+
+def on(
+    kinds: type | tuple[type, ...], handler: Callable[[Recorded[Any]], Sequence[Intent]]
+) -> Policy:
+    """A policy that runs ``handler`` only for events of the given type(s)."""
+    return _On(kinds if isinstance(kinds, tuple) else (kinds,), handler)
+
+
+@frozen
+class _When:
+    predicate: Callable[[Recorded[Any]], bool]
+    policy: Policy
+
+    def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
+        return self.policy(recorded) if self.predicate(recorded) else []
+
+
+def when(predicate: Callable[[Recorded[Any]], bool], policy: Policy) -> Policy:
+    """A policy that runs ``policy`` only for events ``predicate`` accepts."""
+    return _When(predicate, policy)
+
+
+@frozen
+class _Merged:
+    policies: tuple[Policy, ...]
+
+    def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
+        intents: list[Intent] = []
+        for policy in self.policies:
+            intents.extend(policy(recorded))
+        return intents
+
+
+def merge(*policies: Policy) -> Policy:
+    """One policy running several, their intents concatenated in order."""
+    return _Merged(policies)
+
+
+@frozen
+class _FanOut:
+    targets: Callable[[Recorded[Any]], Iterable[Any]]
+    intent: Callable[[Recorded[Any], Any], Intent | Sequence[Intent]]
+
+    def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
+        intents: list[Intent] = []
+        for target in self.targets(recorded):
+            made = self.intent(recorded, target)
+            if isinstance(made, (Emit, Do)):
+                intents.append(made)
+            else:
+                intents.extend(made)
+        return intents
+
+
+def fan_out(
+    targets: Callable[[Recorded[Any]], Iterable[T]],
+    intent: Callable[[Recorded[Any], T], Intent | Sequence[Intent]],
+) -> Policy:
+    """A policy making one intent (or several) for each target of an event."""
+    return _FanOut(targets, intent)
+
+
+# --- what to do when a policy raises ---------------------------------------
+
+
+@frozen
+class Retry:
+    """Try the same upstream event again after ``delay`` seconds."""
+
+    delay: float = 1.0
+
+
+@frozen
+class Skip:
+    """Record the event as processed, with no effect, and note the skip."""
+
+
+@frozen
+class Stop:
+    """Stop this follower; a restart resumes at the failed event."""
+
+
+Directive = Retry | Skip | Stop
+#: Decides, purely, what to do about a policy's error on its n-th attempt.
+ErrorHandler = Callable[[BaseException, Recorded[Any], int], Directive]
+
+
+def stop_on_error(error: BaseException, recorded: Recorded[Any], attempt: int) -> Directive:
+    """The default: stop the follower at the first error."""
+    return Stop()
+
+
+@frozen
+class _RetryThenStop:
+    attempts: int
+    delay: float
+    then: Directive
+
+    def __call__(self, error: BaseException, recorded: Recorded[Any], attempt: int) -> Directive:
+        return Retry(self.delay) if attempt < self.attempts else self.then
+
+
+def retry_then_stop(
+    attempts: int = 3, delay: float = 1.0, then: Directive | None = None
+) -> ErrorHandler:
+    """Retry up to ``attempts`` times, ``delay`` seconds apart, then ``then``."""
+    return _RetryThenStop(attempts, delay, Stop() if then is None else then)

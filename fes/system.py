@@ -1,0 +1,141 @@
+"""Systems: applications and the pipes between them, as one validated value.
+
+An :class:`App` names its aggregates and, if it follows other applications,
+its policy.  A :class:`System` lists applications and pipes: each pipe is a
+chain of application names, ``["orders", "reservations", "orders"]``, whose
+consecutive pairs are leader → follower edges.  Cycles are allowed: an
+application may follow one that follows it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from attrs import field, frozen
+
+from fes.aggregates import Aggregate
+from fes.errors import SystemDefinitionError
+from fes.policies import ErrorHandler, Policy, stop_on_error
+from fes.views import View
+
+__all__ = ["App", "System"]
+
+
+def _tuple_of_tuples(value: Iterable[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(pipe) for pipe in value)
+
+
+@frozen
+class App:
+    """An application: a name, the aggregates it keeps, and its policy.
+
+    ``policy`` is applied to every event of every leader the system pipes
+    into this application; ``on_error`` decides, purely, what happens when
+    it raises.  ``views`` are read models of this application's own log.
+    """
+
+    name: str
+    aggregates: tuple[Aggregate[Any], ...] = field(default=(), converter=tuple)
+    policy: Policy | None = None
+    on_error: ErrorHandler = stop_on_error
+    views: tuple[View[Any], ...] = field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise SystemDefinitionError(
+                f"application name {self.name!r} must be non-empty letters, digits, '_' or '-'"
+            )
+        names = [a.name for a in self.aggregates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SystemDefinitionError(
+                f"application {self.name!r} has two aggregates named {dupes[0]!r}"
+            )
+
+    def aggregate(self, name: str) -> Aggregate[Any]:
+        """The aggregate called ``name``."""
+        for candidate in self.aggregates:
+            if candidate.name == name:
+                return candidate
+        raise SystemDefinitionError(
+            f"application {self.name!r} has no aggregate {name!r}; "
+            f"it has {', '.join(repr(a.name) for a in self.aggregates) or 'none'}"
+        )
+
+
+@frozen
+class System:
+    """Applications wired by pipes; validated when built."""
+
+    apps: tuple[App, ...] = field(converter=tuple)
+    pipes: tuple[tuple[str, ...], ...] = field(default=(), converter=_tuple_of_tuples)
+
+    def __attrs_post_init__(self) -> None:
+        names = [a.name for a in self.apps]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise SystemDefinitionError(f"two applications are named {name!r}")
+            seen.add(name)
+        for pipe in self.pipes:
+            if len(pipe) < 2:
+                raise SystemDefinitionError(
+                    f"pipe {list(pipe)!r} needs at least a leader and a follower"
+                )
+            for name in pipe:
+                if name not in seen:
+                    raise SystemDefinitionError(
+                        f"pipe {list(pipe)!r} names unknown application {name!r}; "
+                        f"known: {', '.join(sorted(seen))}"
+                    )
+        for leader, follower in self.edges:
+            if leader == follower:
+                raise SystemDefinitionError(f"application {leader!r} cannot follow itself")
+        followers = {f for _, f in self.edges}
+        for app in self.apps:
+            if app.name in followers and app.policy is None:
+                raise SystemDefinitionError(
+                    f"application {app.name!r} follows {', '.join(self.leaders(app.name))} "
+                    "but has no policy"
+                )
+            if app.policy is not None and app.name not in followers:
+                raise SystemDefinitionError(
+                    f"application {app.name!r} has a policy but no leader: "
+                    "add a pipe into it"
+                )
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """Every (leader, follower) pair, once each, in the order of the pipes."""
+        found: list[tuple[str, str]] = []
+        for pipe in self.pipes:
+            for pair in itertools.pairwise(pipe):
+                if pair not in found:
+                    found.append(pair)
+        return tuple(found)
+
+    def app(self, name: str) -> App:
+        """The application called ``name``."""
+        for app in self.apps:
+            if app.name == name:
+                return app
+        raise SystemDefinitionError(
+            f"no application {name!r} in this system; known: "
+            f"{', '.join(a.name for a in self.apps)}"
+        )
+
+    def leaders(self, name: str) -> tuple[str, ...]:
+        """The applications ``name`` follows."""
+        return tuple(leader for leader, follower in self.edges if follower == name)
+
+    def followers(self, name: str) -> tuple[str, ...]:
+        """The applications that follow ``name``."""
+        return tuple(follower for leader, follower in self.edges if leader == name)
+
+    @property
+    def followers_all(self) -> tuple[App, ...]:
+        """The applications that follow at least one other."""
+        names = {f for _, f in self.edges}
+        return tuple(a for a in self.apps if a.name in names)

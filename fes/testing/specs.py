@@ -1,0 +1,169 @@
+"""Given/when/then specifications for commands, projectors and policies.
+
+::
+
+    given(dogs, Registered("Fido")).when(add_trick, "roll").then(TrickAdded("roll"))
+    given(dogs).when(add_trick, "roll").then_rejected(CommandError)
+    given(dogs, Registered("Fido")).then_state(Dog("Fido"))
+    given_policy(on_registered).when(recorded).then(Emit(...))
+
+Each ``then…`` raises ``AssertionError`` with expected and actual side by
+side, so plain pytest reports it readably.
+"""
+
+from __future__ import annotations
+
+import pprint
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from attrs import field, frozen
+
+from fes.aggregates import Aggregate, Command, decide
+from fes.errors import FesError, Rejected
+from fes.events import Recorded
+from fes.policies import Intent, Policy
+
+__all__ = ["PolicySpecification", "Specification", "given", "given_policy"]
+
+S = TypeVar("S")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _show(items: Sequence[Any]) -> str:
+    if not items:
+        return "  (nothing)"
+    return "\n".join(f"  {i + 1}. {pprint.pformat(x, width=88)}" for i, x in enumerate(items))
+
+
+def _describe(spec: Specification[Any]) -> str:
+    lines = [f"given {spec.aggregate.name}:", _show(spec.history)]
+    if spec.command is not None:
+        args = ", ".join([*map(repr, spec.args), *(f"{k}={v!r}" for k, v in spec.kwargs.items())])
+        name = getattr(spec.command, "__name__", repr(spec.command))
+        lines.append(f"when {name}({args})")
+    return "\n".join(lines)
+
+
+@frozen
+class Specification(Generic[S]):
+    """A history of an aggregate and, optionally, a command to run on it."""
+
+    aggregate: Aggregate[S]
+    history: tuple[Any, ...] = field(converter=tuple)
+    command: Command | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(factory=dict)
+
+    def when(self, command: Command, *args: Any, **kwargs: Any) -> Specification[S]:
+        """Run ``command`` with ``args`` on the state the history folds to."""
+        return Specification(self.aggregate, self.history, command, args, kwargs)
+
+    def state(self) -> S:
+        """The state the history folds to."""
+        return self.aggregate.fold(self.history)
+
+    def _decide(self) -> list[Any]:
+        if self.command is None:
+            raise TypeError("this specification has no command: call .when(...) first")
+        return decide(self.aggregate, self.command, self.state(), *self.args, **self.kwargs)
+
+    def then(self, *expected: Any) -> list[Any]:
+        """Assert the command emits exactly ``expected`` and that they apply."""
+        try:
+            actual = self._decide()
+        except FesError as exc:
+            raise AssertionError(
+                f"{_describe(self)}\nexpected events:\n{_show(expected)}\n"
+                f"but it raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if actual != list(expected):
+            raise AssertionError(
+                f"{_describe(self)}\nexpected events:\n{_show(expected)}\n"
+                f"actual events:\n{_show(actual)}"
+            )
+        self.aggregate.fold(actual, self.state())
+        return actual
+
+    def then_nothing(self) -> None:
+        """Assert the command emits no event."""
+        self.then()
+
+    def then_rejected(
+        self, error: type[BaseException] = Rejected, match: str | None = None
+    ) -> BaseException:
+        """Assert the command raises ``error`` (whose message matches ``match``)."""
+        try:
+            actual = self._decide()
+        except error as exc:
+            if match is not None and not re.search(match, str(exc)):
+                raise AssertionError(
+                    f"{_describe(self)}\nexpected {error.__name__} matching {match!r}\n"
+                    f"but the message was: {exc}"
+                ) from exc
+            return exc
+        raise AssertionError(
+            f"{_describe(self)}\nexpected {error.__name__}, "
+            f"but it emitted:\n{_show(actual)}"
+        )
+
+    def then_state(self, expected: S) -> S:
+        """Assert the state after the history (and the command's events) is ``expected``."""
+        state = self.state()
+        if self.command is not None:
+            state = self.aggregate.fold(self._decide(), state)
+        if state != expected:
+            raise AssertionError(
+                f"{_describe(self)}\nexpected state:\n  {pprint.pformat(expected, width=88)}\n"
+                f"actual state:\n  {pprint.pformat(state, width=88)}"
+            )
+        return state
+
+
+def given(aggregate: Aggregate[S], *history: Any) -> Specification[S]:
+    """Start a specification: ``aggregate`` has already recorded ``history``."""
+    return Specification(aggregate, history)
+
+
+def recorded(
+    event: Any, stream: str = "stream", version: int = 1, position: int = 1
+) -> Recorded[Any]:
+    """Wrap a bare event as a recorded one, for feeding policies in tests."""
+    return Recorded(event, stream, version, position, _EPOCH)
+
+
+@frozen
+class PolicySpecification:
+    """A policy and, optionally, the upstream event it is given."""
+
+    policy: Policy
+    upstream: Recorded[Any] | None = None
+
+    def when(self, event: Any) -> PolicySpecification:
+        """Feed the policy one upstream event (bare, or already ``Recorded``)."""
+        rec = event if isinstance(event, Recorded) else recorded(event)
+        return PolicySpecification(self.policy, rec)
+
+    def then(self, *expected: Intent) -> list[Intent]:
+        """Assert the policy returns exactly the ``expected`` intents."""
+        if self.upstream is None:
+            raise TypeError("this specification has no event: call .when(...) first")
+        actual = list(self.policy(self.upstream))
+        if actual != list(expected):
+            raise AssertionError(
+                f"when policy sees:\n  {pprint.pformat(self.upstream.event, width=88)}\n"
+                f"expected intents:\n{_show(expected)}\nactual intents:\n{_show(actual)}"
+            )
+        return actual
+
+    def then_nothing(self) -> None:
+        """Assert the policy ignores the event."""
+        self.then()
+
+
+def given_policy(policy: Policy) -> PolicySpecification:
+    """Start a policy specification."""
+    return PolicySpecification(policy)

@@ -1,0 +1,38 @@
+"""Views (read models): pure folds of recorded events into a queryable state.
+
+A view's state is rebuilt from position 0 or kept up to date incrementally;
+both give the same value because the fold is pure.  The edge stores the
+view's state together with the position it has reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from attrs import frozen
+
+from fes.events import Recorded
+
+__all__ = ["View"]
+
+V = TypeVar("V")
+
+
+@frozen
+class View(Generic[V]):
+    """A named read model: ``apply(view_state, recorded) -> view_state``.
+
+    Events the view does not care about should leave its state as it is.
+    """
+
+    name: str
+    initial: V
+    apply: Callable[[V, Recorded[Any]], V]
+
+    def fold(self, records: Iterable[Recorded[Any]], state: V | None = None) -> V:
+        """Fold recorded events into the view's state."""
+        current = self.initial if state is None else state
+        for record in records:
+            current = self.apply(current, record)
+        return current
