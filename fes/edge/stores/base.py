@@ -1,0 +1,198 @@
+"""The one protocol every event store implements, and the rows it moves.
+
+A *database* (one URL: ``memory://``, ``sqlite:///path.db``,
+``postgresql://…``) holds the tables of several applications; a *store* is
+one application's view of it: its events (streams and the notification log),
+snapshots, tracking positions and views.  Stores move bytes: encoding and
+decoding events is the codec's job.
+
+Semantics every store keeps (checked by one conformance suite):
+
+- ``append`` is atomic across all its events and streams.  Each stream's
+  events must carry consecutive versions; the first must be one more than
+  the stream's current version, otherwise :class:`fes.ConcurrencyError`
+  names the stream, the expected and the actual version, and nothing is
+  stored.
+- Every appended event gets a position in the application's log.  Positions
+  strictly increase in commit order as any reader sees them: a reader that
+  has seen position N never later sees a newly committed position below N.
+  Gaps (from rolled-back transactions) are allowed.
+- With ``tracking``, the new events (possibly none) and the follower's
+  tracking position are recorded in one transaction; tracking is a
+  compare-and-set from ``previous`` to ``position``, so recording an
+  upstream position twice, or from a stale ``previous``, raises
+  :class:`fes.DuplicateTracking` and stores nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from attrs import frozen
+
+__all__ = [
+    "Database",
+    "NewEvent",
+    "Store",
+    "StoredEvent",
+    "StoredSnapshot",
+    "Tracking",
+]
+
+
+@frozen
+class NewEvent:
+    """An encoded event to append: ``version`` is the version it will have."""
+
+    stream: str
+    version: int
+    topic: str
+    payload: bytes
+    timestamp: int  # microseconds since the Unix epoch, UTC
+    meta: bytes | None = None  # encoded metadata; None when there is none
+
+
+@frozen
+class StoredEvent:
+    """An encoded event as stored, with its position in the notification log."""
+
+    position: int
+    stream: str
+    version: int
+    topic: str
+    payload: bytes
+    timestamp: int
+    meta: bytes | None = None
+
+
+@frozen
+class Tracking:
+    """A follower has processed ``leader``'s log up to ``position``.
+
+    ``previous`` is the position the follower had tracked before this batch
+    (0 for none): the store records ``position`` only if ``previous`` is
+    still what it holds.
+    """
+
+    leader: str
+    position: int
+    previous: int
+
+
+@frozen
+class StoredSnapshot:
+    """An encoded state of ``stream`` at ``version``, taken under ``fingerprint``."""
+
+    stream: str
+    version: int
+    fingerprint: str
+    payload: bytes
+    timestamp: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One application's tables in a database."""
+
+    @property
+    def app(self) -> str:
+        """The application whose tables these are."""
+        ...
+
+    def append(
+        self, events: Sequence[NewEvent], *, tracking: Tracking | None = None
+    ) -> list[int]:
+        """Append atomically; return the new events' positions in order."""
+        ...
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[StoredEvent]:
+        """A stream's events with ``from_version <= version <= to_version``."""
+        ...
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        ...
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        topics: Collection[str] | None = None,
+        to: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events with ``after < position <= to``, in position order."""
+        ...
+
+    def last_position(self) -> int:
+        """The highest position a reader can see now (0 for an empty log)."""
+        ...
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until a position above ``after`` is visible, or ``timeout`` passes.
+
+        Returns whether one is.  Implementations wake early on appends they
+        can observe (a condition, NOTIFY) and otherwise poll.
+        """
+        ...
+
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Store a snapshot (replacing one of the same stream and version)."""
+        ...
+
+    def load_snapshot(
+        self, stream: str, *, to_version: int | None = None
+    ) -> StoredSnapshot | None:
+        """The latest snapshot of ``stream`` at or below ``to_version``."""
+        ...
+
+    def last_tracked(self, leader: str) -> int:
+        """The last position of ``leader`` this application tracked (0 for none)."""
+        ...
+
+    def tracked(self) -> dict[str, int]:
+        """Every leader this application tracks, with its last position."""
+        ...
+
+    def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
+        """Store a view's encoded state with the position it has reached, atomically.
+
+        ``tracking.leader`` names the application the view follows; the
+        compare-and-set rules of :meth:`append` apply.
+        """
+        ...
+
+    def load_view(self, name: str) -> tuple[bytes, int] | None:
+        """A view's encoded state and the position it reached, or None."""
+        ...
+
+
+@runtime_checkable
+class Database(Protocol):
+    """A database holding several applications' tables."""
+
+    @property
+    def url(self) -> str:
+        """The URL this database was opened with (without any password)."""
+        ...
+
+    def store(self, app: str) -> Store:
+        """The store of application ``app``, its tables created if missing."""
+        ...
+
+    def apps(self) -> list[str]:
+        """The applications that have tables in this database."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the database's stores are unusable after."""
+        ...
