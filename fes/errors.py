@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CipherError",
     "CommandError",
+    "ConfigurationError",
     "ConcurrencyError",
     "DecodeError",
     "DefinitionError",
@@ -85,11 +86,15 @@ class PolicyError(FesError):
 # whole library and domain code can catch them without importing the edge.
 
 
+class ConfigurationError(FesError, ValueError):
+    """A setting (an argument or an environment variable) has a bad value."""
+
+
 class StoreError(FesError):
     """The event store could not do what was asked."""
 
 
-class StoreURLError(StoreError, ValueError):
+class StoreURLError(StoreError, ConfigurationError):
     """A store URL could not be understood."""
 
 

@@ -60,6 +60,7 @@ class Do:
     args: tuple[Any, ...] = field(default=(), converter=tuple)
 
 
+#: What a policy returns: inert data saying what the follower should do.
 Intent = Emit | Do
 #: A pure function from a recorded upstream event to the intents it causes.
 Policy = Callable[[Recorded[Any]], Sequence[Intent]]
@@ -162,6 +163,7 @@ class Stop:
     """Stop this follower; a restart resumes at the failed event."""
 
 
+#: What an error handler returns: retry the event, skip it, or stop the follower.
 Directive = Retry | Skip | Stop
 #: Decides, purely, what to do about a policy's error on its n-th attempt.
 ErrorHandler = Callable[[BaseException, Recorded[Any], int], Directive]
@@ -185,5 +187,8 @@ class _RetryThenStop:
 def retry_then_stop(
     attempts: int = 3, delay: float = 1.0, then: Directive | None = None
 ) -> ErrorHandler:
-    """Retry up to ``attempts`` times, ``delay`` seconds apart, then ``then``."""
+    """Retry, ``delay`` seconds apart, until attempt number ``attempts`` fails; then ``then``.
+
+    Attempts count from 1, so ``attempts`` is the number of tries in all.
+    """
     return _RetryThenStop(attempts, delay, Stop() if then is None else then)

@@ -1,0 +1,461 @@
+"""The application service: load, fold, decide, append — the edge of one App.
+
+An :class:`Application` binds a pure :class:`fes.App` to a store (chosen by a
+URL) and a codec.  ``execute`` loads a stream, folds it, runs a pure command
+and appends the new events expecting the version it loaded, retrying on a
+conflict.  Time and identifiers come from injected functions, so a run can
+be replayed deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from attrs import define, field, frozen
+
+from fes.aggregates import Aggregate, Command, decide
+from fes.errors import ConcurrencyError, ConfigurationError, FesError
+from fes.events import Metadata, Recorded
+from fes.snapshots import fingerprint
+from fes.system import App
+
+from .codec import Cipher, Codec
+from .skips import skips
+from .stores import open_database
+from .stores.base import Database, NewEvent, Store, StoredEvent, StoredSnapshot, Tracking
+
+__all__ = ["Application", "Batch", "utc_now"]
+
+S = TypeVar("S")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+DEFAULT_URL = "sqlite:///fes.db"
+#: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
+ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly."""
+    if moment.tzinfo is None:
+        raise ConfigurationError(f"the clock must give timezone-aware datetimes, got {moment!r}")
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
+    """An environment setting, preferring the one prefixed by the app's name."""
+    prefixed = f"{app.upper().replace('-', '_')}_{key}"
+    return env.get(prefixed, env.get(key))
+
+
+@frozen
+class _Pending:
+    """A stream's state as loaded, and the events a batch adds to it."""
+
+    aggregate: Aggregate[Any]
+    version: int
+    state: Any
+    events: tuple[Any, ...] = ()
+    metadata: tuple[Metadata, ...] = ()
+
+
+@define
+class Batch:
+    """Events to record together, across streams, in one atomic append.
+
+    Commands run on a stream's state folded with the events already pending
+    for it in this batch, so several commands on one stream compose.
+    """
+
+    application: Application
+    pending: dict[str, _Pending] = field(factory=dict)
+
+    def state(self, aggregate: Aggregate[S], stream: str) -> S:
+        """The stream's state including this batch's pending events."""
+        return self._slot(aggregate, stream).state  # type: ignore[no-any-return]
+
+    def _slot(self, aggregate: Aggregate[Any], stream: str) -> _Pending:
+        slot = self.pending.get(stream)
+        if slot is None:
+            state, version = self.application.load(aggregate, stream)
+            slot = _Pending(aggregate, version, state)
+            self.pending[stream] = slot
+        elif slot.aggregate.name != aggregate.name:
+            raise FesError(
+                f"stream {stream!r} is used as {slot.aggregate.name!r} and "
+                f"{aggregate.name!r} in one batch"
+            )
+        return slot
+
+    def emit(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        events: Iterable[Any],
+        metadata: Metadata = Metadata(),
+    ) -> list[Any]:
+        """Add events to a stream; they must apply to its state."""
+        new = list(events)
+        slot = self._slot(aggregate, stream)
+        state = aggregate.fold(new, slot.state)
+        self.pending[stream] = _Pending(
+            aggregate,
+            slot.version,
+            state,
+            slot.events + tuple(new),
+            slot.metadata + (metadata,) * len(new),
+        )
+        return new
+
+    def execute(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        *args: Any,
+        metadata: Metadata = Metadata(),
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Run a command on the stream's pending state; add its events."""
+        slot = self._slot(aggregate, stream)
+        new = decide(aggregate, command, slot.state, *args, **kwargs)
+        return self.emit(aggregate, stream, new, metadata)
+
+    def __len__(self) -> int:
+        return sum(len(p.events) for p in self.pending.values())
+
+
+class Application:
+    """One application of a system, on a store.
+
+    ``store`` is a URL (``memory://``, ``sqlite:///path.db``,
+    ``postgresql://user@host/db?schema=…``), an open :class:`Database`
+    (shared by the applications of a system), or None to read
+    ``FES_STORE_URL`` (or ``<APP>_FES_STORE_URL``) from ``env``, falling back
+    to ``sqlite:///fes.db``.
+
+    ``snapshot_every`` takes a snapshot when a stream's version crosses a
+    multiple of it; ``cache_size`` keeps that many recently used states in
+    memory (refreshed with any later events on every read); ``retries`` is
+    how many times ``execute`` retries a command after a version conflict.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        store: str | Database | None = None,
+        *,
+        compress: bool | None = None,
+        cipher: Cipher | None = None,
+        snapshot_every: int | None = None,
+        cache_size: int = 0,
+        retries: int = 3,
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], uuid.UUID] = uuid.uuid4,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.app = app
+        if store is None or isinstance(store, str):
+            url = store or _setting(env, app.name, "FES_STORE_URL") or DEFAULT_URL
+            self.database: Database = open_database(url)
+            self._owns_database = True
+        else:
+            self.database = store
+            self._owns_database = False
+        if compress is None:
+            compress = (_setting(env, app.name, "FES_COMPRESS") or "").lower() in (
+                "1", "true", "yes", "on",
+            )
+        if cipher is None:
+            cipher = Cipher.from_env(_EnvView(env, app.name))
+        if snapshot_every is None:
+            raw = _setting(env, app.name, "FES_SNAPSHOT_EVERY")
+            if raw:
+                try:
+                    snapshot_every = int(raw)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"FES_SNAPSHOT_EVERY must be an integer, got {raw!r}"
+                    ) from None
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ConfigurationError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        if retries < 0:
+            raise ConfigurationError(f"retries cannot be negative, got {retries}")
+        self.store: Store = self.database.store(app.name)
+        # fes's own events (skips recorded by runners) are readable in every application
+        self.codec = Codec((*app.aggregates, skips), compress=compress, cipher=cipher)
+        self.snapshot_every = snapshot_every
+        self.retries = retries
+        self.clock = clock
+        self.ids = ids
+        self._fingerprints = {a.name: fingerprint(a) for a in (*app.aggregates, skips)}
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # --- ids ----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The application's name."""
+        return self.app.name
+
+    def new_id(self) -> str:
+        """A fresh stream id (a UUID from the injected id factory)."""
+        return str(self.ids())
+
+    def name_id(self, aggregate: Aggregate[Any], name: str) -> str:
+        """A stream id derived from a name: the same name gives the same id."""
+        return str(uuid.uuid5(ID_NAMESPACE, f"{self.app.name}/{aggregate.name}/{name}"))
+
+    # --- reading ------------------------------------------------------------
+
+    def load(
+        self, aggregate: Aggregate[S], stream: str, *, version: int | None = None
+    ) -> tuple[S, int]:
+        """The stream's state and version (at ``version``, if given)."""
+        key = (aggregate.name, stream)
+        if version is None and self._cache_size:
+            with self._cache_lock:
+                cached = self._cache.get(key)
+            if cached is not None:
+                at, state = cached
+                later = self.store.read_stream(stream, from_version=at + 1)
+                if later:
+                    state = aggregate.fold(self._decode_all(later), state)
+                    at = later[-1].version
+                self._remember(key, at, state)
+                return state, at
+        state, at = self._load(aggregate, stream, version)
+        if version is None and self._cache_size:
+            self._remember(key, at, state)
+        return state, at
+
+    def _load(
+        self, aggregate: Aggregate[S], stream: str, version: int | None
+    ) -> tuple[S, int]:
+        start: S = aggregate.initial
+        at = 0
+        if self.snapshot_every:
+            snap = self.store.load_snapshot(stream, to_version=version)
+            if snap is not None and snap.fingerprint == self._fingerprints.get(aggregate.name):
+                start = self.codec.decode_state(
+                    aggregate, snap.payload, stream=stream, version=snap.version
+                )
+                at = snap.version
+        rows = self.store.read_stream(stream, from_version=at + 1 if at else None,
+                                      to_version=version)
+        if rows:
+            start = aggregate.fold(self._decode_all(rows), start)
+            at = rows[-1].version
+        return start, at
+
+    def _decode_all(self, rows: Sequence[StoredEvent]) -> list[Any]:
+        decode = self.codec.decode
+        return [decode(r.topic, r.payload, stream=r.stream, version=r.version) for r in rows]
+
+    def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
+        with self._cache_lock:
+            self._cache[key] = (version, state)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def get(self, aggregate: Aggregate[S], stream: str, *, version: int | None = None) -> S:
+        """The stream's state, folded from its latest usable snapshot and later events."""
+        return self.load(aggregate, stream, version=version)[0]
+
+    def recorded(self, row: StoredEvent) -> Recorded[Any]:
+        """Decode a stored row into a recorded event with its metadata."""
+        return Recorded(
+            event=self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
+            stream=row.stream,
+            version=row.version,
+            position=row.position,
+            timestamp=from_micros(row.timestamp),
+            topic=row.topic,
+            metadata=self.codec.decode_meta(row.meta),
+        )
+
+    def stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[Recorded[Any]]:
+        """A stream's recorded events, for inspection."""
+        rows = self.store.read_stream(
+            stream, from_version=from_version, to_version=to_version, limit=limit,
+            descending=descending,
+        )
+        return [self.recorded(r) for r in rows]
+
+    def log(
+        self, after: int = 0, *, limit: int | None = None, topics: Iterable[str] | None = None
+    ) -> list[Recorded[Any]]:
+        """The notification log after ``after``, decoded."""
+        rows = self.store.read_log(
+            after, limit=limit, topics=None if topics is None else list(topics)
+        )
+        return [self.recorded(r) for r in rows]
+
+    # --- writing ------------------------------------------------------------
+
+    def batch(self) -> Batch:
+        """A new batch of events to record atomically with :meth:`commit`."""
+        return Batch(self)
+
+    def commit(self, batch: Batch, *, tracking: Tracking | None = None) -> list[Recorded[Any]]:
+        """Append a batch's events, atomically, with an optional tracking position.
+
+        Raises :class:`fes.ConcurrencyError` if any stream moved since the batch
+        loaded it, and :class:`fes.DuplicateTracking` if the tracking position
+        was recorded before; either way nothing is stored.
+        """
+        timestamp = to_micros(self.clock())
+        encode = self.codec.encode
+        encode_meta = self.codec.encode_meta
+        rows: list[NewEvent] = []
+        for stream, slot in batch.pending.items():
+            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
+                version = slot.version + offset + 1
+                topic, payload = encode(item, stream=stream, version=version)
+                rows.append(NewEvent(stream, version, topic, payload, timestamp,
+                                     encode_meta(meta)))
+        if not rows and tracking is None:
+            return []
+        try:
+            positions = self.store.append(rows, tracking=tracking)
+        except ConcurrencyError:
+            self._forget(batch)
+            raise
+        moment = from_micros(timestamp)
+        result: list[Recorded[Any]] = []
+        index = 0
+        for stream, slot in batch.pending.items():
+            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
+                result.append(Recorded(item, stream, slot.version + offset + 1,
+                                       positions[index], moment, rows[index].topic, meta))
+                index += 1
+            if slot.events:
+                self._after_append(slot, stream)
+        return result
+
+    def _forget(self, batch: Batch) -> None:
+        if self._cache_size:
+            with self._cache_lock:
+                for stream, slot in batch.pending.items():
+                    self._cache.pop((slot.aggregate.name, stream), None)
+
+    def _after_append(self, slot: _Pending, stream: str) -> None:
+        new_version = slot.version + len(slot.events)
+        if self._cache_size:
+            self._remember((slot.aggregate.name, stream), new_version, slot.state)
+        every = self.snapshot_every
+        if every and new_version // every > slot.version // every:
+            self.store.save_snapshot(
+                StoredSnapshot(
+                    stream=stream,
+                    version=new_version,
+                    fingerprint=self._fingerprints[slot.aggregate.name],
+                    payload=self.codec.encode_state(
+                        slot.aggregate, slot.state, stream=stream, version=new_version
+                    ),
+                    timestamp=to_micros(self.clock()),
+                )
+            )
+
+    def execute(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        *args: Any,
+        metadata: Metadata = Metadata(),
+        **kwargs: Any,
+    ) -> list[Recorded[Any]]:
+        """Load the stream, run the pure command, append its events.
+
+        On a version conflict the whole load → decide → append is retried up
+        to ``retries`` times; a :class:`fes.Rejected` from the command is
+        raised as it is and stores nothing.
+        """
+        attempt = 0
+        while True:
+            batch = Batch(self)
+            batch.execute(aggregate, stream, command, *args, metadata=metadata, **kwargs)
+            try:
+                return self.commit(batch)
+            except ConcurrencyError:
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+
+    def take_snapshot(self, aggregate: Aggregate[Any], stream: str) -> int:
+        """Snapshot a stream's current state now; returns its version."""
+        state, version = self._load(aggregate, stream, None)
+        if version:
+            self.store.save_snapshot(
+                StoredSnapshot(
+                    stream, version, self._fingerprints[aggregate.name],
+                    self.codec.encode_state(aggregate, state, stream=stream, version=version),
+                    to_micros(self.clock()),
+                )
+            )
+        return version
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the database if this application opened it."""
+        if self._owns_database:
+            self.database.close()
+
+    def __enter__(self) -> Application:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Application({self.app.name!r}, store={self.database.url!r})"
+
+
+class _EnvView(Mapping[str, str]):
+    """An environment seen through an application's name prefix."""
+
+    def __init__(self, env: Mapping[str, str], app: str) -> None:
+        self._env = env
+        self._app = app
+
+    def __getitem__(self, key: str) -> str:
+        value = _setting(self._env, self._app, key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Any:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
