@@ -9,6 +9,7 @@ map their states.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import types
 import typing
@@ -82,6 +83,27 @@ def _parameter_hint(func: Callable[..., Any], index: int) -> tuple[type, ...] | 
     return _annotated_types(hints[name])
 
 
+class _Initial(enum.Enum):
+    """Marks "start from the initial state": None can be a state a projector returns."""
+
+    INITIAL = "initial"
+
+
+def _unusable_hint(func: Callable[..., Any]) -> str:
+    """Why a handler's event annotation gives no classes, for the error message."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    if len(params) < 2:
+        return "does not take (state, event)"
+    shown = params[1].annotation
+    if shown is inspect.Parameter.empty:
+        return "does not annotate the type of its event parameter"
+    # e.g. a class local to a function, named in a postponed (string) annotation
+    return f"annotates its event parameter as {shown!r}, which does not resolve to classes"
+
+
 def _name_of(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
 
@@ -130,11 +152,16 @@ def projector(
             hinted = _parameter_hint(handler, 1)
             if hinted is None:
                 raise DefinitionError(
-                    f"handler {_name_of(handler)!r} does not annotate the type of its "
-                    "event parameter; annotate it or pass (EventType, handler)"
+                    f"handler {_name_of(handler)!r} {_unusable_hint(handler)}; "
+                    "annotate it with event classes or pass (EventType, handler)"
                 )
             kinds = hinted
         for kind in kinds:
+            if not isinstance(kind, type) or kind is Any:
+                raise DefinitionError(
+                    f"handler {_name_of(handler)!r} is registered for {kind!r}, but events "
+                    "are dispatched by their class: name an event class"
+                )
             if kind in table:
                 raise DefinitionError(
                     f"event type {kind.__qualname__!r} is handled twice in {name!r}: "
@@ -169,6 +196,8 @@ class Aggregate(Generic[S]):
     testing tools and the command line; any command may be executed).
     ``snapshot_version`` is part of the snapshot fingerprint: bump it when the
     meaning of a stored state changes in a way the code cannot show.
+    ``event_topics`` fixes the topic of some event types (``combine`` uses it
+    so that composed parts keep writing under their own topics).
     """
 
     name: str
@@ -177,6 +206,7 @@ class Aggregate(Generic[S]):
     events: tuple[type, ...] = field(default=(), converter=_types)
     commands: Mapping[str, Command] = field(factory=dict, converter=_commands)
     snapshot_version: int = 1
+    event_topics: Mapping[type, str] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -190,12 +220,16 @@ class Aggregate(Generic[S]):
             raise DefinitionError(f"aggregate {self.name!r} lists an event type twice")
         handled = getattr(self.apply, "event_types", None)
         if handled is not None:
-            missing = [k.__qualname__ for k in self.events if k not in handled]
+            # the projector dispatches by MRO, so a base class's handler covers a subclass
+            missing = [
+                k.__qualname__ for k in self.events if not issubclass(k, tuple(handled))
+            ]
             if missing:
                 raise DefinitionError(
                     f"aggregate {self.name!r} owns {', '.join(missing)} "
                     "but its projector has no handler for them"
                 )
+        self.topics()  # refuses two event types written or read under one topic
 
     def evolve(self, state: S, event: Any) -> S:
         """Apply one event, naming this aggregate if the projector refuses it."""
@@ -207,9 +241,9 @@ class Aggregate(Generic[S]):
             raise UnhandledEvent(exc.event_type, self.name) from None
         return result
 
-    def fold(self, events: Iterable[Any], state: S | None = None) -> S:
+    def fold(self, events: Iterable[Any], state: S | _Initial = _Initial.INITIAL) -> S:
         """Fold events into a state, starting from ``state`` or the initial one."""
-        current = self.initial if state is None else state
+        current: S = self.initial if state is _Initial.INITIAL else state
         evolve = self.evolve
         for item in events:
             current = evolve(current, item)
@@ -223,20 +257,55 @@ class Aggregate(Generic[S]):
         """Every topic this aggregate's events are written or read under."""
         table: dict[str, type] = {}
         for kind in self.events:
-            spec = spec_of(kind)
-            table[spec.topic or f"{self.name}.{kind.__qualname__}"] = kind
-            for alias in spec.aliases:
-                table[alias] = kind
+            for topic in (self.topic_of(kind), *spec_of(kind).aliases):
+                other = table.setdefault(topic, kind)
+                if other is not kind:
+                    raise DefinitionError(
+                        f"aggregate {self.name!r}: topic {topic!r} names both "
+                        f"{other.__qualname__} and {kind.__qualname__}"
+                    )
         return table
 
     def topic_of(self, kind: type) -> str:
         """The topic under which events of ``kind`` are written."""
+        explicit = self.event_topics.get(kind)
+        if explicit is not None:
+            return explicit
         return spec_of(kind).topic or f"{self.name}.{kind.__qualname__}"
 
 
-def fold(aggregate: Aggregate[S], events: Iterable[Any], state: S | None = None) -> S:
+def fold(
+    aggregate: Aggregate[S], events: Iterable[Any], state: S | _Initial = _Initial.INITIAL
+) -> S:
     """Fold events into ``aggregate``'s state; see :meth:`Aggregate.fold`."""
     return aggregate.fold(events, state)
+
+
+def _admits(accepted: tuple[type, ...], state: Any) -> bool:
+    """Whether ``state`` fits the classes; hints isinstance cannot check (Any) admit all."""
+    try:
+        return isinstance(state, accepted)
+    except TypeError:
+        return True
+
+
+def _unwrap(command: Command, state: Any) -> tuple[Command, Any]:
+    """The user's command inside the combinators' wrappers, and the state it will see."""
+    while True:
+        if (
+            isinstance(command, _Lifted)
+            and isinstance(state, tuple)
+            and command.index < len(state)
+        ):
+            state = state[command.index]
+            command = command.command
+        elif isinstance(command, _MappedCommand):
+            state = command.back(state)
+            command = command.command
+        elif isinstance(command, (_AdaptedCommand, _Contramapped)):
+            command = command.command
+        else:
+            return command, state
 
 
 def decide(
@@ -249,13 +318,14 @@ def decide(
     (for example, a command on a stream that has no events yet).  Events the
     aggregate does not own are refused too: they could not be folded.
     """
-    accepted = _parameter_hint(command, 0)
-    if accepted is not None and not isinstance(state, accepted):
-        shown = "no state yet (the stream has no events)" if state is None else (
-            f"a {type(state).__qualname__}"
+    inner, inner_state = _unwrap(command, state)
+    accepted = _parameter_hint(inner, 0)
+    if accepted is not None and not _admits(accepted, inner_state):
+        shown = "no state yet (the stream has no events)" if inner_state is None else (
+            f"a {type(inner_state).__qualname__}"
         )
         raise CommandError(
-            f"command {_name_of(command)!r} of aggregate {aggregate.name!r} expects "
+            f"command {_name_of(inner)!r} of aggregate {aggregate.name!r} expects "
             f"{' | '.join(k.__qualname__ for k in accepted)}, but got {shown}"
         )
     events = command(state, *args, **kwargs)
@@ -329,10 +399,12 @@ def combine(*parts: Aggregate[Any], name: str | None = None) -> Aggregate[tuple[
     """
     combined_name = name or "+".join(p.name for p in parts) or "neutral"
     events: list[type] = []
+    topics: dict[type, str] = {}
     for part in parts:
         for kind in part.events:
             if kind not in events:
                 events.append(kind)
+                topics[kind] = part.topic_of(kind)
     commands: dict[str, Command] = {}
     for index, part in enumerate(parts):
         for key, command in part.commands.items():
@@ -346,6 +418,7 @@ def combine(*parts: Aggregate[Any], name: str | None = None) -> Aggregate[tuple[
         apply=_Combined(tuple(parts), combined_name),
         events=events,
         commands=commands,
+        event_topics=topics,
         snapshot_version=sum(p.snapshot_version for p in parts),
     )
 
@@ -384,6 +457,7 @@ def map_state(
         events=aggregate.events,
         commands={k: _MappedCommand(c, back) for k, c in aggregate.commands.items()},
         snapshot_version=aggregate.snapshot_version,
+        event_topics=aggregate.event_topics,
     )
 
 

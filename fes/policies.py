@@ -38,13 +38,18 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    # a typed converter: with a bare ``tuple`` mypy's attrs plugin rejects tuple arguments
+    return tuple(value)
+
+
 @frozen
 class Emit:
     """Append ``events`` to ``stream`` of the follower's ``aggregate``."""
 
     aggregate: Aggregate[Any]
     stream: str
-    events: tuple[Any, ...] = field(converter=tuple)
+    events: tuple[Any, ...] = field(converter=_tuple)
 
 
 @frozen
@@ -57,7 +62,7 @@ class Do:
     aggregate: Aggregate[Any]
     stream: str
     command: Command
-    args: tuple[Any, ...] = field(default=(), converter=tuple)
+    args: tuple[Any, ...] = field(default=(), converter=_tuple)
 
 
 #: What a policy returns: inert data saying what the follower should do.

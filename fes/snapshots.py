@@ -36,6 +36,11 @@ class Snapshot(Generic[S]):
 
 def _code_digest(obj: Any, seen: set[int], out: list[bytes]) -> None:
     """Feed the bytecode of a function (and what it closes over) into ``out``."""
+    if obj is None or isinstance(obj, (str, bytes, int, float, complex)):
+        # plain values (closed-over settings, names) change behaviour: count each one,
+        # before the identity check, since equal small values share one object
+        out.append(repr(obj).encode())
+        return
     if id(obj) in seen:
         return
     seen.add(id(obj))
@@ -58,7 +63,7 @@ def _code_digest(obj: Any, seen: set[int], out: list[bytes]) -> None:
         _code_digest(obj.__func__, seen, out)
     elif isinstance(obj, Aggregate):
         # only what folds matters: commands do not change a stored state's meaning
-        out.append(obj.name.encode())
+        out.append(f"{obj.name}:{obj.snapshot_version}".encode())
         _code_digest(obj.apply, seen, out)
     elif attrs.has(type(obj)):
         # projector values built by fes (dispatch tables, combinations)

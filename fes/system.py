@@ -23,6 +23,15 @@ from fes.views import View
 __all__ = ["App", "System"]
 
 
+def _aggregates(value: Iterable[Aggregate[Any]]) -> tuple[Aggregate[Any], ...]:
+    # typed converters: with a bare ``tuple`` mypy's attrs plugin rejects list arguments
+    return tuple(value)
+
+
+def _views(value: Iterable[View[Any]]) -> tuple[View[Any], ...]:
+    return tuple(value)
+
+
 def _tuple_of_tuples(value: Iterable[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(pipe) for pipe in value)
 
@@ -37,10 +46,10 @@ class App:
     """
 
     name: str
-    aggregates: tuple[Aggregate[Any], ...] = field(default=(), converter=tuple)
+    aggregates: tuple[Aggregate[Any], ...] = field(default=(), converter=_aggregates)
     policy: Policy | None = None
     on_error: ErrorHandler = stop_on_error
-    views: tuple[View[Any], ...] = field(default=(), converter=tuple)
+    views: tuple[View[Any], ...] = field(default=(), converter=_views)
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -65,11 +74,15 @@ class App:
         )
 
 
+def _apps(value: Iterable[App]) -> tuple[App, ...]:
+    return tuple(value)
+
+
 @frozen
 class System:
     """Applications wired by pipes; validated when built."""
 
-    apps: tuple[App, ...] = field(converter=tuple)
+    apps: tuple[App, ...] = field(converter=_apps)
     pipes: tuple[tuple[str, ...], ...] = field(default=(), converter=_tuple_of_tuples)
 
     def __attrs_post_init__(self) -> None:

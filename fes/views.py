@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from attrs import frozen
 
+from fes.aggregates import _Initial
 from fes.events import Recorded
 
 __all__ = ["View"]
@@ -30,9 +31,11 @@ class View(Generic[V]):
     initial: V
     apply: Callable[[V, Recorded[Any]], V]
 
-    def fold(self, records: Iterable[Recorded[Any]], state: V | None = None) -> V:
-        """Fold recorded events into the view's state."""
-        current = self.initial if state is None else state
+    def fold(
+        self, records: Iterable[Recorded[Any]], state: V | _Initial = _Initial.INITIAL
+    ) -> V:
+        """Fold recorded events into the view's state (from the initial one by default)."""
+        current: V = self.initial if state is _Initial.INITIAL else state
         for record in records:
             current = self.apply(current, record)
         return current

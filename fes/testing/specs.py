@@ -105,6 +105,11 @@ class Specification(Generic[S]):
                     f"but the message was: {exc}"
                 ) from exc
             return exc
+        except FesError as exc:
+            raise AssertionError(
+                f"{_describe(self)}\nexpected {error.__name__}, "
+                f"but it raised {type(exc).__name__}: {exc}"
+            ) from exc
         raise AssertionError(
             f"{_describe(self)}\nexpected {error.__name__}, "
             f"but it emitted:\n{_show(actual)}"

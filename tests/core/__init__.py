@@ -1,0 +1,1 @@
+"""Tests of the pure core: events, aggregates, combinators, snapshots, policies, systems."""
