@@ -1,0 +1,782 @@
+"""The codec: events, states and metadata to bytes and back, and every way that can fail."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import math
+import random
+import string
+import sys
+import zlib
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+import attrs
+import orjson
+import pytest
+from attrs import field, frozen
+from hypothesis import given
+from hypothesis import strategies as st
+from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
+
+import fes
+from fes.edge.codec import Cipher, Codec
+from fes.events import NO_METADATA, Metadata
+from fes.examples import bank, dogs
+
+EXAMPLES = [dogs.dogs, bank.accounts]
+INT64 = st.integers(-(2**63), 2**63 - 1)
+TEXT = st.text(max_size=30)
+KEY_A = bytes(range(32))
+KEY_B = bytes(range(100, 132))
+
+
+# --- event types with many kinds of field ------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Size(enum.IntEnum):
+    SMALL = 1
+    LARGE = 2
+
+
+@frozen
+class Point:
+    x: int
+    y: int
+
+
+@frozen
+class Card:
+    number: str
+
+
+@frozen
+class Cash:
+    pass
+
+
+@frozen
+class Voucher:
+    number: str  # the same fields as Card: only a tag tells them apart
+
+
+@frozen
+class Everything:
+    text: str
+    number: int
+    ratio: float
+    flag: bool
+    amount: Decimal
+    ident: UUID
+    when: datetime
+    day: date
+    clock: time
+    blob: bytes
+    colour: Colour
+    size: Size
+    maybe_text: str | None
+    maybe_number: int | None
+    maybe_point: Point | None
+    maybe_ratio: float | None
+    points: PVector[Point]
+    numbers: PVector[int]
+    counts: PMap[str, int]
+    by_id: PMap[UUID, str]
+    by_point: PMap[int, Point]
+    tags: PSet[str]
+    seq: tuple[int, ...]
+    pair: tuple[str, int]
+    unique: frozenset[int]
+    names: list[str]
+    scores: dict[str, float]
+    payment: Card | Cash | Voucher
+    either: int | str | None
+    mode: Literal["fast", "slow"]
+    nested: PVector[PMap[str, PVector[Point]]]
+    anything: Any
+    _secret: str = "hidden"
+    later: int = 7
+    labels: PVector[str] = field(factory=pvector)
+    keyword: str = field(default="kw", kw_only=True)
+
+
+@frozen
+class Tree:
+    label: str
+    children: PVector[Tree] = field(factory=pvector)
+
+
+def _apply_any(state: Any, event: Any) -> Any:
+    return state
+
+
+kitchen = fes.Aggregate(
+    name="kitchen", initial=None, apply=_apply_any, events=[Everything, Tree, Point]
+)
+
+timezones = st.builds(
+    timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+)
+floats = st.floats(allow_nan=False)
+points = st.builds(Point, INT64, INT64)
+json_values = st.recursive(
+    st.none() | st.booleans() | INT64 | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+everything = st.builds(
+    Everything,
+    text=TEXT,
+    number=INT64,
+    ratio=floats,
+    flag=st.booleans(),
+    amount=st.decimals(allow_nan=False),
+    ident=st.uuids(),
+    when=st.datetimes(timezones=st.none() | timezones),
+    day=st.dates(),
+    clock=st.times(),
+    blob=st.binary(max_size=20),
+    colour=st.sampled_from(Colour),
+    size=st.sampled_from(Size),
+    maybe_text=st.none() | TEXT,
+    maybe_number=st.none() | INT64,
+    maybe_point=st.none() | points,
+    maybe_ratio=st.none() | floats,
+    points=st.lists(points, max_size=3).map(pvector),
+    numbers=st.lists(INT64, max_size=5).map(pvector),
+    counts=st.dictionaries(TEXT, INT64, max_size=3).map(pmap),
+    by_id=st.dictionaries(st.uuids(), TEXT, max_size=3).map(pmap),
+    by_point=st.dictionaries(INT64, points, max_size=3).map(pmap),
+    tags=st.frozensets(TEXT, max_size=3).map(pset),
+    seq=st.lists(INT64, max_size=3).map(tuple),
+    pair=st.tuples(TEXT, INT64),
+    unique=st.frozensets(INT64, max_size=3),
+    names=st.lists(TEXT, max_size=3),
+    scores=st.dictionaries(TEXT, floats, max_size=3),
+    payment=st.builds(Card, TEXT) | st.just(Cash()) | st.builds(Voucher, TEXT),
+    either=st.none() | INT64 | TEXT,
+    mode=st.sampled_from(["fast", "slow"]),
+    nested=st.lists(
+        st.dictionaries(TEXT, st.lists(points, max_size=2).map(pvector), max_size=2).map(pmap),
+        max_size=2,
+    ).map(pvector),
+    anything=json_values,
+    secret=TEXT,
+    later=INT64,
+    labels=st.lists(TEXT, max_size=3).map(pvector),
+    keyword=TEXT,
+)
+
+trees = st.recursive(
+    st.builds(Tree, TEXT),
+    lambda inner: st.builds(Tree, TEXT, st.lists(inner, max_size=3).map(pvector)),
+    max_leaves=10,
+)
+
+
+def _codecs() -> dict[str, Codec]:
+    ring = Cipher({"a": KEY_A}, "a")
+    aggregates = [*EXAMPLES, kitchen]
+    return {
+        "plain": Codec(aggregates),
+        "compressed": Codec(aggregates, compress=True),
+        "encrypted": Codec(aggregates, cipher=ring),
+        "both": Codec(aggregates, compress=9, cipher=ring),
+    }
+
+
+CODECS = _codecs()
+TOPIC_TYPES = {t: k for a in [*EXAMPLES, kitchen] for t, k in a.topics().items()}
+codecs = pytest.mark.parametrize("codec", list(CODECS.values()), ids=list(CODECS))
+
+
+def _example_events() -> st.SearchStrategy[Any]:
+    options = []
+    for aggregate in EXAMPLES:
+        for kind in aggregate.events:
+            ints = {a.name: INT64 for a in attrs.fields(kind) if a.type in (int, "int")}
+            options.append(st.builds(kind, **ints))
+    return st.one_of(options)
+
+
+def _round_trip(codec: Codec, event: Any, stream: str = "s", version: int = 1) -> Any:
+    topic, payload = codec.encode(event, stream=stream, version=version)
+    return codec.decode(topic, payload, stream=stream, version=version)
+
+
+# --- round trips ------------------------------------------------------------------------
+
+
+@codecs
+@given(event=_example_events(), stream=TEXT, version=st.integers(1, 2**40))
+def test_example_events_round_trip(codec: Codec, event: Any, stream: str, version: int) -> None:
+    """Every event of the example domains decodes to an equal event, in every configuration."""
+    assert _round_trip(codec, event, stream, version) == event
+
+
+@codecs
+@given(event=everything)
+def test_many_field_kinds_round_trip(codec: Codec, event: Everything) -> None:
+    """An event with every supported kind of field decodes to an equal event."""
+    decoded = _round_trip(codec, event)
+    assert decoded == event
+    assert decoded.when.utcoffset() == event.when.utcoffset()
+    assert type(decoded.payment) is type(event.payment)
+    assert isinstance(decoded.points, PVector) and isinstance(decoded.counts, PMap)
+
+
+@given(tree=trees)
+def test_recursive_types_round_trip(tree: Tree) -> None:
+    """A type that contains itself (a tree of PVectors) round-trips."""
+    assert _round_trip(CODECS["plain"], tree) == tree
+
+
+@given(event=everything)
+def test_non_finite_floats_round_trip(event: Everything) -> None:
+    """NaN and the infinities survive, though JSON has no spelling for them."""
+    for special in (math.inf, -math.inf):
+        assert _round_trip(CODECS["plain"], attrs.evolve(event, ratio=special)).ratio == special
+    assert math.isnan(_round_trip(CODECS["plain"], attrs.evolve(event, ratio=math.nan)).ratio)
+    nan_maybe = _round_trip(CODECS["plain"], attrs.evolve(event, maybe_ratio=math.nan))
+    assert math.isnan(nan_maybe.maybe_ratio)
+
+
+def test_plain_payload_is_bare_json() -> None:
+    """Uncompressed, unencrypted schema-1 events are stored as plain JSON objects."""
+    topic, payload = CODECS["plain"].encode(bank.Deposited(250), stream="s", version=1)
+    assert (topic, payload) == ("account.Deposited", b'{"amount":250}')
+    assert CODECS["plain"].topic_of(bank.Deposited(1)) == "account.Deposited"
+
+
+def test_tagged_unions_tell_same_shaped_classes_apart() -> None:
+    """Union members with the same fields are written with a tag naming the class."""
+    hooks = CODECS["plain"]._hooks
+    kind = Card | Cash | Voucher
+    assert hooks.unstructure(kind)(Voucher("7")) == {"$type": "Voucher", "number": "7"}
+    assert hooks.structure(kind)({"$type": "Voucher", "number": "7"}, kind) == Voucher("7")
+    assert hooks.unstructure(int | str | None)(5) == 5  # distinct JSON kinds need no tag
+
+
+def test_unknown_union_tag_is_a_decode_error() -> None:
+    """A tagged union member naming no member type is refused."""
+    data = orjson.loads(_round_trip_payload(everything_example()))
+    data["payment"] = {"$type": "Bitcoin", "number": "1"}
+    with pytest.raises(fes.DecodeError, match="Card"):
+        CODECS["plain"].decode("kitchen.Everything", orjson.dumps(data), stream="s", version=1)
+
+
+def test_missing_defaulted_field_reads_as_default() -> None:
+    """A payload stored before a defaulted field existed decodes with the default."""
+    data = orjson.loads(_round_trip_payload(everything_example()))
+    del data["later"], data["labels"], data["keyword"]
+    decoded = CODECS["plain"].decode(
+        "kitchen.Everything", orjson.dumps(data), stream="s", version=1
+    )
+    assert (decoded.later, decoded.labels, decoded.keyword) == (7, pvector(), "kw")
+
+
+def everything_example() -> Everything:
+    return Everything(
+        text="t", number=1, ratio=0.5, flag=True, amount=Decimal("1.10"),
+        ident=UUID(int=1), when=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        day=date(2024, 1, 2), clock=time(3, 4), blob=b"\x00\xff", colour=Colour.RED,
+        size=Size.LARGE, maybe_text=None, maybe_number=3, maybe_point=Point(1, 2),
+        maybe_ratio=None, points=pvector([Point(0, 0)]), numbers=pvector([1, 2]),
+        counts=pmap({"a": 1}), by_id=pmap({UUID(int=2): "two"}),
+        by_point=pmap({1: Point(1, 1)}), tags=pset(["x"]), seq=(1, 2), pair=("p", 2),
+        unique=frozenset({3}), names=["n"], scores={"s": 1.5}, payment=Card("42"),
+        either="e", mode="fast", nested=pvector([pmap({"k": pvector([Point(5, 6)])})]),
+        anything={"free": [1, "form"]},
+    )  # fmt: skip
+
+
+def _round_trip_payload(event: Any) -> bytes:
+    return CODECS["plain"].encode(event, stream="s", version=1)[1]
+
+
+def test_kitchen_payload_is_readable_json() -> None:
+    """Rich values are stored in their natural JSON spellings."""
+    data = orjson.loads(_round_trip_payload(everything_example()))
+    assert data["amount"] == "1.10"
+    assert data["ident"] == "00000000-0000-0000-0000-000000000001"
+    assert data["when"] == "2024-01-02T03:04:05+00:00"
+    assert data["blob"] == "AP8="
+    assert (data["colour"], data["size"]) == ("red", 2)
+    assert data["by_id"] == {"00000000-0000-0000-0000-000000000002": "two"}
+    assert data["by_point"] == [[1, {"x": 1, "y": 1}]]  # keys JSON objects cannot hold
+    assert data["payment"] == {"$type": "Card", "number": "42"}
+    assert data["_secret"] == "hidden"
+
+
+# --- snapshot states ------------------------------------------------------------------
+
+
+dog_states = st.builds(dogs.Dog, TEXT, st.lists(TEXT, max_size=5).map(pvector))
+accounts = st.builds(bank.Account, TEXT, INT64, INT64, st.booleans())
+pair = fes.combine(dogs.dogs, bank.accounts)
+
+
+@codecs
+@given(dog=st.none() | dog_states, account=st.none() | accounts, version=st.integers(1, 99))
+def test_states_round_trip(codec: Codec, dog: Any, account: Any, version: int) -> None:
+    """Example states, None, and tuples of combined aggregates survive a snapshot."""
+    for aggregate, state in [(dogs.dogs, dog), (bank.accounts, account), (pair, (dog, account))]:
+        payload = codec.encode_state(aggregate, state, stream="s", version=version)
+        assert codec.decode_state(aggregate, payload, stream="s", version=version) == state
+
+
+def test_neutral_and_nested_combined_states_round_trip() -> None:
+    """The neutral aggregate's unit state and nested combinations round-trip."""
+    codec = CODECS["plain"]
+    nested = fes.combine(pair, fes.neutral)
+    state = ((dogs.Dog("rex", pvector(["sit"])), None), ())
+    for aggregate, value in [(fes.neutral, ()), (nested, state)]:
+        payload = codec.encode_state(aggregate, value, stream="s", version=1)
+        assert codec.decode_state(aggregate, payload, stream="s", version=1) == value
+
+
+def test_state_of_unannotated_projector_is_refused_clearly() -> None:
+    """A state type that cannot be read from the projector is a DefinitionError."""
+    opaque = fes.Aggregate(name="opaque", initial=None, apply=lambda s, e: s)
+    with pytest.raises(fes.DefinitionError, match="opaque"):
+        CODECS["plain"].encode_state(opaque, 1, stream="s", version=1)
+
+
+def test_corrupt_state_is_a_decode_error() -> None:
+    """A snapshot payload that does not fit the state type names stream and version."""
+    with pytest.raises(fes.DecodeError, match=r"'dog'.*'s'.*version 4"):
+        CODECS["plain"].decode_state(dogs.dogs, b'{"name": 1}', stream="s", version=4)
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+metadata = st.builds(
+    Metadata, st.none() | TEXT, st.none() | TEXT, st.dictionaries(TEXT, TEXT, max_size=3)
+)
+
+
+@given(meta=metadata)
+def test_metadata_round_trips(meta: Metadata) -> None:
+    """Metadata decodes to equal metadata; empty metadata is stored as nothing."""
+    codec = CODECS["plain"]
+    data = codec.encode_meta(meta)
+    assert (data is None) == (meta == NO_METADATA)
+    assert codec.decode_meta(data) == meta
+
+
+def test_empty_metadata_is_none() -> None:
+    """The common case, no metadata, stores nothing and reads back as empty."""
+    codec = CODECS["plain"]
+    assert codec.encode_meta(NO_METADATA) is None
+    assert codec.encode_meta(Metadata()) is None
+    assert codec.decode_meta(None) is NO_METADATA
+    assert codec.decode_meta(b"") is NO_METADATA
+
+
+@pytest.mark.parametrize(
+    "data", [b"{", b"[]", b'{"correlation_id": 5}', b'{"headers": {"a": 1}}', b'{"headers": []}']
+)
+def test_corrupt_metadata_is_a_decode_error(data: bytes) -> None:
+    """Metadata that is not what the codec writes is refused with a DecodeError."""
+    with pytest.raises(fes.DecodeError, match="metadata"):
+        CODECS["plain"].decode_meta(data)
+
+
+# --- compression ------------------------------------------------------------------------
+
+
+def test_compressible_payload_is_compressed() -> None:
+    """A repetitive payload is stored compressed, flagged, smaller, and reads back."""
+    codec = CODECS["compressed"]
+    event = dogs.Registered("woof " * 200)
+    topic, payload = codec.encode(event, stream="s", version=1)
+    assert payload[0] == 0x81 and len(payload) < 100
+    assert codec.decode(topic, payload, stream="s", version=1) == event
+    assert Codec(EXAMPLES).decode(topic, payload, stream="s", version=1) == event
+
+
+def test_incompressible_and_small_payloads_stay_plain() -> None:
+    """Compression is used only when it makes the payload smaller."""
+    codec = CODECS["compressed"]
+    alphabet = string.ascii_letters + string.digits + string.punctuation.replace('"', "")
+    noise = "".join(random.Random(1).choices(alphabet, k=120))
+    assert len(zlib.compress(orjson.dumps({"name": noise}))) > len(noise) + 11
+    for event in (dogs.Registered(noise), dogs.Registered("rex")):
+        topic, payload = codec.encode(event, stream="s", version=1)
+        assert payload == CODECS["plain"].encode(event, stream="s", version=1)[1]
+        assert codec.decode(topic, payload, stream="s", version=1) == event
+
+
+def test_decompression_bomb_is_refused() -> None:
+    """A small payload that would inflate beyond max_payload is a DecodeError."""
+    bomb = b"\x81" + zlib.compress(b'{"name": "' + b"a" * (20 * 1024 * 1024) + b'"}', 9)
+    assert len(bomb) < 30_000
+    for codec in (Codec([dogs.dogs]), Codec([dogs.dogs], max_payload=1024)):
+        with pytest.raises(fes.DecodeError, match="max_payload"):
+            codec.decode("dog.Registered", bomb, stream="s", version=1)
+
+
+def test_codec_never_writes_what_it_refuses_to_read() -> None:
+    """A payload larger than max_payload is stored uncompressed, so it still reads back."""
+    codec = Codec([dogs.dogs], compress=True, max_payload=200)
+    event = dogs.Registered("a" * 1000)
+    topic, payload = codec.encode(event, stream="s", version=1)
+    assert codec.decode(topic, payload, stream="s", version=1) == event
+
+
+# --- encryption ------------------------------------------------------------------------
+
+
+def _encrypted(**kw: Any) -> Codec:
+    return Codec(EXAMPLES, cipher=Cipher(kw.pop("keys", {"a": KEY_A}), kw.pop("current", "a")))
+
+
+def test_encrypted_payload_hides_the_event() -> None:
+    """An encrypted payload names its key id but not the event's contents; nonces differ."""
+    codec = _encrypted()
+    _, first = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
+    _, second = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
+    assert first[:3] == b"\x82\x01a" and b"Fido" not in first
+    assert first != second
+
+
+def test_every_flipped_byte_is_refused() -> None:
+    """Changing any byte of an encrypted payload makes it fail to decode."""
+    codec = _encrypted()
+    topic, payload = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
+    for index in range(len(payload)):
+        tampered = bytearray(payload)
+        tampered[index] ^= 0x01
+        with pytest.raises(fes.DecodeError):
+            codec.decode(topic, bytes(tampered), stream="s", version=1)
+    tampered = bytearray(payload)
+    tampered[-1] ^= 0x80
+    with pytest.raises(fes.CipherError, match=r"stream 's' version 1"):
+        codec.decode(topic, bytes(tampered), stream="s", version=1)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [("other", 1, "dog.Registered"), ("s", 2, "dog.Registered"), ("s", 1, "dog.TrickAdded")],
+)
+def test_ciphertext_moved_to_another_row_is_refused(where: tuple[str, int, str]) -> None:
+    """A payload copied to another stream, version or topic fails authentication."""
+    codec = _encrypted()
+    _, payload = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
+    stream, version, topic = where
+    with pytest.raises(fes.CipherError, match=f"stream '{stream}' version {version}"):
+        codec.decode(topic, payload, stream=stream, version=version)
+
+
+def test_snapshot_moved_to_another_row_is_refused() -> None:
+    """An encrypted snapshot is bound to its aggregate, stream and version."""
+    codec = _encrypted()
+    payload = codec.encode_state(dogs.dogs, dogs.Dog("rex"), stream="s", version=3)
+    assert codec.decode_state(dogs.dogs, payload, stream="s", version=3) == dogs.Dog("rex")
+    for stream, version in [("t", 3), ("s", 4)]:
+        with pytest.raises(fes.CipherError):
+            codec.decode_state(dogs.dogs, payload, stream=stream, version=version)
+
+
+def test_rotated_keys_still_read_old_payloads() -> None:
+    """After rotation, old payloads decode with the retired key; new ones use the new key."""
+    old = _encrypted()
+    topic, before = old.encode(bank.Deposited(5), stream="s", version=1)
+    rotated = _encrypted(keys={"a": KEY_A, "b": KEY_B}, current="b")
+    _, after = rotated.encode(bank.Deposited(6), stream="s", version=2)
+    assert after[:3] == b"\x82\x01b"
+    assert rotated.decode(topic, before, stream="s", version=1) == bank.Deposited(5)
+    assert rotated.decode(topic, after, stream="s", version=2) == bank.Deposited(6)
+
+
+def test_unknown_key_id_is_named() -> None:
+    """A payload under a key id the keyring lacks is a CipherError naming that id."""
+    topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
+    with pytest.raises(fes.CipherError, match=r"key id 'a', which is not in the keyring"):
+        _encrypted(keys={"b": KEY_B}, current="b").decode(topic, payload, stream="s", version=1)
+
+
+def test_wrong_key_is_refused_without_revealing_keys() -> None:
+    """A payload decrypted with another key under the same id fails; no key is shown."""
+    topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
+    wrong = _encrypted(keys={"a": KEY_B})
+    with pytest.raises(fes.CipherError) as caught:
+        wrong.decode(topic, payload, stream="s", version=1)
+    message = str(caught.value)
+    assert "stream 's' version 1" in message
+    for key in (KEY_A, KEY_B):
+        assert base64.b64encode(key).decode() not in message and repr(key) not in message
+    assert repr(KEY_B) not in repr(wrong) and "'a'" in repr(wrong._cipher)
+
+
+def test_plaintext_is_refused_by_a_codec_with_a_cipher() -> None:
+    """With a cipher, unencrypted payloads are refused: they could come from anyone."""
+    codec = _encrypted()
+    for payload in (b'{"amount": 5}', b'\x80{"amount": 5}', b"\x81" + zlib.compress(b"{}")):
+        with pytest.raises(fes.CipherError, match="not encrypted"):
+            codec.decode("account.Deposited", payload, stream="s", version=1)
+    with pytest.raises(fes.CipherError, match="not encrypted"):
+        codec.decode_state(bank.accounts, b"\x80null", stream="s", version=1)
+
+
+def test_encrypted_payload_without_cipher_is_refused() -> None:
+    """A codec without a cipher says so when it meets an encrypted payload."""
+    topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
+    with pytest.raises(fes.CipherError, match="no cipher"):
+        CODECS["plain"].decode(topic, payload, stream="s", version=1)
+
+
+@pytest.mark.parametrize(
+    ("keys", "current", "problem"),
+    [
+        ({}, "a", "at least one key"),
+        ({"a": b"short"}, "a", "16, 24 or 32 bytes"),
+        ({"a b": KEY_A}, "a b", "key id"),
+        ({"a": KEY_A}, "b", "not in the keyring"),
+    ],
+)
+def test_bad_keyrings_are_refused(keys: dict[str, bytes], current: str, problem: str) -> None:
+    """Keys of the wrong size, bad ids and a missing current key are CipherErrors."""
+    with pytest.raises(fes.CipherError, match=problem):
+        Cipher(keys, current)
+
+
+def test_cipher_from_env() -> None:
+    """FES_CIPHER_KEYS and FES_CIPHER_KEY_ID configure a keyring; nothing set means none."""
+    a, b = base64.b64encode(KEY_A).decode(), base64.urlsafe_b64encode(KEY_B).decode()
+    assert Cipher.from_env({}) is None
+    single = Cipher.from_env({"FES_CIPHER_KEYS": f" one:{a} "})
+    assert single is not None and single.current == "one"
+    both = Cipher.from_env({"FES_CIPHER_KEYS": f"one:{a},two:{b}", "FES_CIPHER_KEY_ID": "two"})
+    assert both is not None and (both.current, both.key_ids) == ("two", {"one", "two"})
+    assert len(Cipher.generate_key()) == 32
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"FES_CIPHER_KEYS": "one:AAAA,two:AAAA"}, "FES_CIPHER_KEY_ID"),
+        ({"FES_CIPHER_KEYS": "one"}, "id:base64key"),
+        ({"FES_CIPHER_KEYS": "one:not*base64"}, "not valid base64"),
+        ({"FES_CIPHER_KEY_ID": "one"}, "FES_CIPHER_KEYS is empty"),
+        ({"FES_CIPHER_KEYS": "one:AAAA,one:AAAA", "FES_CIPHER_KEY_ID": "one"}, "twice"),
+    ],
+)
+def test_bad_cipher_env_is_refused(env: dict[str, str], problem: str) -> None:
+    """Malformed key settings are CipherErrors that say what to fix."""
+    with pytest.raises(fes.CipherError, match=problem):
+        Cipher.from_env(env)
+
+
+def test_missing_cryptography_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the optional 'cryptography' package a cipher says how to install it."""
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(fes.CipherError, match=r"fes-events\[crypto\]"):
+        Cipher({"a": KEY_A}, "a")
+
+
+# --- schema versions, upcasting and aliases -------------------------------------------------
+
+
+def _cents(data: Any) -> Any:
+    return {"cents": data["price"] * 100}
+
+
+def _currency(data: Any) -> Any:
+    return {**data, "currency": "EUR"}
+
+
+@fes.event(upcasters=[_cents, _currency], aliases=["shop.OldPriceSet"])
+@frozen
+class PriceSet:
+    cents: int
+    currency: str
+
+
+shop = fes.Aggregate(
+    name="shop", initial=None, apply=_apply_any, events=[PriceSet], snapshot_version=1
+)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b'{"price": 5}', b'\x84\x01{"price": 5}', b'\x84\x02{"cents": 500}'],
+    ids=["v1-bare", "v1-header", "v2"],
+)
+def test_old_schema_versions_are_upcast(stored: bytes) -> None:
+    """Payloads stored at schema versions 1 and 2 are upcast to version 3 when read."""
+    codec = Codec([shop])
+    assert codec.decode("shop.PriceSet", stored, stream="s", version=1) == PriceSet(500, "EUR")
+
+
+def test_current_schema_version_is_written_in_the_header() -> None:
+    """An event at schema version 3 is written with its version; compressed or not."""
+    for codec in (Codec([shop]), Codec([shop], compress=True)):
+        topic, payload = codec.encode(PriceSet(1, "EUR"), stream="s", version=1)
+        assert (topic, payload) == ("shop.PriceSet", b'\x84\x03{"cents":1,"currency":"EUR"}')
+        assert codec.decode(topic, payload, stream="s", version=1) == PriceSet(1, "EUR")
+
+
+def test_future_or_failing_schema_is_an_upcast_error() -> None:
+    """A version newer than the code, or an upcaster that fails, names stream and version."""
+    codec = Codec([shop])
+    with pytest.raises(fes.UpcastError, match=r"stored version 4.*stream 's' version 9"):
+        codec.decode("shop.PriceSet", b'\x84\x04{"cents": 1}', stream="s", version=9)
+    with pytest.raises(fes.UpcastError, match="stream 's' version 9"):
+        codec.decode("shop.PriceSet", b'{"cost": 5}', stream="s", version=9)
+
+
+@pytest.mark.parametrize("options", [{}, {"compress": True}, {"cipher": Cipher({"a": KEY_A}, "a")}])
+def test_schema_header_combines_with_compression_and_encryption(options: dict[str, Any]) -> None:
+    """A schema-3 event round-trips whatever else the header says."""
+    codec = Codec([shop], **options)
+    event = PriceSet(7, "EUR " * 100)
+    topic, payload = codec.encode(event, stream="s", version=2)
+    assert payload[0] & 0x04 and codec.decode(topic, payload, stream="s", version=2) == event
+
+
+def test_renamed_class_reads_its_old_topic() -> None:
+    """An alias keeps old rows readable; new rows use the current topic."""
+    codec = Codec([shop])
+    assert {"shop.PriceSet", "shop.OldPriceSet"} == codec.topics
+    old = codec.decode("shop.OldPriceSet", b'{"price": 2}', stream="s", version=1)
+    assert old == PriceSet(200, "EUR")
+    assert codec.topic_of(old) == "shop.PriceSet"
+
+
+# --- topics --------------------------------------------------------------------------------
+
+
+def test_topics_are_exactly_the_registered_ones() -> None:
+    """The allow-list is the aggregates' topics plus extra types."""
+    codec = Codec(EXAMPLES, extra_types={"extra.Point": Point})
+    expected = set(dogs.dogs.topics()) | set(bank.accounts.topics()) | {"extra.Point"}
+    assert codec.topics == expected
+    assert _round_trip(codec, Point(1, 2)) == Point(1, 2)
+    assert codec.topic_of(Point(1, 2)) == "extra.Point"
+
+
+@pytest.mark.parametrize(
+    "topic", ["os:system", "builtins:eval", "subprocess:Popen", "dog.Dog", "antigravity"]
+)
+def test_unknown_and_hostile_topics_are_refused_without_imports(topic: str) -> None:
+    """A stored topic that is not registered is refused, and nothing is imported."""
+    before = set(sys.modules)
+    with pytest.raises(fes.UnknownTopic, match="not registered") as caught:
+        CODECS["plain"].decode(topic, b'{"args": ["echo hi"]}', stream="s", version=1)
+    assert caught.value.topic == topic
+    assert set(sys.modules) == before
+
+
+def test_unregistered_type_is_refused_on_encode() -> None:
+    """Encoding a value whose type no aggregate owns is a DefinitionError naming it."""
+    with pytest.raises(fes.DefinitionError, match="Dog is not an event type"):
+        CODECS["plain"].encode(dogs.Dog("rex"), stream="s", version=1)
+    with pytest.raises(fes.DefinitionError, match="Dog"):
+        CODECS["plain"].topic_of(dogs.Dog("rex"))
+
+
+def test_two_types_claiming_one_topic_are_refused() -> None:
+    """Two types under the same topic is a DefinitionError at construction."""
+    with pytest.raises(fes.DefinitionError, match=r"'shop\.OldPriceSet' is claimed by both"):
+        Codec([], extra_types={"shop.OldPriceSet": Card, "p": PriceSet})
+    with pytest.raises(fes.DefinitionError, match=r"'dog\.Registered' is claimed by both"):
+        Codec([dogs.dogs], extra_types={"dog.Registered": Card})
+
+
+def test_one_type_under_two_topics_is_refused() -> None:
+    """A type that would be written under two topics is a DefinitionError."""
+    with pytest.raises(fes.DefinitionError, match="two topics"):
+        Codec([dogs.dogs], extra_types={"other": dogs.Registered})
+
+
+class Opaque:
+    """A class cattrs knows nothing about."""
+
+
+@frozen
+class HoldsOpaque:
+    thing: Opaque
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"extra_types": {"h": HoldsOpaque}}, "HoldsOpaque"),
+        ({"compress": 12}, "compress"),
+        ({"compress": "yes"}, "compress"),
+        ({"max_payload": 0}, "max_payload"),
+        ({"cipher": "secret"}, "cipher"),
+    ],
+)
+def test_bad_codec_definitions_are_refused(kwargs: dict[str, Any], problem: str) -> None:
+    """Unstorable event types and bad options are refused when the codec is built."""
+    with pytest.raises(fes.DefinitionError, match=problem):
+        Codec(EXAMPLES, **kwargs)
+
+
+# --- corrupt payloads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("account.Deposited", b""),
+        ("account.Deposited", b'{"amount": 1'),
+        ("account.Deposited", b"{nope}"),
+        ("account.Deposited", b'{"amount": "lots"}'),
+        ("account.Deposited", b'{"amount": 1.5}'),
+        ("account.Deposited", b'{"amount": 18446744073709551616}'),
+        ("account.Deposited", b"{}"),
+        ("account.Deposited", b"\x80[1]"),
+        ("account.Deposited", b"\x90{}"),
+        ("account.Deposited", b"\x88{}"),
+        ("account.Deposited", b"\x84"),
+        ("account.Deposited", b"\x81not zlib"),
+        ("account.Deposited", b"\x81" + zlib.compress(b'{"amount": 1}')[:-3]),
+        ("account.Deposited", b"\x81" + zlib.compress(b'{"amount": 1}') + b"more"),
+        ("account.Deposited", b"\x82"),
+        ("dog.Registered", b'{"name": 5}'),
+        ("account.AccountOpened", b'{"owner": null}'),
+        ("account.Deposited", b"\x82\x05ab"),
+        ("kitchen.Everything", b'{"later": 1}'),
+        ("kitchen.Point", b'{"x": 1, "y": true}'),
+    ],
+)
+def test_corrupt_payloads_are_decode_errors(topic: str, payload: bytes) -> None:
+    """Truncated, malformed or ill-typed payloads raise a DecodeError naming the row."""
+    with pytest.raises(fes.DecodeError, match=rf"'{topic}' at stream 's' version 3"):
+        CODECS["plain"].decode(topic, payload, stream="s", version=3)
+
+
+@codecs
+@given(payload=st.binary(max_size=64), topic=st.sampled_from(sorted(CODECS["plain"].topics)))
+def test_arbitrary_bytes_never_escape_as_bare_exceptions(
+    codec: Codec, payload: bytes, topic: str
+) -> None:
+    """Whatever the stored bytes, decoding returns an event of the topic's type or a fes error."""
+    try:
+        event = codec.decode(topic, payload, stream="s", version=1)
+    except fes.FesError:
+        return
+    assert type(event) is TOPIC_TYPES[topic]
+
+
+@pytest.mark.parametrize(
+    ("event", "problem"),
+    [(bank.Deposited(2**64), "64-bit"), (dogs.Registered("\ud800"), "surrogates")],
+)
+def test_unencodable_values_are_refused_on_encode(event: Any, problem: str) -> None:
+    """Values JSON cannot hold are refused when written, not corrupted silently."""
+    with pytest.raises(fes.StoreError, match=problem):
+        CODECS["plain"].encode(event, stream="s", version=1)
