@@ -14,14 +14,14 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from attrs import define, field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import ConcurrencyError, ConfigurationError, FesError
-from fes.events import Metadata, Recorded
+from fes.events import NO_METADATA, Metadata, Recorded
 from fes.snapshots import fingerprint
 from fes.system import App
 
@@ -34,7 +34,7 @@ __all__ = ["Application", "Batch", "utc_now"]
 
 S = TypeVar("S")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 DEFAULT_URL = "sqlite:///fes.db"
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
@@ -43,7 +43,7 @@ ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
 
 def utc_now() -> datetime:
     """The default clock: the current time in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_micros(moment: datetime) -> int:
@@ -108,7 +108,7 @@ class Batch:
         aggregate: Aggregate[Any],
         stream: str,
         events: Iterable[Any],
-        metadata: Metadata = Metadata(),
+        metadata: Metadata = NO_METADATA,
     ) -> list[Any]:
         """Add events to a stream; they must apply to its state."""
         new = list(events)
@@ -129,7 +129,7 @@ class Batch:
         stream: str,
         command: Command,
         *args: Any,
-        metadata: Metadata = Metadata(),
+        metadata: Metadata = NO_METADATA,
         **kwargs: Any,
     ) -> list[Any]:
         """Run a command on the stream's pending state; add its events."""
@@ -391,7 +391,7 @@ class Application:
         stream: str,
         command: Command,
         *args: Any,
-        metadata: Metadata = Metadata(),
+        metadata: Metadata = NO_METADATA,
         **kwargs: Any,
     ) -> list[Recorded[Any]]:
         """Load the stream, run the pure command, append its events.

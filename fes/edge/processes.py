@@ -1,0 +1,294 @@
+"""Running a system's applications in separate OS processes.
+
+A :class:`ProcessRunner` starts worker processes (with ``multiprocessing``'s
+*spawn* method, so nothing is inherited but arguments); each opens the
+database from its URL and runs a :class:`fes.edge.runners.ThreadedRunner`
+for the applications it was given.  Over PostgreSQL the workers are woken
+by LISTEN/NOTIFY, and poll every ``poll_interval`` in case a notification
+is lost; over an SQLite file they poll.  A memory database cannot be shared
+by processes and is refused.
+
+The runner supervises its workers: one that dies (killed, crashed) is
+started again, and resumes after the last position its followers tracked.
+Because each batch is recorded with its tracking position in one
+transaction, a worker killed at any moment has either recorded a batch
+whole or not at all.  On :meth:`ProcessRunner.stop` (or SIGINT/SIGTERM in a
+worker) each worker finishes the batch in hand, then exits.
+
+The same command on several hosts, each with ``--apps`` naming the
+applications it runs, spreads one system over a cluster sharing one
+PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from collections.abc import Collection, Mapping
+from multiprocessing.context import SpawnProcess
+from types import FrameType
+from typing import Any, Self
+
+from fes.errors import ConfigurationError, PolicyError
+from fes.system import System
+
+from .runners import DEFAULT_BATCH_SIZE, DEFAULT_POLL_INTERVAL, Runner, ThreadedRunner
+
+__all__ = ["ProcessRunner", "load_system"]
+
+logger = logging.getLogger("fes.processes")
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def load_system(spec: str) -> System:
+    """The :class:`fes.System` named by ``"package.module:attribute"``."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(
+            f"{spec!r} does not name a system: write MODULE:ATTRIBUTE, "
+            "e.g. fes.examples.shop:system"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(f"cannot import module {module_name!r}: {error}") from error
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not isinstance(value, System):
+        raise ConfigurationError(
+            f"{spec!r} is a {type(value).__name__}, not a fes.System"
+        )
+    return value
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a RuntimeError carrying its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _worker(
+    spec: System | str,
+    url: str,
+    apps: tuple[str, ...],
+    settings: Mapping[str, Any],
+    reports: Any,
+) -> None:
+    """The body of a worker process: run ``apps`` until SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.WARNING, format=f"fes worker {os.getpid()} %(levelname)s: %(message)s"
+        )
+    system = load_system(spec) if isinstance(spec, str) else spec
+    runner = ThreadedRunner(system, url, apps=apps, **settings)
+    reported: set[str] = set()
+    try:
+        runner.start()
+        while not stop.wait(0.05):
+            for name, error in runner.errors.items():
+                if name not in reported:
+                    reported.add(name)
+                    reports.put((name, error.leader, error.position, _portable(error.error)))
+    finally:
+        runner.stop()
+        runner.close()
+
+
+class ProcessRunner(Runner):
+    """Runs a system's followers and views in ``processes`` OS processes.
+
+    ``system`` is a :class:`fes.System` (pickled to each worker: its
+    functions must be importable by name) or ``"module:attribute"``
+    (imported by each worker).  ``processes`` defaults to one per
+    application with work (a policy or views); with fewer, applications are
+    dealt out round-robin.  ``restart`` starts a worker again when it dies.
+    The runner itself is a :class:`Runner` on the same database, so
+    :meth:`app`, :meth:`lags` and :meth:`wait_until_quiet` work here.
+    """
+
+    def __init__(
+        self,
+        system: System | str,
+        store: str,
+        *,
+        processes: int | None = None,
+        apps: Collection[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        restart: bool = True,
+        **options: Any,
+    ) -> None:
+        if not isinstance(store, str):
+            raise ConfigurationError("a ProcessRunner needs a store URL that workers can open")
+        if store.startswith("memory:"):
+            raise ConfigurationError(
+                "memory:// lives in one process and cannot be shared by worker processes; "
+                "use sqlite:///path.db or postgresql://…"
+            )
+        if processes is not None and processes < 1:
+            raise ConfigurationError(f"processes must be at least 1, got {processes}")
+        resolved = load_system(system) if isinstance(system, str) else system
+        super().__init__(
+            resolved, store, apps=apps, batch_size=batch_size, poll_interval=poll_interval,
+            **options,
+        )
+        self.spec = system
+        self.url = store
+        self.restart = restart
+        self._settings = dict(batch_size=batch_size, poll_interval=poll_interval, **options)
+        busy = [
+            a.name for a in resolved.apps
+            if a.name in self.followers or any(app == a.name for app, _ in self.projections)
+        ]
+        count = min(processes or len(busy), len(busy)) or 1
+        self.groups: tuple[tuple[str, ...], ...] = tuple(
+            tuple(busy[i::count]) for i in range(count) if busy[i::count]
+        )
+        self._reports: Any = _SPAWN.Queue()
+        self._workers: dict[tuple[str, ...], SpawnProcess] = {}
+        self._failures: dict[str, PolicyError] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+        #: How many times a dead worker was started again.
+        self.restarts = 0
+
+    def _spawn(self, group: tuple[str, ...]) -> SpawnProcess:
+        process = _SPAWN.Process(
+            target=_worker,
+            args=(self.spec, self.url, group, self._settings, self._reports),
+            name=f"fes {','.join(group)}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def start(self) -> Self:
+        """Start the worker processes and their supervisor; returns the runner."""
+        if self._monitor is not None:
+            raise ConfigurationError("this runner was started already")
+        with self._lock:
+            for group in self.groups:
+                self._workers[group] = self._spawn(group)
+        self._monitor = threading.Thread(target=self._supervise, name="fes supervisor",
+                                         daemon=True)
+        self._monitor.start()
+        return self
+
+    def _supervise(self) -> None:
+        delays: dict[tuple[str, ...], float] = {}
+        while not self._stopping.wait(0.05):
+            self._drain_reports()
+            with self._lock:
+                dead = [(g, p) for g, p in self._workers.items() if not p.is_alive()]
+                for group, _ in dead:
+                    del self._workers[group]
+            for group, process in dead:
+                code = process.exitcode
+                process.join()
+                process.close()
+                if not self.restart:
+                    logger.error("worker %s exited with code %s", group, code)
+                    continue
+                # a worker killed by a signal starts again at once; one that keeps
+                # failing on its own (a bad URL, an import error) backs off
+                killed = code is not None and code < 0
+                delay = 0.0 if killed else delays.get(group, 0.0)
+                delays[group] = 0.0 if killed else min(max(delay * 2, 0.1), 5.0)
+                logger.warning("worker %s exited with code %s; starting it again in %.1fs",
+                               group, code, delay)
+                if delay and self._stopping.wait(delay):
+                    continue
+                with self._lock:
+                    if self._stopping.is_set():
+                        continue
+                    self._workers[group] = self._spawn(group)
+                    self.restarts += 1
+
+    def _drain_reports(self) -> None:
+        while True:
+            try:
+                name, leader, position, error = self._reports.get_nowait()
+            except queue.Empty:
+                return
+            failure = PolicyError(name, leader, position, error)
+            self._failures.setdefault(name, failure)
+            logger.error("%s; follower %r stopped", failure, name)
+
+    @property
+    def errors(self) -> dict[str, PolicyError]:
+        """The followers a worker reported stopped by a policy error."""
+        self._drain_reports()
+        return dict(self._failures)
+
+    def pids(self) -> dict[tuple[str, ...], int]:
+        """The process id of each worker, by the applications it runs."""
+        with self._lock:
+            return {g: p.pid for g, p in self._workers.items() if p.pid is not None}
+
+    @property
+    def running(self) -> bool:
+        """Whether any worker is alive."""
+        with self._lock:
+            return any(p.is_alive() for p in self._workers.values())
+
+    def request_stop(self) -> None:
+        """Ask the workers to stop after their batches in hand."""
+        self._stopping.set()
+        with self._lock:
+            for process in self._workers.values():
+                if process.is_alive() and process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop every worker after its batch in hand; kill those that outlast ``timeout``."""
+        self.request_stop()
+        if self._monitor is not None:
+            self._monitor.join()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            for group, process in list(self._workers.items()):
+                process.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+                if process.is_alive():
+                    logger.error("worker %s did not stop in time; killing it", group)
+                    process.kill()
+                    process.join()
+                process.close()
+            self._workers.clear()
+        self._drain_reports()
+
+    def close(self) -> None:
+        """Stop the workers, then close the database."""
+        if getattr(self, "_workers", None):
+            self.stop()
+        super().close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self

@@ -1,0 +1,173 @@
+"""Projections: keep a view (a pure fold of an application's log) stored with its position.
+
+A :class:`Projection` reads its application's notification log after the
+position its view has reached, folds the recorded events into the view's
+state with the view's pure ``apply``, and stores the new state together with
+the new position in one atomic compare-and-set (``store.save_view``).  Two
+instances keeping the same view never fold an event twice: the slower one's
+save is refused and it reloads.
+
+Because the fold is pure, :meth:`Projection.rebuild` (from position 0)
+gives the same state as the incremental updates did; and
+:meth:`Projection.wait_for` lets a writer read its own writes.
+
+The state is encoded by the application's codec, like a snapshot: its type
+is read from the annotations of the view's ``apply`` (or of ``initial``), and
+it is compressed and encrypted as the application's events are.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Generic, TypeVar
+
+from fes.aggregates import Aggregate
+from fes.errors import ConfigurationError, DuplicateTracking
+from fes.views import View
+
+from .application import Application
+from .skips import is_internal
+from .stores.base import Tracking
+
+__all__ = ["Projection"]
+
+V = TypeVar("V")
+
+#: Recorded events folded, at most, between two saves of a view.
+DEFAULT_VIEW_BATCH = 1000
+
+
+class Projection(Generic[V]):
+    """One view of one application, kept in that application's store.
+
+    ``batch_size`` bounds how many notifications are folded between two
+    saves of the state.
+    """
+
+    def __init__(
+        self, application: Application, view: View[V], *, batch_size: int = DEFAULT_VIEW_BATCH
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        self.application = application
+        self.view = view
+        self.batch_size = batch_size
+        # The codec encodes states of aggregates; a view's state is typed by its apply.
+        self._shape: Aggregate[V] = Aggregate(
+            name=f"view.{view.name}", initial=view.initial, apply=view.apply
+        )
+        self._cached: tuple[V, int] = (view.initial, 0)
+        #: The highest position this projection knows the stored view has reached.
+        self.seen = 0
+
+    def __repr__(self) -> str:
+        return f"Projection({self.application.name!r}, {self.view.name!r})"
+
+    @property
+    def _stream(self) -> str:
+        return f"view:{self.view.name}"
+
+    def _encode(self, state: V, position: int) -> bytes:
+        return self.application.codec.encode_state(
+            self._shape, state, stream=self._stream, version=position
+        )
+
+    def _decode(self, payload: bytes, position: int) -> V:
+        state: V = self.application.codec.decode_state(
+            self._shape, payload, stream=self._stream, version=position
+        )
+        return state
+
+    def load(self) -> tuple[V, int]:
+        """The stored state and the position it has reached ((initial, 0) if none)."""
+        found = self.application.store.load_view(self.view.name)
+        if found is None:
+            return self.view.initial, 0
+        payload, position = found
+        cached_state, cached_position = self._cached
+        if position == cached_position and position:
+            return cached_state, position
+        state = self._decode(payload, position)
+        self._cached = (state, position)
+        self.seen = max(self.seen, position)
+        return state, position
+
+    def state(self) -> V:
+        """The stored state of the view."""
+        return self.load()[0]
+
+    def position(self) -> int:
+        """The position of the application's log the stored view has reached."""
+        found = self.application.store.load_view(self.view.name)
+        position = 0 if found is None else found[1]
+        self.seen = max(self.seen, position)
+        return position
+
+    def step(self) -> int:
+        """Fold the next batch of notifications into the view and store it.
+
+        Returns how many notifications were consumed: 0 when caught up.
+        """
+        state, position = self.load()
+        application = self.application
+        rows = application.store.read_log(position, limit=self.batch_size)
+        if not rows:
+            self.seen = position
+            return 0
+        recorded = application.recorded
+        new = self.view.fold(
+            (recorded(r) for r in rows if not is_internal(r.topic)), state
+        )
+        last = rows[-1].position
+        try:
+            application.store.save_view(
+                self.view.name,
+                self._encode(new, last),
+                Tracking(application.name, last, position),
+            )
+        except DuplicateTracking:
+            return len(rows)  # another instance saved first: reload on the next step
+        self._cached = (new, last)
+        self.seen = last
+        return len(rows)
+
+    def catch_up(self) -> V:
+        """Fold and store everything visible now; return the state."""
+        while self.step():
+            pass
+        return self.load()[0]
+
+    def rebuild(self, *, to: int | None = None) -> V:
+        """The state folded from position 0 (up to ``to``), without storing it.
+
+        Equal to the stored state at the same position, since the fold is pure.
+        """
+        state = self.view.initial
+        after = 0
+        store = self.application.store
+        recorded = self.application.recorded
+        while True:
+            rows = store.read_log(after, limit=self.batch_size, to=to)
+            if not rows:
+                return state
+            state = self.view.fold(
+                (recorded(r) for r in rows if not is_internal(r.topic)), state
+            )
+            after = rows[-1].position
+
+    def wait_for(self, position: int, timeout: float = 10.0) -> bool:
+        """Wait until the stored view has reached ``position``; False after ``timeout``.
+
+        To read your own writes: execute a command, then wait for the
+        position of its last recorded event before reading :meth:`state`.
+        Something else (a runner) must be keeping the view up to date.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while self.position() < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+        return True

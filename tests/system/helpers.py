@@ -1,0 +1,138 @@
+"""Helpers shared by the runner tests: feeding inputs and reading effects back."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fes.edge.application import Application
+from fes.edge.processes import ProcessRunner
+from fes.edge.stores.base import Database
+from fes.system import System
+from system import domain
+
+
+def serve(app: Application, counts: Sequence[int], *, prefix: str = "ball") -> None:
+    """Serve one ball per count in ``left``, all in one transaction."""
+    batch = app.batch()
+    for index, count in enumerate(counts):
+        batch.emit(domain.ball, f"{prefix}-{index}", [domain.Served(count)])
+    app.commit(batch)
+
+
+def send(app: Application, numbers: Iterable[int], *, poison: Iterable[int] = ()) -> None:
+    """Send one message per number from ``source``, in one transaction."""
+    bad = set(poison)
+    batch = app.batch()
+    for number in numbers:
+        batch.emit(domain.messages, f"m-{number}", [domain.Sent(number, number in bad)])
+    app.commit(batch)
+
+
+def causes(app: Application) -> Counter[str]:
+    """How many events of ``app`` each upstream event caused, by causation id."""
+    return Counter(
+        r.metadata.causation_id for r in app.log() if r.metadata.causation_id is not None
+    )
+
+
+def assert_exactly_once(follower: Application, leader: Application, *, expected: set[str]) -> None:
+    """Each id in ``expected`` (``leader:stream@version``) caused exactly one event."""
+    found = {c: n for c, n in causes(follower).items() if c.startswith(f"{leader.name}:")}
+    duplicates = {c: n for c, n in found.items() if n > 1}
+    assert not duplicates, f"upstream events with more than one effect: {duplicates}"
+    missing = expected - set(found)
+    assert not missing, f"upstream events with no effect: {sorted(missing)[:10]}"
+    extra = set(found) - expected
+    assert not extra, f"effects of unexpected events: {sorted(extra)[:10]}"
+
+
+def dump(database: Database, system: System) -> dict[str, Any]:
+    """What a system's store holds, as comparable data independent of interleaving.
+
+    Per application and stream: the events' topics and payloads, and the
+    causation ids, each as a sorted list; per follower, whether it tracked
+    all of each leader's log; and each log's length.
+    """
+    result: dict[str, Any] = {}
+    for app in system.apps:
+        store = database.store(app.name)
+        rows = store.read_log(0)
+        streams: dict[str, list[Any]] = {}
+        application = Application(app, store=database)
+        for row in rows:
+            recorded = application.recorded(row)
+            entry = streams.setdefault(row.stream, [[], []])
+            entry[0].append((row.topic, row.payload))
+            entry[1].append(recorded.metadata.causation_id or "")
+        result[app.name] = {
+            "events": len(rows),
+            "streams": {k: (sorted(v[0]), sorted(v[1])) for k, v in sorted(streams.items())},
+            "caught up": {
+                leader: store.last_tracked(leader) == database.store(leader).last_position()
+                for leader in system.leaders(app.name)
+            },
+        }
+    return result
+
+
+def kill_while_flowing(url: str, *, events: int, kills: int, chunk: int, seed: int) -> int:
+    """Send ``events`` in chunks while killing the sink's worker ``kills`` times; drain; check.
+
+    The writer may run ``events / kills`` events ahead per kill, so events keep
+    flowing through every one.  Returns how many kills landed while the worker
+    still had work in hand.
+    """
+    chance = random.Random(seed)
+    share = events // kills
+    with ProcessRunner("system.domain:fixed_pipeline", url, batch_size=7,
+                       poll_interval=0.05) as runner:
+        source = runner.app("source")
+        sink_store = runner.app("sink").store
+        budget = threading.Condition()
+        allowed = [share]
+
+        def write() -> None:
+            first = 0
+            while first < events:
+                with budget:
+                    budget.wait_for(lambda start=first: allowed[0] > start)
+                    last = min(first + chunk, allowed[0], events)
+                send(source, range(first, last))
+                first = last
+                time.sleep(chance.uniform(0.0, 0.01))
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        mid_flight = 0
+        for kill in range(kills):
+            before = sink_store.last_tracked("source")
+            deadline = time.monotonic() + 30
+            # wait until the (restarted) worker makes progress, then kill it soon after
+            while sink_store.last_tracked("source") == before:
+                assert time.monotonic() < deadline, "the worker made no progress"
+                time.sleep(0.002)
+            time.sleep(chance.uniform(0.0, 0.01))
+            (pid,) = runner.pids().values()
+            if sink_store.last_tracked("source") < source.store.last_position():
+                mid_flight += 1
+            os.kill(pid, signal.SIGKILL)
+            while runner.pids().get(("sink",)) == pid:
+                time.sleep(0.002)
+            with budget:
+                allowed[0] = events if kill == kills - 1 else share * (kill + 2)
+                budget.notify_all()
+        writer.join(60)
+        assert not writer.is_alive()
+        assert runner.wait_until_quiet(timeout=60)
+        assert runner.restarts == kills
+        assert_exactly_once(runner.app("sink"), source,
+                            expected={f"source:m-{n}@1" for n in range(events)})
+        assert len(runner.app("sink").log()) == events
+    return mid_flight

@@ -1,0 +1,155 @@
+"""The `fes` command: the demo, inspection of a store, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fes.edge.cli import main
+from fes.edge.runners import SyncRunner
+from system import domain
+from system.helpers import send
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """An SQLite store holding the pipeline after 3 messages went through it."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.fixed_pipeline, url) as runner:
+        send(runner.app("source"), range(3))
+        runner.run_until_quiet()
+        send(runner.app("source"), range(3, 5))  # two the sink has not processed
+    return url
+
+
+def test_demo_runs_the_shop_and_prints_what_happened(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`fes demo` settles every order and prints tables of statuses, events and followers."""
+    assert main(["demo", "--orders", "40"]) == 0
+    out, err = capsys.readouterr()
+    assert "orders by status" in out
+    assert "events per application" in out
+    assert "reservations  orders" in out  # the followers table: follower, leader
+    assert "a temporary file, deleted at the end" in out
+    assert "40/40 settled" in err
+    lines = {line.split()[0]: line.split()[-1] for line in out.splitlines()
+             if line.strip().startswith(("paid", "cancelled", "still"))}
+    assert int(lines["paid"]) + int(lines["cancelled"]) == 40
+    assert lines["still"] == "0"
+
+
+def test_demo_keeps_a_store_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --store the demo's store stays, and `fes apps` shows every follower caught up."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["demo", "--orders", "10", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["apps", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "payments      reservations" in out
+    followers = out.split("followers")[1].splitlines()[3:]
+    assert followers and all(line.split()[-1] == "0" for line in followers if line.strip())
+
+
+def test_apps_shows_tracked_positions_and_lag(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fes apps` lists each application's last position and each follower's lag."""
+    assert main(["apps", "--store", store]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["sink", "source", "3", "5", "2"] in rows  # follower, leader, tracked, last, lag
+    assert ["source", "5", "0"] in rows  # application, last position, skipped events
+
+
+def test_log_lists_an_applications_events(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fes log --app A --after N --limit N` shows that slice of the notification log."""
+    assert main(["log", "--store", store, "--app", "source", "--after", "1", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "source: 2 event(s) after position 1" in out
+    assert "m-1" in out and "m-2" in out and "m-3" not in out
+
+
+def test_log_as_json_decodes_with_the_system(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fes log --json --system M:S` prints decoded events with their causation."""
+    assert main(["log", "--store", store, "--app", "sink", "--json",
+                 "--system", "system.domain:fixed_pipeline"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["data"] for r in records] == [{"number": n} for n in range(3)]
+    assert records[0]["causation_id"] == "source:m-0@1"
+
+
+def test_stream_prints_one_streams_events_as_json_lines(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fes stream ID --app A` prints each event of the stream as one JSON object."""
+    assert main(["stream", "m-2", "--app", "source", "--store", store]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert record["stream"] == "m-2" and record["version"] == 1
+    assert record["topic"] == "message.Sent"
+    assert record["data"] == {"number": 2, "poison": False}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["apps", "--store", "nosuch://x"], "unknown scheme"),
+        (["apps", "--store", "sqlite:///{tmp}/missing.db"], "missing.db"),
+        (["log", "--store", "{store}", "--app", "nope"], "has no application 'nope'"),
+        (["stream", "zzz", "--app", "source", "--store", "{store}"], "no stream 'zzz'"),
+        (["run", "no_such_module:system", "--store", "{store}"], "cannot import module"),
+        (["run", "system.domain:ball", "--store", "{store}"], "not a fes.System"),
+        (["log", "--store", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1&pool_timeout=1"],
+         "127.0.0.1"),
+    ],
+    ids=["bad-url", "missing-file", "unknown-app", "unknown-stream", "unknown-module",
+         "not-a-system", "unreachable"],
+)
+def test_errors_are_one_line_and_a_non_zero_exit(
+    argv: list[str], message: str, store: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A user's mistake prints one clear line on stderr, no traceback, and exits 1."""
+    argv = [a.format(store=store, tmp=tmp_path) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fes: error: ")
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_traceback_flag_shows_the_exception(store: str) -> None:
+    """--traceback lets the exception through, for debugging."""
+    with pytest.raises(Exception, match="cannot import module"):
+        main(["run", "--traceback", "no_such_module:system", "--store", store])
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing command or argument is argparse's usage error: exit code 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(["stream", "x"])
+    assert caught.value.code == 2
+    assert "--app" in capsys.readouterr().err
+
+
+def test_the_installed_command_runs(store: str) -> None:
+    """`python -m fes.edge.cli` (what the `fes` script calls) runs as a program."""
+    env = {**os.environ, "FES_STORE_URL": store}
+    result = subprocess.run([sys.executable, "-m", "fes.edge.cli", "apps"],
+                            capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "sink" in result.stdout

@@ -1,0 +1,187 @@
+"""The follower step: policies' effects recorded exactly once, with tracking, in batches."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fes
+from fes.edge.application import Application
+from fes.edge.runners import Follower, SyncRunner, lags
+from fes.edge.stores import open_database
+from fes.edge.stores.base import Database
+from system import domain
+from system.helpers import assert_exactly_once, causes, dump, send, serve
+
+
+def ids(app: Application) -> set[str]:
+    """``app:stream@version`` of every event in an application's log."""
+    return {f"{app.name}:{r.id}" for r in app.log()}
+
+
+def test_pipeline_records_one_effect_per_upstream_event(database: Database) -> None:
+    """Each upstream event causes exactly one downstream event, tracked to the leader's end."""
+    with SyncRunner(domain.fixed_pipeline, database) as runner:
+        send(runner.app("source"), range(250))
+        consumed = runner.run_until_quiet()
+        assert consumed == 250
+        assert_exactly_once(runner.app("sink"), runner.app("source"),
+                            expected=ids(runner.app("source")))
+        assert runner.app("sink").store.last_tracked("source") == 250
+        assert runner.run_until_quiet() == 0
+
+
+def test_cycle_and_two_leaders_drain_to_the_expected_counts(database: Database) -> None:
+    """A cycle (left ⇄ right) runs to quiescence; tally, following both, counts every event."""
+    counts = [0, 1, 2, 5, 8]
+    with SyncRunner(domain.rally, database) as runner:
+        serve(runner.app("left"), counts)
+        runner.run_until_quiet()
+        left, right, tally = (runner.app(n) for n in ("left", "right", "tally"))
+        assert (len(left.log()), len(right.log()), len(tally.log())) == (
+            domain.expected_rally_events(counts)
+        )
+        # the Do commands of one batch saw the pending events: totals run 1..N without repeats
+        totals = [r.event.total for r in tally.stream("all")]
+        assert totals == list(range(1, len(totals) + 1))
+        assert_exactly_once(tally, left, expected=ids(left))
+        assert_exactly_once(tally, right, expected=ids(right))
+        assert all(lag == 0 for lag in runner.lags().values())
+
+
+def test_metadata_links_each_effect_to_its_cause_and_the_chain() -> None:
+    """causation_id names the upstream event; correlation_id the event that started the chain."""
+    with SyncRunner(domain.rally, "memory://") as runner:
+        serve(runner.app("left"), [3])
+        runner.run_until_quiet()
+        hits = runner.app("right").stream("ball-0") + runner.app("left").stream("ball-0")
+        served = "left:ball-0@1"
+        assert {r.metadata.correlation_id for r in hits if isinstance(r.event, domain.Hit)} == {
+            served
+        }
+        first = runner.app("right").stream("ball-0")[0]
+        assert first.metadata.causation_id == served
+        second = runner.app("left").stream("ball-0")[1]
+        assert second.metadata.causation_id == "right:ball-0@1"
+
+
+@settings(max_examples=25)
+@given(
+    counts=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    batch_size=st.integers(1, 7),
+)
+def test_batch_size_changes_nothing_but_the_number_of_transactions(
+    counts: list[int], batch_size: int
+) -> None:
+    """Any batch size gives the same stores as batches of one notification."""
+    dumps = []
+    for size in (1, batch_size):
+        with open_database("memory://") as database:
+            with SyncRunner(domain.rally, database, batch_size=size) as runner:
+                serve(runner.app("left"), counts)
+                runner.run_until_quiet()
+            dumps.append(dump(database, domain.rally))
+    assert dumps[0] == dumps[1]
+
+
+def test_a_batch_commits_several_notifications_in_one_transaction() -> None:
+    """With batch_size 10, 25 notifications take 3 commits, so tracking moves 10, 20, 25."""
+    seen: list[int] = []
+    with SyncRunner(domain.fixed_pipeline, "memory://", batch_size=10) as runner:
+        send(runner.app("source"), range(25))
+        follower = runner.followers["sink"]
+        while follower.step("source"):
+            seen.append(runner.app("sink").store.last_tracked("source"))
+    assert seen == [10, 20, 25]
+
+
+def test_restart_resumes_after_the_last_tracked_position(tmp_path: Path) -> None:
+    """A new runner on the same file continues where the last one stopped: nothing twice."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.fixed_pipeline, url, batch_size=10) as runner:
+        send(runner.app("source"), range(35))
+        runner.followers["sink"].step("source")
+        runner.followers["sink"].step("source")
+    with SyncRunner(domain.fixed_pipeline, url, batch_size=10) as runner:
+        assert runner.app("sink").store.last_tracked("source") == 20
+        assert runner.run_until_quiet() == 15
+        send(runner.app("source"), range(100, 110))
+        assert runner.run_until_quiet() == 10
+        assert_exactly_once(runner.app("sink"), runner.app("source"),
+                            expected=ids(runner.app("source")))
+
+
+def test_a_follower_ignores_fes_internal_events_of_its_leader() -> None:
+    """A leader's skip records advance the follower's tracking but never reach its policy."""
+    system = fes.System(
+        [*domain.with_handler(lambda e, r, n: fes.Skip()).apps,
+         fes.App("audit", aggregates=[domain.receipts], policy=domain.receive_anything)],
+        pipes=[["source", "sink", "audit"]],
+    )
+    with SyncRunner(system, "memory://") as runner:
+        send(runner.app("source"), range(3), poison=[1])
+        runner.run_until_quiet()
+        sink_log = runner.app("sink").log()
+        assert len(sink_log) == 3  # two receipts and one skip record
+        assert runner.app("audit").store.last_tracked("sink") == 3
+        assert runner.app("audit").log() == []
+
+
+def test_two_instances_of_one_follower_in_threads_never_duplicate(tmp_path: Path) -> None:
+    """Two followers of the same application racing over one SQLite file: each effect once."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
+    with SyncRunner(domain.rally, url, batch_size=3) as writer:
+        serve(writer.app("left"), [6] * 40)
+    runners = [SyncRunner(domain.rally, url, batch_size=3) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def drain(runner: SyncRunner) -> None:
+        start.wait()
+        runner.run_until_quiet()
+
+    threads = [threading.Thread(target=drain, args=(r,)) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        runners[0].run_until_quiet()
+        left, right, tally = (runners[0].app(n) for n in ("left", "right", "tally"))
+        assert (len(left.log()), len(right.log()), len(tally.log())) == (
+            domain.expected_rally_events([6] * 40)
+        )
+        assert_exactly_once(tally, left, expected=ids(left))
+        assert_exactly_once(tally, right, expected=ids(right))
+        assert max(causes(right).values()) == 1
+        conflicts = sum(f.conflicts for r in runners for f in r.followers.values())
+        assert conflicts > 0, "the two instances never met: the test proved nothing"
+    finally:
+        for runner in runners:
+            runner.close()
+
+
+def test_lags_reports_tracked_and_last_positions() -> None:
+    """lags() gives (tracked, leader's last) for every pipe of the system."""
+    with (
+        open_database("memory://") as database,
+        SyncRunner(domain.fixed_pipeline, database) as runner,
+    ):
+        send(runner.app("source"), range(5))
+        assert lags(database, domain.fixed_pipeline) == {("source", "sink"): (0, 5)}
+        runner.run_until_quiet()
+        assert lags(database, domain.fixed_pipeline) == {("source", "sink"): (5, 5)}
+
+
+def test_a_follower_refuses_an_app_without_policy_and_a_bad_batch_size() -> None:
+    """Follower construction names what is wrong."""
+    with open_database("memory://") as database:
+        source = Application(domain.source, store=database)
+        sink = Application(domain.sink, store=database)
+        with pytest.raises(fes.DefinitionError, match="no policy"):
+            Follower(source, {"sink": sink})
+        with pytest.raises(fes.ConfigurationError, match="batch_size"):
+            Follower(sink, {"source": source}, batch_size=0)

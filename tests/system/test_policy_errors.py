@@ -1,0 +1,226 @@
+"""Policy errors: nothing recorded for the event, only its follower stops; directives."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fes
+from fes.edge.runners import SyncRunner, skipped
+from fes.edge.skips import SKIPS_STREAM
+from fes.edge.stores.base import NewEvent
+from system import domain
+from system.helpers import send
+
+POISONED_AT = 13  # message 12 is the 13th event of source's log
+
+
+def test_a_failing_event_records_nothing_and_stops_only_its_follower() -> None:
+    """Events before the failed one are committed; it and the rest are not; others go on."""
+    system = fes.System(
+        [*domain.pipeline.apps,
+         fes.App("audit", aggregates=[domain.receipts], policy=domain.receive_anything)],
+        pipes=[["source", "sink"], ["source", "audit"]],
+    )
+    with SyncRunner(system, "memory://", batch_size=50) as runner:
+        send(runner.app("source"), range(30), poison=[12])
+        with pytest.raises(fes.PolicyError) as caught:
+            runner.run_until_quiet()
+        error = caught.value
+        assert (error.app, error.leader, error.position) == ("sink", "source", POISONED_AT)
+        assert isinstance(error.error, ValueError)
+        assert "message 12 is poisoned" in str(error)
+        sink = runner.app("sink")
+        assert [r.event.number for r in sink.log()] == list(range(12))
+        assert sink.store.last_tracked("source") == POISONED_AT - 1
+        assert runner.errors == {"sink": error}
+        # the other follower of the same leader processed everything
+        assert len(runner.app("audit").log()) == 30
+        # a stopped follower does nothing more, even with new upstream events
+        send(runner.app("source"), range(100, 105))
+        runner.run_until_quiet(check=False)
+        assert sink.store.last_tracked("source") == POISONED_AT - 1
+
+
+def test_after_a_fix_the_restart_processes_the_failed_event(tmp_path: Path) -> None:
+    """A runner with the fixed policy, on the same store, resumes at the event that failed."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.pipeline, url) as runner:
+        send(runner.app("source"), range(30), poison=[12])
+        runner.run_until_quiet(check=False)
+        assert runner.app("sink").store.last_tracked("source") == POISONED_AT - 1
+    with SyncRunner(domain.pipeline, url) as runner:  # the bug is still there
+        with pytest.raises(fes.PolicyError):
+            runner.run_until_quiet()
+        assert len(runner.app("sink").log()) == 12
+    with SyncRunner(domain.fixed_pipeline, url) as runner:
+        assert runner.run_until_quiet() == 30 - 12
+        assert [r.event.number for r in runner.app("sink").log()] == list(range(30))
+
+
+def test_retry_tries_again_after_the_delay_then_succeeds() -> None:
+    """Retry(delay): the same event is tried again; a transient failure then passes."""
+    calls: list[int] = []
+
+    def flaky(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        calls.append(recorded.position)
+        if recorded.position == 2 and calls.count(2) < 3:
+            raise TimeoutError("the oracle is busy")
+        return domain.receive_anything(recorded)
+
+    attempts: list[int] = []
+
+    def handler(error: BaseException, recorded: fes.Recorded[Any], attempt: int) -> fes.Directive:
+        attempts.append(attempt)
+        return fes.Retry(0.01)
+
+    with SyncRunner(domain.with_handler(handler, flaky), "memory://") as runner:
+        send(runner.app("source"), range(4))
+        runner.run_until_quiet()
+        assert attempts == [1, 2]
+        assert [r.event.number for r in runner.app("sink").log()] == [0, 1, 2, 3]
+        assert len(runner.followers["sink"].failures) == 2
+        assert runner.errors == {}
+
+
+def test_retry_then_stop_gives_up_after_its_attempts() -> None:
+    """retry_then_stop(3): three tries, then the follower stops on that event."""
+    system = domain.with_handler(fes.retry_then_stop(attempts=3, delay=0.005))
+    with SyncRunner(system, "memory://") as runner:
+        send(runner.app("source"), range(3), poison=[1])
+        with pytest.raises(fes.PolicyError, match="position 2"):
+            runner.run_until_quiet()
+        assert len(runner.followers["sink"].failures) == 3
+        assert len(runner.app("sink").log()) == 1
+
+
+def test_skip_records_the_skip_with_the_tracking_and_moves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Skip: the event has no effect, a PolicySkipped says so, and the rest is processed."""
+    system = domain.with_handler(lambda error, recorded, attempt: fes.Skip())
+    with SyncRunner(system, "memory://", batch_size=10) as runner:
+        send(runner.app("source"), range(20), poison=[4, 15])
+        with caplog.at_level(logging.WARNING, logger="fes.runners"):
+            runner.run_until_quiet()
+        sink = runner.app("sink")
+        numbers = [r.event.number for r in sink.log() if isinstance(r.event, domain.Received)]
+        assert numbers == [n for n in range(20) if n not in (4, 15)]
+        skips = skipped(sink)
+        assert [(s.event.leader, s.event.position, s.event.event_id) for s in skips] == [
+            ("source", 5, "m-4@1"), ("source", 16, "m-15@1"),
+        ]
+        assert skips[0].event.error == "ValueError: message 4 is poisoned"
+        assert skips[0].event.attempts == 1
+        assert skips[0].metadata.causation_id == "source:m-4@1"
+        assert sink.store.last_tracked("source") == 20
+        assert "skipping it" in caplog.text
+
+
+def test_a_skip_is_recorded_once_even_when_run_again(tmp_path: Path) -> None:
+    """Restarting after a skip neither re-runs the policy on that event nor skips it again."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    system = domain.with_handler(lambda error, recorded, attempt: fes.Skip())
+    with SyncRunner(system, url) as runner:
+        send(runner.app("source"), range(5), poison=[2])
+        runner.run_until_quiet()
+    with SyncRunner(system, url) as runner:
+        assert runner.run_until_quiet() == 0
+        assert len(skipped(runner.app("sink"))) == 1
+        assert runner.app("sink").store.stream_version(SKIPS_STREAM) == 1
+
+
+def test_an_error_handler_that_raises_stops_the_follower() -> None:
+    """If on_error itself fails, the follower stops rather than guess."""
+
+    def broken(error: BaseException, recorded: fes.Recorded[Any], attempt: int) -> fes.Directive:
+        raise RuntimeError("handler bug")
+
+    with SyncRunner(domain.with_handler(broken), "memory://") as runner:
+        send(runner.app("source"), range(3), poison=[0])
+        with pytest.raises(fes.PolicyError, match="position 1"):
+            runner.run_until_quiet()
+        assert runner.app("sink").log() == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (lambda r: ["not an intent"], "an intent is fes.Emit or fes.Do"),
+        (lambda r: [fes.Emit(domain.messages, "x", [domain.Sent(1)])],
+         "does not keep"),
+        (lambda r: None, "NoneType"),
+        (lambda r: [fes.Do(domain.receipts, "x", lambda s: ["not an event"])],
+         "does not own"),
+        (lambda r: [fes.Do(domain.receipts, "x", lambda s: fes.Rejected("no"))],
+         "sequence of events"),
+    ],
+    ids=["not-an-intent", "foreign-aggregate", "returns-none", "bad-event", "bad-command"],
+)
+def test_a_misbehaving_policy_is_a_policy_error(policy: fes.Policy, message: str) -> None:
+    """Bad intents and bad commands are reported like any policy error, naming the problem."""
+    with SyncRunner(domain.with_handler(fes.stop_on_error, policy), "memory://") as runner:
+        send(runner.app("source"), range(2))
+        with pytest.raises(fes.PolicyError, match=message):
+            runner.run_until_quiet()
+        assert runner.app("sink").log() == []
+
+
+def test_a_rejected_command_is_a_policy_error() -> None:
+    """A command that raises fes.Rejected in a policy is handled by on_error like any error."""
+
+    def refuse(state: int) -> list[domain.Received]:
+        raise fes.Rejected("not today")
+
+    def policy(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        return [fes.Do(domain.receipts, "x", refuse)]
+
+    with SyncRunner(domain.with_handler(fes.stop_on_error, policy), "memory://") as runner:
+        send(runner.app("source"), range(2))
+        with pytest.raises(fes.PolicyError, match="Rejected: not today"):
+            runner.run_until_quiet()
+
+
+def test_an_event_the_codec_cannot_store_is_pinned_on_its_notification() -> None:
+    """An unencodable effect in a batch of many is blamed on the one event that caused it."""
+
+    def huge(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        number = recorded.event.number
+        value = 2**80 if number == 6 else number  # orjson refuses integers beyond 64 bits
+        return [fes.Emit(domain.receipts, f"r-{number}", [domain.Received(value)])]
+
+    with SyncRunner(domain.with_handler(fes.stop_on_error, huge), "memory://",
+                    batch_size=50) as runner:
+        send(runner.app("source"), range(10))
+        with pytest.raises(fes.PolicyError) as caught:
+            runner.run_until_quiet()
+        assert caught.value.position == 7
+        assert [r.event.number for r in runner.app("sink").log()] == list(range(6))
+
+
+def test_an_upstream_event_that_cannot_be_decoded_stops_the_follower() -> None:
+    """An unknown topic in the leader's log stops the follower at that position."""
+    with SyncRunner(domain.fixed_pipeline, "memory://") as runner:
+        send(runner.app("source"), range(2))
+        runner.app("source").store.append([NewEvent("odd", 1, "who.Knows", b"{}", 0)])
+        send(runner.app("source"), range(5, 7))
+        with pytest.raises(fes.PolicyError, match="unknown topic") as caught:
+            runner.run_until_quiet()
+        assert caught.value.position == 3
+        assert len(runner.app("sink").log()) == 2
+
+
+def test_resume_forgets_a_stop_and_tries_the_event_again() -> None:
+    """Follower.resume() clears the stop: the next step retries the failed event."""
+    with SyncRunner(domain.pipeline, "memory://") as runner:
+        send(runner.app("source"), range(3), poison=[1])
+        runner.run_until_quiet(check=False)
+        follower = runner.followers["sink"]
+        assert follower.error is not None
+        follower.resume()
+        assert follower.error is None
+        runner.run_until_quiet(check=False)
+        assert follower.error is not None and follower.error.position == 2
