@@ -9,10 +9,12 @@ decoding events is the codec's job.
 Semantics every store keeps (checked by one conformance suite):
 
 - ``append`` is atomic across all its events and streams.  Each stream's
-  events must carry consecutive versions; the first must be one more than
-  the stream's current version, otherwise :class:`fes.ConcurrencyError`
-  names the stream, the expected and the actual version, and nothing is
-  stored.
+  events must carry consecutive versions (events of other streams may come
+  in between), starting at 1 or more, else the batch is malformed and
+  :class:`fes.StoreError` is raised; the first must be one more than the
+  stream's current version, otherwise :class:`fes.ConcurrencyError` names
+  a stale stream (one of them, when several are), the expected and the
+  actual version.  Either way nothing is stored.
 - Every appended event gets a position in the application's log.  Positions
   strictly increase in commit order as any reader sees them: a reader that
   has seen position N never later sees a newly committed position below N.
@@ -21,13 +23,21 @@ Semantics every store keeps (checked by one conformance suite):
   tracking position are recorded in one transaction; tracking is a
   compare-and-set from ``previous`` to ``position``, so recording an
   upstream position twice, or from a stale ``previous``, raises
-  :class:`fes.DuplicateTracking` and stores nothing.
+  :class:`fes.DuplicateTracking` and stores nothing.  It is checked before
+  the versions: when both are stale, the follower learns that the upstream
+  event was already processed.  A tracking whose ``position`` is not above
+  ``previous`` is malformed: :class:`fes.StoreError`.
+- Application names are those :func:`fes.edge.stores.checks.check_app_name`
+  accepts; different names never share data, even where the database
+  ignores case in table names.
+- A closed database's stores raise :class:`fes.StoreError`; closing twice
+  is harmless.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from attrs import frozen
 
@@ -41,8 +51,7 @@ __all__ = [
 ]
 
 
-@frozen
-class NewEvent:
+class NewEvent(NamedTuple):
     """An encoded event to append: ``version`` is the version it will have."""
 
     stream: str
@@ -53,8 +62,10 @@ class NewEvent:
     meta: bytes | None = None  # encoded metadata; None when there is none
 
 
-@frozen
-class StoredEvent:
+# Rows are named tuples rather than attrs classes: they are built once per row
+# read or written, on the hot path, and a tuple is built several times faster
+# while staying immutable.
+class StoredEvent(NamedTuple):
     """An encoded event as stored, with its position in the notification log."""
 
     position: int

@@ -1,0 +1,284 @@
+"""The in-memory event store: the model every other store is checked against.
+
+Each application's state is one immutable value (pyrsistent vectors and
+maps).  A writer takes the database's one lock, builds the next value and
+swaps it in; a reader takes no lock and reads whichever value was current
+when it started, so it always sees a consistent state.  A condition on the
+same lock wakes :meth:`MemoryStore.wait` on every append.
+
+Nothing is shared between two :class:`MemoryDatabase` objects, and nothing
+outlives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from types import TracebackType
+
+from attrs import evolve, field, frozen
+from pyrsistent import PMap, PVector, pmap, pvector
+
+from fes.edge.stores.base import NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
+from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
+
+__all__ = ["MemoryDatabase", "MemoryStore"]
+
+_NO_EVENTS: PVector[StoredEvent] = pvector()
+
+
+@frozen
+class _State:
+    """One application's whole state.
+
+    Positions start at 1 and have no gaps (nothing is ever rolled back
+    here), so the event at position ``p`` is ``log[p - 1]``; likewise a
+    stream's event of version ``v`` is ``streams[stream][v - 1]``.
+    """
+
+    log: PVector[StoredEvent] = _NO_EVENTS
+    streams: PMap[str, PVector[StoredEvent]] = field(factory=pmap)
+    snapshots: PMap[str, PMap[int, StoredSnapshot]] = field(factory=pmap)
+    tracking: PMap[str, int] = field(factory=pmap)
+    views: PMap[str, tuple[bytes, int]] = field(factory=pmap)
+
+
+def _cas(current: int | None, tracking: Tracking) -> None:
+    """Refuse ``tracking`` unless it moves on from what is held (``None``: nothing)."""
+    if (current or 0) != tracking.previous:
+        raise DuplicateTracking(tracking.leader, tracking.position)
+
+
+class MemoryStore:
+    """One application's events, snapshots, tracking and views, in memory."""
+
+    def __init__(self, database: MemoryDatabase, app: str) -> None:
+        self._database = database
+        self._app = app
+        self._state = _State()
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore {self._app!r}>"
+
+    @property
+    def app(self) -> str:
+        """The application whose tables these are."""
+        return self._app
+
+    def _read(self) -> _State:
+        if self._database.closed:
+            raise self._database.closed_error()
+        return self._state
+
+    def append(self, events: Sequence[NewEvent], *, tracking: Tracking | None = None) -> list[int]:
+        """Append atomically; return the new events' positions in order."""
+        firsts = check_batch(events)
+        if tracking is not None:
+            check_tracking(tracking)
+        elif not events:
+            self._read()
+            return []
+        condition = self._database.condition
+        with condition:
+            state = self._read()
+            if tracking is not None:
+                _cas(state.tracking.get(tracking.leader), tracking)
+            for stream, first in firsts.items():
+                current = len(state.streams.get(stream, _NO_EVENTS))
+                if current != first - 1:
+                    raise ConcurrencyError(stream, first - 1, current)
+            log = state.log.evolver()
+            grown: dict[str, PVector[StoredEvent]] = {}
+            position = len(log)
+            positions = []
+            for event in events:
+                position += 1
+                stored = StoredEvent(
+                    position,
+                    event.stream,
+                    event.version,
+                    event.topic,
+                    event.payload,
+                    event.timestamp,
+                    event.meta,
+                )
+                log.append(stored)
+                grown_events = grown.get(event.stream)
+                if grown_events is None:
+                    grown_events = state.streams.get(event.stream, _NO_EVENTS)
+                grown[event.stream] = grown_events.append(stored)
+                positions.append(position)
+            new = evolve(state, log=log.persistent(), streams=state.streams.update(grown))
+            if tracking is not None:
+                new = evolve(new, tracking=new.tracking.set(tracking.leader, tracking.position))
+            self._state = new
+            condition.notify_all()
+        return positions
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[StoredEvent]:
+        """A stream's events with ``from_version <= version <= to_version``."""
+        check_limit(limit)
+        events = self._read().streams.get(stream, _NO_EVENTS)
+        low = 0 if from_version is None else max(from_version - 1, 0)
+        high = len(events) if to_version is None else max(min(to_version, len(events)), 0)
+        chosen = events[low:high]
+        if descending:
+            chosen = chosen[::-1]
+        if limit is not None:
+            chosen = chosen[:limit]
+        return list(chosen)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        return len(self._read().streams.get(stream, _NO_EVENTS))
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        topics: Collection[str] | None = None,
+        to: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events with ``after < position <= to``, in position order."""
+        check_limit(limit)
+        log = self._read().log
+        low = max(after, 0)
+        high = len(log) if to is None else max(min(to, len(log)), 0)
+        if topics is None:
+            chosen = log[low:high]
+            return list(chosen if limit is None else chosen[:limit])
+        wanted = frozenset(topics)
+        found: list[StoredEvent] = []
+        if limit == 0:
+            return found
+        for index in range(low, high):
+            event = log[index]
+            if event.topic in wanted:
+                found.append(event)
+                if len(found) == limit:
+                    break
+        return found
+
+    def last_position(self) -> int:
+        """The highest position a reader can see now (0 for an empty log)."""
+        return len(self._read().log)
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until a position above ``after`` is visible, or ``timeout`` passes."""
+        self._read()
+        database = self._database
+        with database.condition:
+            database.condition.wait_for(
+                lambda: database.closed or len(self._state.log) > after, max(timeout, 0.0)
+            )
+        return len(self._read().log) > after
+
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Store a snapshot (replacing one of the same stream and version)."""
+        with self._database.condition:
+            state = self._read()
+            versions = state.snapshots.get(snapshot.stream, pmap())
+            snapshots = state.snapshots.set(
+                snapshot.stream, versions.set(snapshot.version, snapshot)
+            )
+            self._state = evolve(state, snapshots=snapshots)
+
+    def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
+        """The latest snapshot of ``stream`` at or below ``to_version``."""
+        versions = self._read().snapshots.get(stream)
+        if not versions:
+            return None
+        eligible = [v for v in versions if to_version is None or v <= to_version]
+        return versions[max(eligible)] if eligible else None
+
+    def last_tracked(self, leader: str) -> int:
+        """The last position of ``leader`` this application tracked (0 for none)."""
+        return self._read().tracking.get(leader, 0)
+
+    def tracked(self) -> dict[str, int]:
+        """Every leader this application tracks, with its last position."""
+        return dict(self._read().tracking)
+
+    def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
+        """Store a view's encoded state with the position it has reached, atomically."""
+        check_tracking(tracking)
+        with self._database.condition:
+            state = self._read()
+            held = state.views.get(name)
+            _cas(None if held is None else held[1], tracking)
+            views = state.views.set(name, (payload, tracking.position))
+            self._state = evolve(state, views=views)
+
+    def load_view(self, name: str) -> tuple[bytes, int] | None:
+        """A view's encoded state and the position it reached, or None."""
+        return self._read().views.get(name)
+
+
+class MemoryDatabase:
+    """A fresh, process-local database: ``memory://``.
+
+    Every instance is empty and independent of every other; its data lives
+    as long as the object.
+    """
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition(threading.Lock())
+        self.closed = False
+        self._stores: PMap[str, MemoryStore] = pmap()
+
+    def __repr__(self) -> str:
+        return f"<MemoryDatabase apps={self.apps() if not self.closed else 'closed'}>"
+
+    def __enter__(self) -> MemoryDatabase:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The URL this database was opened with: ``memory://``."""
+        return "memory://"
+
+    def closed_error(self) -> StoreError:
+        """The error every operation on a closed database raises."""
+        return StoreError(f"the database {self.url} is closed")
+
+    def store(self, app: str) -> MemoryStore:
+        """The store of application ``app``, created empty if missing."""
+        check_app_name(app)
+        with self.condition:
+            if self.closed:
+                raise self.closed_error()
+            store = self._stores.get(app)
+            if store is None:
+                store = MemoryStore(self, app)
+                self._stores = self._stores.set(app, store)
+            return store
+
+    def apps(self) -> list[str]:
+        """The applications that have tables in this database."""
+        if self.closed:
+            raise self.closed_error()
+        return sorted(self._stores)
+
+    def close(self) -> None:
+        """Make the database unusable and wake every waiter; closing twice is harmless."""
+        with self.condition:
+            self.closed = True
+            self.condition.notify_all()
