@@ -1,7 +1,32 @@
 """The edge of fes: everything that performs effects.
 
-Stores (memory, SQLite, PostgreSQL) live in :mod:`fes.edge.stores`; they are
-chosen by one URL with :func:`fes.edge.stores.open_database`.
+- :class:`Application` loads, folds, decides and appends for one :class:`fes.App`;
+- :class:`Codec` and :class:`Cipher` turn events into bytes and back;
+- stores (memory, SQLite, PostgreSQL) are chosen by one URL with
+  :func:`open_database`, and implement :mod:`fes.edge.stores.base`;
+- runners (:class:`SyncRunner`, :class:`ThreadedRunner`, :class:`ProcessRunner`,
+  :func:`run`) execute a :class:`fes.System`, each upstream event exactly once;
+- :class:`Projection` keeps a :class:`fes.View` up to date with its position.
 """
 
-__all__: list[str] = []
+from fes.edge.application import Application, Batch
+from fes.edge.codec import Cipher, Codec
+from fes.edge.processes import ProcessRunner
+from fes.edge.projections import Projection
+from fes.edge.runners import Follower, SyncRunner, ThreadedRunner, run, skipped
+from fes.edge.stores import open_database
+
+__all__ = [
+    "Application",
+    "Batch",
+    "Cipher",
+    "Codec",
+    "Follower",
+    "ProcessRunner",
+    "Projection",
+    "SyncRunner",
+    "ThreadedRunner",
+    "open_database",
+    "run",
+    "skipped",
+]
