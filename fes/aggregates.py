@@ -244,9 +244,16 @@ class Aggregate(Generic[S]):
     def fold(self, events: Iterable[Any], state: S | _Initial = _Initial.INITIAL) -> S:
         """Fold events into a state, starting from ``state`` or the initial one."""
         current: S = self.initial if state is _Initial.INITIAL else state
-        evolve = self.evolve
-        for item in events:
-            current = evolve(current, item)
+        apply = self.apply
+        # One try around the loop rather than one per event: folding is the hot
+        # path of every load, and the error is rare.
+        try:
+            for item in events:
+                current = apply(current, item)
+        except UnhandledEvent as exc:
+            if exc.where == self.name:
+                raise
+            raise UnhandledEvent(exc.event_type, self.name) from None
         return current
 
     def owns(self, event: Any) -> bool:

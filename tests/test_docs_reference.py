@@ -17,13 +17,33 @@ from types import ModuleType
 import pytest
 
 import fes
+import fes.edge.application
+import fes.edge.codec
+import fes.edge.processes
+import fes.edge.projections
+import fes.edge.runners
+import fes.edge.skips
+import fes.edge.stores
+import fes.edge.stores.postgres
 import fes.testing
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+EDGE = DOCS / "reference" / "edge.md"
 
 # (package, the reference page that documents its public names)
-PUBLIC = [(fes, DOCS / "reference" / "core.md"), (fes.testing, DOCS / "reference" / "testing.md")]
+PUBLIC = [
+    (fes, DOCS / "reference" / "core.md"),
+    (fes.testing, DOCS / "reference" / "testing.md"),
+    # fes.edge exports nothing itself: its names are imported from their modules
+    (fes.edge.application, EDGE),
+    (fes.edge.codec, EDGE),
+    (fes.edge.stores, EDGE),
+    (fes.edge.runners, EDGE),
+    (fes.edge.processes, EDGE),
+    (fes.edge.projections, EDGE),
+    (fes.edge.skips, EDGE),
+]
 PUBLIC_NAMES = [(package, name) for package, _ in PUBLIC for name in package.__all__]
 
 
