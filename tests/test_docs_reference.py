@@ -17,6 +17,7 @@ from types import ModuleType
 import pytest
 
 import fes
+import fes.edge
 import fes.edge.application
 import fes.edge.codec
 import fes.edge.processes
@@ -35,7 +36,8 @@ EDGE = DOCS / "reference" / "edge.md"
 PUBLIC = [
     (fes, DOCS / "reference" / "core.md"),
     (fes.testing, DOCS / "reference" / "testing.md"),
-    # fes.edge exports nothing itself: its names are imported from their modules
+    # a name fes.edge re-exports is documented once, as fes.edge.<name>
+    (fes.edge, EDGE),
     (fes.edge.application, EDGE),
     (fes.edge.codec, EDGE),
     (fes.edge.stores, EDGE),
@@ -118,11 +120,24 @@ def test_every_public_name_has_a_docstring(package: ModuleType, name: str) -> No
 
 @pytest.mark.parametrize(("package", "page"), PUBLIC, ids=[p.__name__ for p, _ in PUBLIC])
 def test_every_public_name_is_on_its_reference_page(package: ModuleType, page: Path) -> None:
-    """Each name in a public ``__all__`` has a ``::: package.name`` entry on its reference page."""
+    """Each name in a public ``__all__`` has a ``::: package.name`` entry on its reference page.
+
+    An entry under another path that names the same object by the same name
+    (a re-export, such as ``fes.edge.Application``) documents it too.
+    """
     listed = set(re.findall(r"^::: ([\w.]+)\s*$", page.read_text(encoding="utf-8"), re.M))
-    missing = [n for n in package.__all__ if f"{package.__name__}.{n}" not in listed]
+    missing = [n for n in package.__all__ if not _is_listed(package, n, listed)]
     assert not missing, f"{page.relative_to(ROOT)} does not document: " + ", ".join(
         f"::: {package.__name__}.{n}" for n in missing
+    )
+
+
+def _is_listed(package: ModuleType, name: str, listed: set[str]) -> bool:
+    if f"{package.__name__}.{name}" in listed:
+        return True
+    value = getattr(package, name)
+    return any(
+        path.rsplit(".", 1)[-1] == name and _resolve(path) is value for path in listed
     )
 
 
@@ -136,7 +151,11 @@ def test_every_reference_entry_names_an_existing_object() -> None:
     assert not unknown, f"reference entries that do not resolve: {unknown}"
 
 
-def _resolves(path: str) -> bool:
+_MISSING = object()
+
+
+def _resolve(path: str) -> object:
+    """The object a dotted path names, or ``_MISSING``."""
     parts = path.split(".")
     for split in range(len(parts), 0, -1):
         try:
@@ -145,10 +164,14 @@ def _resolves(path: str) -> bool:
             continue
         for attribute in parts[split:]:
             if not hasattr(obj, attribute):
-                return False
+                return _MISSING
             obj = getattr(obj, attribute)
-        return True
-    return False
+        return obj
+    return _MISSING
+
+
+def _resolves(path: str) -> bool:
+    return _resolve(path) is not _MISSING
 
 
 def _nav_pages(config: str) -> list[str]:
@@ -180,3 +203,11 @@ def test_the_nav_reader_finds_nested_pages() -> None:
         '      - "Part 1: a title": tutorial/part1.md\nplugins:\n  - other.md\n'
     )
     assert _nav_pages(config) == ["index.md", "tutorial/part1.md"]
+
+
+def test_a_re_export_documents_the_name() -> None:
+    """An entry under a re-exporting package counts; another name or a missing path does not."""
+    assert _is_listed(fes.edge.application, "Application", {"fes.edge.Application"})
+    assert _is_listed(fes.edge.stores, "Store", {"fes.edge.stores.base.Store"})
+    assert not _is_listed(fes.edge.application, "Batch", {"fes.edge.Application"})
+    assert not _is_listed(fes.edge.application, "Batch", {"fes.edge.nowhere.Batch"})

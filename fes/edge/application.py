@@ -9,6 +9,7 @@ be replayed deterministically.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from attrs import define, field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
-from fes.errors import ConcurrencyError, ConfigurationError, FesError
+from fes.errors import ConcurrencyError, ConfigurationError, DefinitionError, FesError
 from fes.events import NO_METADATA, Metadata, Recorded
 from fes.snapshots import fingerprint
 from fes.system import App
@@ -31,6 +32,8 @@ from .stores import open_database
 from .stores.base import Database, NewEvent, Store, StoredEvent, StoredSnapshot, Tracking
 
 __all__ = ["Application", "Batch", "utc_now"]
+
+logger = logging.getLogger("fes")
 
 S = TypeVar("S")
 
@@ -205,7 +208,13 @@ class Application:
         self.retries = retries
         self.clock = clock
         self.ids = ids
-        self._fingerprints = {a.name: fingerprint(a) for a in (*app.aggregates, skips)}
+        self._aggregates = {a.name: a for a in (*app.aggregates, skips)}
+        self._fingerprints = {a.name: fingerprint(a) for a in self._aggregates.values()}
+        if snapshot_every:
+            # Refuse now an aggregate whose state cannot be snapshotted, rather
+            # than after its events are stored.
+            for aggregate in app.aggregates:
+                self.codec.encode_state(aggregate, aggregate.initial, stream="", version=0)
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -231,6 +240,7 @@ class Application:
         self, aggregate: Aggregate[S], stream: str, *, version: int | None = None
     ) -> tuple[S, int]:
         """The stream's state and version (at ``version``, if given)."""
+        self._check(aggregate)
         key = (aggregate.name, stream)
         if version is None and self._cache_size:
             with self._cache_lock:
@@ -247,6 +257,19 @@ class Application:
         if version is None and self._cache_size:
             self._remember(key, at, state)
         return state, at
+
+    def _check(self, aggregate: Aggregate[Any]) -> None:
+        """Refuse an aggregate this application was not built with.
+
+        Snapshots, the cache and topics are keyed by aggregate name: another
+        aggregate of the same name would fold onto states it did not make.
+        """
+        known = self._aggregates.get(aggregate.name)
+        if known is not aggregate and known != aggregate:
+            raise DefinitionError(
+                f"aggregate {aggregate.name!r} is not one of application "
+                f"{self.app.name!r}'s aggregates; pass the one in its App"
+            )
 
     def _load(
         self, aggregate: Aggregate[S], stream: str, version: int | None
@@ -332,6 +355,8 @@ class Application:
         loaded it, and :class:`fes.DuplicateTracking` if the tracking position
         was recorded before; either way nothing is stored.
         """
+        if tracking is None and not any(slot.events for slot in batch.pending.values()):
+            return []
         timestamp = to_micros(self.clock())
         encode = self.codec.encode
         encode_meta = self.codec.encode_meta
@@ -342,8 +367,6 @@ class Application:
                 topic, payload = encode(item, stream=stream, version=version)
                 rows.append(NewEvent(stream, version, topic, payload, timestamp,
                                      encode_meta(meta)))
-        if not rows and tracking is None:
-            return []
         try:
             positions = self.store.append(rows, tracking=tracking)
         except ConcurrencyError:
@@ -373,17 +396,25 @@ class Application:
             self._remember((slot.aggregate.name, stream), new_version, slot.state)
         every = self.snapshot_every
         if every and new_version // every > slot.version // every:
-            self.store.save_snapshot(
-                StoredSnapshot(
-                    stream=stream,
-                    version=new_version,
-                    fingerprint=self._fingerprints[slot.aggregate.name],
-                    payload=self.codec.encode_state(
-                        slot.aggregate, slot.state, stream=stream, version=new_version
-                    ),
-                    timestamp=to_micros(self.clock()),
+            # The events are committed: a snapshot is only a shortcut, so
+            # failing to save one must not make the caller think they were not.
+            try:
+                self.store.save_snapshot(
+                    StoredSnapshot(
+                        stream=stream,
+                        version=new_version,
+                        fingerprint=self._fingerprints[slot.aggregate.name],
+                        payload=self.codec.encode_state(
+                            slot.aggregate, slot.state, stream=stream, version=new_version
+                        ),
+                        timestamp=to_micros(self.clock()),
+                    )
                 )
-            )
+            except Exception:
+                logger.warning(
+                    "could not save a snapshot of %r at version %d in %r",
+                    stream, new_version, self.app.name, exc_info=True,
+                )
 
     def execute(
         self,
@@ -413,6 +444,7 @@ class Application:
 
     def take_snapshot(self, aggregate: Aggregate[Any], stream: str) -> int:
         """Snapshot a stream's current state now; returns its version."""
+        self._check(aggregate)
         state, version = self._load(aggregate, stream, None)
         if version:
             self.store.save_snapshot(
