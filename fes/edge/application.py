@@ -64,7 +64,8 @@ def from_micros(micros: int) -> datetime:
 def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
     """An environment setting, preferring the one prefixed by the app's name."""
     prefixed = f"{app.upper().replace('-', '_')}_{key}"
-    return env.get(prefixed, env.get(key))
+    # an empty prefixed setting counts as unset, like an empty global one
+    return env.get(prefixed) or env.get(key) or None
 
 
 @frozen
@@ -94,6 +95,7 @@ class Batch:
         return self._slot(aggregate, stream).state  # type: ignore[no-any-return]
 
     def _slot(self, aggregate: Aggregate[Any], stream: str) -> _Pending:
+        self.application._check(aggregate)  # also when the stream is already pending
         slot = self.pending.get(stream)
         if slot is None:
             state, version = self.application.load(aggregate, stream)
@@ -337,6 +339,8 @@ class Application:
         self, after: int = 0, *, limit: int | None = None, topics: Iterable[str] | None = None
     ) -> list[Recorded[Any]]:
         """The notification log after ``after``, decoded."""
+        if isinstance(topics, str):  # one topic, not an iterable of its letters
+            topics = [topics]
         rows = self.store.read_log(
             after, limit=limit, topics=None if topics is None else list(topics)
         )

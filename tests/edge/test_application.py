@@ -1,0 +1,1228 @@
+"""The application service: load, fold, decide, append, on every store.
+
+Each behaviour runs against the memory store and an SQLite file; those where
+the store matters (conflicts, retries, snapshots) run against PostgreSQL too.
+Time and ids come from injected functions, so every timestamp is known.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import pytest
+from attrs import evolve
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyrsistent import pvector
+
+import fes
+from fes.edge import Application, Cipher
+from fes.edge.application import from_micros, to_micros
+from fes.edge.stores import open_database
+from fes.edge.stores.base import Database, Store, StoredEvent, StoredSnapshot, Tracking
+from fes.events import NO_METADATA, Metadata
+from fes.examples.bank import (
+    Account,
+    AccountOpened,
+    Deposited,
+    accounts,
+    close,
+    deposit,
+    open_account,
+    set_overdraft_limit,
+    withdraw,
+)
+from fes.examples.dogs import Dog, Registered, TrickAdded, add_trick, dogs, register
+
+SCHOOL = fes.App("school", aggregates=[dogs])
+BANK = fes.App("bank", aggregates=[accounts])
+CLUB = fes.App("club", aggregates=[dogs, accounts])
+
+START = datetime(2024, 5, 1, 9, 30, 0, 123457, tzinfo=UTC)
+START_MICROS = 1_714_555_800_123_457
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(100, 132))
+PEDIGREE = " son of ".join(["Champion Fidelio", "Champion Rex"] * 8)
+
+
+# --- a projector that gives the stored events another meaning ------------------------
+
+
+def _loud_registered(dog: Dog | None, event: Registered) -> Dog:
+    return Dog(event.name.upper())
+
+
+def _loud_trick(dog: Dog, event: TrickAdded) -> Dog:
+    return evolve(dog, tricks=dog.tricks.append(event.trick.upper()))
+
+
+#: Same name as ``dogs``, another projector: an impostor in ``SCHOOL``.
+loud_dogs = evolve(dogs, apply=fes.projector(_loud_registered, _loud_trick, name="dog"))
+LOUD_SCHOOL = fes.App("school", aggregates=[loud_dogs])
+
+
+# --- test doubles ----------------------------------------------------------------------
+
+
+class Clock:
+    """A clock that moves only when told to, and counts how often it is read."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+        self.reads = 0
+
+    def __call__(self) -> datetime:
+        self.reads += 1
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class Read(NamedTuple):
+    """One ``read_stream`` call a spied store served."""
+
+    stream: str
+    from_version: int | None
+    to_version: int | None
+    rows: int
+
+
+class SpyStore:
+    """A store passing everything on to another, noting stream reads; it can fail snapshots."""
+
+    def __init__(self, inner: Store, *, fail_snapshots: bool = False) -> None:
+        self.inner = inner
+        self.fail_snapshots = fail_snapshots
+        self.reads: list[Read] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read_stream(self, stream: str, **options: Any) -> list[StoredEvent]:
+        rows = self.inner.read_stream(stream, **options)
+        self.reads.append(
+            Read(stream, options.get("from_version"), options.get("to_version"), len(rows))
+        )
+        return rows
+
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        if self.fail_snapshots:
+            raise fes.StoreError("the disk is full")
+        self.inner.save_snapshot(snapshot)
+
+    def take_reads(self) -> list[Read]:
+        """The reads since the last call."""
+        reads, self.reads = self.reads, []
+        return reads
+
+
+def spy(application: Application, *, fail_snapshots: bool = False) -> SpyStore:
+    """Put a spy between an application and its store."""
+    store = SpyStore(application.store, fail_snapshots=fail_snapshots)
+    application.store = store  # type: ignore[assignment]
+    return store
+
+
+class Place:
+    """One database that the applications of a test share."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.database: Database = open_database(url)
+        self._opened: list[Application] = []
+
+    def app(self, app: fes.App = SCHOOL, **options: Any) -> Application:
+        """An application on this database, isolated from the process environment.
+
+        A memory database lives in one object, so applications share it;
+        SQLite and PostgreSQL are opened again from the URL, with connections
+        of their own, as another process would.
+        """
+        options.setdefault("env", {})
+        target: str | Database = self.database if self.kind == "memory" else self.url
+        application = Application(app, target, **options)
+        self._opened.append(application)
+        return application
+
+    def close(self) -> None:
+        for application in self._opened:
+            application.close()
+        self.database.close()
+
+
+def _place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    kind = request.param
+    if kind == "memory":
+        url = "memory://"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
+    else:
+        url = request.getfixturevalue("pg_url")
+    return Place(kind, url)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    """A database in memory, then in an SQLite file."""
+    opened = _place(request, tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def any_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    """A database in memory, in an SQLite file, then in PostgreSQL."""
+    opened = _place(request, tmp_path)
+    yield opened
+    opened.close()
+
+
+def racing(
+    other: Application, stream: str, times: int
+) -> tuple[Callable[[Dog, str], list[TrickAdded]], list[int]]:
+    """``add_trick``, except that ``other`` appends to ``stream`` the first ``times`` calls.
+
+    Returns the command and the list of versions (trick counts) it was called on,
+    which stages a lost race deterministically, once per call.
+    """
+    seen: list[int] = []
+
+    def add_trick_in_a_race(dog: Dog, trick: str) -> list[TrickAdded]:
+        seen.append(len(dog.tricks))
+        if len(seen) <= times:
+            other.execute(dogs, stream, add_trick, f"interruption {len(seen)}")
+        return add_trick(dog, trick)
+
+    return add_trick_in_a_race, seen
+
+
+def tricks(application: Application, stream: str) -> list[str]:
+    """The tricks a dog knows, as the application reads them now."""
+    state = application.get(dogs, stream)
+    return [] if state is None else list(state.tricks)
+
+
+# --- recording -------------------------------------------------------------------------
+
+
+def test_execute_records_versions_from_one_and_increasing_positions(place: Place) -> None:
+    """Each stream's events get versions 1..n, log positions increase, reads agree."""
+    app = place.app(clock=Clock())
+    recorded = [
+        *app.execute(dogs, "fido", register, "Fido"),
+        *app.execute(dogs, "rex", register, "Rex"),
+        *app.execute(dogs, "fido", add_trick, "sit"),
+        *app.execute(dogs, "rex", add_trick, "beg"),
+        *app.execute(dogs, "fido", add_trick, "roll over"),
+    ]
+    assert [(r.stream, r.version, r.event) for r in recorded] == [
+        ("fido", 1, Registered("Fido")),
+        ("rex", 1, Registered("Rex")),
+        ("fido", 2, TrickAdded("sit")),
+        ("rex", 2, TrickAdded("beg")),
+        ("fido", 3, TrickAdded("roll over")),
+    ]
+    assert [r.topic for r in recorded] == [
+        "dog.Registered", "dog.Registered", "dog.TrickAdded", "dog.TrickAdded", "dog.TrickAdded",
+    ]
+    positions = [r.position for r in recorded]
+    assert positions == sorted(set(positions)) and positions[0] >= 1
+    # what execute returned is exactly what the store gives back
+    assert app.stream("fido") == [r for r in recorded if r.stream == "fido"]
+    assert app.stream("rex") == [r for r in recorded if r.stream == "rex"]
+    assert app.log() == recorded
+    assert app.store.last_position() == positions[-1]
+    assert app.load(dogs, "fido") == (Dog("Fido", pvector(["sit", "roll over"])), 3)
+
+
+@pytest.mark.parametrize(
+    ("moment", "micros"),
+    [
+        (START, START_MICROS),
+        # the same instant at another offset is stored as the same number
+        (datetime(2024, 5, 1, 15, 0, 0, 123457, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+         START_MICROS),
+        (datetime(1970, 1, 1, tzinfo=UTC), 0),
+        (datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), -1),
+        (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), 253_402_300_799_999_999),
+    ],
+    ids=["utc", "offset", "epoch", "before-epoch", "last"],
+)
+def test_timestamps_come_from_the_clock_to_the_microsecond(
+    any_place: Place, moment: datetime, micros: int
+) -> None:
+    """An event's timestamp is the injected clock's instant, stored and read back exactly."""
+    app = any_place.app(clock=Clock(moment))
+    [recorded] = app.execute(dogs, "fido", register, "Fido")
+    assert recorded.timestamp == moment
+    assert recorded.timestamp.utcoffset() == timedelta(0)
+    assert app.store.read_stream("fido")[0].timestamp == micros
+    [read] = app.stream("fido")
+    assert read.timestamp == moment and read.timestamp.utcoffset() == timedelta(0)
+    assert app.log()[0].timestamp == moment
+
+
+def test_each_commit_reads_the_clock_once_for_all_its_events(place: Place) -> None:
+    """All events of one append share one timestamp; the next append has the next reading."""
+    clock = Clock()
+    app = place.app(clock=clock)
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    batch.execute(dogs, "fido", add_trick, "sit")
+    batch.execute(dogs, "rex", register, "Rex")
+    app.commit(batch)
+    assert clock.reads == 1
+    clock.advance(seconds=1, microseconds=1)
+    app.execute(dogs, "rex", add_trick, "beg")
+    assert [r.timestamp for r in app.log()] == [START] * 3 + [
+        START + timedelta(seconds=1, microseconds=1)
+    ]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))]
+        ),
+    )
+)
+def test_microseconds_round_trip_every_aware_datetime(moment: datetime) -> None:
+    """Converting an aware datetime to epoch microseconds and back gives the same instant."""
+    micros = to_micros(moment)
+    assert from_micros(micros) == moment
+    assert to_micros(moment + timedelta(microseconds=1)) == micros + 1
+
+
+def test_metadata_is_stored_and_read_back(place: Place) -> None:
+    """Correlation, causation and headers round-trip; an event without any has none."""
+    app = place.app()
+    full = Metadata(
+        correlation_id="request-42",
+        causation_id="request-42",
+        headers={"user": "ann", "note": "café ☕", "": ""},
+    )
+    headers_only = Metadata(headers={"user": "bob"})
+    causation_only = Metadata(causation_id="school/fido@1")
+    expected = [full, headers_only, causation_only, NO_METADATA]
+    returned = [
+        *app.execute(dogs, "fido", register, "Fido", metadata=full),
+        *app.execute(dogs, "fido", add_trick, "sit", metadata=headers_only),
+        *app.execute(dogs, "fido", add_trick, "beg", metadata=causation_only),
+        *app.execute(dogs, "fido", add_trick, "roll"),
+    ]
+    assert [r.metadata for r in returned] == expected
+    assert [r.metadata for r in app.stream("fido")] == expected
+    assert [r.metadata for r in app.log()] == expected
+    assert app.store.read_stream("fido")[3].meta is None  # nothing stored for no metadata
+    assert app.get(dogs, "fido") == Dog("Fido", pvector(["sit", "beg", "roll"]))
+
+
+def test_a_batch_keeps_each_commands_metadata(place: Place) -> None:
+    """In a batch, every event carries the metadata of the command or emit that made it."""
+    app = place.app()
+    first, second = Metadata(correlation_id="a"), Metadata(correlation_id="b")
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido", metadata=first)
+    batch.emit(dogs, "fido", [TrickAdded("sit"), TrickAdded("beg")], metadata=second)
+    batch.execute(dogs, "rex", register, "Rex")
+    committed = app.commit(batch)
+    assert [r.metadata for r in committed] == [first, second, second, NO_METADATA]
+    assert [r.metadata for r in app.log()] == [first, second, second, NO_METADATA]
+
+
+# --- reading at older versions ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("snapshot_every", [None, 1, 2, 3])
+def test_get_and_load_at_older_versions(any_place: Place, snapshot_every: int | None) -> None:
+    """get/load at version v give the state after v events, with or without snapshots."""
+    app = any_place.app(snapshot_every=snapshot_every)
+    app.execute(dogs, "fido", register, "Fido")
+    for trick in ["sit", "beg", "roll", "play dead"]:
+        app.execute(dogs, "fido", add_trick, trick)
+    history = [
+        None,
+        Dog("Fido"),
+        Dog("Fido", pvector(["sit"])),
+        Dog("Fido", pvector(["sit", "beg"])),
+        Dog("Fido", pvector(["sit", "beg", "roll"])),
+        Dog("Fido", pvector(["sit", "beg", "roll", "play dead"])),
+    ]
+    reader = any_place.app(snapshot_every=snapshot_every)
+    for version, state in enumerate(history):
+        assert reader.get(dogs, "fido", version=version) == state
+        assert reader.load(dogs, "fido", version=version) == (state, version)
+    # a version beyond the stream's end is its current state
+    assert reader.load(dogs, "fido", version=99) == (history[-1], 5)
+    assert reader.load(dogs, "fido") == (history[-1], 5)
+    assert reader.load(dogs, "nobody") == (None, 0)
+    assert reader.load(dogs, "nobody", version=3) == (None, 0)
+
+
+# --- ids -------------------------------------------------------------------------------
+
+
+def test_name_id_is_stable_and_distinct_per_app_aggregate_and_name(tmp_path: Path) -> None:
+    """name_id is a fixed UUID5 of app, aggregate and name, the same in every application."""
+    school = Application(SCHOOL, "memory://", env={})
+    club = Application(CLUB, f"sqlite:///{tmp_path / 'club.db'}", env={})
+    try:
+        # pinned: stream ids are stored, so they may never change
+        assert school.name_id(dogs, "Fido") == "a24b1729-5b49-5e15-9ffa-eb4d8ee5b44d"
+        again = Application(SCHOOL, "memory://", env={})
+        assert again.name_id(dogs, "Fido") == school.name_id(dogs, "Fido")
+        again.close()
+        assert UUID(club.name_id(dogs, "Fido")).version == 5
+        ids = {
+            school.name_id(dogs, "Fido"),
+            school.name_id(dogs, "Rex"),
+            school.name_id(dogs, "fido"),
+            club.name_id(dogs, "Fido"),
+            club.name_id(accounts, "Fido"),
+            club.name_id(accounts, "Rex"),
+        }
+        assert len(ids) == 6
+        assert school.store.last_position() == 0  # deriving an id touches no store
+    finally:
+        school.close()
+        club.close()
+
+
+def test_new_id_comes_from_the_injected_id_factory() -> None:
+    """new_id is the id factory's next UUID as a string."""
+    numbers = itertools.count(1)
+    with Application(SCHOOL, "memory://", ids=lambda: UUID(int=next(numbers)), env={}) as app:
+        assert app.new_id() == "00000000-0000-0000-0000-000000000001"
+        assert app.new_id() == "00000000-0000-0000-0000-000000000002"
+        assert next(numbers) == 3  # called exactly once per id
+
+
+# --- commands that refuse --------------------------------------------------------------
+
+
+def test_rejected_stores_nothing(place: Place) -> None:
+    """A command raising Rejected propagates it and appends nothing, in execute or a batch."""
+    clock = Clock()
+    app = place.app(BANK, clock=clock)
+    app.execute(accounts, "acc", open_account, "ann")
+    app.execute(accounts, "acc", deposit, 100)
+    before = app.store.last_position()
+    reads = clock.reads
+    with pytest.raises(fes.Rejected, match="insufficient funds: balance 100"):
+        app.execute(accounts, "acc", withdraw, 101)
+    with pytest.raises(fes.Rejected, match="already open"):
+        app.execute(accounts, "acc", open_account, "bob")
+    assert app.store.last_position() == before
+    assert clock.reads == reads
+    assert app.load(accounts, "acc") == (Account("ann", 100), 2)
+
+    batch = app.batch()
+    batch.execute(accounts, "acc", deposit, 5)
+    with pytest.raises(fes.Rejected):
+        batch.execute(accounts, "acc", withdraw, 1000)
+    assert len(batch) == 1  # the refused command added nothing to the batch
+    assert [r.event for r in app.commit(batch)] == [Deposited(5)]
+
+
+def test_a_command_on_a_state_it_does_not_accept_is_a_command_error(place: Place) -> None:
+    """A command given a state of the wrong type raises CommandError and stores nothing."""
+    app = place.app(CLUB)
+    with pytest.raises(fes.CommandError, match=r"'add_trick' of aggregate 'dog' expects Dog"):
+        app.execute(dogs, "fido", add_trick, "sit")
+    with pytest.raises(fes.CommandError, match="no state yet"):
+        app.execute(accounts, "acc", deposit, 10)
+    app.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.CommandError, match="does not own"):
+        app.execute(dogs, "fido", lambda dog: [AccountOpened("ann")])
+    assert app.store.last_position() == 1
+    assert app.stream("acc") == []
+
+
+# --- optimistic concurrency ------------------------------------------------------------
+
+
+def test_a_stale_batch_names_stream_and_versions_and_stores_nothing(any_place: Place) -> None:
+    """Committing a batch decided on an old version raises ConcurrencyError; nothing is kept."""
+    front, trainer = any_place.app(), any_place.app()
+    front.execute(dogs, "fido", register, "Fido")
+    batch = front.batch()
+    batch.execute(dogs, "fido", add_trick, "sit")  # decided on version 1
+    trainer.execute(dogs, "fido", add_trick, "beg")
+    trainer.execute(dogs, "fido", add_trick, "roll")
+    last = front.store.last_position()
+    with pytest.raises(fes.ConcurrencyError) as caught:
+        front.commit(batch)
+    assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("fido", 1, 3)
+    assert "'fido' is at version 3" in str(caught.value)
+    assert front.store.last_position() == last
+    assert tricks(front, "fido") == ["beg", "roll"]
+    assert tricks(trainer, "fido") == ["beg", "roll"]
+
+
+def test_a_stale_stream_refuses_the_whole_batch(any_place: Place) -> None:
+    """One stale stream in a batch stores nothing in any of its streams."""
+    front, trainer = any_place.app(), any_place.app()
+    front.execute(dogs, "bella", register, "Bella")
+    front.execute(dogs, "luna", register, "Luna")
+    batch = front.batch()
+    batch.execute(dogs, "new", register, "New")  # a stream nobody wrote to
+    batch.execute(dogs, "bella", add_trick, "sit")
+    batch.execute(dogs, "luna", add_trick, "wave")
+    batch.execute(dogs, "new", add_trick, "sit")
+    trainer.execute(dogs, "bella", add_trick, "bow")
+    last = front.store.last_position()
+    with pytest.raises(fes.ConcurrencyError) as caught:
+        front.commit(batch)
+    assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("bella", 1, 2)
+    assert front.store.last_position() == last
+    assert front.stream("new") == []
+    assert front.load(dogs, "luna") == (Dog("Luna"), 1)
+    assert tricks(front, "bella") == ["bow"]
+    # a batch decided afresh goes through
+    retry = front.batch()
+    retry.execute(dogs, "bella", add_trick, "sit")
+    retry.execute(dogs, "luna", add_trick, "wave")
+    assert [(r.stream, r.version) for r in front.commit(retry)] == [("bella", 3), ("luna", 2)]
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3])
+def test_execute_retries_a_lost_race_up_to_retries_times(any_place: Place, retries: int) -> None:
+    """execute reloads and decides again after each conflict, up to ``retries`` times."""
+    front, trainer = any_place.app(retries=retries), any_place.app()
+    front.execute(dogs, "bella", register, "Bella")
+    command, seen = racing(trainer, "bella", times=retries)
+    [recorded] = front.execute(dogs, "bella", command, "sit")
+    # each attempt decided on the state the previous interruption left
+    assert seen == list(range(retries + 1))
+    assert (recorded.version, recorded.event) == (retries + 2, TrickAdded("sit"))
+    assert tricks(front, "bella") == [f"interruption {n}" for n in range(1, retries + 1)] + ["sit"]
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retries: int) -> None:
+    """After ``retries`` lost retries, the last ConcurrencyError is raised and nothing stored."""
+    front, trainer = any_place.app(retries=retries), any_place.app()
+    front.execute(dogs, "bella", register, "Bella")
+    command, seen = racing(trainer, "bella", times=retries + 1)
+    with pytest.raises(fes.ConcurrencyError) as caught:
+        front.execute(dogs, "bella", command, "sit")
+    assert len(seen) == retries + 1
+    assert (caught.value.expected, caught.value.actual) == (retries + 1, retries + 2)
+    assert tricks(front, "bella") == [f"interruption {n}" for n in range(1, retries + 2)]
+
+
+def test_negative_retries_are_refused() -> None:
+    """retries below zero is a configuration error."""
+    with pytest.raises(fes.ConfigurationError, match="retries"):
+        Application(SCHOOL, "memory://", retries=-1, env={})
+
+
+# --- batches ---------------------------------------------------------------------------
+
+
+def test_a_batch_across_streams_is_appended_together(any_place: Place) -> None:
+    """A committed batch stores all its streams' events, in batch order, in one append."""
+    app = any_place.app()
+    [first] = app.execute(dogs, "rex", register, "Rex")
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    batch.execute(dogs, "rex", add_trick, "sit")
+    batch.execute(dogs, "fido", add_trick, "beg")
+    batch.emit(dogs, "luna", [Registered("Luna")])
+    assert len(batch) == 4
+    assert app.get(dogs, "fido") is None  # nothing is stored before commit
+    committed = app.commit(batch)
+    # events are grouped by stream, streams in the order the batch met them
+    assert [(r.stream, r.version, r.event) for r in committed] == [
+        ("fido", 1, Registered("Fido")),
+        ("fido", 2, TrickAdded("beg")),
+        ("rex", 2, TrickAdded("sit")),
+        ("luna", 1, Registered("Luna")),
+    ]
+    positions = [r.position for r in committed]
+    assert positions == sorted(set(positions))
+    assert app.log(after=first.position) == committed
+    assert len({r.timestamp for r in committed}) == 1
+
+
+def test_batch_execute_folds_the_pending_events(place: Place) -> None:
+    """Commands in one batch see the events earlier commands added to the same stream."""
+    app = place.app(BANK)
+    batch = app.batch()
+    batch.execute(accounts, "acc", open_account, "ann")  # the stream is empty in the store
+    batch.execute(accounts, "acc", deposit, 100)
+    with pytest.raises(fes.Rejected, match="balance 100"):
+        batch.execute(accounts, "acc", withdraw, 150)
+    batch.execute(accounts, "acc", set_overdraft_limit, 50)
+    batch.execute(accounts, "acc", withdraw, 150)  # allowed only by the pending limit
+    assert batch.state(accounts, "acc") == Account("ann", -50, 50)
+    assert app.get(accounts, "acc") is None
+    committed = app.commit(batch)
+    assert [r.version for r in committed] == [1, 2, 3, 4]
+    assert app.load(accounts, "acc") == (Account("ann", -50, 50), 4)
+
+
+def test_batch_emit_refuses_events_that_do_not_fold(place: Place) -> None:
+    """emit folds its events onto the pending state: an event the projector lacks is refused."""
+    app = place.app()
+    batch = app.batch()
+    with pytest.raises(fes.UnhandledEvent, match="Deposited"):
+        batch.emit(dogs, "fido", [Registered("Fido"), Deposited(5)])
+    assert len(batch) == 0
+    assert app.commit(batch) == []
+
+
+def test_one_stream_cannot_be_two_aggregates_in_a_batch(place: Place) -> None:
+    """A batch refuses to use one stream as two of the application's aggregates."""
+    app = place.app(CLUB)
+    batch = app.batch()
+    batch.execute(dogs, "shared", register, "Fido")
+    with pytest.raises(fes.FesError, match="used as 'dog' and 'account'"):
+        batch.execute(accounts, "shared", open_account, "ann")
+
+
+def test_a_committed_batch_cannot_be_committed_again(place: Place) -> None:
+    """Committing the same batch twice conflicts: its versions are taken."""
+    app = place.app()
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    app.commit(batch)
+    with pytest.raises(fes.ConcurrencyError):
+        app.commit(batch)
+    assert len(app.stream("fido")) == 1
+
+
+# --- snapshots -------------------------------------------------------------------------
+
+
+def _fold_prefix(app: Application, stream: str, version: int) -> Any:
+    return dogs.fold(r.event for r in app.stream(stream, to_version=version))
+
+
+def test_a_snapshot_is_saved_when_the_version_crosses_a_multiple(any_place: Place) -> None:
+    """With snapshot_every=3, an append that passes 3, 6, … saves the state at its new version."""
+    clock = Clock()
+    app = any_place.app(snapshot_every=3, clock=clock)
+    latest: list[int | None] = []
+    app.execute(dogs, "fido", register, "Fido")
+    latest.append(getattr(app.store.load_snapshot("fido"), "version", None))
+    for n in range(2, 8):
+        clock.advance(seconds=1)
+        app.execute(dogs, "fido", add_trick, f"trick {n}")
+        latest.append(getattr(app.store.load_snapshot("fido"), "version", None))
+    assert latest == [None, None, 3, 3, 3, 6, 6]
+
+    numbers = itertools.count(8)
+
+    def append(count: int) -> None:
+        batch = app.batch()
+        for _ in range(count):
+            batch.execute(dogs, "fido", add_trick, f"trick {next(numbers)}")
+        app.commit(batch)
+
+    append(5)  # 7 → 12 passes 9 and 12: one snapshot, at 12
+    append(2)  # 12 → 14 passes no multiple
+    append(2)  # 14 → 16 passes 15: a snapshot at 16
+    versions = []
+    for bound in [2, 5, 8, 11, 13, 15, 16]:
+        snapshot = app.store.load_snapshot("fido", to_version=bound)
+        versions.append(None if snapshot is None else snapshot.version)
+    assert versions == [None, 3, 6, 6, 12, 12, 16]
+    for version in [3, 6, 12, 16]:
+        snapshot = app.store.load_snapshot("fido", to_version=version)
+        assert snapshot is not None
+        assert snapshot.fingerprint == fes.fingerprint(dogs)
+        state = app.codec.decode_state(dogs, snapshot.payload, stream="fido", version=version)
+        assert state == _fold_prefix(app, "fido", version)
+    assert app.store.load_snapshot("fido", to_version=3).timestamp == START_MICROS + 2_000_000
+
+
+def test_loading_starts_from_the_latest_snapshot(any_place: Place) -> None:
+    """A load folds only the events after the latest snapshot at or below the version asked."""
+    writer = any_place.app(snapshot_every=4)
+    writer.execute(dogs, "fido", register, "Fido")
+    for n in range(2, 11):
+        writer.execute(dogs, "fido", add_trick, f"trick {n}")
+    reader = any_place.app(snapshot_every=4)
+    reads = spy(reader)
+    assert reader.load(dogs, "fido") == (_fold_prefix(writer, "fido", 10), 10)
+    assert reads.take_reads() == [Read("fido", 9, None, 2)]
+    assert reader.get(dogs, "fido", version=7) == _fold_prefix(writer, "fido", 7)
+    assert reads.take_reads() == [Read("fido", 5, 7, 3)]
+    assert reader.get(dogs, "fido", version=3) == _fold_prefix(writer, "fido", 3)
+    assert reads.take_reads() == [Read("fido", None, 3, 3)]
+    # without snapshot_every the application does not look at snapshots
+    plain = any_place.app()
+    plain_reads = spy(plain)
+    assert plain.get(dogs, "fido") == _fold_prefix(writer, "fido", 10)
+    assert plain_reads.take_reads() == [Read("fido", None, None, 10)]
+
+
+def test_a_snapshot_under_the_current_fingerprint_is_trusted(place: Place) -> None:
+    """Loading takes a matching snapshot's state as it is and folds the later events on it."""
+    app = place.app(snapshot_every=100)
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    app.execute(dogs, "fido", add_trick, "beg")
+    planted = Dog("Planted", pvector(["fly"]))
+    app.store.save_snapshot(
+        StoredSnapshot(
+            "fido", 2, fes.fingerprint(dogs),
+            app.codec.encode_state(dogs, planted, stream="fido", version=2), 0,
+        )
+    )
+    assert app.load(dogs, "fido") == (Dog("Planted", pvector(["fly", "beg"])), 3)
+    assert app.get(dogs, "fido", version=1) == Dog("Fido")
+
+
+def test_take_snapshot_saves_the_current_state(any_place: Place) -> None:
+    """take_snapshot stores the state at the current version now; an empty stream gets none."""
+    app = any_place.app(clock=Clock())
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    assert app.store.load_snapshot("fido") is None
+    assert app.take_snapshot(dogs, "fido") == 2
+    snapshot = app.store.load_snapshot("fido")
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.fingerprint, snapshot.timestamp) == (
+        2, fes.fingerprint(dogs), START_MICROS,
+    )
+    state = app.codec.decode_state(dogs, snapshot.payload, stream="fido", version=2)
+    assert state == Dog("Fido", pvector(["sit"]))
+    assert app.take_snapshot(dogs, "nobody") == 0
+    assert app.store.load_snapshot("nobody") is None
+
+
+def test_a_snapshot_with_a_stale_fingerprint_is_ignored(any_place: Place) -> None:
+    """A snapshot taken by another projector is not used; the state is folded from the start."""
+    quiet = any_place.app(snapshot_every=2)
+    quiet.execute(dogs, "fido", register, "Fido")
+    for trick in ["sit", "beg", "roll", "wave"]:
+        quiet.execute(dogs, "fido", add_trick, trick)
+    assert quiet.store.load_snapshot("fido").version == 4
+    loud = any_place.app(LOUD_SCHOOL, snapshot_every=2)
+    reads = spy(loud)
+    assert loud.get(loud_dogs, "fido") == Dog(
+        "FIDO", pvector(["SIT", "BEG", "ROLL", "WAVE"])
+    )
+    assert reads.take_reads() == [Read("fido", None, None, 5)]
+    # now the loud release writes a snapshot of its own; the quiet one must ignore it
+    loud.execute(loud_dogs, "fido", add_trick, "bow")
+    latest = quiet.store.load_snapshot("fido")
+    assert (latest.version, latest.fingerprint) == (6, fes.fingerprint(loud_dogs))
+    assert quiet.get(dogs, "fido") == Dog("Fido", pvector(["sit", "beg", "roll", "wave", "bow"]))
+    assert quiet.get(dogs, "fido", version=5) == Dog(
+        "Fido", pvector(["sit", "beg", "roll", "wave"])
+    )
+
+
+def test_a_failing_snapshot_save_does_not_fail_execute(
+    place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If saving a snapshot raises, the events stay stored, execute returns, a warning is logged."""
+    app = place.app(snapshot_every=2)
+    spy(app, fail_snapshots=True)
+    app.execute(dogs, "fido", register, "Fido")
+    with caplog.at_level(logging.WARNING, logger="fes"):
+        recorded = app.execute(dogs, "fido", add_trick, "sit")
+    assert [r.version for r in recorded] == [2]
+    assert app.load(dogs, "fido") == (Dog("Fido", pvector(["sit"])), 2)
+    assert app.store.load_snapshot("fido") is None
+    [record] = [r for r in caplog.records if r.name == "fes"]
+    assert record.levelno == logging.WARNING
+    assert "snapshot of 'fido' at version 2 in 'school'" in record.getMessage()
+    assert record.exc_info is not None and "the disk is full" in str(record.exc_info[1])
+
+
+BANK_COMMANDS = st.one_of(
+    st.tuples(st.just(deposit), st.integers(-10, 200)),
+    st.tuples(st.just(withdraw), st.integers(-10, 300)),
+    st.tuples(st.just(set_overdraft_limit), st.integers(-10, 300)),
+    st.tuples(st.just(close), st.none()),
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    every=st.integers(1, 5),
+    batches=st.lists(st.lists(BANK_COMMANDS, min_size=1, max_size=4), max_size=10),
+    data=st.data(),
+)
+def test_get_with_snapshots_equals_the_fold_of_the_whole_stream(
+    any_place: Place, every: int, batches: list[list[tuple[Any, int | None]]], data: st.DataObject
+) -> None:
+    """For any bank history and snapshot_every=k, get() (at any version) equals the full fold."""
+    app = Application(BANK, any_place.database, snapshot_every=every, env={})
+    stream = app.new_id()
+    app.execute(accounts, stream, open_account, "ann")
+    for commands in batches:
+        batch = app.batch()
+        for command, argument in commands:
+            args = () if argument is None else (argument,)
+            with contextlib.suppress(fes.Rejected):  # a refused command adds nothing
+                batch.execute(accounts, stream, command, *args)
+        app.commit(batch)
+    history = [r.event for r in app.stream(stream)]
+    version = len(history)
+    snapshot = app.store.load_snapshot(stream)
+    reads = spy(app)
+    assert app.load(accounts, stream) == (accounts.fold(history), version)
+    # only the events after the snapshot were read
+    start = 0 if snapshot is None else snapshot.version
+    assert reads.take_reads() == [Read(stream, start + 1 if start else None, None, version - start)]
+    older = data.draw(st.integers(0, version), label="older version")
+    assert app.get(accounts, stream, version=older) == accounts.fold(history[:older])
+    assert (snapshot is not None) == (version >= every)
+    if snapshot is not None:
+        # the latest snapshot was taken by the append that passed the last multiple of k
+        assert version - every < snapshot.version <= version
+        state = app.codec.decode_state(
+            accounts, snapshot.payload, stream=stream, version=snapshot.version
+        )
+        assert state == accounts.fold(history[: snapshot.version])
+
+
+# --- aggregates the application does not know ------------------------------------------
+
+
+def test_an_aggregate_not_in_the_app_is_refused(place: Place) -> None:
+    """get, load, execute, take_snapshot and batches refuse an aggregate the App lacks."""
+    app = place.app(snapshot_every=1, cache_size=10)
+    app.execute(dogs, "fido", register, "Fido")
+    for impostor in [loud_dogs, accounts]:
+        with pytest.raises(fes.DefinitionError, match="not one of application 'school'"):
+            app.get(impostor, "fido")
+        with pytest.raises(fes.DefinitionError):
+            app.load(impostor, "fido", version=1)
+        with pytest.raises(fes.DefinitionError):
+            app.execute(impostor, "fido", add_trick, "sit")
+        with pytest.raises(fes.DefinitionError):
+            app.take_snapshot(impostor, "fido")
+        with pytest.raises(fes.DefinitionError):
+            app.batch().execute(impostor, "fido", add_trick, "sit")
+    assert app.store.last_position() == 1
+    # an equal definition (not the same object) is the same aggregate
+    assert app.get(evolve(dogs), "fido") == Dog("Fido")
+
+
+def test_a_batch_refuses_an_impostor_on_a_stream_it_already_holds(place: Place) -> None:
+    """An aggregate of the same name but another projector is refused on a pending stream too."""
+    app = place.app(snapshot_every=1, cache_size=10)
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.DefinitionError):
+        batch.execute(loud_dogs, "fido", add_trick, "sit")
+    with pytest.raises(fes.DefinitionError):
+        batch.emit(loud_dogs, "fido", [TrickAdded("sit")])
+    with pytest.raises(fes.DefinitionError):
+        batch.state(loud_dogs, "fido")
+    app.commit(batch)
+    assert app.get(dogs, "fido") == Dog("Fido")
+    snapshot = app.store.load_snapshot("fido")
+    assert app.codec.decode_state(dogs, snapshot.payload, stream="fido", version=1) == Dog("Fido")
+
+
+# --- the cache -------------------------------------------------------------------------
+
+
+def test_the_cache_reuses_states_and_reads_only_later_events(place: Place) -> None:
+    """A cached state is returned as is, after asking the store for events past its version."""
+    app = place.app(cache_size=10)
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    reads = spy(app)
+    first = app.get(dogs, "fido")  # cached by the appends: no full read
+    assert reads.take_reads() == [Read("fido", 3, None, 0)]
+    assert app.get(dogs, "fido") is first
+    assert reads.take_reads() == [Read("fido", 3, None, 0)]
+    # reading an older version bypasses the cache and leaves it alone
+    assert app.get(dogs, "fido", version=1) == Dog("Fido")
+    assert reads.take_reads() == [Read("fido", None, 1, 1)]
+    assert app.get(dogs, "fido") is first
+    # without a cache every read folds the whole stream into a new state
+    plain = place.app()
+    assert plain.get(dogs, "fido") == first and plain.get(dogs, "fido") is not first
+
+
+def test_the_cache_fast_forwards_over_events_of_another_application(any_place: Place) -> None:
+    """Events another application appended are folded onto the cached state on the next read."""
+    cached, other = any_place.app(cache_size=10), any_place.app()
+    other.execute(dogs, "fido", register, "Fido")
+    reads = spy(cached)
+    assert cached.load(dogs, "fido") == (Dog("Fido"), 1)
+    assert reads.take_reads() == [Read("fido", None, None, 1)]
+    other.execute(dogs, "fido", add_trick, "sit")
+    other.execute(dogs, "fido", add_trick, "beg")
+    assert cached.load(dogs, "fido") == (Dog("Fido", pvector(["sit", "beg"])), 3)
+    assert reads.take_reads() == [Read("fido", 2, None, 2)]
+    assert cached.load(dogs, "fido") == (Dog("Fido", pvector(["sit", "beg"])), 3)
+    assert reads.take_reads() == [Read("fido", 4, None, 0)]
+    # a command runs on the fast-forwarded state
+    [recorded] = cached.execute(dogs, "fido", add_trick, "roll")
+    assert recorded.version == 4
+    assert reads.take_reads() == [Read("fido", 4, None, 0)]
+
+
+def test_a_conflict_drops_the_cached_entry(any_place: Place) -> None:
+    """After a ConcurrencyError the stream is loaded afresh rather than from the cache."""
+    cached, other = any_place.app(cache_size=10), any_place.app()
+    cached.execute(dogs, "fido", register, "Fido")
+    cached.execute(dogs, "rex", register, "Rex")
+    batch = cached.batch()
+    batch.execute(dogs, "fido", add_trick, "sit")
+    batch.execute(dogs, "rex", add_trick, "sit")
+    other.execute(dogs, "fido", add_trick, "beg")
+    with pytest.raises(fes.ConcurrencyError):
+        cached.commit(batch)
+    reads = spy(cached)
+    assert cached.load(dogs, "fido") == (Dog("Fido", pvector(["beg"])), 2)
+    assert cached.load(dogs, "rex") == (Dog("Rex"), 1)
+    assert reads.take_reads() == [Read("fido", None, None, 2), Read("rex", None, None, 1)]
+
+
+def test_the_cache_keeps_the_most_recently_used_states(place: Place) -> None:
+    """cache_size bounds the cache; the least recently used stream is loaded afresh."""
+    app = place.app(cache_size=2)
+    for name in ["a", "b", "c"]:
+        app.execute(dogs, name, register, name.upper())
+    reads = spy(app)  # a was evicted when c was cached
+    app.get(dogs, "c")
+    app.get(dogs, "b")  # now b is the most recently used
+    app.get(dogs, "a")  # a full read, which evicts c, not b
+    app.get(dogs, "b")
+    app.get(dogs, "c")
+    assert [(r.stream, r.from_version) for r in reads.take_reads()] == [
+        ("c", 2), ("b", 2), ("a", None), ("b", 2), ("c", None),
+    ]
+
+
+def test_a_committed_batch_updates_the_cache(place: Place) -> None:
+    """After a commit the cache holds the batch's state at its new version."""
+    app = place.app(cache_size=10)
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    batch.execute(dogs, "fido", add_trick, "sit")
+    app.commit(batch)
+    reads = spy(app)
+    assert app.get(dogs, "fido") is batch.state(dogs, "fido")
+    assert reads.take_reads() == [Read("fido", 3, None, 0)]
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+def test_the_store_url_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicit store beats <APP>_FES_STORE_URL, which beats FES_STORE_URL, then fes.db."""
+    general = f"sqlite:///{tmp_path / 'general.db'}"
+    own = f"sqlite:///{tmp_path / 'own.db'}"
+    both = {"FES_STORE_URL": general, "SCHOOL_FES_STORE_URL": own}
+    cases = [
+        (SCHOOL, None, {"FES_STORE_URL": general}, general),
+        (SCHOOL, None, both, own),
+        (SCHOOL, "memory://", both, "memory://"),
+        (fes.App("my-school", aggregates=[dogs]), None, {**both, "MY_SCHOOL_FES_STORE_URL": own},
+         own),
+        (fes.App("my-school", aggregates=[dogs]), None, both, general),
+    ]
+    for app, store, env, url in cases:
+        with Application(app, store, env=env) as application:
+            assert application.database.url == url
+    assert (tmp_path / "general.db").exists() and (tmp_path / "own.db").exists()
+    monkeypatch.chdir(tmp_path)
+    with Application(SCHOOL, env={}) as fallback:
+        assert fallback.database.url == "sqlite:///fes.db"
+        fallback.execute(dogs, "fido", register, "Fido")
+    assert (tmp_path / "fes.db").exists()
+    monkeypatch.setenv("FES_STORE_URL", "memory://")
+    with Application(SCHOOL) as from_os:  # env defaults to os.environ
+        assert from_os.database.url == "memory://"
+
+
+def test_a_bad_store_url_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    """A URL that cannot be understood raises StoreURLError, a ConfigurationError."""
+    target = tmp_path / "school.db"
+    for url in ["school.db", "ftp://host/school", f"sqlite:///{target}?synchronous=fast"]:
+        with pytest.raises(fes.StoreURLError) as caught:
+            Application(SCHOOL, url, env={})
+        assert isinstance(caught.value, fes.ConfigurationError)
+    with pytest.raises(fes.StoreURLError, match="no scheme"):
+        Application(SCHOOL, env={"SCHOOL_FES_STORE_URL": "school.db"})
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "compressed"),
+    [
+        ({"FES_COMPRESS": "1"}, True),
+        ({"FES_COMPRESS": "TRUE"}, True),
+        ({"FES_COMPRESS": "yes"}, True),
+        ({"FES_COMPRESS": "on"}, True),
+        ({"FES_COMPRESS": "0"}, False),
+        ({"FES_COMPRESS": "no"}, False),
+        ({"FES_COMPRESS": ""}, False),
+        ({}, False),
+        ({"FES_COMPRESS": "0", "SCHOOL_FES_COMPRESS": "1"}, True),
+        ({"FES_COMPRESS": "1", "SCHOOL_FES_COMPRESS": "off"}, False),
+    ],
+)
+def test_fes_compress_turns_compression_on(env: dict[str, str], compressed: bool) -> None:
+    """FES_COMPRESS (or <APP>_FES_COMPRESS, which wins) says whether payloads are compressed."""
+    with Application(SCHOOL, "memory://", env=env) as app:
+        app.execute(dogs, "champion", register, PEDIGREE)
+        payload = app.store.read_stream("champion")[0].payload
+        assert (payload[:1] == b"\x81") is compressed
+        assert app.get(dogs, "champion") == Dog(PEDIGREE)
+
+
+def test_an_explicit_compress_argument_beats_the_environment() -> None:
+    """compress=False is obeyed even when FES_COMPRESS says yes."""
+    with Application(SCHOOL, "memory://", compress=False, env={"FES_COMPRESS": "1"}) as app:
+        app.execute(dogs, "champion", register, PEDIGREE)
+        assert app.store.read_stream("champion")[0].payload.startswith(b"{")
+
+
+def test_fes_snapshot_every_sets_the_snapshot_interval() -> None:
+    """FES_SNAPSHOT_EVERY (prefixed first) makes the application snapshot; an argument wins."""
+    env = {"FES_SNAPSHOT_EVERY": "5", "SCHOOL_FES_SNAPSHOT_EVERY": "2"}
+    with Application(SCHOOL, "memory://", env=env) as app:
+        assert app.snapshot_every == 2
+        app.execute(dogs, "fido", register, "Fido")
+        app.execute(dogs, "fido", add_trick, "sit")
+        assert app.store.load_snapshot("fido").version == 2
+    with Application(SCHOOL, "memory://", env={"FES_SNAPSHOT_EVERY": "5"}) as app:
+        assert app.snapshot_every == 5
+    with Application(SCHOOL, "memory://", snapshot_every=7, env=env) as app:
+        assert app.snapshot_every == 7
+    with Application(SCHOOL, "memory://", env={"FES_SNAPSHOT_EVERY": ""}) as app:
+        assert app.snapshot_every is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"env": {"FES_SNAPSHOT_EVERY": "often"}}, "FES_SNAPSHOT_EVERY must be an integer"),
+        ({"env": {"SCHOOL_FES_SNAPSHOT_EVERY": "2.5"}}, "must be an integer, got '2.5'"),
+        ({"env": {"FES_SNAPSHOT_EVERY": "0"}}, "at least 1, got 0"),
+        ({"env": {"FES_SNAPSHOT_EVERY": "-3"}}, "at least 1, got -3"),
+        ({"snapshot_every": 0, "env": {}}, "at least 1, got 0"),
+    ],
+)
+def test_a_bad_snapshot_interval_is_a_configuration_error(
+    options: dict[str, Any], message: str
+) -> None:
+    """A snapshot interval that is not a positive integer is refused."""
+    with pytest.raises(fes.ConfigurationError, match=message):
+        Application(SCHOOL, "memory://", **options)
+
+
+def test_a_naive_clock_is_a_configuration_error(place: Place) -> None:
+    """A clock giving datetimes without a timezone is refused at the append; nothing is stored."""
+    app = place.app(clock=lambda: datetime(2024, 5, 1, 9, 30))
+    with pytest.raises(fes.ConfigurationError, match="timezone-aware"):
+        app.execute(dogs, "fido", register, "Fido")
+    batch = app.batch()
+    batch.execute(dogs, "rex", register, "Rex")
+    with pytest.raises(fes.ConfigurationError):
+        app.commit(batch)
+    assert app.store.last_position() == 0
+
+
+# --- compression and encryption --------------------------------------------------------
+
+
+def test_compression_end_to_end(place: Place) -> None:
+    """Compressed events and snapshots are zlib in the store and read by any application."""
+    app = place.app(compress=True, snapshot_every=2)
+    app.execute(dogs, "champion", register, PEDIGREE)
+    app.execute(dogs, "champion", add_trick, "sit")
+    big, small = app.store.read_stream("champion")
+    plain = b'{"name":"' + PEDIGREE.encode() + b'"}'
+    assert big.payload != plain and big.payload[:1] == b"\x81"
+    assert zlib.decompress(big.payload[1:]) == plain
+    assert len(big.payload) < len(plain) / 4
+    assert small.payload == b'{"trick":"sit"}'  # compressing would not make it smaller
+    snapshot = app.store.load_snapshot("champion")
+    assert snapshot.payload[:1] == b"\x81"
+    expected = Dog(PEDIGREE, pvector(["sit"]))
+    assert place.app(snapshot_every=2).get(dogs, "champion") == expected
+    assert place.app().get(dogs, "champion") == expected
+
+
+def test_encryption_end_to_end(place: Place) -> None:
+    """Encrypted payloads hide their content; only a cipher holding the key reads them."""
+    cipher = Cipher({"k1": KEY}, current="k1")
+    app = place.app(cipher=cipher, compress=True, snapshot_every=2)
+    app.execute(dogs, "secret", register, "Mystery")
+    app.execute(dogs, "secret", add_trick, PEDIGREE)
+    rows = app.store.read_stream("secret")
+    assert rows[0].payload[:4] == b"\x82\x02k1" and b"Mystery" not in rows[0].payload
+    assert rows[1].payload[:4] == b"\x83\x02k1"  # compressed, then encrypted
+    assert b"Champion" not in rows[1].payload
+    snapshot = app.store.load_snapshot("secret")
+    assert snapshot.payload[:4] == b"\x83\x02k1" and b"Mystery" not in snapshot.payload
+    expected = Dog("Mystery", pvector([PEDIGREE]))
+    assert place.app(cipher=Cipher({"k1": KEY}, current="k1")).get(dogs, "secret") == expected
+    assert place.app(cipher=cipher, snapshot_every=2).get(dogs, "secret") == expected
+    wrong_key = place.app(cipher=Cipher({"k1": OTHER_KEY}, current="k1"))
+    with pytest.raises(fes.CipherError, match="authentication failed"):
+        wrong_key.get(dogs, "secret")
+    other_id = place.app(cipher=Cipher({"k2": KEY}, current="k2"))
+    with pytest.raises(fes.CipherError, match="not in the keyring"):
+        other_id.get(dogs, "secret")
+    with pytest.raises(fes.CipherError, match="no cipher"):
+        place.app().get(dogs, "secret")
+    with pytest.raises(fes.CipherError):
+        wrong_key.log()
+
+
+def test_the_cipher_can_come_from_the_environment(place: Place) -> None:
+    """FES_CIPHER_KEYS in env= encrypts, readable by an explicit cipher with that key."""
+    encoded = base64.b64encode(KEY).decode()
+    app = place.app(env={"FES_CIPHER_KEYS": f"k1:{encoded}"})
+    app.execute(dogs, "secret", register, "Mystery")
+    assert app.store.read_stream("secret")[0].payload[:4] == b"\x82\x02k1"
+    reader = place.app(cipher=Cipher({"k1": KEY}, current="k1"))
+    assert reader.get(dogs, "secret") == Dog("Mystery")
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+def test_close_closes_a_database_the_application_opened(place: Place) -> None:
+    """close() (or leaving ``with``) closes a database opened from a URL; twice is harmless."""
+    with Application(SCHOOL, place.url, env={}) as app:
+        app.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.StoreError):
+        app.get(dogs, "fido")
+    app.close()
+    with pytest.raises(fes.StoreError):
+        app.execute(dogs, "rex", register, "Rex")
+
+
+def test_close_leaves_a_database_passed_in_open(place: Place) -> None:
+    """An application given an open database does not close it: others may be using it."""
+    first = Application(SCHOOL, place.database, env={})
+    first.execute(dogs, "fido", register, "Fido")
+    first.close()
+    with first:
+        pass
+    second = Application(SCHOOL, place.database, env={})
+    assert second.get(dogs, "fido") == Dog("Fido")
+    assert place.database.store("school").last_position() == 1
+
+
+def test_an_empty_batch_stores_nothing_and_does_not_read_the_clock(place: Place) -> None:
+    """Committing a batch without events returns [] without touching the clock or the log."""
+    clock = Clock()
+    app = place.app(clock=clock, snapshot_every=1)
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    reads, last = clock.reads, app.store.last_position()
+    assert app.commit(app.batch()) == []
+    batch = app.batch()
+    assert batch.execute(dogs, "fido", add_trick, "sit") == []  # known already: no event
+    assert batch.emit(dogs, "rex", []) == []
+    assert app.commit(batch) == []
+    assert app.execute(dogs, "fido", add_trick, "sit") == []
+    assert clock.reads == reads
+    assert app.store.last_position() == last
+    assert app.store.load_snapshot("fido").version == 2
+
+
+def test_an_empty_batch_with_tracking_records_the_position(place: Place) -> None:
+    """With tracking, even a batch without events records the follower's position, once."""
+    app = place.app()
+    assert app.commit(app.batch(), tracking=Tracking("upstream", 3, 0)) == []
+    assert app.store.last_tracked("upstream") == 3
+    assert app.store.last_position() == 0
+    with pytest.raises(fes.DuplicateTracking):
+        app.commit(app.batch(), tracking=Tracking("upstream", 3, 0))
+
+
+# --- log() and stream() ----------------------------------------------------------------
+
+
+@pytest.fixture
+def history(place: Place) -> Application:
+    """An application with five events over two streams, one minute apart."""
+    clock = Clock()
+    app = place.app(clock=clock)
+    steps = [
+        ("fido", register, "Fido"),
+        ("rex", register, "Rex"),
+        ("fido", add_trick, "sit"),
+        ("fido", add_trick, "beg"),
+        ("rex", add_trick, "roll"),
+    ]
+    for stream, command, argument in steps:
+        app.execute(dogs, stream, command, argument, metadata=Metadata(correlation_id=argument))
+        clock.advance(minutes=1)
+    return app
+
+
+def test_log_decodes_every_event_in_position_order(history: Application) -> None:
+    """log() gives every recorded event, decoded, with its envelope."""
+    log = history.log()
+    assert [(r.stream, r.version, r.event) for r in log] == [
+        ("fido", 1, Registered("Fido")),
+        ("rex", 1, Registered("Rex")),
+        ("fido", 2, TrickAdded("sit")),
+        ("fido", 3, TrickAdded("beg")),
+        ("rex", 2, TrickAdded("roll")),
+    ]
+    assert [r.timestamp for r in log] == [START + timedelta(minutes=n) for n in range(5)]
+    assert [r.metadata.correlation_id for r in log] == ["Fido", "Rex", "sit", "beg", "roll"]
+    assert [r.id for r in log] == ["fido@1", "rex@1", "fido@2", "fido@3", "rex@2"]
+    assert [history.recorded(row) for row in history.store.read_log()] == log
+
+
+def test_log_after_limit_and_topics(history: Application) -> None:
+    """log() takes the events after a position, at most ``limit``, of some ``topics`` only."""
+    log = history.log()
+    positions = [r.position for r in log]
+    assert history.log(after=positions[1]) == log[2:]
+    assert history.log(after=positions[-1]) == []
+    assert history.log(limit=2) == log[:2]
+    assert history.log(after=positions[0], limit=2) == log[1:3]
+    assert history.log(limit=0) == []
+    registered = history.log(topics=["dog.Registered"])
+    assert [r.event for r in registered] == [Registered("Fido"), Registered("Rex")]
+    tricks_after_first = history.log(
+        after=positions[2], topics=(t for t in ["dog.TrickAdded"]), limit=1
+    )
+    assert tricks_after_first == [log[3]]
+    assert history.log(topics=[]) == []
+    assert history.log(topics=["dog.Registered", "dog.TrickAdded"]) == log
+
+
+def test_stream_versions_limit_and_descending(history: Application) -> None:
+    """stream() selects by version range, limits, and reads newest first when descending."""
+    fido = history.stream("fido")
+    assert [r.version for r in fido] == [1, 2, 3]
+    assert history.stream("fido", from_version=2) == fido[1:]
+    assert history.stream("fido", to_version=2) == fido[:2]
+    assert history.stream("fido", from_version=2, to_version=2) == [fido[1]]
+    assert history.stream("fido", limit=2) == fido[:2]
+    assert history.stream("fido", descending=True) == fido[::-1]
+    assert history.stream("fido", descending=True, limit=1) == [fido[2]]
+    assert history.stream("fido", descending=True, to_version=2) == [fido[1], fido[0]]
+    assert history.stream("fido", from_version=4) == []
+    assert history.stream("nobody") == []
+    assert [r.event for r in fido] == [Registered("Fido"), TrickAdded("sit"), TrickAdded("beg")]
