@@ -207,6 +207,11 @@ class Aggregate(Generic[S]):
     commands: Mapping[str, Command] = field(factory=dict, converter=_commands)
     snapshot_version: int = 1
     event_topics: Mapping[type, str] = field(factory=dict)
+    # The state types each declared command accepts, read from its annotation
+    # once here: reading type hints costs far more than running a command.
+    _state_hints: Mapping[Callable[..., Any], tuple[type, ...] | None] = field(
+        init=False, factory=dict, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
@@ -230,6 +235,21 @@ class Aggregate(Generic[S]):
                     "but its projector has no handler for them"
                 )
         self.topics()  # refuses two event types written or read under one topic
+        hints: dict[Callable[..., Any], tuple[type, ...] | None] = {}
+        for command in self.commands.values():
+            inner = _innermost(command)
+            try:
+                hints[inner] = _parameter_hint(inner, 0)
+            except TypeError:  # an unhashable callable: checked on each call instead
+                continue
+        object.__setattr__(self, "_state_hints", hints)
+
+    def state_types(self, command: Command) -> tuple[type, ...] | None:
+        """The state types ``command`` accepts (None when it does not say)."""
+        try:
+            return self._state_hints[command]
+        except (KeyError, TypeError):
+            return _parameter_hint(command, 0)
 
     def evolve(self, state: S, event: Any) -> S:
         """Apply one event, naming this aggregate if the projector refuses it."""
@@ -296,6 +316,13 @@ def _admits(accepted: tuple[type, ...], state: Any) -> bool:
         return True
 
 
+def _innermost(command: Command) -> Command:
+    """The user's command inside the combinators' wrappers."""
+    while isinstance(command, (_Lifted, _MappedCommand, _AdaptedCommand, _Contramapped)):
+        command = command.command
+    return command
+
+
 def _unwrap(command: Command, state: Any) -> tuple[Command, Any]:
     """The user's command inside the combinators' wrappers, and the state it will see."""
     while True:
@@ -326,7 +353,7 @@ def decide(
     aggregate does not own are refused too: they could not be folded.
     """
     inner, inner_state = _unwrap(command, state)
-    accepted = _parameter_hint(inner, 0)
+    accepted = aggregate.state_types(inner)
     if accepted is not None and not _admits(accepted, inner_state):
         shown = "no state yet (the stream has no events)" if inner_state is None else (
             f"a {type(inner_state).__qualname__}"

@@ -26,7 +26,7 @@ from fes.errors import FesError, Rejected
 from fes.events import Recorded
 from fes.policies import Intent, Policy
 
-__all__ = ["PolicySpecification", "Specification", "given", "given_policy"]
+__all__ = ["PolicySpecification", "Specification", "given", "given_policy", "recorded"]
 
 S = TypeVar("S")
 

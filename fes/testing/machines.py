@@ -1,0 +1,427 @@
+"""A Hypothesis state machine for any aggregate: random commands, checked invariants.
+
+:func:`check_aggregate` runs random sequences of an aggregate's commands,
+with arguments drawn from their annotations, on a current state; after every
+step it checks that the emitted events apply, that the user's invariants
+hold and, optionally, that a snapshot folds like the history and that a
+codec gives every event back.  A failure is shrunk to a short sequence and
+raised as an ``AssertionError`` that reads as given/when/then::
+
+    check_aggregate(accounts, invariants=[balance_within_overdraft])
+
+    AssertionError: aggregate 'account' failed: invariant balance_within_overdraft (after 2 …)
+    given account: AccountOpened(owner='')
+    when withdraw(1)
+    then invariant balance_within_overdraft failed on Account(owner='', balance=-1, ...)
+    commands run (2):
+      1. open_account('') -> AccountOpened(owner='')
+      2. withdraw(1) -> Withdrawn(amount=1)
+
+Requires Hypothesis (``pip install fes-events[testing]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NoReturn
+
+import hypothesis
+from attrs import frozen
+from hypothesis import Phase
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from fes.aggregates import Aggregate, Command
+from fes.snapshots import restore, take
+from fes.testing.strategies import Overrides, argument_strategies, run_step, state_filter
+
+__all__ = ["AggregateMachine", "Invariant", "Step", "check_aggregate", "machine_for"]
+
+#: An invariant: ``state -> bool`` (False fails), or a function that raises AssertionError.
+Invariant = Callable[[Any], object]
+
+_STREAM = "machine"
+
+
+def _label(func: object) -> str:
+    return str(getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or func)
+
+
+def _call(name: str, args: tuple[Any, ...]) -> str:
+    return f"{name}({', '.join(map(repr, args))})"
+
+
+def _copy(value: Any) -> tuple[bool, Any]:
+    """A deep copy to compare with later; (False, None) if equality cannot tell.
+
+    A value that cannot be copied, or whose copy is not equal to it (identity
+    equality, NaN), cannot show a mutation by comparison, so it is not checked.
+    """
+    try:
+        duplicate = copy.deepcopy(value)
+        return bool(duplicate == value), duplicate
+    except Exception:
+        return False, None
+
+
+class _Broken(AssertionError):
+    """A failed check, carrying what is needed to replay and shorten the run."""
+
+    def __init__(
+        self, message: str, law: str, calls: Sequence[tuple[str, Command, tuple[Any, ...]]]
+    ) -> None:
+        super().__init__(message)
+        self.law = law
+        self.calls = tuple(calls)
+
+
+@frozen
+class Step:
+    """One command the machine ran: its name, arguments, and what it did, as text."""
+
+    name: str
+    args: tuple[Any, ...]
+    outcome: str
+
+
+class AggregateMachine(RuleBasedStateMachine):
+    """Runs one aggregate's commands on a current state; see :func:`machine_for`.
+
+    Subclasses made by :func:`machine_for` fill in the class attributes and
+    one rule per command.  ``state`` is the current state, ``history`` the
+    events folded into it, ``steps`` what each command did.
+    """
+
+    aggregate: ClassVar[Aggregate[Any]]
+    user_invariants: ClassVar[tuple[Invariant, ...]] = ()
+    # held in a tuple so that it is not bound as a method; empty: no codec check
+    roundtrips: ClassVar[tuple[Callable[[object], object], ...]] = ()
+    snapshots: ClassVar[bool] = True
+    #: For each command name, whether its state annotation admits a state.
+    admits: ClassVar[Mapping[str, Callable[[Any], bool]]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: Any = self.aggregate.initial
+        self.history: list[Any] = []
+        self.steps: list[Step] = []
+        self.given: tuple[Any, ...] = ()  # the history before the last command
+        self.calls: list[tuple[str, Command, tuple[Any, ...]]] = []  # to replay a failure
+
+    # --- reporting -------------------------------------------------------
+
+    def _given(self, events: Sequence[Any]) -> str:
+        shown = "; ".join(map(repr, events)) if events else "(no events)"
+        return f"given {self.aggregate.name}: {shown}"
+
+    def fail(
+        self, law: str, then: str, given: Sequence[Any], cause: BaseException | None = None
+    ) -> NoReturn:
+        """Raise an AssertionError telling the steps so far as given/when/then."""
+        count = len(self.steps)
+        lines = [
+            f"aggregate {self.aggregate.name!r} failed: {law} "
+            f"(after {count} command{'' if count == 1 else 's'})"
+        ]
+        lines.append(self._given(given))
+        if self.steps:
+            last = self.steps[-1]
+            lines.append(f"when {_call(last.name, last.args)}")
+        else:
+            lines.append("when (no command has run)")
+        lines.append(f"then {then}")
+        lines.append(f"commands run ({len(self.steps)}):")
+        lines.extend(
+            f"  {i}. {_call(s.name, s.args)} -> {s.outcome}" for i, s in enumerate(self.steps, 1)
+        )
+        raise _Broken("\n".join(lines), law, self.calls) from cause
+
+    # --- one command ------------------------------------------------------
+
+    def run_command(self, name: str, command: Command, args: tuple[Any, ...]) -> None:
+        """Run a command on the current state and check everything it did."""
+        before = self.state
+        given = self.given = tuple(self.history)
+        copied, pristine = _copy((before, args))
+        self.calls.append((name, command, args))
+        self.steps.append(Step(name, args, "(running)"))
+        try:
+            step = run_step(command, before, args)
+        except Exception as exc:
+            self.steps[-1] = Step(name, args, f"raised {type(exc).__name__}")
+            self.fail(
+                f"{name} raised {type(exc).__name__}",
+                f"{name} raised {type(exc).__name__}: {exc}",
+                given,
+                exc,
+            )
+        if copied and (before, args) != pristine:
+            self.fail(
+                f"{name} mutated its input",
+                f"{name} mutated the state or arguments it was given: the state is now "
+                f"{before!r}",
+                given,
+            )
+        if step.refused is not None:
+            reason = f"{type(step.refused).__name__}: {step.refused}"
+            self.steps[-1] = Step(name, args, f"refused ({reason})")
+            return
+        events = step.events
+        self.steps[-1] = Step(name, args, "; ".join(map(repr, events)) or "(no events)")
+        owned = self.aggregate.events
+        for item in events:
+            if owned and not self.aggregate.owns(item):
+                self.fail(
+                    f"{name} emitted a foreign event",
+                    f"event {item!r}: {name} emitted an event the aggregate does not own",
+                    given,
+                )
+        try:
+            after = self.aggregate.fold(events, before)
+        except Exception as exc:
+            self.fail(
+                f"the events of {name} did not apply",
+                f"its events did not apply: {type(exc).__name__}: {exc}",
+                given,
+                exc,
+            )
+        if copied and before != pristine[0]:
+            self.fail(
+                f"the projector mutated its input applying the events of {name}",
+                f"applying {'; '.join(map(repr, events))} changed the state it was given "
+                f"from {pristine[0]!r} to {before!r}",
+                given,
+            )
+        self._check_roundtrip(events, given)
+        self.history.extend(events)
+        if self.snapshots:
+            # the snapshot holds a copy, as if it had been stored and loaded again
+            stored = pristine[0] if copied else before
+            self._check_snapshot(stored, len(given), events, after, given)
+        self.state = after
+
+    def _check_roundtrip(self, events: Sequence[Any], given: Sequence[Any]) -> None:
+        for item in events if self.roundtrips else ():
+            try:
+                back = self.roundtrips[0](item)
+            except Exception as exc:
+                self.fail(
+                    "codec round trip",
+                    f"codec round trip: {item!r} could not be encoded and decoded: "
+                    f"{type(exc).__name__}: {exc}",
+                    given,
+                    exc,
+                )
+            if back != item or type(back) is not type(item):
+                self.fail("codec round trip", f"{item!r} came back as {back!r}", given)
+
+    def _check_snapshot(
+        self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
+    ) -> None:
+        snapshot = take(self.aggregate, _STREAM, version, before)
+        resumed = restore(self.aggregate, snapshot, events)
+        folded = self.aggregate.fold(self.history)
+        if not resumed == folded == after:
+            self.fail(
+                "snapshot law",
+                "folding from a snapshot differs from folding the history: "
+                f"from the snapshot {resumed!r}, from the history {folded!r}, "
+                f"step by step {after!r}",
+                given,
+            )
+
+    # --- invariants -------------------------------------------------------
+
+    @invariant()
+    def check_user_invariants(self) -> None:
+        """Check every user invariant on the current state."""
+        given = self.given
+        for check in self.user_invariants:
+            name = _label(check)
+            try:
+                result = check(self.state)
+            except AssertionError as exc:
+                detail = f": {exc}" if str(exc) else ""
+                self.fail(
+                    f"invariant {name}",
+                    f"invariant {name} failed on {self.state!r}{detail}",
+                    given,
+                    exc,
+                )
+            except Exception as exc:
+                self.fail(
+                    f"invariant {name}",
+                    f"invariant {name} raised {type(exc).__name__} on {self.state!r}: {exc}",
+                    given,
+                    exc,
+                )
+            if result is not None and not result:
+                self.fail(f"invariant {name}", f"invariant {name} failed on {self.state!r}", given)
+
+
+def _method_name(name: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", name) or "command"
+    if base[0].isdigit() or hasattr(AggregateMachine, base):
+        base = f"cmd_{base}"
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _rule_for(
+    method: str,
+    name: str,
+    command: Command,
+    arguments: st.SearchStrategy[tuple[Any, ...]],
+    admits: Callable[[Any], bool],
+) -> Callable[..., None]:
+    def step(self: AggregateMachine, args: tuple[Any, ...]) -> None:
+        self.run_command(name, command, args)
+
+    # Hypothesis prints a falsifying example as calls of these names
+    step.__name__ = step.__qualname__ = method
+    step.__doc__ = f"Run the command {name!r}."
+    ruled = rule(args=arguments)(step)
+    return precondition(lambda self: admits(self.state))(ruled)
+
+
+def machine_for(
+    aggregate: Aggregate[Any],
+    invariants: Sequence[Invariant] = (),
+    *,
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+    roundtrip: Callable[[object], object] | None = None,
+    snapshots: bool = True,
+) -> type[AggregateMachine]:
+    """A ``RuleBasedStateMachine`` class running ``aggregate``'s commands.
+
+    Each command is a rule, enabled when its annotated state parameter
+    admits the current state; its arguments come from ``args`` (a tuple
+    strategy per command name) or from its annotations (with
+    ``overrides``).  Use ``machine_for(...).TestCase`` to collect it with
+    pytest or unittest, or :func:`check_aggregate` to run it at once.
+    """
+    table = argument_strategies(aggregate, args, overrides)
+    taken: set[str] = set()
+    namespace: dict[str, Any] = {
+        "aggregate": aggregate,
+        "user_invariants": tuple(invariants),
+        "roundtrips": () if roundtrip is None else (roundtrip,),
+        "snapshots": snapshots,
+        "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
+    }
+    admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
+    namespace["admits"] = admits
+    for name, command in aggregate.commands.items():
+        method = _method_name(name, taken)
+        namespace[method] = _rule_for(method, name, command, table[name], admits[name])
+    title = re.sub(r"\W", "_", aggregate.name.title()) or "Aggregate"
+    return type(f"{title}Machine", (AggregateMachine,), namespace)
+
+
+def _replay(
+    machine: type[AggregateMachine], calls: Sequence[tuple[str, Command, tuple[Any, ...]]]
+) -> _Broken | None:
+    """Run ``calls`` on a fresh machine; the failure they cause, if any.
+
+    A call whose command does not admit the state it meets makes the
+    sequence invalid, as Hypothesis would never have run it: no failure.
+    """
+    runner = machine()
+    try:
+        runner.check_user_invariants()
+        for name, command, args in calls:
+            check = machine.admits.get(name)
+            if check is not None and not check(runner.state):
+                return None
+            runner.run_command(name, command, args)
+            runner.check_user_invariants()
+    except _Broken as failure:
+        return failure
+    return None
+
+
+def _shorten(machine: type[AggregateMachine], failure: _Broken) -> _Broken:
+    """Delete commands from a failing run while it fails the same way.
+
+    Hypothesis shrinks well, but it picks each rule among those enabled at
+    that point, so deleting one command can change which later commands
+    run; replaying the recorded calls directly finds the deletions it
+    misses.  Chunks are tried from large to single commands.
+    """
+    best = failure
+    size = max(1, len(best.calls) // 2)
+    while size >= 1:
+        start, changed = 0, False
+        while start < len(best.calls):
+            candidate = (*best.calls[:start], *best.calls[start + size :])
+            again = _replay(machine, candidate)
+            if again is not None and again.law == best.law:
+                best, changed = again, True
+            else:
+                start += size
+        if not changed:
+            size //= 2
+    return best
+
+
+def check_aggregate(
+    aggregate: Aggregate[Any],
+    invariants: Sequence[Invariant] = (),
+    *,
+    settings: hypothesis.settings | None = None,
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+    roundtrip: Callable[[object], object] | None = None,
+    snapshots: bool = True,
+) -> None:
+    """Run random command sequences on ``aggregate`` and check every step.
+
+    A command that raises :class:`fes.Rejected` or :class:`fes.CommandError`
+    leaves the state as it was; any other exception fails, as does a
+    command or projector that mutates its input.  After every step the
+    emitted events must be the aggregate's own and apply, each of
+    ``invariants`` must hold (return a truthy value or None, not raise),
+    a snapshot of the previous state plus the new events must fold like the
+    whole history (unless ``snapshots=False``), and ``roundtrip(event)``,
+    if given, must equal the event.  A failure is shrunk, by Hypothesis and
+    then by replaying it without some commands, and raised as an
+    ``AssertionError`` whose message tells the story as given/when/then.
+
+    ``settings`` defaults to the current Hypothesis profile without a
+    deadline.  One failure is reported (``report_multiple_bugs=False``) and
+    Hypothesis's explain phase is skipped: it is slow on state machines and
+    the message already tells what happened.
+    """
+    machine = machine_for(
+        aggregate,
+        invariants,
+        args=args,
+        overrides=overrides,
+        roundtrip=roundtrip,
+        snapshots=snapshots,
+    )
+    chosen = settings if settings is not None else hypothesis.settings(deadline=None)
+    phases = [phase for phase in chosen.phases if phase is not Phase.explain]
+    try:
+        run_state_machine_as_test(
+            machine,
+            settings=hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases),
+        )
+    except _Broken as failure:
+        shortest = _shorten(machine, failure)
+        if shortest is failure:
+            raise
+        # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
+        raise shortest from shortest.__cause__

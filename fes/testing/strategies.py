@@ -1,0 +1,539 @@
+"""Hypothesis strategies derived from a domain's types and commands.
+
+Events, command arguments and states are attrs classes whose fields are
+annotated; the strategies here are read off those annotations, so a domain
+gets property tests without writing generators by hand::
+
+    from fes.testing.strategies import histories, register_aggregate, strategy_for
+
+    register_aggregate(accounts)                 # st.from_type(Deposited) now works
+    amounts = {"Deposited.amount": st.integers(1, 10_000)}
+    deposits = strategy_for(Deposited, overrides=amounts)
+    valid = histories(accounts)                  # event sequences commands produced
+
+Overrides replace the strategy of one field, named by its path
+``"ClassName.field"``, or of every value of one type, keyed by the type.
+Requires Hypothesis (``pip install fes-events[testing]``).
+"""
+
+from __future__ import annotations
+
+import collections.abc as abc
+import enum
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, TypeVar, Union
+from uuid import UUID
+
+import attrs
+import pyrsistent
+import pyrsistent.typing as ptyping
+from attrs import frozen
+from hypothesis import strategies as st
+
+from fes.aggregates import (
+    Aggregate,
+    Command,
+    _AdaptedCommand,
+    _Contramapped,
+    _Lifted,
+    _MappedCommand,
+)
+from fes.errors import CommandError, DefinitionError, Rejected
+
+__all__ = [
+    "Overrides",
+    "StepResult",
+    "accepts_state",
+    "argument_strategies",
+    "events_of",
+    "histories",
+    "register_aggregate",
+    "register_types",
+    "run_step",
+    "state_filter",
+    "states",
+    "strategy_for",
+]
+
+S = TypeVar("S")
+
+#: Strategies that replace derived ones: by field path ``"Class.field"`` or by type.
+Overrides = Mapping[Any, st.SearchStrategy[Any]]
+
+_NONE_TYPE = type(None)
+
+# Strategies for leaf types.  Floats are finite and Decimals are finite
+# numbers because laws compare values by equality (NaN != NaN) and codecs
+# that speak JSON cannot carry infinities.
+_LEAVES: dict[type, Callable[[], st.SearchStrategy[Any]]] = {
+    bool: st.booleans,
+    int: st.integers,
+    float: lambda: st.floats(allow_nan=False, allow_infinity=False),
+    str: st.text,
+    bytes: st.binary,
+    Decimal: lambda: st.decimals(allow_nan=False, allow_infinity=False),
+    Fraction: st.fractions,
+    UUID: st.uuids,
+    datetime: lambda: st.datetimes(timezones=st.just(UTC)),
+    date: st.dates,
+    time: st.times,
+    timedelta: st.timedeltas,
+    _NONE_TYPE: st.none,
+}
+
+_ANYTHING_HASHABLE: st.SearchStrategy[Any] = st.none() | st.booleans() | st.integers() | st.text()
+
+#: How many levels of one recursive class a drawn value may nest.
+_MAX_NESTING = 4
+#: The largest collection drawn below the first level of a recursive class.
+_NESTED_SIZE = 3
+
+_VECTORS = (pyrsistent.PVector, ptyping.PVector)
+_MAPS = (pyrsistent.PMap, ptyping.PMap)
+_SETS = (pyrsistent.PSet, ptyping.PSet)
+
+
+@frozen
+class _Construct:
+    """Calls an attrs class with keyword arguments; shown as the class in reports."""
+
+    cls: type
+
+    def __call__(self, values: dict[str, Any]) -> Any:
+        return self.cls(**values)
+
+    def __repr__(self) -> str:
+        return f"construct({self.cls.__qualname__})"
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+class _Deriver:
+    """Derives strategies for types, remembering which classes it visited.
+
+    A recursive attrs class is unrolled :data:`_MAX_NESTING` levels deep, so
+    drawn trees are finite and small instead of overrunning Hypothesis's
+    budget (a list of nodes each holding a list of nodes grows without bound).
+    """
+
+    def __init__(self, overrides: Overrides | None) -> None:
+        self.by_path: dict[str, st.SearchStrategy[Any]] = {}
+        self.by_type: dict[Any, st.SearchStrategy[Any]] = {}
+        for key, strategy in (overrides or {}).items():
+            if isinstance(key, str):
+                if "." not in key:
+                    raise DefinitionError(
+                        f"override key {key!r} is not a field path: write 'ClassName.field'"
+                    )
+                self.by_path[key] = strategy
+            else:
+                self.by_type[key] = strategy
+        self.visited: dict[str, tuple[str, ...]] = {}
+        self.done: dict[Any, st.SearchStrategy[Any]] = {}
+        self.pending: dict[Any, int] = {}  # how many times each class is being built
+
+    def check_paths(self) -> None:
+        """Refuse a field path naming a visited class but none of its fields."""
+        for path in self.by_path:
+            owner, _, name = path.rpartition(".")
+            fields = self.visited.get(owner)
+            if fields is not None and name not in fields:
+                raise DefinitionError(
+                    f"override {path!r}: {owner} has no field {name!r}; "
+                    f"its fields are {', '.join(fields) or '(none)'}"
+                )
+
+    def derive(self, tp: Any) -> st.SearchStrategy[Any]:
+        if tp in self.by_type:
+            return self.by_type[tp]
+        if tp in self.done:
+            return self.done[tp]
+        if attrs.has(tp) and isinstance(tp, type):
+            depth = self.pending.get(tp, 0)
+            if depth >= _MAX_NESTING:
+                # the innermost level of a recursive type draws nothing, so an
+                # Optional becomes None and a collection empty: trees stay finite
+                return st.nothing()
+            self.pending[tp] = depth + 1
+            try:
+                strategy = self._attrs(tp)
+            finally:
+                self.pending[tp] = depth
+            if not any(self.pending.values()):
+                self.done[tp] = strategy  # only top-level results hold no cut-off
+            return strategy
+        return self._structural(tp)
+
+    def _attrs(self, cls: type) -> st.SearchStrategy[Any]:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception as exc:
+            raise DefinitionError(
+                f"cannot read the field annotations of {_name(cls)}: {exc}"
+            ) from exc
+        fields = attrs.fields(cls)
+        keys = {cls.__qualname__, cls.__name__}
+        self.visited.update(dict.fromkeys(keys, tuple(f.name for f in fields)))
+        required: dict[str, st.SearchStrategy[Any]] = {}
+        # a defaulted field is sometimes left out, so the class's own default is tried too
+        optional: dict[str, st.SearchStrategy[Any]] = {}
+        for f in fields:
+            if not f.init:
+                continue
+            key = f.alias or f.name
+            path = next((f"{k}.{f.name}" for k in keys if f"{k}.{f.name}" in self.by_path), None)
+            hint = hints.get(f.name, attrs.NOTHING)
+            if path is not None:
+                required[key] = self.by_path[path]
+            elif hint is not attrs.NOTHING and hint in self.by_type:
+                required[key] = self.by_type[hint]
+            elif hint is not attrs.NOTHING:
+                strategy = self.derive(hint)
+                table = required if f.default is attrs.NOTHING else optional
+                table[key] = strategy
+            elif f.default is attrs.NOTHING:
+                raise DefinitionError(
+                    f"field {_name(cls)}.{f.name} has no annotation and no default: "
+                    f"annotate it or override {_name(cls)}.{f.name}"
+                )
+        return st.fixed_dictionaries(required, optional=optional).map(_Construct(cls))
+
+    def _structural(self, tp: Any) -> st.SearchStrategy[Any]:
+        if tp is None:
+            return st.none()
+        if tp is Any:
+            raise DefinitionError(
+                "cannot derive a strategy for typing.Any: annotate a concrete type or "
+                "give an override"
+            )
+        supertype = getattr(tp, "__supertype__", None)  # typing.NewType
+        if supertype is not None:
+            return self.derive(supertype)
+        if isinstance(tp, type):
+            if tp in _LEAVES:
+                return _LEAVES[tp]()
+            if issubclass(tp, enum.Enum):
+                return st.sampled_from(list(tp))
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Annotated:
+            return self.derive(args[0])
+        if origin is typing.Literal:
+            return st.sampled_from(args)
+        if origin in (Union, types.UnionType):
+            return st.one_of([self.derive(a) for a in args])
+        if origin is tuple:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return self._generic(tp, list, args[:1]).map(tuple)
+            if args == ((),):
+                return st.just(())
+            return st.tuples(*(self.derive(a) for a in args))
+        if origin is not None:
+            return self._generic(tp, origin, args)
+        if tp in (*_VECTORS, *_MAPS, *_SETS, list, set, frozenset, dict):
+            return self._generic(tp, tp, ())  # unparametrised: items of simple types
+        # anything else: whatever Hypothesis itself knows, including registrations
+        return st.from_type(tp)
+
+    def _generic(self, tp: Any, origin: Any, args: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+        mapping = origin in (*_MAPS, dict, abc.Mapping, abc.MutableMapping)
+        elements = [
+            self.derive(args[i]) if len(args) > i else _ANYTHING_HASHABLE
+            for i in range(2 if mapping else 1)
+        ]
+        bound: dict[str, Any] = {}
+        if any(depth > 1 for depth in self.pending.values()):
+            # below the first level of a recursive class collections stay small:
+            # each level multiplies the size of a drawn tree
+            bound["max_size"] = _NESTED_SIZE
+        if any(e.is_empty for e in elements):
+            bound["max_size"] = 0  # the innermost level of a recursion: only empty ones
+        if mapping:
+            table = st.dictionaries(elements[0], elements[1], **bound)
+            return table.map(pyrsistent.pmap) if origin in _MAPS else table
+        if origin in _VECTORS:
+            return st.lists(elements[0], **bound).map(pyrsistent.pvector)
+        if origin in _SETS:
+            return st.sets(elements[0], **bound).map(pyrsistent.pset)
+        if origin in (list, abc.Sequence, abc.MutableSequence, abc.Iterable, abc.Collection):
+            return st.lists(elements[0], **bound)
+        if origin in (set, abc.Set, abc.MutableSet):
+            return st.sets(elements[0], **bound)
+        if origin is frozenset:
+            return st.frozensets(elements[0], **bound)
+        return st.from_type(tp)
+
+
+def strategy_for(tp: Any, overrides: Overrides | None = None) -> st.SearchStrategy[Any]:
+    """A strategy for values of ``tp``, read off its annotations.
+
+    Understands attrs classes (nested, recursive, with defaults), pyrsistent
+    ``PVector``/``PMap``/``PSet``, tuples, lists, sets, dicts, ``Optional``
+    and unions, ``Literal``, enums, UUIDs, UTC datetimes, ``Decimal`` and the
+    builtin scalars; anything else is asked of ``st.from_type``.
+    ``overrides`` replaces one field (``{"Deposited.amount": st.integers(1)}``)
+    or every value of a type (``{str: st.text("ab", min_size=1)}``).
+    """
+    deriver = _Deriver(overrides)
+    strategy = deriver.derive(tp)
+    deriver.check_paths()
+    return strategy
+
+
+def register_types(*types_: type, overrides: Overrides | None = None) -> None:
+    """Make ``st.from_type`` (and so ``st.builds`` and ``@given``) draw these types.
+
+    Registration is global to the Hypothesis process: call it once, in a
+    ``conftest.py`` or at the top of a test module.
+    """
+    for tp in types_:
+        st.register_type_strategy(tp, strategy_for(tp, overrides))
+
+
+def register_aggregate(aggregate: Aggregate[Any], overrides: Overrides | None = None) -> None:
+    """Register a strategy for every event type ``aggregate`` owns."""
+    register_types(*aggregate.events, overrides=overrides)
+
+
+def events_of(
+    aggregate: Aggregate[Any], overrides: Overrides | None = None
+) -> st.SearchStrategy[Any]:
+    """Any event of any type ``aggregate`` owns (not necessarily one that applies)."""
+    if not aggregate.events:
+        raise DefinitionError(f"aggregate {aggregate.name!r} declares no event types")
+    deriver = _Deriver(overrides)
+    strategy = st.one_of([deriver.derive(kind) for kind in aggregate.events])
+    deriver.check_paths()
+    return strategy
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def _unwrap(command: Command) -> Command:
+    """The user's function behind fes's argument-preserving command wrappers."""
+    while isinstance(command, (_Lifted, _MappedCommand, _AdaptedCommand)):
+        command = command.command
+    return command
+
+
+def _hints(func: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]] | None:
+    """A function's parameters and the annotations that resolve.
+
+    Annotations are resolved one by one when resolving them all at once
+    fails, so that one naming a class local to a test (written as a string
+    under ``from __future__ import annotations``) spoils only itself.
+    """
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    try:
+        return params, typing.get_type_hints(func)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(func, "__globals__", {})
+    for name, annotation in getattr(func, "__annotations__", {}).items():
+        if not isinstance(annotation, str):
+            hints[name] = annotation
+            continue
+        try:
+            hints[name] = eval(annotation, namespace, {})  # what get_type_hints does
+        except Exception:
+            continue
+    return params, hints
+
+
+def _admits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` is of the type ``hint`` (approximately: by class only)."""
+    if hint is None or hint is _NONE_TYPE:
+        return value is None
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_admits(a, value) for a in typing.get_args(hint))
+    if origin is typing.Annotated:
+        return _admits(typing.get_args(hint)[0], value)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if isinstance(origin, type):
+        return isinstance(value, origin)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def state_filter(command: Command) -> Callable[[Any], bool]:
+    """A predicate: whether ``command``'s annotated state parameter admits a state.
+
+    An unannotated command admits every state.  Commands of combined,
+    mapped and adapted aggregates are looked through to the user's function.
+    The annotations are read once, here, not at every call.
+    """
+    if isinstance(command, _Lifted):
+        inner, index = state_filter(command.command), command.index
+        return lambda state: (
+            isinstance(state, tuple) and index < len(state) and inner(state[index])
+        )
+    if isinstance(command, _MappedCommand):
+        inner, back = state_filter(command.command), command.back
+        return lambda state: inner(back(state))
+    if isinstance(command, (_AdaptedCommand, _Contramapped)):
+        return state_filter(command.command)
+    found = _hints(command)
+    if found is None:
+        return lambda state: True
+    params, hints = found
+    if not params or params[0].name not in hints:
+        return lambda state: True
+    hint = hints[params[0].name]
+    return lambda state: _admits(hint, state)
+
+
+def accepts_state(command: Command, state: Any) -> bool:
+    """Whether ``command``'s annotated state parameter admits ``state``."""
+    return state_filter(command)(state)
+
+
+def _arguments(
+    name: str, command: Command, overrides: Overrides | None
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    func = _unwrap(command)
+    found = None if isinstance(func, _Contramapped) else _hints(func)
+    if found is None:
+        raise DefinitionError(
+            f"cannot read the arguments of command {name!r}: give them with "
+            f"args={{{name!r}: st.tuples(...)}}"
+        )
+    params, hints = found
+    deriver = _Deriver(overrides)
+    parts: list[st.SearchStrategy[Any]] = []
+    for param in params[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
+            continue  # only required positional arguments are drawn
+        if param.default is not param.empty:
+            continue
+        if param.name not in hints:
+            raise DefinitionError(
+                f"command {name!r} does not annotate its argument {param.name!r}: "
+                f"annotate it or give args={{{name!r}: st.tuples(...)}}"
+            )
+        parts.append(deriver.derive(hints[param.name]))
+    deriver.check_paths()
+    return st.tuples(*parts)
+
+
+def argument_strategies(
+    aggregate: Aggregate[Any],
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+) -> dict[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """A strategy of positional-argument tuples for each of ``aggregate``'s commands.
+
+    Arguments are derived from the commands' annotations (after the state);
+    ``args`` replaces the strategy of named commands, e.g.
+    ``{"withdraw": st.tuples(st.integers(1, 500))}``.
+    """
+    given = dict(args or {})
+    unknown = sorted(set(given) - set(aggregate.commands))
+    if unknown:
+        raise DefinitionError(
+            f"args names {', '.join(map(repr, unknown))}, but aggregate {aggregate.name!r} "
+            f"has the commands {', '.join(map(repr, aggregate.commands)) or '(none)'}"
+        )
+    table: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {}
+    for name, command in aggregate.commands.items():
+        table[name] = given[name] if name in given else _arguments(name, command, overrides)
+    return table
+
+
+@frozen
+class StepResult:
+    """What one command did: the events it emitted, or why it was refused."""
+
+    events: tuple[Any, ...] = ()
+    refused: BaseException | None = None
+
+
+def run_step(command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
+    """Run a command, turning a domain refusal into a value.
+
+    :class:`fes.Rejected` and :class:`fes.CommandError` are refusals: the
+    state stays as it was.  Any other exception propagates: it is a bug.
+    """
+    if not isinstance(args, tuple):
+        raise DefinitionError(
+            f"the argument strategy of {_name(command)} drew {args!r}: "
+            "it must draw a tuple of positional arguments (use st.tuples)"
+        )
+    try:
+        result = command(state, *args)
+    except (Rejected, CommandError) as exc:
+        return StepResult(refused=exc)
+    if result is None or isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
+        raise CommandError(
+            f"command {_name(command)} must return a sequence of events, "
+            f"got {type(result).__name__}"
+        )
+    return StepResult(events=tuple(result))
+
+
+def histories(
+    aggregate: Aggregate[Any],
+    *,
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+    max_commands: int = 10,
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    """Event histories that ``aggregate``'s own commands produced, so they fold.
+
+    Each history runs up to ``max_commands`` random commands from the
+    initial state (only those whose state annotation admits the current
+    state), skipping refused ones and folding the events of the others.
+    """
+    if not aggregate.commands:
+        raise DefinitionError(
+            f"aggregate {aggregate.name!r} has no commands to build histories with"
+        )
+    table = argument_strategies(aggregate, args, overrides)
+    names = sorted(table)
+    admits = {n: state_filter(aggregate.commands[n]) for n in names}
+
+    @st.composite
+    def draw_history(draw: st.DrawFn) -> tuple[Any, ...]:
+        state = aggregate.initial
+        events: list[Any] = []
+        for _ in range(draw(st.integers(0, max_commands), label="commands")):
+            usable = [n for n in names if admits[n](state)]
+            if not usable:
+                break
+            name = draw(st.sampled_from(usable))
+            step = run_step(aggregate.commands[name], state, draw(table[name]))
+            state = aggregate.fold(step.events, state)
+            events.extend(step.events)
+        return tuple(events)
+
+    return draw_history()
+
+
+def states(
+    aggregate: Aggregate[S],
+    *,
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+    max_commands: int = 10,
+) -> st.SearchStrategy[S]:
+    """States that ``aggregate`` reaches by folding one of :func:`histories`."""
+    return histories(
+        aggregate, args=args, overrides=overrides, max_commands=max_commands
+    ).map(aggregate.fold)

@@ -1,0 +1,1 @@
+"""Tests of the Hypothesis tools shipped in fes.testing: strategies, laws, machines."""
