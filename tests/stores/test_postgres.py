@@ -1,0 +1,578 @@
+"""The PostgreSQL store: the conformance suite, and what only PostgreSQL promises.
+
+Here: URLs and options, passwords kept out of messages, schemas and hostile
+names, the tables it creates, NOTIFY, retries after lost connections, lock
+and idle timeouts, and closing.  Ordering is in ``test_postgres_order.py``,
+many writers and killed writers in ``test_postgres_concurrency.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from pgserver import PgServer
+
+from fes.edge.stores import open_database
+from fes.edge.stores.base import Database, NewEvent, Tracking
+from fes.edge.stores.postgres import PostgresDatabase, PostgresStore
+from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
+
+from .conformance import StoreConformance, new
+
+pytestmark = pytest.mark.postgres
+
+
+_schemas = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def conformance_url(pg_server: PgServer) -> str:
+    """One database for the conformance tests, which each get a fresh schema in it.
+
+    A schema is the whole of a PostgresDatabase (its tables, apps() and
+    notification channels), and creating one costs milliseconds where
+    CREATE DATABASE costs a large part of a second.
+    """
+    return pg_server.create_database(f"fes_conformance_{os.getpid()}")
+
+
+class TestPostgres(StoreConformance):
+    """The PostgreSQL store keeps every promise of the store protocol."""
+
+    @pytest.fixture
+    def database(self, conformance_url: str) -> Iterator[Database]:
+        """A fresh, empty schema, opened through open_database."""
+        database = open_database(f"{conformance_url}?schema=conformance_{next(_schemas)}")
+        yield database
+        database.close()
+
+
+def with_password(url: str, password: str) -> str:
+    return url.replace("postgres@", f"postgres:{password}@", 1)
+
+
+def sql_rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def tables(url: str, schema: str) -> list[str]:
+    rows = sql_rows(
+        url, "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", schema
+    )
+    return [name for (name,) in rows]
+
+
+# URLs and options -----------------------------------------------------------------------
+
+
+def test_open_database_gives_a_postgres_database(pg_url: str) -> None:
+    """open_database('postgresql://…') returns a PostgresDatabase with its options applied."""
+    with open_database(pg_url + "?schema=tenant_1&pool_size=2", lock_timeout="2s") as database:
+        assert isinstance(database, PostgresDatabase)
+        assert database.schema == "tenant_1"
+        store = database.store("shop")
+        store.append([new("a", 1)])
+        assert repr(store) == f"PostgresStore('shop', {database.url!r})"
+    assert tables(pg_url, "tenant_1") == [
+        "shop_events",
+        "shop_snapshots",
+        "shop_tracking",
+        "shop_views",
+    ]
+    assert tables(pg_url, "public") == []
+
+
+def test_schema_defaults_to_public(pg_url: str) -> None:
+    """Without a schema option the tables go to public."""
+    with PostgresDatabase(pg_url) as database:
+        database.store("shop")
+        assert database.schema == "public"
+    assert "shop_events" in tables(pg_url, "public")
+
+
+@pytest.mark.parametrize(
+    "query, options, problem",
+    [
+        ("?colour=blue", {}, "unknown option 'colour'"),
+        ("", {"colour": "blue"}, "unknown option 'colour'"),
+        ("?pool_size=0", {}, "pool_size"),
+        ("?pool_size=many", {}, "pool_size"),
+        ("?lock_timeout=soon", {}, "lock_timeout"),
+        ("?idle_in_transaction_session_timeout=-1", {}, "idle_in_transaction_session_timeout"),
+        ("?poll_interval=0", {}, "poll_interval"),
+        ("?listen=maybe", {}, "listen"),
+        ("?retries=-1", {}, "retries"),
+        ("?schema=", {}, "schema"),
+        ("", {"schema": "s" * 64}, "schema"),
+        ("?password=hunter2", {}, "unknown option 'password'"),
+    ],
+)
+def test_bad_options_are_refused_without_the_password(
+    query: str, options: dict[str, object], problem: str
+) -> None:
+    """Unknown or bad options raise StoreURLError naming them, with the password masked."""
+    url = "postgresql://app:s3cr3t-pw@db.invalid:5432/shop" + query
+    with pytest.raises(StoreURLError, match=problem) as caught:
+        PostgresDatabase(url, **options)
+    assert "s3cr3t-pw" not in str(caught.value) and "hunter2" not in str(caught.value)
+    assert "app:***@db.invalid" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "memory://", "postgresql+psycopg://u@h/d"])
+def test_other_schemes_are_refused(url: str) -> None:
+    """PostgresDatabase accepts only postgresql:// (and postgres://) URLs."""
+    with pytest.raises(StoreURLError, match="not a PostgreSQL URL"):
+        PostgresDatabase(url)
+
+
+def test_keyword_options_win_over_the_url(pg_url: str) -> None:
+    """A keyword option replaces the URL's; durations take PostgreSQL units."""
+    with PostgresDatabase(
+        pg_url + "?schema=from_url&lock_timeout=100", schema="from_kw", lock_timeout="1.5s"
+    ) as database:
+        assert database.schema == "from_kw"
+        assert database._settings.lock_timeout_ms == 1500
+        database.store("shop")
+    assert tables(pg_url, "from_url") == []
+    assert "shop_events" in tables(pg_url, "from_kw")
+
+
+def test_url_repr_and_connection_errors_hide_the_password(pg_url: str) -> None:
+    """url, repr and the error for an unreachable server never contain the password."""
+    port = int(pg_url.rsplit(":", 1)[1].split("/")[0])
+    url = with_password(pg_url, "pa%3Ass-w0rd").replace(str(port), "1", 1)
+    with PostgresDatabase(url, pool_timeout=1, connect_timeout=1) as database:
+        assert "pa%3Ass-w0rd" not in database.url and "postgres:***@" in database.url
+        assert "pa%3Ass" not in repr(database)
+        with pytest.raises(StoreError) as caught:
+            database.store("shop")
+    message = str(caught.value)
+    assert "pa%3Ass-w0rd" not in message and "pa:ss-w0rd" not in message
+    assert "postgres:***@127.0.0.1:1/" in message
+
+
+def test_the_password_reaches_libpq_decoded(pg_url: str) -> None:
+    """The URL's percent-encoded password is what connections use, though url masks it."""
+    with PostgresDatabase(with_password(pg_url, "p%40ss%3Aw%2Frd")) as database:
+        database.store("shop").append([new("a", 1)])
+        assert "p%40ss" not in database.url and "p@ss" not in database.url
+        with database._pool.connection() as conn:
+            assert conn.info.password == "p@ss:w/rd"
+
+
+# Schemas, tables and hostile names -------------------------------------------------------
+
+
+HOSTILE_SCHEMA = 'public"; DROP TABLE precious; --'
+
+
+def test_hostile_schema_name_is_quoted_not_executed(pg_url: str) -> None:
+    """A schema name full of SQL becomes a literal schema; other tables survive unchanged."""
+    sql_rows(pg_url, "CREATE TABLE precious (id int)")
+    sql_rows(pg_url, "INSERT INTO precious VALUES (42)")
+    with PostgresDatabase(pg_url, schema=HOSTILE_SCHEMA) as database:
+        store = database.store("shop")
+        store.append([new("a", 1)], tracking=Tracking("up", 1, 0))
+        store.save_view("v", b"x", Tracking("up", 1, 0))
+        assert store.read_stream("a")[0].payload == b"a/1"
+        assert database.apps() == ["shop"]
+        assert store.wait(0, 1)
+    assert sql_rows(pg_url, "SELECT id FROM precious") == [(42,)]
+    assert tables(pg_url, HOSTILE_SCHEMA) == [
+        "shop_events",
+        "shop_snapshots",
+        "shop_tracking",
+        "shop_views",
+    ]
+    assert tables(pg_url, "public") == ["precious"]
+
+
+@pytest.mark.parametrize(
+    "app",
+    ['x"; DROP TABLE precious; --', "x_events; DROP TABLE precious", "é" * 30],
+    ids=["quote", "semicolon", "too-many-bytes"],
+)
+def test_hostile_or_oversized_app_names_are_refused(pg_url: str, app: str) -> None:
+    """App names that could not safely name tables raise StoreError and touch nothing."""
+    sql_rows(pg_url, "CREATE TABLE precious (id int)")
+    with PostgresDatabase(pg_url) as database, pytest.raises(StoreError, match="application name"):
+        database.store(app)
+    assert tables(pg_url, "public") == ["precious"]
+
+
+def test_longest_allowed_app_name_works(pg_url: str) -> None:
+    """A 48-character name (the limit of every store) fits PostgreSQL's identifiers."""
+    app = "a" * 48
+    with PostgresDatabase(pg_url) as database:
+        database.store(app).append([new("x", 1)])
+        assert database.apps() == [app]
+        assert database.store(app).wait(0, 1)
+
+
+def test_long_names_get_a_digest_channel_that_still_wakes_waiters(pg_url: str) -> None:
+    """A schema and app too long for a readable channel name still get notifications."""
+    schema, app = "s" * 60, "a" * 48
+    with (
+        PostgresDatabase(pg_url, schema=schema, poll_interval=60) as waiting,
+        PostgresDatabase(pg_url, schema=schema) as writing,
+    ):
+        waiter = waiting.store(app)
+        assert waiter._channel.startswith("fes:") and len(waiter._channel) <= 63
+        assert waiter._channel != writing.store("a" * 47)._channel
+        threading.Timer(0.3, lambda: writing.store(app).append([new("x", 1)])).start()
+        started = time.monotonic()
+        assert waiter.wait(0, 30)
+        assert time.monotonic() - started < 5
+
+
+def test_apps_ignores_unrelated_tables_and_other_schemas(pg_url: str) -> None:
+    """apps() lists only fes applications of its own schema, not look-alike tables."""
+    sql_rows(pg_url, "CREATE TABLE lookalike_events (id int)")
+    with PostgresDatabase(pg_url) as public, PostgresDatabase(pg_url, schema="other") as other:
+        public.store("shop")
+        other.store("billing")
+        assert public.apps() == ["shop"]
+        assert other.apps() == ["billing"]
+        # The same app name in two schemas is two separate applications.
+        public.store("billing").append([new("a", 1)])
+        assert other.store("billing").stream_version("a") == 0
+
+
+def test_stores_in_several_processes_create_tables_once(pg_url: str) -> None:
+    """Many databases opening the same new app at once all succeed (creation is serialised)."""
+    databases = [PostgresDatabase(pg_url, pool_size=1) for _ in range(6)]
+    barrier = threading.Barrier(len(databases))
+    errors: list[BaseException] = []
+
+    def open_store(database: PostgresDatabase) -> None:
+        try:
+            barrier.wait(10)
+            database.store("shop").append([new(f"s{id(database)}", 1)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for database in databases:
+        database.close()
+    assert errors == []
+    assert sql_rows(pg_url, "SELECT count(*) FROM shop_events") == [(6,)]
+
+
+def test_positions_follow_batch_order(pg_url: str) -> None:
+    """Positions of one batch increase in the order of its events, across streams."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        batch = [new(f"s{i % 7}", i // 7 + 1) for i in range(500)]
+        positions = store.append(batch)
+        assert positions == list(range(positions[0], positions[0] + 500))
+        assert [(e.stream, e.version) for e in store.read_log()] == [
+            (e.stream, e.version) for e in batch
+        ]
+
+
+def test_missing_table_is_a_store_error(pg_url: str) -> None:
+    """A table dropped behind the store's back gives a StoreError naming the problem."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        sql_rows(pg_url, "DROP TABLE shop_events")
+        with pytest.raises(StoreError, match="shop_events"):
+            store.read_log()
+        with pytest.raises(StoreError, match="shop_events"):
+            store.append([new("a", 1)])
+
+
+# Notifications ----------------------------------------------------------------------------
+
+
+def test_append_notifies_only_its_application_and_only_on_commit(pg_url: str) -> None:
+    """A committed append notifies its app's channel once; a refused one notifies nobody."""
+    with PostgresDatabase(pg_url) as database, psycopg.connect(pg_url, autocommit=True) as conn:
+        shop, billing = database.store("shop"), database.store("billing")
+        for channel in (shop._channel, billing._channel):
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+        shop.append([new("a", 1), new("b", 1)], tracking=Tracking("up", 1, 0))
+        with pytest.raises(ConcurrencyError):
+            shop.append([new("a", 1)])
+        with pytest.raises(DuplicateTracking):
+            shop.append([new("c", 1)], tracking=Tracking("up", 1, 0))
+        received = [n.channel for n in conn.notifies(timeout=0.5)]
+    assert received == [shop._channel]
+    assert shop._channel == "fes:public.shop"
+
+
+def test_wait_wakes_on_notify_long_before_a_poll(pg_url: str) -> None:
+    """With a 60 s poll interval, a waiter wakes within moments of another pool's append."""
+    with (
+        PostgresDatabase(pg_url, poll_interval=60) as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter, writer = waiting.store("shop"), writing.store("shop")
+        assert waiter.wait(0, 0.2) is False  # starts the listener
+        results: list[tuple[bool, float]] = []
+
+        def wait() -> None:
+            started = time.monotonic()
+            results.append((waiter.wait(0, 30), time.monotonic() - started))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)
+        appended = time.monotonic()
+        writer.append([new("a", 1)])
+        thread.join(30)
+        woke = time.monotonic() - appended
+        assert results and results[0][0] is True
+        assert woke < 5.0  # a poll would take 60 s
+
+
+def test_wait_polls_when_listen_is_off(pg_url: str) -> None:
+    """With listen=false, wait still sees an append, within about one poll interval."""
+    with (
+        PostgresDatabase(pg_url, listen=False, poll_interval=0.2) as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter = waiting.store("shop")
+        assert waiting._listener is None
+        threading.Timer(0.3, lambda: writing.store("shop").append([new("a", 1)])).start()
+        started = time.monotonic()
+        assert waiter.wait(0, 10) is True
+        assert time.monotonic() - started < 3.0
+
+
+def test_wait_polls_when_a_notification_is_lost(pg_url: str) -> None:
+    """An event committed without NOTIFY (a lost notification) wakes a waiter by polling."""
+    with PostgresDatabase(pg_url, poll_interval=0.3) as database:
+        store = database.store("shop")
+        assert store.wait(0, 0.1) is False
+
+        def insert_silently() -> None:
+            sql_rows(
+                pg_url,
+                "INSERT INTO shop_events (stream, version, topic, payload, timestamp_us)"
+                " VALUES ('quiet', 1, 't', '', 0)",
+            )
+
+        threading.Timer(0.2, insert_silently).start()
+        started = time.monotonic()
+        assert store.wait(0, 10) is True
+        assert 0.1 < time.monotonic() - started < 3.0
+
+
+def test_wait_survives_a_lost_listener_connection(pg_url: str) -> None:
+    """After the listening connection is killed, the listener reconnects and wakes waiters."""
+    with (
+        PostgresDatabase(pg_url, poll_interval=30, application_name="fes-listener") as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter = waiting.store("shop")
+        assert waiter.wait(0, 0.2) is False
+        # Terminate every backend of the waiting database: pool and listener.
+        sql_rows(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'fes-listener'",
+        )
+        threading.Timer(1.5, lambda: writing.store("shop").append([new("a", 1)])).start()
+        started = time.monotonic()
+        assert waiter.wait(0, 60) is True
+        # Far below the 30 s poll interval: a notification on the new connection woke it.
+        assert time.monotonic() - started < 5
+
+
+# Lost connections and timeouts -------------------------------------------------------------
+
+
+def terminate(url: str, application: str) -> int:
+    rows = sql_rows(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = %s AND pid <> pg_backend_pid()",
+        application,
+    )
+    return len(rows)
+
+
+def test_reads_and_appends_retry_after_lost_connections(pg_url: str) -> None:
+    """When the server drops every pooled connection, the next read and append still work."""
+    with PostgresDatabase(pg_url, application_name="fes-retry", pool_size=3) as database:
+        store = database.store("shop")
+        store.append([new("a", 1)])
+        assert terminate(pg_url, "fes-retry") >= 1
+        assert store.read_stream("a")[0].version == 1
+        assert terminate(pg_url, "fes-retry") >= 1
+        assert store.append([new("a", 2)]) == [2]
+        assert terminate(pg_url, "fes-retry") >= 1
+        store.save_view("v", b"x", Tracking("up", 1, 0))
+        assert [e.version for e in store.read_stream("a")] == [1, 2]
+        assert store.load_view("v") == (b"x", 1)
+
+
+def test_retries_are_bounded(pg_url: str) -> None:
+    """With retries=0 a lost connection is reported at once, naming the URL, not retried."""
+    with PostgresDatabase(pg_url, application_name="fes-noretry", retries=0) as database:
+        store = database.store("shop")
+        assert terminate(pg_url, "fes-noretry") >= 1
+        with pytest.raises(StoreError, match="lost the connection to postgresql://"):
+            store.read_log()
+        assert store.read_log() == []  # the pool replaced the dead connection
+
+
+def test_a_busy_pool_times_out_with_a_clear_error(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every pooled connection is busy past pool_timeout, a StoreError says so."""
+    with PostgresDatabase(pg_url, pool_size=1, pool_timeout=0.3) as database:
+        store = database.store("shop")
+        entered, release = threading.Event(), threading.Event()
+        original = store._commit
+
+        def commit(conn: psycopg.Connection[Any]) -> None:
+            entered.set()
+            release.wait(10)
+            original(conn)
+
+        monkeypatch.setattr(store, "_commit", commit)
+        writer = threading.Thread(target=lambda: store.append([new("a", 1)]))
+        writer.start()
+        assert entered.wait(10)
+        try:
+            with pytest.raises(StoreError, match="pool_size"):
+                store.read_log()
+        finally:
+            release.set()
+            writer.join(10)
+        assert store.stream_version("a") == 1
+
+
+def test_a_connection_lost_during_commit_is_reported_not_retried(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the connection dies once COMMIT may have been sent, append raises and does not retry."""
+    with PostgresDatabase(pg_url, application_name="fes-commit") as database:
+        store = database.store("shop")
+        calls: list[int] = []
+        original = store._commit
+
+        def commit(conn: psycopg.Connection[Any]) -> None:
+            calls.append(1)
+            terminate(pg_url, "fes-commit")
+            original(conn)
+
+        monkeypatch.setattr(store, "_commit", commit)
+        with pytest.raises(StoreError, match="unknown whether"):
+            store.append([new("a", 1)])
+        assert calls == [1]
+        monkeypatch.undo()
+        # This time the server rolled the transaction back: nothing is stored twice.
+        assert store.read_stream("a") == []
+        assert store.append([new("a", 1)]) != []
+
+
+def test_lock_timeout_refuses_an_append_that_waits_too_long(pg_url: str) -> None:
+    """An append that cannot get the log lock within lock_timeout fails and stores nothing."""
+    with PostgresDatabase(pg_url, lock_timeout=200) as database:
+        store = database.store("shop")
+        with psycopg.connect(pg_url) as holder:
+            holder.execute("LOCK TABLE shop_events IN EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="lock_timeout=200ms"):
+                store.append([new("a", 1)])
+            assert time.monotonic() - started < 5
+            holder.rollback()
+        assert store.read_log() == []
+        assert len(store.append([new("a", 1)])) == 1
+
+
+def test_idle_transaction_timeout_frees_the_lock_of_a_stuck_writer(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stuck before COMMIT is cut off by the server, so other writers go on."""
+    with (
+        PostgresDatabase(pg_url, idle_in_transaction_session_timeout="300ms") as stuck,
+        PostgresDatabase(pg_url, lock_timeout="10s") as other,
+    ):
+        store = stuck.store("shop")
+        original = store._commit
+
+        def commit(conn: psycopg.Connection[Any]) -> None:
+            time.sleep(2.0)  # holds the lock, idle in transaction
+            original(conn)
+
+        monkeypatch.setattr(store, "_commit", commit)
+        failures: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                store.append([new("stuck", 1)])
+            except StoreError as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=append)
+        thread.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        other.store("shop").append([new("free", 1)])
+        assert time.monotonic() - started < 1.7  # the stuck writer would hold it 2 s
+        thread.join(10)
+        assert len(failures) == 1 and "unknown whether" in str(failures[0])
+        assert [e.stream for e in other.store("shop").read_log()] == ["free"]
+
+
+# Closing ------------------------------------------------------------------------------------
+
+
+def test_close_releases_every_connection_and_the_listener(pg_url: str) -> None:
+    """After close() no connection of the database remains and the listener thread ends."""
+    database = PostgresDatabase(pg_url, application_name="fes-closing", pool_size=3)
+    store = database.store("shop")
+    store.append([new("a", 1)])
+    assert store.wait(0, 1)
+    assert store.wait(1, 0.1) is False
+    listener = database._listener
+    assert listener is not None and listener._thread is not None
+    database.close()
+    assert not listener._thread.is_alive()
+    deadline = time.monotonic() + 5
+    while sql_rows(
+        pg_url, "SELECT pid FROM pg_stat_activity WHERE application_name = 'fes-closing'"
+    ):
+        assert time.monotonic() < deadline, "connections left open"
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="closed"):
+        store.wait(0, 0.1)
+
+
+def test_store_is_usable_from_many_threads(pg_url: str) -> None:
+    """One store shared by more threads than pool connections serves them all."""
+    with PostgresDatabase(pg_url, pool_size=2) as database:
+        store: PostgresStore = database.store("shop")
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for version in range(1, 21):
+                    store.append([NewEvent(f"w{worker}", version, "t", b"", 0)])
+                    store.read_stream(f"w{worker}")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert store.last_position() == 120
