@@ -93,6 +93,7 @@ def _after_fork_in_child() -> None:
         _inherited.append(database._forget_connections())
         # Another thread of the parent may have held these at the fork.
         database._lock = threading.Lock()
+        database.writer = threading.Lock()
         database.condition = threading.Condition(threading.Lock())
         database.waiters = 0
 
@@ -137,6 +138,12 @@ class SQLiteDatabase:
         self.waiters = 0
         self.closed = False
         self._lock = threading.Lock()
+        # Writers of this process queue on a lock of their own: SQLite's busy
+        # handler sleeps in steps of milliseconds, which made threads of one
+        # runner (a leader and its followers, one file) wait far longer than
+        # the write they were waiting for.  Other processes still meet
+        # SQLite's lock and busy timeout.
+        self.writer = threading.Lock()
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._stores: dict[str, SQLiteStore] = {}
@@ -457,6 +464,7 @@ class SQLiteStore:
             return []
         database = self._database
         conn = database.connection()
+        database.writer.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -485,6 +493,8 @@ class SQLiteStore:
             raise self._conflict(conn, firsts, error) from None
         except sqlite3.Error as error:
             raise database.error(error, f"append to {self._app!r}") from None
+        finally:
+            database.writer.release()
         database.notify()
         if not count:
             return []
@@ -540,6 +550,8 @@ class SQLiteStore:
 
     def _write_one(self, doing: str, sql: str, row: tuple[Any, ...]) -> int:
         conn = self._database.connection()
+        writer = self._database.writer
+        writer.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -551,6 +563,8 @@ class SQLiteStore:
                 raise
         except sqlite3.Error as error:
             raise self._database.error(error, doing) from None
+        finally:
+            writer.release()
         return changed
 
     # Reading ----------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""W1: many new streams, one command and one commit each, in an SQLite file.
+
+Each stream is a new dog: fes runs ``execute(dogs, new_id, register, "Fido")``
+(read the empty stream, decide, append); eventsourcing saves a new ``Dog``;
+raw sqlite3 reads the empty stream and inserts one row in ``BEGIN
+IMMEDIATE … COMMIT``.  Every commit is durable (WAL, ``synchronous=FULL``),
+so the rate is bound by the disk's flush; the ratios show what each library
+adds to it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from fes.edge.application import Application
+from fes.examples.dogs import dogs, register
+
+from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
+from .domains import SCHOOL, DogSchool, EsDog, sqlite_env
+from .raw import RawStore, connect, now_micros, same_schema
+
+__all__ = ["run"]
+
+def pragmas(conn: sqlite3.Connection) -> str:
+    """The journal mode and synchronous setting a connection really uses."""
+    journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"journal_mode={journal}, synchronous={sync} ({names.get(sync, '?')})"
+
+
+def es_pragmas(app: DogSchool) -> str:
+    """The pragmas of a connection from eventsourcing's own pool."""
+    datastore = app.recorder.datastore  # type: ignore[attr-defined]
+    with datastore.get_connection(commit=False) as conn:
+        return pragmas(conn._sqlite_conn)
+
+
+class Contender(Protocol):
+    """Creates streams in chunks, so that the contenders can take turns."""
+
+    settings: str
+
+    def create(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FesStreams:
+    def __init__(self, directory: Path, synchronous: str = "FULL") -> None:
+        url = f"sqlite:///{directory}/fes.db?synchronous={synchronous}"
+        self.app = Application(SCHOOL, store=url)
+        self.settings = pragmas(self.app.database.connection())  # type: ignore[attr-defined]
+
+    def create(self, n: int) -> None:
+        execute, new_id = self.app.execute, self.app.new_id
+        for _ in range(n):
+            execute(dogs, new_id(), register, "Fido")
+
+    def close(self) -> None:
+        self.app.close()
+
+
+class EsStreams:
+    def __init__(self, directory: Path) -> None:
+        self.app = DogSchool(env=sqlite_env(DogSchool=str(directory / "es.db")))
+        self.settings = es_pragmas(self.app)
+
+    def create(self, n: int) -> None:
+        save = self.app.save
+        for _ in range(n):
+            save(EsDog("Fido"))
+
+    def close(self) -> None:
+        self.app.close()
+
+
+class RawStreams:
+    def __init__(self, directory: Path, synchronous: str = "FULL") -> None:
+        self.conn = connect(directory / "raw.db", synchronous)
+        self.store = RawStore(self.conn, "school").create()
+        self.settings = pragmas(self.conn)
+
+    def create(self, n: int) -> None:
+        store, dumps, uuid4 = self.store, orjson.dumps, uuid.uuid4
+        for _ in range(n):
+            stream = str(uuid4())
+            store.read_stream(stream)
+            payload = dumps({"name": "Fido"})
+            store.append([(stream, 1, "dog.Registered", payload, now_micros(), None)])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+FACTORIES: dict[str, Callable[[Path], Contender]] = {
+    FES: FesStreams,
+    ES: EsStreams,
+    RAW: RawStreams,
+}
+
+
+#: Without the flush (not durable against power loss): what each side costs in CPU.
+CPU_ONLY: dict[str, Callable[[Path], Contender]] = {
+    f"{FES}, synchronous=NORMAL": partial(FesStreams, synchronous="NORMAL"),
+    f"{RAW}, synchronous=NORMAL": partial(RawStreams, synchronous="NORMAL"),
+}
+
+
+def one_run(
+    directory: Path,
+    n: int,
+    chunk: int,
+    number: int,
+    factories: dict[str, Callable[[Path], Contender]] = FACTORIES,
+) -> dict[str, tuple[float, str]]:
+    """Each contender creates ``n`` streams, taking turns ``chunk`` streams at a time.
+
+    Turns spread the disk's slow and fast moments over all contenders alike.
+    """
+    order = rotated(list(factories), number)
+    contenders = {name: factories[name](directory) for name in order}
+    spent = dict.fromkeys(order, 0.0)
+    try:
+        done = 0
+        while done < n:
+            size = min(chunk, n - done)
+            for name in order:
+                start = time.perf_counter()
+                contenders[name].create(size)
+                spent[name] += time.perf_counter() - start
+            done += size
+            order = order[1:] + order[:1]
+    finally:
+        for contender in contenders.values():
+            contender.close()
+    return {name: (spent[name], contenders[name].settings) for name in spent}
+
+
+def schema_note() -> str:
+    with scratch("schema") as directory:
+        Application(SCHOOL, store=f"sqlite:///{directory}/fes.db").close()
+        conn = connect(directory / "raw.db")
+        RawStore(conn, "school").create()
+        conn.close()
+        return same_schema(directory / "fes.db", directory / "raw.db", "school")
+
+
+def run(config: Config) -> Report:
+    n = config.size(10_000, 300)
+    runs = config.repeat(3, 1)
+    chunk = 250 if n >= 2_000 else max(n // 4, 1)
+    report = Report("W1", f"{n:,} new streams, one command and one commit each (SQLite file)")
+    series = {name: report.add(name, "streams/s") for name in FACTORIES}
+    settings: dict[str, str] = {}
+    for number in range(runs):
+        with scratch("w1") as directory:
+            for name, (seconds, settings[name]) in one_run(directory, n, chunk, number).items():
+                series[name].values.append(n / seconds)
+    cpu = {name: report.add(name, "streams/s") for name in CPU_ONLY}
+    for number in range(runs):
+        with scratch("w1-cpu") as directory:
+            found = one_run(directory, n, chunk, number, CPU_ONLY)
+            for name, (seconds, _) in found.items():
+                cpu[name].values.append(n / seconds)
+    raw = series[RAW].median
+    fes_ratio = report.ratio("fes / raw rate", series[FES].median / raw)
+    report.ratio("eventsourcing / raw rate", series[ES].median / raw)
+    report.ratio("fes / eventsourcing rate", series[FES].median / series[ES].median)
+    report.check("fes / raw rate", fes_ratio, 0.85, at_least=True)
+    fes_cpu, raw_cpu = (cpu[name].median for name in CPU_ONLY)
+    report.ratio("synchronous=NORMAL: fes / raw rate", fes_cpu / raw_cpu)
+    report.notes.append(
+        "synchronous=NORMAL rows (not durable against power loss; no target) show the CPU "
+        f"per command without the flush: fes {1e6 / fes_cpu:.0f} us, raw {1e6 / raw_cpu:.0f} us"
+    )
+    report.notes.append(f"the contenders take turns, {chunk} streams at a time, each on its file")
+    report.notes.extend(f"{name}: {value}" for name, value in settings.items())
+    report.notes.append(schema_note())
+    if config.profile:
+        with scratch("w1-profile") as directory:
+            contender = FesStreams(directory)
+            try:
+                report.profile = profile_call(lambda: contender.create(min(n, 2_000)))
+            finally:
+                contender.close()
+    return report

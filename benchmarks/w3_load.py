@@ -1,0 +1,120 @@
+"""W3: load a stream of 1,000 events (no snapshot), many times.
+
+fes: ``get(dogs, stream)`` (read the rows, decode each event, fold them into
+a ``Dog``; also with a projector that does not use ``attrs.evolve``, to show
+what the example domain's own code costs); eventsourcing:
+``repository.get(dog_id)`` (read, decode, reconstruct the aggregate); raw
+sqlite3: the same SELECT fes issues, then ``orjson.loads`` of every payload
+(read and decode, no domain objects).
+Each run writes the stream with each contender's own W2 code into a fresh
+file; after a warm-up the contenders take turns, one load each, round after
+round; a run's figure is each contender's median load time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from fes.edge.application import Application
+from fes.examples.dogs import dogs
+
+from .common import ES, FES, RAW, Config, Report, interleaved, profile_call, rotated, scratch
+from .domains import DIRECT_SCHOOL, SCHOOL, DogSchool, direct_dogs, sqlite_env
+from .raw import RawStore, connect
+from .w2_append import es_append, fes_append, raw_append
+
+__all__ = ["run"]
+
+#: A contender stops timing loads after this many seconds (with at least 10 loads).
+BUDGET = 4.0
+
+Built = tuple[Callable[[], object], Callable[[], None]]
+
+
+def _fes(directory: Path, n: int) -> Built:
+    app = Application(SCHOOL, store=f"sqlite:///{directory}/fes.db")
+    stream = fes_append(app, n)
+    dog = app.get(dogs, stream)
+    assert dog is not None and len(dog.tricks) == n - 1
+    return (lambda: app.get(dogs, stream)), app.close
+
+
+def _fes_direct(directory: Path, n: int) -> Built:
+    url = f"sqlite:///{directory}/fes-direct.db"
+    with Application(SCHOOL, store=url) as writer:
+        stream = fes_append(writer, n)
+    app = Application(DIRECT_SCHOOL, store=url)
+    return (lambda: app.get(direct_dogs, stream)), app.close
+
+
+def _es(directory: Path, n: int) -> Built:
+    app = DogSchool(env=sqlite_env(DogSchool=str(directory / "es.db")))
+    dog_id = es_append(app, n)
+    assert len(app.repository.get(dog_id).tricks) == n - 1
+    return (lambda: app.repository.get(dog_id)), app.close
+
+
+def _raw(directory: Path, n: int) -> Built:
+    conn = connect(directory / "raw.db")
+    store = RawStore(conn, "school").create()
+    stream = raw_append(store, n)
+    loads = orjson.loads
+
+    def load() -> list[object]:
+        return [loads(row[4]) for row in store.read_stream(stream)]
+
+    assert len(load()) == n
+    return load, conn.close
+
+
+def run(config: Config) -> Report:
+    n = 1_000
+    loads = config.size(200, 50)
+    budget = BUDGET if not config.quick else 1.0
+    runs = config.repeat(5, 3)
+    report = Report(
+        "W3", f"load a {n:,}-event stream, no snapshot (median of up to {loads} loads per run)"
+    )
+    direct = "fes, projector without attrs.evolve"
+    builders: dict[str, Callable[[Path, int], Built]] = {
+        FES: _fes, ES: _es, RAW: _raw, direct: _fes_direct
+    }
+    series = {name: report.add(name, "ms/load", higher_is_better=False) for name in builders}
+    for number in range(runs):
+        with scratch("w3") as directory:
+            built = {name: builders[name](directory, n) for name in rotated(list(builders), number)}
+            try:
+                found = interleaved(
+                    {name: load for name, (load, _) in built.items()}, loads, budget=budget
+                )
+            finally:
+                for _, close in built.values():
+                    close()
+        for name, median in found.items():
+            series[name].values.append(median)
+    raw = series[RAW].median
+    fes_ratio = report.ratio("fes / raw time", series[FES].median / raw)
+    report.ratio("eventsourcing / raw time", series[ES].median / raw)
+    report.ratio("eventsourcing / fes time", series[ES].median / series[FES].median)
+    report.check("fes / raw time", fes_ratio, 2.0, at_least=False)
+    report.ratio(f"{direct} / raw time", series[direct].median / raw)
+    report.notes.append("raw sqlite3 reads and decodes (orjson.loads); it builds no domain object")
+    report.notes.append(
+        f"'{direct}': the same dog, events and rows, folded by projectors that call Dog(...) "
+        "instead of attrs.evolve (fes/examples/dogs.py uses evolve)"
+    )
+    if config.profile:
+        with scratch("w3-profile") as directory, Application(
+            SCHOOL, store=f"sqlite:///{directory}/fes.db"
+        ) as app:
+            stream = fes_append(app, n)
+
+            def many() -> None:
+                for _ in range(loads):
+                    app.get(dogs, stream)
+
+            report.profile = profile_call(many)
+    return report
