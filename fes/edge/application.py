@@ -293,8 +293,7 @@ class Application:
         return start, at
 
     def _decode_all(self, rows: Sequence[StoredEvent]) -> list[Any]:
-        decode = self.codec.decode
-        return [decode(r.topic, r.payload, stream=r.stream, version=r.version) for r in rows]
+        return self.codec.decode_rows(rows)
 
     def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
         with self._cache_lock:
