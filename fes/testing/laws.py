@@ -19,7 +19,6 @@ comes back equal.  Requires Hypothesis (``pip install fes-events[testing]``).
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,10 +35,14 @@ from fes.events import Recorded
 from fes.snapshots import restore, take
 from fes.testing.strategies import (
     Overrides,
+    _pristine,
     argument_strategies,
     histories,
     run_step,
     state_filter,
+)
+from fes.testing.strategies import (
+    _callable_name as _name,
 )
 from fes.views import View
 
@@ -62,25 +65,9 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _STREAM = "law"
 
 
-def _name(func: object) -> str:
-    return str(getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or func)
-
-
 def _call(command: Command, args: tuple[Any, ...]) -> str:
     return f"{_name(command)}({', '.join(map(repr, args))})"
 
-
-def _pristine(value: Any) -> tuple[bool, Any]:
-    """A deep copy to compare with later; (False, None) if equality cannot tell.
-
-    A value that cannot be copied, or whose copy is not equal to it (identity
-    equality, NaN), cannot show a mutation by comparison, so it is not checked.
-    """
-    try:
-        duplicate = copy.deepcopy(value)
-        return bool(duplicate == value), duplicate
-    except Exception:
-        return False, None
 
 
 def _hash(value: Any) -> int | None:

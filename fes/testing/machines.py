@@ -22,7 +22,6 @@ Requires Hypothesis (``pip install fes-events[testing]``).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
@@ -41,7 +40,14 @@ from hypothesis.stateful import (
 
 from fes.aggregates import Aggregate, Command
 from fes.snapshots import restore, take
-from fes.testing.strategies import Overrides, argument_strategies, run_step, state_filter
+from fes.testing.strategies import (
+    Overrides,
+    argument_strategies,
+    run_step,
+    state_filter,
+)
+from fes.testing.strategies import _callable_name as _label
+from fes.testing.strategies import _pristine as _copy
 
 __all__ = ["AggregateMachine", "Invariant", "Step", "check_aggregate", "machine_for"]
 
@@ -51,25 +57,9 @@ Invariant = Callable[[Any], object]
 _STREAM = "machine"
 
 
-def _label(func: object) -> str:
-    return str(getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or func)
-
-
 def _call(name: str, args: tuple[Any, ...]) -> str:
     return f"{name}({', '.join(map(repr, args))})"
 
-
-def _copy(value: Any) -> tuple[bool, Any]:
-    """A deep copy to compare with later; (False, None) if equality cannot tell.
-
-    A value that cannot be copied, or whose copy is not equal to it (identity
-    equality, NaN), cannot show a mutation by comparison, so it is not checked.
-    """
-    try:
-        duplicate = copy.deepcopy(value)
-        return bool(duplicate == value), duplicate
-    except Exception:
-        return False, None
 
 
 class _Broken(AssertionError):

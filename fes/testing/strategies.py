@@ -19,6 +19,7 @@ Requires Hypothesis (``pip install fes-events[testing]``).
 from __future__ import annotations
 
 import collections.abc as abc
+import copy
 import enum
 import inspect
 import types
@@ -537,3 +538,21 @@ def states(
     return histories(
         aggregate, args=args, overrides=overrides, max_commands=max_commands
     ).map(aggregate.fold)
+
+
+def _callable_name(func: object) -> str:
+    """How failure reports name a command, projector or invariant."""
+    return str(getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or func)
+
+
+def _pristine(value: Any) -> tuple[bool, Any]:  # shared by the laws and the machines
+    """A deep copy to compare with later; (False, None) if equality cannot tell.
+
+    A value that cannot be copied, or whose copy is not equal to it (identity
+    equality, NaN), cannot show a mutation by comparison, so it is not checked.
+    """
+    try:
+        duplicate = copy.deepcopy(value)
+        return bool(duplicate == value), duplicate
+    except Exception:
+        return False, None
