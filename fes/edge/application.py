@@ -98,7 +98,7 @@ class Batch:
         self.application._check(aggregate)  # also when the stream is already pending
         slot = self.pending.get(stream)
         if slot is None:
-            state, version = self.application.load(aggregate, stream)
+            state, version = self.application._current(aggregate, stream)
             slot = _Pending(aggregate, version, state)
             self.pending[stream] = slot
         elif slot.aggregate.name != aggregate.name:
@@ -243,6 +243,12 @@ class Application:
     ) -> tuple[S, int]:
         """The stream's state and version (at ``version``, if given)."""
         self._check(aggregate)
+        return self._current(aggregate, stream, version)
+
+    def _current(
+        self, aggregate: Aggregate[S], stream: str, version: int | None = None
+    ) -> tuple[S, int]:
+        """:meth:`load` for an aggregate already checked."""
         key = (aggregate.name, stream)
         if version is None and self._cache_size:
             with self._cache_lock:
@@ -358,13 +364,19 @@ class Application:
         loaded it, and :class:`fes.DuplicateTracking` if the tracking position
         was recorded before; either way nothing is stored.
         """
-        if tracking is None and not any(slot.events for slot in batch.pending.values()):
+        return self._record(batch.pending, tracking)
+
+    def _record(
+        self, pending: Mapping[str, _Pending], tracking: Tracking | None
+    ) -> list[Recorded[Any]]:
+        if tracking is None and not any(slot.events for slot in pending.values()):
             return []
-        timestamp = to_micros(self.clock())
+        now = self.clock()
+        timestamp = to_micros(now)
         encode = self.codec.encode
         encode_meta = self.codec.encode_meta
         rows: list[NewEvent] = []
-        for stream, slot in batch.pending.items():
+        for stream, slot in pending.items():
             for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
                 version = slot.version + offset + 1
                 topic, payload = encode(item, stream=stream, version=version)
@@ -373,12 +385,13 @@ class Application:
         try:
             positions = self.store.append(rows, tracking=tracking)
         except ConcurrencyError:
-            self._forget(batch)
+            self._forget(pending)
             raise
-        moment = from_micros(timestamp)
+        # read back, a timestamp is in UTC: give the same value now
+        moment = now if now.tzinfo is UTC else from_micros(timestamp)
         result: list[Recorded[Any]] = []
         index = 0
-        for stream, slot in batch.pending.items():
+        for stream, slot in pending.items():
             for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
                 result.append(Recorded(item, stream, slot.version + offset + 1,
                                        positions[index], moment, rows[index].topic, meta))
@@ -387,10 +400,10 @@ class Application:
                 self._after_append(slot, stream)
         return result
 
-    def _forget(self, batch: Batch) -> None:
+    def _forget(self, pending: Mapping[str, _Pending]) -> None:
         if self._cache_size:
             with self._cache_lock:
-                for stream, slot in batch.pending.items():
+                for stream, slot in pending.items():
                     self._cache.pop((slot.aggregate.name, stream), None)
 
     def _after_append(self, slot: _Pending, stream: str) -> None:
@@ -434,12 +447,21 @@ class Application:
         to ``retries`` times; a :class:`fes.Rejected` from the command is
         raised as it is and stores nothing.
         """
+        self._check(aggregate)
         attempt = 0
         while True:
-            batch = Batch(self)
-            batch.execute(aggregate, stream, command, *args, metadata=metadata, **kwargs)
+            # What a one-command Batch does, without its bookkeeping: this is
+            # the path of every command an application serves.
+            state, version = self._current(aggregate, stream)
+            new = decide(aggregate, command, state, *args, **kwargs)
+            if not new:
+                return []
+            slot = _Pending(
+                aggregate, version, aggregate.fold(new, state), tuple(new),
+                (metadata,) * len(new),
+            )
             try:
-                return self.commit(batch)
+                return self._record({stream: slot}, None)
             except ConcurrencyError:
                 attempt += 1
                 if attempt > self.retries:
