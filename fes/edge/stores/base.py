@@ -37,7 +37,8 @@ Semantics every store keeps (checked by one conformance suite):
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from types import TracebackType
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from attrs import frozen
 
@@ -206,4 +207,17 @@ class Database(Protocol):
 
     def close(self) -> None:
         """Release connections; the database's stores are unusable after."""
+        ...
+
+    def __enter__(self) -> Self:
+        """Use the database in a ``with`` block, which closes it at the end."""
+        ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the database."""
         ...
