@@ -369,19 +369,33 @@ class Application:
     def _record(
         self, pending: Mapping[str, _Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
-        if tracking is None and not any(slot.events for slot in pending.values()):
-            return []
-        now = self.clock()
-        timestamp = to_micros(now)
         encode = self.codec.encode
         encode_meta = self.codec.encode_meta
+        now: datetime | None = None
+        timestamp = 0
         rows: list[NewEvent] = []
+        items: list[Any] = []
+        metas: list[Metadata] = []
         for stream, slot in pending.items():
-            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
-                version = slot.version + offset + 1
+            if not slot.events:
+                continue
+            if now is None:
+                now = self.clock()
+                timestamp = to_micros(now)
+            version = slot.version
+            for item, meta in zip(slot.events, slot.metadata, strict=True):
+                version += 1
                 topic, payload = encode(item, stream=stream, version=version)
-                rows.append(NewEvent(stream, version, topic, payload, timestamp,
-                                     encode_meta(meta)))
+                rows.append(
+                    NewEvent(stream, version, topic, payload, timestamp, encode_meta(meta))
+                )
+                items.append(item)
+                metas.append(meta)
+        if now is None:
+            if tracking is None:
+                return []
+            self.store.append(rows, tracking=tracking)
+            return []
         try:
             positions = self.store.append(rows, tracking=tracking)
         except ConcurrencyError:
@@ -389,13 +403,11 @@ class Application:
             raise
         # read back, a timestamp is in UTC: give the same value now
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
-        result: list[Recorded[Any]] = []
-        index = 0
+        result = [
+            Recorded(item, row[0], row[1], position, moment, row[2], meta)
+            for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
+        ]
         for stream, slot in pending.items():
-            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
-                result.append(Recorded(item, stream, slot.version + offset + 1,
-                                       positions[index], moment, rows[index].topic, meta))
-                index += 1
             if slot.events:
                 self._after_append(slot, stream)
         return result
