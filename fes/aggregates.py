@@ -73,8 +73,10 @@ def _parameter_hint(func: Callable[..., Any], index: int) -> tuple[type, ...] | 
         return None
     if len(params) <= index:
         return None
+    # a callable object declares its parameters on its class's __call__
+    annotated = func if inspect.isroutine(func) else type(func).__call__
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(annotated)
     except Exception:  # unresolvable forward references: no check, no error
         return None
     name = params[index].name
@@ -118,13 +120,16 @@ class _Dispatch:
     def __call__(self, state: Any, event: Any) -> Any:
         handler = self.handlers.get(type(event))
         if handler is None:
-            for base in type(event).__mro__[1:]:
-                handler = self.handlers.get(base)
-                if handler is not None:
-                    break
-            else:
-                raise UnhandledEvent(type(event), self.name)
+            handler = self.inherited(type(event))
         return handler(state, event)
+
+    def inherited(self, kind: type) -> Projector:
+        """The handler of ``kind``'s nearest base class, or UnhandledEvent."""
+        for base in kind.__mro__[1:]:
+            handler = self.handlers.get(base)
+            if handler is not None:
+                return handler
+        raise UnhandledEvent(kind, self.name)
 
     @property
     def event_types(self) -> tuple[type, ...]:
@@ -266,10 +271,19 @@ class Aggregate(Generic[S]):
         current: S = self.initial if state is _Initial.INITIAL else state
         apply = self.apply
         # One try around the loop rather than one per event: folding is the hot
-        # path of every load, and the error is rare.
+        # path of every load, and the error is rare.  A dispatch table built by
+        # projector() is looked up here directly, saving a call per event.
         try:
-            for item in events:
-                current = apply(current, item)
+            if type(apply) is _Dispatch:
+                handlers = apply.handlers
+                for item in events:
+                    handler = handlers.get(type(item))
+                    if handler is None:
+                        handler = apply.inherited(type(item))
+                    current = handler(current, item)
+            else:
+                for item in events:
+                    current = apply(current, item)
         except UnhandledEvent as exc:
             if exc.where == self.name:
                 raise

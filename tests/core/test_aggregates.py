@@ -440,3 +440,22 @@ def test_decide_does_not_fold() -> None:
     account = accounts.fold([AccountOpened("ann")])
     assert fes.decide(accounts, deposit, account, 5) == [Deposited(5)]
     assert account == Account("ann")
+
+
+def test_an_unhashable_command_is_still_checked_on_each_call() -> None:
+    """A command object that cannot be a dict key still has its state type checked."""
+    from fes.examples.dogs import Dog, TrickAdded, dogs
+
+    class Teach:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, dog: Dog, trick: str) -> list[TrickAdded]:
+            return [TrickAdded(trick)]
+
+    teach = Teach()
+    aggregate = fes.Aggregate(
+        "dog", initial=None, apply=dogs.apply, events=dogs.events, commands={"teach": teach}
+    )
+    assert aggregate.state_types(teach) == (Dog,)
+    with pytest.raises(fes.CommandError, match="expects Dog"):
+        fes.decide(aggregate, teach, None, "sit")
