@@ -118,7 +118,15 @@ def kill_while_flowing(url: str, *, events: int, kills: int, chunk: int, seed: i
             while sink_store.last_tracked("source") == before:
                 assert time.monotonic() < deadline, "the worker made no progress"
                 time.sleep(0.002)
-            time.sleep(chance.uniform(0.0, 0.01))
+            time.sleep(chance.uniform(0.0, 0.005))
+            # prefer a moment with work in hand (a fast worker often has none),
+            # but kill within 50 ms whatever it is doing
+            settle = time.monotonic() + 0.05
+            while (
+                sink_store.last_tracked("source") >= source.store.last_position()
+                and time.monotonic() < settle
+            ):
+                time.sleep(0.0005)
             (pid,) = runner.pids().values()
             if sink_store.last_tracked("source") < source.store.last_position():
                 mid_flight += 1
