@@ -43,6 +43,7 @@ from typing import NamedTuple, Protocol, Self, runtime_checkable
 from attrs import frozen
 
 __all__ = [
+    "ClosingDatabase",
     "Database",
     "NewEvent",
     "Store",
@@ -221,3 +222,21 @@ class Database(Protocol):
     ) -> None:
         """Close the database."""
         ...
+
+
+class ClosingDatabase:
+    """What every database implementation shares: a ``with`` block closes it."""
+
+    def close(self) -> None:  # pragma: no cover - each database defines its own
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from types import TracebackType
 
 from attrs import evolve, field, frozen
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from fes.edge.stores.base import NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
 from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 
@@ -224,7 +223,7 @@ class MemoryStore:
         return self._read().views.get(name)
 
 
-class MemoryDatabase:
+class MemoryDatabase(ClosingDatabase):
     """A fresh, process-local database: ``memory://``.
 
     Every instance is empty and independent of every other; its data lives
@@ -238,17 +237,6 @@ class MemoryDatabase:
 
     def __repr__(self) -> str:
         return f"<MemoryDatabase apps={self.apps() if not self.closed else 'closed'}>"
-
-    def __enter__(self) -> MemoryDatabase:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:

@@ -111,7 +111,6 @@ import select
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -121,7 +120,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from fes.edge.stores.base import NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
 from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
 from fes.edge.stores.urls import (
     option_bool,
@@ -565,7 +564,7 @@ class _Queries:
         return statements
 
 
-class PostgresDatabase:
+class PostgresDatabase(ClosingDatabase):
     """A PostgreSQL database (one schema of it) holding several applications' tables.
 
     ``PostgresDatabase("postgresql://user:pw@host/db?schema=shop", pool_size=8)``;
@@ -610,17 +609,6 @@ class PostgresDatabase:
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({self._url!r})"
-
-    def __enter__(self) -> PostgresDatabase:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def store(self, app: str) -> PostgresStore:
         """The store of application ``app``, its tables created if missing."""

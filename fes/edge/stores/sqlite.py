@@ -28,11 +28,10 @@ import time
 import weakref
 from collections.abc import Collection, Sequence
 from operator import attrgetter
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote
 
-from fes.edge.stores.base import NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
 from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
 from fes.edge.stores.urls import (
     StoreURL,
@@ -103,7 +102,7 @@ _inherited: list[object] = []
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SQLiteDatabase:
+class SQLiteDatabase(ClosingDatabase):
     """An SQLite file holding several applications' tables.
 
     ``synchronous`` is the durability (``FULL``: a commit survives power
@@ -183,17 +182,6 @@ class SQLiteDatabase:
 
     def __repr__(self) -> str:
         return f"<SQLiteDatabase {self._url}>"
-
-    def __enter__(self) -> SQLiteDatabase:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:
