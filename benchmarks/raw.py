@@ -70,6 +70,9 @@ class RawStore:
             f"SELECT {_COLUMNS} FROM {events} WHERE position > ? AND position <= ? "
             "ORDER BY position LIMIT ?"
         )
+        self.versions = (
+            f"SELECT stream, max(version) FROM {events} WHERE stream IN ({{}}) GROUP BY stream"
+        )
         self.last = f"SELECT max(position) FROM {events}"
         self.tracked = f"SELECT position FROM {tracking} WHERE leader = ?"
         self.track_first = (
@@ -86,6 +89,11 @@ class RawStore:
 
     def read_stream(self, stream: str) -> list[Any]:
         return self.conn.execute(self.select_stream, (stream, 0, _MAX, -1)).fetchall()
+
+    def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        """The versions of those of ``streams`` that have events (at most 500 streams)."""
+        sql = self.versions.format(", ".join("?" * len(streams)))
+        return dict(self.conn.execute(sql, tuple(streams)).fetchall())
 
     def read_log(self, after: int, limit: int) -> list[Any]:
         return self.conn.execute(self.select_log, (after, _MAX, limit)).fetchall()

@@ -89,6 +89,20 @@ class Batch:
 
     application: Application
     pending: dict[str, _Pending] = field(factory=dict)
+    _fresh: set[str] = field(factory=set, init=False, repr=False)
+
+    def prefetch(self, streams: Iterable[str]) -> None:
+        """Find out in one read which of ``streams`` have no events yet.
+
+        Commands and emits on those streams then start from their
+        aggregate's initial state without reading the store, one read per
+        stream.  A stream that another writer creates meanwhile still
+        conflicts when the batch is committed.
+        """
+        wanted = [s for s in streams if s not in self.pending and s not in self._fresh]
+        if wanted:
+            versions = self.application.store.stream_versions(wanted)
+            self._fresh.update(s for s, version in versions.items() if not version)
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
         """The stream's state including this batch's pending events."""
@@ -98,7 +112,10 @@ class Batch:
         self.application._check(aggregate)  # also when the stream is already pending
         slot = self.pending.get(stream)
         if slot is None:
-            state, version = self.application._current(aggregate, stream)
+            if stream in self._fresh:
+                state, version = aggregate.initial, 0
+            else:
+                state, version = self.application._current(aggregate, stream)
             slot = _Pending(aggregate, version, state)
             self.pending[stream] = slot
         elif slot.aggregate.name != aggregate.name:
@@ -367,8 +384,9 @@ class Application:
         return self._record(batch.pending, tracking)
 
     def _record(
-        self, pending: Mapping[str, _Pending], tracking: Tracking | None
+        self, pending: Mapping[str, _Pending], tracking: Tracking | None, *, results: bool = True
     ) -> list[Recorded[Any]]:
+        """Append the pending events; the recorded events, unless ``results`` is false."""
         encode = self.codec.encode
         encode_meta = self.codec.encode_meta
         now: datetime | None = None
@@ -401,16 +419,17 @@ class Application:
         except ConcurrencyError:
             self._forget(pending)
             raise
-        # read back, a timestamp is in UTC: give the same value now
-        moment = now if now.tzinfo is UTC else from_micros(timestamp)
-        result = [
-            Recorded(item, row[0], row[1], position, moment, row[2], meta)
-            for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
-        ]
         for stream, slot in pending.items():
             if slot.events:
                 self._after_append(slot, stream)
-        return result
+        if not results:
+            return []
+        # read back, a timestamp is in UTC: give the same value now
+        moment = now if now.tzinfo is UTC else from_micros(timestamp)
+        return [
+            Recorded(item, row[0], row[1], position, moment, row[2], meta)
+            for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
+        ]
 
     def _forget(self, pending: Mapping[str, _Pending]) -> None:
         if self._cache_size:

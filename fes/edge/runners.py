@@ -43,7 +43,7 @@ from fes.errors import (
     StoreError,
 )
 from fes.events import Metadata, Recorded
-from fes.policies import Directive, Do, Emit, Retry, Skip, Stop
+from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
 from fes.system import App, System
 
 from .application import Application, Batch
@@ -200,29 +200,64 @@ class Follower:
         *,
         single: bool,
     ) -> int:
-        batch = self.application.batch()
-        done = previous
-        consumed = 0
+        # The policy is pure, so it is called on every notification first; the
+        # streams the intents act on are then read in one query, not one each.
+        plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]] = []
         for row in rows:
             if is_internal(row.topic):
-                done = row.position
-                consumed += 1
+                plans.append((row, None, ()))
                 continue
             try:
                 recorded = reader.recorded(row)
             except DecodeError as error:
-                self._commit(batch, leader, done, previous)
-                self._stop(PolicyError(self.name, leader, row.position, error))
-                return consumed
-            pending = dict(batch.pending)
+                plans.append((row, None, error))
+                break
             try:
-                self._perform(batch, leader, recorded)
+                intents: Sequence[Intent] | Exception = tuple(self._policy(recorded))
+            except Exception as error:
+                intents = error
+            plans.append((row, recorded, intents))
+            if isinstance(intents, Exception):
+                break
+        batch = self.application.batch()
+        batch.prefetch(
+            intent.stream
+            for _, _, intents in plans
+            if not isinstance(intents, Exception)
+            for intent in intents
+            if isinstance(intent, Emit | Do)
+        )
+        done = previous
+        consumed = 0
+        for row, upstream, outcome in plans:
+            if upstream is None:
+                if isinstance(outcome, Exception):  # the row could not be decoded
+                    self._commit(batch, leader, done, previous)
+                    self._stop(PolicyError(self.name, leader, row.position, outcome))
+                    return consumed
+                done = row.position  # fes's own event: nothing for the policy
+                consumed += 1
+                continue
+            saved: dict[str, Any] = {}
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                saved = {
+                    i.stream: batch.pending.get(i.stream)
+                    for i in outcome
+                    if isinstance(i, Emit | Do)
+                }
+                self._perform(batch, leader, upstream, outcome)
             except StoreError:
                 raise  # the store failed, not the policy: the runner tries the batch again
             except Exception as error:
-                batch.pending = pending
+                for stream, slot in saved.items():  # take back what this event added
+                    if slot is None:
+                        batch.pending.pop(stream, None)
+                    else:
+                        batch.pending[stream] = slot
                 self._commit(batch, leader, done, previous)
-                return consumed + self._failed(leader, done, recorded, error)
+                return consumed + self._failed(leader, done, upstream, error)
             done = row.position
             consumed += 1
         try:
@@ -241,7 +276,9 @@ class Follower:
         if done <= previous:
             return
         try:
-            self.application.commit(batch, tracking=Tracking(leader, done, previous))
+            self.application._record(
+                batch.pending, Tracking(leader, done, previous), results=False
+            )
         except (ConcurrencyError, DuplicateTracking):
             raise
         except Exception as error:
@@ -267,9 +304,9 @@ class Follower:
                     return error
         return None
 
-    def _perform(self, batch: Batch, leader: str, recorded: Recorded[Any]) -> None:
-        assert self._policy is not None
-        intents = self._policy(recorded)
+    def _perform(
+        self, batch: Batch, leader: str, recorded: Recorded[Any], intents: Sequence[Intent]
+    ) -> None:
         cause = f"{leader}:{recorded.id}"
         upstream = recorded.metadata
         metadata = Metadata(

@@ -587,6 +587,36 @@ def test_batch_emit_refuses_events_that_do_not_fold(place: Place) -> None:
     assert app.commit(batch) == []
 
 
+def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> None:
+    """After prefetch, new streams start from the initial state; known ones load as usual."""
+    app, rival = any_place.app(), any_place.app()
+    app.execute(dogs, "rex", register, "Rex")
+    batch = app.batch()
+    batch.prefetch(["rex", "fido", "luna", "fido"])
+    reads: list[str] = []
+    original = app.store.read_stream
+
+    def spied(stream: str, **options: Any) -> list[StoredEvent]:
+        reads.append(stream)
+        return original(stream, **options)
+
+    app.store.read_stream = spied  # type: ignore[method-assign]
+    try:
+        batch.execute(dogs, "fido", register, "Fido")
+        batch.execute(dogs, "rex", add_trick, "sit")
+        assert batch.state(dogs, "rex") == Dog("Rex", pvector(["sit"]))
+        assert reads == ["rex"]
+        # a stream another writer creates after the prefetch still conflicts
+        batch.execute(dogs, "luna", register, "Luna")
+        rival.execute(dogs, "luna", register, "Not Luna")
+        with pytest.raises(fes.ConcurrencyError) as caught:
+            app.commit(batch)
+    finally:
+        del app.store.read_stream
+    assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("luna", 0, 1)
+    assert app.get(dogs, "fido") is None
+
+
 def test_one_stream_cannot_be_two_aggregates_in_a_batch(place: Place) -> None:
     """A batch refuses to use one stream as two of the application's aggregates."""
     app = place.app(CLUB)

@@ -207,6 +207,24 @@ class StoreConformance:
         ]
         assert [store.stream_version(s) for s in "abc"] == [2, 3, 1]
 
+    def test_stream_versions_reads_many_streams_at_once(self, store: Store) -> None:
+        """stream_versions gives every asked stream's version, 0 for unknown ones."""
+        store.append([new("a", 1), new("a", 2), new("b", 1)])
+        assert store.stream_versions(["a", "b", "nobody", "a"]) == {"a": 2, "b": 1, "nobody": 0}
+        assert store.stream_versions(("b",)) == {"b": 1}
+        assert store.stream_versions(set()) == {}
+        assert store.stream_versions(["it's; DROP TABLE x", "ä/ö"]) == {
+            "it's; DROP TABLE x": 0,
+            "ä/ö": 0,
+        }
+
+    def test_stream_versions_of_more_streams_than_one_query_takes(self, store: Store) -> None:
+        """Thousands of streams (beyond any parameter limit) are answered whole."""
+        store.append([new(f"s{i}", v) for i in range(0, 2500, 7) for v in (1, 2)])
+        asked = [f"s{i}" for i in range(2500)]
+        versions = store.stream_versions(asked)
+        assert versions == {s: 2 if int(s[1:]) % 7 == 0 else 0 for s in asked}
+
     def test_large_batch_round_trips(self, store: Store) -> None:
         """A 3,000-event append over many streams reads back whole and in order."""
         batch = [new(f"s{i % 30}", i // 30 + 1) for i in range(3000)]
@@ -753,6 +771,8 @@ class StoreConformance:
         operations: list[Callable[[], object]] = [
             lambda: store.append([new("a", 2)]),
             lambda: store.read_stream("a"),
+            lambda: store.stream_versions(["a"]),
+            lambda: store.stream_versions([]),
             store.read_log,
             store.last_position,
             lambda: store.save_snapshot(snapshot("a", 1)),

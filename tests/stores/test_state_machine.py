@@ -212,6 +212,7 @@ class StoresAgree(RuleBasedStateMachine):
         assert self.real.last_position() == (real_positions[-1] if real_positions else 0)
         for stream in STREAMS:
             assert self.real.stream_version(stream) == self.model.stream_version(stream)
+        assert self.real.stream_versions(STREAMS) == self.model.stream_versions(STREAMS)
         assert self.real.tracked() == self.model.tracked()
         for name in VIEWS:
             assert self.real.load_view(name) == self.model.load_view(name)

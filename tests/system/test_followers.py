@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -185,3 +186,79 @@ def test_a_follower_refuses_an_app_without_policy_and_a_bad_batch_size() -> None
             Follower(source, {"sink": sink})
         with pytest.raises(fes.ConfigurationError, match="batch_size"):
             Follower(sink, {"source": source}, batch_size=0)
+
+
+def test_a_batch_reads_the_versions_of_its_new_streams_in_one_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch creating 40 streams asks the store once which exist, and reads none of them."""
+    with SyncRunner(domain.fixed_pipeline, "memory://", batch_size=50) as runner:
+        send(runner.app("source"), range(40))
+        store = runner.app("sink").store
+        calls: dict[str, int] = {"read_stream": 0, "stream_versions": 0}
+        for name in calls:
+            original = getattr(store, name)
+
+            def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                calls[_name] += 1
+                return _original(*args)
+
+            monkeypatch.setattr(store, name, counted)
+        assert runner.run_until_quiet() == 40
+        assert calls == {"read_stream": 0, "stream_versions": 1}
+        assert len(runner.app("sink").log()) == 40
+
+
+def test_a_stream_created_after_the_versions_were_read_conflicts_and_is_redone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer creating a stream the batch thought new makes the batch start again."""
+    with SyncRunner(domain.fixed_pipeline, "memory://") as runner:
+        send(runner.app("source"), range(3))
+        sink = runner.app("sink")
+        original = sink.store.stream_versions
+        raced: list[bool] = []
+
+        def racing(streams: Any) -> dict[str, int]:
+            versions = original(streams)
+            if not raced:  # the rival commits between the read and this batch's append
+                raced.append(True)
+                sink.execute(domain.receipts, "r-m-1", lambda state: [domain.Received(-1)])
+            return versions
+
+        monkeypatch.setattr(sink.store, "stream_versions", racing)
+        runner.run_until_quiet()
+        follower = runner.followers["sink"]
+        assert follower.conflicts == 1
+        assert [r.event.number for r in sink.stream("r-m-1")] == [-1, 1]
+        assert [r.event.number for r in sink.stream("r-m-0")] == [0]
+        assert sink.store.last_tracked("source") == 3
+
+
+def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
+    """Every intent of a failing event is taken back; earlier events' effects stay, once each."""
+
+    def two_intents(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        number = recorded.event.number
+        effects = [
+            fes.Emit(domain.receipts, "shared", [domain.Received(number)]),
+            fes.Emit(domain.receipts, f"own-{number}", [domain.Received(number)]),
+        ]
+        if number == 2:  # its second intent cannot be decided
+            effects.append(fes.Do(domain.receipts, "shared", _refuse))
+        return effects
+
+    with SyncRunner(domain.with_handler(fes.stop_on_error, two_intents), "memory://",
+                    batch_size=10) as runner:
+        send(runner.app("source"), range(5))
+        with pytest.raises(fes.PolicyError, match="Rejected: no more"):
+            runner.run_until_quiet()
+        sink = runner.app("sink")
+        assert [r.event.number for r in sink.stream("shared")] == [0, 1]
+        assert sink.stream("own-2") == []
+        assert sorted(r.stream for r in sink.log()) == ["own-0", "own-1", "shared", "shared"]
+        assert sink.store.last_tracked("source") == 2
+
+
+def _refuse(state: int) -> list[domain.Received]:
+    raise fes.Rejected("no more")

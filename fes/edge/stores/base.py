@@ -135,6 +135,10 @@ class Store(Protocol):
         """The stream's current version (0 when it has no events)."""
         ...
 
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Each given stream's current version (0 for one with no events), in one read."""
+        ...
+
     def read_log(
         self,
         after: int = 0,

@@ -140,6 +140,11 @@ class MemoryStore:
         """The stream's current version (0 when it has no events)."""
         return len(self._read().streams.get(stream, _NO_EVENTS))
 
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Each given stream's current version (0 for one with no events), in one read."""
+        known = self._read().streams
+        return {stream: len(known.get(stream, _NO_EVENTS)) for stream in streams}
+
     def read_log(
         self,
         after: int = 0,

@@ -963,6 +963,19 @@ class PostgresStore:
         )
         return int(rows[0][1])
 
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Each given stream's current version (0 for one with no events), in one read."""
+        wanted = list(dict.fromkeys(streams))
+        if not wanted:
+            self._db._check_open("read")
+            return {}
+        rows = self._db._run(
+            "read streams' versions",
+            lambda conn: conn.execute(self._q.versions, (wanted,)).fetchall(),
+            idempotent=True,
+        )
+        return {stream: int(version) for stream, version in rows}
+
     def read_log(
         self,
         after: int = 0,

@@ -49,6 +49,8 @@ __all__ = ["SQLiteDatabase", "SQLiteStore", "table_prefix"]
 SCHEMA = 1
 
 _MAX_INT = 2**63 - 1
+#: Streams per query in stream_versions: well under SQLite's limit on parameters.
+_VERSIONS_CHUNK = 500
 _COLUMNS = "position, stream, version, topic, payload, timestamp, meta"
 _ROW = attrgetter("stream", "version", "topic", "payload", "timestamp", "meta")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -399,6 +401,9 @@ class SQLiteStore:
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
         self._version = f"SELECT max(version) FROM {events} WHERE stream = ?"
+        self._versions = (
+            f"SELECT stream, max(version) FROM {events} WHERE stream IN ({{}}) GROUP BY stream"
+        )
         stream = f"SELECT {_COLUMNS} FROM {events} WHERE stream = ? AND version >= ? "
         self._stream = stream + "AND version <= ? ORDER BY version LIMIT ?"
         self._stream_descending = stream + "AND version <= ? ORDER BY version DESC LIMIT ?"
@@ -590,6 +595,29 @@ class SQLiteStore:
         """The stream's current version (0 when it has no events)."""
         rows = self._rows("read a stream's version", self._version, (stream,))
         return rows[0][0] or 0
+
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Each given stream's current version (0 for one with no events), in one read."""
+        wanted = list(dict.fromkeys(streams))
+        versions = dict.fromkeys(wanted, 0)
+        if len(wanted) <= _VERSIONS_CHUNK:
+            sql = self._versions.format(", ".join("?" * len(wanted)))
+            versions.update(self._rows("read streams' versions", sql, tuple(wanted)))
+            return versions
+        conn = self._database.connection()
+        try:
+            # one read transaction, so that every chunk sees the same moment
+            conn.execute("BEGIN")
+            try:
+                for start in range(0, len(wanted), _VERSIONS_CHUNK):
+                    chunk = wanted[start : start + _VERSIONS_CHUNK]
+                    sql = self._versions.format(", ".join("?" * len(chunk)))
+                    versions.update(conn.execute(sql, chunk).fetchall())
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise self._database.error(error, "read streams' versions") from None
+        return versions
 
     def read_log(
         self,
