@@ -477,8 +477,13 @@ def test_killing_a_writer_never_leaves_part_of_a_batch(tmp_path: Path) -> None:
         assert lines[-1].strip() == "ready", process.communicate()[1]
         time.sleep(rng.uniform(0.0, 0.1))
         process.send_signal(signal.SIGKILL)
-        out, _ = process.communicate(timeout=30)
-        assert process.returncode == -signal.SIGKILL
+        assert process.wait(timeout=30) == -signal.SIGKILL
+        # Read the rest through the same buffered stream readline() used:
+        # communicate() would read the pipe beneath it and miss what it buffered.
+        out = process.stdout.read()
+        process.stdout.close()
+        assert process.stderr is not None
+        process.stderr.close()
         begun = [line for line in [*lines, *out.splitlines()] if line.startswith("begin")]
         last_begun[run] = int(begun[-1].split()[1])
     with sqlite_db(path) as database:
