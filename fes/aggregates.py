@@ -337,6 +337,9 @@ def _innermost(command: Command) -> Command:
     return command
 
 
+_FUNCTION = types.FunctionType
+
+
 def _unwrap(command: Command, state: Any) -> tuple[Command, Any]:
     """The user's command inside the combinators' wrappers, and the state it will see."""
     while True:
@@ -366,7 +369,12 @@ def decide(
     (for example, a command on a stream that has no events yet).  Events the
     aggregate does not own are refused too: they could not be folded.
     """
-    inner, inner_state = _unwrap(command, state)
+    inner: Command
+    inner_state: Any
+    if command.__class__ is _FUNCTION:  # a plain function: no combinator to look inside
+        inner, inner_state = command, state
+    else:
+        inner, inner_state = _unwrap(command, state)
     accepted = aggregate.state_types(inner)
     if accepted is not None and not _admits(accepted, inner_state):
         shown = "no state yet (the stream has no events)" if inner_state is None else (
@@ -377,15 +385,18 @@ def decide(
             f"{' | '.join(k.__qualname__ for k in accepted)}, but got {shown}"
         )
     events = command(state, *args, **kwargs)
-    if events is None or isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+    if events.__class__ is not list and (
+        events is None or isinstance(events, (str, bytes)) or not isinstance(events, Sequence)
+    ):
         raise CommandError(
             f"command {_name_of(command)!r} must return a sequence of events, "
             f"got {type(events).__name__}"
         )
     result = list(events)
-    if aggregate.events:
+    owned = aggregate.events
+    if owned:
         for item in result:
-            if not aggregate.owns(item):
+            if not isinstance(item, owned):
                 raise CommandError(
                     f"command {_name_of(command)!r} returned a {type(item).__qualname__}, "
                     f"which aggregate {aggregate.name!r} does not own"

@@ -37,6 +37,8 @@ Upcaster = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def _pmap_str(value: Mapping[str, str] | None) -> PMap[str, str]:
+    if isinstance(value, PMap):
+        return value  # already immutable: metadata derived from other metadata shares it
     return pmap(value or {})
 
 

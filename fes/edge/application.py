@@ -16,9 +16,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from attrs import define, field, frozen
+from attrs import define, field
 
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import ConcurrencyError, ConfigurationError, DefinitionError, FesError
@@ -68,9 +68,11 @@ def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
     return env.get(prefixed) or env.get(key) or None
 
 
-@frozen
-class _Pending:
-    """A stream's state as loaded, and the events a batch adds to it."""
+class _Pending(NamedTuple):
+    """A stream's state as loaded, and the events a batch adds to it.
+
+    A named tuple, not an attrs class: one is made per command, on the hot path.
+    """
 
     aggregate: Aggregate[Any]
     version: int
@@ -134,16 +136,23 @@ class Batch:
     ) -> list[Any]:
         """Add events to a stream; they must apply to its state."""
         new = list(events)
-        slot = self._slot(aggregate, stream)
-        state = aggregate.fold(new, slot.state)
-        self.pending[stream] = _Pending(
-            aggregate,
-            slot.version,
-            state,
-            slot.events + tuple(new),
-            slot.metadata + (metadata,) * len(new),
-        )
+        self._add(aggregate, self._slot(aggregate, stream), stream, new, metadata)
         return new
+
+    def _add(
+        self,
+        aggregate: Aggregate[Any],
+        slot: _Pending,
+        stream: str,
+        new: list[Any],
+        metadata: Metadata,
+    ) -> None:
+        state = aggregate.fold(new, slot.state)
+        if slot.events:
+            events, metas = slot.events + tuple(new), slot.metadata + (metadata,) * len(new)
+        else:
+            events, metas = tuple(new), (metadata,) * len(new)
+        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas)
 
     def execute(
         self,
@@ -157,7 +166,8 @@ class Batch:
         """Run a command on the stream's pending state; add its events."""
         slot = self._slot(aggregate, stream)
         new = decide(aggregate, command, slot.state, *args, **kwargs)
-        return self.emit(aggregate, stream, new, metadata)
+        self._add(aggregate, slot, stream, new, metadata)
+        return new
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())
@@ -384,9 +394,8 @@ class Application:
         return self._record(batch.pending, tracking)
 
     def _record(
-        self, pending: Mapping[str, _Pending], tracking: Tracking | None, *, results: bool = True
+        self, pending: Mapping[str, _Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
-        """Append the pending events; the recorded events, unless ``results`` is false."""
         encode = self.codec.encode
         encode_meta = self.codec.encode_meta
         now: datetime | None = None
@@ -422,8 +431,6 @@ class Application:
         for stream, slot in pending.items():
             if slot.events:
                 self._after_append(slot, stream)
-        if not results:
-            return []
         # read back, a timestamp is in UTC: give the same value now
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
         return [

@@ -276,9 +276,7 @@ class Follower:
         if done <= previous:
             return
         try:
-            self.application._record(
-                batch.pending, Tracking(leader, done, previous), results=False
-            )
+            self.application.commit(batch, tracking=Tracking(leader, done, previous))
         except (ConcurrencyError, DuplicateTracking):
             raise
         except Exception as error:

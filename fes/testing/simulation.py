@@ -569,6 +569,9 @@ class _Store:
     def stream_version(self, stream: str) -> int:
         return self._inner.stream_version(stream)
 
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        return self._inner.stream_versions(streams)
+
     def read_log(
         self,
         after: int = 0,

@@ -120,7 +120,14 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import (
+    ClosingDatabase,
+    NewEvent,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+    stored_event,
+)
 from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
 from fes.edge.stores.urls import (
     option_bool,
@@ -1023,7 +1030,7 @@ class PostgresStore:
         def work(conn: _Conn) -> list[StoredEvent]:
             query = self._q.variant(key, build, conn)
             rows = conn.execute(query, params, binary=True).fetchall()
-            return list(map(StoredEvent._make, rows))
+            return list(map(stored_event, rows))
 
         return self._db._run(what, work, idempotent=True)
 

@@ -31,7 +31,14 @@ from operator import attrgetter
 from typing import Any
 from urllib.parse import quote, unquote
 
-from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import (
+    ClosingDatabase,
+    NewEvent,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+    stored_event,
+)
 from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
 from fes.edge.stores.urls import (
     StoreURL,
@@ -589,7 +596,7 @@ class SQLiteStore:
                 -1 if limit is None else limit,
             ),
         )
-        return list(map(StoredEvent._make, rows))
+        return list(map(stored_event, rows))
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -639,7 +646,7 @@ class SQLiteStore:
                 return []
             sql = self._log_topics.format(", ".join("?" * len(wanted)))
             rows = self._rows("read the log", sql, (*bounds, *wanted, size))
-        return list(map(StoredEvent._make, rows))
+        return list(map(stored_event, rows))
 
     def last_position(self) -> int:
         """The highest position a reader can see now (0 for an empty log)."""
