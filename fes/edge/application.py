@@ -29,7 +29,15 @@ from fes.system import App
 from .codec import Cipher, Codec
 from .skips import skips
 from .stores import open_database
-from .stores.base import Database, NewEvent, Store, StoredEvent, StoredSnapshot, Tracking
+from .stores.base import (
+    Database,
+    NewEvent,
+    Store,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+    new_event,
+)
 
 __all__ = ["Application", "Batch", "utc_now"]
 
@@ -247,6 +255,8 @@ class Application:
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # the last timestamp recorded() converted: datetimes are immutable, so shared
+        self._moment: tuple[int, datetime] = (0, EPOCH)
 
     # --- ids ----------------------------------------------------------------
 
@@ -341,14 +351,18 @@ class Application:
 
     def recorded(self, row: StoredEvent) -> Recorded[Any]:
         """Decode a stored row into a recorded event with its metadata."""
+        micros = row.timestamp
+        moment = self._moment
+        if moment[0] != micros:  # the events of one append share their timestamp
+            moment = self._moment = (micros, from_micros(micros))
         return Recorded(
-            event=self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
-            stream=row.stream,
-            version=row.version,
-            position=row.position,
-            timestamp=from_micros(row.timestamp),
-            topic=row.topic,
-            metadata=self.codec.decode_meta(row.meta),
+            self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
+            row.stream,
+            row.version,
+            row.position,
+            moment[1],
+            row.topic,
+            self.codec.decode_meta(row.meta),
         )
 
     def stream(
@@ -414,7 +428,7 @@ class Application:
                 version += 1
                 topic, payload = encode(item, stream=stream, version=version)
                 rows.append(
-                    NewEvent(stream, version, topic, payload, timestamp, encode_meta(meta))
+                    new_event((stream, version, topic, payload, timestamp, encode_meta(meta)))
                 )
                 items.append(item)
                 metas.append(meta)

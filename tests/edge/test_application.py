@@ -287,9 +287,11 @@ def test_each_commit_reads_the_clock_once_for_all_its_events(place: Place) -> No
     assert clock.reads == 1
     clock.advance(seconds=1, microseconds=1)
     app.execute(dogs, "rex", add_trick, "beg")
-    assert [r.timestamp for r in app.log()] == [START] * 3 + [
-        START + timedelta(seconds=1, microseconds=1)
-    ]
+    later = START + timedelta(seconds=1, microseconds=1)
+    assert [r.timestamp for r in app.log()] == [START] * 3 + [later]
+    # read in another order, each row still gets its own timestamp
+    assert [r.timestamp for r in app.stream("rex", descending=True)] == [later, START]
+    assert [r.timestamp for r in app.stream("fido")] == [START, START]
 
 
 @given(

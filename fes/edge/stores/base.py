@@ -80,6 +80,8 @@ class StoredEvent(NamedTuple):
     meta: bytes | None = None
 
 
+#: Build a NewEvent from a 6-tuple in C, without the generated ``__new__``.
+new_event = partial(tuple.__new__, NewEvent)
 #: Build a StoredEvent from a 7-column row in C, without ``_make``'s Python call
 #: and length check: for rows the stores select themselves, column by column.
 stored_event = partial(tuple.__new__, StoredEvent)
