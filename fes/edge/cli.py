@@ -39,6 +39,7 @@ from fes.events import Recorded
 from fes.system import System
 
 from .application import Application
+from .runners import DEFAULT_BATCH_SIZE
 from .skips import SKIPS_STREAM
 from .stores import open_database
 from .stores.base import Database, StoredEvent
@@ -482,8 +483,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=0,
                      help="run the applications in N processes (default: threads)")
     run.add_argument("--apps", help="run only these applications (comma-separated)")
-    run.add_argument("--batch-size", type=int, default=100,
-                     help="notifications per transaction (default 100)")
+    run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                     help=f"notifications per transaction (default {DEFAULT_BATCH_SIZE})")
     run.add_argument("--poll-interval", type=float, default=1.0,
                      help="seconds between polls when no notification comes (default 1)")
     run.set_defaults(handler=_cmd_run)

@@ -68,8 +68,11 @@ __all__ = [
 
 logger = logging.getLogger("fes.runners")
 
-#: Notifications a follower processes, at most, in one transaction.
-DEFAULT_BATCH_SIZE = 100
+#: Notifications a follower processes, at most, in one transaction.  Larger
+#: batches mean fewer durable commits; the write lock is held only while the
+#: batch's rows are inserted (a few milliseconds for 500), not while the
+#: policy runs.  500 processed a backlog 20-30 % faster than 100 in W4.
+DEFAULT_BATCH_SIZE = 500
 #: Seconds a waiting worker sleeps at most before it looks at the log again.
 DEFAULT_POLL_INTERVAL = 1.0
 
