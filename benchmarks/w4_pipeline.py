@@ -21,7 +21,7 @@ application, as its SQLite tables are not named per application; the runner
 processes each upstream event in its own transaction, in the leader's
 thread, right after the leader's save, and catches up by
 ``pull_and_process``).  Raw sqlite3 doing fes's SQL by hand, a follower
-thread reading the log 100 notifications at a time.
+thread reading the log as many notifications at a time as fes (its default batch).
 """
 
 from __future__ import annotations
