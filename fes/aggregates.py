@@ -221,6 +221,12 @@ class Aggregate(Generic[S]):
     def __attrs_post_init__(self) -> None:
         if not self.name:
             raise DefinitionError("an aggregate needs a non-empty name")
+        if "/" in self.name:
+            # name-based stream ids join application, aggregate and name with '/'
+            raise DefinitionError(
+                f"aggregate name {self.name!r} contains '/', which separates the parts "
+                "of name-based stream ids; use another character"
+            )
         for kind in self.events:
             if not isinstance(kind, type):
                 raise DefinitionError(

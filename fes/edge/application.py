@@ -270,7 +270,12 @@ class Application:
         return str(self.ids())
 
     def name_id(self, aggregate: Aggregate[Any], name: str) -> str:
-        """A stream id derived from a name: the same name gives the same id."""
+        """A stream id derived from a name: the same name gives the same id.
+
+        The id is a uuid5 of the application's name, the aggregate's name and
+        ``name``; neither of the first two may contain the ``/`` that joins
+        them, so different triples never give the same id.
+        """
         return str(uuid.uuid5(ID_NAMESPACE, f"{self.app.name}/{aggregate.name}/{name}"))
 
     # --- reading ------------------------------------------------------------

@@ -234,6 +234,14 @@ def test_an_aggregate_needs_a_name() -> None:
         fes.Aggregate("", 0, fes.projector(paid))
 
 
+def test_an_aggregate_name_cannot_contain_a_slash() -> None:
+    """'/' separates the parts of name-based ids: 'a/b' + 'c' would be 'a' + 'b/c'."""
+    with pytest.raises(fes.DefinitionError, match="contains '/'"):
+        fes.Aggregate("till/2", 0, fes.projector(paid))
+    with pytest.raises(fes.DefinitionError, match="contains '/'"):
+        fes.combine(fes.Aggregate("a", 0, fes.projector(paid)), name="x/y")
+
+
 def test_an_aggregate_refuses_an_event_listed_twice() -> None:
     """Listing one event type twice is refused, naming the aggregate."""
     with pytest.raises(fes.DefinitionError, match="'till' lists an event type twice"):
