@@ -365,22 +365,25 @@ metadata = st.builds(
 )
 
 
+WHERE = {"topic": "dog.Registered", "stream": "s", "version": 1}
+
+
+@codecs
 @given(meta=metadata)
-def test_metadata_round_trips(meta: Metadata) -> None:
+def test_metadata_round_trips(codec: Codec, meta: Metadata) -> None:
     """Metadata decodes to equal metadata; empty metadata is stored as nothing."""
-    codec = CODECS["plain"]
-    data = codec.encode_meta(meta)
+    data = codec.encode_meta(meta, **WHERE)
     assert (data is None) == (meta == NO_METADATA)
-    assert codec.decode_meta(data) == meta
+    assert codec.decode_meta(data, **WHERE) == meta
 
 
 def test_empty_metadata_is_none() -> None:
     """The common case, no metadata, stores nothing and reads back as empty."""
-    codec = CODECS["plain"]
-    assert codec.encode_meta(NO_METADATA) is None
-    assert codec.encode_meta(Metadata()) is None
-    assert codec.decode_meta(None) is NO_METADATA
-    assert codec.decode_meta(b"") is NO_METADATA
+    for codec in CODECS.values():
+        assert codec.encode_meta(NO_METADATA, **WHERE) is None
+        assert codec.encode_meta(Metadata(), **WHERE) is None
+        assert codec.decode_meta(None, **WHERE) is NO_METADATA
+        assert codec.decode_meta(b"", **WHERE) is NO_METADATA
 
 
 @pytest.mark.parametrize(
@@ -388,8 +391,37 @@ def test_empty_metadata_is_none() -> None:
 )
 def test_corrupt_metadata_is_a_decode_error(data: bytes) -> None:
     """Metadata that is not what the codec writes is refused with a DecodeError."""
-    with pytest.raises(fes.DecodeError, match="metadata"):
-        CODECS["plain"].decode_meta(data)
+    with pytest.raises(fes.DecodeError, match=r"metadata of 'dog.Registered' at stream 's'"):
+        CODECS["plain"].decode_meta(data, **WHERE)
+
+
+def test_large_metadata_is_compressed() -> None:
+    """A compressing codec compresses large headers too, and reads them back."""
+    meta = Metadata("c", "d", {"trace": "x" * 500})
+    data = CODECS["compressed"].encode_meta(meta, **WHERE)
+    assert data is not None and len(data) < 200 and data[0] != ord("{")
+    assert CODECS["compressed"].decode_meta(data, **WHERE) == meta
+
+
+def test_encrypted_metadata_hides_its_headers_and_is_bound_to_its_row() -> None:
+    """With a cipher, headers are not readable in the stored bytes; moved or flipped, refused."""
+    codec = _encrypted()
+    meta = Metadata("order-7", "orders:o-7@1", {"user": "ann@example.com"})
+    data = codec.encode_meta(meta, **WHERE)
+    assert data is not None and b"ann@example.com" not in data and b"order-7" not in data
+    assert codec.decode_meta(data, **WHERE) == meta
+    for other in ({"stream": "t"}, {"version": 2}, {"topic": "dog.TrickAdded"}):
+        with pytest.raises(fes.CipherError, match="metadata of"):
+            codec.decode_meta(data, **{**WHERE, **other})
+    for index in range(len(data)):
+        tampered = bytearray(data)
+        tampered[index] ^= 0x01
+        with pytest.raises(fes.DecodeError):
+            codec.decode_meta(bytes(tampered), **WHERE)
+    with pytest.raises(fes.CipherError, match="not encrypted"):
+        codec.decode_meta(b'{"correlation_id": "forged"}', **WHERE)
+    with pytest.raises(fes.CipherError, match="no cipher"):
+        CODECS["plain"].decode_meta(data, **WHERE)
 
 
 # --- compression ------------------------------------------------------------------------

@@ -367,7 +367,9 @@ class Application:
             row.position,
             moment[1],
             row.topic,
-            self.codec.decode_meta(row.meta),
+            self.codec.decode_meta(
+                row.meta, topic=row.topic, stream=row.stream, version=row.version
+            ),
         )
 
     def stream(
@@ -433,7 +435,12 @@ class Application:
                 version += 1
                 topic, payload = encode(item, stream=stream, version=version)
                 rows.append(
-                    new_event((stream, version, topic, payload, timestamp, encode_meta(meta)))
+                    new_event((
+                        stream, version, topic, payload, timestamp,
+                        None if meta is NO_METADATA else encode_meta(
+                            meta, topic=topic, stream=stream, version=version
+                        ),
+                    ))
                 )
                 items.append(item)
                 metas.append(meta)

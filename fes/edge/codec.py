@@ -1198,8 +1198,16 @@ class Codec:
 
     # metadata
 
-    def encode_meta(self, metadata: Metadata) -> bytes | None:
-        """The stored form of an event's metadata: None when it is empty."""
+    def encode_meta(
+        self, metadata: Metadata, *, topic: str, stream: str, version: int
+    ) -> bytes | None:
+        """The stored form of the metadata of the event at ``stream@version``.
+
+        None when the metadata is empty.  Otherwise JSON, sealed like the
+        event's payload: with a cipher it is encrypted and bound to the
+        event's topic, stream and version; with compression a large one is
+        compressed.
+        """
         if metadata is NO_METADATA:
             return None
         data: dict[str, Any] = {}
@@ -1212,16 +1220,25 @@ class Codec:
         if not data:
             return None
         try:
-            return _dumps(data)
+            body = _dumps(data)
         except Exception as exc:
             raise StoreError(f"cannot encode metadata: {_shorten(exc)}") from exc
+        if self._plain:
+            return body
+        return self._seal(body, 1, "meta", topic, stream, version)
 
-    def decode_meta(self, data: bytes | None) -> Metadata:
-        """The metadata stored as ``data`` (None or empty for none)."""
+    def decode_meta(
+        self, data: bytes | None, *, topic: str, stream: str, version: int
+    ) -> Metadata:
+        """The metadata stored as ``data`` (None or empty for none) with ``stream@version``."""
         if not data:
             return NO_METADATA
         try:
-            value = _loads(data)
+            if data[0] == _BARE and self._plain_reads:
+                body = data
+            else:
+                _, body = self._open(data, "meta", topic, stream, version)
+            value = _loads(body)
             if value.__class__ is not dict:
                 _bad(value, dict)
             correlation = value.get("correlation_id")
@@ -1235,8 +1252,13 @@ class Codec:
             ):
                 _bad(headers, "a mapping of str to str")
             return Metadata(correlation, causation, headers)
+        except CipherError:
+            raise
         except Exception as exc:
-            raise DecodeError(f"cannot decode event metadata: {_shorten(exc)}") from exc
+            raise DecodeError(
+                f"cannot decode the metadata of {_row('event', topic, stream, version)}: "
+                f"{_shorten(exc)}"
+            ) from exc
 
     # the header
 
@@ -1302,7 +1324,9 @@ class Codec:
 
 
 def _row(kind: str, name: str, stream: str, version: int) -> str:
-    what = f"{name!r}" if kind == "event" else f"the snapshot of {name!r}"
+    what = {"state": f"the snapshot of {name!r}", "meta": f"the metadata of {name!r}"}.get(
+        kind, f"{name!r}"
+    )
     return f"{what} at stream {stream!r} version {version}"
 
 

@@ -295,14 +295,11 @@ class Follower:
         """The error encoding one of the batch's events, if one cannot be encoded."""
         codec = self.application.codec
         for stream, slot in batch.pending.items():
-            for offset, item in enumerate(slot.events):
+            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
+                version = slot.version + offset + 1
                 try:
-                    codec.encode(item, stream=stream, version=slot.version + offset + 1)
-                except Exception as error:
-                    return error
-            for meta in slot.metadata:
-                try:
-                    codec.encode_meta(meta)
+                    topic, _ = codec.encode(item, stream=stream, version=version)
+                    codec.encode_meta(meta, topic=topic, stream=stream, version=version)
                 except Exception as error:
                     return error
         return None

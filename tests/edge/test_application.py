@@ -1124,6 +1124,19 @@ def test_encryption_end_to_end(place: Place) -> None:
         wrong_key.log()
 
 
+def test_encrypted_metadata_end_to_end(place: Place) -> None:
+    """With a cipher, an event's headers and ids are stored encrypted and read back whole."""
+    app = place.app(cipher=Cipher({"k1": KEY}, current="k1"))
+    meta = Metadata("checkout-9", "web:request-9", {"user": "ann@example.com"})
+    [recorded] = app.execute(dogs, "rex", register, "Rex", metadata=meta)
+    [row] = app.store.read_stream("rex")
+    assert row.meta is not None and row.meta[:4] == b"\x82\x02k1"
+    assert b"ann@example.com" not in row.meta and b"checkout-9" not in row.meta
+    assert app.log() == [recorded] and recorded.metadata == meta
+    with pytest.raises(fes.CipherError, match="no cipher"):
+        place.app().log()
+
+
 def test_the_cipher_can_come_from_the_environment(place: Place) -> None:
     """FES_CIPHER_KEYS in env= encrypts, readable by an explicit cipher with that key."""
     encoded = base64.b64encode(KEY).decode()
