@@ -109,6 +109,8 @@ class Batch:
         stream.  A stream that another writer creates meanwhile still
         conflicts when the batch is committed.
         """
+        if isinstance(streams, str):  # one stream id, not an iterable of its letters
+            streams = [streams]
         wanted = [s for s in streams if s not in self.pending and s not in self._fresh]
         if wanted:
             versions = self.application.store.stream_versions(wanted)

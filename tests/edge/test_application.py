@@ -619,6 +619,14 @@ def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> N
     assert app.get(dogs, "fido") is None
 
 
+def test_prefetch_takes_one_stream_id_as_one_stream(place: Place) -> None:
+    """A single id passed as a string is one stream, not one stream per letter."""
+    app = place.app()
+    batch = app.batch()
+    batch.prefetch("fido")
+    assert batch._fresh == {"fido"}
+
+
 def test_one_stream_cannot_be_two_aggregates_in_a_batch(place: Place) -> None:
     """A batch refuses to use one stream as two of the application's aggregates."""
     app = place.app(CLUB)
