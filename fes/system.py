@@ -43,6 +43,11 @@ class App:
     ``policy`` is applied to every event of every leader the system pipes
     into this application; ``on_error`` decides, purely, what happens when
     it raises.  ``views`` are read models of this application's own log.
+    ``partitions`` splits the follower's work by upstream stream: partition
+    ``i`` of ``n`` processes the events of the streams that hash to ``i``,
+    and tracks its own position, so the partitions can run in different
+    processes or hosts.  Events of one stream stay in order; events of
+    different streams may be processed in any order.
     """
 
     name: str
@@ -50,11 +55,22 @@ class App:
     policy: Policy | None = None
     on_error: ErrorHandler = stop_on_error
     views: tuple[View[Any], ...] = field(default=(), converter=_views)
+    partitions: int = 1
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise SystemDefinitionError(
                 f"application name {self.name!r} must be non-empty letters, digits, '_' or '-'"
+            )
+        if not isinstance(self.partitions, int) or self.partitions < 1:
+            raise SystemDefinitionError(
+                f"application {self.name!r}: partitions must be an integer of at least 1, "
+                f"got {self.partitions!r}"
+            )
+        if self.partitions > 1 and self.policy is None:
+            raise SystemDefinitionError(
+                f"application {self.name!r} has {self.partitions} partitions but no policy: "
+                "partitions split the work of a follower"
             )
         names = [a.name for a in self.aggregates]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -39,7 +39,7 @@ from fes.events import Recorded
 from fes.system import System
 
 from .application import Application
-from .runners import DEFAULT_BATCH_SIZE
+from .runners import DEFAULT_BATCH_SIZE, app_of_unit
 from .skips import SKIPS_STREAM
 from .stores import open_database
 from .stores.base import Database, StoredEvent
@@ -267,10 +267,11 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         )
         rows = []
         for name, store in stores.items():
-            for leader, tracked in sorted(store.tracked().items()):
-                upstream = last.get(leader)
+            for key, tracked in sorted(store.tracked().items()):
+                # a partition tracks its leader as leader#i/n
+                upstream = last.get(key.partition("#")[0])
                 lag: Any = "?" if upstream is None else max(upstream - tracked, 0)
-                rows.append((name, leader, tracked, "?" if upstream is None else upstream, lag))
+                rows.append((name, key, tracked, "?" if upstream is None else upstream, lag))
         print("\nfollowers", file=out)
         if rows:
             _table(["follower", "leader", "tracked", "leader's last", "lag"], rows, out)
@@ -287,7 +288,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     url = _url(args)
     apps = [a for a in args.apps.split(",") if a] if args.apps else None
     for name in apps or ():
-        system.app(name)
+        app_of_unit(system, name)
     print(
         f"fes: running {', '.join(apps or [a.name for a in system.apps])} on "
         f"{_redact(url)}; stop with Ctrl-C or SIGTERM",
@@ -482,7 +483,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("system", metavar="MODULE:SYSTEM", help="e.g. fes.examples.shop:system")
     run.add_argument("--processes", type=int, default=0,
                      help="run the applications in N processes (default: threads)")
-    run.add_argument("--apps", help="run only these applications (comma-separated)")
+    run.add_argument("--apps", help="run only these applications (comma-separated); "
+                     "NAME#I runs partition I of a partitioned one")
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                      help=f"notifications per transaction (default {DEFAULT_BATCH_SIZE})")
     run.add_argument("--poll-interval", type=float, default=1.0,

@@ -125,8 +125,9 @@ class ProcessRunner(Runner):
     ``system`` is a :class:`fes.System` (pickled to each worker: its
     functions must be importable by name) or ``"module:attribute"``
     (imported by each worker).  ``processes`` defaults to one per
-    application with work (a policy or views); with fewer, applications are
-    dealt out round-robin.  ``restart`` starts a worker again when it dies.
+    application with work (a policy or views), and one per partition of a
+    partitioned application; with fewer, they are dealt out round-robin.
+    ``restart`` starts a worker again when it dies.
     The runner itself is a :class:`Runner` on the same database, so
     :meth:`app`, :meth:`lags` and :meth:`wait_until_quiet` work here.
     """
@@ -161,10 +162,13 @@ class ProcessRunner(Runner):
         self.url = store
         self.restart = restart
         self._settings = dict(batch_size=batch_size, poll_interval=poll_interval, **options)
-        busy = [
-            a.name for a in resolved.apps
-            if a.name in self.followers or any(app == a.name for app, _ in self.projections)
-        ]
+        # the units workers run: applications, or each partition of a partitioned one
+        busy: list[str] = []
+        for a in resolved.apps:
+            units = [unit for unit, f in self.followers.items() if f.name == a.name]
+            if not units and any(app == a.name for app, _ in self.projections):
+                units = [a.name]
+            busy.extend(units)
         count = min(processes or len(busy), len(busy)) or 1
         self.groups: tuple[tuple[str, ...], ...] = tuple(
             tuple(busy[i::count]) for i in range(count) if busy[i::count]

@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, Protocol, Self
@@ -61,9 +62,13 @@ __all__ = [
     "Runner",
     "SyncRunner",
     "ThreadedRunner",
+    "app_of_unit",
     "lags",
+    "partition_of",
     "run",
     "skipped",
+    "tracking_key",
+    "unit_names",
 ]
 
 logger = logging.getLogger("fes.runners")
@@ -89,6 +94,42 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def partition_of(stream: str, partitions: int) -> int:
+    """The partition of ``partitions`` that processes the events of ``stream``.
+
+    A CRC-32 of the stream id: the same in every process and on every host.
+    """
+    return zlib.crc32(stream.encode("utf-8", "surrogatepass")) % partitions
+
+
+def tracking_key(leader: str, partition: int, partitions: int) -> str:
+    """The name under which a follower's partition tracks ``leader``.
+
+    The leader's name when there is one partition; ``leader#i/n`` otherwise
+    (``#`` cannot occur in application names).
+    """
+    return leader if partitions == 1 else f"{leader}#{partition}/{partitions}"
+
+
+def unit_names(app: App) -> list[str]:
+    """The names of an application's runnable parts: ``name``, or ``name#i`` per partition."""
+    if app.partitions == 1:
+        return [app.name]
+    return [f"{app.name}#{i}" for i in range(app.partitions)]
+
+
+def app_of_unit(system: System, unit: str) -> App:
+    """The application a unit name (``name`` or ``name#i``) belongs to; refuses others."""
+    name, sep, _ = unit.partition("#")
+    app = system.app(name)
+    if sep and unit not in unit_names(app):
+        raise ConfigurationError(
+            f"{unit!r} names no partition of {name!r}, which has "
+            f"{app.partitions} (name one of {', '.join(unit_names(app))})"
+        )
+    return app
+
+
 class Follower:
     """The step of one follower application, shared by every runner.
 
@@ -109,6 +150,7 @@ class Follower:
         leaders: Mapping[str, Application],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        partition: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         app = application.app
@@ -118,10 +160,21 @@ class Follower:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
         if not leaders:
             raise DefinitionError(f"application {app.name!r} follows no leader")
+        if not 0 <= partition < app.partitions:
+            raise ConfigurationError(
+                f"application {app.name!r} has {app.partitions} partition(s); "
+                f"there is no partition {partition}"
+            )
         self.application = application
         self.app: App = app
         self.leaders: dict[str, Application] = dict(leaders)
         self.batch_size = batch_size
+        self.partition = partition
+        self.partitions = app.partitions
+        #: The name each leader's position is tracked under (see :func:`tracking_key`).
+        self.tracking: dict[str, str] = {
+            leader: tracking_key(leader, partition, app.partitions) for leader in self.leaders
+        }
         self._monotonic = monotonic
         self._policy = app.policy
         self._aggregates = {a.name: a for a in app.aggregates}
@@ -145,8 +198,34 @@ class Follower:
         """The follower application's name."""
         return self.app.name
 
+    @property
+    def unit(self) -> str:
+        """The application's name, with ``#i`` for partition i of a partitioned one."""
+        return self.name if self.partitions == 1 else f"{self.name}#{self.partition}"
+
     def __repr__(self) -> str:
-        return f"Follower({self.name!r}, leaders={list(self.leaders)!r})"
+        return f"Follower({self.unit!r}, leaders={list(self.leaders)!r})"
+
+    def check_layout(self) -> None:
+        """Refuse to run if the store holds positions tracked under other partitions.
+
+        Changing an application's number of partitions would start the new
+        partitions from position 0 and process events a second time.
+        """
+        tracked = self.application.store.tracked()
+        for leader in self.leaders:
+            mine = {tracking_key(leader, i, self.partitions) for i in range(self.partitions)}
+            other = sorted(
+                key for key in tracked
+                if (key == leader or key.startswith(leader + "#")) and key not in mine
+            )
+            if other:
+                raise ConfigurationError(
+                    f"application {self.name!r} tracks {leader!r} under {', '.join(other)}, "
+                    f"which another number of partitions wrote; with {self.partitions} it "
+                    "would process those events again. Keep the number of partitions, or "
+                    "move the positions over before changing it"
+                )
 
     # --- the step -------------------------------------------------------------
 
@@ -169,8 +248,9 @@ class Follower:
             del self._retry_at[leader]
         reader = self.leaders[leader]
         store = self.application.store
+        key = self.tracking[leader]
         while True:
-            previous = store.last_tracked(leader)
+            previous = store.last_tracked(key)
             self.positions[leader] = previous
             single = self._single_until.get(leader, 0)
             if single and previous >= single:
@@ -208,9 +288,12 @@ class Follower:
         # The policy is pure, so it is called on every notification first; the
         # streams the intents act on are then read in one query, not one each.
         plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]] = []
+        partitions, partition = self.partitions, self.partition
         for row in rows:
-            if is_internal(row.topic):
-                plans.append((row, None, ()))
+            if is_internal(row.topic) or (
+                partitions > 1 and partition_of(row.stream, partitions) != partition
+            ):
+                plans.append((row, None, ()))  # fes's own event, or another partition's
                 continue
             try:
                 recorded = reader.recorded(row)
@@ -240,7 +323,7 @@ class Follower:
                     self._commit(batch, leader, done, previous)
                     self._stop(PolicyError(self.name, leader, row.position, outcome))
                     return consumed
-                done = row.position  # fes's own event: nothing for the policy
+                done = row.position  # nothing for this policy: tracked, not processed
                 consumed += 1
                 continue
             saved: dict[str, Any] = {}
@@ -281,7 +364,9 @@ class Follower:
         if done <= previous:
             return
         try:
-            self.application.commit(batch, tracking=Tracking(leader, done, previous))
+            self.application.commit(
+                batch, tracking=Tracking(self.tracking[leader], done, previous)
+            )
         except (ConcurrencyError, DuplicateTracking):
             raise
         except Exception as error:
@@ -388,7 +473,7 @@ class Follower:
         metadata = Metadata(
             correlation_id=recorded.metadata.correlation_id or cause, causation_id=cause
         )
-        tracking = Tracking(leader, recorded.position, previous)
+        tracking = Tracking(self.tracking[leader], recorded.position, previous)
         while True:
             batch = self.application.batch()
             batch.emit(skips, SKIPS_STREAM, [note], metadata)
@@ -413,7 +498,7 @@ class Follower:
         """Per leader, how far the leader's log reaches past what was tracked."""
         tracked = self.application.store.tracked()
         return {
-            leader: max(reader.store.last_position() - tracked.get(leader, 0), 0)
+            leader: max(reader.store.last_position() - tracked.get(self.tracking[leader], 0), 0)
             for leader, reader in self.leaders.items()
         }
 
@@ -424,13 +509,18 @@ def skipped(application: Application) -> list[Recorded[PolicySkipped]]:
 
 
 def lags(database: Database, system: System) -> dict[tuple[str, str], tuple[int, int]]:
-    """For each (leader, follower) of ``system``: (tracked position, leader's last position)."""
+    """For each (leader, follower) of ``system``: (tracked position, leader's last position).
+
+    A partitioned follower appears once per partition, as ``name#i``.
+    """
     found: dict[tuple[str, str], tuple[int, int]] = {}
     last = {app.name: database.store(app.name).last_position() for app in system.apps}
     for follower in system.followers_all:
         tracked = database.store(follower.name).tracked()
         for leader in system.leaders(follower.name):
-            found[(leader, follower.name)] = (tracked.get(leader, 0), last[leader])
+            for i, unit in enumerate(unit_names(follower)):
+                key = tracking_key(leader, i, follower.partitions)
+                found[(leader, unit)] = (tracked.get(key, 0), last[leader])
     return found
 
 
@@ -460,7 +550,7 @@ class _Subscription:
     def __init__(self, follower: Follower, leader: str) -> None:
         self.follower = follower
         self.leader = leader
-        self.label = f"{follower.name}<-{leader}"
+        self.label = f"{follower.unit}<-{leader}"
         self.app = follower.name
 
     def step(self) -> int:
@@ -533,25 +623,31 @@ class Runner:
             self._owns_database = False
         self.poll_interval = poll_interval
         try:
-            chosen = [a.name for a in system.apps] if apps is None else list(apps)
+            chosen = set([a.name for a in system.apps] if apps is None else apps)
             for name in chosen:
-                system.app(name)
+                app_of_unit(system, name)
             self.applications: dict[str, Application] = {
                 a.name: Application(a, store=self.database, **options) for a in system.apps
             }
+            # keyed by unit: the application's name, or name#i for partition i
             self.followers: dict[str, Follower] = {
-                app.name: Follower(
+                unit: Follower(
                     self.applications[app.name],
                     {leader: self.applications[leader] for leader in system.leaders(app.name)},
                     batch_size=batch_size,
+                    partition=i,
                 )
                 for app in system.followers_all
-                if app.name in chosen
+                for i, unit in enumerate(unit_names(app))
+                if app.name in chosen or unit in chosen
             }
+            for follower in self.followers.values():
+                follower.check_layout()
+            # a partitioned application's views run with its partition 0
             self.projections: dict[tuple[str, str], Projection[Any]] = {
                 (app.name, view.name): Projection(self.applications[app.name], view)
                 for app in system.apps
-                if app.name in chosen
+                if app.name in chosen or unit_names(app)[0] in chosen
                 for view in app.views
             }
         except BaseException:

@@ -727,6 +727,13 @@ class _Simulator:
         application: ApplicationFactory,
         options: Mapping[str, Any],
     ) -> None:
+        partitioned = [a.name for a in system.apps if a.partitions > 1]
+        if partitioned:
+            raise ConfigurationError(
+                f"the simulator runs each application as one follower, and "
+                f"{', '.join(repr(n) for n in partitioned)} has partitions; simulate the "
+                "system with partitions=1 (attrs.evolve(app, partitions=1))"
+            )
         self.system = system
         self.faults = _Faults()
         self.database = _Database(self.faults)

@@ -191,3 +191,17 @@ def with_handler(handler: fes.ErrorHandler, policy: fes.Policy = receive) -> fes
         [source, fes.App("sink", aggregates=[receipts], policy=policy, on_error=handler)],
         pipes=[["source", "sink"]],
     )
+
+
+# --- partitions: one follower's work split by upstream stream -------------------------
+
+#: The fixed pipeline with its sink split in three partitions.
+partitioned_pipeline = fes.System(
+    [source, fes.App("sink", aggregates=[receipts], policy=receive_anything, partitions=3)],
+    pipes=[["source", "sink"]],
+)
+#: Three partitions counting every message into one stream: they contend for it.
+partitioned_tally = fes.System(
+    [source, fes.App("tally", aggregates=[counter], policy=count_bounces, partitions=3)],
+    pipes=[["source", "tally"]],
+)

@@ -71,6 +71,20 @@ def test_apps_shows_tracked_positions_and_lag(
     assert ["source", "5", "0"] in rows  # application, last position, skipped events
 
 
+def test_apps_shows_each_partition_with_its_lag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A partitioned follower's parts are listed by tracking key, their lag read off the leader."""
+    url = f"sqlite:///{tmp_path / 'parts.db'}"
+    with SyncRunner(domain.partitioned_pipeline, url, apps=["sink#0", "sink#2"]) as runner:
+        send(runner.app("source"), range(4))
+        runner.run_until_quiet()
+    assert main(["apps", "--store", url]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["sink", "source#0/3", "4", "4", "0"] in rows
+    assert ["sink", "source#2/3", "4", "4", "0"] in rows
+
+
 def test_log_lists_an_applications_events(
     store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -558,3 +558,12 @@ def test_a_long_list_of_differences_is_cut_in_the_report() -> None:
     report = result.report()
     assert report.count("\n  - ") == 12
     assert report.endswith("  … and 5 more (see .differences)")
+
+
+def test_a_partitioned_system_is_refused_with_the_way_out() -> None:
+    """The simulator runs one follower per application: it says so for a partitioned one."""
+    parts = [evolve(app, partitions=2) if app.name == "payments" else app
+             for app in shop.system.apps]
+    system = fes.System(parts, pipes=shop.system.pipes)
+    with pytest.raises(fes.ConfigurationError, match="'payments' has partitions"):
+        simulate(system, inputs=[])
