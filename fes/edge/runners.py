@@ -8,7 +8,9 @@ name are still empty (:meth:`Batch.prefetch`), performs the intents into one
 commits the new events together with the leader's new tracking position in
 one transaction.
 The store refuses a tracking position recorded before, so an upstream event
-has its effect once, whatever crashes, restarts or rival instances do.
+has its effect once, whatever crashes, restarts or rival instances do.  A
+partitioned application (``fes.App(partitions=N)``) has N followers, each
+taking the upstream streams that hash to it and tracking its own position.
 
 Three runners drive followers and views (:mod:`fes.edge.projections`):
 
