@@ -39,7 +39,7 @@ from eventsourcing.system import System as EsSystem
 
 from fes.edge.application import Application
 from fes.edge.processes import ProcessRunner
-from fes.edge.runners import DEFAULT_BATCH_SIZE, SyncRunner, ThreadedRunner
+from fes.edge.runners import DEFAULT_BATCH_SIZE, Runner, SyncRunner, ThreadedRunner
 from fes.edge.stores import open_database
 from fes.examples.dogs import dogs, register
 
@@ -83,6 +83,18 @@ def _fes_lead(leader: Application, n: int, per_commit: int) -> None:
         leader.commit(batch)
 
 
+def _fes_timed(leader: Application, runner: Runner, n: int, per_commit: int) -> float:
+    """Seconds from the leader's first command until the follower tracked its last event."""
+    follower = runner.app("registry").store
+    start = time.perf_counter()
+    _fes_lead(leader, n, per_commit)
+    last = leader.store.last_position()
+    _until(lambda: follower.last_tracked("school") >= last or bool(runner.errors), "fes")
+    elapsed = time.perf_counter() - start
+    assert not runner.errors, runner.errors
+    return elapsed
+
+
 def fes_live(directory: Path, n: int, per_commit: int = 1) -> float:
     """The follower in a worker process of its own, as ``fes run`` deploys it."""
     url = f"sqlite:///{directory}/fes.db"
@@ -94,12 +106,7 @@ def fes_live(directory: Path, n: int, per_commit: int = 1) -> float:
         # one untimed event: the worker process has started and follows
         leader.execute(dogs, leader.new_id(), register, "Fido")
         _until(lambda: follower.last_tracked("school") >= 1 or bool(runner.errors), "fes")
-        start = time.perf_counter()
-        _fes_lead(leader, n, per_commit)
-        last = leader.store.last_position()
-        _until(lambda: follower.last_tracked("school") >= last or bool(runner.errors), "fes")
-        elapsed = time.perf_counter() - start
-        assert not runner.errors, runner.errors
+        elapsed = _fes_timed(leader, runner, n, per_commit)
         assert follower.last_position() == n + 1
         return elapsed
 
@@ -112,12 +119,7 @@ def fes_live_threads(directory: Path, n: int, per_commit: int = 1) -> float:
         leader = runner.app("school")
         follower = runner.app("registry").store
         runner.start()
-        start = time.perf_counter()
-        _fes_lead(leader, n, per_commit)
-        last = leader.store.last_position()
-        _until(lambda: follower.last_tracked("school") >= last or bool(runner.errors), "fes")
-        elapsed = time.perf_counter() - start
-        assert not runner.errors, runner.errors
+        elapsed = _fes_timed(leader, runner, n, per_commit)
         assert follower.last_position() == n
         return elapsed
     finally:

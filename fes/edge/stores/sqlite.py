@@ -607,21 +607,19 @@ class SQLiteStore:
         """Each given stream's current version (0 for one with no events), in one read."""
         wanted = list(dict.fromkeys(streams))
         versions = dict.fromkeys(wanted, 0)
-        if len(wanted) <= _VERSIONS_CHUNK:
-            sql = self._versions.format(", ".join("?" * len(wanted)))
-            versions.update(self._rows("read streams' versions", sql, tuple(wanted)))
-            return versions
+        chunks = [wanted[i : i + _VERSIONS_CHUNK] for i in range(0, len(wanted), _VERSIONS_CHUNK)]
+        several = len(chunks) > 1
         conn = self._database.connection()
         try:
-            # one read transaction, so that every chunk sees the same moment
-            conn.execute("BEGIN")
+            if several:  # one read transaction, so that every chunk sees the same moment
+                conn.execute("BEGIN")
             try:
-                for start in range(0, len(wanted), _VERSIONS_CHUNK):
-                    chunk = wanted[start : start + _VERSIONS_CHUNK]
+                for chunk in chunks:
                     sql = self._versions.format(", ".join("?" * len(chunk)))
                     versions.update(conn.execute(sql, chunk).fetchall())
             finally:
-                conn.execute("COMMIT")
+                if several:
+                    conn.execute("COMMIT")
         except sqlite3.Error as error:
             raise self._database.error(error, "read streams' versions") from None
         return versions
