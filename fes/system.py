@@ -10,17 +10,25 @@ application may follow one that follows it.
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate
-from fes.errors import SystemDefinitionError
+from fes.errors import ConfigurationError, SystemDefinitionError
 from fes.policies import ErrorHandler, Policy, stop_on_error
 from fes.views import View
 
-__all__ = ["App", "System"]
+__all__ = [
+    "App",
+    "System",
+    "app_of_unit",
+    "partition_of",
+    "tracking_key",
+    "unit_names",
+]
 
 
 def _aggregates(value: Iterable[Aggregate[Any]]) -> tuple[Aggregate[Any], ...]:
@@ -168,3 +176,42 @@ class System:
         """The applications that follow at least one other."""
         names = {f for _, f in self.edges}
         return tuple(a for a in self.apps if a.name in names)
+
+
+# --- partitions: a follower's work split by upstream stream -------------------------
+
+
+def partition_of(stream: str, partitions: int) -> int:
+    """The partition of ``partitions`` that processes the events of ``stream``.
+
+    A CRC-32 of the stream id: the same in every process and on every host.
+    """
+    return zlib.crc32(stream.encode("utf-8", "surrogatepass")) % partitions
+
+
+def tracking_key(leader: str, partition: int, partitions: int) -> str:
+    """The name under which a follower's partition tracks ``leader``.
+
+    The leader's name when there is one partition; ``leader#i/n`` otherwise
+    (``#`` cannot occur in application names).
+    """
+    return leader if partitions == 1 else f"{leader}#{partition}/{partitions}"
+
+
+def unit_names(app: App) -> list[str]:
+    """The names of an application's runnable parts: ``name``, or ``name#i`` per partition."""
+    if app.partitions == 1:
+        return [app.name]
+    return [f"{app.name}#{i}" for i in range(app.partitions)]
+
+
+def app_of_unit(system: System, unit: str) -> App:
+    """The application a unit name (``name`` or ``name#i``) belongs to; refuses others."""
+    name, sep, _ = unit.partition("#")
+    app = system.app(name)
+    if sep and unit not in unit_names(app):
+        raise ConfigurationError(
+            f"{unit!r} names no partition of {name!r}, which has "
+            f"{app.partitions} (name one of {', '.join(unit_names(app))})"
+        )
+    return app

@@ -36,10 +36,10 @@ import pyrsistent
 
 from fes.errors import ConfigurationError, FesError
 from fes.events import Recorded
-from fes.system import System
+from fes.system import System, app_of_unit
 
 from .application import Application
-from .runners import DEFAULT_BATCH_SIZE, app_of_unit
+from .runners import DEFAULT_BATCH_SIZE
 from .skips import SKIPS_STREAM
 from .stores import open_database
 from .stores.base import Database, StoredEvent

@@ -32,7 +32,6 @@ import os
 import signal
 import threading
 import time
-import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, Protocol, Self
@@ -49,7 +48,7 @@ from fes.errors import (
 )
 from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
-from fes.system import App, System
+from fes.system import App, System, app_of_unit, partition_of, tracking_key, unit_names
 
 from .application import Application, Batch
 from .projections import Projection
@@ -64,13 +63,9 @@ __all__ = [
     "Runner",
     "SyncRunner",
     "ThreadedRunner",
-    "app_of_unit",
     "lags",
-    "partition_of",
     "run",
     "skipped",
-    "tracking_key",
-    "unit_names",
 ]
 
 logger = logging.getLogger("fes.runners")
@@ -94,42 +89,6 @@ class _Unencodable(Exception):
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-def partition_of(stream: str, partitions: int) -> int:
-    """The partition of ``partitions`` that processes the events of ``stream``.
-
-    A CRC-32 of the stream id: the same in every process and on every host.
-    """
-    return zlib.crc32(stream.encode("utf-8", "surrogatepass")) % partitions
-
-
-def tracking_key(leader: str, partition: int, partitions: int) -> str:
-    """The name under which a follower's partition tracks ``leader``.
-
-    The leader's name when there is one partition; ``leader#i/n`` otherwise
-    (``#`` cannot occur in application names).
-    """
-    return leader if partitions == 1 else f"{leader}#{partition}/{partitions}"
-
-
-def unit_names(app: App) -> list[str]:
-    """The names of an application's runnable parts: ``name``, or ``name#i`` per partition."""
-    if app.partitions == 1:
-        return [app.name]
-    return [f"{app.name}#{i}" for i in range(app.partitions)]
-
-
-def app_of_unit(system: System, unit: str) -> App:
-    """The application a unit name (``name`` or ``name#i``) belongs to; refuses others."""
-    name, sep, _ = unit.partition("#")
-    app = system.app(name)
-    if sep and unit not in unit_names(app):
-        raise ConfigurationError(
-            f"{unit!r} names no partition of {name!r}, which has "
-            f"{app.partitions} (name one of {', '.join(unit_names(app))})"
-        )
-    return app
 
 
 class Follower:
@@ -173,7 +132,7 @@ class Follower:
         self.batch_size = batch_size
         self.partition = partition
         self.partitions = app.partitions
-        #: The name each leader's position is tracked under (see :func:`tracking_key`).
+        #: The name each leader's position is tracked under (see :func:`fes.system.tracking_key`).
         self.tracking: dict[str, str] = {
             leader: tracking_key(leader, partition, app.partitions) for leader in self.leaders
         }

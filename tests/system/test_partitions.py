@@ -14,15 +14,9 @@ import pytest
 
 import fes
 from fes.edge.processes import ProcessRunner
-from fes.edge.runners import (
-    Follower,
-    SyncRunner,
-    ThreadedRunner,
-    lags,
-    partition_of,
-    tracking_key,
-)
+from fes.edge.runners import Follower, SyncRunner, ThreadedRunner, lags
 from fes.edge.stores import open_database
+from fes.system import partition_of, tracking_key
 from system import domain
 from system.helpers import assert_exactly_once, send
 
