@@ -26,6 +26,7 @@ import fes.edge.runners
 import fes.edge.skips
 import fes.edge.stores
 import fes.edge.stores.postgres
+import fes.system
 import fes.testing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ EDGE = DOCS / "reference" / "edge.md"
 # (package, the reference page that documents its public names)
 PUBLIC = [
     (fes, DOCS / "reference" / "core.md"),
+    (fes.system, DOCS / "reference" / "core.md"),
     (fes.testing, DOCS / "reference" / "testing.md"),
     # a name fes.edge re-exports is documented once, as fes.edge.<name>
     (fes.edge, EDGE),
