@@ -4,8 +4,9 @@ The schema is the one :mod:`fes.edge.stores.sqlite` creates for an
 application (copied here as text, and compared with what fes creates by
 :func:`same_schema`); the pragmas are fes's (WAL, ``synchronous=FULL``);
 payloads are the same JSON, encoded and decoded by orjson.  Every write is
-``BEGIN IMMEDIATE; INSERT …; COMMIT`` as in fes; a command first reads its
-stream, as fes's ``execute`` does.  No library can do the same work in less.
+``BEGIN IMMEDIATE; INSERT …; COMMIT`` as in fes; a command first reads the
+version, topic and payload of its stream's events, as fes's ``execute``
+does.  No library can do the same work in less.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class RawStore:
             f"INSERT INTO {events} (stream, version, topic, payload, timestamp, meta) "
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
-        self.select_stream = (
-            f"SELECT {_COLUMNS} FROM {events} WHERE stream = ? AND version >= ? "
-            "AND version <= ? ORDER BY version LIMIT ?"
+        self.select_payloads = (
+            f"SELECT version, topic, payload FROM {events} WHERE stream = ? AND version >= ? "
+            "AND version <= ? ORDER BY version"
         )
         self.select_log = (
             f"SELECT {_COLUMNS} FROM {events} WHERE position > ? AND position <= ? "
@@ -87,8 +88,9 @@ class RawStore:
         self.conn.execute("COMMIT")
         return self
 
-    def read_stream(self, stream: str) -> list[Any]:
-        return self.conn.execute(self.select_stream, (stream, 0, _MAX, -1)).fetchall()
+    def read_payloads(self, stream: str) -> list[Any]:
+        """A stream's ``(version, topic, payload)`` rows: what fes reads to load it."""
+        return self.conn.execute(self.select_payloads, (stream, 0, _MAX)).fetchall()
 
     def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
         """The versions of those of ``streams`` that have events (at most 500 streams)."""

@@ -93,7 +93,7 @@ class RawStreams:
         store, dumps, uuid4 = self.store, orjson.dumps, uuid.uuid4
         for _ in range(n):
             stream = str(uuid4())
-            store.read_stream(stream)
+            store.read_payloads(stream)
             payload = dumps({"name": "Fido"})
             store.append([(stream, 1, "dog.Registered", payload, now_micros(), None)])
 

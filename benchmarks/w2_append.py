@@ -48,7 +48,7 @@ def es_append(app: DogSchool, n: int) -> uuid.UUID:
 def raw_append(store: RawStore, n: int) -> str:
     dumps = orjson.dumps
     stream = str(uuid.uuid4())
-    store.read_stream(stream)
+    store.read_payloads(stream)
     moment = now_micros()
     rows = [(stream, 1, "dog.Registered", dumps({"name": "Fido"}), moment, None)]
     rows.extend(

@@ -4,8 +4,9 @@ fes: ``get(dogs, stream)`` (read the rows, decode each event, fold them into
 a ``Dog``; also with a projector that does not use ``attrs.evolve``, to show
 what the example domain's own code costs); eventsourcing:
 ``repository.get(dog_id)`` (read, decode, reconstruct the aggregate); raw
-sqlite3: the same SELECT fes issues, then ``orjson.loads`` of every payload
-(read and decode, no domain objects).
+sqlite3: the same SELECT fes issues (version, topic and payload of each
+event), then ``orjson.loads`` of every payload (read and decode, no domain
+objects).
 Each run writes the stream with each contender's own W2 code into a fresh
 file; after a warm-up the contenders take turns, one load each, round after
 round; a run's figure is each contender's median load time.
@@ -64,7 +65,7 @@ def _raw(directory: Path, n: int) -> Built:
     loads = orjson.loads
 
     def load() -> list[object]:
-        return [loads(row[4]) for row in store.read_stream(stream)]
+        return [loads(row[2]) for row in store.read_payloads(stream)]
 
     assert len(load()) == n
     return load, conn.close

@@ -226,7 +226,7 @@ class RawFollower:
             loads(payload)
             stream = f"certificate-{dog}"
             if stream in existing:
-                store.read_stream(stream)
+                store.read_payloads(stream)
             cause = f"school:{dog}@{version}"
             meta = dumps({"correlation_id": cause, "causation_id": cause})
             new.append((stream, 1, "certificate.Issued", dumps({"dog": dog}), moment, meta))
@@ -249,7 +249,7 @@ def _register(store: RawStore, count: int) -> None:
     existing = store.stream_versions(streams) if count > 1 else dict.fromkeys(streams)
     for stream in streams:
         if stream in existing:
-            store.read_stream(stream)
+            store.read_payloads(stream)
         payload = orjson.dumps({"name": "Fido"})
         rows.append((stream, 1, "dog.Registered", payload, now_micros(), None))
     store.append(rows)

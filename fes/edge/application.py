@@ -14,7 +14,7 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -299,10 +299,10 @@ class Application:
                 cached = self._cache.get(key)
             if cached is not None:
                 at, state = cached
-                later = self.store.read_stream(stream, from_version=at + 1)
+                later = self.store.read_payloads(stream, from_version=at + 1)
                 if later:
-                    state = aggregate.fold(self._decode_all(later), state)
-                    at = later[-1].version
+                    state = aggregate.fold(self.codec.decode_stream(stream, later), state)
+                    at = later[-1][0]
                 self._remember(key, at, state)
                 return state, at
         state, at = self._load(aggregate, stream, version)
@@ -335,15 +335,13 @@ class Application:
                     aggregate, snap.payload, stream=stream, version=snap.version
                 )
                 at = snap.version
-        rows = self.store.read_stream(stream, from_version=at + 1 if at else None,
-                                      to_version=version)
+        rows = self.store.read_payloads(
+            stream, from_version=at + 1 if at else None, to_version=version
+        )
         if rows:
-            start = aggregate.fold(self._decode_all(rows), start)
-            at = rows[-1].version
+            start = aggregate.fold(self.codec.decode_stream(stream, rows), start)
+            at = rows[-1][0]
         return start, at
-
-    def _decode_all(self, rows: Sequence[StoredEvent]) -> list[Any]:
-        return self.codec.decode_rows(rows)
 
     def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
         with self._cache_lock:

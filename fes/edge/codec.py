@@ -91,7 +91,6 @@ import pyrsistent.typing
 from cattrs.fns import identity
 
 from fes.aggregates import Aggregate, _AdaptedApply, _Combined, _Dispatch, _MappedState
-from fes.edge.stores.base import StoredEvent
 from fes.errors import (
     CipherError,
     DecodeError,
@@ -1122,27 +1121,29 @@ class Codec:
                 f"cannot decode {_row('event', topic, stream, version)}: {_problem(payload, exc)}"
             ) from exc
 
-    def decode_rows(self, rows: Iterable[StoredEvent]) -> list[object]:
-        """The events of stored rows, in order: :meth:`decode` for many rows.
+    def decode_stream(
+        self, stream: str, rows: Iterable[tuple[int, str, bytes]]
+    ) -> list[object]:
+        """The events of a stream's ``(version, topic, payload)`` rows, in order.
 
-        Loading a stream decodes every row, so the common case (a bare JSON
-        object of the current schema) runs inline here; any other row, and
-        any failure, goes through :meth:`decode` for its checks and errors.
+        :meth:`decode` for many rows.  Loading a stream decodes every row, so
+        the common case (a bare JSON object of the current schema) runs inline
+        here; any other row, and any failure, goes through :meth:`decode` for
+        its checks and errors.
         """
         readers = self._readers
         loads = _loads
         events: list[object] = []
         append = events.append
-        for row in rows:
-            reader = readers.get(row[3])
-            payload = row[4]
+        for version, topic, payload in rows:
+            reader = readers.get(topic)
             if reader is not None and payload and payload[0] == reader[3]:
                 try:
                     append(reader[1](loads(payload), reader[0]))
                     continue
                 except Exception:  # decode() below reports it properly
                     pass
-            append(self.decode(row[3], payload, stream=row[1], version=row[2]))
+            append(self.decode(topic, payload, stream=stream, version=version))
         return events
 
     # snapshot states

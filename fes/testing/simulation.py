@@ -566,6 +566,13 @@ class _Store:
             descending=descending,
         )
 
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        return self._inner.read_payloads(
+            stream, from_version=from_version, to_version=to_version
+        )
+
     def stream_version(self, stream: str) -> int:
         return self._inner.stream_version(stream)
 

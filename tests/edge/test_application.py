@@ -28,7 +28,7 @@ import fes
 from fes.edge import Application, Cipher
 from fes.edge.application import from_micros, to_micros
 from fes.edge.stores import open_database
-from fes.edge.stores.base import Database, Store, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import Database, Store, StoredSnapshot, Tracking
 from fes.events import NO_METADATA, Metadata
 from fes.examples.bank import (
     Account,
@@ -89,7 +89,7 @@ class Clock:
 
 
 class Read(NamedTuple):
-    """One ``read_stream`` call a spied store served."""
+    """One ``read_payloads`` call (a load's read) a spied store served."""
 
     stream: str
     from_version: int | None
@@ -98,7 +98,7 @@ class Read(NamedTuple):
 
 
 class SpyStore:
-    """A store passing everything on to another, noting stream reads; it can fail snapshots."""
+    """A store passing everything on to another, noting loads' reads; it can fail snapshots."""
 
     def __init__(self, inner: Store, *, fail_snapshots: bool = False) -> None:
         self.inner = inner
@@ -108,8 +108,8 @@ class SpyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def read_stream(self, stream: str, **options: Any) -> list[StoredEvent]:
-        rows = self.inner.read_stream(stream, **options)
+    def read_payloads(self, stream: str, **options: Any) -> list[tuple[int, str, bytes]]:
+        rows = self.inner.read_payloads(stream, **options)
         self.reads.append(
             Read(stream, options.get("from_version"), options.get("to_version"), len(rows))
         )
@@ -596,13 +596,13 @@ def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> N
     batch = app.batch()
     batch.prefetch(["rex", "fido", "luna", "fido"])
     reads: list[str] = []
-    original = app.store.read_stream
+    original = app.store.read_payloads
 
-    def spied(stream: str, **options: Any) -> list[StoredEvent]:
+    def spied(stream: str, **options: Any) -> list[tuple[int, str, bytes]]:
         reads.append(stream)
         return original(stream, **options)
 
-    app.store.read_stream = spied  # type: ignore[method-assign]
+    app.store.read_payloads = spied  # type: ignore[method-assign]
     try:
         batch.execute(dogs, "fido", register, "Fido")
         batch.execute(dogs, "rex", add_trick, "sit")
@@ -614,7 +614,7 @@ def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> N
         with pytest.raises(fes.ConcurrencyError) as caught:
             app.commit(batch)
     finally:
-        del app.store.read_stream
+        del app.store.read_payloads
     assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("luna", 0, 1)
     assert app.get(dogs, "fido") is None
 

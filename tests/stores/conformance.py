@@ -430,6 +430,25 @@ class StoreConformance:
                         )
                         assert got == expected, (low, high, limit, descending)
 
+    def test_read_payloads_are_read_streams_fold_columns(self, store: Store) -> None:
+        """read_payloads gives (version, topic, payload) of read_stream's events, in order."""
+        store.append(
+            [new("a", v, topic=f"t{v % 3}", payload=b"x" * v) for v in range(1, 8)]
+            + [new("b", 1)]
+        )
+        bounds = [None, -1, 0, 1, 4, 7, 8]
+        for low in bounds:
+            for high in bounds:
+                expected = [
+                    (e.version, e.topic, e.payload)
+                    for e in store.read_stream("a", from_version=low, to_version=high)
+                ]
+                got = store.read_payloads("a", from_version=low, to_version=high)
+                assert [tuple(row) for row in got] == expected, (low, high)
+                assert all(type(row[2]) is bytes for row in got)
+        assert store.read_payloads("nope") == []
+        assert store.read_payloads("A") == []
+
     def test_read_stream_descending_with_limit_gives_the_latest(self, store: Store) -> None:
         """descending=True, limit=2 gives the stream's last two events, newest first."""
         store.append([new("a", v) for v in range(1, 6)])
@@ -771,6 +790,7 @@ class StoreConformance:
         operations: list[Callable[[], object]] = [
             lambda: store.append([new("a", 2)]),
             lambda: store.read_stream("a"),
+            lambda: store.read_payloads("a"),
             lambda: store.stream_versions(["a"]),
             lambda: store.stream_versions([]),
             store.read_log,

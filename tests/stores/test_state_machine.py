@@ -187,6 +187,17 @@ class StoresAgree(RuleBasedStateMachine):
         )
         assert [plain(e) for e in expected[1]] == [plain(e) for e in got[1]]
 
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        low=st.none() | st.integers(-1, 12),
+        high=st.none() | st.integers(-1, 12),
+    )
+    def read_payloads(self, stream: str, low: int | None, high: int | None) -> None:
+        expected, got = self.both(
+            lambda store: store.read_payloads(stream, from_version=low, to_version=high)
+        )
+        assert [tuple(row) for row in expected[1]] == [tuple(row) for row in got[1]]
+
     @precondition(lambda self: self.model.last_position() > 0)
     @rule(
         after=st.integers(0, 40),

@@ -136,6 +136,15 @@ class MemoryStore:
             chosen = chosen[:limit]
         return list(chosen)
 
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """``(version, topic, payload)`` of a stream's events, in version order."""
+        return [
+            (e.version, e.topic, e.payload)
+            for e in self.read_stream(stream, from_version=from_version, to_version=to_version)
+        ]
+
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         return len(self._read().streams.get(stream, _NO_EVENTS))

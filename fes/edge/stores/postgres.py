@@ -961,6 +961,33 @@ class PostgresStore:
 
         return self._read_events(f"read stream {stream!r}", tuple(key), build, params)
 
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """``(version, topic, payload)`` of a stream's events, in version order."""
+        params: list[object] = [stream]
+        key = ["payloads"]
+        if from_version is not None:
+            key.append("from")
+            params.append(from_version)
+        if to_version is not None:
+            key.append("to")
+            params.append(to_version)
+
+        def build() -> str:
+            text = "SELECT version, topic, payload FROM {events} WHERE stream = %s"
+            if from_version is not None:
+                text += " AND version >= %s"
+            if to_version is not None:
+                text += " AND version <= %s"
+            return text + " ORDER BY version"
+
+        def work(conn: _Conn) -> list[tuple[int, str, bytes]]:
+            query = self._q.variant(tuple(key), build, conn)
+            return conn.execute(query, params, binary=True).fetchall()
+
+        return self._db._run(f"read stream {stream!r}", work, idempotent=True)
+
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
         rows = self._db._run(

@@ -414,6 +414,10 @@ class SQLiteStore:
         stream = f"SELECT {_COLUMNS} FROM {events} WHERE stream = ? AND version >= ? "
         self._stream = stream + "AND version <= ? ORDER BY version LIMIT ?"
         self._stream_descending = stream + "AND version <= ? ORDER BY version DESC LIMIT ?"
+        self._payloads = (
+            f"SELECT version, topic, payload FROM {events} WHERE stream = ? AND version >= ? "
+            "AND version <= ? ORDER BY version"
+        )
         self._log = (
             f"SELECT {_COLUMNS} FROM {events} WHERE position > ? AND position <= ? "
             "ORDER BY position LIMIT ?"
@@ -597,6 +601,20 @@ class SQLiteStore:
             ),
         )
         return list(map(stored_event, rows))
+
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """``(version, topic, payload)`` of a stream's events, in version order."""
+        return self._rows(
+            "read a stream",
+            self._payloads,
+            (
+                stream,
+                0 if from_version is None else from_version,
+                _MAX_INT if to_version is None else to_version,
+            ),
+        )
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
