@@ -6,7 +6,7 @@ what the example domain's own code costs); eventsourcing:
 ``repository.get(dog_id)`` (read, decode, reconstruct the aggregate); raw
 sqlite3: the same SELECT fes issues (version, topic and payload of each
 event), then ``orjson.loads`` of every payload (read and decode, no domain
-objects).
+objects); for context, the same floor building the event objects by hand.
 Each run writes the stream with each contender's own W2 code into a fresh
 file; after a warm-up the contenders take turns, one load each, round after
 round; a run's figure is each contender's median load time.
@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from fes.edge.application import Application
-from fes.examples.dogs import dogs
+from fes.examples.dogs import Registered, TrickAdded, dogs
 
 from .common import ES, FES, RAW, Config, Report, interleaved, profile_call, rotated, scratch
 from .domains import DIRECT_SCHOOL, SCHOOL, DogSchool, direct_dogs, sqlite_env
@@ -71,6 +71,21 @@ def _raw(directory: Path, n: int) -> Built:
     return load, conn.close
 
 
+def _raw_events(directory: Path, n: int) -> Built:
+    """The raw floor, decoding each payload into its event class by hand."""
+    conn = connect(directory / "raw-events.db")
+    store = RawStore(conn, "school").create()
+    stream = raw_append(store, n)
+    loads = orjson.loads
+    kinds = {"dog.Registered": Registered, "dog.TrickAdded": TrickAdded}
+
+    def load() -> list[object]:
+        return [kinds[topic](**loads(payload)) for _, topic, payload in store.read_payloads(stream)]
+
+    assert load()[-1] == TrickAdded(f"trick {n - 1}")
+    return load, conn.close
+
+
 def run(config: Config) -> Report:
     n = 1_000
     loads = config.size(200, 50)
@@ -80,8 +95,9 @@ def run(config: Config) -> Report:
         "W3", f"load a {n:,}-event stream, no snapshot (median of up to {loads} loads per run)"
     )
     direct = "fes, projector without attrs.evolve"
+    raw_events = "raw sqlite3, decoding into event objects"
     builders: dict[str, Callable[[Path, int], Built]] = {
-        FES: _fes, ES: _es, RAW: _raw, direct: _fes_direct
+        FES: _fes, ES: _es, RAW: _raw, direct: _fes_direct, raw_events: _raw_events
     }
     series = {name: report.add(name, "ms/load", higher_is_better=False) for name in builders}
     for number in range(runs):
@@ -102,10 +118,18 @@ def run(config: Config) -> Report:
     report.ratio("eventsourcing / fes time", series[ES].median / series[FES].median)
     report.check("fes / raw time", fes_ratio, 2.0, at_least=False)
     report.ratio(f"{direct} / raw time", series[direct].median / raw)
+    report.ratio(f"fes / {raw_events} time", series[FES].median / series[raw_events].median)
+    report.ratio(
+        f"{direct} / {raw_events} time", series[direct].median / series[raw_events].median
+    )
     report.notes.append("raw sqlite3 reads and decodes (orjson.loads); it builds no domain object")
     report.notes.append(
         f"'{direct}': the same dog, events and rows, folded by projectors that call Dog(...) "
         "instead of attrs.evolve (fes/examples/dogs.py uses evolve)"
+    )
+    report.notes.append(
+        f"'{raw_events}': the raw floor, then Registered(**payload) or TrickAdded(**payload) "
+        "by topic, by hand (no checks); no target, context for fes's decoding"
     )
     if config.profile:
         with scratch("w3-profile") as directory, Application(
