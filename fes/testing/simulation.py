@@ -56,7 +56,7 @@ from fes.edge.application import Application
 from fes.edge.projections import Projection
 from fes.edge.runners import DEFAULT_BATCH_SIZE, Follower, SyncRunner
 from fes.edge.skips import PolicySkipped
-from fes.edge.stores.base import NewEvent, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import NewEvent, Resealed, StoredEvent, StoredSnapshot, Tracking
 from fes.edge.stores.memory import MemoryDatabase, MemoryStore
 from fes.errors import (
     CommandError,
@@ -572,6 +572,9 @@ class _Store:
         return self._inner.read_payloads(
             stream, from_version=from_version, to_version=to_version
         )
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        self._inner.reseal(rows)
 
     def stream_version(self, stream: str) -> int:
         return self._inner.stream_version(stream)

@@ -38,6 +38,7 @@ from fes.edge.stores import open_database
 from fes.edge.stores.base import (
     Database,
     NewEvent,
+    Resealed,
     Store,
     StoredEvent,
     StoredSnapshot,
@@ -779,6 +780,60 @@ class StoreConformance:
             writer.join()
         assert time.monotonic() - started < 10.0
 
+    # Resealing ---------------------------------------------------------------------
+
+    def test_reseal_replaces_only_payload_and_meta(self, store: Store) -> None:
+        """Resealed events keep position, topic and timestamp; other events are untouched."""
+        store.append([new("a", 1, meta=b"m1"), new("b", 1), new("a", 2, topic="Other")])
+        before = store.read_log()
+        store.reseal(
+            [
+                Resealed("a", 2, "Other", b"sealed-2", b"meta-2"),
+                Resealed("a", 1, "Happened", b"sealed-1"),
+            ]
+        )
+        after = store.read_log()
+        assert [(e.position, e.stream, e.version, e.topic, e.timestamp) for e in after] == [
+            (e.position, e.stream, e.version, e.topic, e.timestamp) for e in before
+        ]
+        assert [(e.payload, e.meta) for e in after] == [
+            (b"sealed-1", None), (b"b/1", None), (b"sealed-2", b"meta-2")
+        ]
+        assert store.read_stream("a") == [after[0], after[2]]
+        assert [tuple(row) for row in store.read_payloads("a")] == [
+            (1, "Happened", b"sealed-1"),
+            (2, "Other", b"sealed-2"),
+        ]
+        store.append([new("a", 3)])  # the stream goes on as before
+        assert store.stream_version("a") == 3
+
+    def test_reseal_naming_no_stored_event_changes_nothing(self, store: Store) -> None:
+        """A wrong stream, version or topic anywhere in the call: StoreError, nothing changed."""
+        store.append([new("a", 1), new("a", 2)])
+        before = store.read_log()
+        good = Resealed("a", 1, "Happened", b"new")
+        for bad in [
+            Resealed("a", 3, "Happened", b"x"),
+            Resealed("a", 0, "Happened", b"x"),
+            Resealed("nope", 1, "Happened", b"x"),
+            Resealed("a", 2, "Other", b"x"),
+        ]:
+            with pytest.raises(StoreError, match=f"version {bad.version}.*nothing was changed"):
+                store.reseal([good, bad])
+            assert store.read_log() == before
+
+    def test_reseal_refuses_a_malformed_call(self, store: Store) -> None:
+        """One event twice, or an empty payload, is refused before anything changes."""
+        store.append([new("a", 1)])
+        before = store.read_log()
+        with pytest.raises(StoreError, match="twice"):
+            store.reseal([Resealed("a", 1, "Happened", b"x"), Resealed("a", 1, "Happened", b"y")])
+        with pytest.raises(StoreError, match="empty"):
+            store.reseal([Resealed("a", 1, "Happened", b"")])
+        assert store.read_log() == before
+        store.reseal([])
+        assert store.read_log() == before
+
     # Closing -----------------------------------------------------------------------
 
     def test_closed_database_refuses_to_work(self, database: Database) -> None:
@@ -791,6 +846,8 @@ class StoreConformance:
             lambda: store.append([new("a", 2)]),
             lambda: store.read_stream("a"),
             lambda: store.read_payloads("a"),
+            lambda: store.reseal([Resealed("a", 1, "Happened", b"x")]),
+            lambda: store.reseal([]),
             lambda: store.stream_versions(["a"]),
             lambda: store.stream_versions([]),
             store.read_log,

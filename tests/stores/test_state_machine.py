@@ -25,7 +25,15 @@ from hypothesis.stateful import (
 )
 
 from fes.edge.stores import MemoryDatabase
-from fes.edge.stores.base import Database, NewEvent, Store, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import (
+    Database,
+    NewEvent,
+    Resealed,
+    Store,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+)
 from fes.errors import ConcurrencyError, DuplicateTracking, FesError
 
 from .conformance import MACHINE_DATABASES, DatabaseFactory
@@ -185,6 +193,30 @@ class StoresAgree(RuleBasedStateMachine):
                 stream, from_version=low, to_version=high, limit=limit, descending=descending
             )
         )
+        assert [plain(e) for e in expected[1]] == [plain(e) for e in got[1]]
+
+    @rule(
+        picks=st.lists(
+            st.tuples(
+                st.sampled_from(STREAMS),
+                st.integers(0, 8),
+                st.none() | st.sampled_from(TOPICS),
+                st.binary(min_size=1, max_size=8),
+                st.none() | st.binary(max_size=4),
+            ),
+            max_size=4,
+        )
+    )
+    def reseal(self, picks: list[tuple[str, int, str | None, bytes, bytes | None]]) -> None:
+        """Reseal events: mostly stored ones under their own topic, some that do not exist."""
+        rows = []
+        for stream, version, topic, payload, meta in picks:
+            stored = self.model.read_stream(stream, from_version=version, to_version=version)
+            if topic is None:
+                topic = stored[0].topic if stored else TOPICS[0]
+            rows.append(Resealed(stream, version, topic, payload, meta))
+        self.both(lambda store: store.reseal(rows))
+        expected, got = self.both(lambda store: store.read_log())
         assert [plain(e) for e in expected[1]] == [plain(e) for e in got[1]]
 
     @rule(

@@ -47,6 +47,7 @@ __all__ = [
     "ClosingDatabase",
     "Database",
     "NewEvent",
+    "Resealed",
     "Store",
     "StoredEvent",
     "StoredSnapshot",
@@ -77,6 +78,20 @@ class StoredEvent(NamedTuple):
     topic: str
     payload: bytes
     timestamp: int
+    meta: bytes | None = None
+
+
+class Resealed(NamedTuple):
+    """A stored event's payload and metadata sealed anew (under another key).
+
+    ``stream``, ``version`` and ``topic`` name the stored event; its position
+    and timestamp stay as they are.
+    """
+
+    stream: str
+    version: int
+    topic: str
+    payload: bytes
     meta: bytes | None = None
 
 
@@ -178,6 +193,17 @@ class Store(Protocol):
 
         Returns whether one is.  Implementations wake early on appends they
         can observe (a condition, NOTIFY) and otherwise poll.
+        """
+        ...
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Replace stored events' payloads and metadata, atomically.
+
+        The one change a store makes to an event once stored, for moving
+        its ciphertext to a new key: each row names an event by stream,
+        version and topic, and its position, topic and timestamp stay.  If
+        any row names no stored event, :class:`fes.StoreError` says which
+        and nothing changes.
         """
         ...
 

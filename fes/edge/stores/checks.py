@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fes.edge.stores.base import NewEvent, Tracking
+from fes.edge.stores.base import NewEvent, Resealed, Tracking
 from fes.errors import StoreError
 
 __all__ = [
@@ -19,7 +19,9 @@ __all__ = [
     "check_app_name",
     "check_batch",
     "check_limit",
+    "check_reseal",
     "check_tracking",
+    "not_stored",
 ]
 
 #: The longest application name: leaves room for a table suffix within
@@ -94,3 +96,29 @@ def check_limit(limit: int | None) -> None:
     """Refuse a negative ``limit``."""
     if limit is not None and limit < 0:
         raise StoreError(f"limit must be 0 or more, not {limit}")
+
+
+def check_reseal(rows: Sequence[Resealed]) -> None:
+    """Refuse a reseal that names one event twice or gives an event no payload."""
+    seen: set[tuple[str, int]] = set()
+    for row in rows:
+        key = (row.stream, row.version)
+        if key in seen:
+            raise StoreError(
+                f"stream {row.stream!r} version {row.version} is resealed twice in one call; "
+                "nothing was changed"
+            )
+        seen.add(key)
+        if not row.payload:
+            raise StoreError(
+                f"stream {row.stream!r} version {row.version}: a resealed payload cannot be "
+                "empty; nothing was changed"
+            )
+
+
+def not_stored(row: Resealed) -> StoreError:
+    """The error for a reseal row that names no stored event."""
+    return StoreError(
+        f"cannot reseal stream {row.stream!r} version {row.version}: no event of topic "
+        f"{row.topic!r} is stored there; nothing was changed"
+    )

@@ -18,8 +18,22 @@ from collections.abc import Collection, Sequence
 from attrs import evolve, field, frozen
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from fes.edge.stores.base import ClosingDatabase, NewEvent, StoredEvent, StoredSnapshot, Tracking
-from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
+from fes.edge.stores.base import (
+    ClosingDatabase,
+    NewEvent,
+    Resealed,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+)
+from fes.edge.stores.checks import (
+    check_app_name,
+    check_batch,
+    check_limit,
+    check_reseal,
+    check_tracking,
+    not_stored,
+)
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 
 __all__ = ["MemoryDatabase", "MemoryStore"]
@@ -114,6 +128,27 @@ class MemoryStore:
             self._state = new
             condition.notify_all()
         return positions
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Replace stored events' payloads and metadata, atomically."""
+        check_reseal(rows)
+        with self._database.condition:
+            state = self._read()
+            log = state.log.evolver()
+            streams = dict[str, PVector[StoredEvent]]()
+            for row in rows:
+                events = streams.get(row.stream) or state.streams.get(row.stream, _NO_EVENTS)
+                if not 1 <= row.version <= len(events):
+                    raise not_stored(row)
+                old = events[row.version - 1]
+                if old.topic != row.topic:
+                    raise not_stored(row)
+                new = old._replace(payload=row.payload, meta=row.meta)
+                streams[row.stream] = events.set(row.version - 1, new)
+                log[old.position - 1] = new
+            self._state = evolve(
+                state, log=log.persistent(), streams=state.streams.update(streams)
+            )
 
     def read_stream(
         self,

@@ -123,12 +123,20 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from fes.edge.stores.base import (
     ClosingDatabase,
     NewEvent,
+    Resealed,
     StoredEvent,
     StoredSnapshot,
     Tracking,
     stored_event,
 )
-from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
+from fes.edge.stores.checks import (
+    check_app_name,
+    check_batch,
+    check_limit,
+    check_reseal,
+    check_tracking,
+    not_stored,
+)
 from fes.edge.stores.urls import (
     option_bool,
     option_float,
@@ -517,6 +525,10 @@ class _Queries:
             " fingerprint = EXCLUDED.fingerprint, payload = EXCLUDED.payload,"
             " timestamp_us = EXCLUDED.timestamp_us"
         )
+        self.reseal = q(
+            "UPDATE {events} SET payload = %s, meta = %s"
+            " WHERE stream = %s AND version = %s AND topic = %s"
+        )
         self.load_snapshot = q(
             "SELECT stream, version, fingerprint, payload, timestamp_us FROM {snapshots}"
             " WHERE stream = %s AND version <= %s ORDER BY version DESC LIMIT 1"
@@ -884,6 +896,25 @@ class PostgresStore:
     def _commit(self, conn: _Conn) -> None:
         """Send COMMIT: from here on a lost connection leaves the outcome unknown."""
         conn.execute(b"COMMIT")
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Replace stored events' payloads and metadata, atomically."""
+        check_reseal(rows)
+        if not rows:
+            self._db._check_open("reseal")
+            return
+
+        def work(conn: _Conn) -> None:
+            conn.execute(b"BEGIN")
+            for row in rows:
+                changed = conn.execute(
+                    self._q.reseal, (row.payload, row.meta, row.stream, row.version, row.topic)
+                ).rowcount
+                if changed != 1:
+                    raise not_stored(row)
+
+        # Setting the same payloads twice is harmless: a lost COMMIT may be retried.
+        self._db._run(f"reseal events of {self._app!r}", work, idempotent=True, commit=self._commit)
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""

@@ -34,12 +34,20 @@ from urllib.parse import quote, unquote
 from fes.edge.stores.base import (
     ClosingDatabase,
     NewEvent,
+    Resealed,
     StoredEvent,
     StoredSnapshot,
     Tracking,
     stored_event,
 )
-from fes.edge.stores.checks import check_app_name, check_batch, check_limit, check_tracking
+from fes.edge.stores.checks import (
+    check_app_name,
+    check_batch,
+    check_limit,
+    check_reseal,
+    check_tracking,
+    not_stored,
+)
 from fes.edge.stores.urls import (
     StoreURL,
     option_bool,
@@ -414,6 +422,10 @@ class SQLiteStore:
         stream = f"SELECT {_COLUMNS} FROM {events} WHERE stream = ? AND version >= ? "
         self._stream = stream + "AND version <= ? ORDER BY version LIMIT ?"
         self._stream_descending = stream + "AND version <= ? ORDER BY version DESC LIMIT ?"
+        self._reseal = (
+            f"UPDATE {events} SET payload = ?, meta = ? WHERE stream = ? AND version = ? "
+            "AND topic = ?"
+        )
         self._payloads = (
             f"SELECT version, topic, payload FROM {events} WHERE stream = ? AND version >= ? "
             "AND version <= ? ORDER BY version"
@@ -529,6 +541,31 @@ class SQLiteStore:
             except sqlite3.Error as again:
                 return self._database.error(again, f"append to {self._app!r}")
         return self._database.error(error, f"append to {self._app!r}")
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Replace stored events' payloads and metadata, atomically."""
+        check_reseal(rows)
+        database = self._database
+        conn = database.connection()
+        database.writer.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    changed = conn.execute(
+                        self._reseal, (row.payload, row.meta, row.stream, row.version, row.topic)
+                    ).rowcount
+                    if changed != 1:
+                        raise not_stored(row)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise database.error(error, f"reseal events of {self._app!r}") from None
+        finally:
+            database.writer.release()
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
