@@ -1062,6 +1062,11 @@ class Codec:
             f"cipher={self._cipher!r})"
         )
 
+    @property
+    def cipher(self) -> Cipher | None:
+        """The cipher this codec encrypts with, or None."""
+        return self._cipher
+
     def topic_of(self, event: object) -> str:
         """The topic an event is written under."""
         writer = self._writers.get(event.__class__)
@@ -1261,6 +1266,65 @@ class Codec:
                 f"{_shorten(exc)}"
             ) from exc
 
+    # resealing
+
+    def reseal(
+        self,
+        data: bytes,
+        *,
+        kind: Literal["event", "meta", "state"],
+        name: str,
+        stream: str,
+        version: int,
+        plain: bool = False,
+    ) -> bytes | None:
+        """``data`` encrypted anew under the cipher's current key, or None if it already is.
+
+        ``data`` is a stored payload: an event's (``kind="event"``, ``name``
+        its topic), an event's metadata (``"meta"``, ``name`` the event's
+        topic) or a snapshot's (``"state"``, ``name`` the aggregate's name).
+        It is decrypted under whichever key of the ring it names and sealed
+        again, its JSON and schema version unchanged, so nothing is decoded
+        into values.  An unencrypted payload is refused with
+        :class:`fes.CipherError` unless ``plain`` is true: encrypting a store
+        that was written in the clear vouches for every plain row in it.
+        """
+        cipher = self._cipher
+        if cipher is None:
+            raise DefinitionError(
+                "resealing needs a codec with a cipher: it encrypts under the current key"
+            )
+        if self._sealed_under(data, cipher._current_id):
+            return None
+        try:
+            if data[0] == _BARE:
+                if not plain:
+                    raise CipherError(
+                        f"cannot reseal {_row(kind, name, stream, version)}: it is not "
+                        "encrypted (pass plain=True to encrypt plain rows)"
+                    )
+                schema, body = 1, data
+            else:
+                schema, body = self._open(data, kind, name, stream, version, plain_ok=plain)
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise DecodeError(
+                f"cannot reseal {_row(kind, name, stream, version)}: {_problem(data, exc)}"
+            ) from exc
+        return self._seal(body, schema, kind, name, stream, version)
+
+    @staticmethod
+    def _sealed_under(data: bytes, key_id: bytes) -> bool:
+        """Whether ``data`` is a format-1 payload encrypted under ``key_id``."""
+        if not data or data[0] & _FORMAT_MASK != _FORMAT_1 or not data[0] & _ENCRYPTED:
+            return False
+        try:
+            pos = _read_varint(data, 1)[1] if data[0] & _SCHEMA else 1
+            return bytes(data[pos + 1 : pos + 1 + data[pos]]) == key_id
+        except (IndexError, ValueError):
+            return False
+
     # the header
 
     def _seal(
@@ -1287,11 +1351,18 @@ class Codec:
         return header + cipher.encrypt(body, associated)
 
     def _open(
-        self, payload: bytes, kind: str, name: str, stream: str, version: int
+        self,
+        payload: bytes,
+        kind: str,
+        name: str,
+        stream: str,
+        version: int,
+        *,
+        plain_ok: bool = False,
     ) -> tuple[int, bytes]:
         """The schema version and JSON body of a format-1 payload."""
         flags = payload[0]
-        if self._cipher is not None and (
+        if self._cipher is not None and not plain_ok and (
             flags & _FORMAT_MASK != _FORMAT_1 or not flags & _ENCRYPTED
         ):
             raise CipherError(

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,8 +27,7 @@ from pyrsistent import pvector
 import fes
 from fes.edge import Application, Cipher
 from fes.edge.application import from_micros, to_micros
-from fes.edge.stores import open_database
-from fes.edge.stores.base import Database, Store, StoredSnapshot, Tracking
+from fes.edge.stores.base import Store, StoredSnapshot, Tracking
 from fes.events import NO_METADATA, Metadata
 from fes.examples.bank import (
     Account,
@@ -43,7 +42,8 @@ from fes.examples.bank import (
 )
 from fes.examples.dogs import Dog, Registered, TrickAdded, add_trick, dogs, register
 
-SCHOOL = fes.App("school", aggregates=[dogs])
+from .conftest import SCHOOL, Place
+
 BANK = fes.App("bank", aggregates=[accounts])
 CLUB = fes.App("club", aggregates=[dogs, accounts])
 
@@ -131,63 +131,6 @@ def spy(application: Application, *, fail_snapshots: bool = False) -> SpyStore:
     store = SpyStore(application.store, fail_snapshots=fail_snapshots)
     application.store = store  # type: ignore[assignment]
     return store
-
-
-class Place:
-    """One database that the applications of a test share."""
-
-    def __init__(self, kind: str, url: str) -> None:
-        self.kind = kind
-        self.url = url
-        self.database: Database = open_database(url)
-        self._opened: list[Application] = []
-
-    def app(self, app: fes.App = SCHOOL, **options: Any) -> Application:
-        """An application on this database, isolated from the process environment.
-
-        A memory database lives in one object, so applications share it;
-        SQLite and PostgreSQL are opened again from the URL, with connections
-        of their own, as another process would.
-        """
-        options.setdefault("env", {})
-        target: str | Database = self.database if self.kind == "memory" else self.url
-        application = Application(app, target, **options)
-        self._opened.append(application)
-        return application
-
-    def close(self) -> None:
-        for application in self._opened:
-            application.close()
-        self.database.close()
-
-
-def _place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
-    kind = request.param
-    if kind == "memory":
-        url = "memory://"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
-    else:
-        url = request.getfixturevalue("pg_url")
-    return Place(kind, url)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    """A database in memory, then in an SQLite file."""
-    opened = _place(request, tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def any_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    """A database in memory, in an SQLite file, then in PostgreSQL."""
-    opened = _place(request, tmp_path)
-    yield opened
-    opened.close()
 
 
 def racing(

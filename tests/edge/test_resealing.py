@@ -1,0 +1,170 @@
+"""Resealing: an application's stored ciphertext moves to its current key.
+
+After a rotation and a reseal, an application whose ring holds only the new
+key reads everything the old key wrote: events, metadata and the latest
+snapshots; positions, topics and timestamps stay.  A store written in the
+clear is encrypted only when asked to (``plain=True``).  Runs on every store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import fes
+from fes.edge import Application, Cipher
+from fes.edge.resealing import Resealing, reseal
+from fes.edge.stores.base import Resealed, StoredEvent
+from fes.examples.dogs import Dog, add_trick, dogs, register
+
+from .conftest import Place
+
+OLD, NEW = Cipher.generate_key(), Cipher.generate_key()
+OLD_RING = Cipher({"old": OLD}, current="old")
+BOTH_RINGS = Cipher({"old": OLD, "new": NEW}, current="new")
+NEW_RING = Cipher({"new": NEW}, current="new")
+TRACED = fes.Metadata(correlation_id="c-1", headers={"who": "trainer"})
+
+
+def fill(app: Application) -> dict[str, Dog]:
+    """Three dogs with tricks and metadata; returns their states."""
+    dogs_by_id = {}
+    for n, name in enumerate(["Fido", "Rex", "Luna"]):
+        stream = f"dog-{n}"
+        app.execute(dogs, stream, register, name, metadata=TRACED)
+        for trick in ["sit", "paw", "beg"][: n + 1]:
+            app.execute(dogs, stream, add_trick, trick)
+        dogs_by_id[stream] = app.get(dogs, stream)
+    return dogs_by_id
+
+
+def columns(app: Application) -> list[tuple[Any, ...]]:
+    """What resealing must keep: each event's position, stream, version, topic, timestamp."""
+    return [(e.position, e.stream, e.version, e.topic, e.timestamp) for e in app.store.read_log()]
+
+
+def test_after_a_reseal_the_new_key_alone_reads_everything(any_place: Place) -> None:
+    """Events, metadata and latest snapshots move to the new key; nothing else changes."""
+    writer = any_place.app(cipher=OLD_RING, snapshot_every=2)
+    states = fill(writer)
+    kept = columns(writer)
+    before = [(r.event, r.metadata) for r in writer.log()]
+
+    rotated = any_place.app(cipher=BOTH_RINGS, snapshot_every=2)
+    done = reseal(rotated, batch_size=4)
+    assert done == Resealing(events=9, metadata=3, snapshots=3, position=kept[-1][0])
+
+    only_new = any_place.app(cipher=NEW_RING, snapshot_every=2)
+    assert columns(only_new) == kept
+    assert [(r.event, r.metadata) for r in only_new.log()] == before
+    for stream, state in states.items():
+        assert only_new.get(dogs, stream) == state
+        snapshot = only_new.store.load_snapshot(stream)
+        assert snapshot is not None
+        assert only_new.codec.decode_state(
+            dogs, snapshot.payload, stream=stream, version=snapshot.version
+        ) == only_new.get(dogs, stream, version=snapshot.version)
+    # the old ring alone no longer reads them
+    with pytest.raises(fes.CipherError, match="key id 'new'"):
+        any_place.app(cipher=OLD_RING).log()
+
+
+def test_a_second_run_changes_nothing(any_place: Place) -> None:
+    """Rows already under the current key are skipped: a stopped run can simply be rerun."""
+    fill(any_place.app(cipher=OLD_RING, snapshot_every=2))
+    rotated = any_place.app(cipher=BOTH_RINGS, snapshot_every=2)
+    first = reseal(rotated)
+    stored = [(e.payload, e.meta) for e in rotated.store.read_log()]
+    again = reseal(rotated)
+    assert (again.events, again.metadata, again.snapshots) == (0, 0, 0)
+    assert again.position == first.position
+    assert [(e.payload, e.meta) for e in rotated.store.read_log()] == stored
+
+
+def test_events_appended_under_the_new_key_are_left_alone(any_place: Place) -> None:
+    """Only what an older key sealed is resealed."""
+    fill(any_place.app(cipher=OLD_RING))
+    rotated = any_place.app(cipher=BOTH_RINGS)
+    rotated.execute(dogs, "dog-new", register, "Newcomer", metadata=TRACED)
+    assert (reseal(rotated).events, reseal(rotated).events) == (9, 0)
+
+
+def test_a_plain_store_is_encrypted_only_when_asked(any_place: Place) -> None:
+    """Plain rows are refused unless plain=True; then they are encrypted and read back."""
+    states = fill(any_place.app(snapshot_every=2))
+    kept = columns(any_place.app())
+    encrypted = any_place.app(cipher=NEW_RING, snapshot_every=2)
+    with pytest.raises(fes.CipherError, match="not encrypted"):
+        encrypted.get(dogs, "dog-0")
+    with pytest.raises(fes.CipherError, match="plain=True"):
+        reseal(encrypted)
+    assert encrypted.store.read_log()[0].payload.startswith(b"{")  # nothing was changed
+
+    done = reseal(encrypted, plain=True)
+    assert (done.events, done.metadata, done.snapshots) == (9, 3, 3)
+    assert columns(encrypted) == kept
+    assert all(not e.payload.startswith(b"{") for e in encrypted.store.read_log())
+    for stream, state in states.items():
+        assert encrypted.get(dogs, stream) == state
+    with pytest.raises(fes.CipherError, match="no cipher"):
+        any_place.app().get(dogs, "dog-0")
+
+
+def test_a_row_no_key_decrypts_stops_the_run_after_the_batches_before_it(
+    any_place: Place,
+) -> None:
+    """A tampered row raises CipherError naming it; the batches before it stay resealed."""
+    writer = any_place.app(cipher=OLD_RING)
+    fill(writer)
+    rotated = any_place.app(cipher=BOTH_RINGS)
+    log = writer.store.read_log()
+    victim = log[5]
+    payload = bytearray(victim.payload)
+    payload[-1] ^= 1
+    writer.store.reseal([Resealed(victim.stream, victim.version, victim.topic, bytes(payload))])
+    with pytest.raises(
+        fes.CipherError, match=f"stream {victim.stream!r} version {victim.version}"
+    ):
+        reseal(rotated, batch_size=2)
+    only_new = any_place.app(cipher=NEW_RING).codec
+
+    def resealed(event: StoredEvent) -> bool:
+        try:
+            only_new.decode(event.topic, event.payload, stream=event.stream, version=event.version)
+        except fes.CipherError:
+            return False
+        return True
+
+    assert [resealed(e) for e in rotated.store.read_log()] == [True] * 4 + [False] * (len(log) - 4)
+
+
+def test_a_snapshot_no_key_reads_is_ignored_and_the_stream_folded(
+    any_place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot under a key that left the ring is a shortcut lost, not an error."""
+    states = fill(any_place.app(cipher=OLD_RING, snapshot_every=2))
+    rotated = any_place.app(cipher=BOTH_RINGS)
+    store = rotated.store
+    # reseal the events only, as if the snapshots had been forgotten
+    codec = rotated.codec
+    rows = []
+    for e in store.read_log():
+        where: dict[str, Any] = {"name": e.topic, "stream": e.stream, "version": e.version}
+        payload = codec.reseal(e.payload, kind="event", **where)
+        meta = None if e.meta is None else codec.reseal(e.meta, kind="meta", **where)
+        rows.append(Resealed(e.stream, e.version, e.topic, payload or e.payload, meta or e.meta))
+    store.reseal(rows)
+    only_new = any_place.app(cipher=NEW_RING, snapshot_every=2)
+    with caplog.at_level(logging.WARNING, logger="fes"):
+        assert only_new.get(dogs, "dog-2") == states["dog-2"]
+    assert "ignoring a snapshot" in caplog.text and "'old'" in caplog.text
+
+
+def test_bad_arguments_are_refused(any_place: Place) -> None:
+    """A batch size below 1, or an application without a cipher, is a clear error."""
+    with pytest.raises(fes.ConfigurationError, match="batch_size"):
+        reseal(any_place.app(cipher=NEW_RING), batch_size=0)
+    with pytest.raises(fes.DefinitionError, match="cipher"):
+        reseal(any_place.app())
