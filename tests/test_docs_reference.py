@@ -22,6 +22,7 @@ import fes.edge.application
 import fes.edge.codec
 import fes.edge.processes
 import fes.edge.projections
+import fes.edge.resealing
 import fes.edge.runners
 import fes.edge.skips
 import fes.edge.stores
@@ -47,6 +48,7 @@ PUBLIC = [
     (fes.edge.processes, EDGE),
     (fes.edge.projections, EDGE),
     (fes.edge.skips, EDGE),
+    (fes.edge.resealing, EDGE),
 ]
 PUBLIC_NAMES = [(package, name) for package, _ in PUBLIC for name in package.__all__]
 

@@ -7,11 +7,13 @@
     fes log [--app A] [--after N] [--limit N] [--system MODULE:SYSTEM]
     fes stream ID --app A [--system MODULE:SYSTEM]
     fes apps
+    fes reseal MODULE:SYSTEM --app A [--plain] [--batch-size N]
 
 Every command takes ``--store URL`` (default: ``FES_STORE_URL``, then
-``sqlite:///fes.db``).  A failure (a bad URL, an unknown module, a store
-that cannot be reached) is one line on stderr and a non-zero exit code;
-``--traceback`` shows the traceback as well.
+``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one).  A
+failure (a bad URL, an unknown module, a store that cannot be reached) is
+one line on stderr and a non-zero exit code; ``--traceback`` shows the
+traceback as well.
 """
 
 from __future__ import annotations
@@ -280,6 +282,28 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
+    from .resealing import reseal
+
+    system = _system(args.system)
+    assert system is not None
+    app = system.app(args.app)
+    with _open_existing(_url(args)) as database:
+        _check_app(database, app.name)
+        # the cipher comes from FES_CIPHER_KEYS / FES_CIPHER_KEY_ID, as for `fes run`
+        with Application(app, store=database) as application:
+            done = reseal(application, plain=args.plain, batch_size=args.batch_size)
+            cipher = application.codec.cipher
+    assert cipher is not None  # reseal refuses an application without one
+    print(
+        f"{app.name}: resealed {done.events} event(s), {done.metadata} metadata and "
+        f"{done.snapshots} snapshot(s) under key {cipher.current!r} "
+        f"(log walked to position {done.position})",
+        file=out,
+    )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .runners import run
 
@@ -462,16 +486,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        help: str,
+        store: str = "the store URL (default: $FES_STORE_URL, then sqlite:///fes.db)",
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument(
-            "--store", metavar="URL",
-            help="the store URL (default: $FES_STORE_URL, then sqlite:///fes.db)",
-        )
+        sub.add_argument("--store", metavar="URL", help=store)
         sub.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
         return sub
 
-    demo = command("demo", "run the shop example system and show what happened")
+    demo = command(
+        "demo",
+        "run the shop example system and show what happened",
+        store="the store URL (default: a temporary SQLite file, deleted at the end)",
+    )
     demo.add_argument("--orders", type=int, default=200, help="how many orders (default 200)")
     demo.add_argument("--processes", type=int, default=0,
                       help="run the applications in N processes (default: threads)")
@@ -508,6 +537,19 @@ def _parser() -> argparse.ArgumentParser:
 
     apps = command("apps", "show each application's log and each follower's position and lag")
     apps.set_defaults(handler=_cmd_apps)
+
+    reseal = command(
+        "reseal",
+        "encrypt an application's stored events, metadata and latest snapshots under the "
+        "current key of $FES_CIPHER_KEYS (after a key rotation)",
+    )
+    reseal.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")
+    reseal.add_argument("--app", required=True, help="the application to reseal")
+    reseal.add_argument("--plain", action="store_true",
+                        help="also encrypt rows written without a cipher")
+    reseal.add_argument("--batch-size", type=int, default=500,
+                        help="events per transaction (default 500)")
+    reseal.set_defaults(handler=_cmd_reseal)
     return parser
 
 

@@ -1301,7 +1301,8 @@ class Codec:
                 if not plain:
                     raise CipherError(
                         f"cannot reseal {_row(kind, name, stream, version)}: it is not "
-                        "encrypted (pass plain=True to encrypt plain rows)"
+                        "encrypted, and plain rows are encrypted only when asked "
+                        "(plain=True; fes reseal --plain)"
                     )
                 schema, body = 1, data
             else:

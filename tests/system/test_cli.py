@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -58,6 +59,35 @@ def test_demo_keeps_a_store_it_is_given(
     assert "payments      reservations" in out
     followers = out.split("followers")[1].splitlines()[3:]
     assert followers and all(line.split()[-1] == "0" for line in followers if line.strip())
+
+
+def test_reseal_encrypts_a_plain_store_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fes reseal --plain` encrypts what the demo wrote in the clear; then only the key reads."""
+    from fes.edge import Cipher
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["demo", "--orders", "5", "--store", url]) == 0
+    shop = "fes.examples.shop:system"
+    key = base64.b64encode(Cipher.generate_key()).decode()
+    monkeypatch.setenv("FES_CIPHER_KEYS", f"k1:{key}")
+    capsys.readouterr()
+
+    assert main(["reseal", shop, "--app", "orders", "--store", url]) == 1
+    assert "not encrypted" in capsys.readouterr().err
+    assert main(["reseal", shop, "--app", "orders", "--store", url, "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("orders: resealed ") and "under key 'k1'" in out
+    assert main(["reseal", shop, "--app", "orders", "--store", url]) == 0
+    assert "resealed 0 event(s), 0 metadata and 0 snapshot(s)" in capsys.readouterr().out
+
+    assert main(["log", "--app", "orders", "--json", "--system", shop, "--store", url]) == 0
+    decoded = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(decoded) >= 5 and all(record["data"] is not None for record in decoded)
+    monkeypatch.delenv("FES_CIPHER_KEYS")
+    assert main(["log", "--app", "orders", "--json", "--system", shop, "--store", url]) == 1
+    assert "encrypted, but this codec has no cipher" in capsys.readouterr().err
 
 
 def test_apps_shows_tracked_positions_and_lag(

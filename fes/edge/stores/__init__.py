@@ -17,7 +17,15 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from fes.edge.stores.base import Database, NewEvent, Store, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores.base import (
+    Database,
+    NewEvent,
+    Resealed,
+    Store,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+)
 from fes.edge.stores.memory import MemoryDatabase
 from fes.edge.stores.sqlite import SQLiteDatabase
 from fes.edge.stores.urls import parse_url, redact
@@ -26,6 +34,7 @@ __all__ = [
     "Database",
     "MemoryDatabase",
     "NewEvent",
+    "Resealed",
     "SQLiteDatabase",
     "Store",
     "StoredEvent",
