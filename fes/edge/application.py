@@ -198,6 +198,7 @@ class Application:
     ``FES_STORE_URL`` (or ``<APP>_FES_STORE_URL``) from ``env``, falling back
     to ``sqlite:///fes.db``.
 
+    ``compress`` is True or a zlib level 1 to 9 (None: ``FES_COMPRESS``);
     ``snapshot_every`` takes a snapshot when a stream's version crosses a
     multiple of it; ``cache_size`` keeps that many recently used states in
     memory (refreshed with any later events on every read); ``retries`` is
@@ -209,7 +210,7 @@ class Application:
         app: App,
         store: str | Database | None = None,
         *,
-        compress: bool | None = None,
+        compress: bool | int | None = None,
         cipher: Cipher | None = None,
         snapshot_every: int | None = None,
         cache_size: int = 0,
