@@ -9,6 +9,8 @@ clear is encrypted only when asked to (``plain=True``).  Runs on every store.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -168,3 +170,57 @@ def test_bad_arguments_are_refused(any_place: Place) -> None:
         reseal(any_place.app(cipher=NEW_RING), batch_size=0)
     with pytest.raises(fes.DefinitionError, match="cipher"):
         reseal(any_place.app())
+
+
+def test_reseal_runs_beside_a_live_writer(any_place: Place) -> None:
+    """While a writer under the new key appends, a reseal moves the old rows; nothing is lost."""
+    old = any_place.app(cipher=OLD_RING)
+    for n in range(20):
+        old.execute(dogs, f"old-{n}", register, f"Old {n}")
+        for trick in ["sit", "paw", "beg", "roll", "spin"]:
+            old.execute(dogs, f"old-{n}", add_trick, trick)
+    writer = any_place.app(cipher=BOTH_RINGS)
+    errors: list[BaseException] = []
+    written = [0]
+    started, stop = threading.Event(), threading.Event()
+
+    def write() -> None:
+        try:
+            while not stop.is_set():
+                n = written[0]
+                writer.execute(dogs, f"live-{n}", register, f"Live {n}")
+                written[0] += 1
+                started.set()
+        except BaseException as error:  # reported below
+            errors.append(error)
+            started.set()
+
+    resealer = any_place.app(cipher=BOTH_RINGS)
+    store_reseal = resealer.store.reseal
+
+    def reseal_then_let_the_writer_in(rows: list[Resealed]) -> None:
+        store_reseal(rows)
+        seen = written[0]
+        deadline = time.monotonic() + 10
+        while written[0] == seen and time.monotonic() < deadline:
+            time.sleep(0.001)  # the writer appends between two batches
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert started.wait(10)
+    before = written[0]
+    resealer.store.reseal = reseal_then_let_the_writer_in  # type: ignore[method-assign]
+    try:
+        done = reseal(resealer, batch_size=5)
+    finally:
+        del resealer.store.reseal
+    during = written[0] - before
+    stop.set()
+    thread.join(60)
+    assert errors == [] and not thread.is_alive()
+    assert during >= 24  # the writer appended between every two of the 24 batches
+    assert done.events == 120  # what the old key wrote, and nothing else
+    only_new = any_place.app(cipher=NEW_RING)
+    assert len(only_new.log()) == 120 + written[0]
+    assert all(len(only_new.get(dogs, f"old-{n}").tricks) == 5 for n in range(20))
+    assert all(only_new.get(dogs, f"live-{n}") is not None for n in range(written[0]))
