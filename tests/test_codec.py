@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import enum
+import importlib
+import importlib.util
 import math
+import os
 import random
 import string
 import sys
 import zlib
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
@@ -18,6 +23,7 @@ import attrs
 import orjson
 import pytest
 from attrs import field, frozen
+from guards import CANARY, nothing_imported_or_run
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
@@ -403,6 +409,9 @@ def test_large_metadata_is_compressed() -> None:
     assert CODECS["compressed"].decode_meta(data, **WHERE) == meta
 
 
+META_ROW = r"cannot decrypt the metadata of 'dog\.Registered' at stream 's' version 1: "
+
+
 def test_encrypted_metadata_hides_its_headers_and_is_bound_to_its_row() -> None:
     """With a cipher, headers are not readable in the stored bytes; moved or flipped, refused."""
     codec = _encrypted()
@@ -416,7 +425,7 @@ def test_encrypted_metadata_hides_its_headers_and_is_bound_to_its_row() -> None:
     for index in range(len(data)):
         tampered = bytearray(data)
         tampered[index] ^= 0x01
-        with pytest.raises(fes.DecodeError):
+        with pytest.raises(fes.CipherError, match=META_ROW):
             codec.decode_meta(bytes(tampered), **WHERE)
     with pytest.raises(fes.CipherError, match="not encrypted"):
         codec.decode_meta(b'{"correlation_id": "forged"}', **WHERE)
@@ -483,13 +492,15 @@ def test_encrypted_payload_hides_the_event() -> None:
 
 
 def test_every_flipped_byte_is_refused() -> None:
-    """Changing any byte of an encrypted payload makes it fail to decode."""
+    """Changing any byte of an encrypted payload is a CipherError naming its row."""
     codec = _encrypted()
     topic, payload = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
     for index in range(len(payload)):
         tampered = bytearray(payload)
         tampered[index] ^= 0x01
-        with pytest.raises(fes.DecodeError):
+        with pytest.raises(
+            fes.CipherError, match=r"cannot decrypt 'dog\.Registered' at stream 's' version 1: "
+        ):
             codec.decode(topic, bytes(tampered), stream="s", version=1)
     tampered = bytearray(payload)
     tampered[-1] ^= 0x80
@@ -698,16 +709,64 @@ def test_topics_are_exactly_the_registered_ones() -> None:
     assert codec.topic_of(Point(1, 2)) == "extra.Point"
 
 
+
+
 @pytest.mark.parametrize(
-    "topic", ["os:system", "builtins:eval", "subprocess:Popen", "dog.Dog", "antigravity"]
+    "topic",
+    [
+        "os:system",
+        "builtins:eval",
+        "subprocess:Popen",
+        "dog.Dog",
+        "antigravity",
+        "fes_canary",
+        "fes_canary:x",
+        "fes_canary.X",
+        "fes_canary:X",
+    ],
 )
-def test_unknown_and_hostile_topics_are_refused_without_imports(topic: str) -> None:
-    """A stored topic that is not registered is refused, and nothing is imported."""
+def test_unknown_and_hostile_topics_are_refused_without_imports(
+    topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored topic that is not registered is refused, and nothing is imported or run.
+
+    ``fes_canary`` is importable here, and would leave a mark if imported or called.
+    """
+    (tmp_path / "fes_canary.py").write_text(CANARY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert importlib.util.find_spec("fes_canary") is not None
     before = set(sys.modules)
-    with pytest.raises(fes.UnknownTopic, match="not registered") as caught:
+    with (
+        pytest.raises(fes.UnknownTopic, match="not registered") as caught,
+        nothing_imported_or_run(monkeypatch) as calls,
+    ):
         CODECS["plain"].decode(topic, b'{"args": ["echo hi"]}', stream="s", version=1)
     assert caught.value.topic == topic
+    assert calls == []
     assert set(sys.modules) == before
+    assert not (tmp_path / "fes_canary.imported").exists()
+    assert not (tmp_path / "fes_canary.called").exists()
+
+
+def test_the_import_guard_catches_imports_and_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard of the test above refuses and records an import, eval and os.system."""
+    attempts: list[Callable[[], object]] = [
+        lambda: __import__("os"),
+        lambda: importlib.import_module("os"),
+        lambda: eval("1"),
+        lambda: os.system("true"),
+    ]
+    with nothing_imported_or_run(monkeypatch) as calls:
+        for attempt in attempts:
+            with pytest.raises(AssertionError, match="was called inside the guard"):
+                attempt()
+    assert calls == [
+        "__import__('os')",
+        "importlib.import_module('os')",
+        "eval('1')",
+        "os.system('true')",
+    ]
+    assert __import__("os") is os
 
 
 def test_unregistered_type_is_refused_on_encode() -> None:
