@@ -172,14 +172,31 @@ def test_the_password_reaches_libpq_decoded(pg_url: str) -> None:
 # Schemas, tables and hostile names -------------------------------------------------------
 
 
-HOSTILE_SCHEMA = 'public"; DROP TABLE precious; --'
+def all_tables(url: str) -> set[tuple[str, str]]:
+    """Every (schema, table) of the database, but the system catalogues'."""
+    rows = sql_rows(
+        url,
+        "SELECT schemaname, tablename FROM pg_tables"
+        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    return {(schema, table) for schema, table in rows}
 
 
-def test_hostile_schema_name_is_quoted_not_executed(pg_url: str) -> None:
-    """A schema name full of SQL becomes a literal schema; other tables survive unchanged."""
+@pytest.mark.parametrize(
+    "schema",
+    ['public"; DROP TABLE precious; --', "x'; DROP TABLE precious; --"],
+    ids=["double-quote", "single-quote"],
+)
+def test_hostile_schema_name_is_quoted_not_executed(pg_url: str, schema: str) -> None:
+    """A schema name full of SQL becomes a literal schema; every other table survives unchanged."""
     sql_rows(pg_url, "CREATE TABLE precious (id int)")
     sql_rows(pg_url, "INSERT INTO precious VALUES (42)")
-    with PostgresDatabase(pg_url, schema=HOSTILE_SCHEMA) as database:
+    sql_rows(pg_url, "CREATE SCHEMA vault")
+    sql_rows(pg_url, "CREATE TABLE vault.precious (id int)")
+    sql_rows(pg_url, "INSERT INTO vault.precious VALUES (7)")
+    before = all_tables(pg_url)
+    assert before == {("public", "precious"), ("vault", "precious")}
+    with PostgresDatabase(pg_url, schema=schema) as database:
         store = database.store("shop")
         store.append([new("a", 1)], tracking=Tracking("up", 1, 0))
         store.save_view("v", b"x", Tracking("up", 1, 0))
@@ -187,13 +204,9 @@ def test_hostile_schema_name_is_quoted_not_executed(pg_url: str) -> None:
         assert database.apps() == ["shop"]
         assert store.wait(0, 1)
     assert sql_rows(pg_url, "SELECT id FROM precious") == [(42,)]
-    assert tables(pg_url, HOSTILE_SCHEMA) == [
-        "shop_events",
-        "shop_snapshots",
-        "shop_tracking",
-        "shop_views",
-    ]
-    assert tables(pg_url, "public") == ["precious"]
+    assert sql_rows(pg_url, "SELECT id FROM vault.precious") == [(7,)]
+    created = {"shop_events", "shop_snapshots", "shop_tracking", "shop_views"}
+    assert all_tables(pg_url) == before | {(schema, table) for table in created}
 
 
 @pytest.mark.parametrize(
@@ -313,29 +326,49 @@ def test_append_notifies_only_its_application_and_only_on_commit(pg_url: str) ->
     assert shop._channel == "fes:public.shop"
 
 
-def test_wait_wakes_on_notify_long_before_a_poll(pg_url: str) -> None:
-    """With a 60 s poll interval, a waiter wakes within moments of another pool's append."""
+def test_wait_wakes_on_notify_long_before_a_poll(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 60 s poll interval, a waiter blocked on the log wakes within moments of another
+    pool's append, and not before it."""
     with (
         PostgresDatabase(pg_url, poll_interval=60) as waiting,
         PostgresDatabase(pg_url) as writing,
     ):
         waiter, writer = waiting.store("shop"), writing.store("shop")
         assert waiter.wait(0, 0.2) is False  # starts the listener
-        results: list[tuple[bool, float]] = []
+        signal = waiting._signal(waiter._channel)
+        assert signal is not None
+        signal.wait_past(0, 10)  # bumped once the channel is listened to
+        assert signal.generation >= 1
+        blocked = threading.Event()
+        original = signal.wait_past
+
+        def wait_past(seen: int, timeout: float) -> None:
+            blocked.set()  # the waiter found nothing and blocks on the signal
+            original(seen, timeout)
+
+        monkeypatch.setattr(signal, "wait_past", wait_past)
+        results: list[tuple[bool, float, float]] = []
 
         def wait() -> None:
             started = time.monotonic()
-            results.append((waiter.wait(0, 30), time.monotonic() - started))
+            woke = waiter.wait(0, 30)
+            results.append((woke, started, time.monotonic()))
 
         thread = threading.Thread(target=wait)
         thread.start()
-        time.sleep(0.2)
+        assert blocked.wait(10), "the waiter never blocked"
+        time.sleep(0.2)  # let it wait a while, to see that it does not return early
         appended = time.monotonic()
         writer.append([new("a", 1)])
         thread.join(30)
-        woke = time.monotonic() - appended
-        assert results and results[0][0] is True
-        assert woke < 5.0  # a poll would take 60 s
+        assert not thread.is_alive()
+    [(woke, started, returned)] = results
+    assert woke is True
+    assert returned >= appended  # it waited for the append
+    assert returned - started >= 0.15
+    assert returned - appended < 5.0  # a poll would take 60 s
 
 
 def test_wait_polls_when_listen_is_off(pg_url: str) -> None:
@@ -499,16 +532,19 @@ def test_lock_timeout_refuses_an_append_that_waits_too_long(pg_url: str) -> None
 def test_idle_transaction_timeout_frees_the_lock_of_a_stuck_writer(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A writer stuck before COMMIT is cut off by the server, so other writers go on."""
+    """A writer stuck before COMMIT holding the log lock is cut off by the server after
+    idle_in_transaction_session_timeout, so another writer waits about that long, then goes on."""
     with (
         PostgresDatabase(pg_url, idle_in_transaction_session_timeout="300ms") as stuck,
         PostgresDatabase(pg_url, lock_timeout="10s") as other,
     ):
-        store = stuck.store("shop")
+        store, free = stuck.store("shop"), other.store("shop")
         original = store._commit
+        holding, release = threading.Event(), threading.Event()
 
         def commit(conn: psycopg.Connection[Any]) -> None:
-            time.sleep(2.0)  # holds the lock, idle in transaction
+            holding.set()  # the INSERT is done: it holds the lock, idle in transaction
+            release.wait(30)  # until the other writer is through, or the test gives up
             original(conn)
 
         monkeypatch.setattr(store, "_commit", commit)
@@ -517,18 +553,26 @@ def test_idle_transaction_timeout_frees_the_lock_of_a_stuck_writer(
         def append() -> None:
             try:
                 store.append([new("stuck", 1)])
-            except StoreError as exc:
+            except BaseException as exc:
                 failures.append(exc)
 
         thread = threading.Thread(target=append)
         thread.start()
-        time.sleep(0.1)
-        started = time.monotonic()
-        other.store("shop").append([new("free", 1)])
-        assert time.monotonic() - started < 1.7  # the stuck writer would hold it 2 s
-        thread.join(10)
-        assert len(failures) == 1 and "unknown whether" in str(failures[0])
-        assert [e.stream for e in other.store("shop").read_log()] == ["free"]
+        try:
+            assert holding.wait(10), "the stuck writer never reached its COMMIT"
+            started = time.monotonic()
+            free.append([new("free", 1)])
+            waited = time.monotonic() - started
+        finally:
+            release.set()
+            thread.join(30)
+        assert not thread.is_alive()
+        # It waited for the stuck writer's lock until the server cut that writer off
+        # (300 ms), and not until its own lock_timeout (10 s).
+        assert 0.15 <= waited < 5, waited
+        assert len(failures) == 1 and isinstance(failures[0], StoreError), failures
+        assert "unknown whether" in str(failures[0])
+        assert [e.stream for e in free.read_log()] == ["free"]
 
 
 # Closing ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -66,51 +67,107 @@ def receive(receiver: Connection) -> Any:
 
 
 def finish(process: BaseProcess, receiver: Connection) -> Any:
-    result = receive(receiver)
+    """What ``process`` sent as its result, once it has exited cleanly."""
+    outcome, result = receive(receiver)
+    assert outcome == "ok", f"the process failed:\n{result}"
     process.join(30)
     assert process.exitcode == 0
     return result
 
 
-def follow(database: PostgresDatabase, done: threading.Event, seen: list[StoredEvent]) -> None:
-    """Read the log as a runner would, until the writers are done and it is caught up."""
-    store = database.store(APP)
-    after = 0
-    while True:
-        finished = done.is_set()
-        batch = store.read_log(after, limit=50)
-        if batch:
-            assert batch[0].position > after
-            seen.extend(batch)
-            after = batch[-1].position
-        elif finished:
-            return
-        else:
-            store.wait(after, 0.05)
+def report(pipe: Connection, work: Callable[[], Any]) -> None:
+    """Send ``("ok", work())``, or ``("error", traceback)`` if ``work`` raises."""
+    try:
+        result = work()
+    except BaseException:
+        pipe.send(("error", traceback.format_exc()))
+        raise
+    pipe.send(("ok", result))
+
+
+def guarded(errors: list[str], work: Callable[..., None]) -> Callable[..., None]:
+    """``work``, recording the traceback of anything it raises in ``errors``."""
+
+    def run(*args: Any) -> None:
+        try:
+            work(*args)
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    return run
+
+
+LIMIT = 50
+
+
+class Follower:
+    """Reads the log as a runner would, until the writers are done and it is caught up.
+
+    Besides the events, it keeps, for each read that returned events, whether
+    ``done`` was still unset when the read returned, how many events it
+    returned, and the last position among them.
+    """
+
+    def __init__(self, database: PostgresDatabase, done: threading.Event) -> None:
+        self.store = database.store(APP)
+        self.done = done
+        self.seen: list[StoredEvent] = []
+        self.reads: list[tuple[bool, int, int]] = []
+
+    def __call__(self) -> None:
+        after = 0
+        while True:
+            finished = self.done.is_set()
+            batch = self.store.read_log(after, limit=LIMIT)
+            if batch:
+                self.reads.append((not self.done.is_set(), len(batch), batch[-1].position))
+                assert batch[0].position > after
+                self.seen.extend(batch)
+                after = batch[-1].position
+            elif finished:
+                return
+            else:
+                self.store.wait(after, 0.05)
+
+    def reads_while_writing(self, last: int) -> list[int]:
+        """The last positions of reads that saw the whole log, before it reached ``last``.
+
+        A read that returned fewer than LIMIT events saw every event committed
+        then; if it ended below the final ``last``, some writer had yet to commit.
+        """
+        return [p for live, n, p in self.reads if live and n < LIMIT and p < last]
+
+
+def sizes(name: str, appends: int) -> list[int]:
+    """The sizes of the batches that writer ``name`` appends, one per stream."""
+    rng = random.Random(name)
+    return [rng.randint(1, 3) for _ in range(appends)]
 
 
 def test_threads_and_processes_append_while_a_reader_follows(pg_url: str) -> None:
-    """Three threads and three processes append; a follower sees each event once, in order."""
+    """Three threads and three processes append all their batches; a follower reading as they
+    write sees each event once, in order."""
     appends = 60
+    errors: list[str] = []
     with PostgresDatabase(pg_url, pool_size=4) as database:
         store = database.store(APP)
-        seen: list[StoredEvent] = []
         done = threading.Event()
-        reader = threading.Thread(target=follow, args=(database, done, seen))
+        follower = Follower(database, done)
+        reader = threading.Thread(target=guarded(errors, follower))
         reader.start()
         processes = [spawn(_append_main, pg_url, f"p{n}", appends) for n in range(3)]
         positions: list[int] = []
         lock = threading.Lock()
 
         def write(name: str) -> None:
-            rng = random.Random(name)
-            for i in range(appends):
-                size = rng.randint(1, 3)
+            for i, size in enumerate(sizes(name, appends)):
                 got = store.append([event(f"{name}-{i}", v) for v in range(1, size + 1)])
                 with lock:
                     positions.extend(got)
 
-        threads = [threading.Thread(target=write, args=(f"t{n}",)) for n in range(3)]
+        threads = [
+            threading.Thread(target=guarded(errors, write), args=(f"t{n}",)) for n in range(3)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -119,24 +176,37 @@ def test_threads_and_processes_append_while_a_reader_follows(pg_url: str) -> Non
             positions.extend(finish(process, queue))
         done.set()
         reader.join(60)
-        assert not reader.is_alive()
+        assert not any(t.is_alive() for t in [*threads, reader])
+        assert errors == []
 
         log = store.read_log()
-    followed = [e.position for e in seen]
+        last = store.last_position()
+    expected = {
+        f"{name}-{i}": size
+        for name in ("p0", "p1", "p2", "t0", "t1", "t2")
+        for i, size in enumerate(sizes(name, appends))
+    }
+    assert len(log) == len(positions) == sum(expected.values())
+    assert Counter(e.stream for e in log) == expected
+    followed = [e.position for e in follower.seen]
     assert all(a < b for a, b in itertools.pairwise(followed))
     assert followed == [e.position for e in log] == sorted(positions)
+    assert last == log[-1].position
     assert len(set(positions)) == len(positions)
     assert len({(e.stream, e.version) for e in log}) == len(log)
-    assert {e.stream.split("-")[0] for e in log} == {"p0", "p1", "p2", "t0", "t1", "t2"}
+    during = follower.reads_while_writing(last)
+    assert len(during) >= 2, f"the follower read only after the writers: {follower.reads}"
 
 
 def test_optimistic_race_across_processes_has_one_winner_per_version(pg_url: str) -> None:
-    """Threads and processes racing on one stream: each version is won exactly once."""
+    """Threads and processes racing on one stream all finish; each version is won exactly once,
+    and each loss is a ConcurrencyError naming the stream and versions."""
     target = 40
     start = time.time() + 0.5  # processes need a moment to connect
     processes = [spawn(_race_main, pg_url, f"p{n}", target, start) for n in range(2)]
     wins: dict[str, list[int]] = {}
     conflicts: list[int] = []
+    errors: list[str] = []
     with PostgresDatabase(pg_url) as database:
         store = database.store(APP)
 
@@ -145,16 +215,23 @@ def test_optimistic_race_across_processes_has_one_winner_per_version(pg_url: str
             wins[worker] = won
             conflicts.append(lost)
 
-        threads = [threading.Thread(target=race, args=(f"t{n}",)) for n in range(3)]
+        threads = [
+            threading.Thread(target=guarded(errors, race), args=(f"t{n}",)) for n in range(3)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
+        assert not any(t.is_alive() for t in threads)
         for n, (process, queue) in enumerate(processes):
             won, lost = finish(process, queue)
             wins[f"p{n}"] = won
             conflicts.append(lost)
         stream = store.read_stream("hot")
+    assert errors == []
+    assert sorted(wins) == ["p0", "p1", "t0", "t1", "t2"]
+    assert len(conflicts) == 5
+    assert sum(len(won) for won in wins.values()) == target
     claimed = sorted(v for won in wins.values() for v in won)
     assert claimed == list(range(1, target + 1))
     assert [e.version for e in stream] == claimed
@@ -246,19 +323,23 @@ def test_sigkilled_writers_never_leave_part_of_a_batch(pg_url: str) -> None:
 
 
 def _append_main(pipe: Connection, url: str, name: str, appends: int) -> None:
-    rng = random.Random(name)
-    positions: list[int] = []
-    with PostgresDatabase(url, pool_size=1) as database:
-        store = database.store(APP)
-        for i in range(appends):
-            size = rng.randint(1, 3)
-            positions += store.append([event(f"{name}-{i}", v) for v in range(1, size + 1)])
-    pipe.send(positions)
+    def work() -> list[int]:
+        positions: list[int] = []
+        with PostgresDatabase(url, pool_size=1) as database:
+            store = database.store(APP)
+            for i, size in enumerate(sizes(name, appends)):
+                positions += store.append([event(f"{name}-{i}", v) for v in range(1, size + 1)])
+        return positions
+
+    report(pipe, work)
 
 
 def _race_main(pipe: Connection, url: str, name: str, target: int, start: float) -> None:
-    with PostgresDatabase(url, pool_size=1) as database:
-        pipe.send(race_for(database.store(APP), name, target, start))
+    def work() -> tuple[list[int], int]:
+        with PostgresDatabase(url, pool_size=1) as database:
+            return race_for(database.store(APP), name, target, start)
+
+    report(pipe, work)
 
 
 def _forever_main(

@@ -392,37 +392,72 @@ def start_worker(path: Path, mode: str, worker: str, count: int) -> subprocess.P
     )
 
 
-def follow_log(database: SQLiteDatabase, done: threading.Event) -> list[int]:
-    """Read the log as it grows, until ``done`` and nothing more: the positions seen."""
-    store = database.store("shop")
-    seen: list[int] = []
-    after = 0
-    while True:
-        finished = done.is_set()
-        events = store.read_log(after, limit=50)
-        for event in events:
-            seen.append(event.position)
-            after = event.position
-        if finished and not events:
-            return seen
-        if not events:
-            store.wait(after, 0.02)
+FOLLOW_LIMIT = 50
+
+
+class Follower:
+    """Reads the log as it grows, until ``done`` and nothing more.
+
+    Keeps the positions seen and, for each read that returned events, whether
+    ``done`` was still unset when it returned, how many events it returned and
+    the last position among them.
+    """
+
+    def __init__(self, database: SQLiteDatabase, done: threading.Event) -> None:
+        self.store = database.store("shop")
+        self.done = done
+        self.seen: list[int] = []
+        self.reads: list[tuple[bool, int, int]] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self) -> None:
+        try:
+            after = 0
+            while True:
+                finished = self.done.is_set()
+                events = self.store.read_log(after, limit=FOLLOW_LIMIT)
+                if events:
+                    live = not self.done.is_set()
+                    self.reads.append((live, len(events), events[-1].position))
+                for event in events:
+                    self.seen.append(event.position)
+                    after = event.position
+                if finished and not events:
+                    return
+                if not events:
+                    self.store.wait(after, 0.02)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def reads_while_writing(self, last: int) -> list[int]:
+        """The last positions of reads that saw the whole log, before it reached ``last``.
+
+        A read that returned fewer than FOLLOW_LIMIT events saw every event
+        committed then; if it ended below the final ``last``, a writer had yet
+        to commit.
+        """
+        return [p for live, n, p in self.reads if live and n < FOLLOW_LIMIT and p < last]
 
 
 def test_threads_and_processes_append_while_a_reader_follows(tmp_path: Path) -> None:
-    """Three processes and three threads append to one file; a follower sees every position once."""
+    """Three processes and three threads append to one file; a follower reading as they write
+    sees every position once."""
     path = tmp_path / "many.db"
     with sqlite_db(path, synchronous="NORMAL", busy_timeout=30000) as database:
         store = database.store("shop")
         done = threading.Event()
-        seen: list[int] = []
-        reader = threading.Thread(target=lambda: seen.extend(follow_log(database, done)))
+        follower = Follower(database, done)
+        reader = threading.Thread(target=follower)
         reader.start()
         processes = [start_worker(path, "append", f"p{n}", 150) for n in range(3)]
+        errors: list[BaseException] = []
 
         def write(worker: str) -> None:
-            for i in range(150):
-                store.append([new(f"{worker}-{i}", v) for v in range(1, 2 + i % 3)])
+            try:
+                for i in range(150):
+                    store.append([new(f"{worker}-{i}", v) for v in range(1, 2 + i % 3)])
+            except BaseException as exc:
+                errors.append(exc)
 
         threads = [threading.Thread(target=write, args=(f"t{n}",)) for n in range(3)]
         for thread in threads:
@@ -434,11 +469,15 @@ def test_threads_and_processes_append_while_a_reader_follows(tmp_path: Path) -> 
             assert process.returncode == 0, err
         done.set()
         reader.join(timeout=120)
+        assert not any(t.is_alive() for t in [*threads, reader])
+        assert errors == [] and follower.errors == []
         log = store.read_log()
     expected_events = 6 * sum(1 + i % 3 for i in range(150))
     assert len(log) == expected_events
     assert [e.position for e in log] == list(range(1, expected_events + 1))
-    assert seen == [e.position for e in log]
+    assert follower.seen == [e.position for e in log]
+    during = follower.reads_while_writing(expected_events)
+    assert len(during) >= 2, f"the follower read only after the writers: {follower.reads}"
 
 
 def test_processes_racing_on_one_stream_have_one_winner_per_version(tmp_path: Path) -> None:
