@@ -793,6 +793,42 @@ class PostgresDatabase(ClosingDatabase):
             attempt += 1
 
 
+_EVENT_COLUMNS = "position, stream, version, topic, payload, timestamp_us, meta"
+
+
+def _stream_query(
+    columns: str,
+    stream: str,
+    from_version: int | None,
+    to_version: int | None,
+    descending: bool = False,
+    limit: int | None = None,
+) -> tuple[tuple[str, ...], Callable[[], str], list[object]]:
+    """A SELECT of ``columns`` of one stream's events: its cache key, builder and parameters."""
+    params: list[object] = [stream]
+    key = [columns]
+    clauses = ""
+    if from_version is not None:
+        key.append("from")
+        params.append(from_version)
+        clauses += " AND version >= %s"
+    if to_version is not None:
+        key.append("to")
+        params.append(to_version)
+        clauses += " AND version <= %s"
+    key.append("desc" if descending else "asc")
+    clauses += " ORDER BY version DESC" if descending else " ORDER BY version"
+    if limit is not None:
+        key.append("limit")
+        params.append(limit)
+        clauses += " LIMIT %s"
+
+    def build() -> str:
+        return f"SELECT {columns} FROM {{events}} WHERE stream = %s{clauses}"
+
+    return tuple(key), build, params
+
+
 class PostgresStore:
     """One application's tables in a PostgreSQL database; get it from ``database.store(app)``.
 
@@ -963,58 +999,21 @@ class PostgresStore:
         if limit == 0:
             self._db._check_open("read")
             return []
-        params: list[object] = [stream]
-        key = ["stream"]
-        if from_version is not None:
-            key.append("from")
-            params.append(from_version)
-        if to_version is not None:
-            key.append("to")
-            params.append(to_version)
-        key.append("desc" if descending else "asc")
-        if limit is not None:
-            key.append("limit")
-            params.append(limit)
-
-        def build() -> str:
-            text = (
-                "SELECT position, stream, version, topic, payload, timestamp_us, meta"
-                " FROM {events} WHERE stream = %s"
-            )
-            if "from" in key:
-                text += " AND version >= %s"
-            if "to" in key:
-                text += " AND version <= %s"
-            text += " ORDER BY version DESC" if descending else " ORDER BY version"
-            if "limit" in key:
-                text += " LIMIT %s"
-            return text
-
-        return self._read_events(f"read stream {stream!r}", tuple(key), build, params)
+        key, build, params = _stream_query(
+            _EVENT_COLUMNS, stream, from_version, to_version, descending, limit
+        )
+        return self._read_events(f"read stream {stream!r}", key, build, params)
 
     def read_payloads(
         self, stream: str, *, from_version: int | None = None, to_version: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """``(version, topic, payload)`` of a stream's events, in version order."""
-        params: list[object] = [stream]
-        key = ["payloads"]
-        if from_version is not None:
-            key.append("from")
-            params.append(from_version)
-        if to_version is not None:
-            key.append("to")
-            params.append(to_version)
-
-        def build() -> str:
-            text = "SELECT version, topic, payload FROM {events} WHERE stream = %s"
-            if from_version is not None:
-                text += " AND version >= %s"
-            if to_version is not None:
-                text += " AND version <= %s"
-            return text + " ORDER BY version"
+        key, build, params = _stream_query(
+            "version, topic, payload", stream, from_version, to_version
+        )
 
         def work(conn: _Conn) -> list[tuple[int, str, bytes]]:
-            query = self._q.variant(tuple(key), build, conn)
+            query = self._q.variant(key, build, conn)
             return conn.execute(query, params, binary=True).fetchall()
 
         return self._db._run(f"read stream {stream!r}", work, idempotent=True)
@@ -1067,10 +1066,7 @@ class PostgresStore:
             params.append(limit)
 
         def build() -> str:
-            text = (
-                "SELECT position, stream, version, topic, payload, timestamp_us, meta"
-                " FROM {events} WHERE position > %s"
-            )
+            text = f"SELECT {_EVENT_COLUMNS} FROM {{events}} WHERE position > %s"
             if "to" in key:
                 text += " AND position <= %s"
             if "topics" in key:

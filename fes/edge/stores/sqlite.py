@@ -26,9 +26,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from fes.edge.stores.base import (
@@ -57,6 +57,8 @@ from fes.edge.stores.urls import (
     take_options,
 )
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
+
+_T = TypeVar("_T")
 
 __all__ = ["SQLiteDatabase", "SQLiteStore", "table_prefix"]
 
@@ -545,27 +547,16 @@ class SQLiteStore:
     def reseal(self, rows: Sequence[Resealed]) -> None:
         """Replace stored events' payloads and metadata, atomically."""
         check_reseal(rows)
-        database = self._database
-        conn = database.connection()
-        database.writer.acquire()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for row in rows:
-                    changed = conn.execute(
-                        self._reseal, (row.payload, row.meta, row.stream, row.version, row.topic)
-                    ).rowcount
-                    if changed != 1:
-                        raise not_stored(row)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
-            raise database.error(error, f"reseal events of {self._app!r}") from None
-        finally:
-            database.writer.release()
+
+        def work(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                changed = conn.execute(
+                    self._reseal, (row.payload, row.meta, row.stream, row.version, row.topic)
+                ).rowcount
+                if changed != 1:
+                    raise not_stored(row)
+
+        self._write(f"reseal events of {self._app!r}", work)
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
@@ -590,23 +581,32 @@ class SQLiteStore:
             raise DuplicateTracking(tracking.leader, tracking.position)
 
     def _write_one(self, doing: str, sql: str, row: tuple[Any, ...]) -> int:
-        conn = self._database.connection()
-        writer = self._database.writer
-        writer.acquire()
+        """Run one statement in a write transaction; the number of rows it changed."""
+        return self._write(doing, lambda conn: int(conn.execute(sql, row).rowcount))
+
+    def _write(self, doing: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in a write transaction under the write lock.
+
+        Committed if ``work`` returns, rolled back if it raises.  (``append``
+        does the same inline, on the hot path, and tells conflicts apart.)
+        """
+        database = self._database
+        conn = database.connection()
+        database.writer.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                changed = conn.execute(sql, row).rowcount
-                conn.execute("COMMIT" if changed == 1 else "ROLLBACK")
+                result = work(conn)
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
-            raise self._database.error(error, doing) from None
+            raise database.error(error, doing) from None
         finally:
-            writer.release()
-        return changed
+            database.writer.release()
+        return result
 
     # Reading ----------------------------------------------------------------------
 
