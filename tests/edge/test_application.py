@@ -673,6 +673,23 @@ def test_a_snapshot_under_the_current_fingerprint_is_trusted(place: Place) -> No
     assert app.get(dogs, "fido", version=1) == Dog("Fido")
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"name": 5, "tricks": []}', b'{"tricks": []}', b"\x8f", b"not json", b""],
+)
+def test_a_snapshot_that_does_not_decode_is_passed_over(
+    place: Place, payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot under the current fingerprint that fails to decode: the events are folded."""
+    app = place.app(snapshot_every=100)
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    app.store.save_snapshot(StoredSnapshot("fido", 2, fes.fingerprint(dogs), payload, 0))
+    with caplog.at_level(logging.WARNING, logger="fes"):
+        assert app.load(dogs, "fido") == (Dog("Fido", pvector(["sit"])), 2)
+    assert "ignoring a snapshot" in caplog.text and "'fido' version 2" in caplog.text
+
+
 def test_take_snapshot_saves_the_current_state(any_place: Place) -> None:
     """take_snapshot stores the state at the current version now; an empty stream gets none."""
     app = any_place.app(clock=Clock())
