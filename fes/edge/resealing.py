@@ -43,8 +43,8 @@ def reseal(
     """Encrypt ``application``'s stored events, metadata and latest snapshots under its current key.
 
     Put the new key in the ring as the current one first, in every process
-    that writes; then rows appended while this runs are sealed under it
-    already.  Raises :class:`fes.CipherError` at a row that is not encrypted
+    that writes: the walk ends at the log's last position when it starts,
+    since rows appended after that are sealed under the new key already.  Raises :class:`fes.CipherError` at a row that is not encrypted
     (unless ``plain``) or that no key of the ring decrypts; the batches
     before it stay resealed.
     """
@@ -59,8 +59,11 @@ def reseal(
     aggregates = {fingerprint(a): a.name for a in application.app.aggregates}
     events = metadata = snapshots = 0
     position = 0
+    # Rows appended from now on are sealed under the current key already; walking
+    # up to the end as it is now also ends the walk while writers keep appending.
+    end = store.last_position()
     while True:
-        rows = store.read_log(position, limit=batch_size)
+        rows = store.read_log(position, limit=batch_size, to=end)
         if not rows:
             return Resealing(events, metadata, snapshots, position)
         resealed: list[Resealed] = []
