@@ -306,10 +306,7 @@ class Application:
                 cached = self._cache.get(key)
             if cached is not None:
                 at, state = cached
-                later = self.store.read_payloads(stream, from_version=at + 1)
-                if later:
-                    state = aggregate.fold(self.codec.decode_stream(stream, later), state)
-                    at = later[-1][0]
+                state, at = self._fold_later(aggregate, stream, state, at)
                 self._remember(key, at, state)
                 return state, at
         state, at = self._load(aggregate, stream, version)
@@ -348,13 +345,19 @@ class Application:
                     # key left the ring, its state type changed under the same
                     # fingerprint) is passed over, and the stream folded from its events.
                     logger.warning("ignoring a snapshot: %s", error)
+        return self._fold_later(aggregate, stream, start, at, version)
+
+    def _fold_later(
+        self, aggregate: Aggregate[S], stream: str, state: S, at: int, to: int | None = None
+    ) -> tuple[S, int]:
+        """``state`` at version ``at`` with the stream's later events (up to ``to``) folded on."""
         rows = self.store.read_payloads(
-            stream, from_version=at + 1 if at else None, to_version=version
+            stream, from_version=at + 1 if at else None, to_version=to
         )
         if rows:
-            start = aggregate.fold(self.codec.decode_stream(stream, rows), start)
+            state = aggregate.fold(self.codec.decode_stream(stream, rows), state)
             at = rows[-1][0]
-        return start, at
+        return state, at
 
     def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
         with self._cache_lock:

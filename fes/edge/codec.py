@@ -1321,8 +1321,7 @@ class Codec:
         if not data or data[0] & _FORMAT_MASK != _FORMAT_1 or not data[0] & _ENCRYPTED:
             return False
         try:
-            pos = _read_varint(data, 1)[1] if data[0] & _SCHEMA else 1
-            return bytes(data[pos + 1 : pos + 1 + data[pos]]) == key_id
+            return _header(data)[1] == key_id
         except (IndexError, ValueError):
             return False
 
@@ -1372,11 +1371,9 @@ class Codec:
             )
         if flags & _FORMAT_MASK != _FORMAT_1:
             raise ValueError(f"unknown payload format byte 0x{flags:02x}")
-        schema, pos = _read_varint(payload, 1) if flags & _SCHEMA else (1, 1)
-        if flags & _ENCRYPTED:
-            size = payload[pos]
-            key_id = bytes(payload[pos + 1 : pos + 1 + size]).decode("ascii")
-            pos += 1 + size
+        schema, key, pos = _header(payload)
+        if key is not None:
+            key_id = key.decode("ascii")
             if self._cipher is None:
                 raise CipherError(
                     f"cannot decrypt {_row(kind, name, stream, version)}: it is encrypted, "
@@ -1394,6 +1391,16 @@ class Codec:
         if flags & _COMPRESSED:
             body = _inflate(body, self._max)
         return schema, body
+
+
+def _header(payload: bytes) -> tuple[int, bytes | None, int]:
+    """A format-1 payload's schema version, key id (None: not encrypted) and body offset."""
+    flags = payload[0]
+    schema, pos = _read_varint(payload, 1) if flags & _SCHEMA else (1, 1)
+    if not flags & _ENCRYPTED:
+        return schema, None, pos
+    size = payload[pos]
+    return schema, bytes(payload[pos + 1 : pos + 1 + size]), pos + 1 + size
 
 
 def _row(kind: str, name: str, stream: str, version: int) -> str:
