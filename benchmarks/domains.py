@@ -40,6 +40,8 @@ __all__ = [
     "Registry",
     "certificates",
     "direct_dogs",
+    "direct_registered",
+    "direct_trick_added",
     "issue_certificate",
     "sqlite_env",
 ]
@@ -79,11 +81,11 @@ def issue_certificate(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
     return [fes.Emit(certificates, f"certificate-{dog}", (Issued(dog),))]
 
 
-def registered(dog: Dog | None, event: Registered) -> Dog:
+def direct_registered(dog: Dog | None, event: Registered) -> Dog:
     return Dog(event.name)
 
 
-def trick_added(dog: Dog, event: TrickAdded) -> Dog:
+def direct_trick_added(dog: Dog, event: TrickAdded) -> Dog:
     return Dog(dog.name, dog.tricks.append(event.trick))
 
 
@@ -92,7 +94,7 @@ def trick_added(dog: Dog, event: TrickAdded) -> Dog:
 direct_dogs: fes.Aggregate[Dog | None] = fes.Aggregate(
     name="dog",
     initial=None,
-    apply=fes.projector(registered, trick_added, name="dog"),
+    apply=fes.projector(direct_registered, direct_trick_added, name="dog"),
     events=(Registered, TrickAdded),
 )
 
