@@ -13,16 +13,19 @@ gives the same state as the incremental updates did; and
 
 The state is encoded by the application's codec, like a snapshot: its type
 is read from the annotations of the view's ``apply`` (or of ``initial``), and
-it is compressed and encrypted as the application's events are.
+it is compressed and encrypted as the application's events are.  A stored
+state that no longer decodes (its key left the ring, for one) is folded again
+from the log, with a warning, and stored anew at the view's next save.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Generic, TypeVar
 
 from fes.aggregates import Aggregate
-from fes.errors import ConfigurationError, DuplicateTracking
+from fes.errors import ConfigurationError, DecodeError, DuplicateTracking
 from fes.views import View
 
 from .application import Application
@@ -30,6 +33,8 @@ from .skips import is_internal
 from .stores.base import Tracking
 
 __all__ = ["Projection"]
+
+logger = logging.getLogger("fes")
 
 V = TypeVar("V")
 
@@ -87,7 +92,19 @@ class Projection(Generic[V]):
         cached_state, cached_position = self._cached
         if position == cached_position and position:
             return cached_state, position
-        state = self._decode(payload, position)
+        try:
+            state = self._decode(payload, position)
+        except DecodeError as error:
+            # A stored view is a fold of the log, kept to save work: one that no
+            # longer decodes (its key left the ring, it was written in the clear,
+            # its type changed) is folded again from the log up to its position,
+            # which are the same events.  The next save stores it under the codec
+            # of today.
+            logger.warning(
+                "rebuilding view %r of %r up to position %d from the log: %s",
+                self.view.name, self.application.name, position, error,
+            )
+            state = self.rebuild(to=position)
         self._cached = (state, position)
         self.seen = max(self.seen, position)
         return state, position

@@ -17,6 +17,7 @@ import pytest
 
 import fes
 from fes.edge import Application, Cipher
+from fes.edge.projections import Projection
 from fes.edge.resealing import Resealing, reseal
 from fes.edge.stores.base import Resealed, StoredEvent
 from fes.examples.dogs import Dog, add_trick, dogs, register
@@ -224,3 +225,53 @@ def test_reseal_runs_beside_a_live_writer(any_place: Place) -> None:
     assert len(only_new.log()) == 120 + written[0]
     assert all(len(only_new.get(dogs, f"old-{n}").tricks) == 5 for n in range(20))
     assert all(only_new.get(dogs, f"live-{n}") is not None for n in range(written[0]))
+
+
+def count_tricks(count: int, recorded: fes.Recorded[Any]) -> int:
+    return count + 1 if recorded.topic == "dog.TrickAdded" else count
+
+
+tricks_taught = fes.View("tricks_taught", 0, count_tricks)
+SCHOOL_WITH_VIEW = fes.App("school", aggregates=[dogs], views=[tricks_taught])
+
+
+def test_a_view_no_key_reads_is_folded_again_and_saved_under_the_new_key(
+    any_place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reseal leaves a view's stored state alone: with its key gone it is rebuilt from the log.
+
+    The rebuilt state is the one the old key sealed, at the same position,
+    and the view's next save stores it under the new key.
+    """
+    writer = any_place.app(SCHOOL_WITH_VIEW, cipher=OLD_RING)
+    fill(writer)
+    Projection(writer, tricks_taught).catch_up()
+    stored = writer.store.load_view("tricks_taught")
+    assert stored is not None and stored[1] == writer.store.last_position()
+
+    reseal(any_place.app(SCHOOL_WITH_VIEW, cipher=BOTH_RINGS))
+    assert writer.store.load_view("tricks_taught") == stored  # the view's row is untouched
+
+    only_new = any_place.app(SCHOOL_WITH_VIEW, cipher=NEW_RING)
+    projection = Projection(only_new, tricks_taught)
+    with caplog.at_level(logging.WARNING, logger="fes"):
+        assert projection.load() == (6, stored[1])
+    assert "rebuilding view 'tricks_taught'" in caplog.text and "'old'" in caplog.text
+
+    only_new.execute(dogs, "dog-0", add_trick, "roll")
+    assert projection.catch_up() == 7
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fes"):
+        assert Projection(only_new, tricks_taught).load() == (7, only_new.store.last_position())
+    assert caplog.text == ""
+    with pytest.raises(fes.CipherError, match="key id 'new'"):
+        Projection(any_place.app(SCHOOL_WITH_VIEW, cipher=OLD_RING), tricks_taught).load()
+
+
+def test_a_view_whose_events_no_key_reads_is_an_error_not_a_guess(any_place: Place) -> None:
+    """Rebuilding reads the events: if they are unreadable too, their error is raised."""
+    writer = any_place.app(SCHOOL_WITH_VIEW, cipher=OLD_RING)
+    fill(writer)
+    Projection(writer, tricks_taught).catch_up()
+    with pytest.raises(fes.CipherError, match=r"'dog\.Registered' at stream 'dog-0' version 1"):
+        Projection(any_place.app(SCHOOL_WITH_VIEW, cipher=NEW_RING), tricks_taught).load()
