@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from attrs import field, frozen
 from pyrsistent import PMap, pmap
 
-from fes.errors import DefinitionError, UpcastError
+from fes.errors import ConfigurationError, DefinitionError, UpcastError
 
 __all__ = [
     "EventSpec",
@@ -39,6 +39,8 @@ Upcaster = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 def _pmap_str(value: Mapping[str, str] | None) -> PMap[str, str]:
     if isinstance(value, PMap):
         return value  # already immutable: metadata derived from other metadata shares it
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigurationError(f"metadata headers must be a mapping of str to str, not {value!r}")
     return pmap(value or {})
 
 

@@ -27,6 +27,7 @@ from fes.errors import (
     DecodeError,
     DefinitionError,
     FesError,
+    StoreError,
 )
 from fes.events import NO_METADATA, Metadata, Recorded
 from fes.snapshots import fingerprint
@@ -44,6 +45,7 @@ from .stores.base import (
     Tracking,
     new_event,
 )
+from .stores.checks import check_integer
 
 __all__ = ["Application", "Batch", "utc_now"]
 
@@ -294,6 +296,8 @@ class Application:
     ) -> tuple[S, int]:
         """The stream's state and version (at ``version``, if given)."""
         self._check(aggregate)
+        if version is not None:
+            check_integer("version", version, 0)
         return self._current(aggregate, stream, version)
 
     def _current(
@@ -320,7 +324,13 @@ class Application:
         Snapshots, the cache and topics are keyed by aggregate name: another
         aggregate of the same name would fold onto states it did not make.
         """
-        known = self._aggregates.get(aggregate.name)
+        try:
+            known = self._aggregates.get(aggregate.name)
+        except AttributeError:
+            raise DefinitionError(
+                f"expected one of application {self.app.name!r}'s aggregates, "
+                f"got {aggregate!r}"
+            ) from None
         if known is not aggregate and known != aggregate:
             raise DefinitionError(
                 f"aggregate {aggregate.name!r} is not one of application "
@@ -410,6 +420,8 @@ class Application:
         """The notification log after ``after``, decoded."""
         if isinstance(topics, str):  # one topic, not an iterable of its letters
             topics = [topics]
+        elif topics is not None and not isinstance(topics, Iterable):
+            raise StoreError(f"topics must be a topic or an iterable of topics, not {topics!r}")
         rows = self.store.read_log(
             after, limit=limit, topics=None if topics is None else list(topics)
         )

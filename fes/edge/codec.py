@@ -962,6 +962,24 @@ def _shorten(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+
+def _check_metadata(metadata: object, stream: str, version: int) -> None:
+    """Refuse metadata that would not read back as it was given."""
+    problem = None
+    if not isinstance(metadata, Metadata):
+        problem = "it is not a fes.Metadata"
+    elif not isinstance(metadata.correlation_id, (str, type(None))):
+        problem = "its correlation_id is not a str"
+    elif not isinstance(metadata.causation_id, (str, type(None))):
+        problem = "its causation_id is not a str"
+    elif not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.headers.items()):
+        problem = "its headers are not all str: str"
+    if problem is not None:
+        raise StoreError(
+            f"cannot store metadata {metadata!r} for stream {stream!r} version {version}: "
+            f"{problem}; nothing was stored"
+        )
+
 class Codec:
     """Encodes and decodes one application's events, snapshot states and metadata.
 
@@ -1216,6 +1234,7 @@ class Codec:
         """
         if metadata is NO_METADATA:
             return None
+        _check_metadata(metadata, stream, version)
         data: dict[str, Any] = {}
         if metadata.correlation_id is not None:
             data["correlation_id"] = metadata.correlation_id

@@ -360,6 +360,81 @@ def test_new_id_comes_from_the_injected_id_factory() -> None:
 # --- commands that refuse --------------------------------------------------------------
 
 
+def test_what_is_not_an_aggregate_is_refused_as_one(place: Place) -> None:
+    """A name, or another object that is not an aggregate, is a DefinitionError."""
+    app = place.app()
+    for wrong in ["dog", None, register]:
+        with pytest.raises(fes.DefinitionError, match="expected one of application 'school'"):
+            app.get(wrong, "fido")  # type: ignore[arg-type]
+        with pytest.raises(fes.DefinitionError):
+            app.execute(wrong, "fido", register, "Fido")  # type: ignore[arg-type]
+    assert app.store.last_position() == 0
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [None, UUID(int=7), "", "a\x00b", "x" * 501],
+    ids=["none", "uuid", "empty", "nul", "long"],
+)
+def test_a_bad_stream_id_is_a_store_error_and_stores_nothing(place: Place, stream: Any) -> None:
+    """The same stream ids are refused on every store, before anything is read or stored."""
+    app = place.app(snapshot_every=1, cache_size=10)
+    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+        app.execute(dogs, stream, register, "Fido")
+    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+        app.get(dogs, stream)
+    batch = app.batch()
+    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+        batch.execute(dogs, stream, register, "Fido")
+    assert app.store.last_position() == 0
+
+
+@pytest.mark.parametrize("version", [-1, "2", 2.0, 2**64], ids=["negative", "str", "float", "big"])
+def test_a_bad_version_to_read_at_is_a_store_error(place: Place, version: Any) -> None:
+    """A version to read a stream at is an int of 0 or more."""
+    app = place.app()
+    app.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.StoreError, match="version must be an integer of 0 or more"):
+        app.get(dogs, "fido", version=version)
+    assert app.get(dogs, "fido", version=0) is None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ("trace-1", "it is not a fes.Metadata"),
+        (Metadata(correlation_id=7), "its correlation_id is not a str"),  # type: ignore[arg-type]
+        (Metadata(causation_id=b"c"), "its causation_id is not a str"),  # type: ignore[arg-type]
+        (Metadata(headers={"n": 1}), "its headers are not all str: str"),  # type: ignore[dict-item]
+    ],
+)
+def test_metadata_that_would_not_read_back_is_refused(
+    place: Place, metadata: Any, problem: str
+) -> None:
+    """Metadata is checked before anything is stored; well-typed metadata still goes through."""
+    app = place.app()
+    with pytest.raises(fes.StoreError, match=f"cannot store metadata .*: {problem}; nothing"):
+        app.execute(dogs, "fido", register, "Fido", metadata=metadata)
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido", metadata=metadata)
+    with pytest.raises(fes.StoreError, match=problem):
+        app.commit(batch)
+    assert app.store.last_position() == 0
+    with pytest.raises(fes.ConfigurationError, match="headers must be a mapping"):
+        Metadata(headers="n=1")  # type: ignore[arg-type]
+    app.execute(dogs, "fido", register, "Fido", metadata=Metadata("c", "d", {"n": "1"}))
+    assert app.log()[0].metadata == Metadata("c", "d", {"n": "1"})
+
+
+def test_log_refuses_topics_that_are_not_topics(place: Place) -> None:
+    """One topic or an iterable of them; anything else is a StoreError."""
+    app = place.app()
+    app.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.StoreError, match="topics must be a topic or an iterable"):
+        app.log(topics=5)  # type: ignore[arg-type]
+    assert len(app.log(topics="dog.Registered")) == 1
+
+
 def test_rejected_stores_nothing(place: Place) -> None:
     """A command raising Rejected propagates it and appends nothing, in execute or a batch."""
     clock = Clock()

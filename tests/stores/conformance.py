@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
+from fes.edge.stores.checks import MAX_STREAM_ID
 from fes.errors import ConcurrencyError, DuplicateTracking, FesError, StoreError
 
 __all__ = ["MACHINE_DATABASES", "StoreConformance", "new"]
@@ -235,11 +237,12 @@ class StoreConformance:
         assert store.stream_version("s7") == 100
 
     def test_unicode_streams_topics_and_empty_payloads(self, store: Store) -> None:
-        """Any text is a stream id or topic; empty payloads and metadata survive."""
+        """Any text a stream id may be is one; empty payloads and metadata survive."""
         events = [
             new("ünïcødé/流/🐕", 1, "Émis/イベント", b"", meta=b""),
             new("with 'quotes' \"and\" ; -- sql", 1, "t", b""),
-            new("", 1, "", b"x"),
+            new("\t\n\x7f\u2028\U0010ffff", 1, "", b"x"),
+            new("流" * MAX_STREAM_ID, 1, "t", b"x"),
         ]
         positions = store.append(events)
         for event, position in zip(events, positions, strict=True):
@@ -833,6 +836,78 @@ class StoreConformance:
         assert store.read_log() == before
         store.reseal([])
         assert store.read_log() == before
+
+    # Bad input ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "stream",
+        [None, 5, b"a", uuid.UUID(int=1), "", "a\x00b", "a\ud800b", "x" * (MAX_STREAM_ID + 1)],
+        ids=["none", "int", "bytes", "uuid", "empty", "nul", "surrogate", "too-long"],
+    )
+    def test_a_bad_stream_id_is_refused_by_every_operation(
+        self, store: Store, stream: Any
+    ) -> None:
+        """A stream id not every store can keep is refused, in reads and writes alike."""
+        store.append([new("ok", 1)])
+        store.save_snapshot(snapshot("ok", 1))
+        before = contents(store)
+        bad = NewEvent(stream, 1, "Happened", b"p", 1, None)
+        operations: list[Callable[[], object]] = [
+            lambda: store.append([bad]),
+            lambda: store.append([new("ok", 2), bad]),
+            lambda: store.append([bad], tracking=Tracking("orders", 1, 0)),
+            lambda: store.read_stream(stream),
+            lambda: store.read_payloads(stream),
+            lambda: store.stream_version(stream),
+            lambda: store.stream_versions(["ok", stream]),
+            lambda: store.save_snapshot(StoredSnapshot(stream, 1, "fp-1", b"s", 1)),
+            lambda: store.load_snapshot(stream),
+            lambda: store.reseal([Resealed(stream, 1, "Happened", b"x")]),
+        ]
+        for operation in operations:
+            with pytest.raises(StoreError, match="a stream id must be a str of 1 to 500"):
+                operation()
+        assert contents(store) == before
+        assert store.load_snapshot("ok") == snapshot("ok", 1)
+
+    @pytest.mark.parametrize(
+        "value", ["1", 1.0, True, 2**63, -(2**63) - 1], ids=["str", "float", "bool", "big", "small"]
+    )
+    def test_a_bad_version_position_or_limit_is_refused(self, store: Store, value: Any) -> None:
+        """Versions, positions and limits are ints of 64 bits, in every store."""
+        store.append([new("a", 1)])
+        before = contents(store)
+        operations: list[Callable[[], object]] = [
+            lambda: store.append([NewEvent("a", value, "Happened", b"p", 1, None)]),
+            lambda: store.append([new("a", 2)], tracking=Tracking("orders", value, 0)),
+            lambda: store.append([new("a", 2)], tracking=Tracking("orders", 2**62, value)),
+            lambda: store.read_stream("a", from_version=value),
+            lambda: store.read_stream("a", to_version=value),
+            lambda: store.read_stream("a", limit=value),
+            lambda: store.read_payloads("a", from_version=value),
+            lambda: store.read_payloads("a", to_version=value),
+            lambda: store.read_log(value),
+            lambda: store.read_log(to=value),
+            lambda: store.read_log(limit=value),
+            lambda: store.wait(value, 0.0),
+            lambda: store.save_snapshot(StoredSnapshot("a", value, "fp-1", b"s", 1)),
+            lambda: store.load_snapshot("a", to_version=value),
+            lambda: store.reseal([Resealed("a", value, "Happened", b"x")]),
+            lambda: store.save_view("v", b"s", Tracking("orders", value, 0)),
+        ]
+        for operation in operations:
+            with pytest.raises(StoreError, match="must be an integer"):
+                operation()
+        assert contents(store) == before
+        assert store.load_snapshot("a") is None
+        assert store.load_view("v") is None
+
+    def test_topics_must_be_a_collection_not_one_topic(self, store: Store) -> None:
+        """A lone str would be read as a set of one-letter topics: it is refused."""
+        store.append([new("a", 1, topic="H")])
+        with pytest.raises(StoreError, match="topics must be a collection"):
+            store.read_log(topics="H")
+        assert [e.stream for e in store.read_log(topics=["H"])] == ["a"]
 
     # Closing -----------------------------------------------------------------------
 

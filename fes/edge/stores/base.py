@@ -30,6 +30,11 @@ Semantics every store keeps (checked by one conformance suite):
 - Application names are those :func:`fes.edge.stores.checks.check_app_name`
   accepts; different names never share data, even where the database
   ignores case in table names.
+- Stream ids are those :func:`fes.edge.stores.checks.check_stream` accepts
+  (a ``str`` of 1 to 500 characters, no NUL, no lone surrogate), and
+  versions, positions and limits are ``int`` values of 64 bits (limits 0 or
+  more): anything else, in a read or a write, raises :class:`fes.StoreError`
+  before the store is touched, so every store refuses the same inputs.
 - A closed database's stores raise :class:`fes.StoreError`; closing twice
   is harmless.
 """

@@ -1,25 +1,32 @@
 """The checks every store makes before it touches its tables.
 
 They live in one place so that every store refuses the same inputs with the
-same messages: an application name that cannot name tables, a batch whose
-versions are not consecutive within a stream, a tracking position that does
-not move forward, a negative limit.  Each check raises :class:`fes.StoreError`
-and never touches stored data.
+same messages: an application name that cannot name tables, a stream id that
+not every store can keep (see :func:`check_stream`), a version, position or
+limit that is not an integer every store can hold, a batch whose versions are
+not consecutive within a stream, a tracking position that does not move
+forward.  Each check raises :class:`fes.StoreError` and never touches stored
+data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from fes.edge.stores.base import NewEvent, Resealed, Tracking
 from fes.errors import StoreError
 
 __all__ = [
     "MAX_APP_NAME",
+    "MAX_STREAM_ID",
     "check_app_name",
     "check_batch",
-    "check_limit",
+    "check_integer",
+    "check_log",
+    "check_read",
     "check_reseal",
+    "check_where",
+    "check_stream",
     "check_tracking",
     "not_stored",
 ]
@@ -27,6 +34,11 @@ __all__ = [
 #: The longest application name: leaves room for a table suffix within
 #: PostgreSQL's 63-byte identifiers.
 MAX_APP_NAME = 48
+#: The longest stream id, in characters.  At four UTF-8 bytes a character at
+#: most, a stream id fits in an entry of PostgreSQL's (stream, version) index.
+MAX_STREAM_ID = 500
+#: What SQLite's INTEGER and PostgreSQL's bigint hold.
+_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
 
 
 def check_app_name(app: str) -> str:
@@ -49,6 +61,87 @@ def check_app_name(app: str) -> str:
     return app
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def check_stream(stream: object) -> None:
+    """Refuse a stream id that not every store can keep.
+
+    A stream id is a ``str`` of 1 to :data:`MAX_STREAM_ID` characters with
+    no NUL character (PostgreSQL's text cannot hold one) and no lone
+    surrogate (it has no UTF-8 form).  Refusing them in every store keeps an
+    application that runs on ``memory://`` from failing on a database later.
+    """
+    if (
+        isinstance(stream, str)
+        and 0 < len(stream) <= MAX_STREAM_ID
+        and "\x00" not in stream
+        and (stream.isascii() or _encodes(stream))
+    ):
+        return
+    raise StoreError(
+        f"a stream id must be a str of 1 to {MAX_STREAM_ID} characters with no NUL "
+        f"character or lone surrogate, not {_shown(stream)}"
+    )
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_integer(name: str, value: object, lowest: int = _LOWEST) -> None:
+    """Refuse a version, position or limit that is not an int every store can hold."""
+    if isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= _HIGHEST:
+        return
+    floor = "" if lowest == _LOWEST else f" of {lowest} or more"
+    raise StoreError(f"{name} must be an integer{floor} that fits in 64 bits, not {value!r}")
+
+
+def check_read(
+    stream: object, from_version: object = None, to_version: object = None, limit: object = None
+) -> None:
+    """Refuse the arguments of a read of one stream that not every store takes."""
+    check_stream(stream)
+    if from_version is not None:
+        check_integer("from_version", from_version)
+    if to_version is not None:
+        check_integer("to_version", to_version)
+    if limit is not None:
+        check_integer("limit", limit, 0)
+
+
+def check_log(
+    after: object, to: object = None, limit: object = None, topics: object = None
+) -> None:
+    """Refuse the arguments of a read of the log that not every store takes.
+
+    ``topics`` must be a collection of topics: a lone ``str`` would be read
+    as its characters.
+    """
+    check_integer("after", after)
+    if to is not None:
+        check_integer("to", to)
+    if limit is not None:
+        check_integer("limit", limit, 0)
+    if topics is not None and (
+        isinstance(topics, (str, bytes)) or not isinstance(topics, Collection)
+    ):
+        raise StoreError(f"topics must be a collection of topics, not {topics!r}")
+
+
+def check_where(stream: object, version: object) -> None:
+    """Refuse a snapshot's stream id, or its version unless it is 1 or more."""
+    check_stream(stream)
+    check_integer("a version", version, 1)
+
+
 def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
     """Each stream of a batch with the first version the batch gives it, in batch order.
 
@@ -58,6 +151,8 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
     """
     if len(events) == 1:
         only = events[0]
+        check_stream(only.stream)
+        check_integer("a version", only.version)
         if only.version >= 1:
             return {only.stream: only.version}
     firsts: dict[str, int] = {}
@@ -67,6 +162,8 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
         version = event.version
         expected = following.get(stream)
         if expected is None:
+            check_stream(stream)
+            check_integer("a version", version)
             if version < 1:
                 raise StoreError(
                     f"stream {stream!r}: version {version} is below 1; "
@@ -84,6 +181,8 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
 
 def check_tracking(tracking: Tracking) -> None:
     """Refuse a tracking record that does not move forward from ``previous``."""
+    check_integer("a tracking position", tracking.position)
+    check_integer("a tracking position", tracking.previous)
     if tracking.previous < 0 or tracking.position <= tracking.previous:
         raise StoreError(
             f"tracking of {tracking.leader!r} must move forward: position "
@@ -92,16 +191,12 @@ def check_tracking(tracking: Tracking) -> None:
         )
 
 
-def check_limit(limit: int | None) -> None:
-    """Refuse a negative ``limit``."""
-    if limit is not None and limit < 0:
-        raise StoreError(f"limit must be 0 or more, not {limit}")
-
-
 def check_reseal(rows: Sequence[Resealed]) -> None:
     """Refuse a reseal that names one event twice or gives an event no payload."""
     seen: set[tuple[str, int]] = set()
     for row in rows:
+        check_stream(row.stream)
+        check_integer("a version", row.version)
         key = (row.stream, row.version)
         if key in seen:
             raise StoreError(

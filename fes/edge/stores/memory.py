@@ -29,9 +29,13 @@ from fes.edge.stores.base import (
 from fes.edge.stores.checks import (
     check_app_name,
     check_batch,
-    check_limit,
+    check_integer,
+    check_log,
+    check_read,
     check_reseal,
+    check_stream,
     check_tracking,
+    check_where,
     not_stored,
 )
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
@@ -160,7 +164,7 @@ class MemoryStore:
         descending: bool = False,
     ) -> list[StoredEvent]:
         """A stream's events with ``from_version <= version <= to_version``."""
-        check_limit(limit)
+        check_read(stream, from_version, to_version, limit)
         events = self._read().streams.get(stream, _NO_EVENTS)
         low = 0 if from_version is None else max(from_version - 1, 0)
         high = len(events) if to_version is None else max(min(to_version, len(events)), 0)
@@ -182,12 +186,17 @@ class MemoryStore:
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
+        check_stream(stream)
         return len(self._read().streams.get(stream, _NO_EVENTS))
 
     def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
         """Each given stream's current version (0 for one with no events), in one read."""
         known = self._read().streams
-        return {stream: len(known.get(stream, _NO_EVENTS)) for stream in streams}
+        versions = {}
+        for stream in streams:
+            check_stream(stream)
+            versions[stream] = len(known.get(stream, _NO_EVENTS))
+        return versions
 
     def read_log(
         self,
@@ -198,7 +207,7 @@ class MemoryStore:
         to: int | None = None,
     ) -> list[StoredEvent]:
         """Events with ``after < position <= to``, in position order."""
-        check_limit(limit)
+        check_log(after, to, limit, topics)
         log = self._read().log
         low = max(after, 0)
         high = len(log) if to is None else max(min(to, len(log)), 0)
@@ -223,6 +232,7 @@ class MemoryStore:
 
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a position above ``after`` is visible, or ``timeout`` passes."""
+        check_integer("after", after)
         self._read()
         database = self._database
         with database.condition:
@@ -233,6 +243,7 @@ class MemoryStore:
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
+        check_where(snapshot.stream, snapshot.version)
         with self._database.condition:
             state = self._read()
             versions = state.snapshots.get(snapshot.stream, pmap())
@@ -243,6 +254,7 @@ class MemoryStore:
 
     def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""
+        check_read(stream, to_version=to_version)
         versions = self._read().snapshots.get(stream)
         if not versions:
             return None

@@ -132,9 +132,13 @@ from fes.edge.stores.base import (
 from fes.edge.stores.checks import (
     check_app_name,
     check_batch,
-    check_limit,
+    check_integer,
+    check_log,
+    check_read,
     check_reseal,
+    check_stream,
     check_tracking,
+    check_where,
     not_stored,
 )
 from fes.edge.stores.urls import (
@@ -954,6 +958,7 @@ class PostgresStore:
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
+        check_where(snapshot.stream, snapshot.version)
         s = snapshot
         self._db._run(
             f"save a snapshot of {s.stream!r}",
@@ -995,7 +1000,7 @@ class PostgresStore:
         descending: bool = False,
     ) -> list[StoredEvent]:
         """A stream's events with ``from_version <= version <= to_version``."""
-        check_limit(limit)
+        check_read(stream, from_version, to_version, limit)
         if limit == 0:
             self._db._check_open("read")
             return []
@@ -1008,6 +1013,7 @@ class PostgresStore:
         self, stream: str, *, from_version: int | None = None, to_version: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """``(version, topic, payload)`` of a stream's events, in version order."""
+        check_read(stream, from_version, to_version)
         key, build, params = _stream_query(
             "version, topic, payload", stream, from_version, to_version
         )
@@ -1020,6 +1026,7 @@ class PostgresStore:
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
+        check_stream(stream)
         rows = self._db._run(
             f"read the version of stream {stream!r}",
             lambda conn: conn.execute(self._q.versions, ([stream],)).fetchall(),
@@ -1030,6 +1037,8 @@ class PostgresStore:
     def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
         """Each given stream's current version (0 for one with no events), in one read."""
         wanted = list(dict.fromkeys(streams))
+        for stream in wanted:
+            check_stream(stream)
         if not wanted:
             self._db._check_open("read")
             return {}
@@ -1049,7 +1058,7 @@ class PostgresStore:
         to: int | None = None,
     ) -> list[StoredEvent]:
         """Events with ``after < position <= to``, in position order."""
-        check_limit(limit)
+        check_log(after, to, limit, topics)
         if limit == 0 or (topics is not None and not topics):
             self._db._check_open("read")
             return []
@@ -1105,6 +1114,7 @@ class PostgresStore:
         Wakes on this application's notifications and checks at least every
         ``poll_interval`` seconds in case one was lost.
         """
+        check_integer("after", after)
         deadline = time.monotonic() + max(0.0, timeout)
         signal = self._db._signal(self._channel)
         poll = self._db._settings.poll_interval
@@ -1124,6 +1134,7 @@ class PostgresStore:
         self, stream: str, *, to_version: int | None = None
     ) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""
+        check_read(stream, to_version=to_version)
         limit = to_version if to_version is not None else 2**63 - 1
 
         def work(conn: _Conn) -> StoredSnapshot | None:

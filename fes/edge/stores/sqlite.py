@@ -43,9 +43,13 @@ from fes.edge.stores.base import (
 from fes.edge.stores.checks import (
     check_app_name,
     check_batch,
-    check_limit,
+    check_integer,
+    check_log,
+    check_read,
     check_reseal,
+    check_stream,
     check_tracking,
+    check_where,
     not_stored,
 )
 from fes.edge.stores.urls import (
@@ -560,6 +564,7 @@ class SQLiteStore:
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
+        check_where(snapshot.stream, snapshot.version)
         row = (
             snapshot.stream,
             snapshot.version,
@@ -626,7 +631,7 @@ class SQLiteStore:
         descending: bool = False,
     ) -> list[StoredEvent]:
         """A stream's events with ``from_version <= version <= to_version``."""
-        check_limit(limit)
+        check_read(stream, from_version, to_version, limit)
         rows = self._rows(
             "read a stream",
             self._stream_descending if descending else self._stream,
@@ -643,6 +648,7 @@ class SQLiteStore:
         self, stream: str, *, from_version: int | None = None, to_version: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """``(version, topic, payload)`` of a stream's events, in version order."""
+        check_read(stream, from_version, to_version)
         return self._rows(
             "read a stream",
             self._payloads,
@@ -655,12 +661,15 @@ class SQLiteStore:
 
     def stream_version(self, stream: str) -> int:
         """The stream's current version (0 when it has no events)."""
+        check_stream(stream)
         rows = self._rows("read a stream's version", self._version, (stream,))
         return rows[0][0] or 0
 
     def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
         """Each given stream's current version (0 for one with no events), in one read."""
         wanted = list(dict.fromkeys(streams))
+        for stream in wanted:
+            check_stream(stream)
         versions = dict.fromkeys(wanted, 0)
         chunks = [wanted[i : i + _VERSIONS_CHUNK] for i in range(0, len(wanted), _VERSIONS_CHUNK)]
         several = len(chunks) > 1
@@ -688,7 +697,7 @@ class SQLiteStore:
         to: int | None = None,
     ) -> list[StoredEvent]:
         """Events with ``after < position <= to``, in position order."""
-        check_limit(limit)
+        check_log(after, to, limit, topics)
         bounds = (after, _MAX_INT if to is None else to)
         size = -1 if limit is None else limit
         if topics is None:
@@ -711,6 +720,7 @@ class SQLiteStore:
         Appends through this database wake it at once; other processes'
         appends are seen within ``poll_interval``.
         """
+        check_integer("after", after)
         database = self._database
         condition = database.condition
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -731,6 +741,7 @@ class SQLiteStore:
 
     def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""
+        check_read(stream, to_version=to_version)
         rows = self._rows(
             "load a snapshot",
             self._snapshot_load,
