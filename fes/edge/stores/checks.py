@@ -98,6 +98,8 @@ def _encodes(text: str) -> bool:
 
 def check_integer(name: str, value: object, lowest: int = _LOWEST) -> None:
     """Refuse a version, position or limit that is not an int every store can hold."""
+    if value.__class__ is int and lowest <= value <= _HIGHEST:
+        return
     if isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= _HIGHEST:
         return
     floor = "" if lowest == _LOWEST else f" of {lowest} or more"
@@ -149,12 +151,12 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
     consecutive (``1, 2, 3``; other streams' events may come in between) or
     start below 1: such a batch is malformed, whatever is stored.
     """
-    if len(events) == 1:
+    if len(events) == 1:  # one command's event: the common case, checked inline
         only = events[0]
-        check_stream(only.stream)
-        check_integer("a version", only.version)
-        if only.version >= 1:
-            return {only.stream: only.version}
+        version = only.version
+        if version.__class__ is int and 1 <= version <= _HIGHEST:
+            check_stream(only.stream)
+            return {only.stream: version}
     firsts: dict[str, int] = {}
     following: dict[str, int] = {}
     for event in events:
