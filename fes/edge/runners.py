@@ -55,6 +55,7 @@ from .projections import Projection
 from .skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
 from .stores import open_database
 from .stores.base import Database, StoredEvent, Tracking
+from .stores.checks import check_stream
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -262,7 +263,7 @@ class Follower:
                 plans.append((row, None, error))
                 break
             try:
-                intents: Sequence[Intent] | Exception = tuple(self._policy(recorded))
+                intents: Sequence[Intent] | Exception = self._intents(recorded)
             except Exception as error:
                 intents = error
             plans.append((row, recorded, intents))
@@ -320,6 +321,24 @@ class Follower:
             for position in [p for p in tries if p <= done]:
                 del tries[position]
         return consumed
+
+    def _intents(self, recorded: Recorded[Any]) -> tuple[Intent, ...]:
+        """The policy's intents for one upstream event, their streams checked.
+
+        A stream id no store can keep is the policy's error, not the store's:
+        raised as a store error it would have the runner try the batch again
+        for ever.
+        """
+        intents = tuple(self._policy(recorded))
+        for intent in intents:
+            if isinstance(intent, Emit | Do):
+                try:
+                    check_stream(intent.stream)
+                except StoreError as error:
+                    raise DefinitionError(
+                        f"the policy of {self.name!r} acts on a stream no store can keep: {error}"
+                    ) from None
+        return intents
 
     def _commit(self, batch: Batch, leader: str, done: int, previous: int) -> None:
         if done <= previous:

@@ -157,8 +157,15 @@ def test_an_error_handler_that_raises_stops_the_follower() -> None:
          "does not own"),
         (lambda r: [fes.Do(domain.receipts, "x", lambda s: fes.Rejected("no"))],
          "sequence of events"),
+        (lambda r: [fes.Emit(domain.receipts, "", [domain.Received(1)])],
+         "acts on a stream no store can keep: a stream id must be a str"),
+        (lambda r: [fes.Do(domain.receipts, None, lambda s: [domain.Received(1)])],
+         "acts on a stream no store can keep"),
     ],
-    ids=["not-an-intent", "foreign-aggregate", "returns-none", "bad-event", "bad-command"],
+    ids=[
+        "not-an-intent", "foreign-aggregate", "returns-none", "bad-event", "bad-command",
+        "empty-stream-id", "no-stream-id",
+    ],
 )
 def test_a_misbehaving_policy_is_a_policy_error(policy: fes.Policy, message: str) -> None:
     """Bad intents and bad commands are reported like any policy error, naming the problem."""
@@ -167,6 +174,29 @@ def test_a_misbehaving_policy_is_a_policy_error(policy: fes.Policy, message: str
         with pytest.raises(fes.PolicyError, match=message):
             runner.run_until_quiet()
         assert runner.app("sink").log() == []
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_a_stream_id_no_store_keeps_is_skipped_like_any_policy_error(
+    url: str, tmp_path: Path
+) -> None:
+    """Not a store failure tried again for ever: the event is skipped, the others processed."""
+
+    def policy(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        number = recorded.event.number
+        stream = "r\x00nul" if number == 1 else f"r-{number}"
+        return [fes.Emit(domain.receipts, stream, [domain.Received(number)])]
+
+    skip: fes.ErrorHandler = lambda error, recorded, attempt: fes.Skip()  # noqa: E731
+    target = url if url == "memory://" else f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.with_handler(skip, policy), target, batch_size=10) as runner:
+        send(runner.app("source"), range(3))
+        assert runner.run_until_quiet() == 3
+        sink = runner.app("sink")
+        assert [r.event for r in sink.log() if r.stream != SKIPS_STREAM] == [
+            domain.Received(0), domain.Received(2)
+        ]
+        assert len(skipped(sink)) == 1
 
 
 def test_a_rejected_command_is_a_policy_error() -> None:
