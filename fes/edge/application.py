@@ -285,8 +285,11 @@ class Application:
 
         The id is a uuid5 of the application's name, the aggregate's name and
         ``name``; neither of the first two may contain the ``/`` that joins
-        them, so different triples never give the same id.
+        them, so different triples never give the same id.  ``name`` must be a
+        ``str``: ``5`` and ``"5"`` would otherwise name one stream.
         """
+        if not isinstance(name, str):
+            raise ConfigurationError(f"name_id needs a str name, not {name!r}")
         return str(uuid.uuid5(ID_NAMESPACE, f"{self.app.name}/{aggregate.name}/{name}"))
 
     # --- reading ------------------------------------------------------------

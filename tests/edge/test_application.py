@@ -343,6 +343,9 @@ def test_name_id_is_stable_and_distinct_per_app_aggregate_and_name(tmp_path: Pat
         }
         assert len(ids) == 6
         assert school.store.last_position() == 0  # deriving an id touches no store
+        for name in [5, None, b"Fido"]:  # 5 would otherwise name the stream of "5"
+            with pytest.raises(fes.ConfigurationError, match="name_id needs a str name"):
+                school.name_id(dogs, name)  # type: ignore[arg-type]
     finally:
         school.close()
         club.close()
