@@ -77,6 +77,12 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
+def _check_count(name: str, value: object, lowest: int) -> None:
+    """Refuse a setting that is not an int of at least ``lowest``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+        raise ConfigurationError(f"{name} must be an integer of {lowest} or more, got {value!r}")
+
+
 def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
     """An environment setting, preferring the one prefixed by the app's name."""
     prefixed = f"{app.upper().replace('-', '_')}_{key}"
@@ -222,14 +228,18 @@ class Application:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        if not isinstance(app, App):
+            raise ConfigurationError(f"an Application runs a fes.App, not {app!r}")
+        if not (store is None or isinstance(store, str) or callable(getattr(store, "store", None))):
+            raise ConfigurationError(
+                f"store must be a store URL or an open Database, not {store!r}"
+            )
+        for name, value in (("clock", clock), ("ids", ids)):
+            if not callable(value):
+                raise ConfigurationError(f"{name} must be a function, not {value!r}")
+        _check_count("cache_size", cache_size, 0)
+        _check_count("retries", retries, 0)
         self.app = app
-        if store is None or isinstance(store, str):
-            url = store or _setting(env, app.name, "FES_STORE_URL") or DEFAULT_URL
-            self.database: Database = open_database(url)
-            self._owns_database = True
-        else:
-            self.database = store
-            self._owns_database = False
         if compress is None:
             compress = (_setting(env, app.name, "FES_COMPRESS") or "").lower() in (
                 "1", "true", "yes", "on",
@@ -245,11 +255,8 @@ class Application:
                     raise ConfigurationError(
                         f"FES_SNAPSHOT_EVERY must be an integer, got {raw!r}"
                     ) from None
-        if snapshot_every is not None and snapshot_every < 1:
-            raise ConfigurationError(f"snapshot_every must be at least 1, got {snapshot_every}")
-        if retries < 0:
-            raise ConfigurationError(f"retries cannot be negative, got {retries}")
-        self.store: Store = self.database.store(app.name)
+        if snapshot_every is not None:
+            _check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application
         self.codec = Codec((*app.aggregates, skips), compress=compress, cipher=cipher)
         self.snapshot_every = snapshot_every
@@ -263,6 +270,20 @@ class Application:
             # than after its events are stored.
             for aggregate in app.aggregates:
                 self.codec.encode_state(aggregate, aggregate.initial, stream="", version=0)
+        # Every argument is checked: only now is a database opened (or its tables made).
+        if store is None or isinstance(store, str):
+            url = store or _setting(env, app.name, "FES_STORE_URL") or DEFAULT_URL
+            self.database: Database = open_database(url)
+            self._owns_database = True
+        else:
+            self.database = store
+            self._owns_database = False
+        try:
+            self.store: Store = self.database.store(app.name)
+        except BaseException:
+            if self._owns_database:
+                self.database.close()
+            raise
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()

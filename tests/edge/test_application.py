@@ -549,10 +549,31 @@ def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retr
     assert tricks(front, "bella") == [f"interruption {n}" for n in range(1, retries + 2)]
 
 
-def test_negative_retries_are_refused() -> None:
-    """retries below zero is a configuration error."""
-    with pytest.raises(fes.ConfigurationError, match="retries"):
-        Application(SCHOOL, "memory://", retries=-1, env={})
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -1}, "retries must be an integer of 0 or more, got -1"),
+        ({"retries": "3"}, "retries must be an integer of 0 or more, got '3'"),
+        ({"retries": 1.5}, "retries must be an integer of 0 or more, got 1.5"),
+        ({"cache_size": -1}, "cache_size must be an integer of 0 or more, got -1"),
+        ({"cache_size": "10"}, "cache_size must be an integer of 0 or more"),
+        ({"clock": "now"}, "clock must be a function, not 'now'"),
+        ({"ids": 7}, "ids must be a function, not 7"),
+        ({"store": 5}, "store must be a store URL or an open Database, not 5"),
+        ({"app": "school"}, "an Application runs a fes.App, not 'school'"),
+        ({"compress": 12}, "compress must be a bool or a zlib level"),
+    ],
+)
+def test_bad_arguments_are_refused_before_a_database_is_opened(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    """Each argument is checked first: a refused Application leaves no file behind."""
+    path = tmp_path / "fes.db"
+    arguments: dict[str, Any] = {"app": SCHOOL, "store": f"sqlite:///{path}", "env": {}}
+    arguments.update(options)
+    with pytest.raises(fes.FesError, match=message):
+        Application(**arguments)
+    assert not path.exists()
 
 
 # --- batches ---------------------------------------------------------------------------
@@ -1097,9 +1118,11 @@ def test_fes_snapshot_every_sets_the_snapshot_interval() -> None:
     [
         ({"env": {"FES_SNAPSHOT_EVERY": "often"}}, "FES_SNAPSHOT_EVERY must be an integer"),
         ({"env": {"SCHOOL_FES_SNAPSHOT_EVERY": "2.5"}}, "must be an integer, got '2.5'"),
-        ({"env": {"FES_SNAPSHOT_EVERY": "0"}}, "at least 1, got 0"),
-        ({"env": {"FES_SNAPSHOT_EVERY": "-3"}}, "at least 1, got -3"),
-        ({"snapshot_every": 0, "env": {}}, "at least 1, got 0"),
+        ({"env": {"FES_SNAPSHOT_EVERY": "0"}}, "of 1 or more, got 0"),
+        ({"env": {"FES_SNAPSHOT_EVERY": "-3"}}, "of 1 or more, got -3"),
+        ({"snapshot_every": 0, "env": {}}, "of 1 or more, got 0"),
+        ({"snapshot_every": "3", "env": {}}, "of 1 or more, got '3'"),
+        ({"snapshot_every": 2.5, "env": {}}, "of 1 or more, got 2.5"),
     ],
 )
 def test_a_bad_snapshot_interval_is_a_configuration_error(
