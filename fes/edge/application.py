@@ -22,6 +22,7 @@ from attrs import define, field
 
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import (
+    CommandError,
     ConcurrencyError,
     ConfigurationError,
     DecodeError,
@@ -77,8 +78,8 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
-def _check_count(name: str, value: object, lowest: int) -> None:
-    """Refuse a setting that is not an int of at least ``lowest``."""
+def check_count(name: str, value: object, lowest: int) -> None:
+    """Refuse a setting that is not an int of at least ``lowest`` (edge modules share it)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
         raise ConfigurationError(f"{name} must be an integer of {lowest} or more, got {value!r}")
 
@@ -159,6 +160,8 @@ class Batch:
         metadata: Metadata = NO_METADATA,
     ) -> list[Any]:
         """Add events to a stream; they must apply to its state."""
+        if isinstance(events, str | bytes) or not isinstance(events, Iterable):
+            raise CommandError(f"emit takes an iterable of events, not {events!r}")
         new = list(events)
         self._add(aggregate, self._slot(aggregate, stream), stream, new, metadata)
         return new
@@ -237,8 +240,8 @@ class Application:
         for name, value in (("clock", clock), ("ids", ids)):
             if not callable(value):
                 raise ConfigurationError(f"{name} must be a function, not {value!r}")
-        _check_count("cache_size", cache_size, 0)
-        _check_count("retries", retries, 0)
+        check_count("cache_size", cache_size, 0)
+        check_count("retries", retries, 0)
         self.app = app
         if compress is None:
             compress = (_setting(env, app.name, "FES_COMPRESS") or "").lower() in (
@@ -256,7 +259,7 @@ class Application:
                         f"FES_SNAPSHOT_EVERY must be an integer, got {raw!r}"
                     ) from None
         if snapshot_every is not None:
-            _check_count("snapshot_every", snapshot_every, 1)
+            check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application
         self.codec = Codec((*app.aggregates, skips), compress=compress, cipher=cipher)
         self.snapshot_every = snapshot_every

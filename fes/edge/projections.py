@@ -28,7 +28,7 @@ from fes.aggregates import Aggregate
 from fes.errors import ConfigurationError, DecodeError, DuplicateTracking
 from fes.views import View
 
-from .application import Application
+from .application import Application, check_count
 from .skips import is_internal
 from .stores.base import Tracking
 
@@ -52,8 +52,9 @@ class Projection(Generic[V]):
     def __init__(
         self, application: Application, view: View[V], *, batch_size: int = DEFAULT_VIEW_BATCH
     ) -> None:
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if not isinstance(view, View):
+            raise ConfigurationError(f"a Projection keeps a fes.View, not {view!r}")
+        check_count("batch_size", batch_size, 1)
         self.application = application
         self.view = view
         self.batch_size = batch_size

@@ -50,7 +50,7 @@ from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
 from fes.system import App, System, app_of_unit, partition_of, tracking_key, unit_names
 
-from .application import Application, Batch
+from .application import Application, Batch, check_count
 from .projections import Projection
 from .skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
 from .stores import open_database
@@ -118,8 +118,7 @@ class Follower:
         app = application.app
         if app.policy is None:
             raise DefinitionError(f"application {app.name!r} has no policy to follow with")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        check_count("batch_size", batch_size, 1)
         if not leaders:
             raise DefinitionError(f"application {app.name!r} follows no leader")
         if not 0 <= partition < app.partitions:
@@ -592,8 +591,19 @@ class Runner:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         **options: Any,
     ) -> None:
-        if poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval must be positive, got {poll_interval}")
+        if not isinstance(system, System):
+            raise ConfigurationError(f"a runner runs a fes.System, not {system!r}")
+        if (
+            not isinstance(poll_interval, int | float)
+            or isinstance(poll_interval, bool)
+            or not poll_interval > 0
+        ):
+            raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        check_count("batch_size", batch_size, 1)
+        if not (isinstance(store, str) or callable(getattr(store, "store", None))):
+            raise ConfigurationError(
+                f"store must be a store URL or an open Database, not {store!r}"
+            )
         self.system = system
         if isinstance(store, str):
             self.database: Database = open_database(store)

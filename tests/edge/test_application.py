@@ -627,6 +627,9 @@ def test_batch_emit_refuses_events_that_do_not_fold(place: Place) -> None:
     batch = app.batch()
     with pytest.raises(fes.UnhandledEvent, match="Deposited"):
         batch.emit(dogs, "fido", [Registered("Fido"), Deposited(5)])
+    for one in [Registered("Fido"), "Fido"]:  # one event, not a list of them
+        with pytest.raises(fes.CommandError, match="emit takes an iterable of events"):
+            batch.emit(dogs, "fido", one)  # type: ignore[arg-type]
     assert len(batch) == 0
     assert app.commit(batch) == []
 

@@ -9,13 +9,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fes
+from fes.edge.application import Application
 from fes.edge.processes import ProcessRunner, load_system
+from fes.edge.projections import Projection
 from fes.edge.runners import SyncRunner, ThreadedRunner, run
 from fes.edge.stores import open_database
 from system import domain
@@ -224,3 +227,34 @@ def test_sigterm_stops_fes_run_gracefully(tmp_path: Path, processes: int) -> Non
         tracked = sink.store.last_tracked("source")
         assert 20 <= tracked < 400
         assert len(sink.log()) == tracked  # every tracked event has its effect, no more
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "message"),
+    [
+        (("pipeline", "memory://"), {}, "a runner runs a fes.System, not 'pipeline'"),
+        ((domain.pipeline, 5), {}, "store must be a store URL or an open Database, not 5"),
+        ((domain.pipeline, "memory://"), {"batch_size": 0}, "batch_size must be an integer of 1"),
+        ((domain.pipeline, "memory://"), {"batch_size": "9"}, "batch_size must be an integer"),
+        ((domain.pipeline, "memory://"), {"poll_interval": 0}, "poll_interval must be positive"),
+        ((domain.pipeline, "memory://"), {"poll_interval": "1"}, "poll_interval must be positive"),
+    ],
+)
+def test_bad_runner_arguments_are_configuration_errors(
+    arguments: tuple[Any, ...], options: dict[str, Any], message: str
+) -> None:
+    """A runner refuses bad arguments with fes's own error, whichever runner it is."""
+    for runner in (SyncRunner, ThreadedRunner):
+        with pytest.raises(fes.ConfigurationError, match=message):
+            runner(*arguments, **options)
+
+
+def test_bad_projection_arguments_are_configuration_errors() -> None:
+    """A Projection keeps a fes.View, folding batches of at least one notification."""
+    with Application(domain.source, "memory://", env={}) as app:
+        with pytest.raises(fes.ConfigurationError, match=r"a Projection keeps a fes\.View"):
+            Projection(app, "totals")  # type: ignore[arg-type]
+        view = fes.View("count", 0, lambda n, r: n + 1)
+        for size in [0, "10", 2.5]:
+            with pytest.raises(fes.ConfigurationError, match="batch_size must be an integer"):
+                Projection(app, view, batch_size=size)  # type: ignore[arg-type]
