@@ -962,7 +962,6 @@ def _shorten(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-
 def _check_metadata(metadata: object, stream: str, version: int) -> None:
     """Refuse metadata that would not read back as it was given."""
     problem = None
@@ -979,6 +978,7 @@ def _check_metadata(metadata: object, stream: str, version: int) -> None:
             f"cannot store metadata {metadata!r} for stream {stream!r} version {version}: "
             f"{problem}; nothing was stored"
         )
+
 
 class Codec:
     """Encodes and decodes one application's events, snapshot states and metadata.

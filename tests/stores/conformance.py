@@ -879,6 +879,9 @@ class StoreConformance:
         before = contents(store)
         operations: list[Callable[[], object]] = [
             lambda: store.append([NewEvent("a", value, "Happened", b"p", 1, None)]),
+            lambda: store.append([new("a", 2), NewEvent("a", value, "Happened", b"p", 1, None)]),
+            # 2.0 equals the 2 expected after 1, but is no int
+            lambda: store.append([new("b", 1), NewEvent("b", 2.0, "Happened", b"p", 1, None)]),
             lambda: store.append([new("a", 2)], tracking=Tracking("orders", value, 0)),
             lambda: store.append([new("a", 2)], tracking=Tracking("orders", 2**62, value)),
             lambda: store.read_stream("a", from_version=value),

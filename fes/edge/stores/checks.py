@@ -25,9 +25,9 @@ __all__ = [
     "check_log",
     "check_read",
     "check_reseal",
-    "check_where",
     "check_stream",
     "check_tracking",
+    "check_where",
     "not_stored",
 ]
 
@@ -172,11 +172,13 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
                     "stream versions start at 1; nothing was stored"
                 )
             firsts[stream] = version
-        elif version != expected:
-            raise StoreError(
-                f"stream {stream!r}: versions in one append must be consecutive, "
-                f"but version {version} follows {expected - 1}; nothing was stored"
-            )
+        elif version.__class__ is not int or version != expected:
+            check_integer("a version", version)  # 2.0 equals 2, but is no version
+            if version != expected:
+                raise StoreError(
+                    f"stream {stream!r}: versions in one append must be consecutive, "
+                    f"but version {version} follows {expected - 1}; nothing was stored"
+                )
         following[stream] = version + 1
     return firsts
 
