@@ -13,9 +13,13 @@ from typing import Any, Generic, TypeVar
 from attrs import frozen
 
 from fes.aggregates import _Initial
+from fes.errors import DefinitionError
 from fes.events import Recorded
 
-__all__ = ["View"]
+__all__ = ["MAX_VIEW_NAME", "View"]
+
+#: The longest view name, in characters.
+MAX_VIEW_NAME = 200
 
 V = TypeVar("V")
 
@@ -30,6 +34,14 @@ class View(Generic[V]):
     name: str
     initial: V
     apply: Callable[[V, Recorded[Any]], V]
+
+    def __attrs_post_init__(self) -> None:
+        # the edge keys the view's stored state by name, in every store alike
+        name = self.name
+        if not (isinstance(name, str) and 0 < len(name) <= MAX_VIEW_NAME and name.isprintable()):
+            raise DefinitionError(
+                f"view name {name!r} must be 1 to {MAX_VIEW_NAME} printable characters"
+            )
 
     def fold(
         self, records: Iterable[Recorded[Any]], state: V | _Initial = _Initial.INITIAL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import PMap, pmap
@@ -59,3 +60,14 @@ def test_a_view_folds_records_in_order() -> None:
 def test_incremental_view_equals_rebuilt_view(first: list[Any], second: list[Any]) -> None:
     """Folding on from a saved state equals rebuilding from position 0, even from None."""
     assert tricks.fold(second, tricks.fold(first)) == tricks.fold(first + second)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a\x00b", "two\nlines", "a\ud800", "v" * 201, 5, None],
+    ids=["empty", "nul", "newline", "surrogate", "too-long", "int", "none"],
+)
+def test_a_view_name_every_store_can_key_by_is_required(name: object) -> None:
+    """The edge keys a view's stored state by its name: it must be 1 to 200 printable characters."""
+    with pytest.raises(fes.DefinitionError, match="must be 1 to 200 printable characters"):
+        fes.View(name, 0, lambda n, r: n)  # type: ignore[arg-type]
+    assert fes.View("orders by customer: 2024", 0, lambda n, r: n).name.startswith("orders")
