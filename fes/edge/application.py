@@ -29,6 +29,7 @@ from fes.errors import (
     DefinitionError,
     FesError,
     StoreError,
+    UnhandledEvent,
 )
 from fes.events import NO_METADATA, Metadata, Recorded
 from fes.snapshots import fingerprint
@@ -392,7 +393,14 @@ class Application:
             stream, from_version=at + 1 if at else None, to_version=to
         )
         if rows:
-            state = aggregate.fold(self.codec.decode_stream(stream, rows), state)
+            try:
+                state = aggregate.fold(self.codec.decode_stream(stream, rows), state)
+            except UnhandledEvent as error:
+                error.add_note(
+                    f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
+                    "does the stream belong to another aggregate?"
+                )
+                raise
             at = rows[-1][0]
         return state, at
 

@@ -438,6 +438,23 @@ def test_log_refuses_topics_that_are_not_topics(place: Place) -> None:
     assert len(app.log(topics="dog.Registered")) == 1
 
 
+def test_loading_another_aggregates_stream_names_the_stream(place: Place) -> None:
+    """The projector's UnhandledEvent carries a note naming the stream and the aggregate."""
+    app = place.app(fes.App("mixed", aggregates=[dogs, accounts]))
+    app.execute(dogs, "fido", register, "Fido")
+    for load in [
+        lambda: app.get(accounts, "fido"),
+        lambda: app.execute(accounts, "fido", deposit, 5),
+    ]:
+        with pytest.raises(fes.UnhandledEvent, match="'Registered' in account") as caught:
+            load()
+        assert caught.value.__notes__ == [
+            "while loading stream 'fido' as aggregate 'account': "
+            "does the stream belong to another aggregate?"
+        ]
+    assert app.store.last_position() == 1
+
+
 def test_rejected_stores_nothing(place: Place) -> None:
     """A command raising Rejected propagates it and appends nothing, in execute or a batch."""
     clock = Clock()
