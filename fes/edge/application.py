@@ -85,6 +85,12 @@ def check_count(name: str, value: object, lowest: int) -> None:
         raise ConfigurationError(f"{name} must be an integer of {lowest} or more, got {value!r}")
 
 
+def check_store(store: object) -> None:
+    """Refuse a ``store`` argument that is neither a URL nor an open database."""
+    if not (isinstance(store, str) or callable(getattr(store, "store", None))):
+        raise ConfigurationError(f"store must be a store URL or an open Database, not {store!r}")
+
+
 def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
     """An environment setting, preferring the one prefixed by the app's name."""
     prefixed = f"{app.upper().replace('-', '_')}_{key}"
@@ -234,10 +240,8 @@ class Application:
         env = os.environ if env is None else env
         if not isinstance(app, App):
             raise ConfigurationError(f"an Application runs a fes.App, not {app!r}")
-        if not (store is None or isinstance(store, str) or callable(getattr(store, "store", None))):
-            raise ConfigurationError(
-                f"store must be a store URL or an open Database, not {store!r}"
-            )
+        if store is not None:  # None: the URL comes from the environment
+            check_store(store)
         for name, value in (("clock", clock), ("ids", ids)):
             if not callable(value):
                 raise ConfigurationError(f"{name} must be a function, not {value!r}")

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from attrs import evolve, frozen
 
-from fes.edge.application import Application
+from fes.edge.application import Application, check_count
 from fes.edge.stores.base import Resealed
-from fes.errors import ConfigurationError, DefinitionError
+from fes.errors import DefinitionError
 from fes.snapshots import fingerprint
 
 __all__ = ["Resealing", "reseal"]
@@ -49,8 +49,7 @@ def reseal(
     ``plain``) or that no key of the ring decrypts; the batches before it
     stay resealed.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_count("batch_size", batch_size, 1)
     codec, store = application.codec, application.store
     if codec.cipher is None:
         raise DefinitionError(

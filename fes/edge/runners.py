@@ -50,7 +50,7 @@ from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
 from fes.system import App, System, app_of_unit, partition_of, tracking_key, unit_names
 
-from .application import Application, Batch, check_count
+from .application import Application, Batch, check_count, check_store
 from .projections import Projection
 from .skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
 from .stores import open_database
@@ -600,10 +600,7 @@ class Runner:
         ):
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
         check_count("batch_size", batch_size, 1)
-        if not (isinstance(store, str) or callable(getattr(store, "store", None))):
-            raise ConfigurationError(
-                f"store must be a store URL or an open Database, not {store!r}"
-            )
+        check_store(store)
         self.system = system
         if isinstance(store, str):
             self.database: Database = open_database(store)
