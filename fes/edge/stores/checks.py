@@ -18,6 +18,7 @@ from fes.errors import StoreError
 
 __all__ = [
     "MAX_APP_NAME",
+    "MAX_INTEGER",
     "MAX_STREAM_ID",
     "check_app_name",
     "check_batch",
@@ -37,8 +38,10 @@ MAX_APP_NAME = 48
 #: The longest stream id, in characters.  At four UTF-8 bytes a character at
 #: most, a stream id fits in an entry of PostgreSQL's (stream, version) index.
 MAX_STREAM_ID = 500
-#: What SQLite's INTEGER and PostgreSQL's bigint hold.
-_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
+#: The largest integer SQLite's INTEGER and PostgreSQL's bigint hold; the
+#: stores also use it as the bound of a read with no upper bound.
+MAX_INTEGER = 2**63 - 1
+_LOWEST, _HIGHEST = -(2**63), MAX_INTEGER
 
 
 def check_app_name(app: str) -> str:

@@ -130,6 +130,7 @@ from fes.edge.stores.base import (
     stored_event,
 )
 from fes.edge.stores.checks import (
+    MAX_INTEGER,
     check_app_name,
     check_batch,
     check_integer,
@@ -1135,7 +1136,7 @@ class PostgresStore:
     ) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""
         check_read(stream, to_version=to_version)
-        limit = to_version if to_version is not None else 2**63 - 1
+        limit = to_version if to_version is not None else MAX_INTEGER
 
         def work(conn: _Conn) -> StoredSnapshot | None:
             row = conn.execute(self._q.load_snapshot, (stream, limit), binary=True).fetchone()

@@ -41,6 +41,7 @@ from fes.edge.stores.base import (
     stored_event,
 )
 from fes.edge.stores.checks import (
+    MAX_INTEGER,
     check_app_name,
     check_batch,
     check_integer,
@@ -69,7 +70,6 @@ __all__ = ["SQLiteDatabase", "SQLiteStore", "table_prefix"]
 #: The schema version written to ``fes_apps``; a file from a newer fes is refused.
 SCHEMA = 1
 
-_MAX_INT = 2**63 - 1
 #: Streams per query in stream_versions: well under SQLite's limit on parameters.
 _VERSIONS_CHUNK = 500
 _COLUMNS = "position, stream, version, topic, payload, timestamp, meta"
@@ -638,7 +638,7 @@ class SQLiteStore:
             (
                 stream,
                 0 if from_version is None else from_version,
-                _MAX_INT if to_version is None else to_version,
+                MAX_INTEGER if to_version is None else to_version,
                 -1 if limit is None else limit,
             ),
         )
@@ -655,7 +655,7 @@ class SQLiteStore:
             (
                 stream,
                 0 if from_version is None else from_version,
-                _MAX_INT if to_version is None else to_version,
+                MAX_INTEGER if to_version is None else to_version,
             ),
         )
 
@@ -698,7 +698,7 @@ class SQLiteStore:
     ) -> list[StoredEvent]:
         """Events with ``after < position <= to``, in position order."""
         check_log(after, to, limit, topics)
-        bounds = (after, _MAX_INT if to is None else to)
+        bounds = (after, MAX_INTEGER if to is None else to)
         size = -1 if limit is None else limit
         if topics is None:
             rows = self._rows("read the log", self._log, (*bounds, size))
@@ -745,7 +745,7 @@ class SQLiteStore:
         rows = self._rows(
             "load a snapshot",
             self._snapshot_load,
-            (stream, _MAX_INT if to_version is None else to_version),
+            (stream, MAX_INTEGER if to_version is None else to_version),
         )
         return StoredSnapshot(*rows[0]) if rows else None
 
