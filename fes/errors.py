@@ -15,6 +15,7 @@ __all__ = [
     "DecodeError",
     "DefinitionError",
     "DuplicateTracking",
+    "EncodeError",
     "FesError",
     "PolicyError",
     "Rejected",
@@ -120,6 +121,15 @@ class DuplicateTracking(StoreError):
         super().__init__(
             f"position {position} of {leader!r} was already processed; nothing was stored"
         )
+
+
+class EncodeError(StoreError):
+    """A value cannot be stored as given, since it would not read back: nothing was stored.
+
+    An event or state whose field holds a value of another type than the
+    field declares (``10.5`` for an ``int``, ``True`` for a ``float``), an
+    integer beyond 64 bits, or metadata of the wrong shape.
+    """
 
 
 class DecodeError(StoreError):

@@ -88,6 +88,7 @@ import cattrs
 import orjson
 import pyrsistent
 import pyrsistent.typing
+from cattrs.enums import enum_unstructure_factory
 from cattrs.fns import identity
 
 from fes.aggregates import Aggregate, _AdaptedApply, _Combined, _Dispatch, _MappedState
@@ -95,8 +96,8 @@ from fes.errors import (
     CipherError,
     DecodeError,
     DefinitionError,
+    EncodeError,
     FesError,
-    StoreError,
     UnknownTopic,
     UpcastError,
 )
@@ -343,10 +344,73 @@ def _s_float(value: Any, _: Any = None) -> float:
 
 
 def _u_float(value: float) -> float | str:
+    kind = value.__class__
+    if (  # True would read back as no float
+        kind is not float
+        and kind is not int
+        and (kind is bool or not isinstance(value, (float, int)))
+    ):
+        _bad(value, float)
     # JSON has no NaN or infinities (orjson would write null): spell them out
     if value - value == 0.0:
         return value
     return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+# --- checked leaf writers -----------------------------------------------------
+#
+# A value is written only if it reads back: attrs does not check field types,
+# so an event built with 10.5 for an int field, or True for a float, would be
+# stored and then refused by every read of its stream.  A subclass of str or
+# int (an enum member, say) is written as its value, which reads back equal.
+
+
+def _u_str(value: Any) -> Any:
+    if value.__class__ is not str and not isinstance(value, str):
+        _bad(value, str)
+    return value
+
+
+def _u_bool(value: Any) -> Any:
+    if value.__class__ is not bool:
+        _bad(value, bool)
+    return value
+
+
+def _u_int(value: Any) -> Any:
+    if value.__class__ is not int and (value.__class__ is bool or not isinstance(value, int)):
+        _bad(value, int)
+    return value
+
+
+def _u_datetime(value: Any) -> str:
+    if not isinstance(value, datetime):
+        _bad(value, datetime)
+    return value.isoformat()
+
+
+def _u_date(value: Any) -> str:
+    if not isinstance(value, date) or isinstance(value, datetime):
+        _bad(value, date)
+    return value.isoformat()
+
+
+def _u_time(value: Any) -> str:
+    if not isinstance(value, time):
+        _bad(value, time)
+    return value.isoformat()
+
+
+def _u_uuid(value: Any) -> str:
+    if not isinstance(value, UUID):
+        _bad(value, UUID)
+    return str(value)
+
+
+def _u_decimal(value: Any) -> str:
+    if not isinstance(value, Decimal):
+        _bad(value, Decimal)
+    return str(value)
 
 
 def _from_str(parse: Callable[[str], Any], kind: type) -> StructureHook:
@@ -364,24 +428,22 @@ def _s_bytes(value: Any, _: Any = None) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
-def _u_bytes(value: bytes) -> str:
+def _u_bytes(value: Any) -> str:
+    if not isinstance(value, (bytes, bytearray)):
+        _bad(value, bytes)
     return base64.b64encode(value).decode("ascii")
 
 
-def _isoformat(value: date | time) -> str:
-    return value.isoformat()
-
-
 _LEAVES: dict[Any, tuple[StructureHook, UnstructureHook]] = {
-    str: (_s_str, identity),
-    bool: (_s_bool, identity),
-    int: (_s_int, identity),
+    str: (_s_str, _u_str),
+    bool: (_s_bool, _u_bool),
+    int: (_s_int, _u_int),
     float: (_s_float, _u_float),
-    datetime: (_from_str(datetime.fromisoformat, datetime), _isoformat),
-    date: (_from_str(date.fromisoformat, date), _isoformat),
-    time: (_from_str(time.fromisoformat, time), _isoformat),
-    UUID: (_from_str(UUID, UUID), str),
-    Decimal: (_from_str(Decimal, Decimal), str),
+    datetime: (_from_str(datetime.fromisoformat, datetime), _u_datetime),
+    date: (_from_str(date.fromisoformat, date), _u_date),
+    time: (_from_str(time.fromisoformat, time), _u_time),
+    UUID: (_from_str(UUID, UUID), _u_uuid),
+    Decimal: (_from_str(Decimal, Decimal), _u_decimal),
     bytes: (_s_bytes, _u_bytes),
 }
 
@@ -391,6 +453,12 @@ _INLINE: dict[Any, str] = {
     bool: "(_v{n} if (_v{n} := {get}).__class__ is __bool else __bad(_v{n}, __bool))",
     int: "(_v{n} if (_v{n} := {get}).__class__ is __int else __bad(_v{n}, __int))",
     float: "(_v{n} if (_v{n} := {get}).__class__ is __float else __s_float(_v{n}))",
+}
+# how a field of a leaf type is checked inline when it is written
+_INLINE_WRITE: dict[Any, str] = {
+    str: "(_v{n} if (_v{n} := i.{name}).__class__ is __str else __u{n}(_v{n}))",
+    bool: "(_v{n} if (_v{n} := i.{name}).__class__ is __bool else __u{n}(_v{n}))",
+    int: "(_v{n} if (_v{n} := i.{name}).__class__ is __int else __u{n}(_v{n}))",
 }
 _INLINE_OPTIONAL: dict[Any, str] = {
     str: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __str "
@@ -510,6 +578,8 @@ class _Hooks:
         converter.register_unstructure_hook_factory(_is_union, self._union_unstructure)
         converter.register_structure_hook_factory(_is_attrs, self._own(self._attrs_structure))
         converter.register_unstructure_hook_factory(_is_attrs, self._attrs_unstructure)
+        converter.register_unstructure_hook_factory(_is_enum, self._enum_unstructure)
+        converter.register_unstructure_hook_factory(_is_literal, _literal_unstructure)
         self.converter = converter
         self._structures: dict[type, StructureHook] = {}
         self._unstructures: dict[type, UnstructureHook] = {}
@@ -533,6 +603,31 @@ class _Hooks:
     def unstructure(self, kind: Any) -> UnstructureHook:
         leaf = _leaf(kind)
         return leaf[1] if leaf else self.converter.get_unstructure_hook(kind)
+
+    def _enum_unstructure(self, kind: type[enum.Enum]) -> UnstructureHook:
+        value_of = enum_unstructure_factory(kind, self.converter)
+
+        def unstructure(value: Any) -> Any:
+            if value.__class__ is not kind:  # another enum's member reads back as no member
+                _bad(value, kind)
+            return value_of(value)
+
+        return unstructure
+
+    def field_error(self, value: Any) -> str | None:
+        """Which field of attrs instance ``value`` cannot be written, and why (or None)."""
+        if not attrs.has(value.__class__):
+            return None
+        for a in _fields(value.__class__):
+            if not a.init:
+                continue
+            try:
+                _dumps(self.unstructure(a.type if a.type is not None else Any)(
+                    getattr(value, a.name)
+                ))
+            except Exception as exc:
+                return f"field {a.name!r}: {_shorten(exc)}"
+        return None
 
     def one(self, kind: Any) -> One:
         """A one-argument structure function for ``kind``."""
@@ -586,9 +681,21 @@ class _Hooks:
         if _origin(kind) is tuple and args and args[-1] is not Ellipsis:
             items = tuple(self.unstructure(arg) for arg in args)
             return lambda value: [u(item) for u, item in zip(items, value, strict=True)]
-        each = self.unstructure(args[0] if args else Any)
+        item_kind = args[0] if args else Any
+        each = self.unstructure(item_kind)
         if each is identity:
             return list
+        if item_kind in _INLINE_WRITE:  # str, bool or int: check classes in one loop
+            exact = item_kind
+
+            def unstructure_leaves(value: Any) -> list[Any]:
+                items = list(value)
+                for item in items:
+                    if item.__class__ is not exact:
+                        each(item)  # raises unless a subclass that reads back equal
+                return items
+
+            return unstructure_leaves
         return lambda value: [each(item) for item in value]
 
     # mappings: JSON objects when keys are strings, else [key, value] pairs
@@ -835,16 +942,29 @@ class _Hooks:
             return later
         self._building_u.add(kind)
         try:
-            space: dict[str, Any] = {}
+            # A value of another class (a subclass too) would read back as
+            # ``kind``, without what its class adds: refused.
+            space: dict[str, Any] = {
+                "__cl": kind, "__bad": _bad, "__str": str, "__bool": bool, "__int": int
+            }
             items: list[str] = []
             for n, a in enumerate(f for f in _fields(kind) if f.init):
-                hook = self.unstructure(a.type if a.type is not None else Any)
+                hint = a.type if a.type is not None else Any
+                hook = self.unstructure(hint)
                 if hook is identity:
                     items.append(f"{a.name!r}: i.{a.name}")
+                    continue
+                space[f"__u{n}"] = hook
+                template = _INLINE_WRITE.get(hint) if _leaf(hint) else None
+                if template is not None:
+                    items.append(f"{a.name!r}: " + template.format(n=n, name=a.name))
                 else:
-                    space[f"__u{n}"] = hook
                     items.append(f"{a.name!r}: __u{n}(i.{a.name})")
-            source = f"def unstructure(i):\n    return {{{', '.join(items)}}}\n"
+            source = (
+                "def unstructure(i):\n"
+                "    if i.__class__ is not __cl:\n        __bad(i, __cl)\n"
+                f"    return {{{', '.join(items)}}}\n"
+            )
             exec(compile(source, f"<fes unstructure {kind.__qualname__}>", "exec"), space)
             hook = space["unstructure"]
         finally:
@@ -862,6 +982,30 @@ def _leaf(kind: Any) -> tuple[StructureHook, UnstructureHook] | None:
 
 def _exactly(kind: type) -> Callable[[Any], bool]:
     return lambda other: other is kind
+
+
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
+
+
+def _is_literal(kind: Any) -> bool:
+    return typing.get_origin(kind) is Literal
+
+
+def _literal_unstructure(kind: Any) -> UnstructureHook:
+    """Write only the literal's own values (``True`` is not the literal ``1``)."""
+    allowed = {(value.__class__, value) for value in typing.get_args(kind)}
+
+    def unstructure(value: Any) -> Any:
+        try:
+            known = (value.__class__, value) in allowed
+        except TypeError:  # an unhashable value is no literal
+            known = False
+        if not known:
+            _bad(value, kind)
+        return value.value if isinstance(value, enum.Enum) else value
+
+    return unstructure
 
 
 def _is_sequence(kind: Any) -> bool:
@@ -974,7 +1118,7 @@ def _check_metadata(metadata: object, stream: str, version: int) -> None:
     elif not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.headers.items()):
         problem = "its headers are not all str: str"
     if problem is not None:
-        raise StoreError(
+        raise EncodeError(
             f"cannot store metadata {metadata!r} for stream {stream!r} version {version}: "
             f"{problem}; nothing was stored"
         )
@@ -1109,8 +1253,9 @@ class Codec:
         try:
             body = _dumps(unstructure(event))
         except Exception as exc:
-            raise StoreError(
-                f"cannot encode {topic!r} for stream {stream!r} version {version}: {_shorten(exc)}"
+            raise EncodeError(
+                f"cannot encode {topic!r} for stream {stream!r} version {version}: "
+                f"{self._hooks.field_error(event) or _shorten(exc)}; nothing was stored"
             ) from exc
         if self._plain and schema == 1 and body[0] == _BARE:
             return topic, body
@@ -1197,7 +1342,7 @@ class Codec:
         try:
             body = _dumps(unstructure(state))
         except Exception as exc:
-            raise StoreError(
+            raise EncodeError(
                 f"cannot encode the state of {aggregate.name!r} for stream {stream!r} "
                 f"version {version}: {_shorten(exc)}"
             ) from exc
@@ -1247,7 +1392,7 @@ class Codec:
         try:
             body = _dumps(data)
         except Exception as exc:
-            raise StoreError(f"cannot encode metadata: {_shorten(exc)}") from exc
+            raise EncodeError(f"cannot encode metadata: {_shorten(exc)}") from exc
         if self._plain:
             return body
         return self._seal(body, 1, "meta", topic, stream, version)
