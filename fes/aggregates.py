@@ -379,6 +379,10 @@ def decide(
     inner_state: Any
     if command.__class__ is _FUNCTION:  # a plain function: no combinator to look inside
         inner, inner_state = command, state
+    elif not callable(command):
+        raise CommandError(
+            f"a command of aggregate {aggregate.name!r} is a function, not {command!r}"
+        )
     else:
         inner, inner_state = _unwrap(command, state)
     accepted = aggregate.state_types(inner)

@@ -556,7 +556,7 @@ def test_ill_typed_fields_are_refused_on_write(field_name: str, value: Any) -> N
 
 
 def test_values_that_read_back_equal_are_written() -> None:
-    """An int for a float, an IntEnum for an int, a subclass of str for a str: they read back equal."""
+    """An int for a float, an IntEnum for an int, a str subclass for a str: they read back equal."""
 
     class Name(str):
         pass
@@ -701,8 +701,8 @@ def test_encrypted_payload_without_cipher_is_refused() -> None:
     ],
 )
 def test_bad_keyrings_are_refused(keys: dict[str, bytes], current: str, problem: str) -> None:
-    """Keys of the wrong size, bad ids and a missing current key are CipherErrors."""
-    with pytest.raises(fes.CipherError, match=problem):
+    """Keys of the wrong size, bad ids and a missing current key are ConfigurationErrors."""
+    with pytest.raises(fes.ConfigurationError, match=problem):
         Cipher(keys, current)
 
 
@@ -728,8 +728,8 @@ def test_cipher_from_env() -> None:
     ],
 )
 def test_bad_cipher_env_is_refused(env: dict[str, str], problem: str) -> None:
-    """Malformed key settings are CipherErrors that say what to fix."""
-    with pytest.raises(fes.CipherError, match=problem):
+    """Malformed key settings are ConfigurationErrors that say what to fix."""
+    with pytest.raises(fes.ConfigurationError, match=problem):
         Cipher.from_env(env)
 
 
@@ -912,19 +912,24 @@ class HoldsOpaque:
     thing: Opaque
 
 
+def test_unstorable_event_types_are_refused_when_the_codec_is_built() -> None:
+    """A field type fes cannot store is a DefinitionError of the event type."""
+    with pytest.raises(fes.DefinitionError, match="HoldsOpaque"):
+        Codec(EXAMPLES, extra_types={"h": HoldsOpaque})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "problem"),
     [
-        ({"extra_types": {"h": HoldsOpaque}}, "HoldsOpaque"),
         ({"compress": 12}, "compress"),
         ({"compress": "yes"}, "compress"),
         ({"max_payload": 0}, "max_payload"),
         ({"cipher": "secret"}, "cipher"),
     ],
 )
-def test_bad_codec_definitions_are_refused(kwargs: dict[str, Any], problem: str) -> None:
-    """Unstorable event types and bad options are refused when the codec is built."""
-    with pytest.raises(fes.DefinitionError, match=problem):
+def test_bad_codec_options_are_refused(kwargs: dict[str, Any], problem: str) -> None:
+    """Bad settings are ConfigurationErrors when the codec is built."""
+    with pytest.raises(fes.ConfigurationError, match=problem):
         Codec(EXAMPLES, **kwargs)
 
 

@@ -69,7 +69,7 @@ def utc_now() -> datetime:
 
 def to_micros(moment: datetime) -> int:
     """Microseconds since the Unix epoch, exactly."""
-    if moment.tzinfo is None:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise ConfigurationError(f"the clock must give timezone-aware datetimes, got {moment!r}")
     return (moment - EPOCH) // _MICROSECOND
 
@@ -89,6 +89,13 @@ def check_store(store: object) -> None:
     """Refuse a ``store`` argument that is neither a URL nor an open database."""
     if not (isinstance(store, str) or callable(getattr(store, "store", None))):
         raise ConfigurationError(f"store must be a store URL or an open Database, not {store!r}")
+
+
+#: What a switch in the environment may say (unset or empty: off).
+_WORDS = {
+    "": False, "0": False, "false": False, "no": False, "off": False,
+    "1": True, "true": True, "yes": True, "on": True,
+}
 
 
 def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
@@ -133,6 +140,8 @@ class Batch:
         """
         if isinstance(streams, str):  # one stream id, not an iterable of its letters
             streams = [streams]
+        elif not isinstance(streams, Iterable):
+            raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
         wanted = [s for s in streams if s not in self.pending and s not in self._fresh]
         if wanted:
             versions = self.application.store.stream_versions(wanted)
@@ -238,6 +247,8 @@ class Application:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        if not isinstance(env, Mapping):
+            raise ConfigurationError(f"env must be a mapping of names to values, not {env!r}")
         if not isinstance(app, App):
             raise ConfigurationError(f"an Application runs a fes.App, not {app!r}")
         if store is not None:  # None: the URL comes from the environment
@@ -249,9 +260,13 @@ class Application:
         check_count("retries", retries, 0)
         self.app = app
         if compress is None:
-            compress = (_setting(env, app.name, "FES_COMPRESS") or "").lower() in (
-                "1", "true", "yes", "on",
-            )
+            word = (_setting(env, app.name, "FES_COMPRESS") or "").strip().lower()
+            if word not in _WORDS:
+                raise ConfigurationError(
+                    f"FES_COMPRESS must be a true or false word (1, true, yes, on; "
+                    f"0, false, no, off), got {word!r}"
+                )
+            compress = _WORDS[word]
         if cipher is None:
             cipher = Cipher.from_env(_EnvView(env, app.name))
         if snapshot_every is None:
@@ -317,6 +332,7 @@ class Application:
         them, so different triples never give the same id.  ``name`` must be a
         ``str``: ``5`` and ``"5"`` would otherwise name one stream.
         """
+        self._check(aggregate)
         if not isinstance(name, str):
             raise ConfigurationError(f"name_id needs a str name, not {name!r}")
         return str(uuid.uuid5(ID_NAMESPACE, f"{self.app.name}/{aggregate.name}/{name}"))
@@ -479,6 +495,13 @@ class Application:
         loaded it, and :class:`fes.DuplicateTracking` if the tracking position
         was recorded before; either way nothing is stored.
         """
+        if not isinstance(batch, Batch) or batch.application is not self:
+            raise ConfigurationError(
+                "commit takes a batch made by this application's batch(), "
+                f"not {batch!r}: its commands read this application's store"
+            )
+        if tracking is not None and not isinstance(tracking, Tracking):
+            raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
         return self._record(batch.pending, tracking)
 
     def _record(

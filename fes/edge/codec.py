@@ -94,6 +94,7 @@ from cattrs.fns import identity
 from fes.aggregates import Aggregate, _AdaptedApply, _Combined, _Dispatch, _MappedState
 from fes.errors import (
     CipherError,
+    ConfigurationError,
     DecodeError,
     DefinitionError,
     EncodeError,
@@ -191,19 +192,19 @@ class Cipher:
     def __init__(self, keys: Mapping[str, bytes], current: str) -> None:
         aesgcm = _aesgcm()
         if not keys:
-            raise CipherError("a cipher needs at least one key")
+            raise ConfigurationError("a cipher needs at least one key")
         table: dict[str, AESGCM] = {}
         for key_id, key in keys.items():
             if not isinstance(key_id, str) or not _KEY_ID.match(key_id):
-                raise CipherError(
+                raise ConfigurationError(
                     f"key id {key_id!r} must be 1 to 64 letters, digits, '.', '_' or '-'"
                 )
             if not isinstance(key, bytes | bytearray) or len(key) not in (16, 24, 32):
                 size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
-                raise CipherError(f"key {key_id!r} must be 16, 24 or 32 bytes, got {size}")
+                raise ConfigurationError(f"key {key_id!r} must be 16, 24 or 32 bytes, got {size}")
             table[key_id] = aesgcm(bytes(key))
         if current not in table:
-            raise CipherError(
+            raise ConfigurationError(
                 f"the current key id {current!r} is not in the keyring "
                 f"(key ids: {', '.join(sorted(table))})"
             )
@@ -241,7 +242,7 @@ class Cipher:
         current = env.get("FES_CIPHER_KEY_ID", "").strip()
         if not spec:
             if current:
-                raise CipherError("FES_CIPHER_KEY_ID is set but FES_CIPHER_KEYS is empty")
+                raise ConfigurationError("FES_CIPHER_KEY_ID is set but FES_CIPHER_KEYS is empty")
             return None
         keys: dict[str, bytes] = {}
         for number, item in enumerate(spec.split(","), 1):
@@ -251,19 +252,21 @@ class Cipher:
             key_id, sep, encoded = item.partition(":")
             key_id = key_id.strip()
             if not sep:
-                raise CipherError(f"FES_CIPHER_KEYS entry {number} is not of the form id:base64key")
+                raise ConfigurationError(
+                    f"FES_CIPHER_KEYS entry {number} is not of the form id:base64key"
+                )
             if key_id in keys:
-                raise CipherError(f"FES_CIPHER_KEYS names key id {key_id!r} twice")
+                raise ConfigurationError(f"FES_CIPHER_KEYS names key id {key_id!r} twice")
             try:
                 text = encoded.strip().translate(str.maketrans("-_", "+/"))
                 keys[key_id] = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
-                raise CipherError(
+                raise ConfigurationError(
                     f"the key {key_id!r} in FES_CIPHER_KEYS is not valid base64"
                 ) from None
         if not current:
             if len(keys) != 1:
-                raise CipherError(
+                raise ConfigurationError(
                     "FES_CIPHER_KEYS holds several keys: set FES_CIPHER_KEY_ID to the "
                     "one to encrypt with"
                 )
@@ -1149,11 +1152,13 @@ class Codec:
         elif isinstance(compress, int) and 1 <= compress <= 9:
             level = compress
         else:
-            raise DefinitionError(f"compress must be a bool or a zlib level 1-9, got {compress!r}")
+            raise ConfigurationError(
+                f"compress must be a bool or a zlib level 1-9, got {compress!r}"
+            )
         if not isinstance(max_payload, int) or max_payload < 1:
-            raise DefinitionError(f"max_payload must be a positive int, got {max_payload!r}")
+            raise ConfigurationError(f"max_payload must be a positive int, got {max_payload!r}")
         if cipher is not None and not isinstance(cipher, Cipher):
-            raise DefinitionError(f"cipher must be a fes Cipher, got {type(cipher).__name__}")
+            raise ConfigurationError(f"cipher must be a fes Cipher, got {type(cipher).__name__}")
         self._level = level
         self._cipher = cipher
         self._max = max_payload

@@ -374,6 +374,41 @@ def test_what_is_not_an_aggregate_is_refused_as_one(place: Place) -> None:
     assert app.store.last_position() == 0
 
 
+def test_name_id_refuses_what_is_not_an_aggregate(place: Place) -> None:
+    """name_id("dog", ...) is a DefinitionError, as get and execute say."""
+    with pytest.raises(fes.DefinitionError, match="expected one of application 'school'"):
+        place.app().name_id("dog", "fido")  # type: ignore[arg-type]
+
+
+def test_a_command_that_is_not_a_function_is_a_command_error(place: Place) -> None:
+    """execute(dogs, stream, 42) names the aggregate; nothing is stored."""
+    app = place.app()
+    with pytest.raises(fes.CommandError, match="a command of aggregate 'dog' is a function"):
+        app.execute(dogs, "fido", 42)  # type: ignore[arg-type]
+    assert app.store.last_position() == 0
+
+
+def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Path) -> None:
+    """A batch decided on one application's store is refused by another: nothing is stored."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    office_app = fes.App("office", aggregates=(dogs,))
+    with Application(SCHOOL, url) as school, Application(office_app, url) as office:
+        batch = school.batch()
+        batch.execute(dogs, "dog-1", register, "Fido")
+        with pytest.raises(fes.ConfigurationError, match="a batch made by this application"):
+            office.commit(batch)
+        for wrong in ([], None, batch.pending):
+            with pytest.raises(fes.ConfigurationError, match="a batch made by this application"):
+                office.commit(wrong)  # type: ignore[arg-type]
+        with pytest.raises(fes.ConfigurationError, match="tracking must be a Tracking"):
+            school.commit(batch, tracking=("up", 2, 1))  # type: ignore[arg-type]
+        with pytest.raises(fes.ConfigurationError, match="prefetch takes an iterable"):
+            batch.prefetch(None)  # type: ignore[arg-type]
+        assert school.store.last_position() == office.store.last_position() == 0
+        school.commit(batch)
+        assert office.stream("dog-1") == [] and len(school.stream("dog-1")) == 1
+
+
 @pytest.mark.parametrize(
     "stream",
     [None, UUID(int=7), "", "a\x00b", "x" * 501],
@@ -579,6 +614,10 @@ def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retr
         ({"store": 5}, "store must be a store URL or an open Database, not 5"),
         ({"app": "school"}, "an Application runs a fes.App, not 'school'"),
         ({"compress": 12}, "compress must be a bool or a zlib level"),
+        ({"compress": "yes"}, "compress must be a bool or a zlib level"),
+        ({"cipher": "k"}, "cipher must be a fes Cipher"),
+        ({"env": [("FES_COMPRESS", "1")]}, "env must be a mapping"),
+        ({"env": {"FES_CIPHER_KEYS": "a:not base64!"}}, "not valid base64"),
     ],
 )
 def test_bad_arguments_are_refused_before_a_database_is_opened(
@@ -588,7 +627,7 @@ def test_bad_arguments_are_refused_before_a_database_is_opened(
     path = tmp_path / "fes.db"
     arguments: dict[str, Any] = {"app": SCHOOL, "store": f"sqlite:///{path}", "env": {}}
     arguments.update(options)
-    with pytest.raises(fes.FesError, match=message):
+    with pytest.raises(fes.ConfigurationError, match=message):
         Application(**arguments)
     assert not path.exists()
 
@@ -1153,9 +1192,21 @@ def test_a_bad_snapshot_interval_is_a_configuration_error(
         Application(SCHOOL, "memory://", **options)
 
 
-def test_a_naive_clock_is_a_configuration_error(place: Place) -> None:
+@pytest.mark.parametrize("word", ["9", "yes-please", "enabled"])
+def test_fes_compress_must_be_a_true_or_false_word(word: str) -> None:
+    """FES_COMPRESS=9 (or any other word) is refused, not taken silently as off."""
+    with pytest.raises(fes.ConfigurationError, match="FES_COMPRESS must be a true or false word"):
+        Application(SCHOOL, "memory://", env={"FES_COMPRESS": word})
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [lambda: datetime(2024, 5, 1, 9, 30), lambda: "2024-05-01T09:30:00Z"],
+    ids=["naive", "str"],
+)
+def test_a_naive_clock_is_a_configuration_error(place: Place, clock: Any) -> None:
     """A clock giving datetimes without a timezone is refused at the append; nothing is stored."""
-    app = place.app(clock=lambda: datetime(2024, 5, 1, 9, 30))
+    app = place.app(clock=clock)
     with pytest.raises(fes.ConfigurationError, match="timezone-aware"):
         app.execute(dogs, "fido", register, "Fido")
     batch = app.batch()
