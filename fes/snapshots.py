@@ -1,16 +1,20 @@
 """Snapshots: a state remembered at a version, fingerprinted by its schema.
 
 Loading from a snapshot plus the events after it equals folding the whole
-history, as long as the snapshot was taken by the same projector over the
-same event schemas.  The fingerprint captures both, so a snapshot taken under
-an older definition is ignored rather than trusted.
+history, as long as the snapshot was taken by the same projector, from the
+same initial state, over the same event schemas and upcasters.  The
+fingerprint captures them, so a snapshot taken under an older definition is
+ignored rather than trusted.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import types
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -46,6 +50,15 @@ def _code_digest(obj: Any, seen: set[int], out: list[bytes]) -> None:
     seen.add(id(obj))
     if isinstance(obj, types.FunctionType):
         _code_digest(obj.__code__, seen, out)
+        # the classes a handler is annotated with: a state class's fields and
+        # defaults say what a stored state means as much as the code does
+        try:
+            hints: dict[str, Any] = typing.get_type_hints(obj)
+        except Exception:  # a forward reference that does not resolve: its text
+            hints = dict(getattr(obj, "__annotations__", {}))
+        for name in sorted(hints):
+            out.append(name.encode())
+            _type_digest(hints[name], seen, out)
         for cell in obj.__closure__ or ():
             try:
                 _code_digest(cell.cell_contents, seen, out)
@@ -83,6 +96,68 @@ def _code_digest(obj: Any, seen: set[int], out: list[bytes]) -> None:
         out.append(repr(type(obj)).encode())
 
 
+def _type_digest(kind: Any, seen: set[int], out: list[bytes]) -> None:
+    """Feed a type, and the fields and defaults of the attrs classes in it, into ``out``."""
+    if isinstance(kind, str):
+        out.append(kind.encode())
+        return
+    out.append(repr(kind).encode())
+    if id(kind) in seen:
+        return
+    seen.add(id(kind))
+    for arg in typing.get_args(kind):
+        _type_digest(arg, seen, out)
+    if isinstance(kind, type) and attrs.has(kind):
+        for a in attrs.fields(kind):
+            out.append(a.name.encode())
+            _type_digest(a.type, seen, out)
+            default = a.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                _value_digest(default.factory, out)
+            elif default is not attrs.NOTHING:
+                _value_digest(default, out)
+
+
+def _value_digest(value: Any, out: list[bytes]) -> None:
+    """Feed a value into ``out`` in a form that is the same in every process.
+
+    Sets and mappings are fed in sorted order of their items' digests, since
+    their iteration order follows string hashes, which differ per process.
+    """
+    kind = type(value)
+    if value is None or kind in (bool, int, float, complex, str, bytes):
+        out.append(f"{kind.__name__}:{value!r}".encode())
+    elif isinstance(value, enum.Enum):
+        out.append(f"{kind.__qualname__}.{value.name}".encode())
+    elif attrs.has(kind):
+        out.append(kind.__qualname__.encode())
+        for a in attrs.fields(kind):
+            out.append(a.name.encode())
+            _value_digest(getattr(value, a.name), out)
+    elif isinstance(value, (Mapping, AbstractSet)):
+        pairs = value.items() if isinstance(value, Mapping) else ((item, None) for item in value)
+        out.append(f"{kind.__qualname__}{{".encode())
+        out.extend(sorted(_digest_of(k) + b":" + _digest_of(v) for k, v in pairs))
+        out.append(b"}")
+    elif isinstance(value, Sequence):
+        out.append(f"{kind.__qualname__}[".encode())
+        for item in value:
+            _value_digest(item, out)
+        out.append(b"]")
+    elif callable(value):  # a factory: its name (a repr would hold an address)
+        name = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+        out.append(name.encode())
+    else:
+        text = repr(value)
+        out.append(kind.__qualname__.encode() if " at 0x" in text else text.encode())
+
+
+def _digest_of(value: Any) -> bytes:
+    parts: list[bytes] = []
+    _value_digest(value, parts)
+    return hashlib.blake2b(b"\x00".join(parts), digest_size=16).digest()
+
+
 def _schema_of(kind: type) -> str:
     spec = spec_of(kind)
     names = [a.name for a in attrs.fields(kind)] if attrs.has(kind) else []
@@ -90,14 +165,19 @@ def _schema_of(kind: type) -> str:
 
 
 def fingerprint(aggregate: Aggregate[Any]) -> str:
-    """A digest of the aggregate's projector code, event schemas and state type."""
-    parts: list[bytes] = [
-        aggregate.name.encode(),
-        str(aggregate.snapshot_version).encode(),
-        type(aggregate.initial).__qualname__.encode(),
-    ]
-    parts.extend(_schema_of(k).encode() for k in aggregate.events)
-    _code_digest(aggregate.apply, set(), parts)
+    """A digest of what a folded state means: the aggregate's projector code,
+    its initial state, its event schemas and their upcasters' code, and the
+    fields and defaults of the classes the projector's handlers are annotated
+    with.  It is the same in every process for the same definition.
+    """
+    seen: set[int] = set()
+    parts: list[bytes] = [aggregate.name.encode(), str(aggregate.snapshot_version).encode()]
+    _value_digest(aggregate.initial, parts)
+    _type_digest(type(aggregate.initial), seen, parts)
+    for kind in aggregate.events:
+        parts.append(_schema_of(kind).encode())
+        _code_digest(spec_of(kind).upcasters, seen, parts)
+    _code_digest(aggregate.apply, seen, parts)
     return hashlib.blake2b(b"\x00".join(parts), digest_size=16).hexdigest()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from typing import Any
 
 import attrs
@@ -290,3 +293,74 @@ def test_fingerprint_skips_closed_over_objects_it_cannot_read() -> None:
     assert fes.fingerprint(with_object(frozenset({1}))) == fes.fingerprint(
         with_object(frozenset({2}))
     )
+
+
+# --- what else a state's meaning depends on --------------------------------------
+
+
+def test_fingerprint_changes_with_the_initial_state() -> None:
+    """Folding the same events onto another initial state gives other states."""
+    assert fes.fingerprint(_counter_v1()) != fes.fingerprint(evolve(_counter_v1(), initial=100))
+    assert fes.fingerprint(evolve(_counter_v1(), initial=100)) == fes.fingerprint(
+        evolve(_counter_v1_again(), initial=100)
+    )
+
+
+def _balance_class(unit: str) -> type:
+    return attrs.make_class(
+        "Balance", {"amount": attrs.field(type=int), "unit": attrs.field(type=str, default=unit)},
+        frozen=True,
+    )
+
+
+def _over_balance(kind: type) -> fes.Aggregate[Any]:
+    def added(balance: Any, event: Added) -> Any:
+        return kind(balance.amount + event.n)
+
+    added.__annotations__ = {"balance": kind, "event": Added, "return": kind}
+    return fes.Aggregate("balance", kind(0), fes.projector(added), events=[Added])
+
+
+def test_fingerprint_changes_with_a_state_class_default() -> None:
+    """A default of the state class the handlers return is part of what a state means."""
+    euro = fes.fingerprint(_over_balance(_balance_class("EUR")))
+    assert euro == fes.fingerprint(_over_balance(_balance_class("EUR")))
+    assert euro != fes.fingerprint(_over_balance(_balance_class("USD")))
+
+
+def _upcast_by(step: int) -> Any:
+    def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "n": data["n"] * step}
+
+    return upgrade
+
+
+def test_fingerprint_changes_with_an_upcasters_code() -> None:
+    """Fixing an upcaster changes what old events fold to, so old snapshots are not trusted."""
+
+    def over(step: int) -> fes.Aggregate[int]:
+        kind = fes.event("added", upcasters=[_upcast_by(step)])(
+            attrs.make_class("Added", {"n": attrs.field(type=int)}, frozen=True)
+        )
+        return fes.Aggregate("upcast", 0, fes.projector((kind, _count)), events=[kind])
+
+    assert fes.fingerprint(over(2)) == fes.fingerprint(over(2))
+    assert fes.fingerprint(over(2)) != fes.fingerprint(over(3))
+
+
+def test_fingerprint_is_the_same_in_every_process() -> None:
+    """An initial state holding sets and maps of strings (hash-ordered) fingerprints alike."""
+    script = (
+        "import fes; from pyrsistent import pmap, pset\n"
+        "def added(state: object, event: object) -> object: return state\n"
+        "initial = (pmap({'alpha': 1, 'beta': 2, 'gamma': 3}), pset(['x', 'y', 'z', 'w']))\n"
+        "print(fes.fingerprint(fes.Aggregate('maps', initial, added)))\n"
+    )
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(prints) == 1 and len(prints.pop().strip()) == 32

@@ -409,6 +409,23 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
         assert office.stream("dog-1") == [] and len(school.stream("dog-1")) == 1
 
 
+def _summed(total: int, event: Deposited) -> int:
+    return total + event.amount
+
+
+def test_a_snapshot_taken_from_another_initial_state_is_not_used(tmp_path: Path) -> None:
+    """A release that changes only the initial state folds from the start, not the snapshot."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    totals = fes.Aggregate("total", 0, fes.projector(_summed, name="total"), events=[Deposited])
+    richer = evolve(totals, initial=100)
+    with Application(fes.App("bank", aggregates=[totals]), url, snapshot_every=2) as before:
+        for _ in range(3):
+            before.execute(totals, "acc", lambda total: [Deposited(10)])
+        assert before.store.load_snapshot("acc") is not None
+    with Application(fes.App("bank", aggregates=[richer]), url, snapshot_every=2) as after:
+        assert after.get(richer, "acc") == 130  # trusting the snapshot would give 30
+
+
 @pytest.mark.parametrize(
     "stream",
     [None, UUID(int=7), "", "a\x00b", "x" * 501],
