@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from pathlib import Path
@@ -19,8 +20,8 @@ from fes.edge.stores import (
     redact,
 )
 from fes.edge.stores.checks import check_app_name
-from fes.edge.stores.urls import parse_url
-from fes.errors import StoreError, StoreURLError
+from fes.edge.stores.urls import option_int, parse_url, take_options
+from fes.errors import ConfigurationError, StoreError, StoreURLError
 
 
 def test_memory_url_opens_a_memory_database() -> None:
@@ -204,3 +205,117 @@ def test_app_names_of_letters_digits_and_dashes_are_accepted(name: str) -> None:
     else:
         with pytest.raises(StoreError):
             check_app_name(name)
+
+
+# Raw, unencoded secrets ---------------------------------------------------------------
+#
+# People paste passwords as they are.  Each case is a URL with a deliberately
+# bad option (so that an error is raised) and the pieces of its secrets; no
+# piece may appear in any message or repr fes builds from the URL.
+
+_RAW_SECRETS = [
+    pytest.param("postgresql://ann:Xq7#Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="hash"),
+    pytest.param("postgresql://ann:Xq7/Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="slash"),
+    pytest.param("postgresql://ann:Xq7@Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="at"),
+    pytest.param("postgresql://ann:Xq7?Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="question"),
+    pytest.param("postgresql://ann:123?Zk9@db/x?pool_sise=1", ["Zk9"], id="question-port"),
+    pytest.param("postgresql://ann:Xq7 Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="space"),
+    pytest.param("postgresql://ann:Xq7%Zk9@db/x?pool_sise=1", ["Xq7", "Zk9"], id="percent"),
+    pytest.param("postgresql://ann@db/x?sslpassword=Xq7Zk9&pool_sise=1", ["Xq7"], id="sslpassword"),
+    pytest.param("postgresql://ann@db/x?pool_sise=1&password=Xq7Zk9", ["Xq7"], id="password"),
+    pytest.param("postgresql://ann@db/x?PassWord=Xq7&Zk9&pool_sise=1", ["Xq7", "Zk9"], id="amp"),
+    pytest.param("postgresql://ann@db/x?pass%77ord=Xq7Zk9&pool_sise=1", ["Xq7"], id="encoded-name"),
+    pytest.param("sqlite:///x.db?api_token=Xq7Zk9", ["Xq7"], id="token"),
+    pytest.param("mysql://ann:Xq7/Zk9@db/x", ["Xq7", "Zk9"], id="unknown-scheme"),
+    pytest.param("host=db user=ann password=Xq7Zk9", ["Xq7"], id="libpq-keywords"),
+    pytest.param("host=db password='Xq7 Zk9'", ["Xq7", "Zk9"], id="libpq-quoted"),
+    pytest.param("postgresql:/ann:Xq7@Zk9@db/x", ["Xq7", "Zk9"], id="one-slash"),
+]
+
+
+@pytest.mark.parametrize("url, pieces", _RAW_SECRETS)
+def test_raw_secrets_appear_in_no_error_or_repr(url: str, pieces: list[str]) -> None:
+    """However a secret is written, fes's error, its repr and parse_url's repr hide it."""
+    with pytest.raises(StoreURLError) as caught:
+        open_database(url)
+    assert isinstance(caught.value, ConfigurationError)
+    shown = [str(caught.value), repr(caught.value), redact(url)]
+    with contextlib.suppress(StoreURLError):
+        shown.append(repr(parse_url(url)))
+    for piece in pieces:
+        for text in shown:
+            assert piece not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ann:Xq7#Zk9@db/x",
+        "postgresql://ann:Xq7/Zk9@db/x",
+        "postgresql://ann:Xq7@Zk9@db/x",
+        "postgresql://ann:Xq7?Zk9@db/x",
+        "postgresql://ann:123/Zk9@db/x",
+        "postgresql://ann:100%@db/x",
+        "postgresql://ann@corp@db/x",
+    ],
+)
+def test_raw_password_characters_are_refused_not_misread(url: str) -> None:
+    """A raw @ / ? # % before the host is refused, asking to percent-encode, not sent to libpq."""
+    with pytest.raises(StoreURLError, match="percent-encode the user name and password") as caught:
+        parse_url(url)
+    assert "ann" in str(caught.value) and "@db/x" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ann:pw@db/x?application_name=me@home",
+        "postgresql://db:5432/x?application_name=me@home",
+        "postgresql://ann@db/x?application_name=me@home",
+        "postgresql://[::1]:5432,h2:5433/x",
+        "postgresql://ann:p%40ss%2Fw%23rd@db/x",
+        "postgresql:///x?host=/var/run/postgresql",
+        "sqlite:///a:b@c.db",
+    ],
+)
+def test_well_formed_urls_with_at_signs_are_still_read(url: str) -> None:
+    """An @ in an option, or an encoded one in the password, is no reason to refuse."""
+    assert parse_url(url).text == url
+
+
+@given(password=st.text(min_size=1))
+def test_redact_hides_a_password_of_any_characters(password: str) -> None:
+    """Even with raw @ / ? # in it, the whole password and nothing else is masked."""
+    url = f"postgresql://user:{password}@host/db?sslmode=require"
+    assert redact(url) == "postgresql://user:***@host/db?sslmode=require"
+
+
+@given(secret=st.text(alphabet=st.characters(exclude_characters="&"), min_size=1))
+def test_redact_hides_secret_options_of_any_characters(secret: str) -> None:
+    """The value of a secret option is masked up to the next option, whatever it holds."""
+    url = f"postgresql://user@host/db?sslpassword={secret}&sslmode=require"
+    assert redact(url) == "postgresql://user@host/db?sslpassword=***&sslmode=require"
+
+
+@pytest.mark.parametrize(
+    "name", ["password", "sslpassword", "PASSWORD", "pass%77ord", "api_key", "my_secret", "token"]
+)
+def test_secret_options_are_masked_and_others_kept(name: str) -> None:
+    """Options named for passwords, secrets, keys or tokens are masked; others stay readable."""
+    url = f"postgresql://ann@db/x?sslmode=require&{name}=Xq7Zk9&application_name=me"
+    assert redact(url) == f"postgresql://ann@db/x?sslmode=require&{name}=***&application_name=me"
+
+
+def test_store_url_repr_masks_its_secrets() -> None:
+    """The repr of a parsed URL shows neither the password nor a secret option."""
+    parsed = parse_url("postgresql://ann:Xq7Zk9@db/x?sslpassword=Ab3Cd4")
+    assert repr(parsed) == "StoreURL('postgresql://ann:***@db/x?sslpassword=***')"
+
+
+def test_a_bad_secret_option_value_is_not_echoed() -> None:
+    """A secret option with a bad value is named, its value masked."""
+    parsed = parse_url("sqlite:///x.db?api_key=Xq7Zk9")
+    with pytest.raises(StoreURLError) as caught:
+        take_options(parsed, {}, {"api_key": option_int(0)})
+    assert "option api_key=***: expected an integer" in str(caught.value)
+    assert "Xq7Zk9" not in str(caught.value)

@@ -5,6 +5,14 @@ A store is chosen by one URL: ``memory://``, ``sqlite:///relative.db``,
 ride in the query string (``?synchronous=NORMAL&busy_timeout=5000``).  Every
 error names the URL with its password masked, so messages and logs never
 leak a secret.
+
+Masking does not trust the URL to be well-formed: people paste raw passwords
+holding ``@``, ``/``, ``?`` or ``#``.  :func:`redact` hides everything from the
+first ``:`` after ``scheme://`` to the *last* ``@`` of the URL, and the value
+of every option whose name speaks of a password, secret, key or token.  When
+in doubt it hides more.  :func:`parse_url` refuses a URL whose user part
+cannot be told apart from its host, path or options, asking for the password
+to be percent-encoded, rather than connect somewhere with a wrong password.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from attrs import frozen
 
@@ -30,14 +38,79 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
-_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_MASK = "***"
+# Option names whose values are secrets (libpq's password and sslpassword, and
+# anything of the kind): matched case-insensitively, after percent-decoding.
+_SECRET_NAME = re.compile(r"pass|pwd|secret|key|token|credential", re.IGNORECASE)
+# ``name=value`` in a URL query: the value runs to the next ``&name=``, so a
+# raw ``&`` or ``#`` in a secret does not end it early.
+_QUERY_OPTION = re.compile(
+    r"(?P<lead>(?:^|[?&;\s])(?P<name>[^=&?;\s]+)=)(?P<value>.*?)(?=[&;][^=&;]*=|\Z)",
+    re.DOTALL,
+)
+# ``name=value`` in a libpq keyword/value string: a value is quoted or runs to
+# white space.
+_KEYWORD_OPTION = re.compile(
+    r"(?P<lead>(?:^|[?&;\s])(?P<name>[^=&?;\s]+)\s*=\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*(?:'|\Z)|[^\s&;]*)",
+    re.DOTALL,
+)
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_HOST = r"(?:\[[^\]/?#@]*\]|[^:,\[\]/?#@]*)(?::\d*)?"
+_HOSTS = re.compile(rf"{_HOST}(?:,{_HOST})*")
+_ENCODE = (
+    "percent-encode the user name and password (@ as %40, / as %2F, ? as %3F, "
+    "# as %23, % as %25), and @ or # in the database name or an option"
+)
+
+
+def _is_secret(name: str) -> bool:
+    """Whether an option called ``name`` (possibly percent-encoded) holds a secret."""
+    return _SECRET_NAME.search(unquote_plus(name)) is not None
+
+
+def _mask_options(text: str, pattern: re.Pattern[str]) -> str:
+    """``text`` with the value of every secret-bearing ``name=value`` masked."""
+
+    def mask(match: re.Match[str]) -> str:
+        if _is_secret(match["name"]) and match["value"]:
+            return match["lead"] + _MASK
+        return match[0]
+
+    return pattern.sub(mask, text)
+
+
+def _mask_userinfo(text: str) -> str:
+    """``text`` (what follows ``scheme://``) with its password masked.
+
+    The password runs from the first ``:`` to the last ``@``: a host never
+    holds ``@``, while a raw password may hold ``@``, ``/``, ``?`` or ``#``.
+    An ``@`` that belongs to an option instead makes this hide more than the
+    password, never less.  A user part without ``:`` holds no password.
+    """
+    user_end = text.rfind("@")
+    colon = text.find(":", 0, user_end)
+    if user_end < 0 or colon < 0:
+        return _mask_options(text, _QUERY_OPTION)
+    user = _mask_options(text[:colon], _QUERY_OPTION)
+    after = _mask_options(text[user_end + 1 :], _QUERY_OPTION)
+    return f"{user}:{_MASK}@{after}"
 
 
 def redact(url: str) -> str:
-    """``url`` with any password (``user:secret@`` or ``password=secret``) masked."""
-    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+    """``url`` with any password (``user:secret@``, ``password=secret``, ...) masked.
+
+    It works on any text, well-formed or not: see the module's documentation.
+    """
+    match = _SCHEME.fullmatch(url)
+    if match is None:
+        # Not a URL: maybe one with a mistyped scheme, maybe a libpq
+        # keyword/value string.  Mask both ways.
+        return _mask_options(_mask_userinfo(url), _KEYWORD_OPTION)
+    scheme, rest = url[: match.start(2)], match.group(2)
+    if rest.startswith("/"):  # no host, so no user part: sqlite:///a:b@c.db
+        return scheme + _mask_options(rest, _QUERY_OPTION)
+    return scheme + _mask_userinfo(rest)
 
 
 @frozen
@@ -45,7 +118,8 @@ class StoreURL:
     """A store URL taken apart: scheme, what follows ``scheme://``, and its options.
 
     ``rest`` is everything between ``scheme://`` and ``?``, undecoded;
-    ``options`` are the query parameters, decoded.
+    ``options`` are the query parameters, decoded.  Its repr masks the
+    password, as :attr:`safe` does.
     """
 
     text: str
@@ -62,6 +136,49 @@ class StoreURL:
         """A StoreURLError naming this URL (password masked) and ``problem``."""
         return StoreURLError(f"bad store URL {self.safe!r}: {problem}")
 
+    def __repr__(self) -> str:
+        return f"StoreURL({self.safe!r})"
+
+
+def _check_authority(url: str, rest: str) -> None:
+    """Refuse a URL whose user part, host, path and options cannot be told apart.
+
+    ``rest`` is what follows ``scheme://`` and does not start with ``/``.  A raw
+    ``@``, ``/``, ``?``, ``#`` or ``%`` in a password would otherwise send a
+    cut-off password to a wrong host, or echo part of it as a host, database
+    or option name.
+    """
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end]
+    query = rest.find("?", end)
+    fragment = rest.find("#", end)
+    path_end = min(i for i in (query, fragment, len(rest)) if i >= 0)
+    problem = ""
+    if authority.count("@") > 1:
+        problem = "more than one '@' before the host"
+    elif "@" in rest[end:path_end]:
+        problem = "an '@' after the first '/'"
+    elif fragment >= 0 and "@" in rest[fragment:]:
+        problem = "an '@' after a '#'"
+    elif _PERCENT.search(authority.rpartition("@")[0]):
+        problem = "a '%' that starts no %XX escape before the host"
+    elif "@" not in authority and "@" in rest and _HOSTS.fullmatch(authority) is None:
+        problem = "an '@' after a '?' that follows no host"
+    elif query >= 0 and any(
+        "@" in field.partition("=")[0]
+        for field in rest[query + 1 : fragment if fragment > query else None].split("&")
+    ):
+        problem = "an '@' in an option name"
+    if problem:
+        raise StoreURLError(
+            f"bad store URL {redact(url)!r}: it has {problem}, so its password, host "
+            f"and options cannot be told apart; {_ENCODE}"
+        )
+
 
 def parse_url(url: str) -> StoreURL:
     """Split ``url`` into scheme, the rest and query options, or raise StoreURLError."""
@@ -69,11 +186,18 @@ def parse_url(url: str) -> StoreURL:
         raise StoreURLError(f"a store URL must be a string, not {type(url).__name__}")
     match = _SCHEME.fullmatch(url)
     if match is None:
+        hint = (
+            "; fes takes a URL, not a libpq keyword/value string"
+            if re.match(r"\s*\w+\s*=", url)
+            else ""
+        )
         raise StoreURLError(
             f"bad store URL {redact(url)!r}: it has no scheme; use memory://, "
-            "sqlite:///path.db or postgresql://user@host/database"
+            f"sqlite:///path.db or postgresql://user@host/database{hint}"
         )
     scheme, rest = match.group(1).lower(), match.group(2)
+    if rest and not rest.startswith("/"):
+        _check_authority(url, rest)
     rest, _, query = rest.partition("?")
     rest = rest.partition("#")[0]
     query = query.partition("#")[0]
@@ -81,9 +205,11 @@ def parse_url(url: str) -> StoreURL:
     if query:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-        except ValueError as error:
+        except ValueError:
+            # parse_qsl's message quotes the bad field, which may be a secret.
             raise StoreURLError(
-                f"bad store URL {redact(url)!r}: cannot read its options: {error}"
+                f"bad store URL {redact(url)!r}: cannot read its options: "
+                "write name=value pairs joined by '&'"
             ) from None
         for key, value in pairs:
             if key in options:
@@ -111,7 +237,8 @@ def take_options(
         try:
             values[name] = readers[name](name, value)
         except ValueError as error:
-            raise url.error(f"option {name}={value!r}: {error}") from None
+            shown = _MASK if _is_secret(name) else repr(value)
+            raise url.error(f"option {name}={shown}: {error}") from None
     return values
 
 
