@@ -633,6 +633,18 @@ def test_ciphertext_moved_to_another_row_is_refused(where: tuple[str, int, str])
         codec.decode(topic, payload, stream=stream, version=version)
 
 
+def test_ciphertext_of_another_application_is_refused() -> None:
+    """The same row of another application, under the same keyring, fails authentication."""
+    ring = Cipher({"a": KEY_A}, "a")
+    school, office = (Codec(EXAMPLES, cipher=ring, app=name) for name in ("school", "office"))
+    topic, payload = school.encode(dogs.Registered("Fido"), stream="s", version=1)
+    assert school.decode(topic, payload, stream="s", version=1) == dogs.Registered("Fido")
+    with pytest.raises(fes.CipherError, match="copied from another row or application"):
+        office.decode(topic, payload, stream="s", version=1)
+    with pytest.raises(fes.ConfigurationError, match="app must be"):
+        Codec(EXAMPLES, app=5)  # type: ignore[arg-type]
+
+
 def test_snapshot_moved_to_another_row_is_refused() -> None:
     """An encrypted snapshot is bound to its aggregate, stream and version."""
     codec = _encrypted()

@@ -281,7 +281,9 @@ class Application:
         if snapshot_every is not None:
             check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application
-        self.codec = Codec((*app.aggregates, skips), compress=compress, cipher=cipher)
+        self.codec = Codec(
+            (*app.aggregates, skips), compress=compress, cipher=cipher, app=app.name
+        )
         self.snapshot_every = snapshot_every
         self.retries = retries
         self.clock = clock

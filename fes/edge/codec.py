@@ -29,12 +29,12 @@ A payload is one of:
     AES-GCM ciphertext and tag.  ``body`` is the JSON, zlib-compressed when
     ``S`` is set; the order is encode → compress → encrypt.
 
-Encryption binds the header and the row (kind, topic or aggregate, stream and
-version) as associated data, so a ciphertext moved to another row, or a
-flipped flag, fails to decrypt; a codec with a cipher reads only encrypted
-payloads, since anyone could have written a plain one.  Compression is used
-only when it makes the payload smaller, and inflating is bounded by
-``max_payload``.
+Encryption binds the header and the row (application, kind, topic or
+aggregate, stream and version) as associated data, so a ciphertext moved to
+another row, also another application's, or a flipped flag, fails to
+decrypt; a codec with a cipher reads only encrypted payloads, since anyone
+could have written a plain one.  Compression is used only when it makes the
+payload smaller, and inflating is bounded by ``max_payload``.
 
 Values
 ------
@@ -294,7 +294,8 @@ class Cipher:
         except Exception:  # cryptography's InvalidTag: say what it means
             raise CipherError(
                 f"authentication failed under key id {key_id!r}: the data was altered, "
-                "copied from another row, or encrypted under another key with this id"
+                "copied from another row or application, or encrypted under another key "
+                "with this id"
             ) from None
 
 
@@ -1133,7 +1134,9 @@ class Codec:
     ``aggregates`` (and ``extra_types``, topic to type) are the only types it
     reads and writes.  ``compress`` turns on zlib (``True`` or a level 1-9);
     ``cipher`` turns on AES-GCM; ``max_payload`` bounds how large a
-    compressed payload may inflate.
+    compressed payload may inflate; ``app``, the application's name, is
+    bound into every ciphertext with its row, so that a ciphertext copied
+    into another application's tables fails to decrypt.
     """
 
     def __init__(
@@ -1144,7 +1147,10 @@ class Codec:
         compress: bool | int = False,
         cipher: Cipher | None = None,
         max_payload: int = 16 * 1024 * 1024,
+        app: str = "",
     ) -> None:
+        if not isinstance(app, str):
+            raise ConfigurationError(f"app must be an application's name, not {app!r}")
         if compress is True:
             level: int | None = zlib.Z_DEFAULT_COMPRESSION
         elif compress is False or compress == 0:
@@ -1161,6 +1167,7 @@ class Codec:
             raise ConfigurationError(f"cipher must be a fes Cipher, got {type(cipher).__name__}")
         self._level = level
         self._cipher = cipher
+        self._app = app
         self._max = max_payload
         self._plain = level is None and cipher is None
         # with a cipher, only authenticated payloads are read: a row written by
@@ -1516,7 +1523,7 @@ class Codec:
             return bytes((flags,)) + header + body
         key_id = cipher._current_id
         header = bytes((flags | _ENCRYPTED,)) + header + bytes((len(key_id),)) + key_id
-        associated = header + _dumps([kind, name, stream, version])
+        associated = header + _dumps([self._app, kind, name, stream, version])
         return header + cipher.encrypt(body, associated)
 
     def _open(
@@ -1548,7 +1555,7 @@ class Codec:
                     f"cannot decrypt {_row(kind, name, stream, version)}: it is encrypted, "
                     "but this codec has no cipher"
                 )
-            associated = bytes(payload[:pos]) + _dumps([kind, name, stream, version])
+            associated = bytes(payload[:pos]) + _dumps([self._app, kind, name, stream, version])
             try:
                 body = self._cipher.decrypt(key_id, payload[pos:], associated)
             except CipherError as exc:

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import itertools
 import logging
+import sqlite3
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -407,6 +408,31 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
         assert school.store.last_position() == office.store.last_position() == 0
         school.commit(batch)
         assert office.stream("dog-1") == [] and len(school.stream("dog-1")) == 1
+
+
+def test_a_ciphertext_copied_into_another_applications_table_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two applications in one file, one keyring: swapping their rows fails to decrypt."""
+    path = tmp_path / "fes.db"
+    cipher = Cipher({"k": Cipher.generate_key()}, "k")
+    office_app = fes.App("office", aggregates=(dogs,))
+    with Application(SCHOOL, f"sqlite:///{path}", cipher=cipher) as school, Application(
+        office_app, f"sqlite:///{path}", cipher=cipher
+    ) as office:
+        school.execute(dogs, "dog-1", register, "School secret")
+        office.execute(dogs, "dog-1", register, "Office dog")
+        with sqlite3.connect(path) as connection:
+            (payload,) = connection.execute(
+                "SELECT payload FROM school_events WHERE stream = 'dog-1'"
+            ).fetchone()
+            connection.execute(
+                "UPDATE office_events SET payload = ? WHERE stream = 'dog-1'", (payload,)
+            )
+        connection.close()
+        with pytest.raises(fes.CipherError, match="authentication failed"):
+            office.get(dogs, "dog-1")
+        assert school.get(dogs, "dog-1") == Dog("School secret")
 
 
 def _summed(total: int, event: Deposited) -> int:
