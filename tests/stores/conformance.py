@@ -908,9 +908,39 @@ class StoreConformance:
     def test_topics_must_be_a_collection_not_one_topic(self, store: Store) -> None:
         """A lone str would be read as a set of one-letter topics: it is refused."""
         store.append([new("a", 1, topic="H")])
-        with pytest.raises(StoreError, match="topics must be a collection"):
-            store.read_log(topics="H")
+        for wrong in ("H", ["H", 5], [type]):
+            with pytest.raises(StoreError, match="topics must be a collection"):
+                store.read_log(topics=wrong)  # type: ignore[arg-type]
         assert [e.stream for e in store.read_log(topics=["H"])] == ["a"]
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"topic": None},
+            {"topic": ""},
+            {"topic": "a\x00b"},
+            {"topic": "a\ud800"},
+            {"topic": 5},
+            {"payload": "text"},
+            {"payload": None},
+            {"timestamp": 2**70},
+            {"timestamp": 1.5},
+            {"timestamp": "1"},
+            {"meta": "text"},
+        ],
+        ids=lambda fields: "-".join(f"{k}={v!r}"[:20] for k, v in fields.items()),
+    )
+    def test_a_row_no_store_can_keep_is_refused(self, store: Store, fields: dict[str, Any]) -> None:
+        """Topic, payload, timestamp and metadata are checked alike in every store."""
+        store.append([new("a", 1)])
+        before = contents(store)
+        bad = new("a", 2)._replace(**fields)
+        for batch in ([bad], [new("b", 1), bad], [bad, new("b", 1)]):
+            with pytest.raises(StoreError, match=r"nothing was stored|must be an integer"):
+                store.append(batch)
+        with pytest.raises(StoreError, match="NewEvent rows"):
+            store.append([tuple(new("a", 2))])  # type: ignore[list-item]
+        assert contents(store) == before
 
     # Closing -----------------------------------------------------------------------
 

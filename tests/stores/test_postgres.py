@@ -490,6 +490,33 @@ def test_a_busy_pool_times_out_with_a_clear_error(
         assert store.stream_version("a") == 1
 
 
+def test_wait_without_a_connection_returns_when_its_timeout_passes(pg_url: str) -> None:
+    """No connection to be had (here: the pool's only one is taken): False at the timeout.
+
+    It used to wait pool_timeout (30 s by default) and raise, whatever its timeout.
+    """
+    with PostgresDatabase(pg_url, pool_size=1, pool_timeout=30) as database:
+        store = database.store("shop")
+        held = database._pool.getconn()
+        try:
+            start = time.monotonic()
+            assert store.wait(0, 0.3) is False
+            assert time.monotonic() - start < 5
+        finally:
+            database._pool.putconn(held)
+        store.append([new("a", 1)])
+        assert store.wait(0, 0.3) is True
+
+
+@pytest.mark.parametrize("timeout", [None, "1", float("nan"), True])
+def test_wait_refuses_a_timeout_that_is_no_number(pg_url: str, timeout: Any) -> None:
+    """A timeout is a number of seconds, as on every store."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        with pytest.raises(StoreError, match="a timeout must be a number of seconds"):
+            store.wait(0, timeout)
+
+
 def test_a_connection_lost_during_commit_is_reported_not_retried(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

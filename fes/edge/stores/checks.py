@@ -27,6 +27,7 @@ __all__ = [
     "check_read",
     "check_reseal",
     "check_stream",
+    "check_timeout",
     "check_tracking",
     "check_where",
     "not_stored",
@@ -136,9 +137,11 @@ def check_log(
     if limit is not None:
         check_integer("limit", limit, 0)
     if topics is not None and (
-        isinstance(topics, (str, bytes)) or not isinstance(topics, Collection)
+        isinstance(topics, (str, bytes))
+        or not isinstance(topics, Collection)
+        or not all(isinstance(topic, str) for topic in topics)
     ):
-        raise StoreError(f"topics must be a collection of topics, not {topics!r}")
+        raise StoreError(f"topics must be a collection of topics (str), not {topics!r}")
 
 
 def check_where(stream: object, version: object) -> None:
@@ -156,13 +159,19 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
     """
     if len(events) == 1:  # one command's event: the common case, checked inline
         only = events[0]
+        if only.__class__ is not NewEvent:
+            _check_row(only)
         version = only.version
         if version.__class__ is int and 1 <= version <= _HIGHEST:
             check_stream(only.stream)
+            _check_fields(only)
             return {only.stream: version}
     firsts: dict[str, int] = {}
     following: dict[str, int] = {}
     for event in events:
+        if event.__class__ is not NewEvent:
+            _check_row(event)
+        _check_fields(event)
         stream = event.stream
         version = event.version
         expected = following.get(stream)
@@ -184,6 +193,45 @@ def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:
                 )
         following[stream] = version + 1
     return firsts
+
+
+def _check_row(event: object) -> None:
+    if not isinstance(event, NewEvent):
+        raise StoreError(f"append takes NewEvent rows, not {_shown(event)}; nothing was stored")
+
+
+def _check_fields(event: NewEvent) -> None:
+    """Refuse a row's topic, payload, timestamp or metadata that not every store keeps."""
+    topic, payload, meta = event.topic, event.payload, event.meta
+    if not (
+        topic.__class__ is str
+        and topic
+        and "\x00" not in topic
+        and (topic.isascii() or _encodes(topic))
+    ):
+        raise StoreError(
+            "a topic must be a non-empty str with no NUL character or lone surrogate, "
+            f"not {_shown(topic)}; nothing was stored"
+        )
+    if not isinstance(payload, bytes) or (meta is not None and not isinstance(meta, bytes)):
+        raise StoreError(
+            f"a payload must be bytes, and metadata bytes or None, not {_shown(payload)} and "
+            f"{_shown(meta)}; nothing was stored"
+        )
+    timestamp = event.timestamp
+    if not (timestamp.__class__ is int and _LOWEST <= timestamp <= _HIGHEST):
+        check_integer("a timestamp", timestamp)
+
+
+def check_timeout(timeout: object) -> float:
+    """A wait's timeout in seconds as a float: a real number, not NaN (below 0 counts as 0)."""
+    if (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and timeout == timeout  # not NaN
+    ):
+        return max(0.0, float(timeout))
+    raise StoreError(f"a timeout must be a number of seconds, not {timeout!r}")
 
 
 def check_tracking(tracking: Tracking) -> None:

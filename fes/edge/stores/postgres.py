@@ -138,6 +138,7 @@ from fes.edge.stores.checks import (
     check_read,
     check_reseal,
     check_stream,
+    check_timeout,
     check_tracking,
     check_where,
     not_stored,
@@ -153,6 +154,13 @@ from fes.edge.stores.urls import (
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 
 __all__ = ["PostgresDatabase", "PostgresStore"]
+
+#: The least time a wait gives the pool to hand out a connection, in seconds.
+_LEAST_CONNECT_WAIT = 0.1
+
+
+class _NoConnection(StoreError):
+    """The pool handed out no connection in time."""
 
 _T = TypeVar("_T")
 _Conn = psycopg.Connection[TupleRow]
@@ -715,14 +723,15 @@ class PostgresDatabase(ClosingDatabase):
         if self._closed:
             raise StoreError(f"could not {what}: the database {self._url} is closed")
 
-    def _getconn(self, what: str) -> _Conn:
+    def _getconn(self, what: str, timeout: float | None = None) -> _Conn:
         self._check_open(what)
         try:
-            return self._pool.getconn()
+            return self._pool.getconn(timeout)
         except PoolTimeout:
-            raise StoreError(
+            waited = self._settings.pool_timeout if timeout is None else timeout
+            raise _NoConnection(
                 f"could not {what}: no connection to {self._url} within "
-                f"{self._settings.pool_timeout:g}s ({self._reason()})"
+                f"{waited:g}s ({self._reason()})"
             ) from None
         except PoolClosed:
             raise StoreError(f"could not {what}: the database {self._url} is closed") from None
@@ -742,15 +751,17 @@ class PostgresDatabase(ClosingDatabase):
         *,
         idempotent: bool,
         commit: Callable[[_Conn], None] | None = None,
+        timeout: float | None = None,
     ) -> _T:
         """Run ``work`` with a pooled connection, retrying after lost connections.
 
         With ``commit``, ``work`` has opened a transaction that ``commit`` ends;
         a failure after COMMIT was sent is retried only if ``idempotent``.
+        ``timeout`` bounds the wait for a connection (default: pool_timeout).
         """
         attempt = 0
         while True:
-            conn = self._getconn(what)
+            conn = self._getconn(what, timeout)
             committing = False
             try:
                 result = work(conn)
@@ -1102,27 +1113,44 @@ class PostgresStore:
         """The highest position a reader can see now (0 for an empty log)."""
         return self._scalar(f"read the last position of {self._app!r}", self._q.last_position)
 
-    def _scalar(self, what: str, query: bytes, params: tuple[object, ...] = ()) -> int:
+    def _scalar(
+        self,
+        what: str,
+        query: bytes,
+        params: tuple[object, ...] = (),
+        timeout: float | None = None,
+    ) -> int:
         def work(conn: _Conn) -> int:
             row = conn.execute(query, params).fetchone()
             return 0 if row is None or row[0] is None else int(row[0])
 
-        return self._db._run(what, work, idempotent=True)
+        return self._db._run(what, work, idempotent=True, timeout=timeout)
 
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a position above ``after`` is visible, or ``timeout`` passes.
 
         Wakes on this application's notifications and checks at least every
-        ``poll_interval`` seconds in case one was lost.
+        ``poll_interval`` seconds in case one was lost.  While no connection
+        can be had (the server is away), it returns False when ``timeout``
+        passes, rather than after ``pool_timeout``.
         """
         check_integer("after", after)
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = time.monotonic() + check_timeout(timeout)
         signal = self._db._signal(self._channel)
         poll = self._db._settings.poll_interval
+        what = f"read the last position of {self._app!r}"
         while True:
             seen = signal.generation if signal is not None else 0
-            if self.last_position() > after:
-                return True
+            # with the server away, give up on a connection when the wait ends
+            # (at least a moment, so that a zero timeout can still look once)
+            within = max(deadline - time.monotonic(), _LEAST_CONNECT_WAIT)
+            try:
+                if self._scalar(what, self._q.last_position, timeout=within) > after:
+                    return True
+            except _NoConnection:  # the server is away or the pool busy: nothing seen
+                if deadline - time.monotonic() <= 0:
+                    return False
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
