@@ -821,6 +821,15 @@ def test_renamed_class_reads_its_old_topic() -> None:
     assert codec.topic_of(old) == "shop.PriceSet"
 
 
+def test_a_topic_comes_with_the_topics_read_as_its_type() -> None:
+    """Asking for a renamed class's events means its old topic too, whichever is named."""
+    codec = Codec([shop, *EXAMPLES])
+    assert codec.with_aliases(["shop.PriceSet"]) == ["shop.PriceSet", "shop.OldPriceSet"]
+    assert codec.with_aliases(["shop.OldPriceSet"]) == ["shop.OldPriceSet", "shop.PriceSet"]
+    assert codec.with_aliases(["dog.Registered", "nope"]) == ["dog.Registered", "nope"]
+    assert codec.with_aliases(["dog.Registered", 5]) == ["dog.Registered", 5]  # type: ignore[list-item]
+
+
 # --- topics --------------------------------------------------------------------------------
 
 

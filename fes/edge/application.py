@@ -474,13 +474,17 @@ class Application:
     def log(
         self, after: int = 0, *, limit: int | None = None, topics: Iterable[str] | None = None
     ) -> list[Recorded[Any]]:
-        """The notification log after ``after``, decoded."""
+        """The notification log after ``after``, decoded.
+
+        ``topics`` keeps only events of those topics, and of the topics read
+        as the same types (the old topics of renamed classes).
+        """
         if isinstance(topics, str):  # one topic, not an iterable of its letters
             topics = [topics]
         elif topics is not None and not isinstance(topics, Iterable):
             raise StoreError(f"topics must be a topic or an iterable of topics, not {topics!r}")
         rows = self.store.read_log(
-            after, limit=limit, topics=None if topics is None else list(topics)
+            after, limit=limit, topics=None if topics is None else self.codec.with_aliases(topics)
         )
         return [self.recorded(r) for r in rows]
 
@@ -624,7 +628,10 @@ class Application:
                     raise
 
     def take_snapshot(self, aggregate: Aggregate[Any], stream: str) -> int:
-        """Snapshot a stream's current state now; returns its version."""
+        """Snapshot a stream's current state now; returns its version.
+
+        Loads use snapshots only in applications with ``snapshot_every`` set.
+        """
         self._check(aggregate)
         state, version = self._load(aggregate, stream, None)
         if version:

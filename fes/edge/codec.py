@@ -1241,6 +1241,20 @@ class Codec:
         """The cipher this codec encrypts with, or None."""
         return self._cipher
 
+    def with_aliases(self, topics: Iterable[str]) -> list[str]:
+        """``topics`` and every other topic read as the same type as one of them.
+
+        A renamed class's events stay stored under its old topic, an alias of
+        the new one: asking for the new topic's events means asking for both.
+        """
+        wanted = list(topics)
+        if not all(isinstance(t, str) for t in wanted):
+            return wanted  # for the store to refuse
+        wanted = list(dict.fromkeys(wanted))
+        kinds = {self._readers[t][0] for t in wanted if t in self._readers}
+        wanted.extend(t for t, r in self._readers.items() if r[0] in kinds and t not in wanted)
+        return wanted
+
     def topic_of(self, event: object) -> str:
         """The topic an event is written under."""
         writer = self._writers.get(event.__class__)
