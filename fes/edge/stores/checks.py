@@ -205,12 +205,11 @@ def _check_fields(event: NewEvent) -> None:
     topic, payload, meta = event.topic, event.payload, event.meta
     if not (
         topic.__class__ is str
-        and topic
         and "\x00" not in topic
         and (topic.isascii() or _encodes(topic))
     ):
         raise StoreError(
-            "a topic must be a non-empty str with no NUL character or lone surrogate, "
+            "a topic must be a str with no NUL character or lone surrogate, "
             f"not {_shown(topic)}; nothing was stored"
         )
     if not isinstance(payload, bytes) or (meta is not None and not isinstance(meta, bytes)):

@@ -913,7 +913,7 @@ class PostgresStore:
                 assert tracking is not None
                 raise DuplicateTracking(tracking.leader, tracking.position)
             return []
-        conn.execute(q.begin_locked)
+        # built before the log's lock is taken, which every appender waits for
         params = {
             "streams": list(firsts),
             "expected": [first - 1 for first in firsts.values()],
@@ -926,6 +926,7 @@ class PostgresStore:
             "channel": self._channel,
             **cas,
         }
+        conn.execute(q.begin_locked)
         rows = conn.execute(q.append[kind], params, binary=True).fetchall()
         at: dict[tuple[str, int], int] = {}
         actual: dict[str, int] = {}
