@@ -781,8 +781,10 @@ class PostgresDatabase(ClosingDatabase):
                 if not _is_disconnect(exc, conn):
                     if isinstance(exc, psycopg.errors.LockNotAvailable):
                         raise StoreError(
-                            f"could not {what} on {self._url}: another writer held the lock "
-                            f"longer than lock_timeout={self._settings.lock_timeout_ms}ms"
+                            f"could not {what} on {self._url}: another session (a writer, "
+                            "or a schema change) held a lock it needs for longer than "
+                            f"lock_timeout={self._settings.lock_timeout_ms}ms; nothing was "
+                            "changed"
                         ) from exc
                     if isinstance(exc, psycopg.Error):
                         raise self._error(what, exc) from exc
