@@ -913,6 +913,17 @@ class StoreConformance:
                 store.read_log(topics=wrong)  # type: ignore[arg-type]
         assert [e.stream for e in store.read_log(topics=["H"])] == ["a"]
 
+    @pytest.mark.parametrize("timeout", [None, "1", float("nan"), True], ids=repr)
+    def test_wait_refuses_a_timeout_that_is_no_number(self, store: Store, timeout: Any) -> None:
+        """A timeout is a number of seconds (NaN blocked for ever on some stores)."""
+        with pytest.raises(StoreError, match="a timeout must be a number of seconds"):
+            store.wait(0, timeout)
+
+    def test_wait_takes_an_infinite_timeout(self, store: Store) -> None:
+        """inf waits until something is appended (memory raised OverflowError)."""
+        store.append([new("a", 1)])
+        assert store.wait(0, float("inf")) is True
+
     @pytest.mark.parametrize(
         "fields",
         [

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from fes.edge.stores import MemoryDatabase, open_database
-from fes.edge.stores.base import Database
+from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.errors import StoreError
 
-from .conformance import StoreConformance, new
+from .conformance import StoreConformance, new, snapshot
 
 
 class TestMemory(StoreConformance):
@@ -50,3 +52,40 @@ def test_memory_database_works_as_a_context_manager() -> None:
         store.append([new("a", 1)])
     with pytest.raises(StoreError, match="closed"):
         store.read_log()
+
+
+class InterruptedCondition(threading.Condition):
+    """A condition whose ``with`` Ctrl-C interrupts just after it takes the lock, as it can."""
+
+    def __enter__(self) -> bool:
+        super().__enter__()
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_never_leaves_the_lock_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the worst moment of a write, a wait or a close never leaves the lock held,
+    which would hang every later write."""
+    database = MemoryDatabase()
+    store = database.store("shop")
+    lock = threading.Lock()
+    monkeypatch.setattr(database, "lock", lock, raising=False)
+    monkeypatch.setattr(database, "condition", InterruptedCondition(lock))
+    operations: list[Callable[[], object]] = [
+        lambda: store.append([new("a", 1)]),
+        lambda: store.reseal([Resealed("a", 1, "Happened", b"x")]),
+        lambda: store.save_snapshot(snapshot("a", 1)),
+        lambda: store.save_view("v", b"state", Tracking("v", 1, 0)),
+        lambda: store.wait(5, 0.01),
+        lambda: database.store("other"),
+    ]
+    for operation in operations:
+        with contextlib.suppress(KeyboardInterrupt):
+            operation()
+        assert not lock.locked()
+    assert store.read_stream("a")[0].payload == b"x"
+    assert store.load_snapshot("a") == snapshot("a", 1)
+    assert store.load_view("v") == (b"state", 1)
+    assert database.apps() == ["other", "shop"]
+    with contextlib.suppress(KeyboardInterrupt):
+        database.close()
+    assert not lock.locked() and database.closed

@@ -508,15 +508,6 @@ def test_wait_without_a_connection_returns_when_its_timeout_passes(pg_url: str) 
         assert store.wait(0, 0.3) is True
 
 
-@pytest.mark.parametrize("timeout", [None, "1", float("nan"), True])
-def test_wait_refuses_a_timeout_that_is_no_number(pg_url: str, timeout: Any) -> None:
-    """A timeout is a number of seconds, as on every store."""
-    with PostgresDatabase(pg_url) as database:
-        store = database.store("shop")
-        with pytest.raises(StoreError, match="a timeout must be a number of seconds"):
-            store.wait(0, timeout)
-
-
 def test_a_connection_lost_during_commit_is_reported_not_retried(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

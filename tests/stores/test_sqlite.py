@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import signal
@@ -11,17 +12,18 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fes.edge.stores import SQLiteDatabase, open_database
-from fes.edge.stores.base import Database, Tracking
+from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.edge.stores.sqlite import SCHEMA, table_prefix
 from fes.errors import ConcurrencyError, StoreError, StoreURLError
 
-from .conformance import StoreConformance, new
+from .conformance import StoreConformance, new, snapshot
 
 
 class TestSQLite(StoreConformance):
@@ -329,6 +331,265 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
             ("child", 1),
             ("parent", 2),
         ]
+
+
+# Interrupts, closing and opening -------------------------------------------------------
+
+
+def interrupt() -> None:
+    """Ctrl-C, arriving now."""
+    raise KeyboardInterrupt
+
+
+class Hooked(sqlite3.Connection):
+    """A connection that calls a hook, once, just before or just after a statement runs.
+
+    ``before`` and ``after`` map the start of a statement to its hook; a hook
+    of :func:`interrupt` is Ctrl-C arriving at that precise moment.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before: dict[str, Callable[[], object]] = {}
+        self.after: dict[str, Callable[[], object]] = {}
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Run ``sql``, calling its hooks around it."""
+        self._hook(self.before, sql)
+        cursor = super().execute(sql, parameters)
+        self._hook(self.after, sql)
+        return cursor
+
+    @staticmethod
+    def _hook(hooks: dict[str, Callable[[], object]], sql: str) -> None:
+        for start in list(hooks):
+            if sql.startswith(start):
+                hooks.pop(start)()
+
+
+@pytest.fixture
+def hooked(monkeypatch: pytest.MonkeyPatch) -> Callable[[SQLiteDatabase], Hooked]:
+    """Make every connection opened a Hooked one; gives the calling thread's."""
+    connect = sqlite3.connect
+
+    def connect_hooked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(*args, **{**kwargs, "factory": Hooked})
+
+    monkeypatch.setattr(sqlite3, "connect", connect_hooked)
+
+    def connection(database: SQLiteDatabase) -> Hooked:
+        conn = database.connection()
+        assert isinstance(conn, Hooked)
+        return conn
+
+    return connection
+
+
+def write_lock_is_free(path: Path) -> bool:
+    """Whether another connection can take the write lock at once."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+WRITES: dict[str, Callable[[SQLiteDatabase], object]] = {
+    "append": lambda db: db.store("shop").append([new("a", 2)]),
+    "reseal": lambda db: db.store("shop").reseal([Resealed("a", 1, "Happened", b"x")]),
+    "save_snapshot": lambda db: db.store("shop").save_snapshot(snapshot("a", 1)),
+    "create tables": lambda db: db.store("other"),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_an_interrupt_just_after_begin_rolls_back(
+    tmp_path: Path, hooked: Callable[[SQLiteDatabase], Hooked], write: str
+) -> None:
+    """Ctrl-C just after BEGIN IMMEDIATE returns leaves no transaction and no write lock."""
+    path = tmp_path / "i.db"
+    with sqlite_db(path) as database:
+        database.store("shop").append([new("a", 1)])
+        conn = hooked(database)
+        conn.after["BEGIN IMMEDIATE"] = interrupt
+        with pytest.raises(KeyboardInterrupt):
+            WRITES[write](database)
+        assert not conn.in_transaction
+        assert write_lock_is_free(path)
+        WRITES[write](database)
+
+
+def test_the_next_operation_rolls_back_a_transaction_an_interrupt_left_open(
+    tmp_path: Path, hooked: Callable[[SQLiteDatabase], Hooked]
+) -> None:
+    """A second Ctrl-C that stops the rollback itself: the next operation rolls back."""
+    path = tmp_path / "r.db"
+    with sqlite_db(path) as database:
+        store = database.store("shop")
+        conn = hooked(database)
+        conn.after["INSERT"] = interrupt
+        conn.before["ROLLBACK"] = interrupt
+        with pytest.raises(KeyboardInterrupt):
+            store.append([new("a", 1, payload=b"interrupted")])
+        assert conn.in_transaction and not write_lock_is_free(path)
+        assert store.read_log() == []
+        assert not conn.in_transaction and write_lock_is_free(path)
+        assert store.append([new("a", 1)]) == [1]
+
+
+def test_an_operation_inside_another_leaves_its_transaction_alone(
+    tmp_path: Path, hooked: Callable[[SQLiteDatabase], Hooked]
+) -> None:
+    """A read run in the middle of an append (by a signal handler) does not roll it back."""
+    with sqlite_db(tmp_path / "n.db") as database:
+        store = database.store("shop")
+        conn = hooked(database)
+        seen: list[object] = []
+        conn.after["INSERT"] = lambda: seen.append(store.read_log())
+        assert store.append([new("a", 1)], tracking=Tracking("up", 1, 0)) == [1]
+        assert seen == [[]]
+        assert len(store.read_log()) == 1 and store.tracked() == {"up": 1}
+
+
+def test_a_transaction_the_caller_began_is_left_alone(tmp_path: Path) -> None:
+    """fes rolls back only transactions it began: one begun on connection() is the caller's."""
+    with sqlite_db(tmp_path / "u.db") as database:
+        store = database.store("shop")
+        conn = database.connection()
+        conn.execute("BEGIN")
+        assert store.read_log() == []
+        assert conn.in_transaction
+        conn.execute("ROLLBACK")
+
+
+class InterruptedLock:
+    """A lock that Ctrl-C interrupts just after ``acquire()`` returns, as it can.
+
+    ``with`` takes it whole, as CPython does a real lock's: no interrupt
+    can come between taking it and the block that releases it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        self.lock.acquire()
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+class InterruptedCondition(threading.Condition):
+    """A condition whose ``with`` Ctrl-C interrupts just after it takes the lock, as it can."""
+
+    def __enter__(self) -> bool:
+        super().__enter__()
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_never_leaves_a_lock_of_the_database_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C at the worst moment leaves neither the writers' lock nor the waiters' held."""
+    database = sqlite_db(tmp_path / "k.db")
+    try:
+        store = database.store("shop")
+        store.append([new("a", 1)])
+        writer = InterruptedLock()
+        waking = threading.Lock()
+        monkeypatch.setattr(database, "writer", writer)
+        monkeypatch.setattr(database, "wake_lock", waking, raising=False)
+        monkeypatch.setattr(database, "condition", InterruptedCondition(waking))
+        monkeypatch.setattr(database, "waiters", 1)  # so that appends notify
+        operations: list[Callable[[], object]] = [
+            lambda: store.append([new("a", 2)]),
+            lambda: store.save_snapshot(snapshot("a", 1)),
+            lambda: store.wait(5, 0.05),
+        ]
+        for operation in operations:
+            with contextlib.suppress(KeyboardInterrupt):
+                operation()
+            assert not writer.lock.locked() and not waking.locked()
+        assert len(store.read_log()) == 2 and store.load_snapshot("a") == snapshot("a", 1)
+    finally:
+        monkeypatch.undo()  # the real locks, for close()
+        database.close()
+
+
+def test_close_leaves_a_connection_in_use_to_its_thread(
+    tmp_path: Path, hooked: Callable[[SQLiteDatabase], Hooked]
+) -> None:
+    """close() in the middle of another thread's read: the read finishes, then that thread
+    closes its connection; idle connections close at once; every later operation is refused."""
+    database = sqlite_db(tmp_path / "c.db")
+    store = database.store("shop")
+    store.append([new("a", 1)])
+    reading, closed, idle_done = threading.Event(), threading.Event(), threading.Event()
+    found: dict[str, Any] = {}
+
+    def reader() -> None:
+        conn = found["busy"] = hooked(database)
+        conn.before["SELECT"] = lambda: (reading.set(), closed.wait(10))
+        found["log"] = store.read_log()
+        try:
+            store.read_log()
+        except StoreError as error:
+            found["error"] = str(error)
+
+    def idler() -> None:
+        found["idle"] = hooked(database)
+        store.read_log()
+        idle_done.set()
+        closed.wait(10)
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=idler)]
+    threads[1].start()
+    assert idle_done.wait(10)
+    threads[0].start()
+    assert reading.wait(10)
+    mine = database.connection()
+    database.close()
+    for conn in (mine, found["idle"]):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    closed.set()
+    for thread in threads:
+        thread.join(10)
+    assert [e.stream for e in found["log"]] == ["a"]
+    assert found["error"] == f"the database {database.url} is closed"
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        found["busy"].execute("SELECT 1")
+    with pytest.raises(StoreError, match="is closed"):
+        store.read_log()
+
+
+def test_opening_a_new_file_waits_for_the_lock_wal_mode_needs(tmp_path: Path) -> None:
+    """SQLite refuses WAL mode at once while another connection holds the lock; fes waits
+    busy_timeout for it, then says what happened."""
+    path = tmp_path / "new.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # on a new file, still in rollback-journal mode
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"kept it locked .* busy_timeout=200 ms.* WAL mode"):
+            sqlite_db(path, busy_timeout=200)
+        assert 0.15 <= time.monotonic() - started < 5
+        threading.Timer(0.1, blocker.execute, ("ROLLBACK",)).start()
+        with sqlite_db(path) as database:
+            assert pragma(database, "journal_mode") == "wal"
+    finally:
+        blocker.close()
 
 
 # Several threads and processes ----------------------------------------------------------

@@ -6,12 +6,18 @@ swaps it in; a reader takes no lock and reads whichever value was current
 when it started, so it always sees a consistent state.  A condition on the
 same lock wakes :meth:`MemoryStore.wait` on every append.
 
+The lock is always taken with ``with lock``, never ``with condition``:
+CPython takes a lock and sets up its release in one step, whereas the
+condition's ``__enter__`` is Python code that an interrupt (Ctrl-C) could
+leave holding the lock for good.
+
 Nothing is shared between two :class:`MemoryDatabase` objects, and nothing
 outlives the process.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Collection, Sequence
 
@@ -34,6 +40,7 @@ from fes.edge.stores.checks import (
     check_read,
     check_reseal,
     check_stream,
+    check_timeout,
     check_tracking,
     check_where,
     not_stored,
@@ -96,8 +103,8 @@ class MemoryStore:
         elif not events:
             self._read()
             return []
-        condition = self._database.condition
-        with condition:
+        database = self._database
+        with database.lock:
             state = self._read()
             if tracking is not None:
                 _cas(state.tracking.get(tracking.leader), tracking)
@@ -130,13 +137,13 @@ class MemoryStore:
             if tracking is not None:
                 new = evolve(new, tracking=new.tracking.set(tracking.leader, tracking.position))
             self._state = new
-            condition.notify_all()
+            database.condition.notify_all()
         return positions
 
     def reseal(self, rows: Sequence[Resealed]) -> None:
         """Replace stored events' payloads and metadata, atomically."""
         check_reseal(rows)
-        with self._database.condition:
+        with self._database.lock:
             state = self._read()
             log = state.log.evolver()
             streams = dict[str, PVector[StoredEvent]]()
@@ -233,18 +240,20 @@ class MemoryStore:
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a position above ``after`` is visible, or ``timeout`` passes."""
         check_integer("after", after)
+        seconds = check_timeout(timeout)
         self._read()
         database = self._database
-        with database.condition:
+        with database.lock:
             database.condition.wait_for(
-                lambda: database.closed or len(self._state.log) > after, max(timeout, 0.0)
+                lambda: database.closed or len(self._state.log) > after,
+                None if seconds == math.inf else seconds,  # a lock takes no infinite timeout
             )
         return len(self._read().log) > after
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         """Store a snapshot (replacing one of the same stream and version)."""
         check_where(snapshot.stream, snapshot.version)
-        with self._database.condition:
+        with self._database.lock:
             state = self._read()
             versions = state.snapshots.get(snapshot.stream, pmap())
             snapshots = state.snapshots.set(
@@ -272,7 +281,7 @@ class MemoryStore:
     def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
         """Store a view's encoded state with the position it has reached, atomically."""
         check_tracking(tracking)
-        with self._database.condition:
+        with self._database.lock:
             state = self._read()
             held = state.views.get(name)
             _cas(None if held is None else held[1], tracking)
@@ -292,7 +301,8 @@ class MemoryDatabase(ClosingDatabase):
     """
 
     def __init__(self) -> None:
-        self.condition = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.condition = threading.Condition(self.lock)
         self.closed = False
         self._stores: PMap[str, MemoryStore] = pmap()
 
@@ -311,7 +321,7 @@ class MemoryDatabase(ClosingDatabase):
     def store(self, app: str) -> MemoryStore:
         """The store of application ``app``, created empty if missing."""
         check_app_name(app)
-        with self.condition:
+        with self.lock:
             if self.closed:
                 raise self.closed_error()
             store = self._stores.get(app)
@@ -328,6 +338,6 @@ class MemoryDatabase(ClosingDatabase):
 
     def close(self) -> None:
         """Make the database unusable and wake every waiter; closing twice is harmless."""
-        with self.condition:
+        with self.lock:
             self.closed = True
             self.condition.notify_all()

@@ -13,7 +13,9 @@ changed by VACUUM.  They are assigned under the write lock, so they increase
 in commit order, and the positions of one append are contiguous.
 
 Each thread has its own connection; a forked child opens its own rather than
-use its parent's.  :meth:`SQLiteStore.wait` wakes at once on appends made
+use its parent's.  :meth:`SQLiteDatabase.close` never closes a connection
+another thread is using (that would crash sqlite3): the thread closes it
+when its operation ends.  :meth:`SQLiteStore.wait` wakes at once on appends made
 through the same :class:`SQLiteDatabase` and polls for those of other
 processes.
 """
@@ -49,6 +51,7 @@ from fes.edge.stores.checks import (
     check_read,
     check_reseal,
     check_stream,
+    check_timeout,
     check_tracking,
     check_where,
     not_stored,
@@ -101,8 +104,37 @@ def table_prefix(app: str) -> str:
     return "~" + prefix if prefix.startswith("sqlite") else prefix
 
 
-class _Connection(sqlite3.Connection):
-    """A connection the database can hold weakly, to close it on ``close()``."""
+class _Held:
+    """A thread's connection, with what that thread alone writes about it.
+
+    ``busy`` counts the operations running on it (more than one only when a
+    signal handler runs one inside another), so that ``close()`` leaves a
+    busy connection for its thread to close.  ``began`` is true while a
+    transaction fes began may be open: one that an interrupt left open is
+    rolled back by the next operation, never one a caller began on
+    :meth:`SQLiteDatabase.connection`.  The database holds these weakly, so
+    a finished thread's connection goes with it.  (Slots: this is on the hot
+    path, and attributes of a ``sqlite3.Connection`` subclass are slow.)
+    """
+
+    __slots__ = ("__weakref__", "began", "busy", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.busy = 0
+        self.began = False
+
+
+def _end(held: _Held, sql: str = "ROLLBACK") -> None:
+    """End the transaction fes began on ``held``'s connection, if it is still open."""
+    if held.began:
+        if held.conn.in_transaction:
+            held.conn.execute(sql)
+        held.began = False
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    return error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _after_fork_in_child() -> None:
@@ -116,7 +148,8 @@ def _after_fork_in_child() -> None:
         # Another thread of the parent may have held these at the fork.
         database._lock = threading.Lock()
         database.writer = threading.Lock()
-        database.condition = threading.Condition(threading.Lock())
+        database.wake_lock = threading.Lock()
+        database.condition = threading.Condition(database.wake_lock)
         database.waiters = 0
 
 
@@ -155,7 +188,10 @@ class SQLiteDatabase(ClosingDatabase):
         self.busy_timeout = busy_timeout
         self.create = create
         self.poll_interval = poll_interval
-        self.condition = threading.Condition(threading.Lock())
+        # Held with ``with``, never through the condition: its Python-level
+        # __enter__ could be interrupted (Ctrl-C) holding the lock for good.
+        self.wake_lock = threading.Lock()
+        self.condition = threading.Condition(self.wake_lock)
         self.generation = 0
         self.waiters = 0
         self.closed = False
@@ -167,16 +203,19 @@ class SQLiteDatabase(ClosingDatabase):
         # SQLite's lock and busy timeout.
         self.writer = threading.Lock()
         self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._stores: dict[str, SQLiteStore] = {}
         try:
-            conn = self.connection()
-            if create and not self._has_table(conn, "fes_apps"):
-                self._write(
-                    conn,
-                    "CREATE TABLE IF NOT EXISTS fes_apps "
-                    "(name TEXT PRIMARY KEY, schema INTEGER NOT NULL)",
-                )
+            held = self.use()
+            try:
+                if create and not self._has_table(held.conn, "fes_apps"):
+                    self._write(
+                        held,
+                        "CREATE TABLE IF NOT EXISTS fes_apps "
+                        "(name TEXT PRIMARY KEY, schema INTEGER NOT NULL)",
+                    )
+            finally:
+                self.release(held)
         except sqlite3.Error as error:
             self.close()
             raise StoreError(f"cannot open {self._url}: {error}") from None
@@ -214,14 +253,55 @@ class SQLiteDatabase(ClosingDatabase):
     # Connections ------------------------------------------------------------------
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        try:
-            conn: sqlite3.Connection = self._local.conn
-        except AttributeError:
-            conn = self._connect()
-        return conn
+        """This thread's connection, opened on first use.
 
-    def _connect(self) -> sqlite3.Connection:
+        Not guarded against :meth:`close` as fes's own operations are (see
+        :meth:`use`): for a look at pragmas, say.
+        """
+        try:
+            held: _Held = self._local.held
+        except AttributeError:
+            held = self._connect()
+        return held.conn
+
+    def use(self) -> _Held:
+        """This thread's connection, counted busy until :meth:`release`; see :meth:`close`.
+
+        A transaction fes began on it and an interrupt left open is rolled
+        back first, unless an operation is already running on it in this
+        thread (in a signal handler): that one's transaction is alive.
+        """
+        try:
+            held: _Held = self._local.held
+        except AttributeError:
+            held = self._connect()
+        held.busy += 1
+        # close() sets closed before it looks at busy, and this looks at
+        # closed after setting busy: under the GIL one of the two sees the other.
+        if self.closed:
+            self.release(held)
+            raise self.closed_error()
+        if held.began and held.conn.in_transaction and held.busy == 1:
+            try:
+                _end(held)
+            except sqlite3.Error as error:
+                self.release(held)
+                raise self.error(error, "roll back an interrupted transaction") from None
+            except BaseException:
+                self.release(held)
+                raise
+        return held
+
+    def release(self, held: _Held) -> None:
+        """End an operation on ``held``; if the database was closed meanwhile, close it."""
+        held.busy -= 1
+        if self.closed:
+            with self._lock:
+                if not held.busy:
+                    with contextlib.suppress(sqlite3.Error):
+                        held.conn.close()
+
+    def _connect(self) -> _Held:
         with self._lock:
             if self.closed:
                 raise self.closed_error()
@@ -238,7 +318,6 @@ class SQLiteDatabase(ClosingDatabase):
                     isolation_level=None,
                     check_same_thread=False,
                     cached_statements=256,
-                    factory=_Connection,
                 )
             except sqlite3.Error as error:
                 raise StoreError(
@@ -246,7 +325,7 @@ class SQLiteDatabase(ClosingDatabase):
                     "an existing, writable directory?)"
                 ) from None
             try:
-                journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                journal = self._wal(conn)
                 if str(journal).lower() != "wal":
                     raise StoreError(
                         f"cannot put {self._url} in WAL mode (it stays in {journal!r} mode)"
@@ -264,9 +343,35 @@ class SQLiteDatabase(ClosingDatabase):
             except BaseException:
                 conn.close()
                 raise
-            self._connections.add(conn)
-            self._local.conn = conn
-            return conn
+            held = _Held(conn)
+            self._connections.add(held)
+            self._local.held = held
+            return held
+
+    def _wal(self, conn: sqlite3.Connection) -> object:
+        """Put the file in WAL mode; the journal mode it is in after.
+
+        SQLite answers "locked" at once, without its busy handler, when
+        another connection holds a lock the switch needs (several processes
+        opening a new file at once), so this retries until busy_timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout / 1000
+        delay = 0.001
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as error:
+                remaining = deadline - time.monotonic()
+                if not _is_busy(error):
+                    raise
+                if remaining <= 0:
+                    raise StoreError(
+                        f"cannot open {self._url}: other connections kept it locked for "
+                        f"longer than busy_timeout={self.busy_timeout} ms, so fes could not "
+                        "put it in WAL mode"
+                    ) from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.025)
 
     def _forget_connections(self) -> object:
         held = (self._local, list(self._connections))
@@ -299,9 +404,12 @@ class SQLiteDatabase(ClosingDatabase):
         return bool(row[0])
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, *statements: str, app: str | None = None) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    def _write(held: _Held, *statements: str, app: str | None = None) -> None:
+        conn = held.conn
+        # BEGIN inside the try: an interrupt just after it must roll back too.
         try:
+            held.began = not conn.in_transaction
+            conn.execute("BEGIN IMMEDIATE")
             for statement in statements:
                 conn.execute(statement)
             if app is not None:
@@ -309,10 +417,9 @@ class SQLiteDatabase(ClosingDatabase):
                     "INSERT INTO fes_apps (name, schema) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (app, SCHEMA),
                 )
-            conn.execute("COMMIT")
+            _end(held, "COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _end(held)
             raise
 
     def notify(self) -> None:
@@ -325,7 +432,7 @@ class SQLiteDatabase(ClosingDatabase):
         """
         self.generation += 1
         if self.waiters:
-            with self.condition:
+            with self.wake_lock:
                 self.condition.notify_all()
 
     # The Database protocol -------------------------------------------------------
@@ -346,7 +453,14 @@ class SQLiteDatabase(ClosingDatabase):
             return self._stores.setdefault(app, store)
 
     def _prepare(self, store: SQLiteStore) -> None:
-        conn = self.connection()
+        held = self.use()
+        try:
+            self._prepare_on(held, store)
+        finally:
+            self.release(held)
+
+    def _prepare_on(self, held: _Held, store: SQLiteStore) -> None:
+        conn = held.conn
         names = store.tables
         found = conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?)",
@@ -368,27 +482,37 @@ class SQLiteDatabase(ClosingDatabase):
                 f"{self._url} has no tables for application {store.app!r} "
                 "(and create is false): open it with create=true to create them"
             )
-        self._write(conn, *store.schema, app=store.app)
+        self._write(held, *store.schema, app=store.app)
 
     def apps(self) -> list[str]:
         """The applications that have tables in this database."""
-        conn = self.connection()
+        held = self.use()
+        conn = held.conn
         try:
             if not self._has_table(conn, "fes_apps"):
                 return []
             return [row[0] for row in conn.execute("SELECT name FROM fes_apps ORDER BY name")]
         except sqlite3.Error as error:
             raise self.error(error, "list its applications") from None
+        finally:
+            self.release(held)
 
     def close(self) -> None:
-        """Close every connection; the stores are unusable after.  Closing twice is harmless."""
+        """Close the database; every later operation, in any thread, raises StoreError.
+
+        Connections no operation is using are closed at once.  One that
+        another thread is using (closing it would crash sqlite3) is closed
+        by that thread when its operation ends, which finishes normally.
+        Closing twice is harmless.
+        """
         with self._lock:
             self.closed = True
             connections = list(self._connections)
             self._forget_connections()
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            for held in connections:
+                if not held.busy:
+                    with contextlib.suppress(sqlite3.Error):
+                        held.conn.close()
         self.notify()
 
 
@@ -485,38 +609,43 @@ class SQLiteStore:
         elif not events:
             return []
         database = self._database
-        conn = database.connection()
-        database.writer.acquire()
+        held = database.use()
+        conn = held.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if tracking is not None:
-                    self._track(conn, tracking)
-                version = self._version
-                for stream, first in firsts.items():
-                    # A first version of 1 needs no look: if the stream has
-                    # events, the unique (stream, version) refuses the insert.
-                    if first != 1:
-                        current = conn.execute(version, (stream,)).fetchone()[0] or 0
-                        if current != first - 1:
-                            raise ConcurrencyError(stream, first - 1, current)
-                count = len(events)
-                if count == 1:
-                    last = conn.execute(self._insert, _ROW(events[0])).lastrowid
-                elif count:
-                    conn.executemany(self._insert, map(_ROW, events))
-                    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            # ``with``: CPython takes the lock and sets up its release in one
+            # step, so an interrupt (Ctrl-C) cannot leave it held.
+            with database.writer:
+                # BEGIN inside the try: an interrupt just after it must roll back too.
+                try:
+                    held.began = not conn.in_transaction
+                    conn.execute("BEGIN IMMEDIATE")
+                    if tracking is not None:
+                        self._track(conn, tracking)
+                    version = self._version
+                    for stream, first in firsts.items():
+                        # A first version of 1 needs no look: if the stream has
+                        # events, the unique (stream, version) refuses the insert.
+                        if first != 1:
+                            current = conn.execute(version, (stream,)).fetchone()[0] or 0
+                            if current != first - 1:
+                                raise ConcurrencyError(stream, first - 1, current)
+                    count = len(events)
+                    if count == 1:
+                        last = conn.execute(self._insert, _ROW(events[0])).lastrowid
+                    elif count:
+                        conn.executemany(self._insert, map(_ROW, events))
+                        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    conn.execute("COMMIT")
+                    held.began = False
+                except BaseException:
+                    _end(held)
+                    raise
         except sqlite3.IntegrityError as error:
             raise self._conflict(conn, firsts, error) from None
         except sqlite3.Error as error:
             raise database.error(error, f"append to {self._app!r}") from None
         finally:
-            database.writer.release()
+            database.release(held)
         database.notify()
         if not count:
             return []
@@ -596,30 +725,35 @@ class SQLiteStore:
         does the same inline, on the hot path, and tells conflicts apart.)
         """
         database = self._database
-        conn = database.connection()
-        database.writer.acquire()
+        held = database.use()
+        conn = held.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with database.writer:
+                try:
+                    held.began = not conn.in_transaction
+                    conn.execute("BEGIN IMMEDIATE")
+                    result = work(conn)
+                    _end(held, "COMMIT")
+                except BaseException:
+                    _end(held)
+                    raise
         except sqlite3.Error as error:
             raise database.error(error, doing) from None
         finally:
-            database.writer.release()
+            database.release(held)
         return result
 
     # Reading ----------------------------------------------------------------------
 
     def _rows(self, doing: str, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        database = self._database
+        held = database.use()
         try:
-            return self._database.connection().execute(sql, parameters).fetchall()
+            return held.conn.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
-            raise self._database.error(error, doing) from None
+            raise database.error(error, doing) from None
+        finally:
+            database.release(held)
 
     def read_stream(
         self,
@@ -672,20 +806,26 @@ class SQLiteStore:
             check_stream(stream)
         versions = dict.fromkeys(wanted, 0)
         chunks = [wanted[i : i + _VERSIONS_CHUNK] for i in range(0, len(wanted), _VERSIONS_CHUNK)]
-        several = len(chunks) > 1
-        conn = self._database.connection()
+        held = self._database.use()
+        conn = held.conn
+        # One read transaction, so that every chunk sees the same moment;
+        # inside one already, the chunks share it.
+        several = len(chunks) > 1 and not conn.in_transaction
         try:
-            if several:  # one read transaction, so that every chunk sees the same moment
-                conn.execute("BEGIN")
             try:
+                if several:
+                    held.began = True
+                    conn.execute("BEGIN")
                 for chunk in chunks:
                     sql = self._versions.format(", ".join("?" * len(chunk)))
                     versions.update(conn.execute(sql, chunk).fetchall())
             finally:
                 if several:
-                    conn.execute("COMMIT")
+                    _end(held, "COMMIT")
         except sqlite3.Error as error:
             raise self._database.error(error, "read streams' versions") from None
+        finally:
+            self._database.release(held)
         return versions
 
     def read_log(
@@ -723,7 +863,7 @@ class SQLiteStore:
         check_integer("after", after)
         database = self._database
         condition = database.condition
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = time.monotonic() + check_timeout(timeout)
         while True:
             generation = database.generation
             if self.last_position() > after:
@@ -731,7 +871,7 @@ class SQLiteStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            with condition:
+            with database.wake_lock:
                 database.waiters += 1
                 try:
                     if database.generation == generation and not database.closed:
