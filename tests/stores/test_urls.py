@@ -319,3 +319,10 @@ def test_a_bad_secret_option_value_is_not_echoed() -> None:
         take_options(parsed, {}, {"api_key": option_int(0)})
     assert "option api_key=***: expected an integer" in str(caught.value)
     assert "Xq7Zk9" not in str(caught.value)
+
+
+@pytest.mark.parametrize("secret", ["a:b@c", ":@", ";=", "x;y=z", "k@ey:1"])
+def test_a_secret_option_holding_at_colon_or_semicolon_is_masked_whole(secret: str) -> None:
+    """An @ or : in an option's value once moved the mask; a ; once ended the value."""
+    url = f"postgresql://ann@db/x?sslpassword={secret}&sslmode=require"
+    assert redact(url) == "postgresql://ann@db/x?sslpassword=***&sslmode=require"

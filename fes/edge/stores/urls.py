@@ -45,7 +45,7 @@ _SECRET_NAME = re.compile(r"pass|pwd|secret|key|token|credential", re.IGNORECASE
 # ``name=value`` in a URL query: the value runs to the next ``&name=``, so a
 # raw ``&`` or ``#`` in a secret does not end it early.
 _QUERY_OPTION = re.compile(
-    r"(?P<lead>(?:^|[?&;\s])(?P<name>[^=&?;\s]+)=)(?P<value>.*?)(?=[&;][^=&;]*=|\Z)",
+    r"(?P<lead>(?:^|[?&])(?P<name>[^=&?]+)=)(?P<value>.*?)(?=&[^=&]*=|\Z)",
     re.DOTALL,
 )
 # ``name=value`` in a libpq keyword/value string: a value is quoted or runs to
@@ -85,16 +85,32 @@ def _mask_userinfo(text: str) -> str:
 
     The password runs from the first ``:`` to the last ``@``: a host never
     holds ``@``, while a raw password may hold ``@``, ``/``, ``?`` or ``#``.
-    An ``@`` that belongs to an option instead makes this hide more than the
-    password, never less.  A user part without ``:`` holds no password.
+    The values of secret options are masked too, each span found in the
+    text as given, and overlapping spans as one: an ``@`` inside an option's
+    value makes this hide more than the password, never less.  A user part
+    without ``:`` holds no password.
     """
+    spans: list[tuple[int, int]] = []
     user_end = text.rfind("@")
     colon = text.find(":", 0, user_end)
-    if user_end < 0 or colon < 0:
-        return _mask_options(text, _QUERY_OPTION)
-    user = _mask_options(text[:colon], _QUERY_OPTION)
-    after = _mask_options(text[user_end + 1 :], _QUERY_OPTION)
-    return f"{user}:{_MASK}@{after}"
+    if user_end >= 0 and colon >= 0:
+        spans.append((colon + 1, user_end))
+    for match in _QUERY_OPTION.finditer(text):
+        if _is_secret(match["name"]) and match["value"]:
+            spans.append(match.span("value"))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    masked: list[str] = []
+    done = 0
+    for start, end in merged:
+        masked += [text[done:start], _MASK]
+        done = end
+    masked.append(text[done:])
+    return "".join(masked)
 
 
 def redact(url: str) -> str:
