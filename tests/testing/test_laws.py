@@ -30,6 +30,10 @@ from fes.testing.laws import (
 )
 
 FAST = settings(max_examples=50, database=None, deadline=None)
+#: For a planted bug check_laws must find: the same examples in every run, so
+#: that a run whose 50 random examples happen to miss it (about one in 40
+#: for the restless deposit) cannot fail the suite.
+FINDING = settings(FAST, derandomize=True)
 
 
 def _balances(state: PMap[str, int], record: fes.Recorded[Any]) -> PMap[str, int]:
@@ -274,7 +278,7 @@ def test_check_laws_finds_a_command_that_is_not_deterministic() -> None:
 
     restless = evolve(bank.accounts, commands={**bank.accounts.commands, "deposit": deposit})
     with pytest.raises(AssertionError, match=r"deposit\(.*not deterministic"):
-        check_laws(restless, settings=FAST)
+        check_laws(restless, settings=FINDING)
 
 
 def test_check_laws_finds_a_lossy_codec() -> None:
@@ -284,7 +288,7 @@ def test_check_laws_finds_a_lossy_codec() -> None:
         return bank.AccountOpened("") if isinstance(event, bank.AccountOpened) else event
 
     with pytest.raises(AssertionError, match="codec round trip: AccountOpened"):
-        check_laws(bank.accounts, roundtrip=lossy, settings=FAST)
+        check_laws(bank.accounts, roundtrip=lossy, settings=FINDING)
 
 
 def test_check_laws_finds_a_view_with_hidden_state() -> None:
@@ -292,4 +296,4 @@ def test_check_laws_finds_a_view_with_hidden_state() -> None:
     calls = itertools.count()
     counting = fes.View("counting", 0, lambda n, r: next(calls))
     with pytest.raises(AssertionError, match="view law of 'counting'"):
-        check_laws(dogs.dogs, views=[counting], settings=FAST)
+        check_laws(dogs.dogs, views=[counting], settings=FINDING)
