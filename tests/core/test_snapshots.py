@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -13,6 +15,7 @@ import pytest
 from attrs import evolve, frozen
 from hypothesis import given
 from hypothesis import strategies as st
+from pyrsistent import pmap, pset
 
 import fes
 from fes.examples import bank, dogs
@@ -364,3 +367,55 @@ def test_fingerprint_is_the_same_in_every_process() -> None:
         for seed in range(4)
     }
     assert len(prints) == 1 and len(prints.pop().strip()) == 32
+
+
+class _Mode(enum.Enum):
+    ON = 1
+    OFF = 2
+
+
+@frozen
+class _Settings:
+    mode: _Mode = _Mode.ON
+    names: Any = attrs.field(factory=list)
+
+
+def test_fingerprint_reads_initial_states_of_every_shape() -> None:
+    """Enums, maps, sets, sequences, attrs values and opaque objects all fingerprint by value."""
+
+    def over(initial: object) -> str:
+        return fes.fingerprint(fes.Aggregate("shapes", initial, _count))
+
+    initials: list[object] = [
+        _Mode.ON,
+        _Mode.OFF,
+        pmap({"a": 1, "b": 2}),
+        pmap({"a": 1, "b": 3}),
+        pset(["x", "y"]),
+        frozenset({"x", "z"}),
+        (1, [2, "3"]),
+        _Settings(),
+        _Settings(_Mode.OFF),
+        Decimal("1.5"),
+        max,
+    ]
+    prints = [over(initial) for initial in initials]
+    assert prints == [over(initial) for initial in initials]
+    assert len(set(prints)) == len(initials)
+    assert over(pmap({"b": 2, "a": 1})) == prints[2]
+    # an object shown with its address is fingerprinted by its type alone
+    assert over(object()) == over(object())
+
+
+def test_fingerprint_of_a_handler_annotated_with_a_name_that_does_not_resolve() -> None:
+    """An annotation naming what is not defined (yet) is fingerprinted by its text."""
+
+    def handler(total: Missing, event: Any) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 0
+
+    def other(total: Absent, event: Any) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 0
+
+    first = fes.fingerprint(fes.Aggregate("u", 0, handler))
+    assert first == fes.fingerprint(fes.Aggregate("u", 0, handler))
+    assert first != fes.fingerprint(fes.Aggregate("u", 0, other))
