@@ -387,36 +387,6 @@ def _u_int(value: Any) -> Any:
     return value
 
 
-def _u_datetime(value: Any) -> str:
-    if not isinstance(value, datetime):
-        _bad(value, datetime)
-    return value.isoformat()
-
-
-def _u_date(value: Any) -> str:
-    if not isinstance(value, date) or isinstance(value, datetime):
-        _bad(value, date)
-    return value.isoformat()
-
-
-def _u_time(value: Any) -> str:
-    if not isinstance(value, time):
-        _bad(value, time)
-    return value.isoformat()
-
-
-def _u_uuid(value: Any) -> str:
-    if not isinstance(value, UUID):
-        _bad(value, UUID)
-    return str(value)
-
-
-def _u_decimal(value: Any) -> str:
-    if not isinstance(value, Decimal):
-        _bad(value, Decimal)
-    return str(value)
-
-
 def _from_str(parse: Callable[[str], Any], kind: type) -> StructureHook:
     def structure(value: Any, _: Any = None) -> Any:
         if value.__class__ is not str:
@@ -424,6 +394,19 @@ def _from_str(parse: Callable[[str], Any], kind: type) -> StructureHook:
         return parse(value)
 
     return structure
+
+
+def _to_str(
+    kind: type, write: Callable[[Any], str], but: type | None = None
+) -> UnstructureHook:
+    """The writer of a leaf stored as a string: only a ``kind`` (that is no ``but``)."""
+
+    def unstructure(value: Any) -> str:
+        if not isinstance(value, kind) or (but is not None and isinstance(value, but)):
+            _bad(value, kind)
+        return write(value)
+
+    return unstructure
 
 
 def _s_bytes(value: Any, _: Any = None) -> bytes:
@@ -443,11 +426,12 @@ _LEAVES: dict[Any, tuple[StructureHook, UnstructureHook]] = {
     bool: (_s_bool, _u_bool),
     int: (_s_int, _u_int),
     float: (_s_float, _u_float),
-    datetime: (_from_str(datetime.fromisoformat, datetime), _u_datetime),
-    date: (_from_str(date.fromisoformat, date), _u_date),
-    time: (_from_str(time.fromisoformat, time), _u_time),
-    UUID: (_from_str(UUID, UUID), _u_uuid),
-    Decimal: (_from_str(Decimal, Decimal), _u_decimal),
+    datetime: (_from_str(datetime.fromisoformat, datetime), _to_str(datetime, datetime.isoformat)),
+    # a datetime is a date, but its ISO form reads back as no date
+    date: (_from_str(date.fromisoformat, date), _to_str(date, date.isoformat, but=datetime)),
+    time: (_from_str(time.fromisoformat, time), _to_str(time, time.isoformat)),
+    UUID: (_from_str(UUID, UUID), _to_str(UUID, str)),
+    Decimal: (_from_str(Decimal, Decimal), _to_str(Decimal, str)),
     bytes: (_s_bytes, _u_bytes),
 }
 
