@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from attrs import frozen
 
+from fes.edge._settings import flag
 from fes.errors import StoreURLError
 
 __all__ = [
@@ -297,20 +298,15 @@ def option_float(minimum: float) -> Callable[[str, object], float]:
     return read
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
 def option_bool(name: str, value: object) -> bool:
-    """Read a boolean option: true/false, yes/no, on/off, 1/0."""
+    """Read a boolean option: true/false, yes/no, on/off, 1/0 (the settings' one table)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        lowered = value.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
+        try:
+            return flag(value)
+        except ValueError:
+            pass
     raise ValueError("expected true or false")
 
 
