@@ -26,7 +26,7 @@ import fes.edge.resealing
 import fes.edge.runners
 import fes.edge.skips
 import fes.edge.stores
-import fes.edge.stores.postgres
+import fes.edge.stores._postgres
 import fes.system
 import fes.testing
 

@@ -20,8 +20,8 @@ import pytest
 from pgserver import PgServer
 
 from fes.edge.stores import open_database
+from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores.base import Database, NewEvent, Tracking
-from fes.edge.stores.postgres import PostgresDatabase, PostgresStore
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
 
 from .conformance import StoreConformance, new
@@ -165,7 +165,7 @@ def test_the_password_reaches_libpq_decoded(pg_url: str) -> None:
     with PostgresDatabase(with_password(pg_url, "p%40ss%3Aw%2Frd")) as database:
         database.store("shop").append([new("a", 1)])
         assert "p%40ss" not in database.url and "p@ss" not in database.url
-        with database._pool.connection() as conn:
+        with database._connections._pool.connection() as conn:
             assert conn.info.password == "p@ss:w/rd"
 
 
@@ -337,7 +337,7 @@ def test_wait_wakes_on_notify_long_before_a_poll(
     ):
         waiter, writer = waiting.store("shop"), writing.store("shop")
         assert waiter.wait(0, 0.2) is False  # starts the listener
-        signal = waiting._signal(waiter._channel)
+        signal = waiting._listener.signal(waiter._channel) if waiting._listener else None
         assert signal is not None
         signal.wait_past(0, 10)  # bumped once the channel is listened to
         assert signal.generation >= 1
@@ -497,13 +497,13 @@ def test_wait_without_a_connection_returns_when_its_timeout_passes(pg_url: str) 
     """
     with PostgresDatabase(pg_url, pool_size=1, pool_timeout=30) as database:
         store = database.store("shop")
-        held = database._pool.getconn()
+        held = database._connections._pool.getconn()
         try:
             start = time.monotonic()
             assert store.wait(0, 0.3) is False
             assert time.monotonic() - start < 5
         finally:
-            database._pool.putconn(held)
+            database._connections._pool.putconn(held)
         store.append([new("a", 1)])
         assert store.wait(0, 0.3) is True
 

@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores.base import NewEvent, StoredEvent
-from fes.edge.stores.postgres import PostgresDatabase, PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -247,7 +247,8 @@ def test_follower_sees_every_event_once_when_commits_are_delayed(
                 original(conn)
 
             monkeypatch.setattr(store, "_commit", commit)
-        reader = PostgresDatabase(pg_url).store("orders")
+        reader_db = PostgresDatabase(pg_url)
+        reader = reader_db.store("orders")
         follower = Follower(reader)
         follower.start()
 
@@ -264,7 +265,6 @@ def test_follower_sees_every_event_once_when_commits_are_delayed(
         seen = follower.finish()
         assert [e.position for e in seen] == appended
         assert reader.read_log() == seen
-        reader_db = reader._db
         reader_db.close()
     finally:
         for database in databases:
