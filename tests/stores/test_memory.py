@@ -11,8 +11,9 @@ import pytest
 from fes.edge.stores import MemoryDatabase, open_database
 from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.errors import StoreError
-
-from .conformance import StoreConformance, new, snapshot
+from fes.testing.stores import StoreConformance
+from fes.testing.stores import new_event as new
+from fes.testing.stores import new_snapshot as snapshot
 
 
 class TestMemory(StoreConformance):

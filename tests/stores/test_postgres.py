@@ -23,8 +23,8 @@ from fes.edge.stores import open_database
 from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores.base import Database, NewEvent, Tracking
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
-
-from .conformance import StoreConformance, new
+from fes.testing.stores import StoreConformance
+from fes.testing.stores import new_event as new
 
 pytestmark = pytest.mark.postgres
 

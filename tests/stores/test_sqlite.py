@@ -22,8 +22,9 @@ from fes.edge.stores import SQLiteDatabase, open_database
 from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.edge.stores.sqlite import SCHEMA, table_prefix
 from fes.errors import ConcurrencyError, StoreError, StoreURLError
-
-from .conformance import StoreConformance, new, snapshot
+from fes.testing.stores import StoreConformance
+from fes.testing.stores import new_event as new
+from fes.testing.stores import new_snapshot as snapshot
 
 
 class TestSQLite(StoreConformance):
