@@ -348,7 +348,10 @@ def _forever_main(
     """Append batches of interleaved streams until killed; say 'ready' after the first.
 
     With ``hold``, the second batch stops between its INSERT and its COMMIT
-    and says 'holding'.
+    and says 'holding'.  That replaces the store's private ``_commit``: the
+    kill must land before COMMIT is sent, in the client, and a server-side
+    pause (a trigger) would run only after COMMIT was sent, when the server
+    goes on to commit whatever becomes of the client.
     """
     with PostgresDatabase(url, pool_size=1, lock_timeout="60s") as database:
         store = database.store(APP)
