@@ -65,7 +65,11 @@ class InterruptedCondition(threading.Condition):
 
 def test_an_interrupt_never_leaves_the_lock_held(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the worst moment of a write, a wait or a close never leaves the lock held,
-    which would hang every later write."""
+    which would hang every later write.
+
+    It replaces the database's lock and condition: a KeyboardInterrupt just
+    after a lock is taken cannot be timed from outside, only planted.
+    """
     database = MemoryDatabase()
     store = database.store("shop")
     lock = threading.Lock()
