@@ -26,9 +26,10 @@ import fes.edge.resealing
 import fes.edge.runners
 import fes.edge.skips
 import fes.edge.stores
-import fes.edge.stores.postgres
+import fes.edge.stores._postgres
 import fes.system
 import fes.testing
+import fes.testing.stores
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -39,6 +40,7 @@ PUBLIC = [
     (fes, DOCS / "reference" / "core.md"),
     (fes.system, DOCS / "reference" / "core.md"),
     (fes.testing, DOCS / "reference" / "testing.md"),
+    (fes.testing.stores, DOCS / "reference" / "testing.md"),
     # a name fes.edge re-exports is documented once, as fes.edge.<name>
     (fes.edge, EDGE),
     (fes.edge.application, EDGE),

@@ -11,8 +11,9 @@ import pytest
 from fes.edge.stores import MemoryDatabase, open_database
 from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.errors import StoreError
-
-from .conformance import StoreConformance, new, snapshot
+from fes.testing.stores import StoreConformance
+from fes.testing.stores import new_event as new
+from fes.testing.stores import new_snapshot as snapshot
 
 
 class TestMemory(StoreConformance):
@@ -64,7 +65,11 @@ class InterruptedCondition(threading.Condition):
 
 def test_an_interrupt_never_leaves_the_lock_held(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the worst moment of a write, a wait or a close never leaves the lock held,
-    which would hang every later write."""
+    which would hang every later write.
+
+    It replaces the database's lock and condition: a KeyboardInterrupt just
+    after a lock is taken cannot be timed from outside, only planted.
+    """
     database = MemoryDatabase()
     store = database.store("shop")
     lock = threading.Lock()

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from fes.edge.stores._postgres import PostgresDatabase
 from fes.edge.stores.base import NewEvent, StoredEvent
-from fes.edge.stores.postgres import PostgresDatabase
 from fes.errors import ConcurrencyError
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +44,7 @@ def context() -> ForkServerContext:
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["fes.edge.stores.postgres", __name__])
+        _CONTEXT.set_forkserver_preload(["fes.edge.stores._postgres", __name__])
     return _CONTEXT
 
 
@@ -244,7 +244,7 @@ def race_for(
     store: object, worker: str, target: int, start: float
 ) -> tuple[list[int], int]:
     """Append the next version of 'hot' until it reaches target; return wins and losses."""
-    from fes.edge.stores.postgres import PostgresStore
+    from fes.edge.stores._postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)
     time.sleep(max(0.0, start - time.time()))
@@ -348,7 +348,10 @@ def _forever_main(
     """Append batches of interleaved streams until killed; say 'ready' after the first.
 
     With ``hold``, the second batch stops between its INSERT and its COMMIT
-    and says 'holding'.
+    and says 'holding'.  That replaces the store's private ``_commit``: the
+    kill must land before COMMIT is sent, in the client, and a server-side
+    pause (a trigger) would run only after COMMIT was sent, when the server
+    goes on to commit whatever becomes of the client.
     """
     with PostgresDatabase(url, pool_size=1, lock_timeout="60s") as database:
         store = database.store(APP)

@@ -1,16 +1,17 @@
 """PostgreSQL: positions become visible in commit order, proved with held-open writers.
 
-A writer's transaction is held open between its INSERT and its COMMIT by
-wrapping the store's ``_commit`` (the step that sends COMMIT).  With the
-EXCLUSIVE lock, a second writer queues behind it and a reader sees neither;
-with the lock replaced by a no-op, the same interleaving lets a reader see
-position 2 while position 1 is still uncommitted, and a follower that moved
-past 2 never sees 1: the lock is what the ordering rests on.
+A writer's transaction is held open between its INSERT and the end of its
+COMMIT by a deferred constraint trigger on the events table (see
+:class:`CommitGate`), which runs during COMMIT and waits for an advisory
+lock the test holds.  With the EXCLUSIVE lock, a second writer queues behind
+it and a reader sees neither; with the lock replaced by a no-op, the same
+interleaving lets a reader see position 2 while position 1 is still
+uncommitted, and a follower that moved past 2 never sees 1: the lock is
+what the ordering rests on.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores.base import NewEvent, StoredEvent
-from fes.edge.stores.postgres import PostgresDatabase, PostgresStore
+from fes.errors import StoreError
 
 pytestmark = pytest.mark.postgres
 
@@ -81,20 +83,46 @@ class Background(threading.Thread):
         return self.result
 
 
-def hold_commit(
-    monkeypatch: pytest.MonkeyPatch, store: PostgresStore
-) -> tuple[threading.Event, threading.Event]:
-    """Make ``store``'s next appends stop right before COMMIT until released."""
-    entered, release = threading.Event(), threading.Event()
-    original = store._commit
+class CommitGate:
+    """Stops appends of streams starting with ``prefix`` inside their COMMIT until opened.
 
-    def commit(conn: psycopg.Connection[Any]) -> None:
-        entered.set()
-        assert release.wait(30)
-        original(conn)
+    A deferred constraint trigger runs at COMMIT, after the INSERT drew its
+    positions and while the append still holds the log's lock; it waits for
+    an advisory lock that the gate's own connection holds until
+    :meth:`open`.  With ``fail``, the trigger then raises, so the server
+    rolls the append back.  Everything goes through SQL, none through the
+    store's internals.
+    """
 
-    monkeypatch.setattr(store, "_commit", commit)
-    return entered, release
+    KEY = 4242
+
+    def __init__(self, url: str, table: str, prefix: str, *, fail: bool = False) -> None:
+        self.table = table
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+        then = "RAISE EXCEPTION 'the gate failed the commit';" if fail else ""
+        self.conn.execute(
+            "CREATE OR REPLACE FUNCTION fes_test_gate() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN PERFORM pg_advisory_xact_lock_shared({self.KEY}); {then} RETURN NULL; END $$"
+        )
+        self.conn.execute(
+            psycopg.sql.SQL(
+                "CREATE CONSTRAINT TRIGGER fes_test_gate AFTER INSERT ON {}"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                " WHEN (NEW.stream LIKE {}) EXECUTE FUNCTION fes_test_gate()"
+            ).format(psycopg.sql.Identifier(table), psycopg.sql.Literal(prefix + "%"))
+        )
+
+    def open(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.KEY,))
+
+    def close(self) -> None:
+        self.conn.execute(
+            psycopg.sql.SQL("DROP TRIGGER IF EXISTS fes_test_gate ON {}").format(
+                psycopg.sql.Identifier(self.table)
+            )
+        )
+        self.conn.close()
 
 
 def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -137,17 +165,16 @@ def three(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresStore, PostgresS
 
 def test_reader_never_passes_a_writer_whose_transaction_is_open(
     pg_url: str,
-    monkeypatch: pytest.MonkeyPatch,
     three: tuple[PostgresStore, PostgresStore, PostgresStore],
 ) -> None:
     """While A holds its inserted batch uncommitted, B queues on the lock and no reader sees B."""
     a, b, reader = three
-    entered, release = hold_commit(monkeypatch, a)
+    gate = CommitGate(pg_url, "orders_events", "first")
     follower = Follower(reader)
     follower.start()
 
     first = Background(lambda: a.append([event("first"), event("first", 2)]))
-    assert entered.wait(15)
+    until(lambda: waiting_on_lock(pg_url, "fes-a"))
     assert exclusive_lock_holders(pg_url, "orders_events") == 1
     second = Background(lambda: b.append([event("second")]))
     until(lambda: waiting_on_lock(pg_url, "fes-b"))
@@ -160,8 +187,9 @@ def test_reader_never_passes_a_writer_whose_transaction_is_open(
     assert second.is_alive()
     assert follower.seen == []
 
-    release.set()
+    gate.open()
     a_positions, b_positions = first.outcome(), second.outcome()
+    gate.close()
     assert a_positions[0] < a_positions[1] < b_positions[0]
     log = reader.read_log()
     assert [(e.stream, e.version) for e in log] == [("first", 1), ("first", 2), ("second", 1)]
@@ -172,29 +200,22 @@ def test_reader_never_passes_a_writer_whose_transaction_is_open(
 
 def test_a_writer_rolled_back_after_drawing_positions_leaves_a_gap_not_a_skip(
     pg_url: str,
-    monkeypatch: pytest.MonkeyPatch,
     three: tuple[PostgresStore, PostgresStore, PostgresStore],
 ) -> None:
     """A's batch fails after its INSERT; B, queued behind it, commits; followers skip nothing."""
     a, b, reader = three
-    entered, release = threading.Event(), threading.Event()
-
-    def failing_commit(conn: psycopg.Connection[Any]) -> None:
-        entered.set()
-        assert release.wait(30)
-        raise RuntimeError("the client gave up before COMMIT")
-
-    monkeypatch.setattr(a, "_commit", failing_commit)
+    gate = CommitGate(pg_url, "orders_events", "doomed", fail=True)
     follower = Follower(reader)
     follower.start()
     first = Background(lambda: a.append([event("doomed"), event("doomed", 2)]))
-    assert entered.wait(15)
+    until(lambda: waiting_on_lock(pg_url, "fes-a"))
     second = Background(lambda: b.append([event("second")]))
     until(lambda: waiting_on_lock(pg_url, "fes-b"))
     assert reader.read_log() == []
-    release.set()
-    with pytest.raises(RuntimeError, match="gave up"):
+    gate.open()
+    with pytest.raises(StoreError, match="the gate failed the commit"):
         first.outcome()
+    gate.close()
     (b_position,) = second.outcome()
     (c_position,) = b.append([event("third")])
 
@@ -207,47 +228,54 @@ def test_a_writer_rolled_back_after_drawing_positions_leaves_a_gap_not_a_skip(
 
 
 def test_without_the_lock_a_reader_would_skip_an_event(
+    pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
     three: tuple[PostgresStore, PostgresStore, PostgresStore],
 ) -> None:
-    """Control: with LOCK replaced by a no-op, sequence numbers commit out of order."""
+    """Control: with LOCK replaced by a no-op, sequence numbers commit out of order.
+
+    It patches the stores' private statement: no public option turns the
+    lock off, and none should, since the lock is what this control shows
+    the ordering needs.
+    """
     a, b, reader = three
     monkeypatch.setattr(a._q, "begin_locked", b"BEGIN")
     monkeypatch.setattr(b._q, "begin_locked", b"BEGIN")
-    entered, release = hold_commit(monkeypatch, a)
+    gate = CommitGate(pg_url, "orders_events", "first")
 
     first = Background(lambda: a.append([event("first")]))
-    assert entered.wait(15)
+    until(lambda: waiting_on_lock(pg_url, "fes-a"))
     (b_position,) = Background(lambda: b.append([event("second")])).outcome()
 
     # B committed a higher position while A's lower one is still open.
     visible = reader.read_log()
     assert [e.position for e in visible] == [b_position]
-    release.set()
+    gate.open()
     (a_position,) = first.outcome()
+    gate.close()
     assert a_position < b_position
     # A follower that had moved on to B's position never sees A's event.
     assert reader.read_log(after=b_position) == []
     assert [e.position for e in reader.read_log()] == [a_position, b_position]
 
 
-def test_follower_sees_every_event_once_when_commits_are_delayed(
-    monkeypatch: pytest.MonkeyPatch, pg_url: str
-) -> None:
-    """Four writers that pause randomly before COMMIT never make a follower skip an event."""
-    rng = random.Random(7)
+def test_follower_sees_every_event_once_when_commits_are_delayed(pg_url: str) -> None:
+    """Four writers that pause randomly in COMMIT never make a follower skip an event."""
     databases = [PostgresDatabase(pg_url, pool_size=2) for _ in range(4)]
     try:
         stores = [d.store("orders") for d in databases]
-        for store in stores:
-            original = store._commit
-
-            def commit(conn: psycopg.Connection[Any], original: Any = original) -> None:
-                time.sleep(rng.random() * 0.004)
-                original(conn)
-
-            monkeypatch.setattr(store, "_commit", commit)
-        reader = PostgresDatabase(pg_url).store("orders")
+        # A deferred trigger runs at COMMIT, while the writer holds the log's lock.
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION fes_test_pause() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN PERFORM pg_sleep(random() * 0.002); RETURN NULL; END $$"
+            )
+            conn.execute(
+                "CREATE CONSTRAINT TRIGGER fes_test_pause AFTER INSERT ON orders_events"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fes_test_pause()"
+            )
+        reader_db = PostgresDatabase(pg_url)
+        reader = reader_db.store("orders")
         follower = Follower(reader)
         follower.start()
 
@@ -264,7 +292,6 @@ def test_follower_sees_every_event_once_when_commits_are_delayed(
         seen = follower.finish()
         assert [e.position for e in seen] == appended
         assert reader.read_log() == seen
-        reader_db = reader._db
         reader_db.close()
     finally:
         for database in databases:

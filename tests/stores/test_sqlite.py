@@ -22,8 +22,9 @@ from fes.edge.stores import SQLiteDatabase, open_database
 from fes.edge.stores.base import Database, Resealed, Tracking
 from fes.edge.stores.sqlite import SCHEMA, table_prefix
 from fes.errors import ConcurrencyError, StoreError, StoreURLError
-
-from .conformance import StoreConformance, new, snapshot
+from fes.testing.stores import StoreConformance
+from fes.testing.stores import new_event as new
+from fes.testing.stores import new_snapshot as snapshot
 
 
 class TestSQLite(StoreConformance):
@@ -501,7 +502,11 @@ class InterruptedCondition(threading.Condition):
 def test_an_interrupt_never_leaves_a_lock_of_the_database_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C at the worst moment leaves neither the writers' lock nor the waiters' held."""
+    """Ctrl-C at the worst moment leaves neither the writers' lock nor the waiters' held.
+
+    It replaces the database's locks and condition: a KeyboardInterrupt just
+    after a lock is taken cannot be timed from outside, only planted.
+    """
     database = sqlite_db(tmp_path / "k.db")
     try:
         store = database.store("shop")

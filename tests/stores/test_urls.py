@@ -153,9 +153,9 @@ def test_postgres_urls_go_to_the_postgres_store(
     scheme: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """postgresql:// and postgres:// are handed, with options, to PostgresDatabase."""
-    fake = types.ModuleType("fes.edge.stores.postgres")
+    fake = types.ModuleType("fes.edge.stores._postgres")
     fake.PostgresDatabase = _FakePostgres  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fes.edge.stores.postgres", fake)
+    monkeypatch.setitem(sys.modules, "fes.edge.stores._postgres", fake)
     _FakePostgres.calls.clear()
     url = f"{scheme}://u:pw@localhost/db?pool_size=2"
     database = open_database(url, pool_timeout=3)
@@ -165,7 +165,8 @@ def test_postgres_urls_go_to_the_postgres_store(
 
 def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """When psycopg is missing, opening a PostgreSQL URL says which extra to install."""
-    monkeypatch.delitem(sys.modules, "fes.edge.stores.postgres", raising=False)
+    for loaded in [name for name in sys.modules if name.startswith("fes.edge.stores._postgres")]:
+        monkeypatch.delitem(sys.modules, loaded)
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(StoreURLError, match=r"fes-events\[postgres\]") as caught:
         open_database("postgresql://u:secret@localhost/db")

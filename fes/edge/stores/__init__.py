@@ -66,7 +66,7 @@ def open_database(url: str, **options: Any) -> Database:
     if parsed.scheme in ("postgresql", "postgres"):
         try:
             # Imported here so that psycopg loads only for PostgreSQL URLs.
-            postgres = importlib.import_module("fes.edge.stores.postgres")
+            postgres = importlib.import_module("fes.edge.stores._postgres")
         except ModuleNotFoundError as error:
             if error.name not in ("psycopg", "psycopg_pool"):
                 raise

@@ -1,10 +1,10 @@
-"""Every store agrees with the memory store under the same random operations.
+"""One Hypothesis state machine: a store under test against the memory store.
 
-One Hypothesis state machine drives the memory store (the model) and a
-store under test with the same appends (fitting, conflicting and malformed,
-with and without tracking), snapshots, views and reads, and checks after
-each step that both hold the same data and gave the same answers.  Positions
-are compared by rank, since a store may leave gaps in its log.
+It drives the memory store (the model) and the store under test with the
+same appends (fitting, conflicting and malformed, with and without
+tracking), snapshots, views and reads, and checks after each step that both
+hold the same data and gave the same answers.  Positions are compared by
+rank, since a store may leave gaps in its log.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-from hypothesis import settings
+import hypothesis
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -24,7 +23,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from fes.edge.stores import MemoryDatabase
 from fes.edge.stores.base import (
     Database,
     NewEvent,
@@ -34,9 +32,8 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
+from fes.edge.stores.memory import MemoryDatabase
 from fes.errors import ConcurrencyError, DuplicateTracking, FesError
-
-from .conformance import MACHINE_DATABASES, DatabaseFactory
 
 STREAMS = ("a", "b", "c", "ünï 🐕")
 TOPICS = ("Opened", "Moved", "Closed")
@@ -261,16 +258,21 @@ class StoresAgree(RuleBasedStateMachine):
             assert self.real.load_view(name) == self.model.load_view(name)
 
 
-@pytest.mark.parametrize("factory", MACHINE_DATABASES)
-def test_store_agrees_with_the_memory_model(
-    factory: DatabaseFactory, request: pytest.FixtureRequest
-) -> None:
-    """Random appends, tracking, snapshots, views and reads give the model's answers."""
-    database = factory(request)
-    try:
-        run_state_machine_as_test(
-            lambda: StoresAgree(database),
-            settings=settings(max_examples=60, stateful_step_count=25, deadline=None),
-        )
-    finally:
-        database.close()
+#: How hard :func:`check_store` tries unless told otherwise.
+DEFAULT_SETTINGS = hypothesis.settings(max_examples=60, stateful_step_count=25, deadline=None)
+
+
+def check_store(database: Database, *, settings: hypothesis.settings | None = None) -> None:
+    """Run :class:`StoresAgree` on ``database`` until Hypothesis finds a disagreement or gives up.
+
+    Each run of the machine uses an application of its own (``machine1``,
+    ``machine2``, ...), so the database may be shared by the runs; the
+    caller opens and closes it.  Raises the failing step's ``AssertionError``
+    (shrunk by Hypothesis) when the store and the model disagree.
+    """
+
+    class OnThisDatabase(StoresAgree):
+        def __init__(self) -> None:
+            super().__init__(database)
+
+    run_state_machine_as_test(OnThisDatabase, settings=settings or DEFAULT_SETTINGS)

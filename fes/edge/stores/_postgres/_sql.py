@@ -1,0 +1,226 @@
+"""The SQL of one application's tables: names, table definitions and statements.
+
+Every identifier is composed with :class:`psycopg.sql.Identifier`, so no
+schema or application name can smuggle SQL into a statement.  Why an append
+is one statement after a table lock: see ``docs/ordering.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from fes.edge.stores._postgres._options import MAX_IDENTIFIER
+from fes.edge.stores.checks import check_app_name
+from fes.errors import StoreError
+
+Conn = psycopg.Connection[TupleRow]
+
+_LONGEST_SUFFIX = len("_snapshots")
+EVENTS_MARK = "fes events v1"  # table comment by which apps() recognises our tables
+EVENT_COLUMNS = "position, stream, version, topic, payload, timestamp_us, meta"
+TABLE_SUFFIXES = ("_events", "_snapshots", "_tracking", "_views")
+
+
+def check_app(app: str) -> None:
+    """Refuse application names every store refuses, or that PostgreSQL would truncate."""
+    check_app_name(app)
+    if len(app.encode()) > MAX_IDENTIFIER - _LONGEST_SUFFIX:
+        raise StoreError(
+            f"application name {app!r} is too long for PostgreSQL: at most "
+            f"{MAX_IDENTIFIER - _LONGEST_SUFFIX} bytes (table names hold 63)"
+        )
+
+
+def channel(schema: str, app: str) -> str:
+    """The NOTIFY channel of an application: readable when it fits in 63 bytes."""
+    name = f"fes:{schema}.{app}"
+    if len(name.encode()) <= MAX_IDENTIFIER:
+        return name
+    return "fes:" + hashlib.blake2b(f"{schema}\x00{app}".encode(), digest_size=16).hexdigest()
+
+
+_TRACK_FIRST = (
+    "INSERT INTO {tracking} (leader, position) VALUES (%(leader)s, %(position)s)"
+    " ON CONFLICT (leader) DO NOTHING"
+)
+_TRACK_NEXT = (
+    "UPDATE {tracking} SET position = %(position)s"
+    " WHERE leader = %(leader)s AND position = %(previous)s"
+)
+# Markers in the first column of an append's result rows that are not positions.
+CONFLICT, TRACKED, NOTIFIED = -1, -2, -3
+
+
+def _append_statement(tracking: str) -> str:
+    """The one statement of an append, for tracking ``none``, ``first`` or ``next``.
+
+    It runs after the lock is taken, so its snapshot sees every earlier
+    append.  ``cur`` holds each stream's actual version; the insert inserts
+    nothing unless all are as expected (and the tracking compare-and-set
+    held), and ``note`` notifies only when something was inserted.  The
+    result rows are the new positions, plus marker rows: each conflicting
+    stream with its actual version, the tracking row count, the notification.
+    """
+    track = {
+        "none": ("", ""),
+        "first": (f", track AS ({_TRACK_FIRST} RETURNING 1)", " AND EXISTS (SELECT 1 FROM track)"),
+        "next": (f", track AS ({_TRACK_NEXT} RETURNING 1)", " AND EXISTS (SELECT 1 FROM track)"),
+    }[tracking]
+    tracked = (
+        f" UNION ALL SELECT {TRACKED}, NULL, count(*) FROM track" if tracking != "none" else ""
+    )
+    return (
+        "WITH cur AS ("
+        " SELECT f.stream, f.expected,"
+        "  COALESCE((SELECT max(e.version) FROM {events} e WHERE e.stream = f.stream), 0)"
+        "  AS actual"
+        " FROM unnest(%(streams)s::text[], %(expected)s::bigint[]) AS f(stream, expected))"
+        ", ok AS (SELECT NOT EXISTS (SELECT 1 FROM cur WHERE expected <> actual) AS fine)"
+        f"{track[0]}"
+        ", ins AS ("
+        " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
+        " SELECT t.stream, t.version, t.topic, t.payload, t.timestamp_us, t.meta"
+        " FROM unnest(%(e_stream)s::text[], %(e_version)s::bigint[], %(e_topic)s::text[],"
+        "  %(e_payload)s::bytea[], %(e_timestamp)s::bigint[], %(e_meta)s::bytea[])"
+        "  WITH ORDINALITY AS t(stream, version, topic, payload, timestamp_us, meta, ord)"
+        f" WHERE (SELECT fine FROM ok){track[1]}"
+        " ORDER BY t.ord"
+        " RETURNING position, stream, version)"
+        ", note AS (SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
+        " SELECT position, stream, version FROM ins"
+        f" UNION ALL SELECT {CONFLICT}, stream, actual FROM cur WHERE expected <> actual"
+        f"{tracked}"
+        f" UNION ALL SELECT {NOTIFIED}, NULL, NULL FROM note"
+    )
+
+
+class Queries:
+    """The fixed statements of one application's tables, rendered once."""
+
+    def __init__(self, conn: Conn, schema: str, app: str) -> None:
+        def table(suffix: str) -> sql.Identifier:
+            return sql.Identifier(schema, f"{app}{suffix}")
+
+        self.names = {
+            "schema": sql.Identifier(schema),
+            "events": table("_events"),
+            "snapshots": table("_snapshots"),
+            "tracking": table("_tracking"),
+            "views": table("_views"),
+        }
+
+        def q(text: str) -> bytes:
+            return sql.SQL(text).format(**self.names).as_bytes(conn)
+
+        self.begin_locked = q("BEGIN; LOCK TABLE {events} IN EXCLUSIVE MODE")
+        self.versions = q(
+            "SELECT s, COALESCE((SELECT max(e.version) FROM {events} e WHERE e.stream = s), 0)"
+            " FROM unnest(%s::text[]) AS s"
+        )
+        self.append = {kind: q(_append_statement(kind)) for kind in ("none", "first", "next")}
+        self.track_first = q(_TRACK_FIRST + " RETURNING 1")
+        self.track_next = q(_TRACK_NEXT + " RETURNING 1")
+        self.last_tracked = q("SELECT position FROM {tracking} WHERE leader = %s")
+        self.tracked = q("SELECT leader, position FROM {tracking} ORDER BY leader")
+        self.last_position = q("SELECT COALESCE(max(position), 0) FROM {events}")
+        self.save_snapshot = q(
+            "INSERT INTO {snapshots} (stream, version, fingerprint, payload, timestamp_us)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream, version) DO UPDATE SET"
+            " fingerprint = EXCLUDED.fingerprint, payload = EXCLUDED.payload,"
+            " timestamp_us = EXCLUDED.timestamp_us"
+        )
+        self.reseal = q(
+            "UPDATE {events} SET payload = %s, meta = %s"
+            " WHERE stream = %s AND version = %s AND topic = %s"
+        )
+        self.load_snapshot = q(
+            "SELECT stream, version, fingerprint, payload, timestamp_us FROM {snapshots}"
+            " WHERE stream = %s AND version <= %s ORDER BY version DESC LIMIT 1"
+        )
+        self.view_first = q(
+            "INSERT INTO {views} (name, leader, position, payload)"
+            " VALUES (%(name)s, %(leader)s, %(position)s, %(payload)s)"
+            " ON CONFLICT (name) DO NOTHING"
+        )
+        self.view_next = q(
+            "UPDATE {views} SET leader = %(leader)s, position = %(position)s,"
+            " payload = %(payload)s WHERE name = %(name)s AND position = %(previous)s"
+        )
+        self.load_view = q("SELECT payload, position FROM {views} WHERE name = %s")
+        self._variants: dict[tuple[str, ...], bytes] = {}
+        self._variants_lock = threading.Lock()
+
+    def variant(self, key: tuple[str, ...], build: Callable[[], str], conn: Conn) -> bytes:
+        """A statement whose clauses depend on the arguments, rendered once per shape."""
+        with self._variants_lock:
+            found = self._variants.get(key)
+        if found is None:
+            found = sql.SQL(build()).format(**self.names).as_bytes(conn)
+            with self._variants_lock:
+                self._variants[key] = found
+        return found
+
+    def ddl(self) -> list[sql.Composed]:
+        """The statements creating the tables, idempotently."""
+        texts = [
+            "CREATE TABLE IF NOT EXISTS {events} ("
+            " position bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,"
+            " stream text NOT NULL, version bigint NOT NULL, topic text NOT NULL,"
+            " payload bytea NOT NULL, timestamp_us bigint NOT NULL, meta bytea,"
+            " UNIQUE (stream, version))",
+            "CREATE TABLE IF NOT EXISTS {snapshots} ("
+            " stream text NOT NULL, version bigint NOT NULL, fingerprint text NOT NULL,"
+            " payload bytea NOT NULL, timestamp_us bigint NOT NULL,"
+            " PRIMARY KEY (stream, version))",
+            "CREATE TABLE IF NOT EXISTS {tracking} ("
+            " leader text PRIMARY KEY, position bigint NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {views} ("
+            " name text PRIMARY KEY, leader text NOT NULL, position bigint NOT NULL,"
+            " payload bytea NOT NULL)",
+        ]
+        statements = [sql.SQL(text).format(**self.names) for text in texts]
+        statements.append(
+            sql.SQL("COMMENT ON TABLE {events} IS {mark}").format(
+                events=self.names["events"], mark=sql.Literal(EVENTS_MARK)
+            )
+        )
+        return statements
+
+
+def stream_query(
+    columns: str,
+    stream: str,
+    from_version: int | None,
+    to_version: int | None,
+    descending: bool = False,
+    limit: int | None = None,
+) -> tuple[tuple[str, ...], Callable[[], str], list[object]]:
+    """A SELECT of ``columns`` of one stream's events: its cache key, builder and parameters."""
+    params: list[object] = [stream]
+    key = [columns]
+    clauses = ""
+    if from_version is not None:
+        key.append("from")
+        params.append(from_version)
+        clauses += " AND version >= %s"
+    if to_version is not None:
+        key.append("to")
+        params.append(to_version)
+        clauses += " AND version <= %s"
+    key.append("desc" if descending else "asc")
+    clauses += " ORDER BY version DESC" if descending else " ORDER BY version"
+    if limit is not None:
+        key.append("limit")
+        params.append(limit)
+        clauses += " LIMIT %s"
+
+    def build() -> str:
+        return f"SELECT {columns} FROM {{events}} WHERE stream = %s{clauses}"
+
+    return tuple(key), build, params

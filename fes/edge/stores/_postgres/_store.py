@@ -1,0 +1,417 @@
+"""One application's tables in a PostgreSQL database: the store's operations.
+
+An append takes three round trips: ``BEGIN; LOCK TABLE {app}_events IN
+EXCLUSIVE MODE`` on its own (so that the next statement's snapshot, taken
+when it starts, sees the previous writer's events), one statement that does
+everything else, then COMMIT.  Why the lock: ``docs/ordering.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+
+from fes.edge.stores._postgres._connections import Connections, NoConnection
+from fes.edge.stores._postgres._listener import Listener
+from fes.edge.stores._postgres._sql import (
+    CONFLICT,
+    EVENT_COLUMNS,
+    NOTIFIED,
+    TRACKED,
+    Conn,
+    Queries,
+    channel,
+    stream_query,
+)
+from fes.edge.stores.base import (
+    NewEvent,
+    Resealed,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+    stored_event,
+)
+from fes.edge.stores.checks import (
+    MAX_INTEGER,
+    check_batch,
+    check_integer,
+    check_log,
+    check_read,
+    check_reseal,
+    check_stream,
+    check_timeout,
+    check_tracking,
+    check_where,
+    not_stored,
+)
+from fes.errors import ConcurrencyError, DuplicateTracking
+
+__all__ = ["PostgresStore"]
+
+#: The least time a wait gives the pool to hand out a connection, in seconds.
+_LEAST_CONNECT_WAIT = 0.1
+
+
+class PostgresStore:
+    """One application's tables in a PostgreSQL database; get it from ``database.store(app)``.
+
+    Safe to share between threads: each call borrows a pooled connection.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        schema: str,
+        connections: Connections,
+        queries: Queries,
+        listener: Listener | None,
+        poll_interval: float,
+    ) -> None:
+        self._app = app
+        self._conns = connections
+        self._q = queries
+        self._listener = listener
+        self._poll = poll_interval
+        self._channel = channel(schema, app)
+
+    @property
+    def app(self) -> str:
+        """The application whose tables these are."""
+        return self._app
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._app!r}, {self._conns.url!r})"
+
+    # -- writing ---------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent], *, tracking: Tracking | None = None) -> list[int]:
+        """Append atomically; return the new events' positions in order."""
+        firsts = check_batch(events)
+        if tracking is not None:
+            check_tracking(tracking)
+        elif not events:
+            self._conns.check_open("append")
+            return []
+        batch = list(events)
+        return self._conns.run(
+            f"append to {self._app!r}",
+            lambda conn: self._append(conn, batch, firsts, tracking),
+            idempotent=False,
+            commit=self._commit,
+        )
+
+    def _append(
+        self,
+        conn: Conn,
+        events: list[NewEvent],
+        firsts: dict[str, int],
+        tracking: Tracking | None,
+    ) -> list[int]:
+        """Run the append's transaction up to COMMIT; raise (to roll back) if a check failed.
+
+        No pipeline: psycopg ends a pipeline with a flush request, after which
+        the server no longer applies idle_in_transaction_session_timeout.
+        """
+        q = self._q
+        cas: dict[str, object] = {}
+        if tracking is not None:
+            cas = {
+                "leader": tracking.leader,
+                "position": tracking.position,
+                "previous": tracking.previous,
+            }
+        kind = "none" if tracking is None else "first" if tracking.previous == 0 else "next"
+        if not events:
+            conn.execute(b"BEGIN")
+            held = conn.execute(q.track_first if kind == "first" else q.track_next, cas)
+            if held.rowcount != 1:
+                assert tracking is not None
+                raise DuplicateTracking(tracking.leader, tracking.position)
+            return []
+        # built before the log's lock is taken, which every appender waits for
+        params = {
+            "streams": list(firsts),
+            "expected": [first - 1 for first in firsts.values()],
+            "e_stream": [e.stream for e in events],
+            "e_version": [e.version for e in events],
+            "e_topic": [e.topic for e in events],
+            "e_payload": [e.payload for e in events],
+            "e_timestamp": [e.timestamp for e in events],
+            "e_meta": [e.meta for e in events],
+            "channel": self._channel,
+            **cas,
+        }
+        conn.execute(q.begin_locked)
+        rows = conn.execute(q.append[kind], params, binary=True).fetchall()
+        at: dict[tuple[str, int], int] = {}
+        actual: dict[str, int] = {}
+        tracked = 0
+        for position, stream, version in rows:
+            if position == CONFLICT:
+                actual[stream] = version
+            elif position == TRACKED:
+                tracked = version
+            elif position != NOTIFIED:
+                at[stream, version] = position
+        if tracking is not None and tracked != 1:
+            raise DuplicateTracking(tracking.leader, tracking.position)
+        for stream, first in firsts.items():
+            if stream in actual:
+                raise ConcurrencyError(stream, first - 1, actual[stream])
+        assert len(at) == len(events), "the insert stores all events or none"
+        return [at[e.stream, e.version] for e in events]
+
+    def _commit(self, conn: Conn) -> None:
+        """Send COMMIT: from here on a lost connection leaves the outcome unknown."""
+        conn.execute(b"COMMIT")
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Replace stored events' payloads and metadata, atomically."""
+        check_reseal(rows)
+        if not rows:
+            self._conns.check_open("reseal")
+            return
+
+        def work(conn: Conn) -> None:
+            conn.execute(b"BEGIN")
+            for row in rows:
+                changed = conn.execute(
+                    self._q.reseal, (row.payload, row.meta, row.stream, row.version, row.topic)
+                ).rowcount
+                if changed != 1:
+                    raise not_stored(row)
+
+        # Setting the same payloads twice is harmless: a lost COMMIT may be retried.
+        self._conns.run(
+            f"reseal events of {self._app!r}", work, idempotent=True, commit=self._commit
+        )
+
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Store a snapshot (replacing one of the same stream and version)."""
+        check_where(snapshot.stream, snapshot.version)
+        s = snapshot
+        self._conns.run(
+            f"save a snapshot of {s.stream!r}",
+            lambda conn: conn.execute(
+                self._q.save_snapshot, (s.stream, s.version, s.fingerprint, s.payload, s.timestamp)
+            ),
+            idempotent=True,
+        )
+
+    def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
+        """Store a view's encoded state with the position it has reached, atomically."""
+        check_tracking(tracking)
+
+        def work(conn: Conn) -> None:
+            conn.execute(b"BEGIN")
+            params = {
+                "name": name,
+                "leader": tracking.leader,
+                "position": tracking.position,
+                "previous": tracking.previous,
+                "payload": payload,
+            }
+            query = self._q.view_first if tracking.previous == 0 else self._q.view_next
+            held = conn.execute(query, params)
+            if held.rowcount != 1:
+                raise DuplicateTracking(tracking.leader, tracking.position)
+
+        self._conns.run(f"save view {name!r}", work, idempotent=False, commit=self._commit)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[StoredEvent]:
+        """A stream's events with ``from_version <= version <= to_version``."""
+        check_read(stream, from_version, to_version, limit)
+        if limit == 0:
+            self._conns.check_open("read")
+            return []
+        key, build, params = stream_query(
+            EVENT_COLUMNS, stream, from_version, to_version, descending, limit
+        )
+        return self._read_events(f"read stream {stream!r}", key, build, params)
+
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """``(version, topic, payload)`` of a stream's events, in version order."""
+        check_read(stream, from_version, to_version)
+        key, build, params = stream_query(
+            "version, topic, payload", stream, from_version, to_version
+        )
+
+        def work(conn: Conn) -> list[tuple[int, str, bytes]]:
+            query = self._q.variant(key, build, conn)
+            return conn.execute(query, params, binary=True).fetchall()
+
+        return self._conns.run(f"read stream {stream!r}", work, idempotent=True)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        check_stream(stream)
+        rows = self._conns.run(
+            f"read the version of stream {stream!r}",
+            lambda conn: conn.execute(self._q.versions, ([stream],)).fetchall(),
+            idempotent=True,
+        )
+        return int(rows[0][1])
+
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Each given stream's current version (0 for one with no events), in one read."""
+        wanted = list(dict.fromkeys(streams))
+        for stream in wanted:
+            check_stream(stream)
+        if not wanted:
+            self._conns.check_open("read")
+            return {}
+        rows = self._conns.run(
+            "read streams' versions",
+            lambda conn: conn.execute(self._q.versions, (wanted,)).fetchall(),
+            idempotent=True,
+        )
+        return {stream: int(version) for stream, version in rows}
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        topics: Collection[str] | None = None,
+        to: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events with ``after < position <= to``, in position order."""
+        check_log(after, to, limit, topics)
+        if limit == 0 or (topics is not None and not topics):
+            self._conns.check_open("read")
+            return []
+        params: list[object] = [after]
+        key = ["log"]
+        if to is not None:
+            key.append("to")
+            params.append(to)
+        if topics is not None:
+            key.append("topics")
+            params.append(list(topics))
+        if limit is not None:
+            key.append("limit")
+            params.append(limit)
+
+        def build() -> str:
+            text = f"SELECT {EVENT_COLUMNS} FROM {{events}} WHERE position > %s"
+            if "to" in key:
+                text += " AND position <= %s"
+            if "topics" in key:
+                text += " AND topic = ANY(%s::text[])"
+            text += " ORDER BY position"
+            if "limit" in key:
+                text += " LIMIT %s"
+            return text
+
+        return self._read_events(f"read the log of {self._app!r}", tuple(key), build, params)
+
+    def _read_events(
+        self, what: str, key: tuple[str, ...], build: Callable[[], str], params: list[object]
+    ) -> list[StoredEvent]:
+        def work(conn: Conn) -> list[StoredEvent]:
+            query = self._q.variant(key, build, conn)
+            rows = conn.execute(query, params, binary=True).fetchall()
+            return list(map(stored_event, rows))
+
+        return self._conns.run(what, work, idempotent=True)
+
+    def last_position(self) -> int:
+        """The highest position a reader can see now (0 for an empty log)."""
+        return self._scalar(f"read the last position of {self._app!r}", self._q.last_position)
+
+    def _scalar(
+        self,
+        what: str,
+        query: bytes,
+        params: tuple[object, ...] = (),
+        timeout: float | None = None,
+    ) -> int:
+        def work(conn: Conn) -> int:
+            row = conn.execute(query, params).fetchone()
+            return 0 if row is None or row[0] is None else int(row[0])
+
+        return self._conns.run(what, work, idempotent=True, timeout=timeout)
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until a position above ``after`` is visible, or ``timeout`` passes.
+
+        Wakes on this application's notifications and checks at least every
+        ``poll_interval`` seconds in case one was lost.  While no connection
+        can be had (the server is away), it returns False when ``timeout``
+        passes, rather than after ``pool_timeout``.
+        """
+        check_integer("after", after)
+        deadline = time.monotonic() + check_timeout(timeout)
+        signal = None if self._listener is None else self._listener.signal(self._channel)
+        poll = self._poll
+        what = f"read the last position of {self._app!r}"
+        while True:
+            seen = signal.generation if signal is not None else 0
+            # with the server away, give up on a connection when the wait ends
+            # (at least a moment, so that a zero timeout can still look once)
+            within = max(deadline - time.monotonic(), _LEAST_CONNECT_WAIT)
+            try:
+                if self._scalar(what, self._q.last_position, timeout=within) > after:
+                    return True
+            except NoConnection:  # the server is away or the pool busy: nothing seen
+                if deadline - time.monotonic() <= 0:
+                    return False
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if signal is not None:
+                signal.wait_past(seen, min(remaining, poll))
+            else:
+                time.sleep(min(remaining, poll))
+
+    def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
+        """The latest snapshot of ``stream`` at or below ``to_version``."""
+        check_read(stream, to_version=to_version)
+        limit = to_version if to_version is not None else MAX_INTEGER
+
+        def work(conn: Conn) -> StoredSnapshot | None:
+            row = conn.execute(self._q.load_snapshot, (stream, limit), binary=True).fetchone()
+            if row is None:
+                return None
+            return StoredSnapshot(
+                stream=row[0], version=row[1], fingerprint=row[2], payload=row[3], timestamp=row[4]
+            )
+
+        return self._conns.run(f"load a snapshot of {stream!r}", work, idempotent=True)
+
+    def last_tracked(self, leader: str) -> int:
+        """The last position of ``leader`` this application tracked (0 for none)."""
+        return self._scalar(
+            f"read the tracking of {leader!r} by {self._app!r}", self._q.last_tracked, (leader,)
+        )
+
+    def tracked(self) -> dict[str, int]:
+        """Every leader this application tracks, with its last position."""
+        rows = self._conns.run(
+            f"read the tracking of {self._app!r}",
+            lambda conn: conn.execute(self._q.tracked).fetchall(),
+            idempotent=True,
+        )
+        return {leader: int(position) for leader, position in rows}
+
+    def load_view(self, name: str) -> tuple[bytes, int] | None:
+        """A view's encoded state and the position it reached, or None."""
+        row = self._conns.run(
+            f"load view {name!r}",
+            lambda conn: conn.execute(self._q.load_view, (name,), binary=True).fetchone(),
+            idempotent=True,
+        )
+        return None if row is None else (bytes(row[0]), int(row[1]))
