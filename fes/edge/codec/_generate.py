@@ -19,9 +19,6 @@ from cattrs.fns import identity
 from fes.errors import DefinitionError
 
 from ._leaves import (
-    _INLINE,
-    _INLINE_OPTIONAL,
-    _INLINE_WRITE,
     One,
     StructureHook,
     UnstructureHook,
@@ -30,6 +27,28 @@ from ._leaves import (
     _leaf,
     _s_float,
 )
+
+# how a field of a leaf type is checked inline in generated code
+_INLINE: dict[Any, str] = {
+    str: "(_v{n} if (_v{n} := {get}).__class__ is __str else __bad(_v{n}, __str))",
+    bool: "(_v{n} if (_v{n} := {get}).__class__ is __bool else __bad(_v{n}, __bool))",
+    int: "(_v{n} if (_v{n} := {get}).__class__ is __int else __bad(_v{n}, __int))",
+    float: "(_v{n} if (_v{n} := {get}).__class__ is __float else __s_float(_v{n}))",
+}
+# how a field of a leaf type is checked inline when it is written
+_INLINE_WRITE: dict[Any, str] = {
+    str: "(_v{n} if (_v{n} := i.{name}).__class__ is __str else __u{n}(_v{n}))",
+    bool: "(_v{n} if (_v{n} := i.{name}).__class__ is __bool else __u{n}(_v{n}))",
+    int: "(_v{n} if (_v{n} := i.{name}).__class__ is __int else __u{n}(_v{n}))",
+}
+_INLINE_OPTIONAL: dict[Any, str] = {
+    str: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __str "
+    "else __bad(_v{n}, __t{n}))",
+    bool: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __bool "
+    "else __bad(_v{n}, __t{n}))",
+    int: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __int "
+    "else __bad(_v{n}, __t{n}))",
+}
 
 
 class _Resolver(Protocol):

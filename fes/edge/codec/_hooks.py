@@ -20,9 +20,8 @@ from cattrs.fns import identity
 
 from fes.errors import DefinitionError
 
-from ._generate import _fields, generate_structure, generate_unstructure
+from ._generate import _INLINE_WRITE, _fields, generate_structure, generate_unstructure
 from ._leaves import (
-    _INLINE_WRITE,
     _LEAVES,
     _MAPPINGS,
     _SEQUENCES,

@@ -1,9 +1,8 @@
 """Strict leaf hooks, and what kind of JSON each type is written as.
 
 Every other module of the codec builds on these: the hooks of str, int,
-float, bool, datetimes, UUIDs, decimals and bytes, the templates generated
-code inlines for the commonest leaves, and the predicates that sort a type
-into sequence, mapping, union, literal, enum or attrs record.
+float, bool, datetimes, UUIDs, decimals and bytes, and the predicates that
+sort a type into sequence, mapping, union, literal, enum or attrs record.
 """
 
 from __future__ import annotations
@@ -166,28 +165,6 @@ _LEAVES: dict[Any, tuple[StructureHook, UnstructureHook]] = {
     bytes: (_s_bytes, _u_bytes),
 }
 
-# how a field of a leaf type is checked inline in generated code
-_INLINE: dict[Any, str] = {
-    str: "(_v{n} if (_v{n} := {get}).__class__ is __str else __bad(_v{n}, __str))",
-    bool: "(_v{n} if (_v{n} := {get}).__class__ is __bool else __bad(_v{n}, __bool))",
-    int: "(_v{n} if (_v{n} := {get}).__class__ is __int else __bad(_v{n}, __int))",
-    float: "(_v{n} if (_v{n} := {get}).__class__ is __float else __s_float(_v{n}))",
-}
-# how a field of a leaf type is checked inline when it is written
-_INLINE_WRITE: dict[Any, str] = {
-    str: "(_v{n} if (_v{n} := i.{name}).__class__ is __str else __u{n}(_v{n}))",
-    bool: "(_v{n} if (_v{n} := i.{name}).__class__ is __bool else __u{n}(_v{n}))",
-    int: "(_v{n} if (_v{n} := i.{name}).__class__ is __int else __u{n}(_v{n}))",
-}
-_INLINE_OPTIONAL: dict[Any, str] = {
-    str: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __str "
-    "else __bad(_v{n}, __t{n}))",
-    bool: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __bool "
-    "else __bad(_v{n}, __t{n}))",
-    int: "(_v{n} if (_v{n} := {get}) is None or _v{n}.__class__ is __int "
-    "else __bad(_v{n}, __t{n}))",
-}
-
 # --- kinds of JSON a type is written as (to tell union members apart) ----------
 
 _STR_LEAVES = (str, datetime, date, time, UUID, Decimal, bytes)
@@ -272,7 +249,8 @@ def _tag_of(kind: Any) -> str:
     return kind.__name__ if isinstance(kind, type) else repr(kind)
 
 
-# --- the hooks: one cattrs converter, extended ----------------------------------
+# --- what the hooks dispatch on ------------------------------------------------
+
 
 def _leaf(kind: Any) -> tuple[StructureHook, UnstructureHook] | None:
     try:
