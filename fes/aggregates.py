@@ -300,7 +300,11 @@ def decide(
     else:
         inner, inner_state = unwrap(command, state)
     check = aggregate._state_check(inner)
-    if check is not None and not check.admits(inner_state):
+    if check is not None and not (
+        isinstance(inner_state, check.classes)
+        if check.classes is not None
+        else check.admits(inner_state)
+    ):
         shown = "no state yet (the stream has no events)" if inner_state is None else (
             f"a {type(inner_state).__qualname__}"
         )
