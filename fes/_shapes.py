@@ -325,6 +325,12 @@ def state_check(command: Command) -> StateCheck | None:
     return StateCheck(_shown(hint), None, lambda state: admits(hint, state))
 
 
+def handled_event_types(apply: Projector) -> tuple[type, ...] | None:
+    """The event types a projector says it handles (one built by projector() does)."""
+    handled = getattr(apply, "event_types", None)
+    return None if handled is None else tuple(handled)
+
+
 # --- commands -----------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from fes._shapes import (
     _MappedCommand,
     _MappedState,
     _name_of,
+    handled_event_types,
     innermost,
     parameter_classes,
     state_check,
@@ -178,12 +179,10 @@ class Aggregate(Generic[S]):
                 )
         if len(set(self.events)) != len(self.events):
             raise DefinitionError(f"aggregate {self.name!r} lists an event type twice")
-        handled = getattr(self.apply, "event_types", None)
+        handled = handled_event_types(self.apply)
         if handled is not None:
             # the projector dispatches by MRO, so a base class's handler covers a subclass
-            missing = [
-                k.__qualname__ for k in self.events if not issubclass(k, tuple(handled))
-            ]
+            missing = [k.__qualname__ for k in self.events if not issubclass(k, handled)]
             if missing:
                 raise DefinitionError(
                     f"aggregate {self.name!r} owns {', '.join(missing)} "

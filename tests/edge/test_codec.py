@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import enum
 import importlib
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
 
 import fes
+import fes.edge.codec
 from fes.edge.application import Application
 from fes.edge.codec import Cipher, Codec
 from fes.events import NO_METADATA, Metadata
@@ -1062,3 +1064,22 @@ def test_decode_stream_agrees_with_decode_row_by_row() -> None:
     assert "'s'" in str(bulk.value) and "4" in str(bulk.value)
     with pytest.raises(fes.UnknownTopic):
         codec.decode_stream("s", [(5, "os:system", b"{}")])
+
+
+CODEC_MODULES = ["_frame", "_cipher", "_leaves", "_generate", "_hooks", "_codec"]
+
+
+def test_the_codec_modules_depend_one_way() -> None:
+    """Each private module of the codec imports only those before it in one order."""
+    package = Path(fes.edge.codec.__file__).parent
+    assert sorted(p.stem for p in package.glob("_*.py") if p.stem != "__init__") == sorted(
+        CODEC_MODULES
+    )
+    for index, name in enumerate(CODEC_MODULES):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+        assert imported <= set(CODEC_MODULES[:index]), f"{name} imports {imported}"
