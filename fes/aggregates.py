@@ -12,12 +12,28 @@ from __future__ import annotations
 import enum
 import inspect
 import types
-import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 from attrs import field, frozen
 
+from fes._shapes import (
+    StateCheck,
+    _AdaptedApply,
+    _AdaptedCommand,
+    _Combined,
+    _Contramapped,
+    _Dispatch,
+    _Lifted,
+    _MappedCommand,
+    _MappedState,
+    _name_of,
+    handled_event_types,
+    innermost,
+    parameter_classes,
+    state_check,
+    unwrap,
+)
 from fes.errors import CommandError, DefinitionError, UnhandledEvent
 from fes.events import spec_of
 
@@ -44,47 +60,6 @@ Projector = Callable[[Any, Any], Any]
 #: A pure function from a state and arguments to a sequence of new events.
 Command = Callable[..., Sequence[Any]]
 
-
-def _annotated_types(hint: Any) -> tuple[type, ...] | None:
-    """The classes a type hint admits, or None when it is not that simple."""
-    if hint is None or hint is type(None):
-        return (type(None),)
-    if isinstance(hint, type):
-        return (hint,)
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        found: list[type] = []
-        for arg in typing.get_args(hint):
-            inner = _annotated_types(arg)
-            if inner is None:
-                return None
-            found.extend(inner)
-        return tuple(found)
-    if isinstance(origin, type):
-        return (origin,)
-    return None
-
-
-def _parameter_hint(func: Callable[..., Any], index: int) -> tuple[type, ...] | None:
-    """The classes admitted by a function's ``index``-th parameter, if declared."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if len(params) <= index:
-        return None
-    # a callable object declares its parameters on its class's __call__
-    annotated = func if inspect.isroutine(func) else type(func).__call__
-    try:
-        hints = typing.get_type_hints(annotated)
-    except Exception:  # unresolvable forward references: no check, no error
-        return None
-    name = params[index].name
-    if name not in hints:
-        return None
-    return _annotated_types(hints[name])
-
-
 class _Initial(enum.Enum):
     """Marks "start from the initial state": None can be a state a projector returns."""
 
@@ -106,36 +81,6 @@ def _unusable_hint(func: Callable[..., Any]) -> str:
     return f"annotates its event parameter as {shown!r}, which does not resolve to classes"
 
 
-def _name_of(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-
-
-@frozen
-class _Dispatch:
-    """A projector that dispatches on the event's type to one handler each."""
-
-    handlers: Mapping[type, Projector]
-    name: str = "projector"
-
-    def __call__(self, state: Any, event: Any) -> Any:
-        handler = self.handlers.get(type(event))
-        if handler is None:
-            handler = self.inherited(type(event))
-        return handler(state, event)
-
-    def inherited(self, kind: type) -> Projector:
-        """The handler of ``kind``'s nearest base class, or UnhandledEvent."""
-        for base in kind.__mro__[1:]:
-            handler = self.handlers.get(base)
-            if handler is not None:
-                return handler
-        raise UnhandledEvent(kind, self.name)
-
-    @property
-    def event_types(self) -> tuple[type, ...]:
-        return tuple(self.handlers)
-
-
 def projector(
     *handlers: Projector | tuple[type, Projector], name: str = "projector"
 ) -> Projector:
@@ -154,7 +99,7 @@ def projector(
             kinds: tuple[type, ...] = (event_type,)
         else:
             handler = item
-            hinted = _parameter_hint(handler, 1)
+            hinted = parameter_classes(handler, 1)
             if hinted is None:
                 raise DefinitionError(
                     f"handler {_name_of(handler)!r} {_unusable_hint(handler)}; "
@@ -214,7 +159,7 @@ class Aggregate(Generic[S]):
     event_topics: Mapping[type, str] = field(factory=dict)
     # The state types each declared command accepts, read from its annotation
     # once here: reading type hints costs far more than running a command.
-    _state_hints: Mapping[Callable[..., Any], tuple[type, ...] | None] = field(
+    _state_hints: Mapping[Callable[..., Any], StateCheck | None] = field(
         init=False, factory=dict, eq=False, repr=False
     )
 
@@ -234,33 +179,35 @@ class Aggregate(Generic[S]):
                 )
         if len(set(self.events)) != len(self.events):
             raise DefinitionError(f"aggregate {self.name!r} lists an event type twice")
-        handled = getattr(self.apply, "event_types", None)
+        handled = handled_event_types(self.apply)
         if handled is not None:
             # the projector dispatches by MRO, so a base class's handler covers a subclass
-            missing = [
-                k.__qualname__ for k in self.events if not issubclass(k, tuple(handled))
-            ]
+            missing = [k.__qualname__ for k in self.events if not issubclass(k, handled)]
             if missing:
                 raise DefinitionError(
                     f"aggregate {self.name!r} owns {', '.join(missing)} "
                     "but its projector has no handler for them"
                 )
         self.topics()  # refuses two event types written or read under one topic
-        hints: dict[Callable[..., Any], tuple[type, ...] | None] = {}
+        hints: dict[Callable[..., Any], StateCheck | None] = {}
         for command in self.commands.values():
-            inner = _innermost(command)
+            inner = innermost(command)
             try:
-                hints[inner] = _parameter_hint(inner, 0)
+                hints[inner] = state_check(inner)
             except TypeError:  # an unhashable callable: checked on each call instead
                 continue
         object.__setattr__(self, "_state_hints", hints)
 
     def state_types(self, command: Command) -> tuple[type, ...] | None:
         """The state types ``command`` accepts (None when it does not say)."""
+        check = self._state_check(command)
+        return None if check is None else check.classes
+
+    def _state_check(self, command: Command) -> StateCheck | None:
         try:
             return self._state_hints[command]
         except (KeyError, TypeError):
-            return _parameter_hint(command, 0)
+            return state_check(command)
 
     def evolve(self, state: S, event: Any) -> S:
         """Apply one event, naming this aggregate if the projector refuses it."""
@@ -328,41 +275,7 @@ def fold(
     return aggregate.fold(events, state)
 
 
-def _admits(accepted: tuple[type, ...], state: Any) -> bool:
-    """Whether ``state`` fits the classes; hints isinstance cannot check (Any) admit all."""
-    try:
-        return isinstance(state, accepted)
-    except TypeError:
-        return True
-
-
-def _innermost(command: Command) -> Command:
-    """The user's command inside the combinators' wrappers."""
-    while isinstance(command, (_Lifted, _MappedCommand, _AdaptedCommand, _Contramapped)):
-        command = command.command
-    return command
-
-
 _FUNCTION = types.FunctionType
-
-
-def _unwrap(command: Command, state: Any) -> tuple[Command, Any]:
-    """The user's command inside the combinators' wrappers, and the state it will see."""
-    while True:
-        if (
-            isinstance(command, _Lifted)
-            and isinstance(state, tuple)
-            and command.index < len(state)
-        ):
-            state = state[command.index]
-            command = command.command
-        elif isinstance(command, _MappedCommand):
-            state = command.back(state)
-            command = command.command
-        elif isinstance(command, (_AdaptedCommand, _Contramapped)):
-            command = command.command
-        else:
-            return command, state
 
 
 def decide(
@@ -384,15 +297,19 @@ def decide(
             f"a command of aggregate {aggregate.name!r} is a function, not {command!r}"
         )
     else:
-        inner, inner_state = _unwrap(command, state)
-    accepted = aggregate.state_types(inner)
-    if accepted is not None and not _admits(accepted, inner_state):
+        inner, inner_state = unwrap(command, state)
+    check = aggregate._state_check(inner)
+    if check is not None and not (
+        isinstance(inner_state, check.classes)
+        if check.classes is not None
+        else check.admits(inner_state)
+    ):
         shown = "no state yet (the stream has no events)" if inner_state is None else (
             f"a {type(inner_state).__qualname__}"
         )
         raise CommandError(
             f"command {_name_of(inner)!r} of aggregate {aggregate.name!r} expects "
-            f"{' | '.join(k.__qualname__ for k in accepted)}, but got {shown}"
+            f"{check.shown}, but got {shown}"
         )
     events = command(state, *args, **kwargs)
     if events.__class__ is not list and (
@@ -423,40 +340,6 @@ def _identity_apply(state: Any, event: Any) -> Any:
 
 #: The neutral aggregate: no events, a unit state, no commands.
 neutral: Aggregate[tuple[()]] = Aggregate(name="neutral", initial=(), apply=_identity_apply)
-
-
-@frozen
-class _Combined:
-    """The projector of a combination: each event goes to the parts that own it."""
-
-    parts: tuple[Aggregate[Any], ...]
-    name: str
-
-    def __call__(self, state: tuple[Any, ...], event: Any) -> tuple[Any, ...]:
-        changed = False
-        values = list(state)
-        for index, part in enumerate(self.parts):
-            if part.owns(event):
-                values[index] = part.evolve(values[index], event)
-                changed = True
-        if not changed:
-            raise UnhandledEvent(type(event), self.name)
-        return tuple(values)
-
-
-@frozen
-class _Lifted:
-    """A command of one part, run on its slot of a combined state."""
-
-    command: Command
-    index: int
-
-    def __call__(self, state: tuple[Any, ...], *args: Any, **kwargs: Any) -> Sequence[Any]:
-        return self.command(state[self.index], *args, **kwargs)
-
-    @property
-    def __name__(self) -> str:
-        return getattr(self.command, "__name__", _name_of(self.command))
 
 
 def combine(*parts: Aggregate[Any], name: str | None = None) -> Aggregate[tuple[Any, ...]]:
@@ -492,29 +375,6 @@ def combine(*parts: Aggregate[Any], name: str | None = None) -> Aggregate[tuple[
     )
 
 
-@frozen
-class _MappedState:
-    inner: Aggregate[Any]
-    to: Callable[[Any], Any]
-    back: Callable[[Any], Any]
-
-    def __call__(self, state: Any, event: Any) -> Any:
-        return self.to(self.inner.evolve(self.back(state), event))
-
-
-@frozen
-class _MappedCommand:
-    command: Command
-    back: Callable[[Any], Any]
-
-    def __call__(self, state: Any, *args: Any, **kwargs: Any) -> Sequence[Any]:
-        return self.command(self.back(state), *args, **kwargs)
-
-    @property
-    def __name__(self) -> str:
-        return getattr(self.command, "__name__", _name_of(self.command))
-
-
 def map_state(
     aggregate: Aggregate[S], to: Callable[[S], T], back: Callable[[T], S]
 ) -> Aggregate[T]:
@@ -528,31 +388,6 @@ def map_state(
         snapshot_version=aggregate.snapshot_version,
         event_topics=aggregate.event_topics,
     )
-
-
-@frozen
-class _AdaptedApply:
-    inner: Aggregate[Any]
-    inward: Callable[[Any], Any]
-
-    def __call__(self, state: Any, event: Any) -> Any:
-        mine = self.inward(event)
-        if mine is None:
-            return state
-        return self.inner.evolve(state, mine)
-
-
-@frozen
-class _AdaptedCommand:
-    command: Command
-    outward: Callable[[Any], Any]
-
-    def __call__(self, state: Any, *args: Any, **kwargs: Any) -> Sequence[Any]:
-        return [self.outward(e) for e in self.command(state, *args, **kwargs)]
-
-    @property
-    def __name__(self) -> str:
-        return getattr(self.command, "__name__", _name_of(self.command))
 
 
 def adapt(
@@ -578,19 +413,6 @@ def adapt(
         commands={k: _AdaptedCommand(c, outward) for k, c in aggregate.commands.items()},
         snapshot_version=aggregate.snapshot_version,
     )
-
-
-@frozen
-class _Contramapped:
-    command: Command
-    convert: Callable[..., tuple[Any, ...]]
-
-    def __call__(self, state: Any, *args: Any) -> Sequence[Any]:
-        return self.command(state, *self.convert(*args))
-
-    @property
-    def __name__(self) -> str:
-        return getattr(self.command, "__name__", _name_of(self.command))
 
 
 def contramap_command(command: Command, convert: Callable[..., tuple[Any, ...]]) -> Command:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections.abc as abc
 import copy
 import enum
-import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -37,14 +36,8 @@ import pyrsistent.typing as ptyping
 from attrs import frozen
 from hypothesis import strategies as st
 
-from fes.aggregates import (
-    Aggregate,
-    Command,
-    _AdaptedCommand,
-    _Contramapped,
-    _Lifted,
-    _MappedCommand,
-)
+from fes import _shapes
+from fes.aggregates import Aggregate, Command
 from fes.errors import CommandError, DefinitionError, Rejected
 
 __all__ = [
@@ -319,86 +312,15 @@ def events_of(
 # --- commands ----------------------------------------------------------------
 
 
-def _unwrap(command: Command) -> Command:
-    """The user's function behind fes's argument-preserving command wrappers."""
-    while isinstance(command, (_Lifted, _MappedCommand, _AdaptedCommand)):
-        command = command.command
-    return command
-
-
-def _hints(func: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]] | None:
-    """A function's parameters and the annotations that resolve.
-
-    Annotations are resolved one by one when resolving them all at once
-    fails, so that one naming a class local to a test (written as a string
-    under ``from __future__ import annotations``) spoils only itself.
-    """
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    try:
-        return params, typing.get_type_hints(func)
-    except Exception:
-        pass
-    hints: dict[str, Any] = {}
-    namespace = getattr(func, "__globals__", {})
-    for name, annotation in getattr(func, "__annotations__", {}).items():
-        if not isinstance(annotation, str):
-            hints[name] = annotation
-            continue
-        try:
-            hints[name] = eval(annotation, namespace, {})  # what get_type_hints does
-        except Exception:
-            continue
-    return params, hints
-
-
-def _admits(hint: Any, value: Any) -> bool:
-    """Whether ``value`` is of the type ``hint`` (approximately: by class only)."""
-    if hint is None or hint is _NONE_TYPE:
-        return value is None
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_admits(a, value) for a in typing.get_args(hint))
-    if origin is typing.Annotated:
-        return _admits(typing.get_args(hint)[0], value)
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if isinstance(origin, type):
-        return isinstance(value, origin)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
-
-
 def state_filter(command: Command) -> Callable[[Any], bool]:
     """A predicate: whether ``command``'s annotated state parameter admits a state.
 
     An unannotated command admits every state.  Commands of combined,
-    mapped and adapted aggregates are looked through to the user's function.
-    The annotations are read once, here, not at every call.
+    mapped and adapted aggregates are looked through to the user's function,
+    as :func:`fes.decide` does: the two agree on every state.  The
+    annotations are read once, here, not at every call.
     """
-    if isinstance(command, _Lifted):
-        inner, index = state_filter(command.command), command.index
-        return lambda state: (
-            isinstance(state, tuple) and index < len(state) and inner(state[index])
-        )
-    if isinstance(command, _MappedCommand):
-        inner, back = state_filter(command.command), command.back
-        return lambda state: inner(back(state))
-    if isinstance(command, (_AdaptedCommand, _Contramapped)):
-        return state_filter(command.command)
-    found = _hints(command)
-    if found is None:
-        return lambda state: True
-    params, hints = found
-    if not params or params[0].name not in hints:
-        return lambda state: True
-    hint = hints[params[0].name]
-    return lambda state: _admits(hint, state)
+    return _shapes.state_filter(command)
 
 
 def accepts_state(command: Command, state: Any) -> bool:
@@ -409,8 +331,8 @@ def accepts_state(command: Command, state: Any) -> bool:
 def _arguments(
     name: str, command: Command, overrides: Overrides | None
 ) -> st.SearchStrategy[tuple[Any, ...]]:
-    func = _unwrap(command)
-    found = None if isinstance(func, _Contramapped) else _hints(func)
+    func = _shapes.argument_function(command)
+    found = None if func is None else _shapes.parameter_hints(func)
     if found is None:
         raise DefinitionError(
             f"cannot read the arguments of command {name!r}: give them with "

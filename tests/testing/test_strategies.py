@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, NewType, Optional
+from typing import Annotated, Any, Literal, NewType, Optional
 from uuid import UUID
 
 import attr
@@ -301,6 +301,40 @@ def test_state_filter_looks_through_combined_commands() -> None:
     assert not accepts_state(deposit, (None, dogs.Dog("Rex")))
     assert not accepts_state(deposit, ())
     assert set(argument_strategies(both)) == set(both.commands)
+
+
+def _shout(state: Literal["draft", "sent"] | None) -> list[Any]:
+    return []
+
+
+def _file(state: Annotated[bank.Account, "filed"]) -> list[Any]:
+    return []
+
+
+def _stamp(state: Annotated[Literal[1, 2], "stamped"]) -> list[Any]:
+    return []
+
+
+def _decide_admits(aggregate: fes.Aggregate[Any], command: Any, state: Any) -> bool:
+    try:
+        fes.decide(aggregate, command, state)
+    except fes.CommandError:
+        return False
+    return True
+
+
+def test_state_filter_and_decide_agree_on_literal_and_annotated_states() -> None:
+    """The generator draws a command on a state exactly when decide would run it there."""
+    plain = fes.Aggregate("post", None, lambda s, e: s, commands=[_shout, _file, _stamp])
+    both = fes.combine(dogs.dogs, plain)
+    candidates: list[Any] = [None, "draft", "sent", "lost", 1, 2, 3, True, bank.Account("a")]
+    for aggregate, prefix, wrap in ((plain, "", lambda s: s), (both, "post.", lambda s: (None, s))):
+        for name in plain.commands:
+            command = aggregate.commands[prefix + name]
+            for state in map(wrap, candidates):
+                assert accepts_state(command, state) == _decide_admits(aggregate, command, state)
+    assert not accepts_state(_shout, "lost") and accepts_state(_stamp, 2)
+    assert not accepts_state(_file, None) and accepts_state(_file, bank.Account("a"))
 
 
 def test_run_step_turns_refusals_into_values_and_lets_bugs_through() -> None:
