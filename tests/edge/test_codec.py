@@ -25,7 +25,7 @@ from uuid import UUID
 import attrs
 import orjson
 import pytest
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from guards import CANARY, nothing_imported_or_run
 from hypothesis import given
 from hypothesis import strategies as st
@@ -243,6 +243,28 @@ def test_many_field_kinds_round_trip(codec: Codec, event: Everything) -> None:
     assert decoded.when.utcoffset() == event.when.utcoffset()
     assert type(decoded.payment) is type(event.payment)
     assert isinstance(decoded.points, PVector) and isinstance(decoded.counts, PMap)
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(microseconds=1), timedelta(seconds=-1, microseconds=5), timedelta(seconds=59)],
+    ids=["+1us", "-0.999995s", "+59s"],
+)
+def test_utc_offsets_with_seconds_and_microseconds_round_trip(offset: timedelta) -> None:
+    """A datetime or time whose UTC offset has seconds or microseconds keeps it exactly.
+
+    Python 3.11's fromisoformat read "+00:00:00.000001" as UTC; found by the
+    round-trip property above.
+    """
+    event = evolve(
+        everything_example(),
+        when=datetime(2026, 12, 2, 4, 30, 15, 123456, tzinfo=timezone(offset)),
+        clock=time(23, 59, 59, 999999, tzinfo=timezone(offset)),
+    )
+    for codec in CODECS.values():
+        decoded = _round_trip(codec, event)
+        assert decoded.when.utcoffset() == offset and decoded.when == event.when
+        assert decoded.clock.utcoffset() == offset and decoded.clock == event.clock
 
 
 @given(tree=trees)

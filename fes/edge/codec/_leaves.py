@@ -11,10 +11,11 @@ import base64
 import collections.abc as cabc
 import dataclasses
 import enum
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal, NoReturn, Union, cast
 from uuid import UUID
@@ -151,15 +152,39 @@ def _u_bytes(value: Any) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
+# Python 3.11's fromisoformat drops the microseconds of a UTC offset that has
+# them ("+00:00:00.000001" reads as UTC) although isoformat writes them; such
+# an offset is read by hand, so that every value written reads back as it was.
+_FRACTIONAL_OFFSET = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)\.(\d{6})$")
+
+
+def _keeping_offset(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def read(text: str) -> Any:
+        value = parse(text)
+        # cheap test first: only a fraction of a second ends ".dddddd"
+        if text[-7:-6] != "." or (match := _FRACTIONAL_OFFSET.search(text)) is None:
+            return value
+        sign, hours, minutes, seconds, micros = match.groups()
+        offset = timedelta(
+            hours=int(hours), minutes=int(minutes), seconds=int(seconds), microseconds=int(micros)
+        )
+        return value.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+
+    return read
+
+
 _LEAVES: dict[Any, tuple[StructureHook, UnstructureHook]] = {
     str: (_s_str, _u_str),
     bool: (_s_bool, _u_bool),
     int: (_s_int, _u_int),
     float: (_s_float, _u_float),
-    datetime: (_from_str(datetime.fromisoformat, datetime), _to_str(datetime, datetime.isoformat)),
+    datetime: (
+        _from_str(_keeping_offset(datetime.fromisoformat), datetime),
+        _to_str(datetime, datetime.isoformat),
+    ),
     # a datetime is a date, but its ISO form reads back as no date
     date: (_from_str(date.fromisoformat, date), _to_str(date, date.isoformat, but=datetime)),
-    time: (_from_str(time.fromisoformat, time), _to_str(time, time.isoformat)),
+    time: (_from_str(_keeping_offset(time.fromisoformat), time), _to_str(time, time.isoformat)),
     UUID: (_from_str(UUID, UUID), _to_str(UUID, str)),
     Decimal: (_from_str(Decimal, Decimal), _to_str(Decimal, str)),
     bytes: (_s_bytes, _u_bytes),
