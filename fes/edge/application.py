@@ -27,6 +27,7 @@ from fes.errors import (
     ConfigurationError,
     DecodeError,
     DefinitionError,
+    EncodeError,
     FesError,
     StoreError,
     UnhandledEvent,
@@ -47,7 +48,7 @@ from .stores.base import (
     Tracking,
     new_event,
 )
-from .stores.checks import check_integer
+from .stores.checks import check_integer, check_stream
 
 __all__ = ["Application", "Batch", "utc_now"]
 
@@ -109,6 +110,8 @@ class _Pending(NamedTuple):
     """A stream's state as loaded, and the events a batch adds to it.
 
     A named tuple, not an attrs class: one is made per command, on the hot path.
+    ``rows`` holds each event's topic, payload and encoded metadata, made when
+    the event was added: only the timestamp is left for the commit.
     """
 
     aggregate: Aggregate[Any]
@@ -116,6 +119,7 @@ class _Pending(NamedTuple):
     state: Any
     events: tuple[Any, ...] = ()
     metadata: tuple[Metadata, ...] = ()
+    rows: tuple[tuple[str, bytes, bytes | None], ...] = ()
 
 
 @define
@@ -124,11 +128,28 @@ class Batch:
 
     Commands run on a stream's state folded with the events already pending
     for it in this batch, so several commands on one stream compose.
+
+    Each event is encoded as it is added, so an event the codec cannot store
+    (or a stream id no store can keep) is refused by the :meth:`emit` or
+    :meth:`execute` that adds it, with a :class:`fes.EncodeError`, and the
+    batch is left as it was.  A :meth:`savepoint` marks the batch; a
+    :meth:`rollback` to that mark takes back everything added since::
+
+        mark = batch.savepoint()
+        try:
+            batch.execute(aggregate, stream, command)
+            batch.emit(aggregate, other, [event])
+        except Exception:
+            batch.rollback(mark)  # neither is recorded; earlier additions are
+
+    The commit takes the timestamp: events encoded now are stored with it.
     """
 
     application: Application
     pending: dict[str, _Pending] = field(factory=dict)
     _fresh: set[str] = field(factory=set, init=False, repr=False)
+    # each change to pending as (stream, the slot it replaced): what rollback undoes
+    _undo: list[tuple[str, _Pending | None]] = field(factory=list, init=False, repr=False)
 
     def prefetch(self, streams: Iterable[str]) -> None:
         """Find out in one read which of ``streams`` have no events yet.
@@ -136,16 +157,41 @@ class Batch:
         Commands and emits on those streams then start from their
         aggregate's initial state without reading the store, one read per
         stream.  A stream that another writer creates meanwhile still
-        conflicts when the batch is committed.
+        conflicts when the batch is committed.  A stream id no store can
+        keep is passed over here, and refused by the emit or command that
+        uses it.
         """
         if isinstance(streams, str):  # one stream id, not an iterable of its letters
             streams = [streams]
         elif not isinstance(streams, Iterable):
             raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
-        wanted = [s for s in streams if s not in self.pending and s not in self._fresh]
+        wanted = [
+            s for s in streams
+            if _keepable(s) and s not in self.pending and s not in self._fresh
+        ]
         if wanted:
             versions = self.application.store.stream_versions(wanted)
             self._fresh.update(s for s, version in versions.items() if not version)
+
+    def savepoint(self) -> int:
+        """A mark of what the batch holds now, for :meth:`rollback`."""
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        """Take back every event added since :meth:`savepoint` returned ``mark``.
+
+        A mark stays valid until a rollback to an earlier one.
+        """
+        undo = self._undo
+        if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
+            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+        pending = self.pending
+        while len(undo) > mark:
+            stream, slot = undo.pop()
+            if slot is None:
+                del pending[stream]
+            else:
+                pending[stream] = slot
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
         """The stream's state including this batch's pending events."""
@@ -155,12 +201,21 @@ class Batch:
         self.application._check(aggregate)  # also when the stream is already pending
         slot = self.pending.get(stream)
         if slot is None:
+            try:
+                check_stream(stream)
+            except StoreError as error:
+                # an EncodeError, not a StoreError a runner would try again
+                raise EncodeError(
+                    f"a batch of {self.application.name!r} acts on a stream no store "
+                    f"can keep: {error}"
+                ) from None
             if stream in self._fresh:
                 state, version = aggregate.initial, 0
             else:
                 state, version = self.application._current(aggregate, stream)
             slot = _Pending(aggregate, version, state)
             self.pending[stream] = slot
+            self._undo.append((stream, None))
         elif slot.aggregate.name != aggregate.name:
             raise FesError(
                 f"stream {stream!r} is used as {slot.aggregate.name!r} and "
@@ -191,11 +246,15 @@ class Batch:
         metadata: Metadata,
     ) -> None:
         state = aggregate.fold(new, slot.state)
+        rows = self.application._encode(stream, slot.version + len(slot.events), new, metadata)
         if slot.events:
-            events, metas = slot.events + tuple(new), slot.metadata + (metadata,) * len(new)
+            events = slot.events + tuple(new)
+            metas = slot.metadata + (metadata,) * len(new)
+            rows = slot.rows + rows
         else:
             events, metas = tuple(new), (metadata,) * len(new)
-        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas)
+        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas, rows)
+        self._undo.append((stream, slot))
 
     def execute(
         self,
@@ -214,6 +273,15 @@ class Batch:
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())
+
+
+def _keepable(stream: object) -> bool:
+    """Whether every store can keep ``stream`` as a stream id."""
+    try:
+        check_stream(stream)
+    except StoreError:
+        return False
+    return True
 
 
 class Application:
@@ -510,11 +578,30 @@ class Application:
             raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
         return self._record(batch.pending, tracking)
 
+    def _encode(
+        self, stream: str, version: int, events: Iterable[Any], metadata: Metadata
+    ) -> tuple[tuple[str, bytes, bytes | None], ...]:
+        """Each event's topic, payload and metadata, stored after ``version`` of ``stream``.
+
+        What the cipher binds (topic, stream, version) is known here; the
+        timestamp, which it does not bind, is left for the commit.
+        """
+        encode = self.codec.encode
+        rows = []
+        for item in events:
+            version += 1
+            topic, payload = encode(item, stream=stream, version=version)
+            rows.append((
+                topic, payload,
+                None if metadata is NO_METADATA else self.codec.encode_meta(
+                    metadata, topic=topic, stream=stream, version=version
+                ),
+            ))
+        return tuple(rows)
+
     def _record(
         self, pending: Mapping[str, _Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
-        encode = self.codec.encode
-        encode_meta = self.codec.encode_meta
         now: datetime | None = None
         timestamp = 0
         rows: list[NewEvent] = []
@@ -527,19 +614,11 @@ class Application:
                 now = self.clock()
                 timestamp = to_micros(now)
             version = slot.version
-            for item, meta in zip(slot.events, slot.metadata, strict=True):
+            for topic, payload, meta in slot.rows:
                 version += 1
-                topic, payload = encode(item, stream=stream, version=version)
-                rows.append(
-                    new_event((
-                        stream, version, topic, payload, timestamp,
-                        None if meta is NO_METADATA else encode_meta(
-                            meta, topic=topic, stream=stream, version=version
-                        ),
-                    ))
-                )
-                items.append(item)
-                metas.append(meta)
+                rows.append(new_event((stream, version, topic, payload, timestamp, meta)))
+            items.extend(slot.events)
+            metas.extend(slot.metadata)
         if now is None:
             if tracking is None:
                 return []
@@ -618,7 +697,7 @@ class Application:
                 return []
             slot = _Pending(
                 aggregate, version, aggregate.fold(new, state), tuple(new),
-                (metadata,) * len(new),
+                (metadata,) * len(new), self._encode(stream, version, new, metadata),
             )
             try:
                 return self._record({stream: slot}, None)

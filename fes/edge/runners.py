@@ -42,6 +42,7 @@ from fes.errors import (
     DecodeError,
     DefinitionError,
     DuplicateTracking,
+    EncodeError,
     FesError,
     PolicyError,
     StoreError,
@@ -55,7 +56,6 @@ from .projections import Projection
 from .skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
 from .stores import open_database
 from .stores.base import Database, StoredEvent, Tracking
-from .stores.checks import check_stream
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -78,14 +78,6 @@ logger = logging.getLogger("fes.runners")
 DEFAULT_BATCH_SIZE = 500
 #: Seconds a waiting worker sleeps at most before it looks at the log again.
 DEFAULT_POLL_INTERVAL = 1.0
-
-
-class _Unencodable(Exception):
-    """A batch could not be committed because one of its events cannot be encoded."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _describe(error: BaseException) -> str:
@@ -151,8 +143,6 @@ class Follower:
         # per leader (each leader is stepped by one thread at a time): position -> tries
         self._attempts: dict[str, dict[int, int]] = {leader: {} for leader in self.leaders}
         self._retry_at: dict[str, float] = {}
-        # While a commit failure is pinned on one event, batches hold one notification.
-        self._single_until: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -213,26 +203,16 @@ class Follower:
         while True:
             previous = store.last_tracked(key)
             self.positions[leader] = previous
-            single = self._single_until.get(leader, 0)
-            if single and previous >= single:
-                del self._single_until[leader]
-                single = 0
-            rows = reader.store.read_log(previous, limit=1 if single else self.batch_size)
+            rows = reader.store.read_log(previous, limit=self.batch_size)
             if not rows:
                 return 0
             try:
-                consumed = self._process(leader, reader, previous, rows, single=bool(single))
+                consumed = self._process(leader, reader, previous, rows)
             except (ConcurrencyError, DuplicateTracking) as conflict:
                 # another writer moved a stream, or another instance of this follower
                 # processed these notifications: start again from what the store holds
                 self.conflicts += 1
                 logger.debug("%s: %s; reading %r again", self.name, conflict, leader)
-                continue
-            except _Unencodable as failure:
-                # a policy made an event the codec cannot store: find out which
-                # notification did, by processing one notification per batch for a while
-                logger.debug("%s: %s; one notification per batch", self.name, failure.error)
-                self._single_until[leader] = rows[-1].position
                 continue
             self.processed += consumed
             return consumed
@@ -243,8 +223,6 @@ class Follower:
         reader: Application,
         previous: int,
         rows: Sequence[StoredEvent],
-        *,
-        single: bool,
     ) -> int:
         # The policy is pure, so it is called on every notification first; the
         # streams the intents act on are then read in one query, not one each.
@@ -262,7 +240,7 @@ class Follower:
                 plans.append((row, None, error))
                 break
             try:
-                intents: Sequence[Intent] | Exception = self._intents(recorded)
+                intents: Sequence[Intent] | Exception = tuple(self._policy(recorded))
             except Exception as error:
                 intents = error
             plans.append((row, recorded, intents))
@@ -287,86 +265,33 @@ class Follower:
                 done = row.position  # nothing for this policy: tracked, not processed
                 consumed += 1
                 continue
-            saved: dict[str, Any] = {}
+            # the batch encodes each event as it is added: an event it refuses
+            # (EncodeError) is this notification's error, like any the policy raises
+            mark = batch.savepoint()
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                saved = {
-                    i.stream: batch.pending.get(i.stream)
-                    for i in outcome
-                    if isinstance(i, Emit | Do)
-                }
                 self._perform(batch, leader, upstream, outcome)
-            except StoreError:
-                raise  # the store failed, not the policy: the runner tries the batch again
             except Exception as error:
-                for stream, slot in saved.items():  # take back what this event added
-                    if slot is None:
-                        batch.pending.pop(stream, None)
-                    else:
-                        batch.pending[stream] = slot
+                if isinstance(error, StoreError) and not isinstance(error, EncodeError):
+                    raise  # the store failed, not the policy: the runner tries the batch again
+                batch.rollback(mark)
                 self._commit(batch, leader, done, previous)
                 return consumed + self._failed(leader, done, upstream, error)
             done = row.position
             consumed += 1
-        try:
-            self._commit(batch, leader, done, previous)
-        except _Unencodable as failure:
-            if not single:
-                raise
-            return self._failed(leader, previous, reader.recorded(rows[0]), failure.error)
+        self._commit(batch, leader, done, previous)
         tries = self._attempts[leader]
         if tries:
             for position in [p for p in tries if p <= done]:
                 del tries[position]
         return consumed
 
-    def _intents(self, recorded: Recorded[Any]) -> tuple[Intent, ...]:
-        """The policy's intents for one upstream event, their streams checked.
-
-        A stream id no store can keep is the policy's error, not the store's:
-        raised as a store error it would have the runner try the batch again
-        for ever.
-        """
-        intents = tuple(self._policy(recorded))
-        for intent in intents:
-            if isinstance(intent, Emit | Do):
-                try:
-                    check_stream(intent.stream)
-                except StoreError as error:
-                    raise DefinitionError(
-                        f"the policy of {self.name!r} acts on a stream no store can keep: {error}"
-                    ) from None
-        return intents
-
     def _commit(self, batch: Batch, leader: str, done: int, previous: int) -> None:
         if done <= previous:
             return
-        try:
-            self.application.commit(
-                batch, tracking=Tracking(self.tracking[leader], done, previous)
-            )
-        except (ConcurrencyError, DuplicateTracking):
-            raise
-        except Exception as error:
-            culprit = self._unencodable(batch)
-            if culprit is None:
-                raise  # the store failed: the runner tries again
-            raise _Unencodable(culprit) from error
+        self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
         self.positions[leader] = done
-
-    def _unencodable(self, batch: Batch) -> Exception | None:
-        """The error encoding one of the batch's events, if one cannot be encoded."""
-        codec = self.application.codec
-        for stream, slot in batch.pending.items():
-            for offset, (item, meta) in enumerate(zip(slot.events, slot.metadata, strict=True)):
-                version = slot.version + offset + 1
-                try:
-                    topic, _ = codec.encode(item, stream=stream, version=version)
-                    codec.encode_meta(meta, topic=topic, stream=stream, version=version)
-                except Exception as error:
-                    return error
-        return None
 
     def _perform(
         self, batch: Batch, leader: str, recorded: Recorded[Any], intents: Sequence[Intent]
