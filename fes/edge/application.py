@@ -33,7 +33,7 @@ from fes.errors import (
     UnhandledEvent,
 )
 from fes.events import NO_METADATA, Metadata, Recorded
-from fes.snapshots import fingerprint
+from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
 from .codec import Cipher, Codec
@@ -427,8 +427,10 @@ class Application:
             with self._cache_lock:
                 cached = self._cache.get(key)
             if cached is not None:
+                # a cached state is a snapshot kept in memory, of the current definition
                 at, state = cached
-                state, at = self._fold_later(aggregate, stream, state, at)
+                snapshot = Snapshot(stream, at, state, self._fingerprints[aggregate.name])
+                state, at = self._fold_later(aggregate, stream, snapshot)
                 self._remember(key, at, state)
                 return state, at
         state, at = self._load(aggregate, stream, version)
@@ -458,41 +460,55 @@ class Application:
     def _load(
         self, aggregate: Aggregate[S], stream: str, version: int | None
     ) -> tuple[S, int]:
-        start: S = aggregate.initial
-        at = 0
-        if self.snapshot_every:
-            snap = self.store.load_snapshot(stream, to_version=version)
-            if snap is not None and snap.fingerprint == self._fingerprints.get(aggregate.name):
-                try:
-                    start = self.codec.decode_state(
-                        aggregate, snap.payload, stream=stream, version=snap.version
-                    )
-                    at = snap.version
-                except DecodeError as error:
-                    # A snapshot is only a shortcut: one that no longer decodes (its
-                    # key left the ring, its state type changed under the same
-                    # fingerprint) is passed over, and the stream folded from its events.
-                    logger.warning("ignoring a snapshot: %s", error)
-        return self._fold_later(aggregate, stream, start, at, version)
+        snapshot = self._snapshot(aggregate, stream, version) if self.snapshot_every else None
+        return self._fold_later(aggregate, stream, snapshot, version)
+
+    def _snapshot(
+        self, aggregate: Aggregate[S], stream: str, version: int | None
+    ) -> Snapshot[S] | None:
+        """The stream's latest stored snapshot (up to ``version``) that this definition made."""
+        stored = self.store.load_snapshot(stream, to_version=version)
+        # restore() would not use a snapshot of another fingerprint: do not decode it
+        if stored is None or stored.fingerprint != self._fingerprints.get(aggregate.name):
+            return None
+        try:
+            state = self.codec.decode_state(
+                aggregate, stored.payload, stream=stream, version=stored.version
+            )
+        except DecodeError as error:
+            # A snapshot is only a shortcut: one that no longer decodes (its
+            # key left the ring, its state type changed under the same
+            # fingerprint) is passed over, and the stream folded from its events.
+            logger.warning("ignoring a snapshot: %s", error)
+            return None
+        return Snapshot(stream, stored.version, state, stored.fingerprint)
 
     def _fold_later(
-        self, aggregate: Aggregate[S], stream: str, state: S, at: int, to: int | None = None
+        self, aggregate: Aggregate[S], stream: str, start: Snapshot[S] | None, to: int | None = None
     ) -> tuple[S, int]:
-        """``state`` at version ``at`` with the stream's later events (up to ``to``) folded on."""
+        """The state of ``start`` (None: the initial state) with the later events folded on.
+
+        The fold is :func:`fes.snapshots.restore`, the one the snapshot law
+        checks; without a snapshot the events read are the whole history.
+        """
+        at = 0 if start is None else start.version
         rows = self.store.read_payloads(
             stream, from_version=at + 1 if at else None, to_version=to
         )
-        if rows:
-            try:
-                state = aggregate.fold(self.codec.decode_stream(stream, rows), state)
-            except UnhandledEvent as error:
-                error.add_note(
-                    f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
-                    "does the stream belong to another aggregate?"
-                )
-                raise
-            at = rows[-1][0]
-        return state, at
+        if not rows:
+            return (aggregate.initial if start is None else start.state), at
+        try:
+            state = restore(
+                aggregate, start, self.codec.decode_stream(stream, rows),
+                digest=self._fingerprints[aggregate.name],
+            )
+        except UnhandledEvent as error:
+            error.add_note(
+                f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
+                "does the stream belong to another aggregate?"
+            )
+            raise
+        return state, rows[-1][0]
 
     def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
         with self._cache_lock:
@@ -654,17 +670,7 @@ class Application:
             # The events are committed: a snapshot is only a shortcut, so
             # failing to save one must not make the caller think they were not.
             try:
-                self.store.save_snapshot(
-                    StoredSnapshot(
-                        stream=stream,
-                        version=new_version,
-                        fingerprint=self._fingerprints[slot.aggregate.name],
-                        payload=self.codec.encode_state(
-                            slot.aggregate, slot.state, stream=stream, version=new_version
-                        ),
-                        timestamp=to_micros(self.clock()),
-                    )
-                )
+                self._save(slot.aggregate, stream, new_version, slot.state)
             except Exception:
                 logger.warning(
                     "could not save a snapshot of %r at version %d in %r",
@@ -714,14 +720,25 @@ class Application:
         self._check(aggregate)
         state, version = self._load(aggregate, stream, None)
         if version:
-            self.store.save_snapshot(
-                StoredSnapshot(
-                    stream, version, self._fingerprints[aggregate.name],
-                    self.codec.encode_state(aggregate, state, stream=stream, version=version),
-                    to_micros(self.clock()),
-                )
-            )
+            self._save(aggregate, stream, version, state)
         return version
+
+    def _save(self, aggregate: Aggregate[S], stream: str, version: int, state: S) -> None:
+        """Store :func:`fes.snapshots.take`'s snapshot of ``state``, the one the law checks."""
+        snapshot = take(
+            aggregate, stream, version, state, digest=self._fingerprints[aggregate.name]
+        )
+        self.store.save_snapshot(
+            StoredSnapshot(
+                stream=snapshot.stream,
+                version=snapshot.version,
+                fingerprint=snapshot.fingerprint,
+                payload=self.codec.encode_state(
+                    aggregate, snapshot.state, stream=stream, version=version
+                ),
+                timestamp=to_micros(self.clock()),
+            )
+        )
 
     # --- lifecycle ----------------------------------------------------------
 

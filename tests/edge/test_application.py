@@ -961,6 +961,18 @@ def test_a_snapshot_under_the_current_fingerprint_is_trusted(place: Place) -> No
     assert app.get(dogs, "fido", version=1) == Dog("Fido")
 
 
+def test_stored_snapshots_keep_their_bytes(place: Place) -> None:
+    """A snapshot taken through fes.snapshots.take is stored in the format stored before."""
+    app = place.app()
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    app.take_snapshot(dogs, "fido")
+    stored = app.store.load_snapshot("fido")
+    assert stored is not None
+    assert (stored.stream, stored.version) == ("fido", 2)
+    assert stored.payload == b'{"name":"Fido","tricks":["sit"]}'
+
+
 @pytest.mark.parametrize(
     "payload",
     [b'{"name": 5, "tricks": []}', b'{"tricks": []}', b"\x8f", b"not json", b""],
