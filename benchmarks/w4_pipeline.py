@@ -11,11 +11,11 @@ its tracking position.
   then the runner processes it all.
 
 Contenders: fes (both apps' tables in one file, as fes keeps them) live with
-a :class:`~fes.edge.processes.ProcessRunner` running the follower in a
+a :class:`~fes.edge.ProcessRunner` running the follower in a
 worker process of its own, as ``fes run`` deploys it beside the process that
-takes commands, and catching up with a :class:`~fes.edge.runners.SyncRunner`;
+takes commands, and catching up with a :class:`~fes.edge.SyncRunner`;
 a context row runs the follower in a thread of the leader's process
-(:class:`~fes.edge.runners.ThreadedRunner`).  eventsourcing's
+(:class:`~fes.edge.ThreadedRunner`).  eventsourcing's
 ``SingleThreadedRunner`` with a ``ProcessApplication`` (one file per
 application, as its SQLite tables are not named per application; the runner
 processes each upstream event in its own transaction, in the leader's
@@ -37,9 +37,9 @@ import orjson
 from eventsourcing.system import SingleThreadedRunner
 from eventsourcing.system import System as EsSystem
 
+from fes.edge import ProcessRunner, Runner, SyncRunner, ThreadedRunner
+from fes.edge._follower import DEFAULT_BATCH_SIZE
 from fes.edge.application import Application
-from fes.edge.processes import ProcessRunner
-from fes.edge.runners import DEFAULT_BATCH_SIZE, Runner, SyncRunner, ThreadedRunner
 from fes.edge.stores import open_database
 from fes.examples.dogs import dogs, register
 

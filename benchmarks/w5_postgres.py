@@ -11,7 +11,7 @@ needs to drain what is left.
 
 fes: writers use :class:`~fes.edge.application.Application` on a
 ``postgresql://`` URL; the follower is a
-:class:`~fes.edge.runners.ThreadedRunner` limited to the registry, woken by
+:class:`~fes.edge.ThreadedRunner` limited to the registry, woken by
 LISTEN/NOTIFY.  eventsourcing: writers are ``DogSchool`` applications on
 ``eventsourcing.postgres``; the follower is an
 ``EventSourcedProjectionRunner`` (its PostgreSQL subscription, also
@@ -96,7 +96,7 @@ def fes_writer(
 
 
 def fes_follower(url: str, ready: EventType, stop: EventType) -> None:
-    from fes.edge.runners import ThreadedRunner
+    from fes.edge import ThreadedRunner
 
     from .domains import SYSTEM
 

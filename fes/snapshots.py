@@ -177,9 +177,15 @@ def fingerprint(aggregate: Aggregate[Any]) -> str:
     return hashlib.blake2b(b"\x00".join(parts), digest_size=16).hexdigest()
 
 
-def take(aggregate: Aggregate[S], stream: str, version: int, state: S) -> Snapshot[S]:
-    """A snapshot of ``state``, which folds ``stream``'s events up to ``version``."""
-    return Snapshot(stream, version, state, fingerprint(aggregate))
+def take(
+    aggregate: Aggregate[S], stream: str, version: int, state: S, *, digest: str | None = None
+) -> Snapshot[S]:
+    """A snapshot of ``state``, which folds ``stream``'s events up to ``version``.
+
+    ``digest`` is the aggregate's :func:`fingerprint` when the caller has
+    computed it once already (an application does, for every stream).
+    """
+    return Snapshot(stream, version, state, fingerprint(aggregate) if digest is None else digest)
 
 
 def restore(
@@ -188,14 +194,19 @@ def restore(
     later: Iterable[Any],
     *,
     full_history: Callable[[], Iterable[Any]] | None = None,
+    digest: str | None = None,
 ) -> S:
     """Fold ``later`` events onto a usable snapshot's state.
 
     A missing snapshot, or one whose fingerprint does not match the
     aggregate, is not used: the state is folded from ``full_history()`` when
     given, else from ``later`` alone (which must then be the whole history).
+    ``digest`` is the aggregate's :func:`fingerprint`, when the caller has
+    computed it once already.
     """
-    if snapshot is not None and snapshot.fingerprint == fingerprint(aggregate):
+    if snapshot is not None and snapshot.fingerprint == (
+        fingerprint(aggregate) if digest is None else digest
+    ):
         return aggregate.fold(later, snapshot.state)
     if full_history is not None:
         return aggregate.fold(full_history())

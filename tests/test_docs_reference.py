@@ -20,10 +20,8 @@ import fes
 import fes.edge
 import fes.edge.application
 import fes.edge.codec
-import fes.edge.processes
 import fes.edge.projections
 import fes.edge.resealing
-import fes.edge.runners
 import fes.edge.skips
 import fes.edge.stores
 import fes.edge.stores._postgres
@@ -46,8 +44,6 @@ PUBLIC = [
     (fes.edge.application, EDGE),
     (fes.edge.codec, EDGE),
     (fes.edge.stores, EDGE),
-    (fes.edge.runners, EDGE),
-    (fes.edge.processes, EDGE),
     (fes.edge.projections, EDGE),
     (fes.edge.skips, EDGE),
     (fes.edge.resealing, EDGE),

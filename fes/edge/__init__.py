@@ -9,11 +9,14 @@
 - :class:`Projection` keeps a :class:`fes.View` up to date with its position.
 """
 
+from fes.edge._follower import Follower, skipped
+from fes.edge._loading import load_system
+from fes.edge._processes import ProcessRunner
+from fes.edge._runners import Runner, SyncRunner, ThreadedRunner, lags
+from fes.edge._serve import run
 from fes.edge.application import Application, Batch
 from fes.edge.codec import Cipher, Codec
-from fes.edge.processes import ProcessRunner
 from fes.edge.projections import Projection
-from fes.edge.runners import Follower, SyncRunner, ThreadedRunner, run, skipped
 from fes.edge.stores import open_database
 
 __all__ = [
@@ -24,8 +27,11 @@ __all__ = [
     "Follower",
     "ProcessRunner",
     "Projection",
+    "Runner",
     "SyncRunner",
     "ThreadedRunner",
+    "lags",
+    "load_system",
     "open_database",
     "run",
     "skipped",

@@ -27,12 +27,13 @@ from fes.errors import (
     ConfigurationError,
     DecodeError,
     DefinitionError,
+    EncodeError,
     FesError,
     StoreError,
     UnhandledEvent,
 )
 from fes.events import NO_METADATA, Metadata, Recorded
-from fes.snapshots import fingerprint
+from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
 from .codec import Cipher, Codec
@@ -47,7 +48,7 @@ from .stores.base import (
     Tracking,
     new_event,
 )
-from .stores.checks import check_integer
+from .stores.checks import check_integer, check_stream
 
 __all__ = ["Application", "Batch", "utc_now"]
 
@@ -109,6 +110,8 @@ class _Pending(NamedTuple):
     """A stream's state as loaded, and the events a batch adds to it.
 
     A named tuple, not an attrs class: one is made per command, on the hot path.
+    ``rows`` holds each event's topic, payload and encoded metadata, made when
+    the event was added: only the timestamp is left for the commit.
     """
 
     aggregate: Aggregate[Any]
@@ -116,6 +119,7 @@ class _Pending(NamedTuple):
     state: Any
     events: tuple[Any, ...] = ()
     metadata: tuple[Metadata, ...] = ()
+    rows: tuple[tuple[str, bytes, bytes | None], ...] = ()
 
 
 @define
@@ -124,11 +128,28 @@ class Batch:
 
     Commands run on a stream's state folded with the events already pending
     for it in this batch, so several commands on one stream compose.
+
+    Each event is encoded as it is added, so an event the codec cannot store
+    (or a stream id no store can keep) is refused by the :meth:`emit` or
+    :meth:`execute` that adds it, with a :class:`fes.EncodeError`, and the
+    batch is left as it was.  A :meth:`savepoint` marks the batch; a
+    :meth:`rollback` to that mark takes back everything added since::
+
+        mark = batch.savepoint()
+        try:
+            batch.execute(aggregate, stream, command)
+            batch.emit(aggregate, other, [event])
+        except Exception:
+            batch.rollback(mark)  # neither is recorded; earlier additions are
+
+    The commit takes the timestamp: events encoded now are stored with it.
     """
 
     application: Application
     pending: dict[str, _Pending] = field(factory=dict)
     _fresh: set[str] = field(factory=set, init=False, repr=False)
+    # each change to pending as (stream, the slot it replaced): what rollback undoes
+    _undo: list[tuple[str, _Pending | None]] = field(factory=list, init=False, repr=False)
 
     def prefetch(self, streams: Iterable[str]) -> None:
         """Find out in one read which of ``streams`` have no events yet.
@@ -136,16 +157,41 @@ class Batch:
         Commands and emits on those streams then start from their
         aggregate's initial state without reading the store, one read per
         stream.  A stream that another writer creates meanwhile still
-        conflicts when the batch is committed.
+        conflicts when the batch is committed.  A stream id no store can
+        keep is passed over here, and refused by the emit or command that
+        uses it.
         """
         if isinstance(streams, str):  # one stream id, not an iterable of its letters
             streams = [streams]
         elif not isinstance(streams, Iterable):
             raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
-        wanted = [s for s in streams if s not in self.pending and s not in self._fresh]
+        wanted = [
+            s for s in streams
+            if _keepable(s) and s not in self.pending and s not in self._fresh
+        ]
         if wanted:
             versions = self.application.store.stream_versions(wanted)
             self._fresh.update(s for s, version in versions.items() if not version)
+
+    def savepoint(self) -> int:
+        """A mark of what the batch holds now, for :meth:`rollback`."""
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        """Take back every event added since :meth:`savepoint` returned ``mark``.
+
+        A mark stays valid until a rollback to an earlier one.
+        """
+        undo = self._undo
+        if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
+            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+        pending = self.pending
+        while len(undo) > mark:
+            stream, slot = undo.pop()
+            if slot is None:
+                del pending[stream]
+            else:
+                pending[stream] = slot
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
         """The stream's state including this batch's pending events."""
@@ -155,12 +201,21 @@ class Batch:
         self.application._check(aggregate)  # also when the stream is already pending
         slot = self.pending.get(stream)
         if slot is None:
+            try:
+                check_stream(stream)
+            except StoreError as error:
+                # an EncodeError, not a StoreError a runner would try again
+                raise EncodeError(
+                    f"a batch of {self.application.name!r} acts on a stream no store "
+                    f"can keep: {error}"
+                ) from None
             if stream in self._fresh:
                 state, version = aggregate.initial, 0
             else:
                 state, version = self.application._current(aggregate, stream)
             slot = _Pending(aggregate, version, state)
             self.pending[stream] = slot
+            self._undo.append((stream, None))
         elif slot.aggregate.name != aggregate.name:
             raise FesError(
                 f"stream {stream!r} is used as {slot.aggregate.name!r} and "
@@ -191,11 +246,15 @@ class Batch:
         metadata: Metadata,
     ) -> None:
         state = aggregate.fold(new, slot.state)
+        rows = self.application._encode(stream, slot.version + len(slot.events), new, metadata)
         if slot.events:
-            events, metas = slot.events + tuple(new), slot.metadata + (metadata,) * len(new)
+            events = slot.events + tuple(new)
+            metas = slot.metadata + (metadata,) * len(new)
+            rows = slot.rows + rows
         else:
             events, metas = tuple(new), (metadata,) * len(new)
-        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas)
+        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas, rows)
+        self._undo.append((stream, slot))
 
     def execute(
         self,
@@ -214,6 +273,15 @@ class Batch:
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())
+
+
+def _keepable(stream: object) -> bool:
+    """Whether every store can keep ``stream`` as a stream id."""
+    try:
+        check_stream(stream)
+    except StoreError:
+        return False
+    return True
 
 
 class Application:
@@ -359,8 +427,10 @@ class Application:
             with self._cache_lock:
                 cached = self._cache.get(key)
             if cached is not None:
+                # a cached state is a snapshot kept in memory, of the current definition
                 at, state = cached
-                state, at = self._fold_later(aggregate, stream, state, at)
+                snapshot = Snapshot(stream, at, state, self._fingerprints[aggregate.name])
+                state, at = self._fold_later(aggregate, stream, snapshot)
                 self._remember(key, at, state)
                 return state, at
         state, at = self._load(aggregate, stream, version)
@@ -390,41 +460,55 @@ class Application:
     def _load(
         self, aggregate: Aggregate[S], stream: str, version: int | None
     ) -> tuple[S, int]:
-        start: S = aggregate.initial
-        at = 0
-        if self.snapshot_every:
-            snap = self.store.load_snapshot(stream, to_version=version)
-            if snap is not None and snap.fingerprint == self._fingerprints.get(aggregate.name):
-                try:
-                    start = self.codec.decode_state(
-                        aggregate, snap.payload, stream=stream, version=snap.version
-                    )
-                    at = snap.version
-                except DecodeError as error:
-                    # A snapshot is only a shortcut: one that no longer decodes (its
-                    # key left the ring, its state type changed under the same
-                    # fingerprint) is passed over, and the stream folded from its events.
-                    logger.warning("ignoring a snapshot: %s", error)
-        return self._fold_later(aggregate, stream, start, at, version)
+        snapshot = self._snapshot(aggregate, stream, version) if self.snapshot_every else None
+        return self._fold_later(aggregate, stream, snapshot, version)
+
+    def _snapshot(
+        self, aggregate: Aggregate[S], stream: str, version: int | None
+    ) -> Snapshot[S] | None:
+        """The stream's latest stored snapshot (up to ``version``) that this definition made."""
+        stored = self.store.load_snapshot(stream, to_version=version)
+        # restore() would not use a snapshot of another fingerprint: do not decode it
+        if stored is None or stored.fingerprint != self._fingerprints.get(aggregate.name):
+            return None
+        try:
+            state = self.codec.decode_state(
+                aggregate, stored.payload, stream=stream, version=stored.version
+            )
+        except DecodeError as error:
+            # A snapshot is only a shortcut: one that no longer decodes (its
+            # key left the ring, its state type changed under the same
+            # fingerprint) is passed over, and the stream folded from its events.
+            logger.warning("ignoring a snapshot: %s", error)
+            return None
+        return Snapshot(stream, stored.version, state, stored.fingerprint)
 
     def _fold_later(
-        self, aggregate: Aggregate[S], stream: str, state: S, at: int, to: int | None = None
+        self, aggregate: Aggregate[S], stream: str, start: Snapshot[S] | None, to: int | None = None
     ) -> tuple[S, int]:
-        """``state`` at version ``at`` with the stream's later events (up to ``to``) folded on."""
+        """The state of ``start`` (None: the initial state) with the later events folded on.
+
+        The fold is :func:`fes.snapshots.restore`, the one the snapshot law
+        checks; without a snapshot the events read are the whole history.
+        """
+        at = 0 if start is None else start.version
         rows = self.store.read_payloads(
             stream, from_version=at + 1 if at else None, to_version=to
         )
-        if rows:
-            try:
-                state = aggregate.fold(self.codec.decode_stream(stream, rows), state)
-            except UnhandledEvent as error:
-                error.add_note(
-                    f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
-                    "does the stream belong to another aggregate?"
-                )
-                raise
-            at = rows[-1][0]
-        return state, at
+        if not rows:
+            return (aggregate.initial if start is None else start.state), at
+        try:
+            state = restore(
+                aggregate, start, self.codec.decode_stream(stream, rows),
+                digest=self._fingerprints[aggregate.name],
+            )
+        except UnhandledEvent as error:
+            error.add_note(
+                f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
+                "does the stream belong to another aggregate?"
+            )
+            raise
+        return state, rows[-1][0]
 
     def _remember(self, key: tuple[str, str], version: int, state: Any) -> None:
         with self._cache_lock:
@@ -510,11 +594,30 @@ class Application:
             raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
         return self._record(batch.pending, tracking)
 
+    def _encode(
+        self, stream: str, version: int, events: Iterable[Any], metadata: Metadata
+    ) -> tuple[tuple[str, bytes, bytes | None], ...]:
+        """Each event's topic, payload and metadata, stored after ``version`` of ``stream``.
+
+        What the cipher binds (topic, stream, version) is known here; the
+        timestamp, which it does not bind, is left for the commit.
+        """
+        encode = self.codec.encode
+        rows = []
+        for item in events:
+            version += 1
+            topic, payload = encode(item, stream=stream, version=version)
+            rows.append((
+                topic, payload,
+                None if metadata is NO_METADATA else self.codec.encode_meta(
+                    metadata, topic=topic, stream=stream, version=version
+                ),
+            ))
+        return tuple(rows)
+
     def _record(
         self, pending: Mapping[str, _Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
-        encode = self.codec.encode
-        encode_meta = self.codec.encode_meta
         now: datetime | None = None
         timestamp = 0
         rows: list[NewEvent] = []
@@ -527,19 +630,11 @@ class Application:
                 now = self.clock()
                 timestamp = to_micros(now)
             version = slot.version
-            for item, meta in zip(slot.events, slot.metadata, strict=True):
+            for topic, payload, meta in slot.rows:
                 version += 1
-                topic, payload = encode(item, stream=stream, version=version)
-                rows.append(
-                    new_event((
-                        stream, version, topic, payload, timestamp,
-                        None if meta is NO_METADATA else encode_meta(
-                            meta, topic=topic, stream=stream, version=version
-                        ),
-                    ))
-                )
-                items.append(item)
-                metas.append(meta)
+                rows.append(new_event((stream, version, topic, payload, timestamp, meta)))
+            items.extend(slot.events)
+            metas.extend(slot.metadata)
         if now is None:
             if tracking is None:
                 return []
@@ -575,17 +670,7 @@ class Application:
             # The events are committed: a snapshot is only a shortcut, so
             # failing to save one must not make the caller think they were not.
             try:
-                self.store.save_snapshot(
-                    StoredSnapshot(
-                        stream=stream,
-                        version=new_version,
-                        fingerprint=self._fingerprints[slot.aggregate.name],
-                        payload=self.codec.encode_state(
-                            slot.aggregate, slot.state, stream=stream, version=new_version
-                        ),
-                        timestamp=to_micros(self.clock()),
-                    )
-                )
+                self._save(slot.aggregate, stream, new_version, slot.state)
             except Exception:
                 logger.warning(
                     "could not save a snapshot of %r at version %d in %r",
@@ -618,7 +703,7 @@ class Application:
                 return []
             slot = _Pending(
                 aggregate, version, aggregate.fold(new, state), tuple(new),
-                (metadata,) * len(new),
+                (metadata,) * len(new), self._encode(stream, version, new, metadata),
             )
             try:
                 return self._record({stream: slot}, None)
@@ -635,14 +720,25 @@ class Application:
         self._check(aggregate)
         state, version = self._load(aggregate, stream, None)
         if version:
-            self.store.save_snapshot(
-                StoredSnapshot(
-                    stream, version, self._fingerprints[aggregate.name],
-                    self.codec.encode_state(aggregate, state, stream=stream, version=version),
-                    to_micros(self.clock()),
-                )
-            )
+            self._save(aggregate, stream, version, state)
         return version
+
+    def _save(self, aggregate: Aggregate[S], stream: str, version: int, state: S) -> None:
+        """Store :func:`fes.snapshots.take`'s snapshot of ``state``, the one the law checks."""
+        snapshot = take(
+            aggregate, stream, version, state, digest=self._fingerprints[aggregate.name]
+        )
+        self.store.save_snapshot(
+            StoredSnapshot(
+                stream=snapshot.stream,
+                version=snapshot.version,
+                fingerprint=snapshot.fingerprint,
+                payload=self.codec.encode_state(
+                    aggregate, snapshot.state, stream=stream, version=version
+                ),
+                timestamp=to_micros(self.clock()),
+            )
+        )
 
     # --- lifecycle ----------------------------------------------------------
 

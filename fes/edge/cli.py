@@ -40,8 +40,8 @@ from fes.errors import ConfigurationError, FesError
 from fes.events import Recorded
 from fes.system import System, app_of_unit
 
+from ._follower import DEFAULT_BATCH_SIZE
 from .application import Application
-from .runners import DEFAULT_BATCH_SIZE
 from .skips import SKIPS_STREAM
 from .stores import open_database
 from .stores.base import Database, StoredEvent
@@ -161,7 +161,7 @@ def _open_existing(url: str) -> Iterator[Database]:
 def _system(spec: str | None) -> System | None:
     if spec is None:
         return None
-    from .processes import load_system
+    from ._loading import load_system
 
     return load_system(spec)
 
@@ -305,7 +305,7 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from .runners import run
+    from ._serve import run
 
     system = _system(args.system)
     assert system is not None
@@ -345,8 +345,8 @@ def _redact(url: str) -> str:
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from fes.examples import shop
 
-    from .processes import ProcessRunner
-    from .runners import ThreadedRunner
+    from ._processes import ProcessRunner
+    from ._runners import ThreadedRunner
 
     temporary: str | None = None
     if args.store:

@@ -5,7 +5,7 @@ records a :class:`PolicySkipped` event in the follower's reserved stream
 :data:`SKIPS_STREAM`, in the same transaction as the tracking position that
 moves past the failed event.  So a skip is exactly as durable as any effect
 would have been, is never recorded twice, and can be listed later with
-:func:`fes.edge.runners.skipped`.
+:func:`fes.edge.skipped`.
 
 The event's topic starts with ``fes.``: every application's codec registers
 it (see :data:`skips`), runners never hand it to policies and views never fold

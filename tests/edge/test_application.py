@@ -492,14 +492,15 @@ def test_a_bad_version_to_read_at_is_a_store_error(place: Place, version: Any) -
 def test_metadata_that_would_not_read_back_is_refused(
     place: Place, metadata: Any, problem: str
 ) -> None:
-    """Metadata is checked before anything is stored; well-typed metadata still goes through."""
+    """Metadata is checked before anything is stored (in a batch, when added); good goes through."""
     app = place.app()
     with pytest.raises(fes.StoreError, match=f"cannot store metadata .*: {problem}; nothing"):
         app.execute(dogs, "fido", register, "Fido", metadata=metadata)
     batch = app.batch()
-    batch.execute(dogs, "fido", register, "Fido", metadata=metadata)
-    with pytest.raises(fes.StoreError, match=problem):
-        app.commit(batch)
+    with pytest.raises(fes.EncodeError, match=problem):
+        batch.execute(dogs, "fido", register, "Fido", metadata=metadata)
+    assert len(batch) == 0
+    app.commit(batch)
     assert app.store.last_position() == 0
     with pytest.raises(fes.ConfigurationError, match="headers must be a mapping"):
         Metadata(headers="n=1")  # type: ignore[arg-type]
@@ -766,9 +767,19 @@ def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> N
 def test_prefetch_takes_one_stream_id_as_one_stream(place: Place) -> None:
     """A single id passed as a string is one stream, not one stream per letter."""
     app = place.app()
-    batch = app.batch()
-    batch.prefetch("fido")
-    assert batch._fresh == {"fido"}
+    asked: list[list[str]] = []
+    original = app.store.stream_versions
+
+    def spied(streams: Any) -> Any:
+        asked.append(list(streams))
+        return original(streams)
+
+    app.store.stream_versions = spied  # type: ignore[method-assign]
+    try:
+        app.batch().prefetch("fido")
+    finally:
+        del app.store.stream_versions
+    assert asked == [["fido"]]
 
 
 def test_one_stream_cannot_be_two_aggregates_in_a_batch(place: Place) -> None:
@@ -789,6 +800,82 @@ def test_a_committed_batch_cannot_be_committed_again(place: Place) -> None:
     with pytest.raises(fes.ConcurrencyError):
         app.commit(batch)
     assert len(app.stream("fido")) == 1
+
+
+def test_a_rollback_takes_back_what_was_added_since_its_savepoint(place: Place) -> None:
+    """Events, commands and new streams added after the mark are gone; earlier ones stay."""
+    app = place.app()
+    app.execute(dogs, "rex", register, "Rex")
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    mark = batch.savepoint()
+    batch.execute(dogs, "fido", add_trick, "sit")
+    batch.execute(dogs, "rex", add_trick, "roll")
+    batch.emit(dogs, "luna", [Registered("Luna")])
+    assert len(batch) == 4
+    batch.rollback(mark)
+    assert len(batch) == 1
+    assert batch.state(dogs, "fido") == Dog("Fido", pvector())
+    assert batch.state(dogs, "rex") == Dog("Rex", pvector())
+    assert batch.state(dogs, "luna") is None
+    recorded = app.commit(batch)
+    assert [(r.stream, r.version) for r in recorded] == [("fido", 1)]
+
+
+def test_a_savepoint_after_a_rollback_to_an_earlier_one_still_works(place: Place) -> None:
+    """Marks nest: rolling back to the inner one, then the outer one, undoes each layer."""
+    app = place.app()
+    batch = app.batch()
+    outer = batch.savepoint()
+    batch.execute(dogs, "fido", register, "Fido")
+    inner = batch.savepoint()
+    batch.execute(dogs, "fido", add_trick, "sit")
+    batch.rollback(inner)
+    assert len(batch) == 1
+    batch.rollback(outer)
+    assert len(batch) == 0
+    with pytest.raises(fes.ConfigurationError, match="not a savepoint of this batch"):
+        batch.rollback(inner)
+    assert app.commit(batch) == []
+
+
+def test_a_batch_refuses_an_unencodable_event_when_it_is_added(place: Place) -> None:
+    """The emit that adds an event the codec cannot store raises; the batch is unchanged."""
+    app = place.app()
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.EncodeError, match="cannot encode"):
+        batch.emit(dogs, "rex", [Registered(7)])  # type: ignore[arg-type]
+    assert len(batch) == 1
+    assert [r.stream for r in app.commit(batch)] == ["fido"]
+
+
+@pytest.mark.parametrize("stream", ["", "nul\x00", None, "x" * 501])
+def test_a_batch_refuses_a_stream_id_no_store_can_keep(place: Place, stream: Any) -> None:
+    """Emit and execute raise EncodeError, not a store error to retry; prefetch passes it over."""
+    app = place.app()
+    batch = app.batch()
+    batch.prefetch([stream, "fido"])
+    with pytest.raises(fes.EncodeError, match="acts on a stream no store can keep"):
+        batch.emit(dogs, stream, [Registered("Fido")])
+    with pytest.raises(fes.EncodeError, match="acts on a stream no store can keep"):
+        batch.execute(dogs, stream, register, "Fido")
+    assert len(batch) == 0
+
+
+def test_events_encoded_in_a_batch_read_back_sealed_and_compressed(place: Place) -> None:
+    """Encoded when added, stamped when committed: a ciphered, compressed batch reads back."""
+    cipher = Cipher({"k": bytes(range(32))}, "k")
+    app = place.app(cipher=cipher, compress=True)
+    times = iter([datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)])
+    app.clock = lambda: next(times)
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido", metadata=Metadata("c", "d", {"n": "1"}))
+    batch.execute(dogs, "fido", add_trick, "sit")
+    recorded = app.commit(batch)
+    assert [r.timestamp for r in recorded] == [datetime(2026, 1, 1, tzinfo=UTC)] * 2
+    assert app.log() == recorded
+    assert app.get(dogs, "fido") == Dog("Fido", pvector(["sit"]))
 
 
 # --- snapshots -------------------------------------------------------------------------
@@ -872,6 +959,18 @@ def test_a_snapshot_under_the_current_fingerprint_is_trusted(place: Place) -> No
     )
     assert app.load(dogs, "fido") == (Dog("Planted", pvector(["fly", "beg"])), 3)
     assert app.get(dogs, "fido", version=1) == Dog("Fido")
+
+
+def test_stored_snapshots_keep_their_bytes(place: Place) -> None:
+    """A snapshot taken through fes.snapshots.take is stored in the format stored before."""
+    app = place.app()
+    app.execute(dogs, "fido", register, "Fido")
+    app.execute(dogs, "fido", add_trick, "sit")
+    app.take_snapshot(dogs, "fido")
+    stored = app.store.load_snapshot("fido")
+    assert stored is not None
+    assert (stored.stream, stored.version) == ("fido", 2)
+    assert stored.payload == b'{"name":"Fido","tricks":["sit"]}'
 
 
 @pytest.mark.parametrize(

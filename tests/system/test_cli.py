@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fes.edge import SyncRunner
 from fes.edge.cli import main
-from fes.edge.runners import SyncRunner
 from system import domain
 from system.helpers import send
 

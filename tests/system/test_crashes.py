@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fes.edge.runners import ThreadedRunner
+from fes.edge import ThreadedRunner
 from system import domain
 from system.helpers import kill_while_flowing, send
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fes
+from fes.edge import Follower, SyncRunner, lags
 from fes.edge.application import Application
-from fes.edge.runners import Follower, SyncRunner, lags
 from fes.edge.stores import open_database
 from fes.edge.stores.base import Database
 from system import domain

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import fes
-from fes.edge.processes import ProcessRunner
-from fes.edge.runners import Follower, SyncRunner, ThreadedRunner, lags
+from fes.edge import Follower, ProcessRunner, SyncRunner, ThreadedRunner, lags
 from fes.edge.stores import open_database
 from fes.system import partition_of, tracking_key
 from system import domain

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge.runners import SyncRunner, skipped
+from fes.edge import SyncRunner, skipped
 from fes.edge.skips import SKIPS_STREAM
 from fes.edge.stores.base import NewEvent
 from system import domain

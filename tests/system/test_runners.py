@@ -16,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fes
+from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner, load_system, run
 from fes.edge.application import Application
-from fes.edge.processes import ProcessRunner, load_system
 from fes.edge.projections import Projection
-from fes.edge.runners import SyncRunner, ThreadedRunner, run
 from fes.edge.stores import open_database
 from system import domain
 from system.helpers import assert_exactly_once, dump, send, serve

@@ -2,7 +2,7 @@
 
 A :class:`ProcessRunner` starts worker processes (with ``multiprocessing``'s
 *spawn* method, so nothing is inherited but arguments); each opens the
-database from its URL and runs a :class:`fes.edge.runners.ThreadedRunner`
+database from its URL and runs a :class:`fes.edge.ThreadedRunner`
 for the applications it was given.  Over PostgreSQL the workers are woken
 by LISTEN/NOTIFY, and poll every ``poll_interval`` in case a notification
 is lost; over an SQLite file they poll.  A memory database cannot be shared
@@ -23,7 +23,6 @@ PostgreSQL database.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import multiprocessing
 import os
@@ -40,40 +39,15 @@ from typing import Any, Self
 from fes.errors import ConfigurationError, PolicyError
 from fes.system import System
 
-from .runners import DEFAULT_BATCH_SIZE, DEFAULT_POLL_INTERVAL, Runner, ThreadedRunner
+from ._follower import DEFAULT_BATCH_SIZE
+from ._loading import load_system
+from ._runners import DEFAULT_POLL_INTERVAL, Runner, ThreadedRunner
 
-__all__ = ["ProcessRunner", "load_system"]
+__all__ = ["ProcessRunner"]
 
 logger = logging.getLogger("fes.processes")
 
 _SPAWN = multiprocessing.get_context("spawn")
-
-
-def load_system(spec: str) -> System:
-    """The :class:`fes.System` named by ``"package.module:attribute"``."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(
-            f"{spec!r} does not name a system: write MODULE:ATTRIBUTE, "
-            "e.g. fes.examples.shop:system"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigurationError(f"cannot import module {module_name!r}: {error}") from error
-    value: Any = module
-    for part in attribute.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"module {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not isinstance(value, System):
-        raise ConfigurationError(
-            f"{spec!r} is a {type(value).__name__}, not a fes.System"
-        )
-    return value
 
 
 def _portable(error: BaseException) -> BaseException:

@@ -1,0 +1,406 @@
+"""Runners: drive a system's followers and views, in this thread or in threads.
+
+Two runners of this module drive followers (:mod:`fes.edge._follower`) and
+views (:mod:`fes.edge.projections`):
+
+- :class:`SyncRunner` steps everything in this thread, in a fixed order,
+  until nothing is left to do — deterministic, for tests and scripts;
+- :class:`ThreadedRunner` gives each (follower, leader) pair and each view a
+  thread that sleeps in the leader's ``store.wait``.
+
+:class:`fes.edge.ProcessRunner` runs applications in separate OS processes,
+and :func:`fes.edge.run` starts a system and blocks until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection
+from typing import Any, Protocol, Self
+
+from fes.errors import ConfigurationError, FesError, PolicyError
+from fes.system import System, app_of_unit, tracking_key, unit_names
+
+from ._follower import DEFAULT_BATCH_SIZE, Follower, describe
+from .application import Application, check_count, check_store
+from .projections import Projection
+from .stores import open_database
+from .stores.base import Database
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "Runner",
+    "SyncRunner",
+    "ThreadedRunner",
+    "lags",
+]
+
+logger = logging.getLogger("fes.runners")
+
+#: Seconds a waiting worker sleeps at most before it looks at the log again.
+DEFAULT_POLL_INTERVAL = 1.0
+
+
+def lags(database: Database, system: System) -> dict[tuple[str, str], tuple[int, int]]:
+    """For each (leader, follower) of ``system``: (tracked position, leader's last position).
+
+    A partitioned follower appears once per partition, as ``name#i``.
+    """
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    last = {app.name: database.store(app.name).last_position() for app in system.apps}
+    for follower in system.followers_all:
+        tracked = database.store(follower.name).tracked()
+        for leader in system.leaders(follower.name):
+            for i, unit in enumerate(unit_names(follower)):
+                key = tracking_key(leader, i, follower.partitions)
+                found[(leader, unit)] = (tracked.get(key, 0), last[leader])
+    return found
+
+
+# --- units of work: what a runner steps and waits on ----------------------------
+
+
+class _Unit(Protocol):
+    """One thing a runner keeps doing: a follower on one leader, or one view."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def app(self) -> str: ...
+
+    def step(self) -> int: ...
+
+    def wait(self, timeout: float) -> None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+
+class _Subscription:
+    """A follower following one of its leaders."""
+
+    def __init__(self, follower: Follower, leader: str) -> None:
+        self.follower = follower
+        self.leader = leader
+        self.label = f"{follower.unit}<-{leader}"
+        self.app = follower.name
+
+    def step(self) -> int:
+        return self.follower.step(self.leader)
+
+    def wait(self, timeout: float) -> None:
+        deadline = self.follower.retry_at(self.leader)
+        if deadline is not None:
+            time.sleep(max(min(deadline - time.monotonic(), timeout), 0.0))
+            return
+        reader = self.follower.leaders[self.leader]
+        reader.store.wait(self.follower.positions[self.leader], timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self.follower.error is not None
+
+
+class _ViewUnit:
+    """A view kept up to date with its application's log."""
+
+    def __init__(self, projection: Projection[Any]) -> None:
+        self.projection = projection
+        self.label = f"{projection.application.name}/{projection.view.name}"
+        self.app = projection.application.name
+
+    def step(self) -> int:
+        return self.projection.step()
+
+    def wait(self, timeout: float) -> None:
+        self.projection.application.store.wait(self.projection.seen, timeout)
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+# --- runners ----------------------------------------------------------------------
+
+
+class Runner:
+    """What every runner shares: the system's applications on one database.
+
+    ``store`` is a URL or an open :class:`Database` (not closed by the
+    runner).  ``apps`` limits which applications' followers and views this
+    runner drives (all by default): the others may run elsewhere, in other
+    processes or on other hosts.  Keyword ``options`` go to every
+    :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
+    ``clock``, ``env``, …).
+    """
+
+    def __init__(
+        self,
+        system: System,
+        store: str | Database = "memory://",
+        *,
+        apps: Collection[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **options: Any,
+    ) -> None:
+        if not isinstance(system, System):
+            raise ConfigurationError(f"a runner runs a fes.System, not {system!r}")
+        if (
+            not isinstance(poll_interval, int | float)
+            or isinstance(poll_interval, bool)
+            or not poll_interval > 0
+        ):
+            raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        check_count("batch_size", batch_size, 1)
+        check_store(store)
+        self.system = system
+        if isinstance(store, str):
+            self.database: Database = open_database(store)
+            self._owns_database = True
+        else:
+            self.database = store
+            self._owns_database = False
+        self.poll_interval = poll_interval
+        try:
+            chosen = set([a.name for a in system.apps] if apps is None else apps)
+            for name in chosen:
+                app_of_unit(system, name)
+            self.applications: dict[str, Application] = {
+                a.name: Application(a, store=self.database, **options) for a in system.apps
+            }
+            # keyed by unit: the application's name, or name#i for partition i
+            self.followers: dict[str, Follower] = {
+                unit: Follower(
+                    self.applications[app.name],
+                    {leader: self.applications[leader] for leader in system.leaders(app.name)},
+                    batch_size=batch_size,
+                    partition=i,
+                )
+                for app in system.followers_all
+                for i, unit in enumerate(unit_names(app))
+                if app.name in chosen or unit in chosen
+            }
+            for follower in self.followers.values():
+                follower.check_layout()
+            # a partitioned application's views run with its partition 0
+            self.projections: dict[tuple[str, str], Projection[Any]] = {
+                (app.name, view.name): Projection(self.applications[app.name], view)
+                for app in system.apps
+                if app.name in chosen or unit_names(app)[0] in chosen
+                for view in app.views
+            }
+        except BaseException:
+            self.close()
+            raise
+        units: list[_Unit] = []
+        for follower in self.followers.values():
+            units.extend(_Subscription(follower, leader) for leader in follower.leaders)
+        units.extend(_ViewUnit(p) for p in self.projections.values())
+        self._units: tuple[_Unit, ...] = tuple(units)
+
+    def app(self, name: str) -> Application:
+        """The application called ``name``, to execute commands and read state."""
+        try:
+            return self.applications[name]
+        except KeyError:
+            self.system.app(name)  # raises, naming the known applications
+            raise
+
+    def view(self, app: str, name: str) -> Projection[Any]:
+        """The projection of view ``name`` of application ``app``."""
+        try:
+            return self.projections[(app, name)]
+        except KeyError:
+            known = ", ".join(f"{a}/{v}" for a, v in self.projections) or "none"
+            raise ConfigurationError(
+                f"this runner keeps no view {name!r} of {app!r}; it keeps {known}"
+            ) from None
+
+    @property
+    def errors(self) -> dict[str, PolicyError]:
+        """The followers stopped by a policy error, with the error."""
+        return {n: f.error for n, f in self.followers.items() if f.error is not None}
+
+    def lags(self) -> dict[tuple[str, str], int]:
+        """For each (leader, follower) this runner drives, how far behind it is."""
+        return {
+            (leader, name): behind
+            for name, follower in self.followers.items()
+            for leader, behind in follower.lag().items()
+        }
+
+    def is_quiet(self) -> bool:
+        """Whether every follower and view has processed everything visible now."""
+        if any(self.lags().values()):
+            return False
+        return all(
+            p.position() >= p.application.store.last_position()
+            for p in self.projections.values()
+        )
+
+    def _snapshot(self) -> tuple[tuple[int, ...], bool]:
+        positions = tuple(
+            self.applications[a.name].store.last_position() for a in self.system.apps
+        )
+        return positions, self.is_quiet()
+
+    def wait_until_quiet(self, timeout: float = 30.0, *, interval: float = 0.02) -> bool:
+        """Wait until everything is processed and stays so across two looks.
+
+        Two consecutive looks must find every log at the same position and
+        nothing left to process: with cycles, one quiet look could be taken
+        while a commit is adding new work.  Returns False after ``timeout``.
+        Stopped followers count as quiet only once they are stopped.
+        """
+        deadline = time.monotonic() + timeout
+        before: tuple[tuple[int, ...], bool] | None = None
+        while True:
+            now = self._snapshot()
+            stuck = set(self.errors)
+            quiet = now[1] or (stuck and self._quiet_except(stuck))
+            if quiet and before is not None and before[0] == now[0]:
+                return True
+            before = now if quiet else None
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+    def _quiet_except(self, stopped: set[str]) -> bool:
+        return all(
+            behind == 0 for (_, name), behind in self.lags().items() if name not in stopped
+        ) and all(
+            p.position() >= p.application.store.last_position()
+            for p in self.projections.values()
+        )
+
+    def close(self) -> None:
+        """Close the database if this runner opened it."""
+        if self._owns_database:
+            self.database.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncRunner(Runner):
+    """Runs a system in the calling thread, in a fixed order: deterministic.
+
+    :meth:`run_until_quiet` steps every follower (one batch per leader) and
+    every view, round after round, until a round does nothing.  Use it in
+    tests and scripts::
+
+        with SyncRunner(system, "memory://") as runner:
+            runner.app("orders").execute(order, order_id, place, "ann", "sku", 1, 100)
+            runner.run_until_quiet()
+    """
+
+    def step(self) -> int:
+        """One round: one batch of each leader for each follower, then each view."""
+        return sum(unit.step() for unit in self._units)
+
+    def run_until_quiet(self, *, check: bool = True, max_rounds: int | None = None) -> int:
+        """Process until nothing is left; return how many notifications were consumed.
+
+        A follower waiting to retry a failed event is waited for.  With
+        ``check`` (the default), a follower stopped by a policy error is
+        reported by raising its :class:`fes.PolicyError` once the others are
+        drained; otherwise inspect :attr:`errors`.
+        """
+        total = 0
+        rounds = 0
+        while max_rounds is None or rounds < max_rounds:
+            rounds += 1
+            moved = self.step()
+            total += moved
+            if moved:
+                continue
+            waits = [
+                deadline
+                for follower in self.followers.values()
+                if follower.error is None
+                for leader in follower.leaders
+                if (deadline := follower.retry_at(leader)) is not None
+            ]
+            if not waits:
+                break
+            time.sleep(max(min(waits) - time.monotonic(), 0.0))
+        if check:
+            for error in self.errors.values():
+                raise error
+        return total
+
+
+class ThreadedRunner(Runner):
+    """Runs a system in threads of this process: one per (follower, leader) and per view.
+
+    A waiting thread sleeps in the leader store's ``wait``: woken at once by
+    appends it can observe and otherwise every ``poll_interval`` seconds.  A
+    store error (a database restarting, a lock timeout) is logged and the
+    batch tried again after a back-off.  :meth:`stop` lets every thread
+    finish the batch in hand, then joins them.
+    """
+
+    def __init__(self, system: System, store: str | Database = "memory://", **kwargs: Any):
+        super().__init__(system, store, **kwargs)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Self:
+        """Start the threads; returns the runner."""
+        if self._threads:
+            raise ConfigurationError("this runner was started already")
+        for unit in self._units:
+            thread = threading.Thread(
+                target=self._loop, args=(unit,), name=f"fes {unit.label}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def _loop(self, unit: _Unit) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set() and not unit.finished:
+            try:
+                moved = unit.step()
+                if not moved:
+                    unit.wait(self.poll_interval)
+                backoff = 0.0
+            except Exception as error:
+                if self._stopping.is_set():
+                    break
+                backoff = min(max(backoff * 2, 0.05), 5.0)
+                logger.warning("%s: %s; trying again in %.2fs", unit.label,
+                               describe(error), backoff, exc_info=not isinstance(error, FesError))
+                self._stopping.wait(backoff)
+
+    @property
+    def running(self) -> bool:
+        """Whether any thread still runs."""
+        return any(t.is_alive() for t in self._threads)
+
+    def request_stop(self) -> None:
+        """Ask every thread to stop after its batch in hand (safe in a signal handler)."""
+        self._stopping.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every thread after its batch in hand, and wait for them."""
+        self._stopping.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+
+    def close(self) -> None:
+        """Stop the threads, then close the database if this runner opened it."""
+        if getattr(self, "_threads", None):
+            self.stop()
+        super().close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
