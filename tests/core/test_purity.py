@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,11 +62,15 @@ print(json.dumps({{
 def fresh_import() -> dict[str, list[str]]:
     """What a fresh interpreter has loaded after importing every core module."""
     modules = ["fes", *(_module_name(p) for p in _core_files())]
+    # Coverage measures subprocesses by starting itself in them (it loads
+    # sqlite3, random and threads): the probe must see only what fes loads.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     result = subprocess.run(
         [sys.executable, "-c", _PROBE.format(modules=modules)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     loaded: dict[str, list[str]] = json.loads(result.stdout)
