@@ -18,6 +18,7 @@ from ._follower import DEFAULT_BATCH_SIZE
 from ._loading import load_system
 from ._processes import ProcessRunner
 from ._runners import DEFAULT_POLL_INTERVAL, ThreadedRunner
+from ._settings import system_store_url
 
 __all__ = ["run"]
 
@@ -65,7 +66,9 @@ def run(
     On a signal, every worker finishes the batch in hand, then this returns
     the followers that had stopped on a policy error.
     """
-    url = store or os.environ.get("FES_STORE_URL") or "sqlite:///fes.db"
+    # a ProcessRunner's workers load the system by its name, so keep the name
+    resolved = load_system(system) if isinstance(system, str) else system
+    url = system_store_url(os.environ, store, (app.name for app in resolved.apps))
     stop = until or threading.Event()
     settings: dict[str, Any] = dict(
         apps=apps, batch_size=batch_size, poll_interval=poll_interval, **options
@@ -74,9 +77,7 @@ def run(
     if processes:
         runner = ProcessRunner(system, url, processes=processes, **settings)
     else:
-        if isinstance(system, str):
-            system = load_system(system)
-        runner = ThreadedRunner(system, url, **settings)
+        runner = ThreadedRunner(resolved, url, **settings)
     with _stop_signals(stop.set):
         try:
             runner.start()

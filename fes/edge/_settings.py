@@ -24,7 +24,7 @@ mapping, which the entry points pass (``os.environ`` unless told otherwise).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from fes.errors import ConfigurationError
 
@@ -37,6 +37,7 @@ __all__ = [
     "setting",
     "snapshot_every",
     "store_url",
+    "system_store_url",
 ]
 
 #: Where events go when nothing names a store.
@@ -101,6 +102,28 @@ def store_url(
     return setting(env, "FES_STORE_URL", app) or DEFAULT_STORE_URL
 
 
+def system_store_url(
+    env: Mapping[str, str], given: str | None, apps: Iterable[str]
+) -> str:
+    """The one store URL of a whole system run by ``run`` or ``fes run``.
+
+    A runner keeps every application of a system in one database, so an
+    application's own ``<APP>_FES_STORE_URL`` that names another store is
+    refused rather than ignored (its events would not be where it says).
+    """
+    url = store_url(env, given)
+    if given is None:
+        for app in apps:
+            own = env.get(prefixed(app, "FES_STORE_URL"))
+            if own and own != url:
+                raise ConfigurationError(
+                    f"{prefixed(app, 'FES_STORE_URL')} names a store of its own, but a runner "
+                    f"keeps a whole system in one store ({_name('FES_STORE_URL', None)} or "
+                    "the default): unset it, or give it the system's URL"
+                )
+    return url
+
+
 def compress(env: Mapping[str, str], app: str | None = None) -> bool:
     """Whether ``FES_COMPRESS`` (or the application's own) asks for compression."""
     word = setting(env, "FES_COMPRESS", app)
@@ -108,8 +131,11 @@ def compress(env: Mapping[str, str], app: str | None = None) -> bool:
         return False
     try:
         return flag(word)
-    except ValueError as error:
-        raise ConfigurationError(f"{_name('FES_COMPRESS', app)}: {error}") from None
+    except ValueError:
+        raise ConfigurationError(
+            f"FES_COMPRESS must be a true or false word (1, true, yes, on; 0, false, no, off), "
+            f"got {word!r}{_from(env, 'FES_COMPRESS', app)}"
+        ) from None
 
 
 def snapshot_every(env: Mapping[str, str], app: str | None = None) -> int | None:
@@ -120,16 +146,27 @@ def snapshot_every(env: Mapping[str, str], app: str | None = None) -> int | None
     try:
         value = int(raw)
     except ValueError:
-        value = 0
+        raise ConfigurationError(
+            f"FES_SNAPSHOT_EVERY must be an integer, got {raw!r}"
+            f"{_from(env, 'FES_SNAPSHOT_EVERY', app)}"
+        ) from None
     if value < 1:
         raise ConfigurationError(
-            f"{_name('FES_SNAPSHOT_EVERY', app)} must be an integer of 1 or more, got {raw!r}"
+            f"FES_SNAPSHOT_EVERY must be an integer of 1 or more, got {value}"
+            f"{_from(env, 'FES_SNAPSHOT_EVERY', app)}"
         )
     return value
 
 
 def _name(key: str, app: str | None) -> str:
     return key if app is None else f"{key} (or {prefixed(app, key)})"
+
+
+def _from(env: Mapping[str, str], key: str, app: str | None) -> str:
+    """Where a bad value came from, when it was an application's own variable."""
+    if app is not None and env.get(prefixed(app, key)):
+        return f" (from {prefixed(app, key)})"
+    return ""
 
 
 class AppEnv(Mapping[str, str]):

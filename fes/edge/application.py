@@ -36,6 +36,7 @@ from fes.events import NO_METADATA, Metadata, Recorded
 from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
+from . import _settings as settings
 from .codec import Cipher, Codec
 from .skips import skips
 from .stores import open_database
@@ -58,7 +59,6 @@ S = TypeVar("S")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-DEFAULT_URL = "sqlite:///fes.db"
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
 
@@ -90,20 +90,6 @@ def check_store(store: object) -> None:
     """Refuse a ``store`` argument that is neither a URL nor an open database."""
     if not (isinstance(store, str) or callable(getattr(store, "store", None))):
         raise ConfigurationError(f"store must be a store URL or an open Database, not {store!r}")
-
-
-#: What a switch in the environment may say (unset or empty: off).
-_WORDS = {
-    "": False, "0": False, "false": False, "no": False, "off": False,
-    "1": True, "true": True, "yes": True, "on": True,
-}
-
-
-def _setting(env: Mapping[str, str], app: str, key: str) -> str | None:
-    """An environment setting, preferring the one prefixed by the app's name."""
-    prefixed = f"{app.upper().replace('-', '_')}_{key}"
-    # an empty prefixed setting counts as unset, like an empty global one
-    return env.get(prefixed) or env.get(key) or None
 
 
 class _Pending(NamedTuple):
@@ -328,24 +314,11 @@ class Application:
         check_count("retries", retries, 0)
         self.app = app
         if compress is None:
-            word = (_setting(env, app.name, "FES_COMPRESS") or "").strip().lower()
-            if word not in _WORDS:
-                raise ConfigurationError(
-                    f"FES_COMPRESS must be a true or false word (1, true, yes, on; "
-                    f"0, false, no, off), got {word!r}"
-                )
-            compress = _WORDS[word]
+            compress = settings.compress(env, app.name)
         if cipher is None:
-            cipher = Cipher.from_env(_EnvView(env, app.name))
+            cipher = Cipher.from_env(settings.AppEnv(env, app.name))
         if snapshot_every is None:
-            raw = _setting(env, app.name, "FES_SNAPSHOT_EVERY")
-            if raw:
-                try:
-                    snapshot_every = int(raw)
-                except ValueError:
-                    raise ConfigurationError(
-                        f"FES_SNAPSHOT_EVERY must be an integer, got {raw!r}"
-                    ) from None
+            snapshot_every = settings.snapshot_every(env, app.name)
         if snapshot_every is not None:
             check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application
@@ -365,7 +338,7 @@ class Application:
                 self.codec.encode_state(aggregate, aggregate.initial, stream="", version=0)
         # Every argument is checked: only now is a database opened (or its tables made).
         if store is None or isinstance(store, str):
-            url = store or _setting(env, app.name, "FES_STORE_URL") or DEFAULT_URL
+            url = settings.store_url(env, store, app.name)
             self.database: Database = open_database(url)
             self._owns_database = True
         else:
@@ -755,23 +728,3 @@ class Application:
 
     def __repr__(self) -> str:
         return f"Application({self.app.name!r}, store={self.database.url!r})"
-
-
-class _EnvView(Mapping[str, str]):
-    """An environment seen through an application's name prefix."""
-
-    def __init__(self, env: Mapping[str, str], app: str) -> None:
-        self._env = env
-        self._app = app
-
-    def __getitem__(self, key: str) -> str:
-        value = _setting(self._env, self._app, key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Any:
-        return iter(self._env)
-
-    def __len__(self) -> int:
-        return len(self._env)

@@ -40,6 +40,7 @@ from fes.errors import ConfigurationError, FesError
 from fes.events import Recorded
 from fes.system import System, app_of_unit
 
+from . import _settings as settings
 from ._follower import DEFAULT_BATCH_SIZE
 from .application import Application
 from .skips import SKIPS_STREAM
@@ -48,7 +49,6 @@ from .stores.base import Database, StoredEvent
 
 __all__ = ["main"]
 
-DEFAULT_URL = "sqlite:///fes.db"
 
 #: Exit codes: 0 done, 1 a fes error, 2 bad usage (argparse), 3 a follower stopped.
 EXIT_ERROR = 1
@@ -142,8 +142,11 @@ def _when(micros: int) -> str:
 # --- opening stores and systems -----------------------------------------------------
 
 
-def _url(args: argparse.Namespace) -> str:
-    return str(args.store or os.environ.get("FES_STORE_URL") or DEFAULT_URL)
+def _url(args: argparse.Namespace, system: System | None = None) -> str:
+    """The store a command works on: --store, else the environment's, else the default."""
+    if system is not None:
+        return settings.system_store_url(os.environ, args.store, (a.name for a in system.apps))
+    return settings.store_url(os.environ, args.store)
 
 
 @contextmanager
@@ -309,7 +312,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     system = _system(args.system)
     assert system is not None
-    url = _url(args)
+    url = _url(args, system)
     apps = [a for a in args.apps.split(",") if a] if args.apps else None
     for name in apps or ():
         app_of_unit(system, name)

@@ -63,10 +63,12 @@ def test_other_words_are_refused(word: str) -> None:
         settings.flag(word)
 
 
-def test_bad_compress_names_both_variables() -> None:
-    """A bad FES_COMPRESS is a ConfigurationError naming the variable and the app's own."""
-    with pytest.raises(fes.ConfigurationError, match=r"FES_COMPRESS \(or ORDERS_FES_COMPRESS\)"):
+def test_bad_compress_names_the_variable_it_came_from() -> None:
+    """A bad FES_COMPRESS is a ConfigurationError naming the variable that held it."""
+    with pytest.raises(fes.ConfigurationError, match=r"FES_COMPRESS must be .*'maybe'$"):
         settings.compress({"FES_COMPRESS": "maybe"}, app="orders")
+    with pytest.raises(fes.ConfigurationError, match=r"'maybe' \(from ORDERS_FES_COMPRESS\)"):
+        settings.compress({"ORDERS_FES_COMPRESS": "maybe"}, app="orders")
 
 
 @pytest.mark.parametrize("raw", ["0", "-3", "ten", "1.5"])
@@ -92,3 +94,37 @@ def test_app_env_shows_each_variable_as_the_app_sees_it() -> None:
     assert dict(view) == {"FES_CIPHER_KEYS": "b:BBBB"}
     assert "FES_CIPHER_KEY_ID" not in view
     assert settings.AppEnv(env, "shop")["FES_CIPHER_KEYS"] == "a:AAAA"
+
+
+def test_a_system_takes_one_store_and_refuses_an_app_of_its_own() -> None:
+    """run and `fes run` keep a system in one store: an app's own different URL is refused."""
+    apps = ["orders", "payments"]
+    env = {"FES_STORE_URL": "sqlite:///shop.db", "PAYMENTS_FES_STORE_URL": "sqlite:///pay.db"}
+    with pytest.raises(fes.ConfigurationError, match="PAYMENTS_FES_STORE_URL names a store"):
+        settings.system_store_url(env, None, apps)
+    same = {**env, "PAYMENTS_FES_STORE_URL": "sqlite:///shop.db"}
+    assert settings.system_store_url(same, None, apps) == "sqlite:///shop.db"
+    # an explicit URL is the system's, whatever the applications' variables say
+    assert settings.system_store_url(env, "memory://", apps) == "memory://"
+
+
+def test_run_refuses_an_application_store_it_would_ignore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fes.edge.run reads the settings: a stray <APP>_FES_STORE_URL stops it before it starts."""
+    from fes.edge import run
+    from fes.examples.shop import system
+
+    monkeypatch.setenv("FES_STORE_URL", "memory://")
+    monkeypatch.setenv("PAYMENTS_FES_STORE_URL", "sqlite:///elsewhere.db")
+    with pytest.raises(fes.ConfigurationError, match="PAYMENTS_FES_STORE_URL"):
+        run(system)
+
+
+def test_application_refuses_an_empty_store_url() -> None:
+    """Application(app, store="") is an error, not events written to ./fes.db."""
+    from fes.edge import Application
+    from fes.examples.dogs import dogs
+
+    with pytest.raises(fes.ConfigurationError, match="store URL is empty"):
+        Application(fes.App("school", aggregates=[dogs]), "", env={})

@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from fes.edge._settings import DEFAULT_STORE_URL, setting
 from fes.edge.stores.base import (
     Database,
     NewEvent,
@@ -82,7 +83,7 @@ def open_database(url: str, **options: Any) -> Database:
 
 
 def database_from_env(
-    env: Mapping[str, str], default: str = "sqlite:///fes.db", **options: Any
+    env: Mapping[str, str], default: str = DEFAULT_STORE_URL, **options: Any
 ) -> Database:
     """Open the database named by ``env["FES_STORE_URL"]``, or ``default`` if unset or empty."""
-    return open_database(env.get(ENV_VAR) or default, **options)
+    return open_database(setting(env, ENV_VAR) or default, **options)
