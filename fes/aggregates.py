@@ -45,7 +45,6 @@ __all__ = [
     "combine",
     "contramap_command",
     "decide",
-    "fold",
     "map_state",
     "neutral",
     "projector",
@@ -266,13 +265,6 @@ class Aggregate(Generic[S]):
         if explicit is not None:
             return explicit
         return spec_of(kind).topic or f"{self.name}.{kind.__qualname__}"
-
-
-def fold(
-    aggregate: Aggregate[S], events: Iterable[Any], state: S | _Initial = _Initial.INITIAL
-) -> S:
-    """Fold events into ``aggregate``'s state; see :meth:`Aggregate.fold`."""
-    return aggregate.fold(events, state)
 
 
 _FUNCTION = types.FunctionType

@@ -309,7 +309,7 @@ class SyncRunner(Runner):
 
         A follower waiting to retry a failed event is waited for.  With
         ``check`` (the default), a follower stopped by a policy error is
-        reported by raising its :class:`fes.PolicyError` once the others are
+        reported by raising its :class:`fes.errors.PolicyError` once the others are
         drained; otherwise inspect :attr:`errors`.
         """
         total = 0

@@ -117,7 +117,7 @@ class Batch:
 
     Each event is encoded as it is added, so an event the codec cannot store
     (or a stream id no store can keep) is refused by the :meth:`emit` or
-    :meth:`execute` that adds it, with a :class:`fes.EncodeError`, and the
+    :meth:`execute` that adds it, with a :class:`fes.errors.EncodeError`, and the
     batch is left as it was.  A :meth:`savepoint` marks the batch; a
     :meth:`rollback` to that mark takes back everything added since::
 
@@ -555,7 +555,7 @@ class Application:
         """Append a batch's events, atomically, with an optional tracking position.
 
         Raises :class:`fes.ConcurrencyError` if any stream moved since the batch
-        loaded it, and :class:`fes.DuplicateTracking` if the tracking position
+        loaded it, and :class:`fes.errors.DuplicateTracking` if the tracking position
         was recorded before; either way nothing is stored.
         """
         if not isinstance(batch, Batch) or batch.application is not self:

@@ -45,7 +45,7 @@ def reseal(
     Put the new key in the ring as the current one first, in every process
     that writes: the walk ends at the log's last position when it starts,
     since rows appended after that are sealed under the new key already.
-    Raises :class:`fes.CipherError` at a row that is not encrypted (unless
+    Raises :class:`fes.errors.CipherError` at a row that is not encrypted (unless
     ``plain``) or that no key of the ring decrypts; the batches before it
     stay resealed.
     """

@@ -93,7 +93,7 @@ def test_explicit_pairs_need_no_annotation() -> None:
 
 def test_a_type_handled_twice_is_refused_naming_both_handlers() -> None:
     """Two handlers for one event type are refused at definition, naming both and the type."""
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.projector(paid, moved, name="till")
     message = str(info.value)
     assert "'Paid' is handled twice in 'till'" in message
@@ -103,13 +103,13 @@ def test_a_type_handled_twice_is_refused_naming_both_handlers() -> None:
 
 def test_an_explicit_pair_cannot_shadow_an_annotated_handler() -> None:
     """An explicit pair for an already handled type is refused too."""
-    with pytest.raises(fes.DefinitionError, match="handled twice"):
+    with pytest.raises(fes.errors.DefinitionError, match="handled twice"):
         fes.projector(paid, (Paid, refunded_untyped))
 
 
 def test_a_handler_without_annotation_is_refused() -> None:
     """A handler that does not annotate its event parameter is refused, with its name."""
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.projector(refunded_untyped)
     assert "'refunded_untyped' does not annotate the type of its event parameter" in str(
         info.value
@@ -122,13 +122,13 @@ def test_a_handler_of_one_parameter_is_refused() -> None:
     def lonely(state: int) -> int:
         return state
 
-    with pytest.raises(fes.DefinitionError, match="does not take \\(state, event\\)"):
+    with pytest.raises(fes.errors.DefinitionError, match="does not take \\(state, event\\)"):
         fes.projector(lonely)
 
 
 def test_a_builtin_without_signature_is_refused_as_handler() -> None:
     """A callable whose signature cannot be read is refused, not crashed on."""
-    with pytest.raises(fes.DefinitionError, match="does not take"):
+    with pytest.raises(fes.errors.DefinitionError, match="does not take"):
         fes.projector(max)
 
 
@@ -138,7 +138,7 @@ def test_an_unresolvable_annotation_is_refused_naming_it() -> None:
     def local(state: int, event: NotDefinedAnywhere) -> int:  # type: ignore[name-defined]  # noqa: F821
         return state
 
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.projector(local)
     assert "annotates its event parameter as 'NotDefinedAnywhere'" in str(info.value)
 
@@ -158,13 +158,13 @@ def test_an_annotation_that_is_not_a_class_is_refused() -> None:
     def mixed(state: int, event: Paid | T) -> int:
         return state
 
-    with pytest.raises(fes.DefinitionError, match="does not resolve to classes"):
+    with pytest.raises(fes.errors.DefinitionError, match="does not resolve to classes"):
         fes.projector(generic)
-    with pytest.raises(fes.DefinitionError, match="events are dispatched by their class"):
+    with pytest.raises(fes.errors.DefinitionError, match="events are dispatched by their class"):
         fes.projector(anything)
-    with pytest.raises(fes.DefinitionError, match="does not resolve to classes"):
+    with pytest.raises(fes.errors.DefinitionError, match="does not resolve to classes"):
         fes.projector(mixed)
-    with pytest.raises(fes.DefinitionError, match="events are dispatched by their class"):
+    with pytest.raises(fes.errors.DefinitionError, match="events are dispatched by their class"):
         fes.projector(("Paid", paid))  # type: ignore[arg-type]
 
 
@@ -180,7 +180,7 @@ def test_a_generic_alias_annotation_registers_its_origin() -> None:
 def test_an_unhandled_event_names_its_type_and_the_aggregate() -> None:
     """Folding an event no handler takes raises UnhandledEvent naming type and aggregate."""
     till = fes.Aggregate("till", 0, fes.projector(paid))
-    with pytest.raises(fes.UnhandledEvent) as info:
+    with pytest.raises(fes.errors.UnhandledEvent) as info:
         till.fold([Paid(1), Refunded(1)])
     assert info.value.event_type is Refunded
     assert info.value.where == "till"
@@ -190,19 +190,19 @@ def test_an_unhandled_event_names_its_type_and_the_aggregate() -> None:
 
 def test_an_unhandled_event_is_renamed_only_when_raised_elsewhere() -> None:
     """The aggregate re-raises its own UnhandledEvent as is, and renames a foreign one."""
-    own = fes.UnhandledEvent(Refunded, "till")
-    foreign = fes.UnhandledEvent(Refunded, "projector")
+    own = fes.errors.UnhandledEvent(Refunded, "till")
+    foreign = fes.errors.UnhandledEvent(Refunded, "projector")
 
-    def raises(error: fes.UnhandledEvent) -> fes.Projector:
+    def raises(error: fes.errors.UnhandledEvent) -> fes.Projector:
         def apply(total: int, event: Any) -> int:
             raise error
 
         return apply
 
-    with pytest.raises(fes.UnhandledEvent) as info:
+    with pytest.raises(fes.errors.UnhandledEvent) as info:
         fes.Aggregate("till", 0, raises(own)).evolve(0, Refunded(1))
     assert info.value is own
-    with pytest.raises(fes.UnhandledEvent) as info:
+    with pytest.raises(fes.errors.UnhandledEvent) as info:
         fes.Aggregate("till", 0, raises(foreign)).evolve(0, Refunded(1))
     assert info.value is not foreign
     assert (info.value.event_type, info.value.where) == (Refunded, "till")
@@ -230,33 +230,33 @@ def test_the_most_specific_handler_wins() -> None:
 
 def test_an_aggregate_needs_a_name() -> None:
     """An empty aggregate name is refused."""
-    with pytest.raises(fes.DefinitionError, match="non-empty name"):
+    with pytest.raises(fes.errors.DefinitionError, match="non-empty name"):
         fes.Aggregate("", 0, fes.projector(paid))
 
 
 def test_an_aggregate_name_cannot_contain_a_slash() -> None:
     """'/' separates the parts of name-based ids: 'a/b' + 'c' would be 'a' + 'b/c'."""
-    with pytest.raises(fes.DefinitionError, match="contains '/'"):
+    with pytest.raises(fes.errors.DefinitionError, match="contains '/'"):
         fes.Aggregate("till/2", 0, fes.projector(paid))
-    with pytest.raises(fes.DefinitionError, match="contains '/'"):
+    with pytest.raises(fes.errors.DefinitionError, match="contains '/'"):
         fes.combine(fes.Aggregate("a", 0, fes.projector(paid)), name="x/y")
 
 
 def test_an_aggregate_refuses_an_event_listed_twice() -> None:
     """Listing one event type twice is refused, naming the aggregate."""
-    with pytest.raises(fes.DefinitionError, match="'till' lists an event type twice"):
+    with pytest.raises(fes.errors.DefinitionError, match="'till' lists an event type twice"):
         fes.Aggregate("till", 0, fes.projector(paid), events=[Paid, Paid])
 
 
 def test_an_aggregate_refuses_events_that_are_not_classes() -> None:
     """Events must be classes; an instance is refused with its repr."""
-    with pytest.raises(fes.DefinitionError, match="events must be classes, got Paid"):
+    with pytest.raises(fes.errors.DefinitionError, match="events must be classes, got Paid"):
         fes.Aggregate("till", 0, fes.projector(paid), events=[Paid(1)])  # type: ignore[list-item]
 
 
 def test_an_aggregate_refuses_owned_events_its_projector_cannot_handle() -> None:
     """Owning an event the projector has no handler for is refused, naming the event."""
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.Aggregate("till", 0, fes.projector(paid), events=[Paid, Refunded, Opened])
     assert "'till' owns Refunded, Opened but its projector has no handler" in str(info.value)
 
@@ -282,7 +282,7 @@ def test_commands_are_named_by_function_name() -> None:
 
 def test_two_commands_with_one_name_are_refused() -> None:
     """Two commands with the same name (e.g. two lambdas) are refused."""
-    with pytest.raises(fes.DefinitionError, match="two commands are named '<lambda>'"):
+    with pytest.raises(fes.errors.DefinitionError, match="two commands are named '<lambda>'"):
         fes.Aggregate("x", 0, lambda s, e: s, commands=[lambda s: [], lambda s: []])
 
 
@@ -298,15 +298,26 @@ def test_owns_is_by_instance_of_an_owned_type() -> None:
 
 
 def test_fold_of_nothing_is_the_initial_state() -> None:
-    """Folding no events gives the initial state; fes.fold is Aggregate.fold."""
+    """Folding no events gives the initial state."""
     assert dogs.fold([]) is None
-    assert fes.fold(counter, []) == 0
+    assert counter.fold([]) == 0
 
 
 def test_fold_applies_events_in_order() -> None:
     """Folding a dog's history gives its name and tricks in the order learned."""
     events = [Registered("Fido"), TrickAdded("roll"), TrickAdded("sit")]
-    assert fes.fold(dogs, events) == Dog("Fido", pvector(["roll", "sit"]))
+    assert dogs.fold(events) == Dog("Fido", pvector(["roll", "sit"]))
+
+
+def test_the_0_1_fes_fold_still_folds_with_a_warning() -> None:
+    """fes.fold(aggregate, events) of 0.1.0 folds as before and points at aggregate.fold."""
+    events = [Registered("Fido"), TrickAdded("roll")]
+    with pytest.warns(DeprecationWarning, match=r"^fes\.fold is deprecated; use aggregate\.fold"):
+        fold = fes.fold
+    assert fold(dogs, events) == dogs.fold(events)
+    assert fold(counter, [], 5) == 5
+    assert "fold" not in fes.__all__
+    assert "fold" not in dir(fes)
 
 
 def test_fold_from_a_none_state_does_not_restart_from_initial() -> None:

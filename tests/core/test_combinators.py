@@ -65,7 +65,7 @@ def test_combine_of_nothing_is_neutral_like() -> None:
     """combine() is named 'neutral', has state () and refuses every event."""
     empty = fes.combine()
     assert (empty.name, empty.initial, empty.events) == ("neutral", (), ())
-    with pytest.raises(fes.UnhandledEvent, match="in neutral"):
+    with pytest.raises(fes.errors.UnhandledEvent, match="in neutral"):
         empty.fold([dogs.Registered("x")])
 
 
@@ -137,7 +137,7 @@ def test_an_event_owned_by_two_parts_reaches_both() -> None:
 
 def test_an_event_no_part_owns_is_unhandled_naming_the_combination() -> None:
     """Folding an event no part owns raises UnhandledEvent naming the combined aggregate."""
-    with pytest.raises(fes.UnhandledEvent, match="'Deposited' in dog\\+counter"):
+    with pytest.raises(fes.errors.UnhandledEvent, match="'Deposited' in dog\\+counter"):
         fes.combine(dogs.dogs, counter).fold([bank.Deposited(1)])
 
 
@@ -157,7 +157,7 @@ def test_combine_names_and_versions() -> None:
 
 def test_combine_refuses_two_parts_with_one_name() -> None:
     """Two parts called alike would give clashing command names and are refused."""
-    with pytest.raises(fes.DefinitionError, match="two parts are both named 'dog'"):
+    with pytest.raises(fes.errors.DefinitionError, match="two parts are both named 'dog'"):
         fes.combine(dogs.dogs, dogs.dogs)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import warnings
 
 import pytest
 
@@ -31,11 +34,42 @@ def test_every_error_derives_from_fes_error(cls: type[BaseException]) -> None:
     assert issubclass(cls, fes.FesError)
 
 
-@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
-def test_every_error_is_exported_by_fes(cls: type[BaseException]) -> None:
-    """Every error class is reachable as ``fes.<Name>`` and listed in ``fes.__all__``."""
-    assert getattr(fes, cls.__name__) is cls
-    assert cls.__name__ in fes.__all__
+EVERYDAY = {"CommandError", "ConcurrencyError", "FesError", "Rejected"}
+
+
+def test_only_the_everyday_errors_are_top_level() -> None:
+    """fes.__all__ lists the four everyday errors; the rest live only in fes.errors."""
+    names = {cls.__name__ for cls in _error_classes()}
+    assert names & set(fes.__all__) == EVERYDAY
+    for name in EVERYDAY:
+        assert getattr(fes, name) is getattr(fes.errors, name)
+
+
+@pytest.mark.parametrize(
+    "name", sorted({c.__name__ for c in _error_classes()} - EVERYDAY), ids=str
+)
+def test_a_moved_error_still_resolves_with_a_warning(name: str) -> None:
+    """fes.<Name> of 0.1.0 returns fes.errors.<Name>, warning where it lives now."""
+    message = f"fes.{name} is deprecated; use fes.errors.{name}"
+    with pytest.warns(DeprecationWarning, match=f"^{message}$"):
+        assert getattr(fes, name) is getattr(fes.errors, name)
+    assert name not in dir(fes)
+
+
+def test_import_fes_is_enough_to_reach_fes_errors() -> None:
+    """``import fes`` alone makes ``fes.errors`` an attribute, in a fresh interpreter."""
+    code = "import fes; print(fes.errors.CipherError.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "fes.errors"
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    """A name fes never exported raises the usual AttributeError, without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="module 'fes' has no attribute 'Nonesuch'"):
+            fes.Nonesuch  # noqa: B018
+        assert not hasattr(fes, "errors_")
 
 
 def test_fes_error_catches_nothing_foreign() -> None:
@@ -46,15 +80,15 @@ def test_fes_error_catches_nothing_foreign() -> None:
 
 def test_errors_keep_their_builtin_family() -> None:
     """Errors that are also TypeError/LookupError/ValueError stay catchable as those."""
-    assert issubclass(fes.DefinitionError, TypeError)
+    assert issubclass(fes.errors.DefinitionError, TypeError)
     assert issubclass(fes.CommandError, TypeError)
-    assert issubclass(fes.UnhandledEvent, LookupError)
-    assert issubclass(fes.SystemDefinitionError, ValueError)
-    assert issubclass(fes.StoreURLError, ValueError)
-    assert issubclass(fes.UnknownTopic, fes.DecodeError)
-    assert issubclass(fes.CipherError, fes.DecodeError)
-    assert issubclass(fes.ConcurrencyError, fes.StoreError)
-    assert issubclass(fes.DuplicateTracking, fes.StoreError)
+    assert issubclass(fes.errors.UnhandledEvent, LookupError)
+    assert issubclass(fes.errors.SystemDefinitionError, ValueError)
+    assert issubclass(fes.errors.StoreURLError, ValueError)
+    assert issubclass(fes.errors.UnknownTopic, fes.errors.DecodeError)
+    assert issubclass(fes.errors.CipherError, fes.errors.DecodeError)
+    assert issubclass(fes.ConcurrencyError, fes.errors.StoreError)
+    assert issubclass(fes.errors.DuplicateTracking, fes.errors.StoreError)
 
 
 def test_concurrency_error_names_stream_and_both_versions() -> None:
@@ -70,7 +104,7 @@ def test_concurrency_error_names_stream_and_both_versions() -> None:
 
 def test_duplicate_tracking_names_leader_and_position() -> None:
     """A repeated tracking record names the leader and the position."""
-    error = fes.DuplicateTracking("orders", 42)
+    error = fes.errors.DuplicateTracking("orders", 42)
     assert (error.leader, error.position) == ("orders", 42)
     assert "'orders'" in str(error)
     assert "position 42" in str(error)
@@ -78,7 +112,7 @@ def test_duplicate_tracking_names_leader_and_position() -> None:
 
 def test_unknown_topic_names_the_topic_and_some_known_ones() -> None:
     """An unknown topic names itself and lists up to ten registered topics, sorted."""
-    error = fes.UnknownTopic("dog.Renamed", frozenset({"b.B", "a.A"}))
+    error = fes.errors.UnknownTopic("dog.Renamed", frozenset({"b.B", "a.A"}))
     assert error.topic == "dog.Renamed"
     assert "'dog.Renamed'" in str(error)
     assert "registered topics: a.A, b.B" in str(error)
@@ -88,7 +122,7 @@ def test_unknown_topic_names_the_topic_and_some_known_ones() -> None:
 def test_unknown_topic_abbreviates_a_long_list() -> None:
     """With more than ten registered topics, ten are shown and an ellipsis marks the rest."""
     known = frozenset(f"t{i:02}" for i in range(12))
-    message = str(fes.UnknownTopic("x", known))
+    message = str(fes.errors.UnknownTopic("x", known))
     assert "t09" in message
     assert "t10" not in message
     assert message.endswith(", …")
@@ -96,14 +130,14 @@ def test_unknown_topic_abbreviates_a_long_list() -> None:
 
 def test_unknown_topic_without_known_topics() -> None:
     """An unknown topic with no registry to show still names the topic, without a list."""
-    message = str(fes.UnknownTopic("x"))
+    message = str(fes.errors.UnknownTopic("x"))
     assert message == "unknown topic 'x': it is not registered"
 
 
 def test_policy_error_names_app_leader_position_and_cause() -> None:
     """A policy failure names the follower, the leader, the position and the original error."""
     cause = ZeroDivisionError("division by zero")
-    error = fes.PolicyError("tally", "school", 7, cause)
+    error = fes.errors.PolicyError("tally", "school", 7, cause)
     assert (error.app, error.leader, error.position, error.error) == ("tally", "school", 7, cause)
     assert str(error) == (
         "policy of 'tally' failed on 'school' position 7: ZeroDivisionError: division by zero"
@@ -116,7 +150,8 @@ class Strange:
 
 def test_unhandled_event_names_type_and_place() -> None:
     """An unhandled event names the event type and, when known, where it was refused."""
-    error = fes.UnhandledEvent(Strange, "dog")
+    error = fes.errors.UnhandledEvent(Strange, "dog")
     assert (error.event_type, error.where) == (Strange, "dog")
     assert str(error).startswith("no handler for event type 'Strange' in dog; ")
-    assert str(fes.UnhandledEvent(Strange)).startswith("no handler for event type 'Strange'; ")
+    message = str(fes.errors.UnhandledEvent(Strange))
+    assert message.startswith("no handler for event type 'Strange'; ")

@@ -78,7 +78,7 @@ def test_a_subclass_does_not_inherit_its_base_class_spec() -> None:
 @pytest.mark.parametrize("version", [0, -1])
 def test_event_version_below_one_is_refused(version: int) -> None:
     """A schema version below 1 is refused at definition."""
-    with pytest.raises(fes.DefinitionError, match=f"must be >= 1, got {version}"):
+    with pytest.raises(fes.errors.DefinitionError, match=f"must be >= 1, got {version}"):
         fes.event(version=version)
 
 
@@ -86,7 +86,7 @@ def test_event_version_below_one_is_refused(version: int) -> None:
 def test_event_version_and_upcaster_count_must_agree(version: int, count: int) -> None:
     """An event at version n needs exactly n - 1 upcasters, and the error says so."""
     ups = [lambda d: d] * count
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.event(version=version, upcasters=ups)
     assert f"needs {version - 1} upcaster(s)" in str(info.value)
     assert f"got {count}" in str(info.value)
@@ -147,7 +147,7 @@ def test_upcasting_composes_step_by_step(first: str, last: str) -> None:
 @pytest.mark.parametrize("stored", [4, 0, -2])
 def test_upcast_refuses_a_version_it_cannot_reach(stored: int) -> None:
     """A stored version newer than the code, or below 1, is an UpcastError naming both."""
-    with pytest.raises(fes.UpcastError) as info:
+    with pytest.raises(fes.errors.UpcastError) as info:
         fes.upcast(Named, {}, stored)
     assert "Named is at schema version 3" in str(info.value)
     assert f"stored version {stored}" in str(info.value)
@@ -155,7 +155,7 @@ def test_upcast_refuses_a_version_it_cannot_reach(stored: int) -> None:
 
 def test_a_failing_upcaster_is_an_upcast_error_naming_the_versions() -> None:
     """An upcaster that raises becomes an UpcastError naming the step and the cause."""
-    with pytest.raises(fes.UpcastError) as info:
+    with pytest.raises(fes.errors.UpcastError) as info:
         fes.upcast(Named, {"not_name": 1}, 1)
     assert "upcasting Named from version 1 to 2 failed: KeyError" in str(info.value)
     assert isinstance(info.value.__cause__, KeyError)
@@ -219,7 +219,7 @@ def test_two_event_types_under_one_topic_are_refused() -> None:
     class Returned:
         order: str
 
-    with pytest.raises(fes.DefinitionError, match=r"'order\.OrderShipped' names both"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"'order\.OrderShipped' names both"):
         fes.Aggregate(
             "order",
             0,
@@ -236,7 +236,7 @@ def test_two_event_types_declaring_one_topic_are_refused() -> None:
     class Impostor:
         order: str
 
-    with pytest.raises(fes.DefinitionError) as info:
+    with pytest.raises(fes.errors.DefinitionError) as info:
         fes.Aggregate("order", 0, lambda s, e: s, events=[OrderPlaced, Impostor])
     assert "topic 'shop.OrderPlaced' names both OrderPlaced and " in str(info.value)
     assert str(info.value).endswith("Impostor")

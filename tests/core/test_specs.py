@@ -77,7 +77,7 @@ def test_then_folds_the_emitted_events() -> None:
     def emits_trick(state: Any) -> list[Any]:
         return [TrickAdded("sit")]
 
-    with pytest.raises(fes.UnhandledEvent, match="'TrickAdded' in loose"):
+    with pytest.raises(fes.errors.UnhandledEvent, match="'TrickAdded' in loose"):
         given(loose).when(emits_trick).then(TrickAdded("sit"))
 
 

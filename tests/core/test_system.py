@@ -27,7 +27,7 @@ def app(name: str, *, follows: bool = False, **kwargs: Any) -> fes.App:
 @pytest.mark.parametrize("name", ["", "a b", "orders!", "x.y", "-", "_", "é/1"])
 def test_app_refuses_bad_names(name: str) -> None:
     """An application name must be letters, digits, '_' or '-' (and not only punctuation)."""
-    with pytest.raises(fes.SystemDefinitionError, match="must be non-empty letters"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="must be non-empty letters"):
         fes.App(name)
 
 
@@ -40,7 +40,9 @@ def test_app_accepts_good_names(name: str) -> None:
 def test_app_refuses_two_aggregates_with_one_name() -> None:
     """Two aggregates called alike in one application are refused, naming them."""
     twin = fes.Aggregate("dog", None, dogs.apply, dogs.events)
-    with pytest.raises(fes.SystemDefinitionError, match="'school' has two aggregates named 'dog'"):
+    with pytest.raises(
+        fes.errors.SystemDefinitionError, match="'school' has two aggregates named 'dog'"
+    ):
         fes.App("school", aggregates=[dogs, twin])
 
 
@@ -60,12 +62,12 @@ def test_app_aggregate_finds_by_name() -> None:
 def test_app_aggregate_unknown_name_lists_known_ones() -> None:
     """An unknown aggregate name is refused, naming the application and what it has."""
     office = fes.App("office", aggregates=[dogs, accounts])
-    with pytest.raises(fes.SystemDefinitionError) as info:
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
         office.aggregate("cat")
     assert str(info.value) == (
         "application 'office' has no aggregate 'cat'; it has 'dog', 'account'"
     )
-    with pytest.raises(fes.SystemDefinitionError, match="it has none"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="it has none"):
         fes.App("empty").aggregate("cat")
 
 
@@ -74,13 +76,13 @@ def test_app_aggregate_unknown_name_lists_known_ones() -> None:
 
 def test_duplicate_app_names_are_refused() -> None:
     """Two applications with one name are refused."""
-    with pytest.raises(fes.SystemDefinitionError, match="two applications are named 'a'"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="two applications are named 'a'"):
         fes.System([app("a"), app("a")])
 
 
 def test_a_pipe_naming_an_unknown_app_is_refused() -> None:
     """A pipe naming an unknown application is refused, naming it and the known ones."""
-    with pytest.raises(fes.SystemDefinitionError) as info:
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
         fes.System([app("a"), app("b", follows=True)], pipes=[["a", "c"]])
     assert "pipe ['a', 'c'] names unknown application 'c'; known: a, b" in str(info.value)
 
@@ -88,25 +90,29 @@ def test_a_pipe_naming_an_unknown_app_is_refused() -> None:
 @pytest.mark.parametrize("pipe", [["a"], []])
 def test_a_pipe_needs_a_leader_and_a_follower(pipe: list[str]) -> None:
     """One-element and empty pipes are refused."""
-    with pytest.raises(fes.SystemDefinitionError, match="needs at least a leader and a follower"):
+    with pytest.raises(
+        fes.errors.SystemDefinitionError, match="needs at least a leader and a follower"
+    ):
         fes.System([app("a")], pipes=[pipe])
 
 
 def test_an_app_cannot_follow_itself() -> None:
     """A pipe with one application twice in a row is refused."""
-    with pytest.raises(fes.SystemDefinitionError, match="'a' cannot follow itself"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="'a' cannot follow itself"):
         fes.System([app("a", follows=True)], pipes=[["a", "a"]])
 
 
 def test_a_follower_needs_a_policy() -> None:
     """An application that follows another but has no policy is refused, naming its leaders."""
-    with pytest.raises(fes.SystemDefinitionError, match="'b' follows a, c but has no policy"):
+    with pytest.raises(
+        fes.errors.SystemDefinitionError, match="'b' follows a, c but has no policy"
+    ):
         fes.System([app("a"), app("b"), app("c")], pipes=[["a", "b"], ["c", "b"]])
 
 
 def test_a_policy_needs_a_leader() -> None:
     """An application with a policy that follows nothing is refused."""
-    with pytest.raises(fes.SystemDefinitionError, match="'b' has a policy but no leader"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="'b' has a policy but no leader"):
         fes.System([app("a"), app("b", follows=True)])
 
 
@@ -139,7 +145,9 @@ def test_system_app_finds_by_name_and_refuses_unknown_names() -> None:
     a = app("a")
     system = fes.System([a, app("b", follows=True)], pipes=[("a", "b")])
     assert system.app("a") is a
-    with pytest.raises(fes.SystemDefinitionError, match=r"no application 'z'.*; known: a, b"):
+    with pytest.raises(
+        fes.errors.SystemDefinitionError, match=r"no application 'z'.*; known: a, b"
+    ):
         system.app("z")
 
 

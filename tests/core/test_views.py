@@ -68,6 +68,6 @@ def test_incremental_view_equals_rebuilt_view(first: list[Any], second: list[Any
 )
 def test_a_view_name_every_store_can_key_by_is_required(name: object) -> None:
     """The edge keys a view's stored state by its name: it must be 1 to 200 printable characters."""
-    with pytest.raises(fes.DefinitionError, match="must be 1 to 200 printable characters"):
+    with pytest.raises(fes.errors.DefinitionError, match="must be 1 to 200 printable characters"):
         fes.View(name, 0, lambda n, r: n)  # type: ignore[arg-type]
     assert fes.View("orders by customer: 2024", 0, lambda n, r: n).name.startswith("orders")

@@ -118,7 +118,7 @@ class SpyStore:
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
         if self.fail_snapshots:
-            raise fes.StoreError("the disk is full")
+            raise fes.errors.StoreError("the disk is full")
         self.inner.save_snapshot(snapshot)
 
     def take_reads(self) -> list[Read]:
@@ -345,7 +345,7 @@ def test_name_id_is_stable_and_distinct_per_app_aggregate_and_name(tmp_path: Pat
         assert len(ids) == 6
         assert school.store.last_position() == 0  # deriving an id touches no store
         for name in [5, None, b"Fido"]:  # 5 would otherwise name the stream of "5"
-            with pytest.raises(fes.ConfigurationError, match="name_id needs a str name"):
+            with pytest.raises(fes.errors.ConfigurationError, match="name_id needs a str name"):
                 school.name_id(dogs, name)  # type: ignore[arg-type]
     finally:
         school.close()
@@ -368,16 +368,18 @@ def test_what_is_not_an_aggregate_is_refused_as_one(place: Place) -> None:
     """A name, or another object that is not an aggregate, is a DefinitionError."""
     app = place.app()
     for wrong in ["dog", None, register]:
-        with pytest.raises(fes.DefinitionError, match="expected one of application 'school'"):
+        with pytest.raises(
+            fes.errors.DefinitionError, match="expected one of application 'school'"
+        ):
             app.get(wrong, "fido")  # type: ignore[arg-type]
-        with pytest.raises(fes.DefinitionError):
+        with pytest.raises(fes.errors.DefinitionError):
             app.execute(wrong, "fido", register, "Fido")  # type: ignore[arg-type]
     assert app.store.last_position() == 0
 
 
 def test_name_id_refuses_what_is_not_an_aggregate(place: Place) -> None:
     """name_id("dog", ...) is a DefinitionError, as get and execute say."""
-    with pytest.raises(fes.DefinitionError, match="expected one of application 'school'"):
+    with pytest.raises(fes.errors.DefinitionError, match="expected one of application 'school'"):
         place.app().name_id("dog", "fido")  # type: ignore[arg-type]
 
 
@@ -396,14 +398,16 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
     with Application(SCHOOL, url) as school, Application(office_app, url) as office:
         batch = school.batch()
         batch.execute(dogs, "dog-1", register, "Fido")
-        with pytest.raises(fes.ConfigurationError, match="a batch made by this application"):
+        with pytest.raises(fes.errors.ConfigurationError, match="a batch made by this application"):
             office.commit(batch)
         for wrong in ([], None, batch.pending):
-            with pytest.raises(fes.ConfigurationError, match="a batch made by this application"):
+            with pytest.raises(
+                fes.errors.ConfigurationError, match="a batch made by this application"
+            ):
                 office.commit(wrong)  # type: ignore[arg-type]
-        with pytest.raises(fes.ConfigurationError, match="tracking must be a Tracking"):
+        with pytest.raises(fes.errors.ConfigurationError, match="tracking must be a Tracking"):
             school.commit(batch, tracking=("up", 2, 1))  # type: ignore[arg-type]
-        with pytest.raises(fes.ConfigurationError, match="prefetch takes an iterable"):
+        with pytest.raises(fes.errors.ConfigurationError, match="prefetch takes an iterable"):
             batch.prefetch(None)  # type: ignore[arg-type]
         assert school.store.last_position() == office.store.last_position() == 0
         school.commit(batch)
@@ -430,7 +434,7 @@ def test_a_ciphertext_copied_into_another_applications_table_is_refused(
                 "UPDATE office_events SET payload = ? WHERE stream = 'dog-1'", (payload,)
             )
         connection.close()
-        with pytest.raises(fes.CipherError, match="authentication failed"):
+        with pytest.raises(fes.errors.CipherError, match="authentication failed"):
             office.get(dogs, "dog-1")
         assert school.get(dogs, "dog-1") == Dog("School secret")
 
@@ -460,12 +464,12 @@ def test_a_snapshot_taken_from_another_initial_state_is_not_used(tmp_path: Path)
 def test_a_bad_stream_id_is_a_store_error_and_stores_nothing(place: Place, stream: Any) -> None:
     """The same stream ids are refused on every store, before anything is read or stored."""
     app = place.app(snapshot_every=1, cache_size=10)
-    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+    with pytest.raises(fes.errors.StoreError, match="a stream id must be a str"):
         app.execute(dogs, stream, register, "Fido")
-    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+    with pytest.raises(fes.errors.StoreError, match="a stream id must be a str"):
         app.get(dogs, stream)
     batch = app.batch()
-    with pytest.raises(fes.StoreError, match="a stream id must be a str"):
+    with pytest.raises(fes.errors.StoreError, match="a stream id must be a str"):
         batch.execute(dogs, stream, register, "Fido")
     assert app.store.last_position() == 0
 
@@ -475,7 +479,7 @@ def test_a_bad_version_to_read_at_is_a_store_error(place: Place, version: Any) -
     """A version to read a stream at is an int of 0 or more."""
     app = place.app()
     app.execute(dogs, "fido", register, "Fido")
-    with pytest.raises(fes.StoreError, match="version must be an integer of 0 or more"):
+    with pytest.raises(fes.errors.StoreError, match="version must be an integer of 0 or more"):
         app.get(dogs, "fido", version=version)
     assert app.get(dogs, "fido", version=0) is None
 
@@ -494,15 +498,17 @@ def test_metadata_that_would_not_read_back_is_refused(
 ) -> None:
     """Metadata is checked before anything is stored (in a batch, when added); good goes through."""
     app = place.app()
-    with pytest.raises(fes.StoreError, match=f"cannot store metadata .*: {problem}; nothing"):
+    with pytest.raises(
+        fes.errors.StoreError, match=f"cannot store metadata .*: {problem}; nothing"
+    ):
         app.execute(dogs, "fido", register, "Fido", metadata=metadata)
     batch = app.batch()
-    with pytest.raises(fes.EncodeError, match=problem):
+    with pytest.raises(fes.errors.EncodeError, match=problem):
         batch.execute(dogs, "fido", register, "Fido", metadata=metadata)
     assert len(batch) == 0
     app.commit(batch)
     assert app.store.last_position() == 0
-    with pytest.raises(fes.ConfigurationError, match="headers must be a mapping"):
+    with pytest.raises(fes.errors.ConfigurationError, match="headers must be a mapping"):
         Metadata(headers="n=1")  # type: ignore[arg-type]
     app.execute(dogs, "fido", register, "Fido", metadata=Metadata("c", "d", {"n": "1"}))
     assert app.log()[0].metadata == Metadata("c", "d", {"n": "1"})
@@ -512,7 +518,7 @@ def test_log_refuses_topics_that_are_not_topics(place: Place) -> None:
     """One topic or an iterable of them; anything else is a StoreError."""
     app = place.app()
     app.execute(dogs, "fido", register, "Fido")
-    with pytest.raises(fes.StoreError, match="topics must be a topic or an iterable"):
+    with pytest.raises(fes.errors.StoreError, match="topics must be a topic or an iterable"):
         app.log(topics=5)  # type: ignore[arg-type]
     assert len(app.log(topics="dog.Registered")) == 1
 
@@ -525,7 +531,7 @@ def test_loading_another_aggregates_stream_names_the_stream(place: Place) -> Non
         lambda: app.get(accounts, "fido"),
         lambda: app.execute(accounts, "fido", deposit, 5),
     ]:
-        with pytest.raises(fes.UnhandledEvent, match="'Registered' in account") as caught:
+        with pytest.raises(fes.errors.UnhandledEvent, match="'Registered' in account") as caught:
             load()
         assert caught.value.__notes__ == [
             "while loading stream 'fido' as aggregate 'account': "
@@ -671,7 +677,7 @@ def test_bad_arguments_are_refused_before_a_database_is_opened(
     path = tmp_path / "fes.db"
     arguments: dict[str, Any] = {"app": SCHOOL, "store": f"sqlite:///{path}", "env": {}}
     arguments.update(options)
-    with pytest.raises(fes.ConfigurationError, match=message):
+    with pytest.raises(fes.errors.ConfigurationError, match=message):
         Application(**arguments)
     assert not path.exists()
 
@@ -725,7 +731,7 @@ def test_batch_emit_refuses_events_that_do_not_fold(place: Place) -> None:
     """emit folds its events onto the pending state: an event the projector lacks is refused."""
     app = place.app()
     batch = app.batch()
-    with pytest.raises(fes.UnhandledEvent, match="Deposited"):
+    with pytest.raises(fes.errors.UnhandledEvent, match="Deposited"):
         batch.emit(dogs, "fido", [Registered("Fido"), Deposited(5)])
     for one in [Registered("Fido"), "Fido"]:  # one event, not a list of them
         with pytest.raises(fes.CommandError, match="emit takes an iterable of events"):
@@ -834,7 +840,7 @@ def test_a_savepoint_after_a_rollback_to_an_earlier_one_still_works(place: Place
     assert len(batch) == 1
     batch.rollback(outer)
     assert len(batch) == 0
-    with pytest.raises(fes.ConfigurationError, match="not a savepoint of this batch"):
+    with pytest.raises(fes.errors.ConfigurationError, match="not a savepoint of this batch"):
         batch.rollback(inner)
     assert app.commit(batch) == []
 
@@ -844,7 +850,7 @@ def test_a_batch_refuses_an_unencodable_event_when_it_is_added(place: Place) -> 
     app = place.app()
     batch = app.batch()
     batch.execute(dogs, "fido", register, "Fido")
-    with pytest.raises(fes.EncodeError, match="cannot encode"):
+    with pytest.raises(fes.errors.EncodeError, match="cannot encode"):
         batch.emit(dogs, "rex", [Registered(7)])  # type: ignore[arg-type]
     assert len(batch) == 1
     assert [r.stream for r in app.commit(batch)] == ["fido"]
@@ -856,9 +862,9 @@ def test_a_batch_refuses_a_stream_id_no_store_can_keep(place: Place, stream: Any
     app = place.app()
     batch = app.batch()
     batch.prefetch([stream, "fido"])
-    with pytest.raises(fes.EncodeError, match="acts on a stream no store can keep"):
+    with pytest.raises(fes.errors.EncodeError, match="acts on a stream no store can keep"):
         batch.emit(dogs, stream, [Registered("Fido")])
-    with pytest.raises(fes.EncodeError, match="acts on a stream no store can keep"):
+    with pytest.raises(fes.errors.EncodeError, match="acts on a stream no store can keep"):
         batch.execute(dogs, stream, register, "Fido")
     assert len(batch) == 0
 
@@ -1105,15 +1111,15 @@ def test_an_aggregate_not_in_the_app_is_refused(place: Place) -> None:
     app = place.app(snapshot_every=1, cache_size=10)
     app.execute(dogs, "fido", register, "Fido")
     for impostor in [loud_dogs, accounts]:
-        with pytest.raises(fes.DefinitionError, match="not one of application 'school'"):
+        with pytest.raises(fes.errors.DefinitionError, match="not one of application 'school'"):
             app.get(impostor, "fido")
-        with pytest.raises(fes.DefinitionError):
+        with pytest.raises(fes.errors.DefinitionError):
             app.load(impostor, "fido", version=1)
-        with pytest.raises(fes.DefinitionError):
+        with pytest.raises(fes.errors.DefinitionError):
             app.execute(impostor, "fido", add_trick, "sit")
-        with pytest.raises(fes.DefinitionError):
+        with pytest.raises(fes.errors.DefinitionError):
             app.take_snapshot(impostor, "fido")
-        with pytest.raises(fes.DefinitionError):
+        with pytest.raises(fes.errors.DefinitionError):
             app.batch().execute(impostor, "fido", add_trick, "sit")
     assert app.store.last_position() == 1
     # an equal definition (not the same object) is the same aggregate
@@ -1125,11 +1131,11 @@ def test_a_batch_refuses_an_impostor_on_a_stream_it_already_holds(place: Place) 
     app = place.app(snapshot_every=1, cache_size=10)
     batch = app.batch()
     batch.execute(dogs, "fido", register, "Fido")
-    with pytest.raises(fes.DefinitionError):
+    with pytest.raises(fes.errors.DefinitionError):
         batch.execute(loud_dogs, "fido", add_trick, "sit")
-    with pytest.raises(fes.DefinitionError):
+    with pytest.raises(fes.errors.DefinitionError):
         batch.emit(loud_dogs, "fido", [TrickAdded("sit")])
-    with pytest.raises(fes.DefinitionError):
+    with pytest.raises(fes.errors.DefinitionError):
         batch.state(loud_dogs, "fido")
     app.commit(batch)
     assert app.get(dogs, "fido") == Dog("Fido")
@@ -1259,10 +1265,10 @@ def test_a_bad_store_url_is_refused_before_anything_is_created(tmp_path: Path) -
     """A URL that cannot be understood raises StoreURLError, a ConfigurationError."""
     target = tmp_path / "school.db"
     for url in ["school.db", "ftp://host/school", f"sqlite:///{target}?synchronous=fast"]:
-        with pytest.raises(fes.StoreURLError) as caught:
+        with pytest.raises(fes.errors.StoreURLError) as caught:
             Application(SCHOOL, url, env={})
-        assert isinstance(caught.value, fes.ConfigurationError)
-    with pytest.raises(fes.StoreURLError, match="no scheme"):
+        assert isinstance(caught.value, fes.errors.ConfigurationError)
+    with pytest.raises(fes.errors.StoreURLError, match="no scheme"):
         Application(SCHOOL, env={"SCHOOL_FES_STORE_URL": "school.db"})
     assert not target.exists()
 
@@ -1330,14 +1336,16 @@ def test_a_bad_snapshot_interval_is_a_configuration_error(
     options: dict[str, Any], message: str
 ) -> None:
     """A snapshot interval that is not a positive integer is refused."""
-    with pytest.raises(fes.ConfigurationError, match=message):
+    with pytest.raises(fes.errors.ConfigurationError, match=message):
         Application(SCHOOL, "memory://", **options)
 
 
 @pytest.mark.parametrize("word", ["9", "yes-please", "enabled"])
 def test_fes_compress_must_be_a_true_or_false_word(word: str) -> None:
     """FES_COMPRESS=9 (or any other word) is refused, not taken silently as off."""
-    with pytest.raises(fes.ConfigurationError, match="FES_COMPRESS must be a true or false word"):
+    with pytest.raises(
+        fes.errors.ConfigurationError, match="FES_COMPRESS must be a true or false word"
+    ):
         Application(SCHOOL, "memory://", env={"FES_COMPRESS": word})
 
 
@@ -1349,11 +1357,11 @@ def test_fes_compress_must_be_a_true_or_false_word(word: str) -> None:
 def test_a_naive_clock_is_a_configuration_error(place: Place, clock: Any) -> None:
     """A clock giving datetimes without a timezone is refused at the append; nothing is stored."""
     app = place.app(clock=clock)
-    with pytest.raises(fes.ConfigurationError, match="timezone-aware"):
+    with pytest.raises(fes.errors.ConfigurationError, match="timezone-aware"):
         app.execute(dogs, "fido", register, "Fido")
     batch = app.batch()
     batch.execute(dogs, "rex", register, "Rex")
-    with pytest.raises(fes.ConfigurationError):
+    with pytest.raises(fes.errors.ConfigurationError):
         app.commit(batch)
     assert app.store.last_position() == 0
 
@@ -1395,14 +1403,14 @@ def test_encryption_end_to_end(place: Place) -> None:
     assert place.app(cipher=Cipher({"k1": KEY}, current="k1")).get(dogs, "secret") == expected
     assert place.app(cipher=cipher, snapshot_every=2).get(dogs, "secret") == expected
     wrong_key = place.app(cipher=Cipher({"k1": OTHER_KEY}, current="k1"))
-    with pytest.raises(fes.CipherError, match="authentication failed"):
+    with pytest.raises(fes.errors.CipherError, match="authentication failed"):
         wrong_key.get(dogs, "secret")
     other_id = place.app(cipher=Cipher({"k2": KEY}, current="k2"))
-    with pytest.raises(fes.CipherError, match="not in the keyring"):
+    with pytest.raises(fes.errors.CipherError, match="not in the keyring"):
         other_id.get(dogs, "secret")
-    with pytest.raises(fes.CipherError, match="no cipher"):
+    with pytest.raises(fes.errors.CipherError, match="no cipher"):
         place.app().get(dogs, "secret")
-    with pytest.raises(fes.CipherError):
+    with pytest.raises(fes.errors.CipherError):
         wrong_key.log()
 
 
@@ -1415,7 +1423,7 @@ def test_encrypted_metadata_end_to_end(place: Place) -> None:
     assert row.meta is not None and row.meta[:4] == b"\x82\x02k1"
     assert b"ann@example.com" not in row.meta and b"checkout-9" not in row.meta
     assert app.log() == [recorded] and recorded.metadata == meta
-    with pytest.raises(fes.CipherError, match="no cipher"):
+    with pytest.raises(fes.errors.CipherError, match="no cipher"):
         place.app().log()
 
 
@@ -1436,10 +1444,10 @@ def test_close_closes_a_database_the_application_opened(place: Place) -> None:
     """close() (or leaving ``with``) closes a database opened from a URL; twice is harmless."""
     with Application(SCHOOL, place.url, env={}) as app:
         app.execute(dogs, "fido", register, "Fido")
-    with pytest.raises(fes.StoreError):
+    with pytest.raises(fes.errors.StoreError):
         app.get(dogs, "fido")
     app.close()
-    with pytest.raises(fes.StoreError):
+    with pytest.raises(fes.errors.StoreError):
         app.execute(dogs, "rex", register, "Rex")
 
 
@@ -1479,7 +1487,7 @@ def test_an_empty_batch_with_tracking_records_the_position(place: Place) -> None
     assert app.commit(app.batch(), tracking=Tracking("upstream", 3, 0)) == []
     assert app.store.last_tracked("upstream") == 3
     assert app.store.last_position() == 0
-    with pytest.raises(fes.DuplicateTracking):
+    with pytest.raises(fes.errors.DuplicateTracking):
         app.commit(app.batch(), tracking=Tracking("upstream", 3, 0))
 
 

@@ -303,12 +303,12 @@ def test_tagged_unions_tell_same_shaped_classes_apart() -> None:
 
 def test_tracebacks_through_generated_code_show_its_source() -> None:
     """An error inside generated structure or unstructure code shows the generated line."""
-    with pytest.raises(fes.DecodeError) as read:
+    with pytest.raises(fes.errors.DecodeError) as read:
         CODECS["plain"].decode("account.Deposited", b'{"amount":"5"}', stream="s", version=1)
     text = "".join(traceback.format_exception(read.value))
     assert 'File "<fes generated structure fes.examples.bank.Deposited' in text
     assert "    return __cl((_v0 if (_v0 := o['amount'])" in text
-    with pytest.raises(fes.EncodeError) as written:
+    with pytest.raises(fes.errors.EncodeError) as written:
         CODECS["plain"].encode(bank.Deposited(10.5), stream="s", version=1)  # type: ignore[arg-type]
     text = "".join(traceback.format_exception(written.value))
     assert 'File "<fes generated unstructure fes.examples.bank.Deposited' in text
@@ -332,7 +332,7 @@ def test_unknown_union_tag_is_a_decode_error() -> None:
     """A tagged union member naming no member type is refused."""
     data = orjson.loads(_round_trip_payload(everything_example()))
     data["payment"] = {"$type": "Bitcoin", "number": "1"}
-    with pytest.raises(fes.DecodeError, match="Card"):
+    with pytest.raises(fes.errors.DecodeError, match="Card"):
         CODECS["plain"].decode("kitchen.Everything", orjson.dumps(data), stream="s", version=1)
 
 
@@ -409,13 +409,13 @@ def test_neutral_and_nested_combined_states_round_trip() -> None:
 def test_state_of_unannotated_projector_is_refused_clearly() -> None:
     """A state type that cannot be read from the projector is a DefinitionError."""
     opaque = fes.Aggregate(name="opaque", initial=None, apply=lambda s, e: s)
-    with pytest.raises(fes.DefinitionError, match="opaque"):
+    with pytest.raises(fes.errors.DefinitionError, match="opaque"):
         CODECS["plain"].encode_state(opaque, 1, stream="s", version=1)
 
 
 def test_corrupt_state_is_a_decode_error() -> None:
     """A snapshot payload that does not fit the state type names stream and version."""
-    with pytest.raises(fes.DecodeError, match=r"'dog'.*'s'.*version 4"):
+    with pytest.raises(fes.errors.DecodeError, match=r"'dog'.*'s'.*version 4"):
         CODECS["plain"].decode_state(dogs.dogs, b'{"name": 1}', stream="s", version=4)
 
 
@@ -453,7 +453,7 @@ def test_empty_metadata_is_none() -> None:
 )
 def test_corrupt_metadata_is_a_decode_error(data: bytes) -> None:
     """Metadata that is not what the codec writes is refused with a DecodeError."""
-    with pytest.raises(fes.DecodeError, match=r"metadata of 'dog.Registered' at stream 's'"):
+    with pytest.raises(fes.errors.DecodeError, match=r"metadata of 'dog.Registered' at stream 's'"):
         CODECS["plain"].decode_meta(data, **WHERE)
 
 
@@ -476,16 +476,16 @@ def test_encrypted_metadata_hides_its_headers_and_is_bound_to_its_row() -> None:
     assert data is not None and b"ann@example.com" not in data and b"order-7" not in data
     assert codec.decode_meta(data, **WHERE) == meta
     for other in ({"stream": "t"}, {"version": 2}, {"topic": "dog.TrickAdded"}):
-        with pytest.raises(fes.CipherError, match="metadata of"):
+        with pytest.raises(fes.errors.CipherError, match="metadata of"):
             codec.decode_meta(data, **{**WHERE, **other})
     for index in range(len(data)):
         tampered = bytearray(data)
         tampered[index] ^= 0x01
-        with pytest.raises(fes.CipherError, match=META_ROW):
+        with pytest.raises(fes.errors.CipherError, match=META_ROW):
             codec.decode_meta(bytes(tampered), **WHERE)
-    with pytest.raises(fes.CipherError, match="not encrypted"):
+    with pytest.raises(fes.errors.CipherError, match="not encrypted"):
         codec.decode_meta(b'{"correlation_id": "forged"}', **WHERE)
-    with pytest.raises(fes.CipherError, match="no cipher"):
+    with pytest.raises(fes.errors.CipherError, match="no cipher"):
         CODECS["plain"].decode_meta(data, **WHERE)
 
 
@@ -519,7 +519,7 @@ def test_decompression_bomb_is_refused() -> None:
     bomb = b"\x81" + zlib.compress(b'{"name": "' + b"a" * (20 * 1024 * 1024) + b'"}', 9)
     assert len(bomb) < 30_000
     for codec in (Codec([dogs.dogs]), Codec([dogs.dogs], max_payload=1024)):
-        with pytest.raises(fes.DecodeError, match="max_payload"):
+        with pytest.raises(fes.errors.DecodeError, match="max_payload"):
             codec.decode("dog.Registered", bomb, stream="s", version=1)
 
 
@@ -572,7 +572,7 @@ def test_whatever_encode_accepts_decodes(event: Everything, name: str, value: An
     codec = CODECS["plain"]
     try:
         topic, payload = codec.encode(odd, stream="s", version=1)
-    except fes.EncodeError as error:
+    except fes.errors.EncodeError as error:
         assert "field" in str(error) or "cannot encode" in str(error)
         return
     assert type(codec.decode(topic, payload, stream="s", version=1)) is Everything
@@ -606,7 +606,7 @@ def test_whatever_encode_accepts_decodes(event: Everything, name: str, value: An
 def test_ill_typed_fields_are_refused_on_write(field_name: str, value: Any) -> None:
     """A value that would not read back is an EncodeError naming the field; nothing is stored."""
     event = attrs.evolve(_an_everything(), **{field_name: value})
-    with pytest.raises(fes.EncodeError, match=f"field '{field_name}'"):
+    with pytest.raises(fes.errors.EncodeError, match=f"field '{field_name}'"):
         CODECS["plain"].encode(event, stream="s", version=1)
 
 
@@ -624,7 +624,7 @@ def test_an_ill_typed_event_is_not_stored() -> None:
     """Through an application: the command's append fails and the stream stays readable."""
     app = Application(fes.App("shop", aggregates=[bank.accounts]), "memory://")
     app.execute(bank.accounts, "acc", bank.open_account, "ann")
-    with pytest.raises(fes.EncodeError, match="field 'amount'"):
+    with pytest.raises(fes.errors.EncodeError, match="field 'amount'"):
         app.execute(bank.accounts, "acc", lambda state: [bank.Deposited(10.5)])  # type: ignore[arg-type]
     assert app.load(bank.accounts, "acc")[1] == 1
     assert len(app.log()) == 1
@@ -666,12 +666,13 @@ def test_every_flipped_byte_is_refused() -> None:
         tampered = bytearray(payload)
         tampered[index] ^= 0x01
         with pytest.raises(
-            fes.CipherError, match=r"cannot decrypt 'dog\.Registered' at stream 's' version 1: "
+            fes.errors.CipherError,
+            match=r"cannot decrypt 'dog\.Registered' at stream 's' version 1: ",
         ):
             codec.decode(topic, bytes(tampered), stream="s", version=1)
     tampered = bytearray(payload)
     tampered[-1] ^= 0x80
-    with pytest.raises(fes.CipherError, match=r"stream 's' version 1"):
+    with pytest.raises(fes.errors.CipherError, match=r"stream 's' version 1"):
         codec.decode(topic, bytes(tampered), stream="s", version=1)
 
 
@@ -684,7 +685,7 @@ def test_ciphertext_moved_to_another_row_is_refused(where: tuple[str, int, str])
     codec = _encrypted()
     _, payload = codec.encode(dogs.Registered("Fido"), stream="s", version=1)
     stream, version, topic = where
-    with pytest.raises(fes.CipherError, match=f"stream '{stream}' version {version}"):
+    with pytest.raises(fes.errors.CipherError, match=f"stream '{stream}' version {version}"):
         codec.decode(topic, payload, stream=stream, version=version)
 
 
@@ -694,9 +695,9 @@ def test_ciphertext_of_another_application_is_refused() -> None:
     school, office = (Codec(EXAMPLES, cipher=ring, app=name) for name in ("school", "office"))
     topic, payload = school.encode(dogs.Registered("Fido"), stream="s", version=1)
     assert school.decode(topic, payload, stream="s", version=1) == dogs.Registered("Fido")
-    with pytest.raises(fes.CipherError, match="copied from another row or application"):
+    with pytest.raises(fes.errors.CipherError, match="copied from another row or application"):
         office.decode(topic, payload, stream="s", version=1)
-    with pytest.raises(fes.ConfigurationError, match="app must be"):
+    with pytest.raises(fes.errors.ConfigurationError, match="app must be"):
         Codec(EXAMPLES, app=5)  # type: ignore[arg-type]
 
 
@@ -706,7 +707,7 @@ def test_snapshot_moved_to_another_row_is_refused() -> None:
     payload = codec.encode_state(dogs.dogs, dogs.Dog("rex"), stream="s", version=3)
     assert codec.decode_state(dogs.dogs, payload, stream="s", version=3) == dogs.Dog("rex")
     for stream, version in [("t", 3), ("s", 4)]:
-        with pytest.raises(fes.CipherError):
+        with pytest.raises(fes.errors.CipherError):
             codec.decode_state(dogs.dogs, payload, stream=stream, version=version)
 
 
@@ -724,7 +725,7 @@ def test_rotated_keys_still_read_old_payloads() -> None:
 def test_unknown_key_id_is_named() -> None:
     """A payload under a key id the keyring lacks is a CipherError naming that id."""
     topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
-    with pytest.raises(fes.CipherError, match=r"key id 'a', which is not in the keyring"):
+    with pytest.raises(fes.errors.CipherError, match=r"key id 'a', which is not in the keyring"):
         _encrypted(keys={"b": KEY_B}, current="b").decode(topic, payload, stream="s", version=1)
 
 
@@ -732,7 +733,7 @@ def test_wrong_key_is_refused_without_revealing_keys() -> None:
     """A payload decrypted with another key under the same id fails; no key is shown."""
     topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
     wrong = _encrypted(keys={"a": KEY_B})
-    with pytest.raises(fes.CipherError) as caught:
+    with pytest.raises(fes.errors.CipherError) as caught:
         wrong.decode(topic, payload, stream="s", version=1)
     message = str(caught.value)
     assert "stream 's' version 1" in message
@@ -745,16 +746,16 @@ def test_plaintext_is_refused_by_a_codec_with_a_cipher() -> None:
     """With a cipher, unencrypted payloads are refused: they could come from anyone."""
     codec = _encrypted()
     for payload in (b'{"amount": 5}', b'\x80{"amount": 5}', b"\x81" + zlib.compress(b"{}")):
-        with pytest.raises(fes.CipherError, match="not encrypted"):
+        with pytest.raises(fes.errors.CipherError, match="not encrypted"):
             codec.decode("account.Deposited", payload, stream="s", version=1)
-    with pytest.raises(fes.CipherError, match="not encrypted"):
+    with pytest.raises(fes.errors.CipherError, match="not encrypted"):
         codec.decode_state(bank.accounts, b"\x80null", stream="s", version=1)
 
 
 def test_encrypted_payload_without_cipher_is_refused() -> None:
     """A codec without a cipher says so when it meets an encrypted payload."""
     topic, payload = _encrypted().encode(bank.Deposited(5), stream="s", version=1)
-    with pytest.raises(fes.CipherError, match="no cipher"):
+    with pytest.raises(fes.errors.CipherError, match="no cipher"):
         CODECS["plain"].decode(topic, payload, stream="s", version=1)
 
 
@@ -769,7 +770,7 @@ def test_encrypted_payload_without_cipher_is_refused() -> None:
 )
 def test_bad_keyrings_are_refused(keys: dict[str, bytes], current: str, problem: str) -> None:
     """Keys of the wrong size, bad ids and a missing current key are ConfigurationErrors."""
-    with pytest.raises(fes.ConfigurationError, match=problem):
+    with pytest.raises(fes.errors.ConfigurationError, match=problem):
         Cipher(keys, current)
 
 
@@ -796,14 +797,14 @@ def test_cipher_from_env() -> None:
 )
 def test_bad_cipher_env_is_refused(env: dict[str, str], problem: str) -> None:
     """Malformed key settings are ConfigurationErrors that say what to fix."""
-    with pytest.raises(fes.ConfigurationError, match=problem):
+    with pytest.raises(fes.errors.ConfigurationError, match=problem):
         Cipher.from_env(env)
 
 
 def test_missing_cryptography_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the optional 'cryptography' package a cipher says how to install it."""
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
-    with pytest.raises(fes.CipherError, match=r"fes-events\[crypto\]"):
+    with pytest.raises(fes.errors.CipherError, match=r"fes-events\[crypto\]"):
         Cipher({"a": KEY_A}, "a")
 
 
@@ -852,9 +853,9 @@ def test_current_schema_version_is_written_in_the_header() -> None:
 def test_future_or_failing_schema_is_an_upcast_error() -> None:
     """A version newer than the code, or an upcaster that fails, names stream and version."""
     codec = Codec([shop])
-    with pytest.raises(fes.UpcastError, match=r"stored version 4.*stream 's' version 9"):
+    with pytest.raises(fes.errors.UpcastError, match=r"stored version 4.*stream 's' version 9"):
         codec.decode("shop.PriceSet", b'\x84\x04{"cents": 1}', stream="s", version=9)
-    with pytest.raises(fes.UpcastError, match="stream 's' version 9"):
+    with pytest.raises(fes.errors.UpcastError, match="stream 's' version 9"):
         codec.decode("shop.PriceSet", b'{"cost": 5}', stream="s", version=9)
 
 
@@ -925,7 +926,7 @@ def test_unknown_and_hostile_topics_are_refused_without_imports(
     assert importlib.util.find_spec("fes_canary") is not None
     before = set(sys.modules)
     with (
-        pytest.raises(fes.UnknownTopic, match="not registered") as caught,
+        pytest.raises(fes.errors.UnknownTopic, match="not registered") as caught,
         nothing_imported_or_run(monkeypatch) as calls,
     ):
         CODECS["plain"].decode(topic, b'{"args": ["echo hi"]}', stream="s", version=1)
@@ -959,23 +960,23 @@ def test_the_import_guard_catches_imports_and_calls(monkeypatch: pytest.MonkeyPa
 
 def test_unregistered_type_is_refused_on_encode() -> None:
     """Encoding a value whose type no aggregate owns is a DefinitionError naming it."""
-    with pytest.raises(fes.DefinitionError, match="Dog is not an event type"):
+    with pytest.raises(fes.errors.DefinitionError, match="Dog is not an event type"):
         CODECS["plain"].encode(dogs.Dog("rex"), stream="s", version=1)
-    with pytest.raises(fes.DefinitionError, match="Dog"):
+    with pytest.raises(fes.errors.DefinitionError, match="Dog"):
         CODECS["plain"].topic_of(dogs.Dog("rex"))
 
 
 def test_two_types_claiming_one_topic_are_refused() -> None:
     """Two types under the same topic is a DefinitionError at construction."""
-    with pytest.raises(fes.DefinitionError, match=r"'shop\.OldPriceSet' is claimed by both"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"'shop\.OldPriceSet' is claimed by both"):
         Codec([], extra_types={"shop.OldPriceSet": Card, "p": PriceSet})
-    with pytest.raises(fes.DefinitionError, match=r"'dog\.Registered' is claimed by both"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"'dog\.Registered' is claimed by both"):
         Codec([dogs.dogs], extra_types={"dog.Registered": Card})
 
 
 def test_one_type_under_two_topics_is_refused() -> None:
     """A type that would be written under two topics is a DefinitionError."""
-    with pytest.raises(fes.DefinitionError, match="two topics"):
+    with pytest.raises(fes.errors.DefinitionError, match="two topics"):
         Codec([dogs.dogs], extra_types={"other": dogs.Registered})
 
 
@@ -990,7 +991,7 @@ class HoldsOpaque:
 
 def test_unstorable_event_types_are_refused_when_the_codec_is_built() -> None:
     """A field type fes cannot store is a DefinitionError of the event type."""
-    with pytest.raises(fes.DefinitionError, match="HoldsOpaque"):
+    with pytest.raises(fes.errors.DefinitionError, match="HoldsOpaque"):
         Codec(EXAMPLES, extra_types={"h": HoldsOpaque})
 
 
@@ -1005,7 +1006,7 @@ def test_unstorable_event_types_are_refused_when_the_codec_is_built() -> None:
 )
 def test_bad_codec_options_are_refused(kwargs: dict[str, Any], problem: str) -> None:
     """Bad settings are ConfigurationErrors when the codec is built."""
-    with pytest.raises(fes.ConfigurationError, match=problem):
+    with pytest.raises(fes.errors.ConfigurationError, match=problem):
         Codec(EXAMPLES, **kwargs)
 
 
@@ -1039,7 +1040,7 @@ def test_bad_codec_options_are_refused(kwargs: dict[str, Any], problem: str) -> 
 )
 def test_corrupt_payloads_are_decode_errors(topic: str, payload: bytes) -> None:
     """Truncated, malformed or ill-typed payloads raise a DecodeError naming the row."""
-    with pytest.raises(fes.DecodeError, match=rf"'{topic}' at stream 's' version 3"):
+    with pytest.raises(fes.errors.DecodeError, match=rf"'{topic}' at stream 's' version 3"):
         CODECS["plain"].decode(topic, payload, stream="s", version=3)
 
 
@@ -1062,7 +1063,7 @@ def test_arbitrary_bytes_never_escape_as_bare_exceptions(
 )
 def test_unencodable_values_are_refused_on_encode(event: Any, problem: str) -> None:
     """Values JSON cannot hold are refused when written, not corrupted silently."""
-    with pytest.raises(fes.StoreError, match=problem):
+    with pytest.raises(fes.errors.StoreError, match=problem):
         CODECS["plain"].encode(event, stream="s", version=1)
 
 
@@ -1078,13 +1079,13 @@ def test_decode_stream_agrees_with_decode_row_by_row() -> None:
     assert rows[2][2][0] != ord("{")  # the compressed row took the general path
 
     broken = (4, "dog.TrickAdded", b'{"trick": 5}')
-    with pytest.raises(fes.DecodeError) as bulk:
+    with pytest.raises(fes.errors.DecodeError) as bulk:
         codec.decode_stream("s", [*rows, broken])
-    with pytest.raises(fes.DecodeError) as single:
+    with pytest.raises(fes.errors.DecodeError) as single:
         codec.decode(broken[1], broken[2], stream="s", version=4)
     assert str(bulk.value) == str(single.value)
     assert "'s'" in str(bulk.value) and "4" in str(bulk.value)
-    with pytest.raises(fes.UnknownTopic):
+    with pytest.raises(fes.errors.UnknownTopic):
         codec.decode_stream("s", [(5, "os:system", b"{}")])
 
 

@@ -70,7 +70,7 @@ def test_after_a_reseal_the_new_key_alone_reads_everything(any_place: Place) -> 
             dogs, snapshot.payload, stream=stream, version=snapshot.version
         ) == only_new.get(dogs, stream, version=snapshot.version)
     # the old ring alone no longer reads them
-    with pytest.raises(fes.CipherError, match="key id 'new'"):
+    with pytest.raises(fes.errors.CipherError, match="key id 'new'"):
         any_place.app(cipher=OLD_RING).log()
 
 
@@ -99,9 +99,9 @@ def test_a_plain_store_is_encrypted_only_when_asked(any_place: Place) -> None:
     states = fill(any_place.app(snapshot_every=2))
     kept = columns(any_place.app())
     encrypted = any_place.app(cipher=NEW_RING, snapshot_every=2)
-    with pytest.raises(fes.CipherError, match="not encrypted"):
+    with pytest.raises(fes.errors.CipherError, match="not encrypted"):
         encrypted.get(dogs, "dog-0")
-    with pytest.raises(fes.CipherError, match="plain=True"):
+    with pytest.raises(fes.errors.CipherError, match="plain=True"):
         reseal(encrypted)
     assert encrypted.store.read_log()[0].payload.startswith(b"{")  # nothing was changed
 
@@ -111,7 +111,7 @@ def test_a_plain_store_is_encrypted_only_when_asked(any_place: Place) -> None:
     assert all(not e.payload.startswith(b"{") for e in encrypted.store.read_log())
     for stream, state in states.items():
         assert encrypted.get(dogs, stream) == state
-    with pytest.raises(fes.CipherError, match="no cipher"):
+    with pytest.raises(fes.errors.CipherError, match="no cipher"):
         any_place.app().get(dogs, "dog-0")
 
 
@@ -128,7 +128,7 @@ def test_a_row_no_key_decrypts_stops_the_run_after_the_batches_before_it(
     payload[-1] ^= 1
     writer.store.reseal([Resealed(victim.stream, victim.version, victim.topic, bytes(payload))])
     with pytest.raises(
-        fes.CipherError, match=f"stream {victim.stream!r} version {victim.version}"
+        fes.errors.CipherError, match=f"stream {victim.stream!r} version {victim.version}"
     ):
         reseal(rotated, batch_size=2)
     only_new = any_place.app(cipher=NEW_RING).codec
@@ -136,7 +136,7 @@ def test_a_row_no_key_decrypts_stops_the_run_after_the_batches_before_it(
     def resealed(event: StoredEvent) -> bool:
         try:
             only_new.decode(event.topic, event.payload, stream=event.stream, version=event.version)
-        except fes.CipherError:
+        except fes.errors.CipherError:
             return False
         return True
 
@@ -167,9 +167,9 @@ def test_a_snapshot_no_key_reads_is_ignored_and_the_stream_folded(
 
 def test_bad_arguments_are_refused(any_place: Place) -> None:
     """A batch size below 1, or an application without a cipher, is a clear error."""
-    with pytest.raises(fes.ConfigurationError, match="batch_size"):
+    with pytest.raises(fes.errors.ConfigurationError, match="batch_size"):
         reseal(any_place.app(cipher=NEW_RING), batch_size=0)
-    with pytest.raises(fes.DefinitionError, match="cipher"):
+    with pytest.raises(fes.errors.DefinitionError, match="cipher"):
         reseal(any_place.app())
 
 
@@ -264,7 +264,7 @@ def test_a_view_no_key_reads_is_folded_again_and_saved_under_the_new_key(
     with caplog.at_level(logging.WARNING, logger="fes"):
         assert Projection(only_new, tricks_taught).load() == (7, only_new.store.last_position())
     assert caplog.text == ""
-    with pytest.raises(fes.CipherError, match="key id 'new'"):
+    with pytest.raises(fes.errors.CipherError, match="key id 'new'"):
         Projection(any_place.app(SCHOOL_WITH_VIEW, cipher=OLD_RING), tricks_taught).load()
 
 
@@ -273,5 +273,7 @@ def test_a_view_whose_events_no_key_reads_is_an_error_not_a_guess(any_place: Pla
     writer = any_place.app(SCHOOL_WITH_VIEW, cipher=OLD_RING)
     fill(writer)
     Projection(writer, tricks_taught).catch_up()
-    with pytest.raises(fes.CipherError, match=r"'dog\.Registered' at stream 'dog-0' version 1"):
+    with pytest.raises(
+        fes.errors.CipherError, match=r"'dog\.Registered' at stream 'dog-0' version 1"
+    ):
         Projection(any_place.app(SCHOOL_WITH_VIEW, cipher=NEW_RING), tricks_taught).load()

@@ -4,8 +4,8 @@ Each test writes through :class:`fes.edge.Application` to an SQLite file and to
 PostgreSQL (in a schema of its own), changes the rows with raw SQL as an
 attacker with access to the database could, and reads them back through
 ``get``, ``stream`` and ``log``.  Encrypted payloads and metadata are bound to
-their row, so moving them between rows is a :class:`fes.CipherError` naming the
-row; a topic that no aggregate registered is a :class:`fes.UnknownTopic`, and
+their row, so moving them between rows is a :class:`fes.errors.CipherError` naming the
+row; a topic that no aggregate registered is a :class:`fes.errors.UnknownTopic`, and
 reading it imports and runs nothing.
 """
 
@@ -153,13 +153,13 @@ def test_payloads_swapped_between_streams_are_refused_naming_each_row(
     place.swap("payload", first, second)
     for row in (first, second):
         stream = row[0]
-        with pytest.raises(fes.CipherError, match=refused(TOPICS[row], row)):
+        with pytest.raises(fes.errors.CipherError, match=refused(TOPICS[row], row)):
             reader.get(dogs, stream)
-        with pytest.raises(fes.CipherError, match=refused(TOPICS[row], row)):
+        with pytest.raises(fes.errors.CipherError, match=refused(TOPICS[row], row)):
             reader.stream(stream)
-    with pytest.raises(fes.CipherError, match=refused(TOPICS[first], first)):
+    with pytest.raises(fes.errors.CipherError, match=refused(TOPICS[first], first)):
         reader.log()
-    with pytest.raises(fes.CipherError, match=refused(TOPICS[second], second)):
+    with pytest.raises(fes.errors.CipherError, match=refused(TOPICS[second], second)):
         reader.log(at[first])
     # The row the swap did not touch still reads.
     [untouched] = [row for row in EVENTS if row not in (first, second)]
@@ -185,11 +185,11 @@ def test_metadata_swapped_between_streams_is_refused_naming_each_row(place: Plac
 
     place.swap("meta", first, second)
     for row in (first, second):
-        with pytest.raises(fes.CipherError, match=refused("dog.Registered", row, meta=True)):
+        with pytest.raises(fes.errors.CipherError, match=refused("dog.Registered", row, meta=True)):
             reader.stream(row[0])
-    with pytest.raises(fes.CipherError, match=refused("dog.Registered", first, meta=True)):
+    with pytest.raises(fes.errors.CipherError, match=refused("dog.Registered", first, meta=True)):
         reader.log()
-    with pytest.raises(fes.CipherError, match=refused("dog.Registered", second, meta=True)):
+    with pytest.raises(fes.errors.CipherError, match=refused("dog.Registered", second, meta=True)):
         reader.log(at[first])
     assert reader.get(dogs, "a") == Dog("Ann")
     assert reader.get(dogs, "b") == Dog("Bob")
@@ -219,16 +219,16 @@ def test_a_hostile_topic_in_the_store_is_refused_without_imports(
     app.execute(dogs, "a", register, "Ann")
     place.insert("evil", 1, topic, b'{"args": ["echo pwned"], "command": "echo pwned"}')
     # Read once, so that whatever the store and codec load lazily is loaded.
-    with pytest.raises(fes.UnknownTopic):
+    with pytest.raises(fes.errors.UnknownTopic):
         app.log()
     before = set(sys.modules)
 
-    failures: list[fes.UnknownTopic] = []
+    failures: list[fes.errors.UnknownTopic] = []
     with nothing_imported_or_run(monkeypatch) as calls:
         for read in (app.log, lambda: app.log(1), lambda: app.stream("evil")):
             try:
                 read()
-            except fes.UnknownTopic as exc:
+            except fes.errors.UnknownTopic as exc:
                 failures.append(exc)
     assert calls == []
     assert [(e.topic, "not registered" in str(e)) for e in failures] == [(topic, True)] * 3

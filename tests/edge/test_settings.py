@@ -40,7 +40,7 @@ def test_a_given_url_beats_the_environment() -> None:
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_an_empty_given_url_is_refused(empty: str) -> None:
     """store="" (an unset variable interpolated) is an error, not a stray ./fes.db."""
-    with pytest.raises(fes.ConfigurationError, match="store URL is empty"):
+    with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
         settings.store_url({}, empty, app="orders")
 
 
@@ -65,16 +65,18 @@ def test_other_words_are_refused(word: str) -> None:
 
 def test_bad_compress_names_the_variable_it_came_from() -> None:
     """A bad FES_COMPRESS is a ConfigurationError naming the variable that held it."""
-    with pytest.raises(fes.ConfigurationError, match=r"FES_COMPRESS must be .*'maybe'$"):
+    with pytest.raises(fes.errors.ConfigurationError, match=r"FES_COMPRESS must be .*'maybe'$"):
         settings.compress({"FES_COMPRESS": "maybe"}, app="orders")
-    with pytest.raises(fes.ConfigurationError, match=r"'maybe' \(from ORDERS_FES_COMPRESS\)"):
+    with pytest.raises(
+        fes.errors.ConfigurationError, match=r"'maybe' \(from ORDERS_FES_COMPRESS\)"
+    ):
         settings.compress({"ORDERS_FES_COMPRESS": "maybe"}, app="orders")
 
 
 @pytest.mark.parametrize("raw", ["0", "-3", "ten", "1.5"])
 def test_bad_snapshot_every_is_refused(raw: str) -> None:
     """FES_SNAPSHOT_EVERY must be a positive integer."""
-    with pytest.raises(fes.ConfigurationError, match="FES_SNAPSHOT_EVERY"):
+    with pytest.raises(fes.errors.ConfigurationError, match="FES_SNAPSHOT_EVERY"):
         settings.snapshot_every({"FES_SNAPSHOT_EVERY": raw})
 
 
@@ -100,7 +102,7 @@ def test_a_system_takes_one_store_and_refuses_an_app_of_its_own() -> None:
     """run and `fes run` keep a system in one store: an app's own different URL is refused."""
     apps = ["orders", "payments"]
     env = {"FES_STORE_URL": "sqlite:///shop.db", "PAYMENTS_FES_STORE_URL": "sqlite:///pay.db"}
-    with pytest.raises(fes.ConfigurationError, match="PAYMENTS_FES_STORE_URL names a store"):
+    with pytest.raises(fes.errors.ConfigurationError, match="PAYMENTS_FES_STORE_URL names a store"):
         settings.system_store_url(env, None, apps)
     same = {**env, "PAYMENTS_FES_STORE_URL": "sqlite:///shop.db"}
     assert settings.system_store_url(same, None, apps) == "sqlite:///shop.db"
@@ -117,7 +119,7 @@ def test_run_refuses_an_application_store_it_would_ignore(
 
     monkeypatch.setenv("FES_STORE_URL", "memory://")
     monkeypatch.setenv("PAYMENTS_FES_STORE_URL", "sqlite:///elsewhere.db")
-    with pytest.raises(fes.ConfigurationError, match="PAYMENTS_FES_STORE_URL"):
+    with pytest.raises(fes.errors.ConfigurationError, match="PAYMENTS_FES_STORE_URL"):
         run(system)
 
 
@@ -126,5 +128,5 @@ def test_application_refuses_an_empty_store_url() -> None:
     from fes.edge import Application
     from fes.examples.dogs import dogs
 
-    with pytest.raises(fes.ConfigurationError, match="store URL is empty"):
+    with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
         Application(fes.App("school", aggregates=[dogs]), "", env={})

@@ -182,9 +182,9 @@ def test_a_follower_refuses_an_app_without_policy_and_a_bad_batch_size() -> None
     with open_database("memory://") as database:
         source = Application(domain.source, store=database)
         sink = Application(domain.sink, store=database)
-        with pytest.raises(fes.DefinitionError, match="no policy"):
+        with pytest.raises(fes.errors.DefinitionError, match="no policy"):
             Follower(source, {"sink": sink})
-        with pytest.raises(fes.ConfigurationError, match="batch_size"):
+        with pytest.raises(fes.errors.ConfigurationError, match="batch_size"):
             Follower(sink, {"source": source}, batch_size=0)
 
 
@@ -251,7 +251,7 @@ def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
     with SyncRunner(domain.with_handler(fes.stop_on_error, two_intents), "memory://",
                     batch_size=10) as runner:
         send(runner.app("source"), range(5))
-        with pytest.raises(fes.PolicyError, match="Rejected: no more"):
+        with pytest.raises(fes.errors.PolicyError, match="Rejected: no more"):
             runner.run_until_quiet()
         sink = runner.app("sink")
         assert [r.event.number for r in sink.stream("shared")] == [0, 1]

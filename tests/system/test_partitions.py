@@ -157,28 +157,28 @@ def test_changing_the_number_of_partitions_is_refused(tmp_path: Path) -> None:
     with SyncRunner(domain.fixed_pipeline, url) as runner:
         send(runner.app("source"), range(10))
         runner.run_until_quiet()
-    with pytest.raises(fes.ConfigurationError, match=r"tracks 'source' under source\b"):
+    with pytest.raises(fes.errors.ConfigurationError, match=r"tracks 'source' under source\b"):
         SyncRunner(domain.partitioned_pipeline, url)
     with open_database(url) as database:
         # from three partitions back to one is refused the same way
         database.store("sink").append([], tracking=fes.edge.stores.base.Tracking(
             "source#0/3", 5, 0))
-    with pytest.raises(fes.ConfigurationError, match="source#0/3"):
+    with pytest.raises(fes.errors.ConfigurationError, match="source#0/3"):
         SyncRunner(domain.fixed_pipeline, url)
 
 
 def test_partition_names_are_checked() -> None:
     """A runner refuses a partition that does not exist, and partitions without a policy."""
-    with pytest.raises(fes.ConfigurationError, match="names no partition of 'sink'"):
+    with pytest.raises(fes.errors.ConfigurationError, match="names no partition of 'sink'"):
         SyncRunner(domain.partitioned_pipeline, "memory://", apps=["sink#3"])
-    with pytest.raises(fes.ConfigurationError, match="names no partition of 'source'"):
+    with pytest.raises(fes.errors.ConfigurationError, match="names no partition of 'source'"):
         SyncRunner(domain.partitioned_pipeline, "memory://", apps=["source#0"])
-    with pytest.raises(fes.SystemDefinitionError, match="partitions must be an integer"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="partitions must be an integer"):
         fes.App("sink", aggregates=[domain.receipts], policy=domain.receive, partitions=0)
-    with pytest.raises(fes.SystemDefinitionError, match="no policy"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="no policy"):
         fes.App("sink", aggregates=[domain.receipts], partitions=2)
     with SyncRunner(domain.partitioned_pipeline, "memory://") as runner:
         application = runner.app("sink")
         leaders = {"source": runner.app("source")}
-        with pytest.raises(fes.ConfigurationError, match="there is no partition 3"):
+        with pytest.raises(fes.errors.ConfigurationError, match="there is no partition 3"):
             Follower(application, leaders, partition=3)

@@ -27,7 +27,7 @@ def test_a_failing_event_records_nothing_and_stops_only_its_follower() -> None:
     )
     with SyncRunner(system, "memory://", batch_size=50) as runner:
         send(runner.app("source"), range(30), poison=[12])
-        with pytest.raises(fes.PolicyError) as caught:
+        with pytest.raises(fes.errors.PolicyError) as caught:
             runner.run_until_quiet()
         error = caught.value
         assert (error.app, error.leader, error.position) == ("sink", "source", POISONED_AT)
@@ -53,7 +53,7 @@ def test_after_a_fix_the_restart_processes_the_failed_event(tmp_path: Path) -> N
         runner.run_until_quiet(check=False)
         assert runner.app("sink").store.last_tracked("source") == POISONED_AT - 1
     with SyncRunner(domain.pipeline, url) as runner:  # the bug is still there
-        with pytest.raises(fes.PolicyError):
+        with pytest.raises(fes.errors.PolicyError):
             runner.run_until_quiet()
         assert len(runner.app("sink").log()) == 12
     with SyncRunner(domain.fixed_pipeline, url) as runner:
@@ -91,7 +91,7 @@ def test_retry_then_stop_gives_up_after_its_attempts() -> None:
     system = domain.with_handler(fes.retry_then_stop(attempts=3, delay=0.005))
     with SyncRunner(system, "memory://") as runner:
         send(runner.app("source"), range(3), poison=[1])
-        with pytest.raises(fes.PolicyError, match="position 2"):
+        with pytest.raises(fes.errors.PolicyError, match="position 2"):
             runner.run_until_quiet()
         assert len(runner.followers["sink"].failures) == 3
         assert len(runner.app("sink").log()) == 1
@@ -141,7 +141,7 @@ def test_an_error_handler_that_raises_stops_the_follower() -> None:
 
     with SyncRunner(domain.with_handler(broken), "memory://") as runner:
         send(runner.app("source"), range(3), poison=[0])
-        with pytest.raises(fes.PolicyError, match="position 1"):
+        with pytest.raises(fes.errors.PolicyError, match="position 1"):
             runner.run_until_quiet()
         assert runner.app("sink").log() == []
 
@@ -171,7 +171,7 @@ def test_a_misbehaving_policy_is_a_policy_error(policy: fes.Policy, message: str
     """Bad intents and bad commands are reported like any policy error, naming the problem."""
     with SyncRunner(domain.with_handler(fes.stop_on_error, policy), "memory://") as runner:
         send(runner.app("source"), range(2))
-        with pytest.raises(fes.PolicyError, match=message):
+        with pytest.raises(fes.errors.PolicyError, match=message):
             runner.run_until_quiet()
         assert runner.app("sink").log() == []
 
@@ -210,7 +210,7 @@ def test_a_rejected_command_is_a_policy_error() -> None:
 
     with SyncRunner(domain.with_handler(fes.stop_on_error, policy), "memory://") as runner:
         send(runner.app("source"), range(2))
-        with pytest.raises(fes.PolicyError, match="Rejected: not today"):
+        with pytest.raises(fes.errors.PolicyError, match="Rejected: not today"):
             runner.run_until_quiet()
 
 
@@ -225,7 +225,7 @@ def test_an_event_the_codec_cannot_store_is_pinned_on_its_notification() -> None
     with SyncRunner(domain.with_handler(fes.stop_on_error, huge), "memory://",
                     batch_size=50) as runner:
         send(runner.app("source"), range(10))
-        with pytest.raises(fes.PolicyError) as caught:
+        with pytest.raises(fes.errors.PolicyError) as caught:
             runner.run_until_quiet()
         assert caught.value.position == 7
         assert [r.event.number for r in runner.app("sink").log()] == list(range(6))
@@ -237,7 +237,7 @@ def test_an_upstream_event_that_cannot_be_decoded_stops_the_follower() -> None:
         send(runner.app("source"), range(2))
         runner.app("source").store.append([NewEvent("odd", 1, "who.Knows", b"{}", 0)])
         send(runner.app("source"), range(5, 7))
-        with pytest.raises(fes.PolicyError, match="unknown topic") as caught:
+        with pytest.raises(fes.errors.PolicyError, match="unknown topic") as caught:
             runner.run_until_quiet()
         assert caught.value.position == 3
         assert len(runner.app("sink").log()) == 2

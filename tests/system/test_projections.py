@@ -146,6 +146,6 @@ def test_runner_view_names_the_views_it_keeps() -> None:
     """Asking a runner for an unknown view names the ones it has."""
     with (
         SyncRunner(shop.system, "memory://") as runner,
-        pytest.raises(fes.ConfigurationError, match="orders/statuses"),
+        pytest.raises(fes.errors.ConfigurationError, match="orders/statuses"),
     ):
         runner.view("orders", "nope")

@@ -101,7 +101,7 @@ def test_threaded_runner_retries_after_a_store_error(tmp_path: Path) -> None:
 
         def flaky(*args: object, **kwargs: object) -> object:
             if next(failures, False):
-                raise fes.StoreError("the disk hiccupped")
+                raise fes.errors.StoreError("the disk hiccupped")
             return real(*args, **kwargs)  # type: ignore[arg-type]
 
         store.read_log = flaky  # type: ignore[method-assign]
@@ -127,7 +127,7 @@ def test_two_process_runners_of_one_follower_never_duplicate(tmp_path: Path) -> 
 
 def test_process_runner_refuses_a_memory_store() -> None:
     """memory:// cannot be shared by processes: refused with a message saying so."""
-    with pytest.raises(fes.ConfigurationError, match="cannot be shared"):
+    with pytest.raises(fes.errors.ConfigurationError, match="cannot be shared"):
         ProcessRunner(domain.rally, "memory://")
 
 
@@ -168,7 +168,7 @@ def test_load_system_names_what_is_wrong() -> None:
         ("system.domain:nothing", "has no attribute"),
         ("system.domain:ball", "not a fes.System"),
     ]:
-        with pytest.raises(fes.ConfigurationError, match=message):
+        with pytest.raises(fes.errors.ConfigurationError, match=message):
             load_system(spec)
 
 
@@ -244,16 +244,18 @@ def test_bad_runner_arguments_are_configuration_errors(
 ) -> None:
     """A runner refuses bad arguments with fes's own error, whichever runner it is."""
     for runner in (SyncRunner, ThreadedRunner):
-        with pytest.raises(fes.ConfigurationError, match=message):
+        with pytest.raises(fes.errors.ConfigurationError, match=message):
             runner(*arguments, **options)
 
 
 def test_bad_projection_arguments_are_configuration_errors() -> None:
     """A Projection keeps a fes.View, folding batches of at least one notification."""
     with Application(domain.source, "memory://", env={}) as app:
-        with pytest.raises(fes.ConfigurationError, match=r"a Projection keeps a fes\.View"):
+        with pytest.raises(fes.errors.ConfigurationError, match=r"a Projection keeps a fes\.View"):
             Projection(app, "totals")  # type: ignore[arg-type]
         view = fes.View("count", 0, lambda n, r: n + 1)
         for size in [0, "10", 2.5]:
-            with pytest.raises(fes.ConfigurationError, match="batch_size must be an integer"):
+            with pytest.raises(
+                fes.errors.ConfigurationError, match="batch_size must be an integer"
+            ):
                 Projection(app, view, batch_size=size)  # type: ignore[arg-type]

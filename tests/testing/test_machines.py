@@ -247,7 +247,7 @@ def test_a_command_that_mutates_its_state_fails() -> None:
 
 def test_argument_overrides_are_checked_against_the_commands() -> None:
     """args naming an unknown command is refused before anything runs."""
-    with pytest.raises(fes.DefinitionError, match="'withdrw'"):
+    with pytest.raises(fes.errors.DefinitionError, match="'withdrw'"):
         check_aggregate(bank.accounts, args={"withdrw": st.tuples(st.integers())})
 
 

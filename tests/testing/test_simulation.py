@@ -117,7 +117,7 @@ class RecordsAnyway(Application):
         """Commit; on a refused tracking position, append the events at the current versions."""
         try:
             return super().commit(batch, tracking=tracking)
-        except fes.DuplicateTracking:
+        except fes.errors.DuplicateTracking:
             again = self.batch()
             for stream, slot in batch.pending.items():
                 for item, meta in zip(slot.events, slot.metadata, strict=True):
@@ -437,9 +437,9 @@ def test_the_final_state_reads_streams_states_and_views() -> None:
         "payment declined: above the card limit of 50000", "apple", True
     )
     assert final.view("payments", "revenue") == 100
-    with pytest.raises(fes.ConfigurationError, match="keeps no view 'nope' of 'orders'"):
+    with pytest.raises(fes.errors.ConfigurationError, match="keeps no view 'nope' of 'orders'"):
         final.view("orders", "nope")
-    with pytest.raises(fes.SystemDefinitionError, match="no application 'shed'"):
+    with pytest.raises(fes.errors.SystemDefinitionError, match="no application 'shed'"):
         final.log("shed")
 
 
@@ -464,11 +464,11 @@ def test_inputs_may_be_tuples_and_refusals_are_reported() -> None:
 
 def test_unknown_units_faults_and_commands_are_refused() -> None:
     """A schedule naming no unit, an unknown fault or command is refused with a clear message."""
-    with pytest.raises(fes.ConfigurationError, match="unit 'nope'; this system's units are"):
+    with pytest.raises(fes.errors.ConfigurationError, match="unit 'nope'; this system's units are"):
         simulate(counting, inputs=[], schedule=[Run("nope")])
-    with pytest.raises(fes.ConfigurationError, match="unknown fault 'flood'"):
+    with pytest.raises(fes.errors.ConfigurationError, match="unknown fault 'flood'"):
         simulate(counting, inputs=[], faults={"flood"})
-    with pytest.raises(fes.ConfigurationError, match="no command 'adopt'"):
+    with pytest.raises(fes.errors.ConfigurationError, match="no command 'adopt'"):
         simulate(counting, inputs=[("school", "dog", "d", "adopt", ())], schedule=[])
 
 
@@ -565,5 +565,5 @@ def test_a_partitioned_system_is_refused_with_the_way_out() -> None:
     parts = [evolve(app, partitions=2) if app.name == "payments" else app
              for app in shop.system.apps]
     system = fes.System(parts, pipes=shop.system.pipes)
-    with pytest.raises(fes.ConfigurationError, match="'payments' has partitions"):
+    with pytest.raises(fes.errors.ConfigurationError, match="'payments' has partitions"):
         simulate(system, inputs=[])

@@ -146,13 +146,13 @@ def test_a_type_override_replaces_every_value_of_that_type(value: Everything) ->
 
 def test_a_misspelt_field_path_is_refused_naming_the_fields() -> None:
     """An override naming a field the class does not have is a DefinitionError, not ignored."""
-    with pytest.raises(fes.DefinitionError, match=r"Point has no field 'z'.*x, y"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"Point has no field 'z'.*x, y"):
         strategy_for(Point, overrides={"Point.z": st.just(1)})
 
 
 def test_an_override_key_that_is_not_a_path_is_refused() -> None:
     """A string override key must be "Class.field"."""
-    with pytest.raises(fes.DefinitionError, match="not a field path"):
+    with pytest.raises(fes.errors.DefinitionError, match="not a field path"):
         strategy_for(Point, overrides={"x": st.just(1)})
 
 
@@ -163,13 +163,13 @@ def test_a_field_without_annotation_or_default_is_refused() -> None:
     class Bare:
         x = attr.ib()
 
-    with pytest.raises(fes.DefinitionError, match=r"Bare\.x has no annotation"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"Bare\.x has no annotation"):
         strategy_for(Bare)
 
 
 def test_any_is_refused_with_a_hint() -> None:
     """typing.Any cannot be drawn: the error asks for a concrete type or an override."""
-    with pytest.raises(fes.DefinitionError, match="override"):
+    with pytest.raises(fes.errors.DefinitionError, match="override"):
         strategy_for(Any)
 
 
@@ -224,7 +224,7 @@ def test_events_of_draws_every_event_type_of_an_aggregate() -> None:
 
 def test_events_of_an_aggregate_without_events_is_refused() -> None:
     """An aggregate that declares no event types has nothing to draw."""
-    with pytest.raises(fes.DefinitionError, match="no event types"):
+    with pytest.raises(fes.errors.DefinitionError, match="no event types"):
         events_of(fes.neutral)
 
 
@@ -269,7 +269,7 @@ def test_arguments_are_derived_from_command_annotations() -> None:
 
 def test_arguments_of_unknown_commands_are_refused() -> None:
     """An args key that names no command is a DefinitionError listing the commands."""
-    with pytest.raises(fes.DefinitionError, match=r"'withdrw'.*'withdraw'"):
+    with pytest.raises(fes.errors.DefinitionError, match=r"'withdrw'.*'withdraw'"):
         argument_strategies(bank.accounts, args={"withdrw": st.tuples()})
 
 
@@ -280,7 +280,7 @@ def test_unannotated_command_arguments_are_refused() -> None:
         return []
 
     agg = fes.Aggregate("poker", initial=0, apply=lambda s, e: s, commands=[poke])
-    with pytest.raises(fes.DefinitionError, match=r"'how'.*args="):
+    with pytest.raises(fes.errors.DefinitionError, match=r"'how'.*args="):
         argument_strategies(agg)
     assert set(argument_strategies(agg, args={"poke": st.tuples(st.none())})) == {"poke"}
 
@@ -343,7 +343,7 @@ def test_run_step_turns_refusals_into_values_and_lets_bugs_through() -> None:
     assert run_step(bank.deposit, bank.Account("a"), (2,)).events == (bank.Deposited(2),)
     with pytest.raises(AttributeError):
         run_step(bank.deposit, None, (2,))
-    with pytest.raises(fes.DefinitionError, match="tuple"):
+    with pytest.raises(fes.errors.DefinitionError, match="tuple"):
         run_step(bank.deposit, bank.Account("a"), 2)  # type: ignore[arg-type]
     with pytest.raises(fes.CommandError, match="sequence of events"):
         run_step(lambda s: None, None, ())  # type: ignore[arg-type,return-value]

@@ -3,7 +3,7 @@
 A :class:`Codec` knows exactly the event types of the aggregates it is given
 (plus ``extra_types``) and nothing else: a stored topic is looked up in that
 allow-list and never imported, so a row naming ``os:system`` is refused with
-:class:`fes.UnknownTopic`.  Values are unstructured by one cattrs
+:class:`fes.errors.UnknownTopic`.  Values are unstructured by one cattrs
 ``Converter`` per codec (with hooks for pyrsistent collections, datetimes,
 UUIDs, decimals, enums, unions and nested attrs classes) and serialised by
 orjson.  Structure and unstructure functions are generated once per type, so
@@ -47,7 +47,7 @@ decimals strings, bytes base64, enums their values, non-finite floats
 ``"NaN"``/``"Infinity"``/``"-Infinity"``.  A union whose members JSON cannot
 tell apart (two attrs classes, say) is written with a ``"$type"`` tag naming
 the member class.  Integers must fit in 64 bits.  Reading is strict: a value
-of the wrong JSON type is a :class:`fes.DecodeError`, not a conversion.
+of the wrong JSON type is a :class:`fes.errors.DecodeError`, not a conversion.
 
 Metadata is encoded separately, as a JSON object, or as nothing at all when
 it is empty (the common case).

@@ -410,7 +410,7 @@ class Codec:
         It is decrypted under whichever key of the ring it names and sealed
         again, its JSON and schema version unchanged, so nothing is decoded
         into values.  An unencrypted payload is refused with
-        :class:`fes.CipherError` unless ``plain`` is true: encrypting a store
+        :class:`fes.errors.CipherError` unless ``plain`` is true: encrypting a store
         that was written in the clear vouches for every plain row in it.
         """
         cipher = self._cipher

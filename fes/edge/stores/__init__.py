@@ -53,8 +53,8 @@ ENV_VAR = "FES_STORE_URL"
 def open_database(url: str, **options: Any) -> Database:
     """Open the database ``url`` names; keyword ``options`` override the URL's.
 
-    Raises :class:`fes.StoreURLError` for a URL or option that cannot be
-    understood, and :class:`fes.StoreError` for a database that cannot be
+    Raises :class:`fes.errors.StoreURLError` for a URL or option that cannot be
+    understood, and :class:`fes.errors.StoreError` for a database that cannot be
     opened; both name the URL with its password masked.
     """
     parsed = parse_url(url)

@@ -11,7 +11,7 @@ Semantics every store keeps (checked by one conformance suite):
 - ``append`` is atomic across all its events and streams.  Each stream's
   events must carry consecutive versions (events of other streams may come
   in between), starting at 1 or more, else the batch is malformed and
-  :class:`fes.StoreError` is raised; the first must be one more than the
+  :class:`fes.errors.StoreError` is raised; the first must be one more than the
   stream's current version, otherwise :class:`fes.ConcurrencyError` names
   a stale stream (one of them, when several are), the expected and the
   actual version.  Either way nothing is stored.
@@ -23,19 +23,19 @@ Semantics every store keeps (checked by one conformance suite):
   tracking position are recorded in one transaction; tracking is a
   compare-and-set from ``previous`` to ``position``, so recording an
   upstream position twice, or from a stale ``previous``, raises
-  :class:`fes.DuplicateTracking` and stores nothing.  It is checked before
+  :class:`fes.errors.DuplicateTracking` and stores nothing.  It is checked before
   the versions: when both are stale, the follower learns that the upstream
   event was already processed.  A tracking whose ``position`` is not above
-  ``previous`` is malformed: :class:`fes.StoreError`.
+  ``previous`` is malformed: :class:`fes.errors.StoreError`.
 - Application names are those :func:`fes.edge.stores.checks.check_app_name`
   accepts; different names never share data, even where the database
   ignores case in table names.
 - Stream ids are those :func:`fes.edge.stores.checks.check_stream` accepts
   (a ``str`` of 1 to 500 characters, no NUL, no lone surrogate), and
   versions, positions and limits are ``int`` values of 64 bits (limits 0 or
-  more): anything else, in a read or a write, raises :class:`fes.StoreError`
+  more): anything else, in a read or a write, raises :class:`fes.errors.StoreError`
   before the store is touched, so every store refuses the same inputs.
-- A closed database's stores raise :class:`fes.StoreError`; closing twice
+- A closed database's stores raise :class:`fes.errors.StoreError`; closing twice
   is harmless.
 """
 
@@ -207,7 +207,7 @@ class Store(Protocol):
         The one change a store makes to an event once stored, for moving
         its ciphertext to a new key: each row names an event by stream,
         version and topic, and its position, topic and timestamp stay.  If
-        any row names no stored event, :class:`fes.StoreError` says which
+        any row names no stored event, :class:`fes.errors.StoreError` says which
         and nothing changes.
         """
         ...

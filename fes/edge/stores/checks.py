@@ -5,7 +5,7 @@ same messages: an application name that cannot name tables, a stream id that
 not every store can keep (see :func:`check_stream`), a version, position or
 limit that is not an integer every store can hold, a batch whose versions are
 not consecutive within a stream, a tracking position that does not move
-forward.  Each check raises :class:`fes.StoreError` and never touches stored
+forward.  Each check raises :class:`fes.errors.StoreError` and never touches stored
 data.
 """
 

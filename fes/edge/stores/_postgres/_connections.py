@@ -4,7 +4,7 @@ Reads, snapshot upserts and table creation are idempotent and retried.  A
 write transaction is retried only when the connection failed before COMMIT
 was sent: PostgreSQL commits nothing it has not been told to commit, and the
 server rolls back the transaction of a vanished client.  Once COMMIT is sent
-the outcome is unknown, so the store raises :class:`fes.StoreError` saying so
+the outcome is unknown, so the store raises :class:`fes.errors.StoreError` saying so
 instead of risking a second copy of the events.
 """
 

@@ -56,7 +56,7 @@ class PostgresDatabase(ClosingDatabase):
     and the libpq options ``application_name``, ``connect_timeout``, ``host``,
     ``port``, ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, ``sslcrl``,
     ``passfile``, ``target_session_attrs`` and ``keepalives*``.  Anything else
-    raises :class:`fes.StoreURLError`.  The password never appears in
+    raises :class:`fes.errors.StoreURLError`.  The password never appears in
     :attr:`url`, reprs or error messages.
 
     Create it in the process that uses it (after any ``fork``): connection
