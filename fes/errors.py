@@ -10,8 +10,8 @@ from __future__ import annotations
 __all__ = [
     "CipherError",
     "CommandError",
-    "ConfigurationError",
     "ConcurrencyError",
+    "ConfigurationError",
     "DecodeError",
     "DefinitionError",
     "DuplicateTracking",
