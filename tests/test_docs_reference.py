@@ -18,13 +18,9 @@ import pytest
 
 import fes
 import fes.edge
-import fes.edge.application
+import fes.edge._application
 import fes.edge.codec
-import fes.edge.projections
-import fes.edge.resealing
-import fes.edge.skips
 import fes.edge.stores
-import fes.edge.stores._postgres
 import fes.system
 import fes.testing
 import fes.testing.stores
@@ -41,12 +37,8 @@ PUBLIC = [
     (fes.testing.stores, DOCS / "reference" / "testing.md"),
     # a name fes.edge re-exports is documented once, as fes.edge.<name>
     (fes.edge, EDGE),
-    (fes.edge.application, EDGE),
     (fes.edge.codec, EDGE),
     (fes.edge.stores, EDGE),
-    (fes.edge.projections, EDGE),
-    (fes.edge.skips, EDGE),
-    (fes.edge.resealing, EDGE),
 ]
 PUBLIC_NAMES = [(package, name) for package, _ in PUBLIC for name in package.__all__]
 
@@ -209,7 +201,7 @@ def test_the_nav_reader_finds_nested_pages() -> None:
 
 def test_a_re_export_documents_the_name() -> None:
     """An entry under a re-exporting package counts; another name or a missing path does not."""
-    assert _is_listed(fes.edge.application, "Application", {"fes.edge.Application"})
-    assert _is_listed(fes.edge.stores, "Store", {"fes.edge.stores.base.Store"})
-    assert not _is_listed(fes.edge.application, "Batch", {"fes.edge.Application"})
-    assert not _is_listed(fes.edge.application, "Batch", {"fes.edge.nowhere.Batch"})
+    assert _is_listed(fes.edge._application, "Application", {"fes.edge.Application"})
+    assert _is_listed(fes.edge.stores, "Store", {"fes.edge.stores._base.Store"})
+    assert not _is_listed(fes.edge._application, "Batch", {"fes.edge.Application"})
+    assert not _is_listed(fes.edge._application, "Batch", {"fes.edge.nowhere.Batch"})

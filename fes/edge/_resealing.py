@@ -9,7 +9,7 @@ leave the ring.  With ``plain=True`` it also encrypts rows written before
 the application had a cipher at all.
 
 It runs beside the live applications.  Each batch of the log is resealed in
-one transaction (:meth:`fes.edge.stores.base.Store.reseal`); positions,
+one transaction (:meth:`fes.edge.stores._base.Store.reseal`); positions,
 topics and timestamps stay, so followers' tracking positions stay valid.  A
 run that stops half-way leaves every row readable under the ring, and the
 next run carries on: rows already under the current key are skipped.
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from attrs import evolve, frozen
 
-from fes.edge.application import Application, check_count
-from fes.edge.stores.base import Resealed
+from fes.edge._application import Application, check_count
+from fes.edge.stores._base import Resealed
 from fes.errors import DefinitionError
 from fes.snapshots import fingerprint
 
