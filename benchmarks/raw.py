@@ -1,6 +1,6 @@
 """The floor: the SQL fes issues, by hand, with the standard library's sqlite3.
 
-The schema is the one :mod:`fes.edge.stores.sqlite` creates for an
+The schema is the one :mod:`fes.edge.stores._sqlite` creates for an
 application (copied here as text, and compared with what fes creates by
 :func:`same_schema`); the pragmas are fes's (WAL, ``synchronous=FULL``);
 payloads are the same JSON, encoded and decoded by orjson.  Every write is

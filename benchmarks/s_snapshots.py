@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fes.edge.application import Application
+from fes.edge import Application
 from fes.edge.stores import open_database
 from fes.examples.bank import AccountOpened, Deposited, accounts
 

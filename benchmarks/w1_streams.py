@@ -20,7 +20,7 @@ from typing import Protocol
 
 import orjson
 
-from fes.edge.application import Application
+from fes.edge import Application
 from fes.examples.dogs import dogs, register
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch

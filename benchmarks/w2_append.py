@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from fes.edge.application import Application
+from fes.edge import Application
 from fes.examples.dogs import Registered, TrickAdded, dogs
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch

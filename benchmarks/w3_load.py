@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from fes.edge.application import Application
+from fes.edge import Application
 from fes.examples.dogs import Dog, Registered, TrickAdded, dogs, registered, trick_added
 
 from .common import ES, FES, RAW, Config, Report, interleaved, profile_call, rotated, scratch

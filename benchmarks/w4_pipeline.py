@@ -37,9 +37,8 @@ import orjson
 from eventsourcing.system import SingleThreadedRunner
 from eventsourcing.system import System as EsSystem
 
-from fes.edge import ProcessRunner, Runner, SyncRunner, ThreadedRunner
+from fes.edge import Application, ProcessRunner, Runner, SyncRunner, ThreadedRunner
 from fes.edge._follower import DEFAULT_BATCH_SIZE
-from fes.edge.application import Application
 from fes.edge.stores import open_database
 from fes.examples.dogs import dogs, register
 

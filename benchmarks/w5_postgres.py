@@ -9,7 +9,7 @@ with its tracking position).  The main process samples the follower's lag
 ``SAMPLE`` seconds while the writers run, then times how long the follower
 needs to drain what is left.
 
-fes: writers use :class:`~fes.edge.application.Application` on a
+fes: writers use :class:`~fes.edge.Application` on a
 ``postgresql://`` URL; the follower is a
 :class:`~fes.edge.ThreadedRunner` limited to the registry, woken by
 LISTEN/NOTIFY.  eventsourcing: writers are ``DogSchool`` applications on
@@ -77,7 +77,7 @@ def _es_env(server: _Server, database: str) -> dict[str, str]:
 def fes_writer(
     url: str, ready: Any, go: EventType, seconds: float, counts: Any, index: int
 ) -> None:
-    from fes.edge.application import Application
+    from fes.edge import Application
     from fes.examples.dogs import dogs, register
 
     from .domains import SCHOOL
@@ -159,7 +159,7 @@ class Side(Protocol):
 
 class FesSide:
     def __init__(self, server: _Server, database: str) -> None:
-        from fes.edge.application import Application
+        from fes.edge import Application
         from fes.edge.stores import open_database
 
         from .domains import REGISTRY, SCHOOL

@@ -73,29 +73,8 @@ def _page(module_name: str) -> Path:
 
 PUBLIC = _public_modules()
 PUBLIC_NAMES = [(module, name) for module in PUBLIC for name in getattr(module, "__all__", [])]
-_EDGE_RENAME_PENDING = {m.__name__ for m in PUBLIC if _page(m.__name__).name == "edge.md"} != (
-    EDGE_PUBLIC
-)
-
-
-_PENDING = pytest.mark.xfail(
-    reason="the edge's implementation modules are still public on this branch", strict=False
-)
-
-
-def _page_marks(page: Path) -> list[pytest.MarkDecorator]:
-    """Expected failure for the edge's page, only until the edge's rename is merged."""
-    return [_PENDING] if _EDGE_RENAME_PENDING and page.name == "edge.md" else []
-
-
-def _module_marks(module_name: str) -> list[pytest.MarkDecorator]:
-    """Expected failure for a public edge module the rename will make private."""
-    going = _page(module_name).name == "edge.md" and module_name not in EDGE_PUBLIC
-    return [_PENDING] if going else []
-
-
 def _by_module(cases: list[ModuleType]) -> list[object]:
-    return [pytest.param(m, id=m.__name__, marks=_module_marks(m.__name__)) for m in cases]
+    return [pytest.param(m, id=m.__name__) for m in cases]
 
 
 def _entries(text: str) -> dict[str, bool]:
@@ -242,7 +221,7 @@ def _unpublished_entries(entries: dict[str, bool], modules: list[ModuleType]) ->
 
 
 PAGES = [REFERENCE / "core.md", REFERENCE / "testing.md", REFERENCE / "edge.md"]
-BY_PAGE = [pytest.param(page, id=page.name, marks=_page_marks(page)) for page in PAGES]
+BY_PAGE = [pytest.param(page, id=page.name) for page in PAGES]
 
 
 def test_every_public_module_defines_all() -> None:
@@ -255,7 +234,7 @@ def test_every_public_module_defines_all() -> None:
 @pytest.mark.parametrize(
     ("module", "name"),
     [
-        pytest.param(m, n, id=f"{m.__name__}.{n}", marks=_module_marks(m.__name__))
+        pytest.param(m, n, id=f"{m.__name__}.{n}")
         for m, n in PUBLIC_NAMES
     ],
 )

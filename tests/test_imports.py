@@ -111,11 +111,11 @@ def test_the_cycle_finder_sees_lazy_and_relative_imports(tmp_path: Path) -> None
 
 
 def test_the_edge_runs_one_way() -> None:
-    """cli -> _serve -> _processes -> _runners -> _follower -> application, never back."""
+    """_cli -> _serve -> _processes -> _runners -> _follower -> _application -> _batch."""
     graph = _graph()
     chain = [
-        "fes.edge.cli", "fes.edge._serve", "fes.edge._processes", "fes.edge._runners",
-        "fes.edge._follower", "fes.edge.application",
+        "fes.edge._cli", "fes.edge._serve", "fes.edge._processes", "fes.edge._runners",
+        "fes.edge._follower", "fes.edge._application", "fes.edge._batch",
     ]
     for lower, higher in [(chain[j], chain[i]) for i in range(len(chain))
                           for j in range(i + 1, len(chain))]:

@@ -38,9 +38,10 @@ from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
 from fes.system import App, partition_of, tracking_key
 
-from .application import Application, Batch, check_count
-from .skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
-from .stores.base import StoredEvent, Tracking
+from ._application import Application, check_count
+from ._batch import Batch
+from ._skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
+from .stores._base import StoredEvent, Tracking
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
 

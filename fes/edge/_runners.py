@@ -1,7 +1,7 @@
 """Runners: drive a system's followers and views, in this thread or in threads.
 
 Two runners of this module drive followers (:mod:`fes.edge._follower`) and
-views (:mod:`fes.edge.projections`):
+views (:mod:`fes.edge._projections`):
 
 - :class:`SyncRunner` steps everything in this thread, in a fixed order,
   until nothing is left to do — deterministic, for tests and scripts;
@@ -23,11 +23,11 @@ from typing import Any, Protocol, Self
 from fes.errors import ConfigurationError, FesError, PolicyError
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
+from ._application import Application, check_count, check_store
 from ._follower import DEFAULT_BATCH_SIZE, Follower, describe
-from .application import Application, check_count, check_store
-from .projections import Projection
+from ._projections import Projection
 from .stores import open_database
-from .stores.base import Database
+from .stores._base import Database
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",

@@ -52,13 +52,13 @@ from hypothesis import Phase
 from hypothesis import strategies as st
 
 from fes.aggregates import Aggregate, Command
+from fes.edge._application import Application
 from fes.edge._follower import DEFAULT_BATCH_SIZE, Follower
+from fes.edge._projections import Projection
 from fes.edge._runners import SyncRunner
-from fes.edge.application import Application
-from fes.edge.projections import Projection
-from fes.edge.skips import PolicySkipped
-from fes.edge.stores.base import NewEvent, Resealed, StoredEvent, StoredSnapshot, Tracking
-from fes.edge.stores.memory import MemoryDatabase, MemoryStore
+from fes.edge._skips import PolicySkipped
+from fes.edge.stores._base import NewEvent, Resealed, StoredEvent, StoredSnapshot, Tracking
+from fes.edge.stores._memory import MemoryDatabase, MemoryStore
 from fes.errors import (
     CommandError,
     ConcurrencyError,

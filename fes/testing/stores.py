@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 
-from fes.edge.stores.base import Database, Store
+from fes.edge.stores._base import Database, Store
 from fes.testing._stores._events import new_event, new_snapshot
 from fes.testing._stores._machine import DEFAULT_SETTINGS, StoresAgree, check_store
 from fes.testing._stores._reading import ReadingCases

@@ -10,8 +10,7 @@ import pytest
 
 import fes
 from fes.edge import Application
-from fes.edge.stores import open_database
-from fes.edge.stores.base import Database
+from fes.edge.stores import Database, open_database
 from fes.examples.dogs import dogs
 
 SCHOOL = fes.App("school", aggregates=[dogs])

@@ -27,8 +27,8 @@ from pyrsistent import pvector
 
 import fes
 from fes.edge import Application, Cipher
-from fes.edge.application import from_micros, to_micros
-from fes.edge.stores.base import Store, StoredSnapshot, Tracking
+from fes.edge._clock import from_micros, to_micros
+from fes.edge.stores import Store, StoredSnapshot, Tracking
 from fes.events import NO_METADATA, Metadata
 from fes.examples.bank import (
     Account,

@@ -33,7 +33,7 @@ from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
 
 import fes
 import fes.edge.codec
-from fes.edge.application import Application
+from fes.edge import Application
 from fes.edge.codec import Cipher, Codec
 from fes.events import NO_METADATA, Metadata
 from fes.examples import bank, dogs

@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import Application, Cipher
-from fes.edge.projections import Projection
-from fes.edge.resealing import Resealing, reseal
-from fes.edge.stores.base import Resealed, StoredEvent
+from fes.edge import Application, Cipher, Projection, Resealing, reseal
+from fes.edge.stores import Resealed, StoredEvent
 from fes.examples.dogs import Dog, add_trick, dogs, register
 
 from .conftest import Place

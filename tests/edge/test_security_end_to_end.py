@@ -29,7 +29,7 @@ from pyrsistent import pvector
 
 import fes
 from fes.edge import Application, Cipher
-from fes.edge.stores.sqlite import table_prefix
+from fes.edge.stores._sqlite import table_prefix
 from fes.examples.dogs import Dog, Registered, TrickAdded, add_trick, dogs, register
 
 SCHOOL = fes.App("school", aggregates=[dogs])

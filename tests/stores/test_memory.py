@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from fes.edge.stores import MemoryDatabase, open_database
-from fes.edge.stores.base import Database, Resealed, Tracking
+from fes.edge.stores import Database, MemoryDatabase, Resealed, Tracking, open_database
 from fes.errors import StoreError
 from fes.testing.stores import StoreConformance
 from fes.testing.stores import new_event as new

@@ -20,10 +20,9 @@ import psycopg
 import pytest
 from pgserver import PgServer
 
-from fes.edge.stores import open_database
+from fes.edge.stores import Database, NewEvent, Tracking, open_database
 from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores._postgres._sql import channel
-from fes.edge.stores.base import Database, NewEvent, Tracking
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
 from fes.testing.stores import StoreConformance
 from fes.testing.stores import new_event as new

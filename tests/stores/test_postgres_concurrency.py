@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from fes.edge.stores import NewEvent, StoredEvent
 from fes.edge.stores._postgres import PostgresDatabase
-from fes.edge.stores.base import NewEvent, StoredEvent
 from fes.errors import ConcurrencyError
 
 pytestmark = pytest.mark.postgres

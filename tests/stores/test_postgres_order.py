@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fes.edge.stores import NewEvent, StoredEvent
 from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
-from fes.edge.stores.base import NewEvent, StoredEvent
 from fes.errors import StoreError
 
 pytestmark = pytest.mark.postgres

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from fes.edge.stores import SQLiteDatabase, open_database
-from fes.edge.stores.base import Database, Resealed, Tracking
-from fes.edge.stores.sqlite import SCHEMA, table_prefix
+from fes.edge.stores import Database, Resealed, SQLiteDatabase, Tracking, open_database
+from fes.edge.stores._sqlite import SCHEMA, table_prefix
 from fes.errors import ConcurrencyError, StoreError, StoreURLError
 from fes.testing.stores import StoreConformance
 from fes.testing.stores import new_event as new
@@ -603,7 +602,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     from fes.edge.stores import open_database
-    from fes.edge.stores.base import NewEvent
+    from fes.edge.stores import NewEvent
     from fes.errors import ConcurrencyError
 
     path, mode, worker, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

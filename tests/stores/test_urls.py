@@ -19,8 +19,8 @@ from fes.edge.stores import (
     open_database,
     redact,
 )
-from fes.edge.stores.checks import check_app_name
-from fes.edge.stores.urls import option_int, parse_url, take_options
+from fes.edge.stores._checks import check_app_name
+from fes.edge.stores._urls import option_int, parse_url, take_options
 from fes.errors import ConfigurationError, StoreError, StoreURLError
 
 

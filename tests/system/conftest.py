@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fes.edge.stores import open_database
-from fes.edge.stores.base import Database
+from fes.edge.stores import Database, open_database
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fes.edge import ProcessRunner
-from fes.edge.application import Application
-from fes.edge.stores.base import Database
+from fes.edge import Application, ProcessRunner
+from fes.edge.stores import Database
 from fes.system import System
 from system import domain
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fes.edge import SyncRunner
-from fes.edge.cli import main
+from fes.edge._cli import main
 from system import domain
 from system.helpers import send
 
@@ -191,9 +191,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_installed_command_runs(store: str) -> None:
-    """`python -m fes.edge.cli` (what the `fes` script calls) runs as a program."""
+    """`python -m fes.edge._cli` (what the `fes` script calls) runs as a program."""
     env = {**os.environ, "FES_STORE_URL": store}
-    result = subprocess.run([sys.executable, "-m", "fes.edge.cli", "apps"],
+    result = subprocess.run([sys.executable, "-m", "fes.edge._cli", "apps"],
                             capture_output=True, text=True, env=env, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "sink" in result.stdout

@@ -11,10 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fes
-from fes.edge import Follower, SyncRunner, lags
-from fes.edge.application import Application
-from fes.edge.stores import open_database
-from fes.edge.stores.base import Database
+from fes.edge import Application, Follower, SyncRunner, lags
+from fes.edge.stores import Database, open_database
 from system import domain
 from system.helpers import assert_exactly_once, causes, dump, send, serve
 

@@ -161,7 +161,7 @@ def test_changing_the_number_of_partitions_is_refused(tmp_path: Path) -> None:
         SyncRunner(domain.partitioned_pipeline, url)
     with open_database(url) as database:
         # from three partitions back to one is refused the same way
-        database.store("sink").append([], tracking=fes.edge.stores.base.Tracking(
+        database.store("sink").append([], tracking=fes.edge.stores.Tracking(
             "source#0/3", 5, 0))
     with pytest.raises(fes.errors.ConfigurationError, match="source#0/3"):
         SyncRunner(domain.fixed_pipeline, url)

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import SyncRunner, skipped
-from fes.edge.skips import SKIPS_STREAM
-from fes.edge.stores.base import NewEvent
+from fes.edge import SKIPS_STREAM, SyncRunner, skipped
+from fes.edge.stores import NewEvent
 from system import domain
 from system.helpers import send
 

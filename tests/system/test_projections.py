@@ -14,10 +14,8 @@ from hypothesis import strategies as st
 from pyrsistent import PMap, pmap
 
 import fes
-from fes.edge import SyncRunner, ThreadedRunner
-from fes.edge.application import Application
+from fes.edge import Application, Projection, SyncRunner, ThreadedRunner
 from fes.edge.codec import Cipher
-from fes.edge.projections import Projection
 from fes.edge.stores import open_database
 from fes.examples import shop
 from system import domain

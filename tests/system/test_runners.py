@@ -16,9 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fes
-from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner, load_system, run
-from fes.edge.application import Application
-from fes.edge.projections import Projection
+from fes.edge import (
+    Application,
+    ProcessRunner,
+    Projection,
+    SyncRunner,
+    ThreadedRunner,
+    load_system,
+    run,
+)
 from fes.edge.stores import open_database
 from system import domain
 from system.helpers import assert_exactly_once, dump, send, serve
@@ -204,7 +210,7 @@ def test_sigterm_stops_fes_run_gracefully(tmp_path: Path, processes: int) -> Non
     with SyncRunner(domain.slow_pipeline, url) as writer:
         send(writer.app("source"), range(400))
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    command = [sys.executable, "-m", "fes.edge.cli", "run", "system.domain:slow_pipeline",
+    command = [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:slow_pipeline",
                "--store", url, "--batch-size", "10", "--poll-interval", "0.1",
                "--processes", str(processes)]
     child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

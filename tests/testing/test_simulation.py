@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 import fes
-from fes.edge.application import Application, Batch
-from fes.edge.stores.base import Tracking
+from fes.edge import Application, Batch
+from fes.edge.stores import Tracking
 from fes.examples import shop
 from fes.testing.simulation import (
     FAULTS,

@@ -9,16 +9,68 @@
 (relative) or ``sqlite:////var/lib/shop.db`` (absolute) an SQLite file, with
 options such as ``?synchronous=NORMAL&busy_timeout=5000``;
 ``postgresql://user:password@host/database`` a PostgreSQL database.
+
+Private modules implement the stores; this one is their public surface:
+:func:`open_database` and, for anyone writing a store of their own, the
+protocol (:class:`Database`, :class:`Store`), the rows it moves and the
+checks every store applies to its inputs.
+
+The store protocol
+------------------
+
+A *database* (one URL: ``memory://``, ``sqlite:///path.db``,
+``postgresql://…``) holds the tables of several applications; a *store* is
+one application's view of it: its events (streams and the notification log),
+snapshots, tracking positions and views.  Stores move bytes: encoding and
+decoding events is the codec's job.
+
+Semantics every store keeps (checked by one conformance suite):
+
+- ``append`` is atomic across all its events and streams.  Each stream's
+  events must carry consecutive versions (events of other streams may come
+  in between), starting at 1 or more, else the batch is malformed and
+  :class:`fes.errors.StoreError` is raised; the first must be one more than the
+  stream's current version, otherwise :class:`fes.ConcurrencyError` names
+  a stale stream (one of them, when several are), the expected and the
+  actual version.  Either way nothing is stored.
+- Every appended event gets a position in the application's log.  Positions
+  strictly increase in commit order as any reader sees them: a reader that
+  has seen position N never later sees a newly committed position below N.
+  Gaps (from rolled-back transactions) are allowed.
+- With ``tracking``, the new events (possibly none) and the follower's
+  tracking position are recorded in one transaction; tracking is a
+  compare-and-set from ``previous`` to ``position``, so recording an
+  upstream position twice, or from a stale ``previous``, raises
+  :class:`fes.errors.DuplicateTracking` and stores nothing.  It is checked before
+  the versions: when both are stale, the follower learns that the upstream
+  event was already processed.  A tracking whose ``position`` is not above
+  ``previous`` is malformed: :class:`fes.errors.StoreError`.
+- Application names are those :func:`check_app_name`
+  accepts; different names never share data, even where the database
+  ignores case in table names.
+- Stream ids are those :func:`check_stream` accepts
+  (a ``str`` of 1 to 500 characters, no NUL, no lone surrogate), and
+  versions, positions and limits are ``int`` values of 64 bits (limits 0 or
+  more): anything else, in a read or a write, raises :class:`fes.errors.StoreError`
+  before the store is touched, so every store refuses the same inputs.
+- A closed database's stores raise :class:`fes.errors.StoreError`; closing twice
+  is harmless.
+
+A store of one's own implements :class:`Database` and :class:`Store`
+(:class:`ClosingDatabase` gives it the ``with`` block), and passes
+:class:`fes.testing.stores.StoreConformance`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fes.edge._settings import DEFAULT_STORE_URL, setting
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
+    ClosingDatabase,
     Database,
     NewEvent,
     Resealed,
@@ -27,11 +79,16 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
-from fes.edge.stores.memory import MemoryDatabase
-from fes.edge.stores.sqlite import SQLiteDatabase
-from fes.edge.stores.urls import parse_url, redact
+from fes.edge.stores._checks import check_app_name, check_stream
+from fes.edge.stores._memory import MemoryDatabase
+from fes.edge.stores._sqlite import SQLiteDatabase
+from fes.edge.stores._urls import parse_url, redact
+
+if TYPE_CHECKING:
+    from fes.edge.stores._postgres import PostgresDatabase
 
 __all__ = [
+    "ClosingDatabase",
     "Database",
     "MemoryDatabase",
     "NewEvent",
@@ -41,10 +98,17 @@ __all__ = [
     "StoredEvent",
     "StoredSnapshot",
     "Tracking",
+    "check_app_name",
+    "check_stream",
     "database_from_env",
     "open_database",
     "redact",
 ]
+
+if importlib.util.find_spec("psycopg") is not None:
+    # public where it can load; looked up lazily (see __getattr__ below), so a
+    # plain import of this module never loads psycopg
+    __all__ += ["PostgresDatabase"]
 
 #: The environment variable :func:`database_from_env` reads.
 ENV_VAR = "FES_STORE_URL"
@@ -87,3 +151,14 @@ def database_from_env(
 ) -> Database:
     """Open the database named by ``env["FES_STORE_URL"]``, or ``default`` if unset or empty."""
     return open_database(setting(env, ENV_VAR) or default, **options)
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresDatabase loads psycopg, so only when asked for (a star import
+    # asks for it, where psycopg is installed)
+    if name == "PostgresDatabase":
+        database: type[PostgresDatabase] = importlib.import_module(
+            "fes.edge.stores._postgres"
+        ).PostgresDatabase
+        return database
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fes.edge.stores.base import NewEvent, Store, StoredEvent, StoredSnapshot
+from fes.edge.stores._base import NewEvent, Store, StoredEvent, StoredSnapshot
 
 
 def new_event(

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
     Database,
     NewEvent,
     Resealed,
@@ -32,7 +32,7 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
-from fes.edge.stores.memory import MemoryDatabase
+from fes.edge.stores._memory import MemoryDatabase
 from fes.errors import ConcurrencyError, DuplicateTracking, FesError
 
 STREAMS = ("a", "b", "c", "ünï 🐕")

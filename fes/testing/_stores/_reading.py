@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
     Database,
     NewEvent,
     Resealed,
@@ -18,7 +18,7 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
-from fes.edge.stores.checks import MAX_STREAM_ID
+from fes.edge.stores._checks import MAX_STREAM_ID
 from fes.errors import FesError, StoreError
 from fes.testing._stores._events import contents, new_event, new_snapshot
 

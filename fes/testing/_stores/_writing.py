@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
     Database,
     Store,
     StoredSnapshot,
     Tracking,
 )
-from fes.edge.stores.checks import MAX_STREAM_ID
+from fes.edge.stores._checks import MAX_STREAM_ID
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 from fes.testing._stores._events import contents, new_event, new_snapshot, stored
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from psycopg import sql
 
+from fes.edge.stores._base import ClosingDatabase
 from fes.edge.stores._postgres._connections import Connections
 from fes.edge.stores._postgres._listener import Listener
 from fes.edge.stores._postgres._options import parse, password
@@ -18,8 +19,7 @@ from fes.edge.stores._postgres._sql import (
     check_app,
 )
 from fes.edge.stores._postgres._store import PostgresStore
-from fes.edge.stores.base import ClosingDatabase
-from fes.edge.stores.urls import redact
+from fes.edge.stores._urls import redact
 
 __all__ = ["PostgresDatabase"]
 

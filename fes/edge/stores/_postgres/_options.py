@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
 
-from fes.edge.stores.urls import (
+from fes.edge.stores._urls import (
     option_bool,
     option_float,
     option_int,

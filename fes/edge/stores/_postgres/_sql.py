@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from fes.edge.stores._checks import check_app_name
 from fes.edge.stores._postgres._options import MAX_IDENTIFIER
-from fes.edge.stores.checks import check_app_name
 from fes.errors import StoreError
 
 Conn = psycopg.Connection[TupleRow]

@@ -11,19 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from fes.edge.stores._postgres._connections import Connections, NoConnection
-from fes.edge.stores._postgres._listener import Listener
-from fes.edge.stores._postgres._sql import (
-    CONFLICT,
-    EVENT_COLUMNS,
-    NOTIFIED,
-    TRACKED,
-    Conn,
-    Queries,
-    channel,
-    stream_query,
-)
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
     NewEvent,
     Resealed,
     StoredEvent,
@@ -31,7 +19,7 @@ from fes.edge.stores.base import (
     Tracking,
     stored_event,
 )
-from fes.edge.stores.checks import (
+from fes.edge.stores._checks import (
     MAX_INTEGER,
     check_batch,
     check_integer,
@@ -43,6 +31,18 @@ from fes.edge.stores.checks import (
     check_tracking,
     check_where,
     not_stored,
+)
+from fes.edge.stores._postgres._connections import Connections, NoConnection
+from fes.edge.stores._postgres._listener import Listener
+from fes.edge.stores._postgres._sql import (
+    CONFLICT,
+    EVENT_COLUMNS,
+    NOTIFIED,
+    TRACKED,
+    Conn,
+    Queries,
+    channel,
+    stream_query,
 )
 from fes.errors import ConcurrencyError, DuplicateTracking
 

@@ -41,11 +41,11 @@ from fes.events import Recorded
 from fes.system import System, app_of_unit
 
 from . import _settings as settings
+from ._application import Application
 from ._follower import DEFAULT_BATCH_SIZE
-from .application import Application
-from .skips import SKIPS_STREAM
+from ._skips import SKIPS_STREAM
 from .stores import open_database
-from .stores.base import Database, StoredEvent
+from .stores._base import Database, StoredEvent
 
 __all__ = ["main"]
 
@@ -286,7 +286,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
-    from .resealing import reseal
+    from ._resealing import reseal
 
     system = _system(args.system)
     assert system is not None

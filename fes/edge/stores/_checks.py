@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from fes.edge.stores.base import NewEvent, Resealed, Tracking
+from fes.edge.stores._base import NewEvent, Resealed, Tracking
 from fes.errors import StoreError
 
 __all__ = [

@@ -15,20 +15,15 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
-
-from attrs import define, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import (
-    CommandError,
     ConcurrencyError,
     ConfigurationError,
     DecodeError,
     DefinitionError,
-    EncodeError,
-    FesError,
     StoreError,
     UnhandledEvent,
 )
@@ -37,10 +32,12 @@ from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
 from . import _settings as settings
+from ._batch import Batch, Pending
+from ._clock import EPOCH, from_micros, to_micros, utc_now
+from ._skips import skips
 from .codec import Cipher, Codec
-from .skips import skips
 from .stores import open_database
-from .stores.base import (
+from .stores._base import (
     Database,
     NewEvent,
     Store,
@@ -49,35 +46,16 @@ from .stores.base import (
     Tracking,
     new_event,
 )
-from .stores.checks import check_integer, check_stream
+from .stores._checks import check_integer
 
-__all__ = ["Application", "Batch", "utc_now"]
+__all__ = ["Application", "check_count", "check_store"]
 
 logger = logging.getLogger("fes")
 
 S = TypeVar("S")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
-
-
-def utc_now() -> datetime:
-    """The default clock: the current time in UTC."""
-    return datetime.now(UTC)
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch, exactly."""
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ConfigurationError(f"the clock must give timezone-aware datetimes, got {moment!r}")
-    return (moment - EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """The UTC datetime ``micros`` microseconds after the Unix epoch."""
-    return EPOCH + timedelta(microseconds=micros)
 
 
 def check_count(name: str, value: object, lowest: int) -> None:
@@ -91,183 +69,6 @@ def check_store(store: object) -> None:
     if not (isinstance(store, str) or callable(getattr(store, "store", None))):
         raise ConfigurationError(f"store must be a store URL or an open Database, not {store!r}")
 
-
-class _Pending(NamedTuple):
-    """A stream's state as loaded, and the events a batch adds to it.
-
-    A named tuple, not an attrs class: one is made per command, on the hot path.
-    ``rows`` holds each event's topic, payload and encoded metadata, made when
-    the event was added: only the timestamp is left for the commit.
-    """
-
-    aggregate: Aggregate[Any]
-    version: int
-    state: Any
-    events: tuple[Any, ...] = ()
-    metadata: tuple[Metadata, ...] = ()
-    rows: tuple[tuple[str, bytes, bytes | None], ...] = ()
-
-
-@define
-class Batch:
-    """Events to record together, across streams, in one atomic append.
-
-    Commands run on a stream's state folded with the events already pending
-    for it in this batch, so several commands on one stream compose.
-
-    Each event is encoded as it is added, so an event the codec cannot store
-    (or a stream id no store can keep) is refused by the :meth:`emit` or
-    :meth:`execute` that adds it, with a :class:`fes.errors.EncodeError`, and the
-    batch is left as it was.  A :meth:`savepoint` marks the batch; a
-    :meth:`rollback` to that mark takes back everything added since::
-
-        mark = batch.savepoint()
-        try:
-            batch.execute(aggregate, stream, command)
-            batch.emit(aggregate, other, [event])
-        except Exception:
-            batch.rollback(mark)  # neither is recorded; earlier additions are
-
-    The commit takes the timestamp: events encoded now are stored with it.
-    """
-
-    application: Application
-    pending: dict[str, _Pending] = field(factory=dict)
-    _fresh: set[str] = field(factory=set, init=False, repr=False)
-    # each change to pending as (stream, the slot it replaced): what rollback undoes
-    _undo: list[tuple[str, _Pending | None]] = field(factory=list, init=False, repr=False)
-
-    def prefetch(self, streams: Iterable[str]) -> None:
-        """Find out in one read which of ``streams`` have no events yet.
-
-        Commands and emits on those streams then start from their
-        aggregate's initial state without reading the store, one read per
-        stream.  A stream that another writer creates meanwhile still
-        conflicts when the batch is committed.  A stream id no store can
-        keep is passed over here, and refused by the emit or command that
-        uses it.
-        """
-        if isinstance(streams, str):  # one stream id, not an iterable of its letters
-            streams = [streams]
-        elif not isinstance(streams, Iterable):
-            raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
-        wanted = [
-            s for s in streams
-            if _keepable(s) and s not in self.pending and s not in self._fresh
-        ]
-        if wanted:
-            versions = self.application.store.stream_versions(wanted)
-            self._fresh.update(s for s, version in versions.items() if not version)
-
-    def savepoint(self) -> int:
-        """A mark of what the batch holds now, for :meth:`rollback`."""
-        return len(self._undo)
-
-    def rollback(self, mark: int) -> None:
-        """Take back every event added since :meth:`savepoint` returned ``mark``.
-
-        A mark stays valid until a rollback to an earlier one.
-        """
-        undo = self._undo
-        if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
-            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
-        pending = self.pending
-        while len(undo) > mark:
-            stream, slot = undo.pop()
-            if slot is None:
-                del pending[stream]
-            else:
-                pending[stream] = slot
-
-    def state(self, aggregate: Aggregate[S], stream: str) -> S:
-        """The stream's state including this batch's pending events."""
-        return self._slot(aggregate, stream).state  # type: ignore[no-any-return]
-
-    def _slot(self, aggregate: Aggregate[Any], stream: str) -> _Pending:
-        self.application._check(aggregate)  # also when the stream is already pending
-        slot = self.pending.get(stream)
-        if slot is None:
-            try:
-                check_stream(stream)
-            except StoreError as error:
-                # an EncodeError, not a StoreError a runner would try again
-                raise EncodeError(
-                    f"a batch of {self.application.name!r} acts on a stream no store "
-                    f"can keep: {error}"
-                ) from None
-            if stream in self._fresh:
-                state, version = aggregate.initial, 0
-            else:
-                state, version = self.application._current(aggregate, stream)
-            slot = _Pending(aggregate, version, state)
-            self.pending[stream] = slot
-            self._undo.append((stream, None))
-        elif slot.aggregate.name != aggregate.name:
-            raise FesError(
-                f"stream {stream!r} is used as {slot.aggregate.name!r} and "
-                f"{aggregate.name!r} in one batch"
-            )
-        return slot
-
-    def emit(
-        self,
-        aggregate: Aggregate[Any],
-        stream: str,
-        events: Iterable[Any],
-        metadata: Metadata = NO_METADATA,
-    ) -> list[Any]:
-        """Add events to a stream; they must apply to its state."""
-        if isinstance(events, str | bytes) or not isinstance(events, Iterable):
-            raise CommandError(f"emit takes an iterable of events, not {events!r}")
-        new = list(events)
-        self._add(aggregate, self._slot(aggregate, stream), stream, new, metadata)
-        return new
-
-    def _add(
-        self,
-        aggregate: Aggregate[Any],
-        slot: _Pending,
-        stream: str,
-        new: list[Any],
-        metadata: Metadata,
-    ) -> None:
-        state = aggregate.fold(new, slot.state)
-        rows = self.application._encode(stream, slot.version + len(slot.events), new, metadata)
-        if slot.events:
-            events = slot.events + tuple(new)
-            metas = slot.metadata + (metadata,) * len(new)
-            rows = slot.rows + rows
-        else:
-            events, metas = tuple(new), (metadata,) * len(new)
-        self.pending[stream] = _Pending(aggregate, slot.version, state, events, metas, rows)
-        self._undo.append((stream, slot))
-
-    def execute(
-        self,
-        aggregate: Aggregate[Any],
-        stream: str,
-        command: Command,
-        *args: Any,
-        metadata: Metadata = NO_METADATA,
-        **kwargs: Any,
-    ) -> list[Any]:
-        """Run a command on the stream's pending state; add its events."""
-        slot = self._slot(aggregate, stream)
-        new = decide(aggregate, command, slot.state, *args, **kwargs)
-        self._add(aggregate, slot, stream, new, metadata)
-        return new
-
-    def __len__(self) -> int:
-        return sum(len(p.events) for p in self.pending.values())
-
-
-def _keepable(stream: object) -> bool:
-    """Whether every store can keep ``stream`` as a stream id."""
-    try:
-        check_stream(stream)
-    except StoreError:
-        return False
-    return True
 
 
 class Application:
@@ -589,7 +390,7 @@ class Application:
         return tuple(rows)
 
     def _record(
-        self, pending: Mapping[str, _Pending], tracking: Tracking | None
+        self, pending: Mapping[str, Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
         now: datetime | None = None
         timestamp = 0
@@ -628,13 +429,13 @@ class Application:
             for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
         ]
 
-    def _forget(self, pending: Mapping[str, _Pending]) -> None:
+    def _forget(self, pending: Mapping[str, Pending]) -> None:
         if self._cache_size:
             with self._cache_lock:
                 for stream, slot in pending.items():
                     self._cache.pop((slot.aggregate.name, stream), None)
 
-    def _after_append(self, slot: _Pending, stream: str) -> None:
+    def _after_append(self, slot: Pending, stream: str) -> None:
         new_version = slot.version + len(slot.events)
         if self._cache_size:
             self._remember((slot.aggregate.name, stream), new_version, slot.state)
@@ -674,7 +475,7 @@ class Application:
             new = decide(aggregate, command, state, *args, **kwargs)
             if not new:
                 return []
-            slot = _Pending(
+            slot = Pending(
                 aggregate, version, aggregate.fold(new, state), tuple(new),
                 (metadata,) * len(new), self._encode(stream, version, new, metadata),
             )

@@ -28,9 +28,9 @@ from fes.aggregates import Aggregate
 from fes.errors import ConfigurationError, DecodeError, DuplicateTracking
 from fes.views import View
 
-from .application import Application, check_count
-from .skips import is_internal
-from .stores.base import Tracking
+from ._application import Application, check_count
+from ._skips import is_internal
+from .stores._base import Tracking
 
 __all__ = ["Projection"]
 

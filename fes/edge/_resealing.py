@@ -1,26 +1,11 @@
-"""Resealing: moving an application's stored ciphertext to its current key.
-
-fes writes each payload once, encrypted under the key that was current at
-the time, and reads it under whichever key of the ring it names.  Rotation
-therefore leaves old events under old keys: :func:`reseal` walks the
-notification log and encrypts every event, its metadata and each stream's
-latest snapshot under the cipher's current key, so that the old keys can
-leave the ring.  With ``plain=True`` it also encrypts rows written before
-the application had a cipher at all.
-
-It runs beside the live applications.  Each batch of the log is resealed in
-one transaction (:meth:`fes.edge.stores.base.Store.reseal`); positions,
-topics and timestamps stay, so followers' tracking positions stay valid.  A
-run that stops half-way leaves every row readable under the ring, and the
-next run carries on: rows already under the current key are skipped.
-"""
+"""Resealing: moving an application's stored ciphertext to its current key; see :func:`reseal`."""
 
 from __future__ import annotations
 
 from attrs import evolve, frozen
 
-from fes.edge.application import Application, check_count
-from fes.edge.stores.base import Resealed
+from fes.edge._application import Application, check_count
+from fes.edge.stores._base import Resealed
 from fes.errors import DefinitionError
 from fes.snapshots import fingerprint
 
@@ -41,6 +26,20 @@ def reseal(
     application: Application, *, plain: bool = False, batch_size: int = 500
 ) -> Resealing:
     """Encrypt ``application``'s stored events, metadata and latest snapshots under its current key.
+
+    fes writes each payload once, encrypted under the key that was current at
+    the time, and reads it under whichever key of the ring it names.  Rotation
+    therefore leaves old events under old keys: this walks the
+    notification log and encrypts every event, its metadata and each stream's
+    latest snapshot under the cipher's current key, so that the old keys can
+    leave the ring.  With ``plain=True`` it also encrypts rows written before
+    the application had a cipher at all.
+
+    It runs beside the live applications.  Each batch of the log is resealed in
+    one transaction (:meth:`fes.edge.stores.Store.reseal`); positions,
+    topics and timestamps stay, so followers' tracking positions stay valid.  A
+    run that stops half-way leaves every row readable under the ring, and the
+    next run carries on: rows already under the current key are skipped.
 
     Put the new key in the ring as the current one first, in every process
     that writes: the walk ends at the log's last position when it starts,

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from attrs import evolve, field, frozen
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from fes.edge.stores.base import (
+from fes.edge.stores._base import (
     ClosingDatabase,
     NewEvent,
     Resealed,
@@ -32,7 +32,7 @@ from fes.edge.stores.base import (
     StoredSnapshot,
     Tracking,
 )
-from fes.edge.stores.checks import (
+from fes.edge.stores._checks import (
     check_app_name,
     check_batch,
     check_integer,

@@ -1,42 +1,7 @@
 """The one protocol every event store implements, and the rows it moves.
 
-A *database* (one URL: ``memory://``, ``sqlite:///path.db``,
-``postgresql://…``) holds the tables of several applications; a *store* is
-one application's view of it: its events (streams and the notification log),
-snapshots, tracking positions and views.  Stores move bytes: encoding and
-decoding events is the codec's job.
-
-Semantics every store keeps (checked by one conformance suite):
-
-- ``append`` is atomic across all its events and streams.  Each stream's
-  events must carry consecutive versions (events of other streams may come
-  in between), starting at 1 or more, else the batch is malformed and
-  :class:`fes.errors.StoreError` is raised; the first must be one more than the
-  stream's current version, otherwise :class:`fes.ConcurrencyError` names
-  a stale stream (one of them, when several are), the expected and the
-  actual version.  Either way nothing is stored.
-- Every appended event gets a position in the application's log.  Positions
-  strictly increase in commit order as any reader sees them: a reader that
-  has seen position N never later sees a newly committed position below N.
-  Gaps (from rolled-back transactions) are allowed.
-- With ``tracking``, the new events (possibly none) and the follower's
-  tracking position are recorded in one transaction; tracking is a
-  compare-and-set from ``previous`` to ``position``, so recording an
-  upstream position twice, or from a stale ``previous``, raises
-  :class:`fes.errors.DuplicateTracking` and stores nothing.  It is checked before
-  the versions: when both are stale, the follower learns that the upstream
-  event was already processed.  A tracking whose ``position`` is not above
-  ``previous`` is malformed: :class:`fes.errors.StoreError`.
-- Application names are those :func:`fes.edge.stores.checks.check_app_name`
-  accepts; different names never share data, even where the database
-  ignores case in table names.
-- Stream ids are those :func:`fes.edge.stores.checks.check_stream` accepts
-  (a ``str`` of 1 to 500 characters, no NUL, no lone surrogate), and
-  versions, positions and limits are ``int`` values of 64 bits (limits 0 or
-  more): anything else, in a read or a write, raises :class:`fes.errors.StoreError`
-  before the store is touched, so every store refuses the same inputs.
-- A closed database's stores raise :class:`fes.errors.StoreError`; closing twice
-  is harmless.
+Its semantics, which one conformance suite checks for every store, are
+documented on :mod:`fes.edge.stores`, the public home of these names.
 """
 
 from __future__ import annotations

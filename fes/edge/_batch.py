@@ -1,0 +1,223 @@
+"""A batch: events to record together, across streams, in one atomic append.
+
+A :class:`Batch` keeps, per stream, the state as loaded and the events added
+to it (a :class:`Pending` slot), encoded as they are added, and a journal of
+each change so that a savepoint can be rolled back.  It works through the
+small :class:`Writer` protocol, which :class:`fes.edge.Application`
+implements, so that this module does not import the application's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from attrs import define, field
+
+from fes.aggregates import Aggregate, Command, decide
+from fes.errors import CommandError, ConfigurationError, EncodeError, FesError, StoreError
+from fes.events import NO_METADATA, Metadata
+
+from .stores._base import Store
+from .stores._checks import check_stream
+
+__all__ = ["Batch", "Pending", "Writer"]
+
+S = TypeVar("S")
+
+
+class Writer(Protocol):
+    """What a :class:`Batch` needs of the application it belongs to."""
+
+    @property
+    def name(self) -> str:
+        """The application's name."""
+        ...
+
+    store: Store
+
+    def _check(self, aggregate: Aggregate[Any]) -> None: ...
+
+    def _current(self, aggregate: Aggregate[Any], stream: str) -> tuple[Any, int]: ...
+
+    def _encode(
+        self, stream: str, version: int, events: list[Any], metadata: Metadata
+    ) -> tuple[tuple[str, bytes, bytes | None], ...]: ...
+
+
+class Pending(NamedTuple):
+    """A stream's state as loaded, and the events a batch adds to it.
+
+    A named tuple, not an attrs class: one is made per command, on the hot path.
+    ``rows`` holds each event's topic, payload and encoded metadata, made when
+    the event was added: only the timestamp is left for the commit.
+    """
+
+    aggregate: Aggregate[Any]
+    version: int
+    state: Any
+    events: tuple[Any, ...] = ()
+    metadata: tuple[Metadata, ...] = ()
+    rows: tuple[tuple[str, bytes, bytes | None], ...] = ()
+
+
+@define
+class Batch:
+    """Events to record together, across streams, in one atomic append.
+
+    Commands run on a stream's state folded with the events already pending
+    for it in this batch, so several commands on one stream compose.
+
+    Each event is encoded as it is added, so an event the codec cannot store
+    (or a stream id no store can keep) is refused by the :meth:`emit` or
+    :meth:`execute` that adds it, with a :class:`fes.errors.EncodeError`, and the
+    batch is left as it was.  A :meth:`savepoint` marks the batch; a
+    :meth:`rollback` to that mark takes back everything added since::
+
+        mark = batch.savepoint()
+        try:
+            batch.execute(aggregate, stream, command)
+            batch.emit(aggregate, other, [event])
+        except Exception:
+            batch.rollback(mark)  # neither is recorded; earlier additions are
+
+    The commit takes the timestamp: events encoded now are stored with it.
+    """
+
+    application: Writer
+    pending: dict[str, Pending] = field(factory=dict)
+    _fresh: set[str] = field(factory=set, init=False, repr=False)
+    # each change to pending as (stream, the slot it replaced): what rollback undoes
+    _undo: list[tuple[str, Pending | None]] = field(factory=list, init=False, repr=False)
+
+    def prefetch(self, streams: Iterable[str]) -> None:
+        """Find out in one read which of ``streams`` have no events yet.
+
+        Commands and emits on those streams then start from their
+        aggregate's initial state without reading the store, one read per
+        stream.  A stream that another writer creates meanwhile still
+        conflicts when the batch is committed.  A stream id no store can
+        keep is passed over here, and refused by the emit or command that
+        uses it.
+        """
+        if isinstance(streams, str):  # one stream id, not an iterable of its letters
+            streams = [streams]
+        elif not isinstance(streams, Iterable):
+            raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
+        wanted = [
+            s for s in streams
+            if _keepable(s) and s not in self.pending and s not in self._fresh
+        ]
+        if wanted:
+            versions = self.application.store.stream_versions(wanted)
+            self._fresh.update(s for s, version in versions.items() if not version)
+
+    def savepoint(self) -> int:
+        """A mark of what the batch holds now, for :meth:`rollback`."""
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        """Take back every event added since :meth:`savepoint` returned ``mark``.
+
+        A mark stays valid until a rollback to an earlier one.
+        """
+        undo = self._undo
+        if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
+            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+        pending = self.pending
+        while len(undo) > mark:
+            stream, slot = undo.pop()
+            if slot is None:
+                del pending[stream]
+            else:
+                pending[stream] = slot
+
+    def state(self, aggregate: Aggregate[S], stream: str) -> S:
+        """The stream's state including this batch's pending events."""
+        return self._slot(aggregate, stream).state  # type: ignore[no-any-return]
+
+    def _slot(self, aggregate: Aggregate[Any], stream: str) -> Pending:
+        self.application._check(aggregate)  # also when the stream is already pending
+        slot = self.pending.get(stream)
+        if slot is None:
+            try:
+                check_stream(stream)
+            except StoreError as error:
+                # an EncodeError, not a StoreError a runner would try again
+                raise EncodeError(
+                    f"a batch of {self.application.name!r} acts on a stream no store "
+                    f"can keep: {error}"
+                ) from None
+            if stream in self._fresh:
+                state, version = aggregate.initial, 0
+            else:
+                state, version = self.application._current(aggregate, stream)
+            slot = Pending(aggregate, version, state)
+            self.pending[stream] = slot
+            self._undo.append((stream, None))
+        elif slot.aggregate.name != aggregate.name:
+            raise FesError(
+                f"stream {stream!r} is used as {slot.aggregate.name!r} and "
+                f"{aggregate.name!r} in one batch"
+            )
+        return slot
+
+    def emit(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        events: Iterable[Any],
+        metadata: Metadata = NO_METADATA,
+    ) -> list[Any]:
+        """Add events to a stream; they must apply to its state."""
+        if isinstance(events, str | bytes) or not isinstance(events, Iterable):
+            raise CommandError(f"emit takes an iterable of events, not {events!r}")
+        new = list(events)
+        self._add(aggregate, self._slot(aggregate, stream), stream, new, metadata)
+        return new
+
+    def _add(
+        self,
+        aggregate: Aggregate[Any],
+        slot: Pending,
+        stream: str,
+        new: list[Any],
+        metadata: Metadata,
+    ) -> None:
+        state = aggregate.fold(new, slot.state)
+        rows = self.application._encode(stream, slot.version + len(slot.events), new, metadata)
+        if slot.events:
+            events = slot.events + tuple(new)
+            metas = slot.metadata + (metadata,) * len(new)
+            rows = slot.rows + rows
+        else:
+            events, metas = tuple(new), (metadata,) * len(new)
+        self.pending[stream] = Pending(aggregate, slot.version, state, events, metas, rows)
+        self._undo.append((stream, slot))
+
+    def execute(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        *args: Any,
+        metadata: Metadata = NO_METADATA,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Run a command on the stream's pending state; add its events."""
+        slot = self._slot(aggregate, stream)
+        new = decide(aggregate, command, slot.state, *args, **kwargs)
+        self._add(aggregate, slot, stream, new, metadata)
+        return new
+
+    def __len__(self) -> int:
+        return sum(len(p.events) for p in self.pending.values())
+
+
+def _keepable(stream: object) -> bool:
+    """Whether every store can keep ``stream`` as a stream id."""
+    try:
+        check_stream(stream)
+    except StoreError:
+        return False
+    return True
