@@ -127,8 +127,8 @@ def kill_while_flowing(
             elapsed = time.monotonic() - started
             assert made < max_kills and elapsed < time_limit, (
                 f"only {landed} of {made} kills in {elapsed:.0f} s landed while the worker "
-                f"had work in hand; the test needs {mid_flight} to have exercised crashes "
-                "mid-batch (is the machine too loaded for the worker to fall behind?)"
+                f"had work in hand, and the test needs {mid_flight}: without them it has not "
+                "exercised a crash in the middle of the worker's work"
             )
             before = sink_store.last_tracked("source")
             deadline = time.monotonic() + 30
