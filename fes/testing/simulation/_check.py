@@ -118,4 +118,3 @@ def _check_invariants(invariants: Sequence[Invariant], state: SystemState) -> li
         if result is not None and not result:
             failures.append(f"{name} failed")
     return failures
-

@@ -207,4 +207,3 @@ class _Database:
 
     def close(self) -> None:
         self.inner.close()
-

@@ -86,4 +86,3 @@ class Simulation:
         """Raise an AssertionError with :meth:`report` unless the run is :attr:`ok`."""
         if not self.ok:
             raise AssertionError(self.report())
-

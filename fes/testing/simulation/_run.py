@@ -31,7 +31,6 @@ def _error_text(error: PolicyError) -> str:
     return f"on {error.leader}: {type(error.error).__name__}: {error.error}"
 
 
-
 def _clock() -> Callable[[], datetime]:
     """A clock that ticks one millisecond each time it is read."""
     ticks = itertools.count()
@@ -272,4 +271,3 @@ def _reference(
         }
         errors = {name: _error_text(error) for name, error in sorted(runner.errors.items())}
     return SystemState(system, logs, views, errors)
-

@@ -174,4 +174,3 @@ def _random_schedule(
         else:
             steps.append(Run(unit, batch))
     return tuple(steps)
-

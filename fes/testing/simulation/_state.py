@@ -72,4 +72,3 @@ class SystemState:
             raise ConfigurationError(
                 f"the system keeps no view {name!r} of {app!r}; it keeps {known}"
             ) from None
-

@@ -10,13 +10,11 @@ def _command_label(command: object) -> str:
     return command if isinstance(command, str) else str(getattr(command, "__name__", command))
 
 
-
 def _shown(events: Sequence[Any], limit: int = 6, *, show: Callable[[Any], str] = repr) -> str:
     if not events:
         return "(none)"
     shown = "; ".join(map(show, events[:limit]))
     return shown + (f"; … ({len(events) - limit} more)" if len(events) > limit else "")
-
 
 
 def _label(func: object) -> str:
