@@ -81,36 +81,54 @@ def dump(database: Database, system: System) -> dict[str, Any]:
     return result
 
 
-def kill_while_flowing(url: str, *, events: int, kills: int, chunk: int, seed: int) -> int:
-    """Send ``events`` in chunks while killing the sink's worker ``kills`` times; drain; check.
+def kill_while_flowing(
+    url: str, *, share: int, kills: int, mid_flight: int, chunk: int, seed: int,
+    max_kills: int, time_limit: float,
+) -> tuple[int, int]:
+    """Kill the sink's worker while events flow until enough kills land mid-flight; drain; check.
 
-    The writer may run ``events / kills`` events ahead per kill, so events keep
-    flowing through every one.  Returns how many kills landed while the worker
-    still had work in hand.
+    Kills go on until there were at least ``kills`` and at least
+    ``mid_flight`` of them landed while the worker still had work in hand:
+    how often a kill at a random moment finds work in hand depends on the
+    machine's load, so a fixed number of kills would prove less on a busy
+    machine.  More than ``max_kills`` kills or ``time_limit`` seconds fail
+    the test.  The writer may run ``share`` events ahead per kill, so events
+    keep flowing through every one.  Then every event sent must have had
+    exactly one effect.  Returns (kills made, kills that landed mid-flight).
     """
     chance = random.Random(seed)
-    share = events // kills
     with ProcessRunner("system.domain:fixed_pipeline", url, batch_size=7,
                        poll_interval=0.05) as runner:
         source = runner.app("source")
         sink_store = runner.app("sink").store
         budget = threading.Condition()
         allowed = [share]
+        finished = [False]
+        sent = [0]
 
         def write() -> None:
             first = 0
-            while first < events:
+            while True:
                 with budget:
-                    budget.wait_for(lambda start=first: allowed[0] > start)
-                    last = min(first + chunk, allowed[0], events)
+                    budget.wait_for(lambda start=first: allowed[0] > start or finished[0])
+                    if allowed[0] <= first:
+                        break
+                    last = min(first + chunk, allowed[0])
                 send(source, range(first, last))
-                first = last
+                first = sent[0] = last
                 time.sleep(chance.uniform(0.0, 0.01))
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
-        mid_flight = 0
-        for kill in range(kills):
+        made = landed = 0
+        started = time.monotonic()
+        while made < kills or landed < mid_flight:
+            elapsed = time.monotonic() - started
+            assert made < max_kills and elapsed < time_limit, (
+                f"only {landed} of {made} kills in {elapsed:.0f} s landed while the worker "
+                f"had work in hand, and the test needs {mid_flight}: without them it has not "
+                "exercised a crash in the middle of the worker's work"
+            )
             before = sink_store.last_tracked("source")
             deadline = time.monotonic() + 30
             # wait until the (restarted) worker makes progress, then kill it soon after
@@ -128,18 +146,23 @@ def kill_while_flowing(url: str, *, events: int, kills: int, chunk: int, seed: i
                 time.sleep(0.0005)
             (pid,) = runner.pids().values()
             if sink_store.last_tracked("source") < source.store.last_position():
-                mid_flight += 1
+                landed += 1
             os.kill(pid, signal.SIGKILL)
+            made += 1
             while runner.pids().get(("sink",)) == pid:
                 time.sleep(0.002)
             with budget:
-                allowed[0] = events if kill == kills - 1 else share * (kill + 2)
+                allowed[0] += share
                 budget.notify_all()
+        with budget:
+            finished[0] = True
+            budget.notify_all()
         writer.join(60)
         assert not writer.is_alive()
+        events = sent[0]
         assert runner.wait_until_quiet(timeout=60)
-        assert runner.restarts == kills
+        assert runner.restarts == made
         assert_exactly_once(runner.app("sink"), source,
                             expected={f"source:m-{n}@1" for n in range(events)})
         assert len(runner.app("sink").log()) == events
-    return mid_flight
+    return made, landed

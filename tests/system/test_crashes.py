@@ -14,10 +14,14 @@ from system.helpers import kill_while_flowing, send
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_sqlite(tmp_path: Path) -> None:
-    """20 SIGKILLs of the follower's process while 1,000 events flow: each has one effect."""
+    """20+ SIGKILLs of the follower's process, 5+ with work in hand: each event has one effect."""
     url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
-    mid_flight = kill_while_flowing(url, events=1000, kills=20, chunk=10, seed=1)
-    assert mid_flight >= 5, "kills should often land while there is work in hand"
+    # 50 events may flow per kill, as before; a loaded machine needs more kills to land
+    # 5 of them mid-flight, so up to 80 are allowed (each takes well under a second)
+    made, landed = kill_while_flowing(
+        url, share=50, kills=20, mid_flight=5, chunk=10, seed=1, max_kills=80, time_limit=120
+    )
+    assert made >= 20 and landed >= 5
 
 
 def _with(url: str, **options: str) -> str:

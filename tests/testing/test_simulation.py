@@ -24,12 +24,12 @@ from fes.testing.simulation import (
     Redeliver,
     Run,
     SystemState,
-    _differences,
     check_system,
     schedules,
     simulate,
     units,
 )
+from fes.testing.simulation._check import _differences
 
 #: A small budget without the example database, so each run starts afresh.
 BUDGET = settings(max_examples=60, database=None, deadline=None)

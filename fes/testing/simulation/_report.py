@@ -1,0 +1,88 @@
+"""The outcome of one simulated run, and its report as text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import field, frozen
+
+from fes.testing.simulation._inputs import Input
+from fes.testing.simulation._schedule import Step
+from fes.testing.simulation._state import SystemState, _frozen_map
+
+_SHOWN_DIFFERENCES = 12  # a report lists this many differences; the rest are counted
+
+
+@frozen
+class Simulation:
+    """The outcome of one simulated run, compared with the fault-free run.
+
+    ``seeded`` says whether the schedule was drawn from ``seed`` (rather
+    than given); ``outcomes`` says what each input did and ``trace`` what each step of
+    the schedule did; ``differences`` what the
+    simulated stores hold that the fault-free ones do not (and each stored
+    view that is not its log's fold); ``failures`` which invariants failed
+    and why; ``counts`` how often each fault struck (``crashes`` that lost
+    a commit, ``redeliveries``, ``duplicates refused`` and ``conflicts
+    refused`` by the store, ``rivals`` run inside another's commit,
+    ``holds``).
+    """
+
+    seed: int
+    seeded: bool
+    inputs: tuple[Input, ...]
+    outcomes: tuple[str, ...]
+    schedule: tuple[Step, ...]
+    trace: tuple[str, ...]
+    final: SystemState
+    expected: SystemState
+    differences: tuple[str, ...]
+    failures: tuple[str, ...]
+    counts: Mapping[str, int] = field(converter=_frozen_map)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run matched the fault-free run and every invariant held."""
+        return not self.differences and not self.failures
+
+    def report(self) -> str:
+        """The run as text: verdict, inputs, schedule steps, then what differed."""
+        if self.ok:
+            head = "the simulated run matches the fault-free run and every invariant holds"
+        else:
+            problems = []
+            if self.differences:
+                problems.append("differs from the fault-free run")
+            if self.failures:
+                count = len(self.failures)
+                problems.append(f"breaks {count} invariant{'' if count == 1 else 's'}")
+            head = f"the simulated run {' and '.join(problems)}"
+        lines = [head]
+        lines.append(f"inputs ({len(self.inputs)}):")
+        lines.extend(
+            f"  {i}. {item.describe()} -> {outcome}"
+            for i, (item, outcome) in enumerate(zip(self.inputs, self.outcomes, strict=True), 1)
+        )
+        count = len(self.schedule)
+        drawn = f", drawn from seed {self.seed}" if self.seeded else ""
+        lines.append(f"schedule ({count} step{'' if count == 1 else 's'}{drawn}):")
+        lines.extend(
+            f"  {i}. {step.describe()} -> {did}"
+            for i, (step, did) in enumerate(zip(self.schedule, self.trace, strict=True), 1)
+        )
+        lines.append("  then every follower and view ran until nothing was left to do")
+        if self.differences:
+            lines.append("differences:")
+            lines.extend(f"  - {d}" for d in self.differences[:_SHOWN_DIFFERENCES])
+            hidden = len(self.differences) - _SHOWN_DIFFERENCES
+            if hidden > 0:
+                lines.append(f"  … and {hidden} more (see .differences)")
+        if self.failures:
+            lines.append("invariants:")
+            lines.extend(f"  - {f}" for f in self.failures)
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """Raise an AssertionError with :meth:`report` unless the run is :attr:`ok`."""
+        if not self.ok:
+            raise AssertionError(self.report())

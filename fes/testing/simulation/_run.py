@@ -1,0 +1,273 @@
+"""The run: processes of the system stepped one at a time by a schedule, and the fault-free run."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fes.errors import ConfigurationError, PolicyError
+from fes.events import Recorded
+from fes.system import System
+from fes.testing.simulation._edge import (
+    DEFAULT_BATCH_SIZE,
+    Application,
+    Follower,
+    Projection,
+    SyncRunner,
+)
+from fes.testing.simulation._faults import _Crashed, _Database, _Faults
+from fes.testing.simulation._inputs import Input, _execute
+from fes.testing.simulation._schedule import Conflict, Crash, Hold, Redeliver, Step
+from fes.testing.simulation._state import SystemState
+
+_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _error_text(error: PolicyError) -> str:
+    # the upstream position may differ between interleavings; the leader and the error not
+    return f"on {error.leader}: {type(error.error).__name__}: {error.error}"
+
+
+def _clock() -> Callable[[], datetime]:
+    """A clock that ticks one millisecond each time it is read."""
+    ticks = itertools.count()
+    return lambda: _START + timedelta(milliseconds=next(ticks))
+
+
+def _ids(seed: int) -> Callable[[], uuid.UUID]:
+    """Ids from a counter, distinct per seed: the same seed gives the same ids."""
+    counter = itertools.count(1)
+    high = (seed & 0xFFFF_FFFF_FFFF_FFFF) << 64
+    return lambda: uuid.UUID(int=high | next(counter))
+
+
+ApplicationFactory = Callable[..., Application]
+
+
+class _Process:
+    """One running instance of an application: its follower and its views' projections."""
+
+    def __init__(self, sim: _Simulator, name: str) -> None:
+        app = sim.system.app(name)
+        # building an Application builds its codec, the costliest part of a run; one
+        # without a cache holds no state of its own, so a restart may keep it
+        self.application = sim.application(app) if sim.caches else sim.readers[name]
+        leaders = sim.system.leaders(name)
+        self.follower: Follower | None = None
+        if leaders:
+            self.follower = Follower(
+                self.application,
+                {leader: sim.readers[leader] for leader in leaders},
+                batch_size=DEFAULT_BATCH_SIZE,
+                monotonic=sim.monotonic,
+            )
+        self.projections = {v.name: Projection(self.application, v) for v in app.views}
+
+    def step(self, target: str, *, view: bool, batch: int) -> int:
+        if view:
+            projection = self.projections[target]
+            projection.batch_size = batch
+            return projection.step()
+        assert self.follower is not None
+        self.follower.batch_size = batch
+        return self.follower.step(target)
+
+
+class _Simulator:
+    """Runs a schedule on one system, one step at a time, with the faults it names."""
+
+    def __init__(
+        self,
+        system: System,
+        *,
+        seed: int,
+        application: ApplicationFactory,
+        options: Mapping[str, Any],
+    ) -> None:
+        partitioned = [a.name for a in system.apps if a.partitions > 1]
+        if partitioned:
+            raise ConfigurationError(
+                f"the simulator runs each application as one follower, and "
+                f"{', '.join(repr(n) for n in partitioned)} has partitions; simulate the "
+                "system with partitions=1 (attrs.evolve(app, partitions=1))"
+            )
+        self.system = system
+        self.faults = _Faults()
+        self.database = _Database(self.faults)
+        self.time = 0.0
+        clock, ids = _clock(), _ids(seed)
+        self._make = application
+        self._options = dict(options, clock=clock, ids=ids)
+        self.readers = {a.name: self.application(a) for a in system.apps}
+        self.caches = bool(options.get("cache_size"))
+        self.units: dict[str, tuple[str, str, bool]] = {}
+        for leader, follower in system.edges:
+            self.units[f"{follower}<-{leader}"] = (follower, leader, False)
+        for app in system.apps:
+            for view in app.views:
+                self.units[f"{app.name}/{view.name}"] = (app.name, view.name, True)
+        self.processes: dict[str, _Process] = {}
+
+    def application(self, app: Any) -> Application:
+        return self._make(app, store=self.database, **self._options)
+
+    def monotonic(self) -> float:
+        return self.time
+
+    def process(self, name: str) -> _Process:
+        found = self.processes.get(name)
+        if found is None:
+            found = self.processes[name] = _Process(self, name)
+        return found
+
+    def unit(self, label: str) -> tuple[str, str, bool]:
+        try:
+            return self.units[label]
+        except KeyError:
+            raise ConfigurationError(
+                f"the schedule names unit {label!r}; this system's units are "
+                f"{', '.join(map(repr, self.units)) or 'none'}"
+            ) from None
+
+    def run(self, label: str, batch: int, process: _Process | None = None) -> int:
+        app, target, view = self.unit(label)
+        return (process or self.process(app)).step(target, view=view, batch=batch)
+
+    def crash(self, app: str) -> None:
+        self.processes.pop(app, None)  # restarted, from its store, on its next step
+
+    def perform(self, index: int, step: Step) -> str:
+        """Take one step; what it did, in a few words."""
+        faults = self.faults
+        faults.now = index
+        self.time += 1.0
+        try:
+            if isinstance(step, Hold):
+                return f"held at position {self._hold(step, index)}"
+            app, target, view = self.unit(step.unit)
+            rival_did: list[int] = []
+            if isinstance(step, Crash):
+                faults.crash = app
+            elif isinstance(step, Redeliver):
+                self._arm_redelivery(app, target, view)
+            elif isinstance(step, Conflict):
+                rival = _Process(self, self.unit(step.rival)[0])  # gone after its step
+                faults.rival = (
+                    app, lambda: rival_did.append(self.run(step.rival, step.batch, rival))
+                )
+            refused = faults.counts["duplicates refused"] + faults.counts["conflicts refused"]
+            try:
+                consumed = self.run(step.unit, step.batch)
+            except _Crashed:
+                self.crash(app)
+                return "crashed before recording, restarted"
+            refused = (
+                faults.counts["duplicates refused"] + faults.counts["conflicts refused"] - refused
+            )
+            did = f"processed {consumed}"
+            if refused:
+                did += f", {refused} stale commit{'' if refused == 1 else 's'} refused"
+            if rival_did:
+                did += f"; the rival processed {rival_did[0]}"
+            return did
+        finally:
+            faults.disarm()
+
+    def _hold(self, step: Hold, index: int) -> int:
+        self.system.app(step.leader)  # names the known applications if it is unknown
+        horizon = self.database.inner.store(step.leader).last_position()
+        held = self.faults.horizons.get(step.leader)
+        if held is not None and index <= held[1]:
+            horizon, until = min(held[0], horizon), max(held[1], index + step.steps)
+        else:
+            until = index + step.steps
+        self.faults.horizons[step.leader] = (horizon, until)
+        self.faults.counts["holds"] += 1
+        return horizon
+
+    def _arm_redelivery(self, app: str, target: str, view: bool) -> None:
+        faults = self.faults
+        if view:
+            if (app, target) in faults.saved_before:
+                faults.stale_views[(app, target)] = faults.saved_before[(app, target)]
+        elif (app, target) in faults.recorded:
+            faults.stale[(app, target)] = faults.recorded[(app, target)]
+
+    def drain(self, max_rounds: int) -> None:
+        """Step every unit, in a fixed order and without faults, until nothing is left."""
+        self.faults.horizons.clear()
+        for _ in range(max_rounds):
+            moved = sum(self.run(label, DEFAULT_BATCH_SIZE) for label in self.units)
+            if moved:
+                continue
+            waits = [
+                deadline
+                for process in self.processes.values()
+                if process.follower is not None and process.follower.error is None
+                for leader in process.follower.leaders
+                if (deadline := process.follower.retry_at(leader)) is not None
+            ]
+            if not waits:
+                return
+            self.time = max(self.time, min(waits))
+        raise AssertionError(
+            f"the simulated system was not quiet after {max_rounds} rounds of every unit: "
+            "do its policies keep making work for each other?"
+        )
+
+    def state(self) -> tuple[SystemState, list[str]]:
+        """The final state, and each stored view that differs from its rebuilt self."""
+        logs: dict[str, tuple[Recorded[Any], ...]] = {}
+        views: dict[str, dict[str, Any]] = {}
+        broken: list[str] = []
+        for app in self.system.apps:
+            reader = self.readers[app.name]
+            rows = self.database.inner.store(app.name).read_log(0)
+            logs[app.name] = tuple(reader.recorded(r) for r in rows)
+            views[app.name] = {}
+            for view in app.views:
+                projection = Projection(reader, view)
+                stored, rebuilt = projection.state(), projection.rebuild()
+                views[app.name][view.name] = stored
+                if stored != rebuilt:
+                    broken.append(
+                        f"view {app.name}/{view.name} holds {stored!r}, but rebuilt from "
+                        f"its log it is {rebuilt!r}: an event was folded twice or missed"
+                    )
+        errors = {
+            name: _error_text(process.follower.error)
+            for name, process in sorted(self.processes.items())
+            if process.follower is not None and process.follower.error is not None
+        }
+        return SystemState(self.system, logs, views, errors), broken
+
+
+def _reference(
+    system: System,
+    inputs: Sequence[Input],
+    seed: int,
+    options: Mapping[str, Any],
+    max_rounds: int,
+) -> SystemState:
+    """The fault-free run: the inputs, then a :class:`SyncRunner` until quiet."""
+    with SyncRunner(system, "memory://", clock=_clock(), ids=_ids(seed), **options) as runner:
+        for item in inputs:
+            _execute(runner.app(item.app), system, item)
+        runner.run_until_quiet(check=False, max_rounds=max_rounds)
+        if not runner.is_quiet() and not runner.errors:
+            raise AssertionError(
+                f"the fault-free run of the system was not quiet after {max_rounds} rounds: "
+                "do its policies keep making work for each other?"
+            )
+        logs = {
+            app.name: tuple(runner.app(app.name).log()) for app in system.apps
+        }
+        views = {
+            app.name: {v.name: runner.view(app.name, v.name).state() for v in app.views}
+            for app in system.apps
+        }
+        errors = {name: _error_text(error) for name, error in sorted(runner.errors.items())}
+    return SystemState(system, logs, views, errors)

@@ -1,0 +1,192 @@
+"""The ways in: one run (:func:`simulate`), or many drawn by Hypothesis (:func:`check_system`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import hypothesis
+from hypothesis import Phase
+from hypothesis import strategies as st
+
+from fes.system import System
+from fes.testing.simulation._check import _check_invariants, _differences
+from fes.testing.simulation._edge import Application
+from fes.testing.simulation._inputs import Input, _execute
+from fes.testing.simulation._report import Simulation
+from fes.testing.simulation._run import ApplicationFactory, _reference, _Simulator
+from fes.testing.simulation._schedule import Step, _fault_set, _random_schedule, schedules
+from fes.testing.simulation._state import Invariant, SystemState
+
+#: Rounds of stepping every unit, at most, before a run counts as never quiet.
+MAX_ROUNDS = 10_000
+
+
+def simulate(
+    system: System,
+    *,
+    inputs: Iterable[Input | Sequence[Any]],
+    schedule: Iterable[Step] | None = None,
+    seed: int = 0,
+    invariants: Sequence[Invariant] = (),
+    faults: bool | Collection[str] = True,
+    steps: int = 30,
+    ordered: bool = True,
+    application: ApplicationFactory = Application,
+    options: Mapping[str, Any] | None = None,
+    max_rounds: int = MAX_ROUNDS,
+) -> Simulation:
+    """Run ``system`` on ``inputs`` under a schedule, and compare with the fault-free run.
+
+    Without ``schedule``, one of ``steps`` steps is drawn from a generator
+    seeded with ``seed``, injecting ``faults`` (True: all of
+    :data:`FAULTS`; False: none; or their names).  ``seed`` also seeds the
+    id factory, so the same arguments always give the same run.
+
+    ``ordered=False`` compares each stream's events as a multiset, for
+    systems whose streams are written from several leaders in an order that
+    legitimately depends on timing.  ``application`` builds each
+    :class:`fes.edge.Application` (a subclass, to test a variant of the
+    edge); ``options`` go to it and to the fault-free runner
+    (``snapshot_every``, ``cache_size``, …).  A run that is not quiet
+    after ``max_rounds`` rounds of every unit fails with an AssertionError.
+
+    Returns a :class:`Simulation`; call its ``check()`` to raise on failure.
+    """
+    items = tuple(Input.of(item) for item in inputs)
+    chosen = _fault_set(faults)
+    plan = (
+        _random_schedule(system, seed, chosen, steps) if schedule is None else tuple(schedule)
+    )
+    settings = dict(options or {})
+    expected = _reference(system, items, seed, settings, max_rounds)
+    return _simulate(
+        system, items, plan, expected, seed=seed, seeded=schedule is None,
+        invariants=invariants, ordered=ordered, application=application, options=settings,
+        max_rounds=max_rounds,
+    )
+
+
+def _simulate(
+    system: System,
+    items: tuple[Input, ...],
+    plan: tuple[Step, ...],
+    expected: SystemState,
+    *,
+    seed: int,
+    seeded: bool,
+    invariants: Sequence[Invariant],
+    ordered: bool,
+    application: ApplicationFactory,
+    options: dict[str, Any],
+    max_rounds: int,
+) -> Simulation:
+    """Run ``plan`` on ``items`` and compare with the fault-free run ``expected``."""
+    sim = _Simulator(system, seed=seed, application=application, options=options)
+    outcomes = tuple(_execute(sim.readers[item.app], system, item) for item in items)
+    trace = tuple(sim.perform(index, step) for index, step in enumerate(plan))
+    sim.drain(max_rounds)
+    final, broken = sim.state()
+    differences = (*broken, *_differences(expected, final, ordered=ordered))
+    return Simulation(
+        seed=seed,
+        seeded=seeded,
+        inputs=items,
+        outcomes=outcomes,
+        schedule=plan,
+        trace=trace,
+        final=final,
+        expected=expected,
+        differences=differences,
+        failures=tuple(_check_invariants(invariants, final)),
+        counts=dict(sim.faults.counts),
+    )
+
+
+class _Failed(AssertionError):
+    """A simulated run that failed, carrying its result."""
+
+    def __init__(self, result: Simulation) -> None:
+        super().__init__(result.report())
+        self.result = result
+
+
+def check_system(
+    system: System,
+    inputs: st.SearchStrategy[Sequence[Input | Sequence[Any]]],
+    invariants: Sequence[Invariant] = (),
+    *,
+    faults: bool | Collection[str] = True,
+    settings: hypothesis.settings | None = None,
+    max_steps: int = 20,
+    ordered: bool = True,
+    seed: int | None = None,
+    application: ApplicationFactory = Application,
+    options: Mapping[str, Any] | None = None,
+) -> Counter[str]:
+    """Simulate ``system`` on generated inputs and schedules; raise on the first failure.
+
+    ``inputs`` is a Hypothesis strategy of input lists (:class:`Input`s or
+    ``(app, aggregate, stream, command, args)`` tuples); schedules of at
+    most ``max_steps`` steps come from :func:`schedules` with ``faults``.
+    Each run must end with the same streams and effects as the fault-free
+    run, and every invariant must hold (see :func:`simulate`).  A failure is
+    shrunk by Hypothesis to few inputs and steps and raised as an
+    ``AssertionError`` whose message lists the inputs, the steps and what
+    differed.  Returns how often each fault struck over all the runs, and
+    how many ``runs`` there were, as a :class:`collections.Counter`.
+
+    ``settings`` defaults to the current Hypothesis profile without a
+    deadline; one failure is reported and the explain phase is skipped.
+    ``seed`` fixes Hypothesis's search, so two calls try the same runs.
+    """
+    totals: Counter[str] = Counter()
+    plans = schedules(system, faults=faults, max_steps=max_steps)
+    app_options = dict(options or {})
+    # shrinking tries many schedules on the same inputs: their fault-free run is one
+    references: dict[tuple[Input, ...], SystemState] = {}
+
+    def reference(items: tuple[Input, ...]) -> SystemState:
+        try:
+            found = references.get(items)
+        except TypeError:  # an argument that cannot be hashed: no memo
+            return _reference(system, items, 0, app_options, MAX_ROUNDS)
+        if found is None:
+            if len(references) >= 256:
+                references.clear()
+            found = references[items] = _reference(
+                system, items, 0, app_options, MAX_ROUNDS
+            )
+        return found
+
+    def simulated(inputs: Sequence[Input | Sequence[Any]], schedule: list[Step]) -> None:
+        items = tuple(Input.of(item) for item in inputs)
+        result = _simulate(
+            system, items, tuple(schedule), reference(items), seed=0, seeded=False,
+            invariants=invariants, ordered=ordered, application=application,
+            options=app_options, max_rounds=MAX_ROUNDS,
+        )
+        if not result.ok:
+            raise _Failed(result)
+        totals.update(result.counts)
+        totals["runs"] += 1
+
+    # Hypothesis keys its example database by the test function, the same one for
+    # every system: tell systems apart (as its own state machines do), by stable names
+    key = (tuple(a.name for a in system.apps), system.edges, sorted(_fault_set(faults)))
+    simulated._hypothesis_internal_add_digest = repr(key).encode()  # type: ignore[attr-defined]
+    chosen = settings if settings is not None else hypothesis.settings(deadline=None)
+    phases = [phase for phase in chosen.phases if phase is not Phase.explain]
+    test = hypothesis.given(inputs, plans)(simulated)
+    test = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
+    try:
+        test()
+    except _Failed as failure:
+        # a plain AssertionError: the report says it all, the private class would not
+        error = AssertionError(str(failure))
+        error.__notes__ = list(getattr(failure, "__notes__", []))
+        raise error from None
+    return totals
