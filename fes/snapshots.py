@@ -108,9 +108,17 @@ def _type_digest(kind: Any, seen: set[int], out: list[bytes]) -> None:
     for arg in typing.get_args(kind):
         _type_digest(arg, seen, out)
     if isinstance(kind, type) and attrs.has(kind):
+        # A field's type as written may be a string (``from __future__ import
+        # annotations``) that attrs and cattrs later resolve in place: digest
+        # the resolved hints, so the fingerprint does not depend on whether an
+        # Application, a codec or a strategy has touched the class yet.
+        try:
+            hints: dict[str, Any] = typing.get_type_hints(kind)
+        except Exception:  # a forward reference that does not resolve: as written
+            hints = {}
         for a in attrs.fields(kind):
             out.append(a.name.encode())
-            _type_digest(a.type, seen, out)
+            _type_digest(hints.get(a.name, a.type), seen, out)
             default = a.default
             if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
                 _value_digest(default.factory, out)
