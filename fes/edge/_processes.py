@@ -42,6 +42,7 @@ from fes.system import System
 from ._follower import DEFAULT_BATCH_SIZE
 from ._loading import load_system
 from ._runners import DEFAULT_POLL_INTERVAL, Runner, ThreadedRunner
+from ._settings import system_store_url
 
 __all__ = ["ProcessRunner"]
 
@@ -97,7 +98,8 @@ class ProcessRunner(Runner):
     """Runs a system's followers and views in ``processes`` OS processes.
 
     ``system`` is a :class:`fes.System` (pickled to each worker: its
-    functions must be importable by name) or ``"module:attribute"``
+    functions must be importable by name, which rules out aggregates made
+    with :func:`fes.projector`; refused at once if it cannot be) or ``"module:attribute"``
     (imported by each worker).  ``processes`` defaults to one per
     application with work (a policy or views), and one per partition of a
     partitioned application; with fewer, they are dealt out round-robin.
@@ -109,7 +111,7 @@ class ProcessRunner(Runner):
     def __init__(
         self,
         system: System | str,
-        store: str,
+        store: str | None,
         *,
         processes: int | None = None,
         apps: Collection[str] | None = None,
@@ -118,6 +120,22 @@ class ProcessRunner(Runner):
         restart: bool = True,
         **options: Any,
     ) -> None:
+        resolved = load_system(system) if isinstance(system, str) else system
+        if not isinstance(system, str):
+            try:  # found now, not as a worker that dies and is restarted for ever
+                pickle.dumps(system)
+            except Exception as error:
+                raise ConfigurationError(
+                    "this System cannot be sent to worker processes "
+                    f"({type(error).__name__}: {error}); pass it by name instead, as "
+                    "'module:attribute', so that each worker imports it"
+                ) from None
+        if store is None or isinstance(store, str):
+            # None: from the environment, like every runner; "" is refused
+            env = options.get("env")
+            store = system_store_url(
+                os.environ if env is None else env, store, (a.name for a in resolved.apps)
+            )
         if not isinstance(store, str):
             raise ConfigurationError("a ProcessRunner needs a store URL that workers can open")
         if store.startswith("memory:"):
@@ -127,7 +145,6 @@ class ProcessRunner(Runner):
             )
         if processes is not None and processes < 1:
             raise ConfigurationError(f"processes must be at least 1, got {processes}")
-        resolved = load_system(system) if isinstance(system, str) else system
         super().__init__(
             resolved, store, apps=apps, batch_size=batch_size, poll_interval=poll_interval,
             **options,

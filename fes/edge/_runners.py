@@ -15,6 +15,7 @@ and :func:`fes.edge.run` starts a system and blocks until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Collection
@@ -26,6 +27,7 @@ from fes.system import System, app_of_unit, tracking_key, unit_names
 from ._application import Application, check_count, check_store
 from ._follower import DEFAULT_BATCH_SIZE, Follower, describe
 from ._projections import Projection
+from ._settings import system_store_url
 from .stores import open_database
 from .stores._base import Database
 
@@ -129,9 +131,13 @@ class Runner:
     """What every runner shares: the system's applications on one database.
 
     ``store`` is a URL or an open :class:`Database` (not closed by the
-    runner).  ``apps`` limits which applications' followers and views this
-    runner drives (all by default): the others may run elsewhere, in other
-    processes or on other hosts.  Keyword ``options`` go to every
+    runner); the default, ``memory://``, suits tests.  None reads the URL
+    from the environment as :func:`fes.edge.run` does: ``FES_STORE_URL``,
+    then ``sqlite:///fes.db``, refusing an application's own
+    ``<APP>_FES_STORE_URL`` that names another store.  ``apps`` limits
+    which applications' followers and views this runner drives (all by
+    default): the others may run elsewhere, in other processes or on other
+    hosts.  Keyword ``options`` go to every
     :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
     ``clock``, ``env``, …).
     """
@@ -139,7 +145,7 @@ class Runner:
     def __init__(
         self,
         system: System,
-        store: str | Database = "memory://",
+        store: str | Database | None = "memory://",
         *,
         apps: Collection[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -155,6 +161,12 @@ class Runner:
         ):
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
         check_count("batch_size", batch_size, 1)
+        if store is None or isinstance(store, str):
+            # None: from the environment, like Application; "" is refused
+            env = options.get("env")
+            store = system_store_url(
+                os.environ if env is None else env, store, (a.name for a in system.apps)
+            )
         check_store(store)
         self.system = system
         if isinstance(store, str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -130,3 +132,38 @@ def test_application_refuses_an_empty_store_url() -> None:
 
     with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
         Application(fes.App("school", aggregates=[dogs]), "", env={})
+
+
+def test_runners_read_the_store_from_the_environment_when_told_none(tmp_path: Path) -> None:
+    """SyncRunner(system, None) opens FES_STORE_URL, as Application(app, None) does."""
+    from fes.edge import SyncRunner
+    from fes.examples.shop import system
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    with SyncRunner(system, None, env={"FES_STORE_URL": url}) as runner:
+        assert runner.database.url == url
+        assert runner.app("orders").database is runner.database
+
+
+def test_runners_refuse_an_empty_store_url_and_a_stray_app_store() -> None:
+    """A runner given "" or reading an app's own different URL says so, like run."""
+    from fes.edge import SyncRunner, ThreadedRunner
+    from fes.examples.shop import system
+
+    for runner in (SyncRunner, ThreadedRunner):
+        with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
+            runner(system, "")
+        env = {"FES_STORE_URL": "memory://", "ORDERS_FES_STORE_URL": "sqlite:///o.db"}
+        with pytest.raises(fes.errors.ConfigurationError, match="ORDERS_FES_STORE_URL"):
+            runner(system, None, env=env)
+
+
+def test_a_process_runner_refuses_a_system_it_cannot_send_to_workers(tmp_path: Path) -> None:
+    """A System object that cannot be pickled is refused at once, naming the way out."""
+    from fes.edge import ProcessRunner
+    from fes.examples.shop import system
+
+    path = tmp_path / "shop.db"
+    with pytest.raises(fes.errors.ConfigurationError, match="'module:attribute'"):
+        ProcessRunner(system, f"sqlite:///{path}", processes=1)
+    assert not path.exists()  # refused before any database was opened
