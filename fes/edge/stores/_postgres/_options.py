@@ -47,6 +47,7 @@ class Settings:
     schema: str = "public"
     pool_size: int = 5
     pool_timeout: float = 30.0
+    first_connect_timeout: float = 5.0
     lock_timeout_ms: int = 10_000
     idle_timeout_ms: int = 60_000
     poll_interval: float = 1.0
@@ -75,6 +76,7 @@ def _text(name: str, value: object) -> str:
 
 
 _READERS: dict[str, Callable[[str, object], Any]] = {
+    "first_connect_timeout": option_float(0.0),
     "idle_in_transaction_session_timeout": _duration_ms,
     "listen": option_bool,
     "lock_timeout": _duration_ms,
@@ -98,6 +100,7 @@ def parse(url: str, options: Mapping[str, object]) -> tuple[str, dict[str, Any],
         schema=values.get("schema", defaults.schema),
         pool_size=values.get("pool_size", defaults.pool_size),
         pool_timeout=values.get("pool_timeout", defaults.pool_timeout),
+        first_connect_timeout=values.get("first_connect_timeout", defaults.first_connect_timeout),
         lock_timeout_ms=values.get("lock_timeout", defaults.lock_timeout_ms),
         idle_timeout_ms=values.get("idle_in_transaction_session_timeout", defaults.idle_timeout_ms),
         poll_interval=values.get("poll_interval", defaults.poll_interval),
