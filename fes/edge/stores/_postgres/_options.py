@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 from attrs import frozen
 
 from fes.edge.stores._urls import (
+    check_ports,
     option_bool,
     option_float,
     option_int,
@@ -75,6 +76,16 @@ def _text(name: str, value: object) -> str:
     return str(value)
 
 
+def _ports(name: str, value: object) -> str:
+    """Read libpq's ``port``: a port, or a comma-separated list of them."""
+    text = str(value)
+    if isinstance(value, bool) or not all(
+        part.strip().isdigit() and 1 <= int(part) <= 65535 for part in text.split(",")
+    ):
+        raise ValueError("expected a port number from 1 to 65535")
+    return text
+
+
 _READERS: dict[str, Callable[[str, object], Any]] = {
     "first_connect_timeout": option_float(0.0),
     "idle_in_transaction_session_timeout": _duration_ms,
@@ -86,6 +97,7 @@ _READERS: dict[str, Callable[[str, object], Any]] = {
     "retries": option_int(0),
     "schema": _schema_name,
     **{name: _text for name in _LIBPQ_OPTIONS},
+    "port": _ports,
 }
 
 
@@ -94,6 +106,7 @@ def parse(url: str, options: Mapping[str, object]) -> tuple[str, dict[str, Any],
     parsed = parse_url(url)
     if parsed.scheme not in ("postgresql", "postgres"):
         raise parsed.error("not a PostgreSQL URL: it must start with postgresql://")
+    check_ports(parsed)
     values = take_options(parsed, options, _READERS)
     defaults = Settings()
     settings = Settings(
