@@ -125,6 +125,15 @@ class PostgresDatabase(ClosingDatabase):
 
         return self._connections.run("list the applications", work, idempotent=True)
 
+    def has_schema(self) -> bool:
+        """Whether the schema exists (it is created with the first store)."""
+
+        def work(conn: Conn) -> bool:
+            query = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+            return conn.execute(query, (self._settings.schema,)).fetchone() is not None
+
+        return self._connections.run("look for the schema", work, idempotent=True)
+
     def close(self) -> None:
         """Close the pool and the listener; the stores are unusable after."""
         if self._connections.close() and self._listener is not None:
