@@ -12,7 +12,8 @@ wrong address fails fast and says why: a wrong password, database, role or
 host name raises :class:`fes.errors.StoreUnavailable` at once, while a server
 that refuses connections or is starting up is retried with backoff for up to
 ``first_connect_timeout`` seconds.  Each kind of failure is logged once (on
-the ``fes.edge.stores.postgres`` logger), not once per try.
+the ``fes.edge.stores.postgres`` logger, a warning for a failure retried and
+an info record for one raised at once), not once per try.
 """
 
 from __future__ import annotations
@@ -188,23 +189,25 @@ class Connections:
                     kind, transient, fix = classify(message)
                     if kind not in self._logged:
                         self._logged.add(kind)
+                        # a retry is news; a failure that is raised at once is the
+                        # caller's to report, so it is only noted
                         log.log(
-                            logging.WARNING if transient else logging.ERROR,
+                            logging.WARNING if transient else logging.INFO,
                             "cannot connect to %s (%s): %s%s",
                             self.url,
                             kind,
                             message,
-                            "; retrying" if transient else "",
+                            f"; retrying for up to {limit:g}s" if transient else "",
                             extra={"url": self.url, "failure": kind},
                         )
                     remaining = deadline - time.monotonic()
                     pause = min(0.1 * 2**attempt, 1.0)
                     if not transient or remaining <= pause:
-                        waited = f" for {limit:g}s (first_connect_timeout)" if transient else ""
+                        waited = f", retried for first_connect_timeout={limit:g}s"
                         error = StoreUnavailable if not transient else NoConnection
                         raise error(
-                            f"could not {what}: cannot connect to {self.url}: {kind}{waited}: "
-                            f"{message}; {fix}"
+                            f"could not {what}: cannot connect to {self.url} "
+                            f"({kind}{waited if transient else ''}): {message}; {fix}"
                         ) from None
                     time.sleep(pause)
                     attempt += 1
