@@ -38,7 +38,7 @@ from fes.system import System, app_of_unit
 
 from . import _settings as settings
 from ._application import Application
-from ._cli_events import data_cell, reader, when
+from ._cli_events import data_cell, fit, reader, when
 from ._follower import DEFAULT_BATCH_SIZE
 from ._skips import SKIPS_STREAM
 from .stores import open_database
@@ -196,22 +196,8 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                     [r.position, r.stream, r.version, r.topic, when(r.timestamp), data_cell(d)]
                     for r, d in zip(rows, records, strict=True)
                 ]
-                _table(headers, _fit(headers, cells), out)
+                _table(headers, fit(headers, cells, _cell), out)
     return 0
-
-
-def _fit(headers: Sequence[str], rows: list[list[Any]]) -> list[list[Any]]:
-    """Rows whose last cell is cut so that each line fits the terminal's width."""
-    columns = shutil.get_terminal_size((120, 24)).columns
-    widths = [
-        max(len(_cell(row[i])) for row in [list(headers), *rows]) for i in range(len(headers) - 1)
-    ]
-    room = max(columns - 2 - sum(w + 2 for w in widths), 20)
-    for row in rows:
-        text = str(row[-1])
-        if len(text) > room:
-            row[-1] = text[: room - 1] + "…"
-    return rows
 
 
 def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from ._application import Application
 from .codec._frame import _COMPRESSED, _ENCRYPTED, _FORMAT_1, _FORMAT_MASK, _header, _inflate
 from .stores._base import Database, StoredEvent
 
-__all__ = ["data_cell", "reader", "when"]
+__all__ = ["data_cell", "fit", "reader", "when"]
 
 # the most a row's payload is inflated to for showing it
 _SHOW_LIMIT = 64 * 1024 * 1024
@@ -71,6 +72,22 @@ def data_cell(record: Mapping[str, Any]) -> str:
     if record.get("data") is None and "encoded_bytes" in record:
         return f"({record['encoded_bytes']} encrypted bytes: pass --system to decode)"
     return orjson.dumps(record.get("data")).decode()
+
+
+def fit(
+    headers: Sequence[str], rows: list[list[Any]], cell: Callable[[Any], str]
+) -> list[list[Any]]:
+    """Rows whose last cell is cut so that each line fits the terminal's width."""
+    columns = shutil.get_terminal_size((120, 24)).columns
+    widths = [
+        max(len(cell(row[i])) for row in [list(headers), *rows]) for i in range(len(headers) - 1)
+    ]
+    room = max(columns - 2 - sum(w + 2 for w in widths), 20)
+    for row in rows:
+        text = str(row[-1])
+        if len(text) > room:
+            row[-1] = text[: room - 1] + "…"
+    return rows
 
 
 @contextmanager

@@ -168,7 +168,10 @@ class Connections:
 
     def _connect_first(self, what: str, timeout: float | None) -> None:
         """Connect once directly, retrying transient failures; then open the pool."""
-        with self._first:
+        # another thread may be trying: wait for it no longer than ``timeout``
+        if not self._first.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            raise NoConnection(f"could not {what}: still connecting to {self.url}")
+        try:
             if self._connected:
                 return
             limit = self._settings.first_connect_timeout
@@ -179,7 +182,10 @@ class Connections:
                 remaining = deadline - time.monotonic()
                 keywords = dict(self._keywords)
                 # one attempt ends by the deadline (libpq counts less than 2 s as 2 s)
-                given = float(keywords.get("connect_timeout", 10))
+                try:
+                    given = float(keywords.get("connect_timeout", 10))
+                except ValueError:  # libpq will say what is wrong with it
+                    given = 10.0
                 keywords["connect_timeout"] = str(max(2, min(math.ceil(remaining), given)))
                 try:
                     psycopg.connect(self._conninfo, **keywords).close()
@@ -216,6 +222,8 @@ class Connections:
                 self._pool.open(wait=False)
                 self._connected = True
                 return
+        finally:
+            self._first.release()
 
     def _getconn(self, what: str, timeout: float | None = None) -> Conn:
         self.check_open(what)
