@@ -21,6 +21,7 @@ __all__ = [
     "Rejected",
     "StoreError",
     "StoreURLError",
+    "StoreUnavailable",
     "SystemDefinitionError",
     "UnhandledEvent",
     "UnknownTopic",
@@ -97,6 +98,16 @@ class StoreError(FesError):
 
 class StoreURLError(StoreError, ConfigurationError):
     """A store URL could not be understood."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server could not be reached or refused the connection.
+
+    The message names the URL (password masked) and what to fix: the
+    password, the database or role name, the host, or a server that is not
+    running.  Wrong names and credentials fail at once; a server that
+    refuses connections is retried until the first-connect timeout.
+    """
 
 
 class ConcurrencyError(StoreError):

@@ -27,25 +27,22 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-import attrs
 import orjson
-import pyrsistent
 
 from fes.errors import ConfigurationError, FesError
-from fes.events import Recorded
 from fes.system import System, app_of_unit
 
 from . import _settings as settings
 from ._application import Application
+from ._cli_events import data_cell, fit, reader, when
 from ._follower import DEFAULT_BATCH_SIZE
 from ._skips import SKIPS_STREAM
 from .stores import open_database
-from .stores._base import Database, StoredEvent
+from .stores._base import Database
 
 __all__ = ["main"]
 
@@ -107,65 +104,62 @@ class _Progress:
         self.out.flush()
 
 
-def _jsonable(value: Any) -> Any:
-    """A value as plain JSON data: attrs classes as objects, collections as arrays."""
-    if attrs.has(type(value)):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in attrs.fields(type(value))}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset, pyrsistent.PSet)):
-        return sorted((_jsonable(v) for v in value), key=repr)
-    if isinstance(value, (list, tuple, pyrsistent.PVector)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _raw_data(row: StoredEvent) -> Any:
-    """The stored payload as JSON data if it is plain JSON; None if it is encoded."""
-    if row.payload[:1] != b"{":
-        return None
-    try:
-        return orjson.loads(row.payload)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _when(micros: int) -> str:
-    moment = datetime.fromtimestamp(micros / 1e6, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 # --- opening stores and systems -----------------------------------------------------
 
 
 def _url(args: argparse.Namespace, system: System | None = None) -> str:
     """The store a command works on: --store, else the environment's, else the default."""
+    if args.store is not None and not args.store.strip():
+        raise ConfigurationError(
+            f"the store URL is empty (--store {args.store!r}); name a store such as "
+            "--store sqlite:///app.db, or leave --store out to use $FES_STORE_URL"
+        )
     if system is not None:
         return settings.system_store_url(os.environ, args.store, (a.name for a in system.apps))
     return settings.store_url(os.environ, args.store)
 
 
+def _no_store(url: str, what: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"there is no store at {_redact(url)}: {what}; check --store or $FES_STORE_URL"
+    )
+
+
 @contextmanager
 def _open_existing(url: str) -> Iterator[Database]:
-    """Open a store to inspect it: an SQLite file is not created if it is missing."""
-    database = open_database(url, create=False) if url.startswith("sqlite:") else (
-        open_database(url)
-    )
+    """Open a store to inspect it: refuse a missing SQLite file or PostgreSQL schema.
+
+    Inspecting creates nothing, and says that there is nothing rather than
+    showing an empty store.
+    """
+    if url.lower().startswith("sqlite:"):
+        from .stores._sqlite._options import file_path
+        from .stores._urls import parse_url
+
+        path = file_path(parse_url(url))
+        if not os.path.exists(path):
+            raise _no_store(url, f"there is no file {path}")
+        database = open_database(url, create=False)
+    else:
+        database = open_database(url)
     try:
+        if not getattr(database, "has_schema", lambda: True)():
+            schema = getattr(database, "schema", "")
+            raise _no_store(url, f"the database has no schema {schema!r}")
         yield database
     finally:
         database.close()
 
 
 def _system(spec: str | None) -> System | None:
+    """The system ``MODULE:SYSTEM`` names, imported with the current directory on the path."""
     if spec is None:
         return None
     from ._loading import load_system
 
+    # as `python -m` and uvicorn do: the project the command runs in is importable
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     return load_system(spec)
 
 
@@ -176,45 +170,6 @@ def _check_app(database: Database, name: str) -> None:
             f"the store {database.url} has no application {name!r}; "
             f"it has {', '.join(known) or 'none'}"
         )
-
-
-@contextmanager
-def _reader(
-    database: Database, name: str, system: System | None
-) -> Iterator[Callable[[StoredEvent], dict[str, Any]]]:
-    """A function turning one stored row of ``name`` into a JSON-ready record."""
-    application: Application | None = None
-    if system is not None:
-        application = Application(system.app(name), store=database)
-
-    def describe(row: StoredEvent) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "app": name,
-            "position": row.position,
-            "stream": row.stream,
-            "version": row.version,
-            "topic": row.topic,
-            "timestamp": _when(row.timestamp),
-        }
-        if application is not None:
-            recorded: Recorded[Any] = application.recorded(row)
-            record["data"] = _jsonable(recorded.event)
-            meta = recorded.metadata
-            record["correlation_id"] = meta.correlation_id
-            record["causation_id"] = meta.causation_id
-        else:
-            data = _raw_data(row)
-            record["data"] = data
-            if data is None:
-                record["encoded_bytes"] = len(row.payload)
-            if row.meta:
-                with suppress(orjson.JSONDecodeError):
-                    record.update(
-                        {k: v for k, v in orjson.loads(row.meta).items() if k != "headers"}
-                    )
-        return record
-
-    yield describe
 
 
 # --- commands -------------------------------------------------------------------------
@@ -228,19 +183,20 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
             _check_app(database, name)
         for name in names:
             rows = database.store(name).read_log(args.after, limit=args.limit)
+            with reader(database, name, system) as describe:
+                records = [describe(row) for row in rows]
             if args.json:
-                with _reader(database, name, system) as describe:
-                    for row in rows:
-                        out.write(orjson.dumps(describe(row)).decode() + "\n")
+                for record in records:
+                    out.write(orjson.dumps(record).decode() + "\n")
                 continue
             print(f"{name}: {len(rows)} event(s) after position {args.after}", file=out)
             if rows:
-                _table(
-                    ["position", "stream", "version", "topic", "recorded at"],
-                    [(r.position, r.stream, r.version, r.topic, _when(r.timestamp))
-                     for r in rows],
-                    out,
-                )
+                headers = ["position", "stream", "version", "topic", "recorded at", "data"]
+                cells = [
+                    [r.position, r.stream, r.version, r.topic, when(r.timestamp), data_cell(d)]
+                    for r, d in zip(rows, records, strict=True)
+                ]
+                _table(headers, fit(headers, cells, _cell), out)
     return 0
 
 
@@ -251,7 +207,7 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
         rows = database.store(args.app).read_stream(args.id)
         if not rows:
             raise ConfigurationError(f"application {args.app!r} has no stream {args.id!r}")
-        with _reader(database, args.app, system) as describe:
+        with reader(database, args.app, system) as describe:
             for row in rows:
                 out.write(orjson.dumps(describe(row)).decode() + "\n")
     return 0
@@ -376,6 +332,12 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             runner = ThreadedRunner(shop.system, url, poll_interval=0.2)
         try:
             orders = runner.app("orders")
+            # a kept store may hold earlier runs: the tables count the whole store
+            earlier = (
+                sum(sum(1 for _ in app.log()) for app in runner.applications.values())
+                if orders.store.last_position()
+                else 0
+            )
             reservations = runner.app("reservations")
             chance = random.Random(args.seed)
             skus = ["kettle", "lamp", "mug", "radio", "teapot"]
@@ -419,7 +381,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             bar.update(settled, final=True)
             processed_in = time.monotonic() - begun
             runner.stop()
-            _demo_report(runner, shop, count + len(skus), placed_in, processed_in, out)
+            _demo_report(runner, shop, count + len(skus), placed_in, processed_in, out, earlier)
         finally:
             runner.close()
         if temporary:
@@ -435,22 +397,35 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _demo_report(
-    runner: Any, shop: Any, inputs: int, placed_in: float, processed_in: float, out: TextIO
+    runner: Any,
+    shop: Any,
+    inputs: int,
+    placed_in: float,
+    processed_in: float,
+    out: TextIO,
+    earlier: int = 0,
 ) -> None:
+    if earlier:
+        print(
+            f"\nthe store held {earlier:,} events of earlier runs: the tables below "
+            "count the whole store",
+            file=out,
+        )
+    scope = " (whole store)" if earlier else ""
     orders_log = runner.app("orders").log()
     status = runner.view("orders", "statuses").state()
     reasons: Counter[str] = Counter()
     for recorded in orders_log:
         if isinstance(recorded.event, shop.OrderCancelled):
             reasons[recorded.event.reason.split(" (")[0].split(":")[0]] += 1
-    print("\norders by status", file=out)
+    print(f"\norders by status{scope}", file=out)
     rows: list[tuple[str, int]] = [("paid", status.get("paid", 0))]
     rows.append(("cancelled", status.get("cancelled", 0)))
     rows.extend((f"  {reason}", n) for reason, n in sorted(reasons.items()))
     rows.append(("still open", status.get("placed", 0)))
     _table(["status", "orders"], rows, out)
 
-    print("\nevents per application", file=out)
+    print(f"\nevents per application{scope}", file=out)
     event_rows = []
     total = 0
     for name, application in runner.applications.items():
@@ -469,7 +444,7 @@ def _demo_report(
 
     revenue = runner.view("payments", "revenue").state()
     print(f"\nrevenue (view payments/revenue): {revenue / 100:,.2f}", file=out)
-    caused = total - inputs
+    caused = total - earlier - inputs
     rate = caused / processed_in if processed_in else 0.0
     print(
         f"time: placing {placed_in:.2f}s, processing {processed_in:.2f}s: "
@@ -480,6 +455,26 @@ def _demo_report(
 
 
 # --- the parser ---------------------------------------------------------------------
+
+_SYSTEM_HELP = (
+    "decode events with this system's codecs (imported from the current directory or "
+    "the import path): data is shown as the event types' fields, upcast to their "
+    "current schema, decrypted with $FES_CIPHER_KEYS, and with correlation and "
+    "causation ids; without it, plain or compressed JSON is shown as stored and "
+    "encrypted data only by its size"
+)
+
+
+def _count(text: str) -> int:
+    """Read a position or a limit: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    return value
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -523,19 +518,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds between polls when no notification comes (default 1)")
     run.set_defaults(handler=_cmd_run)
 
-    log = command("log", "show applications' notification logs")
+    log = command(
+        "log",
+        "show applications' notification logs, each event with its data (cut to the "
+        "terminal's width; whole with --json)",
+    )
     log.add_argument("--app", help="only this application")
-    log.add_argument("--after", type=int, default=0, help="start after this position")
-    log.add_argument("--limit", type=int, default=None, help="at most this many events")
+    log.add_argument("--after", type=_count, default=0, metavar="N",
+                     help="start after this position (default 0: from the start)")
+    log.add_argument("--limit", type=_count, default=None, metavar="N",
+                     help="at most this many events per application")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
-    log.add_argument("--system", metavar="MODULE:SYSTEM", help="decode events with this system")
+    log.add_argument("--system", metavar="MODULE:SYSTEM", help=_SYSTEM_HELP)
     log.set_defaults(handler=_cmd_log)
 
     stream = command("stream", "print one stream's events as JSON lines")
     stream.add_argument("id", metavar="ID", help="the stream id")
     stream.add_argument("--app", required=True, help="the application the stream is in")
-    stream.add_argument("--system", metavar="MODULE:SYSTEM",
-                        help="decode events with this system")
+    stream.add_argument("--system", metavar="MODULE:SYSTEM", help=_SYSTEM_HELP)
     stream.set_defaults(handler=_cmd_stream)
 
     apps = command("apps", "show each application's log and each follower's position and lag")
@@ -567,6 +567,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         return handler(args, sys.stdout)
+    except BrokenPipeError:
+        # the reader went away (`fes log | head`): stop quietly, as Unix tools do;
+        # point stdout at devnull so that the exit's flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("fes: interrupted", file=sys.stderr)
         return 130

@@ -45,7 +45,13 @@ def test_only_the_everyday_errors_are_top_level() -> None:
         assert getattr(fes, name) is getattr(fes.errors, name)
 
 
-@pytest.mark.parametrize("name", sorted({c.__name__ for c in _error_classes()} - EVERYDAY), ids=str)
+# errors added after 0.1.0: they never were fes.<Name>, so nothing moved
+NEWER = {"StoreUnavailable"}
+
+
+@pytest.mark.parametrize(
+    "name", sorted({c.__name__ for c in _error_classes()} - EVERYDAY - NEWER), ids=str
+)
 def test_a_moved_error_still_resolves_with_a_warning(name: str) -> None:
     """fes.<Name> of 0.1.0 returns fes.errors.<Name>, warning where it lives now."""
     message = f"fes.{name} is deprecated; use fes.errors.{name}"

@@ -70,9 +70,19 @@ def test_scheme_is_case_insensitive(tmp_path: Path) -> None:
     [
         ("mysql://user@host/db", "unknown scheme 'mysql'"),
         ("shop.db", "no scheme"),
-        ("", "no scheme"),
-        ("sqlite:/x.db", "no scheme"),
+        ("", "the store URL is empty"),
+        ("  ", "the store URL is empty"),
+        ("sqlite:/x.db", "sqlite: must be followed by //; write sqlite:///relative/path.db"),
+        ("sqlite:x.db", "sqlite: must be followed by //"),
+        ("memory:", "memory: must be followed by //; write memory://"),
+        ("memory:/", "memory: must be followed by //"),
+        ("postgresql:db/shop", "write postgresql://user@host/database"),
         ("sqlite:///x.db?a=1&&b", "cannot read its options"),
+        ("postgresql://u@host:abc/db", "port 'abc' is not a number from 1 to 65535"),
+        ("postgresql://u@host:99999/db", "port '99999' is not a number"),
+        ("postgresql://u@h1:5432,h2:x/db", "port 'x' is not a number"),
+        ("postgresql://u@[::1]:p/db", "port 'p' is not a number"),
+        ("postgresql://u@host/db?port=abc", "expected a port number from 1 to 65535"),
     ],
 )
 def test_bad_urls_are_refused_with_the_reason(url: str, problem: str) -> None:
@@ -81,6 +91,30 @@ def test_bad_urls_are_refused_with_the_reason(url: str, problem: str) -> None:
         open_database(url)
     assert problem in str(caught.value)
     assert repr(url) in str(caught.value)
+
+
+def test_an_empty_url_is_a_configuration_error() -> None:
+    """An empty URL (an unset variable interpolated) is refused, not a stray ./fes.db."""
+    with pytest.raises(ConfigurationError, match="the store URL is empty"):
+        open_database("")
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@host:5432/db", "postgresql://u@[::1]:5432/db"])
+def test_a_numeric_port_is_accepted(url: str) -> None:
+    """A port that is a number passes the up-front check (connecting happens on first use)."""
+    with open_database(url) as database:
+        assert database.url == url
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_a_directory_is_refused_with_a_file_in_it_as_the_hint(tmp_path: Path, suffix: str) -> None:
+    """sqlite:/// naming a directory says so and suggests a file in it."""
+    url = f"sqlite:///{tmp_path}{suffix}"
+    with pytest.raises(StoreURLError) as caught:
+        open_database(url)
+    message = str(caught.value)
+    assert f"{tmp_path}{suffix} is a directory" in message
+    assert f"sqlite:///{tmp_path / 'app.db'}" in message
 
 
 def test_url_that_is_not_a_string_is_refused() -> None:
@@ -168,9 +202,10 @@ def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.Monke
     for loaded in [name for name in sys.modules if name.startswith("fes.edge.stores._postgres")]:
         monkeypatch.delitem(sys.modules, loaded)
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(StoreURLError, match=r"fes-events\[postgres\]") as caught:
+    with pytest.raises(ConfigurationError, match=r"fes-events\[postgres\]") as caught:
         open_database("postgresql://u:secret@localhost/db")
     assert "secret" not in str(caught.value)
+    assert not isinstance(caught.value, StoreURLError)  # the URL itself is fine
 
 
 def test_database_from_env_reads_fes_store_url(tmp_path: Path) -> None:

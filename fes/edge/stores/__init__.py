@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,9 @@ from fes.edge.stores._base import (
 from fes.edge.stores._checks import check_app_name, check_stream
 from fes.edge.stores._memory import MemoryDatabase
 from fes.edge.stores._sqlite import SQLiteDatabase
+from fes.edge.stores._sqlite._options import file_path
 from fes.edge.stores._urls import parse_url, redact
+from fes.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fes.edge.stores._postgres import PostgresDatabase
@@ -118,8 +121,11 @@ def open_database(url: str, **options: Any) -> Database:
     """Open the database ``url`` names; keyword ``options`` override the URL's.
 
     Raises :class:`fes.errors.StoreURLError` for a URL or option that cannot be
-    understood, and :class:`fes.errors.StoreError` for a database that cannot be
-    opened; both name the URL with its password masked.
+    understood (an empty URL among them), :class:`fes.errors.ConfigurationError`
+    for a PostgreSQL URL where psycopg is not installed, and
+    :class:`fes.errors.StoreError` for a database that cannot be opened
+    (:class:`fes.errors.StoreUnavailable` for a server that cannot be reached);
+    all name the URL with its password masked.
     """
     parsed = parse_url(url)
     if parsed.scheme == "memory":
@@ -127,6 +133,12 @@ def open_database(url: str, **options: Any) -> Database:
             raise parsed.error("memory:// takes no path and no options")
         return MemoryDatabase()
     if parsed.scheme == "sqlite":
+        path = file_path(parsed)
+        if os.path.isdir(path) or path.endswith("/"):
+            raise parsed.error(
+                f"{path} is a directory: name a file in it, such as "
+                f"sqlite:///{os.path.join(path, 'app.db')}"
+            )
         return SQLiteDatabase.from_url(parsed, **options)
     if parsed.scheme in ("postgresql", "postgres"):
         try:
@@ -135,8 +147,9 @@ def open_database(url: str, **options: Any) -> Database:
         except ModuleNotFoundError as error:
             if error.name not in ("psycopg", "psycopg_pool"):
                 raise
-            raise parsed.error(
-                "PostgreSQL needs psycopg and psycopg_pool: pip install 'fes-events[postgres]'"
+            raise ConfigurationError(
+                f"the store {parsed.safe!r} is a PostgreSQL database, which needs the "
+                "postgres extra (psycopg and psycopg_pool): pip install 'fes-events[postgres]'"
             ) from None
         database: Database = postgres.PostgresDatabase(url, **options)
         return database

@@ -29,6 +29,7 @@ from fes.errors import StoreURLError
 
 __all__ = [
     "StoreURL",
+    "check_ports",
     "option_bool",
     "option_choice",
     "option_float",
@@ -197,12 +198,51 @@ def _check_authority(url: str, rest: str) -> None:
         )
 
 
+# What to write instead of a known scheme followed by ``:`` but not ``//``.
+_SLASHES = {
+    "memory": "write memory:// (two slashes)",
+    "sqlite": (
+        "write sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db (four)"
+    ),
+    "postgresql": "write postgresql://user@host/database (two slashes)",
+    "postgres": "write postgresql://user@host/database (two slashes)",
+}
+
+
+def _refuse_missing_slashes(url: str) -> None:
+    """Refuse ``sqlite:/x.db``, ``memory:`` and the like: a known scheme without ``//``."""
+    scheme, colon, _ = url.partition(":")
+    hint = _SLASHES.get(scheme.lower()) if colon else None
+    if hint is not None:
+        raise StoreURLError(
+            f"bad store URL {redact(url)!r}: {scheme}: must be followed by //; {hint}"
+        )
+
+
+def check_ports(url: StoreURL) -> None:
+    """Refuse a host's port that is not a number from 1 to 65535 (``host:abc``)."""
+    if url.rest.startswith("/"):
+        return
+    authority = url.rest.partition("/")[0].rpartition("@")[2]
+    for host in authority.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, port = port.rpartition(":")
+        if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise url.error(f"port {port!r} is not a number from 1 to 65535")
+
+
 def parse_url(url: str) -> StoreURL:
     """Split ``url`` into scheme, the rest and query options, or raise StoreURLError."""
     if not isinstance(url, str):
         raise StoreURLError(f"a store URL must be a string, not {type(url).__name__}")
+    if not url.strip():
+        raise StoreURLError(
+            f"the store URL is empty ({url!r}); name a store such as memory://, "
+            "sqlite:///app.db or postgresql://user@host/database"
+        )
     match = _SCHEME.fullmatch(url)
     if match is None:
+        _refuse_missing_slashes(url)
         hint = (
             "; fes takes a URL, not a libpq keyword/value string"
             if re.match(r"\s*\w+\s*=", url)

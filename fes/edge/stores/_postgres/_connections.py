@@ -6,10 +6,21 @@ was sent: PostgreSQL commits nothing it has not been told to commit, and the
 server rolls back the transaction of a vanished client.  Once COMMIT is sent
 the outcome is unknown, so the store raises :class:`fes.errors.StoreError` saying so
 instead of risking a second copy of the events.
+
+The first connection is made directly, before the pool opens, so that a
+wrong address fails fast and says why: a wrong password, database, role or
+host name raises :class:`fes.errors.StoreUnavailable` at once, while a server
+that refuses connections or is starting up is retried with backoff for up to
+``first_connect_timeout`` seconds.  Each kind of failure is logged once (on
+the ``fes.edge.stores.postgres`` logger, a warning for a failure retried and
+an info record for one raised at once), not once per try.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,16 +31,75 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from fes.edge.stores._postgres._options import Settings
 from fes.edge.stores._postgres._sql import Conn
-from fes.errors import StoreError
+from fes.errors import StoreError, StoreUnavailable
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("fes.edge.stores.postgres")
 
 # The server ended the session: shutdown, crash, starting up, idle timeouts.
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
 
-class NoConnection(StoreError):
-    """The pool handed out no connection in time."""
+class NoConnection(StoreUnavailable):
+    """No connection in time: the server is away (for now) or the pool busy."""
+
+
+# What libpq says when connecting fails, what it means, whether trying again
+# can help, and what to fix.  libpq gives no SQLSTATE for these: the server's
+# FATAL message (or the client's own) is all there is.
+_FAILURES: tuple[tuple[str, str, bool, str], ...] = (
+    (
+        r"password authentication failed|no password supplied|authentication failed",
+        "authentication failed",
+        False,
+        "check the user name and password in the store URL",
+    ),
+    (
+        r"no pg_hba\.conf entry",
+        "the server refuses this client",
+        False,
+        "allow this host and user in the server's pg_hba.conf, or connect as another user",
+    ),
+    (
+        r'database ".*" does not exist',
+        "unknown database",
+        False,
+        "create the database (createdb NAME) or fix its name in the store URL",
+    ),
+    (
+        r'role ".*" does not exist',
+        "unknown role",
+        False,
+        "create the role (createuser NAME) or fix the user name in the store URL",
+    ),
+    (
+        r"failed to resolve host|could not translate host name",
+        "unknown host",
+        False,
+        "fix the host name in the store URL",
+    ),
+    (
+        r"Connection refused",
+        "connection refused",
+        True,
+        "check that the server is running and listens on that host and port",
+    ),
+    (
+        r"starting up|shutting down|in recovery|too many clients|timeout expired",
+        "server not ready",
+        True,
+        "check that the server is running and accepts connections",
+    ),
+)
+
+
+def classify(message: str) -> tuple[str, bool, str]:
+    """The kind of a connection failure, whether it is transient, and what to fix."""
+    for pattern, kind, transient, fix in _FAILURES:
+        if re.search(pattern, message):
+            return kind, transient, fix
+    return "cannot connect", True, "check the store URL and that the server is running"
 
 
 def is_disconnect(exc: BaseException, conn: Conn | None) -> bool:
@@ -62,6 +132,11 @@ class Connections:
         self._settings = settings
         self._lock = threading.Lock()
         self._closed = False
+        # Until one connection has succeeded, connections are made directly
+        # (see the module's documentation); then the pool opens.
+        self._connected = False
+        self._first = threading.Lock()
+        self._logged: set[str] = set()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             conninfo,
             kwargs=self._keywords,
@@ -70,7 +145,7 @@ class Connections:
             timeout=settings.pool_timeout,
             num_workers=2,
             name=f"fes {url}",
-            open=True,
+            open=False,
         )
 
     def close(self) -> bool:
@@ -91,8 +166,69 @@ class Connections:
         """``text`` with the password masked."""
         return text.replace(self._secret, "***") if self._secret else text
 
+    def _connect_first(self, what: str, timeout: float | None) -> None:
+        """Connect once directly, retrying transient failures; then open the pool."""
+        # another thread may be trying: wait for it no longer than ``timeout``
+        if not self._first.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            raise NoConnection(f"could not {what}: still connecting to {self.url}")
+        try:
+            if self._connected:
+                return
+            limit = self._settings.first_connect_timeout
+            deadline = time.monotonic() + (limit if timeout is None else min(limit, timeout))
+            attempt = 0
+            while True:
+                self.check_open(what)
+                remaining = deadline - time.monotonic()
+                keywords = dict(self._keywords)
+                # one attempt ends by the deadline (libpq counts less than 2 s as 2 s)
+                try:
+                    given = float(keywords.get("connect_timeout", 10))
+                except ValueError:  # libpq will say what is wrong with it
+                    given = 10.0
+                keywords["connect_timeout"] = str(max(2, min(math.ceil(remaining), given)))
+                try:
+                    psycopg.connect(self._conninfo, **keywords).close()
+                except psycopg.Error as exc:
+                    message = self.scrub(str(exc)).strip() or type(exc).__name__
+                    message = " ".join(message.removeprefix("connection failed: ").split())
+                    kind, transient, fix = classify(message)
+                    if kind not in self._logged:
+                        self._logged.add(kind)
+                        # a retry is news; a failure that is raised at once is the
+                        # caller's to report, so it is only noted
+                        log.log(
+                            logging.WARNING if transient else logging.INFO,
+                            "cannot connect to %s (%s): %s%s",
+                            self.url,
+                            kind,
+                            message,
+                            f"; retrying for up to {limit:g}s" if transient else "",
+                            extra={"url": self.url, "failure": kind},
+                        )
+                    remaining = deadline - time.monotonic()
+                    pause = min(0.1 * 2**attempt, 1.0)
+                    if not transient or remaining <= pause:
+                        waited = f", retried for first_connect_timeout={limit:g}s"
+                        error = StoreUnavailable if not transient else NoConnection
+                        raise error(
+                            f"could not {what}: cannot connect to {self.url} "
+                            f"({kind}{waited if transient else ''}): {message}; {fix}"
+                        ) from None
+                    time.sleep(pause)
+                    attempt += 1
+                    continue
+                self.check_open(what)
+                self._pool.open(wait=False)
+                self._connected = True
+                return
+        finally:
+            self._first.release()
+
     def _getconn(self, what: str, timeout: float | None = None) -> Conn:
         self.check_open(what)
+        if not self._connected:
+            self._connect_first(what, timeout)
         try:
             return self._pool.getconn(timeout)
         except PoolTimeout:

@@ -36,8 +36,15 @@ class PostgresDatabase(ClosingDatabase):
         the schema holding the tables (default ``public``), created when missing.
     ``pool_size``
         the most connections the pool opens (default 5).
+    ``first_connect_timeout``
+        seconds to keep trying the first connection while the server refuses
+        connections or is starting up (default 5).  A wrong password, database,
+        role or host name fails at once.  Either way the error is
+        :class:`fes.errors.StoreUnavailable`, naming what to fix.  libpq's
+        ``connect_timeout`` bounds each attempt.
     ``pool_timeout``
-        seconds to wait for a free connection (default 30).
+        seconds to wait for a free connection once connected (default 30): the
+        pool is busy, or the server went away.
     ``lock_timeout``
         how long an append waits for its application's log lock; PostgreSQL
         syntax, milliseconds or with a unit (default ``10s``; ``0`` waits forever).
@@ -117,6 +124,15 @@ class PostgresDatabase(ClosingDatabase):
             return sorted(name.removesuffix("_events") for (name,) in rows)
 
         return self._connections.run("list the applications", work, idempotent=True)
+
+    def has_schema(self) -> bool:
+        """Whether the schema exists (it is created with the first store)."""
+
+        def work(conn: Conn) -> bool:
+            query = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+            return conn.execute(query, (self._settings.schema,)).fetchone() is not None
+
+        return self._connections.run("look for the schema", work, idempotent=True)
 
     def close(self) -> None:
         """Close the pool and the listener; the stores are unusable after."""

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 from attrs import frozen
 
 from fes.edge.stores._urls import (
+    check_ports,
     option_bool,
     option_float,
     option_int,
@@ -47,6 +48,7 @@ class Settings:
     schema: str = "public"
     pool_size: int = 5
     pool_timeout: float = 30.0
+    first_connect_timeout: float = 5.0
     lock_timeout_ms: int = 10_000
     idle_timeout_ms: int = 60_000
     poll_interval: float = 1.0
@@ -74,7 +76,18 @@ def _text(name: str, value: object) -> str:
     return str(value)
 
 
+def _ports(name: str, value: object) -> str:
+    """Read libpq's ``port``: a port, or a comma-separated list of them."""
+    text = str(value)
+    if isinstance(value, bool) or not all(
+        part.strip().isdigit() and 1 <= int(part) <= 65535 for part in text.split(",")
+    ):
+        raise ValueError("expected a port number from 1 to 65535")
+    return text
+
+
 _READERS: dict[str, Callable[[str, object], Any]] = {
+    "first_connect_timeout": option_float(0.0),
     "idle_in_transaction_session_timeout": _duration_ms,
     "listen": option_bool,
     "lock_timeout": _duration_ms,
@@ -84,6 +97,7 @@ _READERS: dict[str, Callable[[str, object], Any]] = {
     "retries": option_int(0),
     "schema": _schema_name,
     **{name: _text for name in _LIBPQ_OPTIONS},
+    "port": _ports,
 }
 
 
@@ -92,12 +106,14 @@ def parse(url: str, options: Mapping[str, object]) -> tuple[str, dict[str, Any],
     parsed = parse_url(url)
     if parsed.scheme not in ("postgresql", "postgres"):
         raise parsed.error("not a PostgreSQL URL: it must start with postgresql://")
+    check_ports(parsed)
     values = take_options(parsed, options, _READERS)
     defaults = Settings()
     settings = Settings(
         schema=values.get("schema", defaults.schema),
         pool_size=values.get("pool_size", defaults.pool_size),
         pool_timeout=values.get("pool_timeout", defaults.pool_timeout),
+        first_connect_timeout=values.get("first_connect_timeout", defaults.first_connect_timeout),
         lock_timeout_ms=values.get("lock_timeout", defaults.lock_timeout_ms),
         idle_timeout_ms=values.get("idle_in_transaction_session_timeout", defaults.idle_timeout_ms),
         poll_interval=values.get("poll_interval", defaults.poll_interval),

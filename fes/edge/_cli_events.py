@@ -1,0 +1,135 @@
+"""How the ``fes`` command shows stored events: JSON records and table cells."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import orjson
+import pyrsistent
+
+from fes.events import Recorded
+from fes.system import System
+
+from ._application import Application
+from .codec._frame import _COMPRESSED, _ENCRYPTED, _FORMAT_1, _FORMAT_MASK, _header, _inflate
+from .stores._base import Database, StoredEvent
+
+__all__ = ["data_cell", "fit", "reader", "when"]
+
+# the most a row's payload is inflated to for showing it
+_SHOW_LIMIT = 64 * 1024 * 1024
+
+
+def jsonable(value: Any) -> Any:
+    """A value as plain JSON data: attrs classes as objects, collections as arrays."""
+    if attrs.has(type(value)):
+        return {f.name: jsonable(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset, pyrsistent.PSet)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple, pyrsistent.PVector)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def raw_data(payload: bytes) -> Any:
+    """A stored payload as JSON data, inflated if it is only compressed; None if encrypted."""
+    body = payload
+    if payload[:1] != b"{":
+        if not payload or payload[0] & _FORMAT_MASK != _FORMAT_1 or payload[0] & _ENCRYPTED:
+            return None
+        try:
+            _, _, offset = _header(payload)
+            body = payload[offset:]
+            if payload[0] & _COMPRESSED:
+                body = _inflate(body, _SHOW_LIMIT)
+        except (ValueError, IndexError):
+            return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def when(micros: int) -> str:
+    """A stored timestamp (microseconds since the epoch) in ISO 8601, UTC."""
+    moment = datetime.fromtimestamp(micros / 1e6, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def data_cell(record: Mapping[str, Any]) -> str:
+    """A record's data as compact JSON for a table, or why it cannot be shown."""
+    if record.get("data") is None and "encoded_bytes" in record:
+        return f"({record['encoded_bytes']} encrypted bytes: pass --system to decode)"
+    return orjson.dumps(record.get("data")).decode()
+
+
+def fit(
+    headers: Sequence[str], rows: list[list[Any]], cell: Callable[[Any], str]
+) -> list[list[Any]]:
+    """Rows whose last cell is cut so that each line fits the terminal's width."""
+    columns = shutil.get_terminal_size((120, 24)).columns
+    widths = [
+        max(len(cell(row[i])) for row in [list(headers), *rows]) for i in range(len(headers) - 1)
+    ]
+    room = max(columns - 2 - sum(w + 2 for w in widths), 20)
+    for row in rows:
+        text = str(row[-1])
+        if len(text) > room:
+            row[-1] = text[: room - 1] + "…"
+    return rows
+
+
+@contextmanager
+def reader(
+    database: Database, name: str, system: System | None
+) -> Iterator[Callable[[StoredEvent], dict[str, Any]]]:
+    """A function turning one stored row of ``name`` into a JSON-ready record.
+
+    With a system, events are decoded by the application's codec (upcast,
+    decrypted with the keys of the environment); without, a payload in plain
+    or compressed JSON is shown as it is stored, and an encrypted one only by
+    its size.
+    """
+    application: Application | None = None
+    if system is not None:
+        application = Application(system.app(name), store=database)
+
+    def describe(row: StoredEvent) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "app": name,
+            "position": row.position,
+            "stream": row.stream,
+            "version": row.version,
+            "topic": row.topic,
+            "timestamp": when(row.timestamp),
+        }
+        if application is not None:
+            recorded: Recorded[Any] = application.recorded(row)
+            record["data"] = jsonable(recorded.event)
+            meta = recorded.metadata
+            record["correlation_id"] = meta.correlation_id
+            record["causation_id"] = meta.causation_id
+        else:
+            data = raw_data(row.payload)
+            record["data"] = data
+            if data is None:
+                record["encoded_bytes"] = len(row.payload)
+            if row.meta:
+                with suppress(orjson.JSONDecodeError):
+                    record.update(
+                        {k: v for k, v in orjson.loads(row.meta).items() if k != "headers"}
+                    )
+        return record
+
+    yield describe

@@ -1,0 +1,225 @@
+"""The `fes` command as a Unix tool: pipes, event data, the import path, CLI-speaking errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fes.edge import Application
+from fes.edge._cli import main
+from fes.edge.stores import NewEvent, open_database
+from system import domain
+from system.helpers import send
+
+FES = str(Path(sys.executable).parent / "fes")
+
+
+def _sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'fes.db'}"
+
+
+def _caused(demo_output: str) -> int:
+    """How many events the demo says its input events caused."""
+    return int(demo_output.split("written by hand caused ")[1].split()[0].replace(",", ""))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FES_STORE_URL")}
+    return {**env, **extra}
+
+
+def test_log_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    """`fes log | head -1` ends with exit 0 and nothing on stderr."""
+    url = _sqlite(tmp_path)
+    with open_database(url) as database:
+        events = [NewEvent(f"s-{i}", 1, "t", b'{"n": %d}' % i, 0) for i in range(3000)]
+        database.store("shop").append(events)
+    for command in (["log"], ["log", "--json"], ["stream", "s-1", "--app", "shop"]):
+        fes = subprocess.Popen(
+            [FES, *command, "--store", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        assert fes.stdout is not None and fes.stderr is not None
+        fes.stdout.readline()
+        fes.stdout.close()  # what `head -1` does after one line
+        err = fes.stderr.read()
+        assert fes.wait(timeout=60) == 0, err
+        assert err == b""
+
+
+def test_log_into_a_closed_pipe_through_a_shell(tmp_path: Path) -> None:
+    """The shell's own `fes log | head -1` prints one line, and fes exits 0 silently."""
+    url = _sqlite(tmp_path)
+    with open_database(url) as database:
+        events = [NewEvent(f"s-{i}", 1, "t", b'{"n": %d}' % i, 0) for i in range(3000)]
+        database.store("shop").append(events)
+    done = subprocess.run(
+        ["bash", "-c", f'"{FES}" log --store "{url}" | head -1; exit "${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == b""
+    assert done.stdout.count(b"\n") == 1
+
+
+def test_log_shows_each_events_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The log's table has a data column with the event's fields."""
+    url = _sqlite(tmp_path)
+    with Application(domain.source, url) as app:
+        send(app, [7])
+    assert main(["log", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "data" in out.splitlines()[1]
+    assert '"number":7' in out
+
+
+def test_log_shows_compressed_data_inflated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A payload that is compressed, not encrypted, is shown decompressed, in the table and JSON."""
+    url = _sqlite(tmp_path)
+    # a format-1 frame: the compressed flag, no schema version, no key; zlib'd JSON
+    body = json.dumps({"number": 123456, "note": "n" * 200}).encode()
+    with open_database(url) as database:
+        database.store("source").append([NewEvent("s", 1, "t", b"\x81" + zlib.compress(body), 0)])
+    assert main(["log", "--store", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["number"] == 123456
+    assert main(["log", "--store", url]) == 0
+    assert '"number":123456' in capsys.readouterr().out
+
+
+def test_log_cuts_data_to_the_terminal_and_json_keeps_it_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the table a long data cell is cut to the terminal's width; --json shows all of it."""
+    url = _sqlite(tmp_path)
+    long = "x" * 500
+    with open_database(url) as database:
+        payload = json.dumps({"text": long}).encode()
+        database.store("shop").append([NewEvent("s", 1, "t", payload, 0)])
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["log", "--store", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].endswith("…") and len(lines[-1]) <= 100
+    assert main(["log", "--store", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == {"text": long}
+
+
+def test_log_help_says_what_system_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fes log --help` explains that --system decodes, upcasts and decrypts."""
+    with pytest.raises(SystemExit):
+        main(["log", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "decrypted with $FES_CIPHER_KEYS" in help_text
+    assert "upcast" in help_text and "current directory" in help_text
+
+
+def test_system_is_imported_from_the_current_directory(tmp_path: Path) -> None:
+    """--system MODULE:SYSTEM finds a module in the working directory without PYTHONPATH."""
+    (tmp_path / "mysystem.py").write_text("from fes.examples.shop import system\n")
+    url = _sqlite(tmp_path)
+    with open_database(url) as database:
+        database.store("orders")
+    for command in (["log"], ["apps"]):
+        args = [*command, "--store", url]
+        if command == ["log"]:
+            args += ["--system", "mysystem:system"]
+        done = subprocess.run(
+            [FES, *args], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    assert (
+        "orders: 0 event(s)"
+        in subprocess.run(
+            [FES, "log", "--store", url, "--system", "mysystem:system"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=_env(),
+            timeout=60,
+        ).stdout
+    )
+
+
+def test_run_imports_the_system_from_the_current_directory(tmp_path: Path) -> None:
+    """`fes run mod:system` in a project directory gets as far as running it."""
+    (tmp_path / "mysystem.py").write_text("from fes.examples.shop import system\n")
+    fes = subprocess.Popen(
+        [FES, "run", "mysystem:system", "--store", _sqlite(tmp_path)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    assert fes.stderr is not None
+    try:
+        first = fes.stderr.readline()
+    finally:
+        fes.terminate()
+        fes.wait(timeout=60)
+    assert first.startswith("fes: running orders"), first
+
+
+def test_demo_on_a_kept_store_says_it_counts_the_whole_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second demo on one store says its tables count earlier runs too."""
+    url = _sqlite(tmp_path)
+    assert main(["demo", "--orders", "10", "--store", url]) == 0
+    first = capsys.readouterr().out
+    assert "earlier runs" not in first and "(whole store)" not in first
+    assert main(["demo", "--orders", "10", "--store", url]) == 0
+    second = capsys.readouterr().out
+    assert "events of earlier runs: the tables below count the whole store" in second
+    assert "orders by status (whole store)" in second
+    # this run's events caused, not the store's: about as many as the first run's
+    assert _caused(second) <= 2 * _caused(first)
+
+
+@pytest.mark.parametrize("option", ["--after", "--limit"])
+def test_a_negative_position_or_limit_is_refused(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--after -5 and --limit -1 are usage errors (exit 2), not an empty log."""
+    with pytest.raises(SystemExit) as caught:
+        main(["log", option, "-5", "--store", "memory://"])
+    assert caught.value.code == 2
+    assert "expected 0 or more" in capsys.readouterr().err
+
+
+def test_an_empty_store_speaks_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """--store '' names --store and $FES_STORE_URL, not Python arguments."""
+    assert main(["log", "--store", ""]) == 1
+    err = capsys.readouterr().err
+    assert "--store" in err and "$FES_STORE_URL" in err and "None" not in err
+
+
+def test_a_missing_sqlite_file_is_no_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inspecting a missing SQLite file says there is no store there and creates nothing."""
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    assert main(["apps", "--store", url]) == 1
+    err = capsys.readouterr().err
+    assert "there is no store at" in err and "--store" in err and "create" not in err
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("command", [["apps"], ["log"]])
+def test_a_missing_postgres_schema_is_no_store(
+    pg_url: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inspecting a PostgreSQL schema that does not exist says so, rather than printing nothing."""
+    assert main([*command, "--store", pg_url + "?schema=nowhere"]) == 1
+    err = capsys.readouterr().err
+    assert "there is no store at" in err and "no schema 'nowhere'" in err
