@@ -31,10 +31,14 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 
 from fes.aggregates import Aggregate, Command, combine, neutral
+from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import restore, take
+from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
 from fes.testing.strategies import (
     Overrides,
+    StepResult,
+    _histories,
     _pristine,
     argument_strategies,
     histories,
@@ -361,6 +365,8 @@ def check_laws(
     overrides: Overrides | None = None,
     settings: hypothesis.settings | None = None,
     max_commands: int = 10,
+    rare: Rare | None = None,
+    budget: float | None = DEFAULT_BUDGET,
 ) -> None:
     """Check every law on histories that ``aggregate``'s own commands produce.
 
@@ -376,10 +382,28 @@ def check_laws(
     ``AssertionError``.  ``settings`` defaults to the current Hypothesis
     profile with no deadline; one failure is reported, without Hypothesis's
     (slow) explain phase.
+
+    As in :func:`fes.testing.check_aggregate`, a run fails if some command
+    was never accepted or some event type never produced (unless named in
+    ``rare``, with the reason), what each command did is told to
+    Hypothesis's statistics and added to a failure, and a command slower
+    than ``budget`` seconds, twice, fails naming it.
     """
+    __tracebackhide__ = True
+    if not aggregate.commands:
+        raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
     table = argument_strategies(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
-    runs = histories(aggregate, args=args, overrides=overrides, max_commands=max_commands)
+    tally = Tally(aggregate, rare)
+    limit = check_budget(budget)
+
+    def run(name: str, command: Command, state: Any, arguments: tuple[Any, ...]) -> StepResult:
+        try:
+            return tally.run(name, command, state, arguments, limit)
+        except BudgetExceeded as exc:
+            raise Abort(exc) from None
+
+    runs = _histories(aggregate, table, max_commands, run)
     composable = bool(aggregate.events)
     parts = [aggregate, *others]
     copy_number = 2
@@ -407,6 +431,7 @@ def check_laws(
             name = data.draw(st.sampled_from(usable), label="command")
             arguments = data.draw(table[name], label="arguments")
             command = aggregate.commands[name]
+            run(name, command, state, arguments)
             command_is_pure(aggregate, command, state, arguments)
             emitted_events_apply(aggregate, command, state, arguments)
             step = (name, arguments)
@@ -430,4 +455,15 @@ def check_laws(
     # the explain phase is skipped: slow here, and each law's message tells what broke
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     test = given(st.data())(check)
-    hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)()
+    try:
+        hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)()
+    except Abort as stopped:
+        failure = AssertionError(f"time budget of {aggregate.name!r}: {stopped.failure}")
+        failure.add_note(tally.summary())
+        raise failure from None
+    except AssertionError as exc:
+        exc.add_note(tally.summary())
+        raise
+    vacuous = tally.vacuity()
+    if vacuous is not None:
+        raise AssertionError(vacuous)

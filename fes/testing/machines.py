@@ -40,10 +40,17 @@ from hypothesis.stateful import (
 
 from fes.aggregates import Aggregate, Command
 from fes.snapshots import restore, take
+from fes.testing._exercise import (
+    DEFAULT_BUDGET,
+    Abort,
+    BudgetExceeded,
+    Rare,
+    Tally,
+    check_budget,
+)
 from fes.testing.strategies import (
     Overrides,
     argument_strategies,
-    run_step,
     state_filter,
 )
 from fes.testing.strategies import _callable_name as _label
@@ -97,6 +104,10 @@ class AggregateMachine(RuleBasedStateMachine):
     snapshots: ClassVar[bool] = True
     #: For each command name, whether its state annotation admits a state.
     admits: ClassVar[Mapping[str, Callable[[Any], bool]]] = {}
+    #: Seconds one command may take on one example (None: no budget).
+    budget: ClassVar[float | None] = DEFAULT_BUDGET
+    #: What the commands did, counted over every run of this class.
+    tally: ClassVar[Tally]
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,7 +155,15 @@ class AggregateMachine(RuleBasedStateMachine):
         self.calls.append((name, command, args))
         self.steps.append(Step(name, args, "(running)"))
         try:
-            step = run_step(command, before, args)
+            step = self.tally.run(name, command, before, args, self.budget)
+        except BudgetExceeded as exc:
+            self.steps[-1] = Step(name, args, "(over the time budget)")
+            try:
+                self.fail("time budget", str(exc), given)
+            except _Broken as failure:
+                if self.tally.abort:
+                    raise Abort(failure) from None
+                raise
         except Exception as exc:
             self.steps[-1] = Step(name, args, f"raised {type(exc).__name__}")
             self.fail(
@@ -293,6 +312,7 @@ def machine_for(
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
+    budget: float | None = DEFAULT_BUDGET,
 ) -> type[AggregateMachine]:
     """A ``RuleBasedStateMachine`` class running ``aggregate``'s commands.
 
@@ -301,6 +321,9 @@ def machine_for(
     strategy per command name) or from its annotations (with
     ``overrides``).  Use ``machine_for(...).TestCase`` to collect it with
     pytest or unittest, or :func:`check_aggregate` to run it at once.
+    Each command outcome and event type is told to Hypothesis's statistics
+    (``pytest --hypothesis-show-statistics``) and counted in ``tally``; a
+    command slower than ``budget`` seconds, twice, fails.
     """
     table = argument_strategies(aggregate, args, overrides)
     taken: set[str] = set()
@@ -309,6 +332,8 @@ def machine_for(
         "user_invariants": tuple(invariants),
         "roundtrips": () if roundtrip is None else (roundtrip,),
         "snapshots": snapshots,
+        "budget": check_budget(budget),
+        "tally": Tally(aggregate),
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
     }
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
@@ -375,6 +400,8 @@ def check_aggregate(
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
+    rare: Rare | None = None,
+    budget: float | None = DEFAULT_BUDGET,
 ) -> None:
     """Run random command sequences on ``aggregate`` and check every step.
 
@@ -389,11 +416,20 @@ def check_aggregate(
     then by replaying it without some commands, and raised as an
     ``AssertionError`` whose message tells the story as given/when/then.
 
+    A run that exercised too little fails too: every command must be
+    accepted at least once and every event type of the aggregate produced,
+    except those named in ``rare`` (a command name or event type, with the
+    reason, e.g. ``rare={"close": "needs a zero balance"}``).  What each
+    command did is told to Hypothesis's statistics and added to a failure.
+    A command that takes longer than ``budget`` seconds on one example, twice
+    in a row, fails naming it (``budget=None``: no limit).
+
     ``settings`` defaults to the current Hypothesis profile without a
     deadline.  One failure is reported (``report_multiple_bugs=False``) and
     Hypothesis's explain phase is skipped: it is slow on state machines and
     the message already tells what happened.
     """
+    __tracebackhide__ = True
     machine = machine_for(
         aggregate,
         invariants,
@@ -401,7 +437,10 @@ def check_aggregate(
         overrides=overrides,
         roundtrip=roundtrip,
         snapshots=snapshots,
+        budget=budget,
     )
+    tally = machine.tally = Tally(aggregate, rare)
+    tally.abort = True
     chosen = settings if settings is not None else hypothesis.settings(deadline=None)
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     try:
@@ -409,9 +448,20 @@ def check_aggregate(
             machine,
             settings=hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases),
         )
+    except Abort as stopped:
+        assert isinstance(stopped.failure, _Broken)
+        raise _story(stopped.failure, tally) from None
     except _Broken as failure:
         shortest = _shorten(machine, failure)
-        if shortest is failure:
-            raise
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
-        raise shortest from shortest.__cause__
+        raise _story(shortest, tally) from shortest.__cause__
+    vacuous = tally.vacuity()
+    if vacuous is not None:
+        raise AssertionError(vacuous)
+
+
+def _story(failure: _Broken, tally: Tally) -> _Broken:
+    """The failure alone, with what the run exercised (not Hypothesis's notes)."""
+    story = _Broken(str(failure), failure.law, failure.calls)
+    story.add_note(tally.summary())
+    return story

@@ -429,6 +429,20 @@ def histories(
             f"aggregate {aggregate.name!r} has no commands to build histories with"
         )
     table = argument_strategies(aggregate, args, overrides)
+    return _histories(aggregate, table, max_commands, lambda name, c, s, a: run_step(c, s, a))
+
+
+#: How a history strategy runs one command: (name, command, state, args) -> result.
+_Runner = Callable[[str, Command, Any, tuple[Any, ...]], "StepResult"]
+
+
+def _histories(
+    aggregate: Aggregate[Any],
+    table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    max_commands: int,
+    run: _Runner,
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    """:func:`histories`, running each command with ``run`` (which may count and time it)."""
     names = sorted(table)
     admits = {n: state_filter(aggregate.commands[n]) for n in names}
 
@@ -441,7 +455,7 @@ def histories(
             if not usable:
                 break
             name = draw(st.sampled_from(usable))
-            step = run_step(aggregate.commands[name], state, draw(table[name]))
+            step = run(name, aggregate.commands[name], state, draw(table[name]))
             state = aggregate.fold(step.events, state)
             events.extend(step.events)
         return tuple(events)
