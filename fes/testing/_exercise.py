@@ -20,14 +20,19 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import hypothesis
+from hypothesis import HealthCheck, Phase
+from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from fes.aggregates import Aggregate, Command
 from fes.errors import DefinitionError
-from fes.testing.strategies import StepResult, run_step
+from fes.testing.strategies import StepResult, _histories, run_step, state_filter
 
 #: Seconds one command may take on one example, unless a check is told otherwise.
 DEFAULT_BUDGET = 10.0
+
+#: How many histories the derandomized second search for a missing outcome draws.
+CONFIRMATIONS = 200
 
 #: Names of rare or unreachable commands and event types, with the reason why.
 Rare = Mapping[Any, str]
@@ -179,16 +184,23 @@ class Tally:
             lines.append(f"  events produced: {shown}")
         return "\n".join(lines)
 
-    def vacuity(self) -> str | None:
-        """The message a vacuous run fails with, or None if it exercised everything."""
+    def missing(self) -> tuple[list[str], list[str]]:
+        """The commands never accepted and the event types never produced, not rare."""
         never = [
-            name for name in self.aggregate.commands
+            name
+            for name in self.aggregate.commands
             if not self.accepted[name] and name not in self.rare
         ]
         unseen = [
-            kind.__qualname__ for kind in self.aggregate.events
+            kind.__qualname__
+            for kind in self.aggregate.events
             if not self.produced[kind.__qualname__] and kind.__qualname__ not in self.rare
         ]
+        return never, unseen
+
+    def vacuity(self) -> str | None:
+        """The message a vacuous run fails with, or None if it exercised everything."""
+        never, unseen = self.missing()
         if not never and not unseen:
             return None
         lines = [f"aggregate {self.aggregate.name!r}: the check exercised too little to pass"]
@@ -209,8 +221,60 @@ class Tally:
             "or, if it is rare or unreachable on purpose, say so with\n"
             f"  rare={{{(never or unseen)[0]!r}: 'why it is rare'}}"
         )
+        lines.append(
+            f"(after the run, {CONFIRMATIONS} more histories, the same in every run, "
+            "looked for them too)"
+        )
         lines.append(self.summary())
         return "\n".join(lines)
+
+    def confirm(
+        self,
+        table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+        max_commands: int,
+        budget: float | None,
+    ) -> str | None:
+        """The vacuity message, after a second, derandomized search for what is missing.
+
+        A command accepted rarely may go unaccepted in one random run and not
+        the next; the second search draws the same examples in every run and
+        ends each history with a missing command, so whether a check fails
+        for vacuity does not depend on the luck of one run.
+        """
+        if self.vacuity() is None:
+            return None
+        aggregate = self.aggregate
+        admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
+
+        def run(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
+            try:
+                return self.run(name, command, state, args, budget)
+            except BudgetExceeded as exc:
+                raise Abort(exc) from None
+
+        runs = _histories(aggregate, table, max_commands, run)
+
+        never, _ = self.missing()
+        wanted = never or list(aggregate.commands)
+
+        def search(data: st.DataObject) -> None:
+            # draws depend on the data alone, never on what was found so far
+            state = aggregate.fold(data.draw(runs))
+            usable = [name for name in wanted if admits[name](state)]
+            if usable:
+                name = data.draw(st.sampled_from(usable))
+                run(name, aggregate.commands[name], state, data.draw(table[name]))
+
+        quiet = hypothesis.settings(
+            max_examples=CONFIRMATIONS,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        hypothesis.given(st.data())(quiet(search))()
+        return self.vacuity()
 
 
 def _rare_names(aggregate: Aggregate[Any], rare: Rare | None) -> dict[str, str]:

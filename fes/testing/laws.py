@@ -60,6 +60,7 @@ __all__ = [
     "neutral_is_identity",
     "outcome",
     "projector_is_pure",
+    "projector_keeps_state",
     "recorded_history",
     "snapshot_equals_fold",
     "view_rebuild_equals_incremental",
@@ -129,6 +130,43 @@ def projector_is_pure(aggregate: Aggregate[Any], state: Any, event: Any) -> None
     comparable, _ = _pristine(first)
     if comparable and first != second:
         raise AssertionError(f"{what} is not deterministic: it gave {first!r}, then {second!r}")
+
+
+def projector_keeps_state(
+    aggregate: Aggregate[Any], state: Any, event: Any, terminal: Sequence[type] = ()
+) -> None:
+    """Applying ``event`` to a non-initial ``state`` never gives the initial value or None.
+
+    A hand-written ``match`` projector that forgets a case returns None (or,
+    with a catch-all, the initial value) for it: the state is lost, and the
+    aggregate starts over as if nothing had happened.  An event that really
+    ends the aggregate, resetting it, is declared in ``terminal``.
+    """
+    if state is None or _same(state, aggregate.initial) or isinstance(event, tuple(terminal)):
+        return
+    try:
+        after = aggregate.evolve(state, event)
+    except Exception as exc:
+        raise AssertionError(
+            f"the projector of {aggregate.name!r} raised {type(exc).__name__} applying "
+            f"{event!r} to {state!r}: {exc}"
+        ) from exc
+    if after is None or _same(after, aggregate.initial):
+        raise AssertionError(
+            f"projector law of {aggregate.name!r}: applying {event!r} to {state!r} gave "
+            f"back {after!r}, the initial value: the state was lost\n"
+            "  (a match projector without a case for this event does this; fes.projector "
+            "refuses an event it has no case for)\n"
+            f"  if {type(event).__qualname__} really ends the aggregate, declare it with "
+            f"terminal=[{type(event).__qualname__}]"
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:
+        return False
 
 
 def command_is_pure(
@@ -367,6 +405,7 @@ def check_laws(
     max_commands: int = 10,
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
 ) -> None:
     """Check every law on histories that ``aggregate``'s own commands produce.
 
@@ -387,7 +426,9 @@ def check_laws(
     was never accepted or some event type never produced (unless named in
     ``rare``, with the reason), what each command did is told to
     Hypothesis's statistics and added to a failure, and a command slower
-    than ``budget`` seconds, twice, fails naming it.
+    than ``budget`` seconds, twice, fails naming it.  No event folds a
+    non-initial state back to the initial value or None unless its type is
+    in ``terminal`` (see :func:`projector_keeps_state`).
     """
     __tracebackhide__ = True
     if not aggregate.commands:
@@ -420,6 +461,10 @@ def check_laws(
         at = data.draw(st.integers(0, len(history)), label="snapshot at")
         if at < len(history):
             projector_is_pure(aggregate, aggregate.fold(history[:at]), history[at])
+        state = aggregate.initial
+        for item in history:
+            projector_keeps_state(aggregate, state, item, terminal)
+            state = aggregate.evolve(state, item)
         snapshot_equals_fold(aggregate, history, at)
         if roundtrip is not None:
             for item in history:
@@ -464,6 +509,9 @@ def check_laws(
     except AssertionError as exc:
         exc.add_note(tally.summary())
         raise
-    vacuous = tally.vacuity()
+    try:
+        vacuous = tally.confirm(table, max_commands, limit)
+    except Abort as stopped:
+        raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:
         raise AssertionError(vacuous)

@@ -48,6 +48,7 @@ from fes.testing._exercise import (
     Tally,
     check_budget,
 )
+from fes.testing.laws import projector_keeps_state
 from fes.testing.strategies import (
     Overrides,
     argument_strategies,
@@ -104,6 +105,8 @@ class AggregateMachine(RuleBasedStateMachine):
     snapshots: ClassVar[bool] = True
     #: For each command name, whether its state annotation admits a state.
     admits: ClassVar[Mapping[str, Callable[[Any], bool]]] = {}
+    #: Event types that may fold a state back to the initial value (they end it).
+    terminal: ClassVar[tuple[type, ...]] = ()
     #: Seconds one command may take on one example (None: no budget).
     budget: ClassVar[float | None] = DEFAULT_BUDGET
     #: What the commands did, counted over every run of this class.
@@ -202,6 +205,7 @@ class AggregateMachine(RuleBasedStateMachine):
                 given,
                 exc,
             )
+        self._check_kept(name, before, events, given)
         if copied and before != pristine[0]:
             self.fail(
                 f"the projector mutated its input applying the events of {name}",
@@ -216,6 +220,18 @@ class AggregateMachine(RuleBasedStateMachine):
             stored = pristine[0] if copied else before
             self._check_snapshot(stored, len(given), events, after, given)
         self.state = after
+
+    def _check_kept(
+        self, name: str, before: Any, events: Sequence[Any], given: Sequence[Any]
+    ) -> None:
+        state = before
+        for item in events:
+            try:
+                projector_keeps_state(self.aggregate, state, item, self.terminal)
+            except AssertionError as exc:
+                law = f"the projector lost the state applying the events of {name}"
+                self.fail(law, str(exc), given)
+            state = self.aggregate.evolve(state, item)
 
     def _check_roundtrip(self, events: Sequence[Any], given: Sequence[Any]) -> None:
         for item in events if self.roundtrips else ():
@@ -313,6 +329,7 @@ def machine_for(
     roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
     budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
 ) -> type[AggregateMachine]:
     """A ``RuleBasedStateMachine`` class running ``aggregate``'s commands.
 
@@ -333,6 +350,7 @@ def machine_for(
         "roundtrips": () if roundtrip is None else (roundtrip,),
         "snapshots": snapshots,
         "budget": check_budget(budget),
+        "terminal": tuple(terminal),
         "tally": Tally(aggregate),
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
     }
@@ -402,6 +420,7 @@ def check_aggregate(
     snapshots: bool = True,
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
 ) -> None:
     """Run random command sequences on ``aggregate`` and check every step.
 
@@ -422,7 +441,9 @@ def check_aggregate(
     reason, e.g. ``rare={"close": "needs a zero balance"}``).  What each
     command did is told to Hypothesis's statistics and added to a failure.
     A command that takes longer than ``budget`` seconds on one example, twice
-    in a row, fails naming it (``budget=None``: no limit).
+    in a row, fails naming it (``budget=None``: no limit).  An event that folds
+    a non-initial state back to the initial value or None fails, unless its
+    type is in ``terminal``: a projector that forgot a case does that.
 
     ``settings`` defaults to the current Hypothesis profile without a
     deadline.  One failure is reported (``report_multiple_bugs=False``) and
@@ -438,6 +459,7 @@ def check_aggregate(
         roundtrip=roundtrip,
         snapshots=snapshots,
         budget=budget,
+        terminal=terminal,
     )
     tally = machine.tally = Tally(aggregate, rare)
     tally.abort = True
@@ -455,7 +477,10 @@ def check_aggregate(
         shortest = _shorten(machine, failure)
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
         raise _story(shortest, tally) from shortest.__cause__
-    vacuous = tally.vacuity()
+    try:
+        vacuous = tally.confirm(argument_strategies(aggregate, args, overrides), 10, budget)
+    except Abort as stopped:
+        raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:
         raise AssertionError(vacuous)
 

@@ -39,6 +39,14 @@ def _show(items: Sequence[Any]) -> str:
     return "\n".join(f"  {i + 1}. {pprint.pformat(x, width=88)}" for i, x in enumerate(items))
 
 
+def _initial(state: Any, initial: Any) -> bool:
+    """Whether ``state`` is None or equal to the aggregate's initial value."""
+    try:
+        return state is None or state is initial or bool(state == initial)
+    except Exception:
+        return False
+
+
 def _describe(spec: Specification[Any]) -> str:
     lines = [f"given {spec.aggregate.name}:", _show(spec.history)]
     if spec.command is not None:
@@ -71,8 +79,16 @@ class Specification(Generic[S]):
             raise TypeError("this specification has no command: call .when(...) first")
         return decide(self.aggregate, self.command, self.state(), *self.args, **self.kwargs)
 
-    def then(self, *expected: Any) -> list[Any]:
-        """Assert the command emits exactly ``expected`` and that they apply."""
+    def then(self, *expected: Any, terminal: bool = False) -> list[Any]:
+        """Assert the command emits exactly ``expected`` and that they apply.
+
+        The events are folded with the aggregate's own projector onto the
+        state: it fails if they do not apply, or if they fold a state other
+        than the initial one back to the initial value or None (what a
+        ``match`` projector that forgot their case does), unless
+        ``terminal=True`` says these events really end the aggregate.
+        """
+        __tracebackhide__ = True
         try:
             actual = self._decide()
         except FesError as exc:
@@ -85,7 +101,23 @@ class Specification(Generic[S]):
                 f"{_describe(self)}\nexpected events:\n{_show(expected)}\n"
                 f"actual events:\n{_show(actual)}"
             )
-        self.aggregate.fold(actual, self.state())
+        before = self.state()
+        try:
+            after = self.aggregate.fold(actual, before)
+        except Exception as exc:
+            raise AssertionError(
+                f"{_describe(self)}\nthe events it emitted do not apply to the state "
+                f"{before!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        initial = self.aggregate.initial
+        if actual and not terminal and not _initial(before, initial) and _initial(after, initial):
+            raise AssertionError(
+                f"{_describe(self)}\nthen {'; '.join(map(repr, actual))}\n"
+                f"but the projector of {self.aggregate.name!r} folds them back to {after!r}, "
+                "the initial value: the state is lost\n"
+                "  (a match projector without a case for one of these events does this; "
+                "if they really end the aggregate, write .then(..., terminal=True))"
+            )
         return actual
 
     def then_nothing(self) -> None:
