@@ -36,6 +36,7 @@ from fes.events import Recorded
 from fes.snapshots import restore, take
 from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
 from fes.testing.strategies import (
+    NotEvents,
     Overrides,
     StepResult,
     _histories,
@@ -83,6 +84,7 @@ def _hash(value: Any) -> int | None:
 
 
 def _unchanged(what: str, value: Any, pristine: tuple[bool, Any], hashed: int | None) -> None:
+    __tracebackhide__ = True
     comparable, duplicate = pristine
     if comparable and value != duplicate:
         raise AssertionError(f"{what} mutated its input: {duplicate!r} became {value!r}")
@@ -98,16 +100,28 @@ class Outcome:
     refused: str | None = None
 
 
+def _bug(command: Command, state: Any, args: tuple[Any, ...], exc: Exception) -> AssertionError:
+    """The failure of a command that raised (not a refusal) or returned no events."""
+    if isinstance(exc, NotEvents):
+        return AssertionError(
+            f"command {_call(command, args)} did not return a sequence of events: {exc}\n"
+            f"  on the state {state!r}\n"
+            "  (return a list, [event], even for one event)"
+        )
+    return AssertionError(
+        f"command {_call(command, args)} raised {type(exc).__name__}: {exc}\n"
+        f"  on the state {state!r}\n"
+        "  (only fes.Rejected and fes.errors.CommandError raised by a command are refusals)"
+    )
+
+
 def outcome(command: Command, state: Any, args: tuple[Any, ...]) -> Outcome:
     """Run a command; a refusal becomes a value, any other exception an AssertionError."""
+    __tracebackhide__ = True
     try:
         step = run_step(command, state, args)
     except Exception as exc:
-        raise AssertionError(
-            f"command {_call(command, args)} raised {type(exc).__name__}: {exc}\n"
-            f"  on the state {state!r}\n"
-            "  (only fes.Rejected and fes.CommandError are refusals)"
-        ) from exc
+        raise _bug(command, state, args, exc) from exc
     if step.refused is not None:
         return Outcome(refused=f"{type(step.refused).__name__}: {step.refused}")
     return Outcome(events=step.events)
@@ -118,6 +132,7 @@ def outcome(command: Command, state: Any, args: tuple[Any, ...]) -> Outcome:
 
 def projector_is_pure(aggregate: Aggregate[Any], state: Any, event: Any) -> None:
     """Applying ``event`` to ``state`` twice gives equal states and changes neither."""
+    __tracebackhide__ = True
     what = f"the projector of {aggregate.name!r} applying {event!r} to {state!r}"
     pristine = _pristine((state, event))
     hashed = _hash((state, event))
@@ -142,6 +157,7 @@ def projector_keeps_state(
     aggregate starts over as if nothing had happened.  An event that really
     ends the aggregate, resetting it, is declared in ``terminal``.
     """
+    __tracebackhide__ = True
     if state is None or _same(state, aggregate.initial) or isinstance(event, tuple(terminal)):
         return
     try:
@@ -173,6 +189,7 @@ def command_is_pure(
     aggregate: Aggregate[Any], command: Command, state: Any, args: tuple[Any, ...]
 ) -> Outcome:
     """Running ``command`` twice does the same and changes neither state nor arguments."""
+    __tracebackhide__ = True
     what = f"command {_call(command, args)} of {aggregate.name!r} on {state!r}"
     pristine = _pristine((state, args))
     hashed = _hash((state, args))
@@ -192,6 +209,7 @@ def emitted_events_apply(
 
     Returns the state after them (``state`` itself after a refusal).
     """
+    __tracebackhide__ = True
     done = outcome(command, state, args)
     what = f"command {_call(command, args)} of {aggregate.name!r} on {state!r}"
     for item in done.events:
@@ -208,6 +226,7 @@ def emitted_events_apply(
 
 def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: int) -> None:
     """A snapshot taken after ``history[:at]`` plus the rest folds like all of it."""
+    __tracebackhide__ = True
     snapshot = take(aggregate, _STREAM, at, aggregate.fold(history[:at]))
     resumed = restore(aggregate, snapshot, history[at:])
     folded = aggregate.fold(history)
@@ -221,6 +240,7 @@ def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: 
 
 def codec_roundtrips(event: Any, roundtrip: Callable[[object], object]) -> None:
     """``roundtrip(event)`` (e.g. encode then decode) gives back an equal event."""
+    __tracebackhide__ = True
     try:
         back = roundtrip(event)
     except Exception as exc:
@@ -235,6 +255,7 @@ def codec_roundtrips(event: Any, roundtrip: Callable[[object], object]) -> None:
 
 
 def _fold(law: str, aggregate: Aggregate[Any], history: Sequence[Any]) -> Any:
+    __tracebackhide__ = True
     try:
         return aggregate.fold(history)
     except Exception as exc:
@@ -249,6 +270,7 @@ def _same_outcome(
     law: str, expected: Outcome, combined: Aggregate[Any], key: str, state: Any,
     args: tuple[Any, ...],
 ) -> None:
+    __tracebackhide__ = True
     got = outcome(combined.commands[key], state, args)
     if expected.refused is not None:
         if got.refused is None:
@@ -274,6 +296,7 @@ def neutral_is_identity(
     what ``a`` folds it to; ``step``, a command name and arguments, emits
     the same events in all of them.
     """
+    __tracebackhide__ = True
     law = f"identity law of {aggregate.name!r}"
     state = _fold(law, aggregate, history)
     shapes: list[tuple[Aggregate[Any], Any]] = [
@@ -303,6 +326,7 @@ def combine_is_associative(
     Both fold ``history`` to the same states, regrouped, as ``combine(a, b,
     c)`` and as each part folding the events it owns.
     """
+    __tracebackhide__ = True
     law = f"associativity law of {a.name!r}, {b.name!r}, {c.name!r}"
     (la, lb), lc = _fold(law, combine(combine(a, b), c), history)
     ra, (rb, rc) = _fold(law, combine(a, combine(b, c)), history)
@@ -355,6 +379,7 @@ def view_rebuild_equals_incremental(
     The view must not mutate its states either: a view that appends to its
     initial list would change every later rebuild.
     """
+    __tracebackhide__ = True
     law = f"view law of {view.name!r}"
     pristine = _pristine(view.initial)
     try:
@@ -439,10 +464,22 @@ def check_laws(
     limit = check_budget(budget)
 
     def run(name: str, command: Command, state: Any, arguments: tuple[Any, ...]) -> StepResult:
+        __tracebackhide__ = True
         try:
-            return tally.run(name, command, state, arguments, limit)
+            step = tally.run(name, command, state, arguments, limit)
         except BudgetExceeded as exc:
             raise Abort(exc) from None
+        except Exception as exc:
+            raise _bug(command, state, arguments, exc) from exc
+        try:
+            aggregate.fold(step.events, state)
+        except Exception as exc:
+            raise AssertionError(
+                f"emitted events law of {aggregate.name!r}: command {_call(command, arguments)} "
+                f"emitted {list(step.events)!r}, which do not apply to {state!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return step
 
     runs = _histories(aggregate, table, max_commands, run)
     composable = bool(aggregate.events)
@@ -457,6 +494,7 @@ def check_laws(
     ]
 
     def check(data: st.DataObject) -> None:
+        __tracebackhide__ = True
         history = data.draw(runs, label="history")
         at = data.draw(st.integers(0, len(history)), label="snapshot at")
         if at < len(history):
@@ -507,6 +545,9 @@ def check_laws(
         failure.add_note(tally.summary())
         raise failure from None
     except AssertionError as exc:
+        # Hypothesis names the inner test "check(data=...)": only its draws say anything
+        notes = getattr(exc, "__notes__", [])
+        notes[:] = [n for n in notes if not n.startswith(("Failing test case", "Falsifying"))]
         exc.add_note(tally.summary())
         raise
     try:

@@ -130,6 +130,7 @@ class AggregateMachine(RuleBasedStateMachine):
         self, law: str, then: str, given: Sequence[Any], cause: BaseException | None = None
     ) -> NoReturn:
         """Raise an AssertionError telling the steps so far as given/when/then."""
+        __tracebackhide__ = True
         count = len(self.steps)
         lines = [
             f"aggregate {self.aggregate.name!r} failed: {law} "
@@ -152,6 +153,7 @@ class AggregateMachine(RuleBasedStateMachine):
 
     def run_command(self, name: str, command: Command, args: tuple[Any, ...]) -> None:
         """Run a command on the current state and check everything it did."""
+        __tracebackhide__ = True
         before = self.state
         given = self.given = tuple(self.history)
         copied, pristine = _copy((before, args))
@@ -224,6 +226,7 @@ class AggregateMachine(RuleBasedStateMachine):
     def _check_kept(
         self, name: str, before: Any, events: Sequence[Any], given: Sequence[Any]
     ) -> None:
+        __tracebackhide__ = True
         state = before
         for item in events:
             try:
@@ -234,6 +237,7 @@ class AggregateMachine(RuleBasedStateMachine):
             state = self.aggregate.evolve(state, item)
 
     def _check_roundtrip(self, events: Sequence[Any], given: Sequence[Any]) -> None:
+        __tracebackhide__ = True
         for item in events if self.roundtrips else ():
             try:
                 back = self.roundtrips[0](item)
@@ -251,6 +255,7 @@ class AggregateMachine(RuleBasedStateMachine):
     def _check_snapshot(
         self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
     ) -> None:
+        __tracebackhide__ = True
         snapshot = take(self.aggregate, _STREAM, version, before)
         resumed = restore(self.aggregate, snapshot, events)
         folded = self.aggregate.fold(self.history)
@@ -268,6 +273,7 @@ class AggregateMachine(RuleBasedStateMachine):
     @invariant()
     def check_user_invariants(self) -> None:
         """Check every user invariant on the current state."""
+        __tracebackhide__ = True
         given = self.given
         for check in self.user_invariants:
             name = _label(check)
@@ -311,6 +317,7 @@ def _rule_for(
     admits: Callable[[Any], bool],
 ) -> Callable[..., None]:
     def step(self: AggregateMachine, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
         self.run_command(name, command, args)
 
     # Hypothesis prints a falsifying example as calls of these names
@@ -485,8 +492,11 @@ def check_aggregate(
         raise AssertionError(vacuous)
 
 
-def _story(failure: _Broken, tally: Tally) -> _Broken:
-    """The failure alone, with what the run exercised (not Hypothesis's notes)."""
-    story = _Broken(str(failure), failure.law, failure.calls)
+def _story(failure: _Broken, tally: Tally) -> AssertionError:
+    """The failure alone, with what the run exercised (not Hypothesis's notes).
+
+    A plain AssertionError: the report says it all, the private class would not.
+    """
+    story = AssertionError(str(failure))
     story.add_note(tally.summary())
     return story

@@ -75,6 +75,7 @@ class Specification(Generic[S]):
         return self.aggregate.fold(self.history)
 
     def _decide(self) -> list[Any]:
+        __tracebackhide__ = True
         if self.command is None:
             raise TypeError("this specification has no command: call .when(...) first")
         return decide(self.aggregate, self.command, self.state(), *self.args, **self.kwargs)
@@ -122,12 +123,14 @@ class Specification(Generic[S]):
 
     def then_nothing(self) -> None:
         """Assert the command emits no event."""
+        __tracebackhide__ = True
         self.then()
 
     def then_rejected(
         self, error: type[BaseException] = Rejected, match: str | None = None
     ) -> BaseException:
         """Assert the command raises ``error`` (whose message matches ``match``)."""
+        __tracebackhide__ = True
         try:
             actual = self._decide()
         except error as exc:
@@ -149,6 +152,7 @@ class Specification(Generic[S]):
 
     def then_state(self, expected: S) -> S:
         """Assert the state after the history (and the command's events) is ``expected``."""
+        __tracebackhide__ = True
         state = self.state()
         if self.command is not None:
             state = self.aggregate.fold(self._decide(), state)
@@ -186,6 +190,7 @@ class PolicySpecification:
 
     def then(self, *expected: Intent) -> list[Intent]:
         """Assert the policy returns exactly the ``expected`` intents."""
+        __tracebackhide__ = True
         if self.upstream is None:
             raise TypeError("this specification has no event: call .when(...) first")
         actual = list(self.policy(self.upstream))
@@ -198,6 +203,7 @@ class PolicySpecification:
 
     def then_nothing(self) -> None:
         """Assert the policy ignores the event."""
+        __tracebackhide__ = True
         self.then()
 
 

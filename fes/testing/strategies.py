@@ -41,6 +41,7 @@ from fes.aggregates import Aggregate, Command
 from fes.errors import CommandError, DefinitionError, Rejected
 
 __all__ = [
+    "NotEvents",
     "Overrides",
     "StepResult",
     "accepts_state",
@@ -380,6 +381,10 @@ def argument_strategies(
     return table
 
 
+class NotEvents(CommandError):
+    """A command returned something other than a sequence of events: a bug, not a refusal."""
+
+
 @frozen
 class StepResult:
     """What one command did: the events it emitted, or why it was refused."""
@@ -404,7 +409,7 @@ def run_step(command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
     except (Rejected, CommandError) as exc:
         return StepResult(refused=exc)
     if result is None or isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
-        raise CommandError(
+        raise NotEvents(
             f"command {_name(command)} must return a sequence of events, "
             f"got {type(result).__name__}"
         )
