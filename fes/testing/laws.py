@@ -35,6 +35,7 @@ from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import restore, take
 from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
+from fes.testing.specs import _lost as lost
 from fes.testing.strategies import (
     NotEvents,
     Overrides,
@@ -150,15 +151,18 @@ def projector_is_pure(aggregate: Aggregate[Any], state: Any, event: Any) -> None
 def projector_keeps_state(
     aggregate: Aggregate[Any], state: Any, event: Any, terminal: Sequence[type] = ()
 ) -> None:
-    """Applying ``event`` to a non-initial ``state`` never gives the initial value or None.
+    """Applying ``event`` to a state other than the initial one never loses it.
 
-    A hand-written ``match`` projector that forgets a case returns None (or,
-    with a catch-all, the initial value) for it: the state is lost, and the
-    aggregate starts over as if nothing had happened.  An event that really
-    ends the aggregate, resetting it, is declared in ``terminal``.
+    Lost means folded to None, or to the very initial state object (when it
+    is an attrs instance): a hand-written ``match`` projector that forgets a
+    case falls through to None (or a catch-all returns the initial state),
+    and the aggregate starts over as if nothing had happened.  A new state
+    merely *equal* to the initial one (a room whose one stay was cancelled,
+    a counter back at 0) is not lost.  An event that really ends the
+    aggregate, resetting it, is declared in ``terminal``.
     """
     __tracebackhide__ = True
-    if state is None or _same(state, aggregate.initial) or isinstance(event, tuple(terminal)):
+    if isinstance(event, tuple(terminal)):
         return
     try:
         after = aggregate.evolve(state, event)
@@ -167,22 +171,15 @@ def projector_keeps_state(
             f"the projector of {aggregate.name!r} raised {type(exc).__name__} applying "
             f"{event!r} to {state!r}: {exc}"
         ) from exc
-    if after is None or _same(after, aggregate.initial):
+    if lost(state, after, aggregate.initial):
         raise AssertionError(
             f"projector law of {aggregate.name!r}: applying {event!r} to {state!r} gave "
-            f"back {after!r}, the initial value: the state was lost\n"
+            f"back {after!r}, where the aggregate starts: the state was lost\n"
             "  (a match projector without a case for this event does this; fes.projector "
             "refuses an event it has no case for)\n"
             f"  if {type(event).__qualname__} really ends the aggregate, declare it with "
             f"terminal=[{type(event).__qualname__}]"
         )
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return a is b or bool(a == b)
-    except Exception:
-        return False
 
 
 def command_is_pure(

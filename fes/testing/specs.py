@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import attrs
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
@@ -39,12 +40,17 @@ def _show(items: Sequence[Any]) -> str:
     return "\n".join(f"  {i + 1}. {pprint.pformat(x, width=88)}" for i, x in enumerate(items))
 
 
-def _initial(state: Any, initial: Any) -> bool:
-    """Whether ``state`` is None or equal to the aggregate's initial value."""
-    try:
-        return state is None or state is initial or bool(state == initial)
-    except Exception:
+def _lost(before: Any, after: Any, initial: Any) -> bool:
+    """Whether folding took ``before`` back to where the aggregate starts.
+
+    That is None, or the initial state object itself when it is an attrs
+    instance, from a state that was neither: what a ``match`` projector
+    that forgot a case gives.  A state merely equal to the initial one (a
+    counter back at 0) is a legitimate state, not a loss.
+    """
+    if before is None or before is initial:
         return False
+    return after is None or (after is initial and attrs.has(type(initial)))
 
 
 def _describe(spec: Specification[Any]) -> str:
@@ -111,11 +117,11 @@ class Specification(Generic[S]):
                 f"{before!r}: {type(exc).__name__}: {exc}"
             ) from exc
         initial = self.aggregate.initial
-        if actual and not terminal and not _initial(before, initial) and _initial(after, initial):
+        if actual and not terminal and _lost(before, after, initial):
             raise AssertionError(
                 f"{_describe(self)}\nthen {'; '.join(map(repr, actual))}\n"
                 f"but the projector of {self.aggregate.name!r} folds them back to {after!r}, "
-                "the initial value: the state is lost\n"
+                "where the aggregate starts: the state is lost\n"
                 "  (a match projector without a case for one of these events does this; "
                 "if they really end the aggregate, write .then(..., terminal=True))"
             )
