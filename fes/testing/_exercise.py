@@ -10,23 +10,30 @@ a command never accepted, an event type never produced.
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import hypothesis
-from hypothesis import HealthCheck, Phase
+from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
+from hypothesis.reporting import base_report
 
 from fes.aggregates import Aggregate, Command
 from fes.errors import DefinitionError
-from fes.testing.strategies import StepResult, _histories, run_step, state_filter
+from fes.testing.strategies import (
+    StepResult,
+    _histories,
+    _note,
+    _reason,
+    _tell,
+    run_step,
+    state_filter,
+)
 
 #: Seconds one command may take on one example, unless a check is told otherwise.
 DEFAULT_BUDGET = 10.0
@@ -61,14 +68,6 @@ class Abort(BaseException):
 
 def _call(name: str, args: tuple[Any, ...]) -> str:
     return f"{name}({', '.join(map(repr, args))})"
-
-
-def _reason(exc: BaseException) -> str:
-    """A rejection reason with its numbers blanked, so like reasons group together."""
-    text = re.sub(r"-?\d+(\.\d+)?", "N", str(exc))
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _can_interrupt() -> bool:
@@ -107,11 +106,6 @@ def _timed(
     return result, time.perf_counter() - start
 
 
-def _note(text: str) -> None:
-    with suppress(InvalidArgument):  # outside a Hypothesis test: nothing to tell
-        hypothesis.event(text)
-
-
 class Tally:
     """Counts, over a whole run, what each command did and which events were produced."""
 
@@ -148,17 +142,31 @@ class Tally:
 
     def count(self, name: str, result: StepResult) -> None:
         """Tally one outcome of ``name`` and tell Hypothesis."""
+        _tell(name, result)
         if result.refused is not None:
-            reason = _reason(result.refused)
-            self.rejected.setdefault(name, Counter())[reason] += 1
-            _note(f"{name}: rejected ({reason})")
+            self.rejected.setdefault(name, Counter())[_reason(result.refused)] += 1
             return
         self.accepted[name] += 1
-        _note(f"{name}: accepted")
         for item in result.events:
-            kind = type(item).__qualname__
-            self.produced[kind] += 1
-            _note(f"event {kind}")
+            self.produced[type(item).__qualname__] += 1
+
+    def counts(self) -> Counter[str]:
+        """The counts as one Counter: ``"name: accepted"``, ``"event Type"`` and so on."""
+        counts: Counter[str] = Counter()
+        for name in self.aggregate.commands:
+            counts[f"{name}: accepted"] = self.accepted[name]
+            counts[f"{name}: rejected"] = sum(self.rejected.get(name, Counter()).values())
+            if self.raised[name]:
+                counts[f"{name}: raised"] = self.raised[name]
+        for kind in self.aggregate.events:
+            counts[f"event {kind.__qualname__}"] = self.produced[kind.__qualname__]
+        return counts
+
+    def passed(self, chosen: hypothesis.settings) -> Counter[str]:
+        """At the end of a passing run: show the summary if verbose, return the counts."""
+        if chosen.verbosity >= Verbosity.verbose:
+            base_report(self.summary())
+        return self.counts()
 
     def summary(self) -> str:
         """What the run exercised, one line per command and one for the events."""

@@ -20,6 +20,7 @@ comes back equal.  Requires Hypothesis (``pip install fes-events[testing]``).
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -428,7 +429,7 @@ def check_laws(
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
-) -> None:
+) -> Counter[str]:
     """Check every law on histories that ``aggregate``'s own commands produce.
 
     ``views`` are checked on several interleaved streams of the aggregate;
@@ -447,7 +448,8 @@ def check_laws(
     As in :func:`fes.testing.check_aggregate`, a run fails if some command
     was never accepted or some event type never produced (unless named in
     ``rare``, with the reason), what each command did is told to
-    Hypothesis's statistics and added to a failure, and a command slower
+    Hypothesis's statistics and added to a failure (a passing run returns
+    the counts, as :func:`fes.testing.check_aggregate` does), and a command slower
     than ``budget`` seconds, twice, fails naming it.  No event folds a
     non-initial state back to the initial value or None unless its type is
     in ``terminal`` (see :func:`projector_keeps_state`).
@@ -553,3 +555,4 @@ def check_laws(
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:
         raise AssertionError(vacuous)
+    return tally.passed(chosen)

@@ -23,6 +23,7 @@ Requires Hypothesis (``pip install fes-events[testing]``).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
@@ -428,7 +429,7 @@ def check_aggregate(
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
-) -> None:
+) -> Counter[str]:
     """Run random command sequences on ``aggregate`` and check every step.
 
     A command that raises :class:`fes.Rejected` or :class:`fes.CommandError`
@@ -446,7 +447,10 @@ def check_aggregate(
     accepted at least once and every event type of the aggregate produced,
     except those named in ``rare`` (a command name or event type, with the
     reason, e.g. ``rare={"close": "needs a zero balance"}``).  What each
-    command did is told to Hypothesis's statistics and added to a failure.
+    command did is told to Hypothesis's statistics and added to a failure;
+    a passing run returns the counts (``"withdraw: accepted"``,
+    ``"withdraw: rejected"``, ``"event Withdrawn"``, ...) as a
+    :class:`collections.Counter`, and prints them at verbose verbosity.
     A command that takes longer than ``budget`` seconds on one example, twice
     in a row, fails naming it (``budget=None``: no limit).  An event that folds
     a non-initial state back to the initial value or None fails, unless its
@@ -490,6 +494,7 @@ def check_aggregate(
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:
         raise AssertionError(vacuous)
+    return tally.passed(chosen)
 
 
 def _story(failure: _Broken, tally: Tally) -> AssertionError:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import collections.abc as abc
 import copy
 import enum
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -31,10 +33,12 @@ from typing import Any, TypeVar, Union
 from uuid import UUID
 
 import attrs
+import hypothesis
 import pyrsistent
 import pyrsistent.typing as ptyping
 from attrs import frozen
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from fes import _shapes
 from fes.aggregates import Aggregate, Command
@@ -428,13 +432,46 @@ def histories(
     Each history runs up to ``max_commands`` random commands from the
     initial state (only those whose state annotation admits the current
     state), skipping refused ones and folding the events of the others.
+    What each command did is told to Hypothesis's statistics
+    (``pytest --hypothesis-show-statistics``): ``"withdraw: accepted"``,
+    ``"withdraw: rejected (Rejected: ...)"``, ``"event Withdrawn"``.
     """
     if not aggregate.commands:
         raise DefinitionError(
             f"aggregate {aggregate.name!r} has no commands to build histories with"
         )
     table = argument_strategies(aggregate, args, overrides)
-    return _histories(aggregate, table, max_commands, lambda name, c, s, a: run_step(c, s, a))
+    return _histories(aggregate, table, max_commands, _told)
+
+
+def _told(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
+    """Run a command, telling Hypothesis's statistics what it did."""
+    result = run_step(command, state, args)
+    _tell(name, result)
+    return result
+
+
+def _reason(exc: BaseException) -> str:
+    """A rejection reason with its numbers blanked, so like reasons group together."""
+    text = re.sub(r"-?\d+(\.\d+)?", "N", str(exc))
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _note(text: str) -> None:
+    with suppress(InvalidArgument):  # outside a Hypothesis test: nothing to tell
+        hypothesis.event(text)
+
+
+def _tell(name: str, result: StepResult) -> None:
+    """Tell Hypothesis's statistics what one command did (``--hypothesis-show-statistics``)."""
+    if result.refused is not None:
+        _note(f"{name}: rejected ({_reason(result.refused)})")
+        return
+    _note(f"{name}: accepted")
+    for item in result.events:
+        _note(f"event {type(item).__qualname__}")
 
 
 #: How a history strategy runs one command: (name, command, state, args) -> result.

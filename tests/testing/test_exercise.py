@@ -156,3 +156,13 @@ def test_check_laws_keeps_the_budget_too() -> None:
     with pytest.raises(AssertionError, match=r"unlock\(.*over the budget of 0.2 s"):
         check_laws(slow_safes, settings=FAST, budget=0.2)
     assert time.monotonic() - start < 60
+
+
+def test_a_passing_check_returns_what_it_exercised() -> None:
+    """check_aggregate and check_laws return the counts of outcomes and events."""
+    counts = check_aggregate(safes, settings=FAST, rare=RARE)
+    assert counts["install: accepted"] > 0
+    assert counts["unlock: accepted"] == 0 and counts["unlock: rejected"] > 0
+    assert counts["event Opened"] == counts["install: accepted"]
+    laws = check_laws(safes, settings=FAST, rare=RARE)
+    assert laws["install: accepted"] > 0 and laws["event Unlocked"] == 0
