@@ -429,6 +429,7 @@ def check_laws(
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
+    seed: int | None = None,
 ) -> Counter[str]:
     """Check every law on histories that ``aggregate``'s own commands produce.
 
@@ -452,7 +453,8 @@ def check_laws(
     the counts, as :func:`fes.testing.check_aggregate` does), and a command slower
     than ``budget`` seconds, twice, fails naming it.  No event folds a
     non-initial state back to the initial value or None unless its type is
-    in ``terminal`` (see :func:`projector_keeps_state`).
+    in ``terminal`` (see :func:`projector_keeps_state`).  ``seed`` fixes
+    Hypothesis's search, so two calls try the same examples.
     """
     __tracebackhide__ = True
     if not aggregate.commands:
@@ -537,6 +539,8 @@ def check_laws(
     # the explain phase is skipped: slow here, and each law's message tells what broke
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     test = given(st.data())(check)
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
     try:
         hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)()
     except Abort as stopped:

@@ -33,6 +33,7 @@ from hypothesis import Phase
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    get_state_machine_test,
     invariant,
     precondition,
     rule,
@@ -429,6 +430,7 @@ def check_aggregate(
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
+    seed: int | None = None,
 ) -> Counter[str]:
     """Run random command sequences on ``aggregate`` and check every step.
 
@@ -459,7 +461,9 @@ def check_aggregate(
     ``settings`` defaults to the current Hypothesis profile without a
     deadline.  One failure is reported (``report_multiple_bugs=False``) and
     Hypothesis's explain phase is skipped: it is slow on state machines and
-    the message already tells what happened.
+    the message already tells what happened.  ``seed`` fixes Hypothesis's
+    search, so two calls try the same runs (``derandomize=True`` in the
+    settings does the same with a seed derived from the test).
     """
     __tracebackhide__ = True
     machine = machine_for(
@@ -477,10 +481,11 @@ def check_aggregate(
     chosen = settings if settings is not None else hypothesis.settings(deadline=None)
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     try:
-        run_state_machine_as_test(
-            machine,
-            settings=hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases),
-        )
+        final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
+        if seed is None:
+            run_state_machine_as_test(machine, settings=final)
+        else:
+            hypothesis.seed(seed)(get_state_machine_test(machine, settings=final))()
     except Abort as stopped:
         assert isinstance(stopped.failure, _Broken)
         raise _story(stopped.failure, tally) from None

@@ -166,3 +166,12 @@ def test_a_passing_check_returns_what_it_exercised() -> None:
     assert counts["event Opened"] == counts["install: accepted"]
     laws = check_laws(safes, settings=FAST, rare=RARE)
     assert laws["install: accepted"] > 0 and laws["event Unlocked"] == 0
+
+
+def test_a_seed_makes_two_runs_try_the_same_examples() -> None:
+    """The same seed gives the same counts, for check_aggregate and check_laws."""
+    randomized = settings(max_examples=20, database=None, deadline=None)
+    first = check_aggregate(safes, settings=randomized, rare=RARE, seed=7)
+    assert check_aggregate(safes, settings=randomized, rare=RARE, seed=7) == first
+    laws = check_laws(safes, settings=randomized, rare=RARE, seed=7)
+    assert check_laws(safes, settings=randomized, rare=RARE, seed=7) == laws
