@@ -25,7 +25,7 @@ from attrs import field, frozen
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import FesError, Rejected
 from fes.events import Recorded
-from fes.policies import Intent, Policy
+from fes.policies import Do, Emit, Intent, Policy
 
 __all__ = ["PolicySpecification", "Specification", "given", "given_policy", "recorded"]
 
@@ -182,6 +182,38 @@ def recorded(
     return Recorded(event, stream, version, position, _EPOCH)
 
 
+def _intent(intent: Any) -> str:
+    """An intent in one line, naming its aggregate instead of printing it whole."""
+    if isinstance(intent, Emit):
+        events = "; ".join(map(repr, intent.events)) or "(no events)"
+        return f"Emit to {intent.aggregate.name} {intent.stream!r}: {events}"
+    if isinstance(intent, Do):
+        command = getattr(intent.command, "__name__", None) or repr(intent.command)
+        args = ", ".join(map(repr, intent.args))
+        return f"Do on {intent.aggregate.name} {intent.stream!r}: {command}({args})"
+    return repr(intent)
+
+
+def _show_intents(intents: Sequence[Any]) -> str:
+    if not intents:
+        return "  (nothing)"
+    return "\n".join(f"  {i}. {_intent(x)}" for i, x in enumerate(intents, 1))
+
+
+def _intent_difference(expected: Sequence[Any], actual: Sequence[Any]) -> str:
+    """Position by position, only where the two lists differ."""
+    lines = []
+    for i in range(max(len(expected), len(actual))):
+        if i >= len(actual):
+            lines.append(f"  {i + 1}. missing: {_intent(expected[i])}")
+        elif i >= len(expected):
+            lines.append(f"  {i + 1}. extra:   {_intent(actual[i])}")
+        elif expected[i] != actual[i]:
+            lines.append(f"  {i + 1}. expected: {_intent(expected[i])}")
+            lines.append(f"     actual:   {_intent(actual[i])}")
+    return "\n".join(lines)
+
+
 @frozen
 class PolicySpecification:
     """A policy and, optionally, the upstream event it is given."""
@@ -202,8 +234,10 @@ class PolicySpecification:
         actual = list(self.policy(self.upstream))
         if actual != list(expected):
             raise AssertionError(
+                f"the policy's intents differ:\n{_intent_difference(expected, actual)}\n"
                 f"when policy sees:\n  {pprint.pformat(self.upstream.event, width=88)}\n"
-                f"expected intents:\n{_show(expected)}\nactual intents:\n{_show(actual)}"
+                f"expected intents:\n{_show_intents(expected)}\n"
+                f"actual intents:\n{_show_intents(actual)}"
             )
         return actual
 
