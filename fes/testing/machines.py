@@ -122,6 +122,29 @@ class AggregateMachine(RuleBasedStateMachine):
         self.given: tuple[Any, ...] = ()  # the history before the last command
         self.calls: list[tuple[str, Command, tuple[Any, ...]]] = []  # to replay a failure
 
+    @classmethod
+    def _to_test_case(cls) -> Any:  # type: ignore[override]
+        """Hypothesis's ``TestCase``, run as :func:`check_aggregate` runs the machine.
+
+        Hypothesis's explain phase takes minutes of CPU on a failing state
+        machine and adds nothing to the given/when/then message, so the
+        ``TestCase`` skips it and reports one failure, whatever settings the
+        user assigns to ``TestCase.settings``.
+        """
+        case = super()._to_test_case()
+
+        def runTest(self: Any) -> None:
+            __tracebackhide__ = True
+            chosen: hypothesis.settings = self.settings
+            phases = [phase for phase in chosen.phases if phase is not Phase.explain]
+            final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
+            run_state_machine_as_test(cls, settings=final)
+
+        runTest.is_hypothesis_test = True  # type: ignore[attr-defined]
+        runTest._hypothesis_state_machine_class = cls  # type: ignore[attr-defined]
+        case.runTest = runTest  # type: ignore[method-assign]
+        return case
+
     # --- reporting -------------------------------------------------------
 
     def _given(self, events: Sequence[Any]) -> str:

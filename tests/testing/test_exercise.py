@@ -13,7 +13,7 @@ import fes
 from fes.errors import DefinitionError
 from fes.examples import bank
 from fes.testing.laws import check_laws
-from fes.testing.machines import check_aggregate
+from fes.testing.machines import check_aggregate, machine_for
 
 #: Few examples, the same in every run: these tests are about what a run did.
 FAST = settings(max_examples=40, database=None, deadline=None, derandomize=True)
@@ -175,3 +175,17 @@ def test_a_seed_makes_two_runs_try_the_same_examples() -> None:
     assert check_aggregate(safes, settings=randomized, rare=RARE, seed=7) == first
     laws = check_laws(safes, settings=randomized, rare=RARE, seed=7)
     assert check_laws(safes, settings=randomized, rare=RARE, seed=7) == laws
+
+
+def test_machine_for_testcase_reports_a_failure_without_the_explain_phase() -> None:
+    """machine_for's TestCase skips Hypothesis's slow explain phase, even with user settings."""
+
+    def never_open(safe: Safe | None) -> bool:
+        return safe is None
+
+    case = machine_for(safes, [never_open]).TestCase
+    case.settings = settings(max_examples=50, database=None, deadline=None, derandomize=True)
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match="invariant never_open"):
+        case().runTest()
+    assert time.monotonic() - start < 30
