@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,17 @@ FAILING = textwrap.dedent(
 
     def test_spec():
         given(bank.accounts, bank.AccountOpened("Ada")).when(bank.deposit, 5).then()
+
+    def test_system():
+        from testing.test_simulation import SHOP_INPUTS, shop
+        from fes.testing.simulation import check_system
+
+        def every_order_is_paid(final):
+            orders = final.states("orders", shop.order).values()
+            return all(o.status == "paid" for o in orders)
+
+        check_system(shop.system, SHOP_INPUTS, [every_order_is_paid], seed=6,
+                     settings=settings(max_examples=50, database=None, deadline=None))
     '''
 )
 
@@ -44,16 +56,19 @@ def run_pytest(tmp_path: Path) -> str:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov",
          "-p", "no:randomly", str(module)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     return done.stdout + done.stderr
 
 
 def test_pytest_reports_show_no_fes_frames(tmp_path: Path) -> None:
-    """check_aggregate and the specs fail in the test's own line, with fes's frames hidden."""
+    """check_aggregate, check_system and the specs fail in the test's line, fes's frames hidden."""
     output = run_pytest(tmp_path)
-    assert "2 failed" in output
+    assert "3 failed" in output
     assert "fes/testing/machines.py" not in output
     assert "fes/testing/specs.py" not in output
+    assert "fes/testing/simulation" not in output
+    assert "the simulated run breaks 1 invariant" in output
     assert "then invariant never_positive failed" in output
     assert "AssertionError: aggregate 'account' failed" in output
 
