@@ -85,12 +85,17 @@ def _interrupt_after(seconds: float) -> Iterator[None]:
         raise OverBudget
 
     previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    # a timer already set (pytest-timeout's, say) is put back afterwards, less the time spent
+    pending, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if pending > 0:
+            left = max(pending - (time.monotonic() - start), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 def _timed(

@@ -189,3 +189,16 @@ def test_machine_for_testcase_reports_a_failure_without_the_explain_phase() -> N
     with pytest.raises(AssertionError, match="invariant never_open"):
         case().runTest()
     assert time.monotonic() - start < 30
+
+
+def test_the_budget_puts_back_a_timer_already_set() -> None:
+    """A SIGALRM timer set before a check (pytest-timeout's, say) still runs afterwards."""
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, 1000)
+    try:
+        check_aggregate(safes, settings=FAST, rare=RARE)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 900 < left < 1000
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
