@@ -20,6 +20,7 @@ comes back equal.  Requires Hypothesis (``pip install fes-events[testing]``).
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,10 +32,16 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 
 from fes.aggregates import Aggregate, Command, combine, neutral
+from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import restore, take
+from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
+from fes.testing.specs import _lost as lost
 from fes.testing.strategies import (
+    NotEvents,
     Overrides,
+    StepResult,
+    _histories,
     _pristine,
     argument_strategies,
     histories,
@@ -56,6 +63,7 @@ __all__ = [
     "neutral_is_identity",
     "outcome",
     "projector_is_pure",
+    "projector_keeps_state",
     "recorded_history",
     "snapshot_equals_fold",
     "view_rebuild_equals_incremental",
@@ -78,6 +86,7 @@ def _hash(value: Any) -> int | None:
 
 
 def _unchanged(what: str, value: Any, pristine: tuple[bool, Any], hashed: int | None) -> None:
+    __tracebackhide__ = True
     comparable, duplicate = pristine
     if comparable and value != duplicate:
         raise AssertionError(f"{what} mutated its input: {duplicate!r} became {value!r}")
@@ -93,16 +102,28 @@ class Outcome:
     refused: str | None = None
 
 
+def _bug(command: Command, state: Any, args: tuple[Any, ...], exc: Exception) -> AssertionError:
+    """The failure of a command that raised (not a refusal) or returned no events."""
+    if isinstance(exc, NotEvents):
+        return AssertionError(
+            f"command {_call(command, args)} did not return a sequence of events: {exc}\n"
+            f"  on the state {state!r}\n"
+            "  (return a list, [event], even for one event)"
+        )
+    return AssertionError(
+        f"command {_call(command, args)} raised {type(exc).__name__}: {exc}\n"
+        f"  on the state {state!r}\n"
+        "  (only fes.Rejected and fes.errors.CommandError raised by a command are refusals)"
+    )
+
+
 def outcome(command: Command, state: Any, args: tuple[Any, ...]) -> Outcome:
     """Run a command; a refusal becomes a value, any other exception an AssertionError."""
+    __tracebackhide__ = True
     try:
         step = run_step(command, state, args)
     except Exception as exc:
-        raise AssertionError(
-            f"command {_call(command, args)} raised {type(exc).__name__}: {exc}\n"
-            f"  on the state {state!r}\n"
-            "  (only fes.Rejected and fes.CommandError are refusals)"
-        ) from exc
+        raise _bug(command, state, args, exc) from exc
     if step.refused is not None:
         return Outcome(refused=f"{type(step.refused).__name__}: {step.refused}")
     return Outcome(events=step.events)
@@ -113,6 +134,7 @@ def outcome(command: Command, state: Any, args: tuple[Any, ...]) -> Outcome:
 
 def projector_is_pure(aggregate: Aggregate[Any], state: Any, event: Any) -> None:
     """Applying ``event`` to ``state`` twice gives equal states and changes neither."""
+    __tracebackhide__ = True
     what = f"the projector of {aggregate.name!r} applying {event!r} to {state!r}"
     pristine = _pristine((state, event))
     hashed = _hash((state, event))
@@ -127,10 +149,45 @@ def projector_is_pure(aggregate: Aggregate[Any], state: Any, event: Any) -> None
         raise AssertionError(f"{what} is not deterministic: it gave {first!r}, then {second!r}")
 
 
+def projector_keeps_state(
+    aggregate: Aggregate[Any], state: Any, event: Any, terminal: Sequence[type] = ()
+) -> None:
+    """Applying ``event`` to a state other than the initial one never loses it.
+
+    Lost means folded to None, or to the very initial state object (when it
+    is an attrs instance): a hand-written ``match`` projector that forgets a
+    case falls through to None (or a catch-all returns the initial state),
+    and the aggregate starts over as if nothing had happened.  A new state
+    merely *equal* to the initial one (a room whose one stay was cancelled,
+    a counter back at 0) is not lost.  An event that really ends the
+    aggregate, resetting it, is declared in ``terminal``.
+    """
+    __tracebackhide__ = True
+    if isinstance(event, tuple(terminal)):
+        return
+    try:
+        after = aggregate.evolve(state, event)
+    except Exception as exc:
+        raise AssertionError(
+            f"the projector of {aggregate.name!r} raised {type(exc).__name__} applying "
+            f"{event!r} to {state!r}: {exc}"
+        ) from exc
+    if lost(state, after, aggregate.initial):
+        raise AssertionError(
+            f"projector law of {aggregate.name!r}: applying {event!r} to {state!r} gave "
+            f"back {after!r}, where the aggregate starts: the state was lost\n"
+            "  (a match projector without a case for this event does this; fes.projector "
+            "refuses an event it has no case for)\n"
+            f"  if {type(event).__qualname__} really ends the aggregate, declare it with "
+            f"terminal=[{type(event).__qualname__}]"
+        )
+
+
 def command_is_pure(
     aggregate: Aggregate[Any], command: Command, state: Any, args: tuple[Any, ...]
 ) -> Outcome:
     """Running ``command`` twice does the same and changes neither state nor arguments."""
+    __tracebackhide__ = True
     what = f"command {_call(command, args)} of {aggregate.name!r} on {state!r}"
     pristine = _pristine((state, args))
     hashed = _hash((state, args))
@@ -150,6 +207,7 @@ def emitted_events_apply(
 
     Returns the state after them (``state`` itself after a refusal).
     """
+    __tracebackhide__ = True
     done = outcome(command, state, args)
     what = f"command {_call(command, args)} of {aggregate.name!r} on {state!r}"
     for item in done.events:
@@ -166,6 +224,7 @@ def emitted_events_apply(
 
 def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: int) -> None:
     """A snapshot taken after ``history[:at]`` plus the rest folds like all of it."""
+    __tracebackhide__ = True
     snapshot = take(aggregate, _STREAM, at, aggregate.fold(history[:at]))
     resumed = restore(aggregate, snapshot, history[at:])
     folded = aggregate.fold(history)
@@ -179,6 +238,7 @@ def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: 
 
 def codec_roundtrips(event: Any, roundtrip: Callable[[object], object]) -> None:
     """``roundtrip(event)`` (e.g. encode then decode) gives back an equal event."""
+    __tracebackhide__ = True
     try:
         back = roundtrip(event)
     except Exception as exc:
@@ -193,6 +253,7 @@ def codec_roundtrips(event: Any, roundtrip: Callable[[object], object]) -> None:
 
 
 def _fold(law: str, aggregate: Aggregate[Any], history: Sequence[Any]) -> Any:
+    __tracebackhide__ = True
     try:
         return aggregate.fold(history)
     except Exception as exc:
@@ -207,6 +268,7 @@ def _same_outcome(
     law: str, expected: Outcome, combined: Aggregate[Any], key: str, state: Any,
     args: tuple[Any, ...],
 ) -> None:
+    __tracebackhide__ = True
     got = outcome(combined.commands[key], state, args)
     if expected.refused is not None:
         if got.refused is None:
@@ -232,6 +294,7 @@ def neutral_is_identity(
     what ``a`` folds it to; ``step``, a command name and arguments, emits
     the same events in all of them.
     """
+    __tracebackhide__ = True
     law = f"identity law of {aggregate.name!r}"
     state = _fold(law, aggregate, history)
     shapes: list[tuple[Aggregate[Any], Any]] = [
@@ -261,6 +324,7 @@ def combine_is_associative(
     Both fold ``history`` to the same states, regrouped, as ``combine(a, b,
     c)`` and as each part folding the events it owns.
     """
+    __tracebackhide__ = True
     law = f"associativity law of {a.name!r}, {b.name!r}, {c.name!r}"
     (la, lb), lc = _fold(law, combine(combine(a, b), c), history)
     ra, (rb, rc) = _fold(law, combine(a, combine(b, c)), history)
@@ -313,6 +377,7 @@ def view_rebuild_equals_incremental(
     The view must not mutate its states either: a view that appends to its
     initial list would change every later rebuild.
     """
+    __tracebackhide__ = True
     law = f"view law of {view.name!r}"
     pristine = _pristine(view.initial)
     try:
@@ -361,7 +426,11 @@ def check_laws(
     overrides: Overrides | None = None,
     settings: hypothesis.settings | None = None,
     max_commands: int = 10,
-) -> None:
+    rare: Rare | None = None,
+    budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
+    seed: int | None = None,
+) -> Counter[str]:
     """Check every law on histories that ``aggregate``'s own commands produce.
 
     ``views`` are checked on several interleaved streams of the aggregate;
@@ -376,10 +445,44 @@ def check_laws(
     ``AssertionError``.  ``settings`` defaults to the current Hypothesis
     profile with no deadline; one failure is reported, without Hypothesis's
     (slow) explain phase.
+
+    As in :func:`fes.testing.check_aggregate`, a run fails if some command
+    was never accepted or some event type never produced (unless named in
+    ``rare``, with the reason), what each command did is told to
+    Hypothesis's statistics and added to a failure (a passing run returns
+    the counts, as :func:`fes.testing.check_aggregate` does), and a command slower
+    than ``budget`` seconds, twice, fails naming it.  No event folds a
+    non-initial state back to the initial value or None unless its type is
+    in ``terminal`` (see :func:`projector_keeps_state`).  ``seed`` fixes
+    Hypothesis's search, so two calls try the same examples.
     """
+    __tracebackhide__ = True
+    if not aggregate.commands:
+        raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
     table = argument_strategies(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
-    runs = histories(aggregate, args=args, overrides=overrides, max_commands=max_commands)
+    tally = Tally(aggregate, rare)
+    limit = check_budget(budget)
+
+    def run(name: str, command: Command, state: Any, arguments: tuple[Any, ...]) -> StepResult:
+        __tracebackhide__ = True
+        try:
+            step = tally.run(name, command, state, arguments, limit)
+        except BudgetExceeded as exc:
+            raise Abort(exc) from None
+        except Exception as exc:
+            raise _bug(command, state, arguments, exc) from exc
+        try:
+            aggregate.fold(step.events, state)
+        except Exception as exc:
+            raise AssertionError(
+                f"emitted events law of {aggregate.name!r}: command {_call(command, arguments)} "
+                f"emitted {list(step.events)!r}, which do not apply to {state!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return step
+
+    runs = _histories(aggregate, table, max_commands, run)
     composable = bool(aggregate.events)
     parts = [aggregate, *others]
     copy_number = 2
@@ -392,10 +495,15 @@ def check_laws(
     ]
 
     def check(data: st.DataObject) -> None:
+        __tracebackhide__ = True
         history = data.draw(runs, label="history")
         at = data.draw(st.integers(0, len(history)), label="snapshot at")
         if at < len(history):
             projector_is_pure(aggregate, aggregate.fold(history[:at]), history[at])
+        state = aggregate.initial
+        for item in history:
+            projector_keeps_state(aggregate, state, item, terminal)
+            state = aggregate.evolve(state, item)
         snapshot_equals_fold(aggregate, history, at)
         if roundtrip is not None:
             for item in history:
@@ -407,6 +515,7 @@ def check_laws(
             name = data.draw(st.sampled_from(usable), label="command")
             arguments = data.draw(table[name], label="arguments")
             command = aggregate.commands[name]
+            run(name, command, state, arguments)
             command_is_pure(aggregate, command, state, arguments)
             emitted_events_apply(aggregate, command, state, arguments)
             step = (name, arguments)
@@ -430,4 +539,24 @@ def check_laws(
     # the explain phase is skipped: slow here, and each law's message tells what broke
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     test = given(st.data())(check)
-    hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)()
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
+    try:
+        hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)(test)()
+    except Abort as stopped:
+        failure = AssertionError(f"time budget of {aggregate.name!r}: {stopped.failure}")
+        failure.add_note(tally.summary())
+        raise failure from None
+    except AssertionError as exc:
+        # Hypothesis names the inner test "check(data=...)": only its draws say anything
+        notes = getattr(exc, "__notes__", [])
+        notes[:] = [n for n in notes if not n.startswith(("Failing test case", "Falsifying"))]
+        exc.add_note(tally.summary())
+        raise
+    try:
+        vacuous = tally.confirm(table, max_commands, limit)
+    except Abort as stopped:
+        raise AssertionError(str(stopped.failure)) from None
+    if vacuous is not None:
+        raise AssertionError(vacuous)
+    return tally.passed(chosen)

@@ -23,6 +23,7 @@ Requires Hypothesis (``pip install fes-events[testing]``).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
@@ -32,6 +33,7 @@ from hypothesis import Phase
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    get_state_machine_test,
     invariant,
     precondition,
     rule,
@@ -40,10 +42,18 @@ from hypothesis.stateful import (
 
 from fes.aggregates import Aggregate, Command
 from fes.snapshots import restore, take
+from fes.testing._exercise import (
+    DEFAULT_BUDGET,
+    Abort,
+    BudgetExceeded,
+    Rare,
+    Tally,
+    check_budget,
+)
+from fes.testing.laws import projector_keeps_state
 from fes.testing.strategies import (
     Overrides,
     argument_strategies,
-    run_step,
     state_filter,
 )
 from fes.testing.strategies import _callable_name as _label
@@ -97,6 +107,12 @@ class AggregateMachine(RuleBasedStateMachine):
     snapshots: ClassVar[bool] = True
     #: For each command name, whether its state annotation admits a state.
     admits: ClassVar[Mapping[str, Callable[[Any], bool]]] = {}
+    #: Event types that may fold a state back to the initial value (they end it).
+    terminal: ClassVar[tuple[type, ...]] = ()
+    #: Seconds one command may take on one example (None: no budget).
+    budget: ClassVar[float | None] = DEFAULT_BUDGET
+    #: What the commands did, counted over every run of this class.
+    tally: ClassVar[Tally]
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,6 +121,29 @@ class AggregateMachine(RuleBasedStateMachine):
         self.steps: list[Step] = []
         self.given: tuple[Any, ...] = ()  # the history before the last command
         self.calls: list[tuple[str, Command, tuple[Any, ...]]] = []  # to replay a failure
+
+    @classmethod
+    def _to_test_case(cls) -> Any:  # type: ignore[override]
+        """Hypothesis's ``TestCase``, run as :func:`check_aggregate` runs the machine.
+
+        Hypothesis's explain phase takes minutes of CPU on a failing state
+        machine and adds nothing to the given/when/then message, so the
+        ``TestCase`` skips it and reports one failure, whatever settings the
+        user assigns to ``TestCase.settings``.
+        """
+        case = super()._to_test_case()
+
+        def runTest(self: Any) -> None:
+            __tracebackhide__ = True
+            chosen: hypothesis.settings = self.settings
+            phases = [phase for phase in chosen.phases if phase is not Phase.explain]
+            final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
+            run_state_machine_as_test(cls, settings=final)
+
+        runTest.is_hypothesis_test = True  # type: ignore[attr-defined]
+        runTest._hypothesis_state_machine_class = cls  # type: ignore[attr-defined]
+        case.runTest = runTest  # type: ignore[method-assign]
+        return case
 
     # --- reporting -------------------------------------------------------
 
@@ -116,6 +155,7 @@ class AggregateMachine(RuleBasedStateMachine):
         self, law: str, then: str, given: Sequence[Any], cause: BaseException | None = None
     ) -> NoReturn:
         """Raise an AssertionError telling the steps so far as given/when/then."""
+        __tracebackhide__ = True
         count = len(self.steps)
         lines = [
             f"aggregate {self.aggregate.name!r} failed: {law} "
@@ -138,13 +178,22 @@ class AggregateMachine(RuleBasedStateMachine):
 
     def run_command(self, name: str, command: Command, args: tuple[Any, ...]) -> None:
         """Run a command on the current state and check everything it did."""
+        __tracebackhide__ = True
         before = self.state
         given = self.given = tuple(self.history)
         copied, pristine = _copy((before, args))
         self.calls.append((name, command, args))
         self.steps.append(Step(name, args, "(running)"))
         try:
-            step = run_step(command, before, args)
+            step = self.tally.run(name, command, before, args, self.budget)
+        except BudgetExceeded as exc:
+            self.steps[-1] = Step(name, args, "(over the time budget)")
+            try:
+                self.fail("time budget", str(exc), given)
+            except _Broken as failure:
+                if self.tally.abort:
+                    raise Abort(failure) from None
+                raise
         except Exception as exc:
             self.steps[-1] = Step(name, args, f"raised {type(exc).__name__}")
             self.fail(
@@ -183,6 +232,7 @@ class AggregateMachine(RuleBasedStateMachine):
                 given,
                 exc,
             )
+        self._check_kept(name, before, events, given)
         if copied and before != pristine[0]:
             self.fail(
                 f"the projector mutated its input applying the events of {name}",
@@ -198,7 +248,21 @@ class AggregateMachine(RuleBasedStateMachine):
             self._check_snapshot(stored, len(given), events, after, given)
         self.state = after
 
+    def _check_kept(
+        self, name: str, before: Any, events: Sequence[Any], given: Sequence[Any]
+    ) -> None:
+        __tracebackhide__ = True
+        state = before
+        for item in events:
+            try:
+                projector_keeps_state(self.aggregate, state, item, self.terminal)
+            except AssertionError as exc:
+                law = f"the projector lost the state applying the events of {name}"
+                self.fail(law, str(exc), given)
+            state = self.aggregate.evolve(state, item)
+
     def _check_roundtrip(self, events: Sequence[Any], given: Sequence[Any]) -> None:
+        __tracebackhide__ = True
         for item in events if self.roundtrips else ():
             try:
                 back = self.roundtrips[0](item)
@@ -216,6 +280,7 @@ class AggregateMachine(RuleBasedStateMachine):
     def _check_snapshot(
         self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
     ) -> None:
+        __tracebackhide__ = True
         snapshot = take(self.aggregate, _STREAM, version, before)
         resumed = restore(self.aggregate, snapshot, events)
         folded = self.aggregate.fold(self.history)
@@ -233,6 +298,7 @@ class AggregateMachine(RuleBasedStateMachine):
     @invariant()
     def check_user_invariants(self) -> None:
         """Check every user invariant on the current state."""
+        __tracebackhide__ = True
         given = self.given
         for check in self.user_invariants:
             name = _label(check)
@@ -276,6 +342,7 @@ def _rule_for(
     admits: Callable[[Any], bool],
 ) -> Callable[..., None]:
     def step(self: AggregateMachine, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
         self.run_command(name, command, args)
 
     # Hypothesis prints a falsifying example as calls of these names
@@ -293,6 +360,8 @@ def machine_for(
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
+    budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
 ) -> type[AggregateMachine]:
     """A ``RuleBasedStateMachine`` class running ``aggregate``'s commands.
 
@@ -301,6 +370,9 @@ def machine_for(
     strategy per command name) or from its annotations (with
     ``overrides``).  Use ``machine_for(...).TestCase`` to collect it with
     pytest or unittest, or :func:`check_aggregate` to run it at once.
+    Each command outcome and event type is told to Hypothesis's statistics
+    (``pytest --hypothesis-show-statistics``) and counted in ``tally``; a
+    command slower than ``budget`` seconds, twice, fails.
     """
     table = argument_strategies(aggregate, args, overrides)
     taken: set[str] = set()
@@ -309,6 +381,9 @@ def machine_for(
         "user_invariants": tuple(invariants),
         "roundtrips": () if roundtrip is None else (roundtrip,),
         "snapshots": snapshots,
+        "budget": check_budget(budget),
+        "terminal": tuple(terminal),
+        "tally": Tally(aggregate),
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
     }
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
@@ -375,7 +450,11 @@ def check_aggregate(
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
-) -> None:
+    rare: Rare | None = None,
+    budget: float | None = DEFAULT_BUDGET,
+    terminal: Sequence[type] = (),
+    seed: int | None = None,
+) -> Counter[str]:
     """Run random command sequences on ``aggregate`` and check every step.
 
     A command that raises :class:`fes.Rejected` or :class:`fes.CommandError`
@@ -389,11 +468,27 @@ def check_aggregate(
     then by replaying it without some commands, and raised as an
     ``AssertionError`` whose message tells the story as given/when/then.
 
+    A run that exercised too little fails too: every command must be
+    accepted at least once and every event type of the aggregate produced,
+    except those named in ``rare`` (a command name or event type, with the
+    reason, e.g. ``rare={"close": "needs a zero balance"}``).  What each
+    command did is told to Hypothesis's statistics and added to a failure;
+    a passing run returns the counts (``"withdraw: accepted"``,
+    ``"withdraw: rejected"``, ``"event Withdrawn"``, ...) as a
+    :class:`collections.Counter`, and prints them at verbose verbosity.
+    A command that takes longer than ``budget`` seconds on one example, twice
+    in a row, fails naming it (``budget=None``: no limit).  An event that folds
+    a non-initial state back to the initial value or None fails, unless its
+    type is in ``terminal``: a projector that forgot a case does that.
+
     ``settings`` defaults to the current Hypothesis profile without a
     deadline.  One failure is reported (``report_multiple_bugs=False``) and
     Hypothesis's explain phase is skipped: it is slow on state machines and
-    the message already tells what happened.
+    the message already tells what happened.  ``seed`` fixes Hypothesis's
+    search, so two calls try the same runs (``derandomize=True`` in the
+    settings does the same with a seed derived from the test).
     """
+    __tracebackhide__ = True
     machine = machine_for(
         aggregate,
         invariants,
@@ -401,17 +496,40 @@ def check_aggregate(
         overrides=overrides,
         roundtrip=roundtrip,
         snapshots=snapshots,
+        budget=budget,
+        terminal=terminal,
     )
+    tally = machine.tally = Tally(aggregate, rare)
+    tally.abort = True
     chosen = settings if settings is not None else hypothesis.settings(deadline=None)
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     try:
-        run_state_machine_as_test(
-            machine,
-            settings=hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases),
-        )
+        final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
+        if seed is None:
+            run_state_machine_as_test(machine, settings=final)
+        else:
+            hypothesis.seed(seed)(get_state_machine_test(machine, settings=final))()
+    except Abort as stopped:
+        assert isinstance(stopped.failure, _Broken)
+        raise _story(stopped.failure, tally) from None
     except _Broken as failure:
         shortest = _shorten(machine, failure)
-        if shortest is failure:
-            raise
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
-        raise shortest from shortest.__cause__
+        raise _story(shortest, tally) from shortest.__cause__
+    try:
+        vacuous = tally.confirm(argument_strategies(aggregate, args, overrides), 10, budget)
+    except Abort as stopped:
+        raise AssertionError(str(stopped.failure)) from None
+    if vacuous is not None:
+        raise AssertionError(vacuous)
+    return tally.passed(chosen)
+
+
+def _story(failure: _Broken, tally: Tally) -> AssertionError:
+    """The failure alone, with what the run exercised (not Hypothesis's notes).
+
+    A plain AssertionError: the report says it all, the private class would not.
+    """
+    story = AssertionError(str(failure))
+    story.add_note(tally.summary())
+    return story

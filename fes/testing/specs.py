@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import attrs
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import FesError, Rejected
 from fes.events import Recorded
-from fes.policies import Intent, Policy
+from fes.policies import Do, Emit, Intent, Policy
 
 __all__ = ["PolicySpecification", "Specification", "given", "given_policy", "recorded"]
 
@@ -37,6 +38,19 @@ def _show(items: Sequence[Any]) -> str:
     if not items:
         return "  (nothing)"
     return "\n".join(f"  {i + 1}. {pprint.pformat(x, width=88)}" for i, x in enumerate(items))
+
+
+def _lost(before: Any, after: Any, initial: Any) -> bool:
+    """Whether folding took ``before`` back to where the aggregate starts.
+
+    That is None, or the initial state object itself when it is an attrs
+    instance, from a state that was neither: what a ``match`` projector
+    that forgot a case gives.  A state merely equal to the initial one (a
+    counter back at 0) is a legitimate state, not a loss.
+    """
+    if before is None or before is initial:
+        return False
+    return after is None or (after is initial and attrs.has(type(initial)))
 
 
 def _describe(spec: Specification[Any]) -> str:
@@ -67,12 +81,21 @@ class Specification(Generic[S]):
         return self.aggregate.fold(self.history)
 
     def _decide(self) -> list[Any]:
+        __tracebackhide__ = True
         if self.command is None:
             raise TypeError("this specification has no command: call .when(...) first")
         return decide(self.aggregate, self.command, self.state(), *self.args, **self.kwargs)
 
-    def then(self, *expected: Any) -> list[Any]:
-        """Assert the command emits exactly ``expected`` and that they apply."""
+    def then(self, *expected: Any, terminal: bool = False) -> list[Any]:
+        """Assert the command emits exactly ``expected`` and that they apply.
+
+        The events are folded with the aggregate's own projector onto the
+        state: it fails if they do not apply, or if they fold a state other
+        than the initial one back to the initial value or None (what a
+        ``match`` projector that forgot their case does), unless
+        ``terminal=True`` says these events really end the aggregate.
+        """
+        __tracebackhide__ = True
         try:
             actual = self._decide()
         except FesError as exc:
@@ -85,17 +108,35 @@ class Specification(Generic[S]):
                 f"{_describe(self)}\nexpected events:\n{_show(expected)}\n"
                 f"actual events:\n{_show(actual)}"
             )
-        self.aggregate.fold(actual, self.state())
+        before = self.state()
+        try:
+            after = self.aggregate.fold(actual, before)
+        except Exception as exc:
+            raise AssertionError(
+                f"{_describe(self)}\nthe events it emitted do not apply to the state "
+                f"{before!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        initial = self.aggregate.initial
+        if actual and not terminal and _lost(before, after, initial):
+            raise AssertionError(
+                f"{_describe(self)}\nthen {'; '.join(map(repr, actual))}\n"
+                f"but the projector of {self.aggregate.name!r} folds them back to {after!r}, "
+                "where the aggregate starts: the state is lost\n"
+                "  (a match projector without a case for one of these events does this; "
+                "if they really end the aggregate, write .then(..., terminal=True))"
+            )
         return actual
 
     def then_nothing(self) -> None:
         """Assert the command emits no event."""
+        __tracebackhide__ = True
         self.then()
 
     def then_rejected(
         self, error: type[BaseException] = Rejected, match: str | None = None
     ) -> BaseException:
         """Assert the command raises ``error`` (whose message matches ``match``)."""
+        __tracebackhide__ = True
         try:
             actual = self._decide()
         except error as exc:
@@ -117,6 +158,7 @@ class Specification(Generic[S]):
 
     def then_state(self, expected: S) -> S:
         """Assert the state after the history (and the command's events) is ``expected``."""
+        __tracebackhide__ = True
         state = self.state()
         if self.command is not None:
             state = self.aggregate.fold(self._decide(), state)
@@ -140,6 +182,38 @@ def recorded(
     return Recorded(event, stream, version, position, _EPOCH)
 
 
+def _intent(intent: Any) -> str:
+    """An intent in one line, naming its aggregate instead of printing it whole."""
+    if isinstance(intent, Emit):
+        events = "; ".join(map(repr, intent.events)) or "(no events)"
+        return f"Emit to {intent.aggregate.name} {intent.stream!r}: {events}"
+    if isinstance(intent, Do):
+        command = getattr(intent.command, "__name__", None) or repr(intent.command)
+        args = ", ".join(map(repr, intent.args))
+        return f"Do on {intent.aggregate.name} {intent.stream!r}: {command}({args})"
+    return repr(intent)
+
+
+def _show_intents(intents: Sequence[Any]) -> str:
+    if not intents:
+        return "  (nothing)"
+    return "\n".join(f"  {i}. {_intent(x)}" for i, x in enumerate(intents, 1))
+
+
+def _intent_difference(expected: Sequence[Any], actual: Sequence[Any]) -> str:
+    """Position by position, only where the two lists differ."""
+    lines = []
+    for i in range(max(len(expected), len(actual))):
+        if i >= len(actual):
+            lines.append(f"  {i + 1}. missing: {_intent(expected[i])}")
+        elif i >= len(expected):
+            lines.append(f"  {i + 1}. extra:   {_intent(actual[i])}")
+        elif expected[i] != actual[i]:
+            lines.append(f"  {i + 1}. expected: {_intent(expected[i])}")
+            lines.append(f"     actual:   {_intent(actual[i])}")
+    return "\n".join(lines)
+
+
 @frozen
 class PolicySpecification:
     """A policy and, optionally, the upstream event it is given."""
@@ -154,18 +228,22 @@ class PolicySpecification:
 
     def then(self, *expected: Intent) -> list[Intent]:
         """Assert the policy returns exactly the ``expected`` intents."""
+        __tracebackhide__ = True
         if self.upstream is None:
             raise TypeError("this specification has no event: call .when(...) first")
         actual = list(self.policy(self.upstream))
         if actual != list(expected):
             raise AssertionError(
+                f"the policy's intents differ:\n{_intent_difference(expected, actual)}\n"
                 f"when policy sees:\n  {pprint.pformat(self.upstream.event, width=88)}\n"
-                f"expected intents:\n{_show(expected)}\nactual intents:\n{_show(actual)}"
+                f"expected intents:\n{_show_intents(expected)}\n"
+                f"actual intents:\n{_show_intents(actual)}"
             )
         return actual
 
     def then_nothing(self) -> None:
         """Assert the policy ignores the event."""
+        __tracebackhide__ = True
         self.then()
 
 

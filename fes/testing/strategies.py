@@ -21,9 +21,11 @@ from __future__ import annotations
 import collections.abc as abc
 import copy
 import enum
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -31,16 +33,19 @@ from typing import Any, TypeVar, Union
 from uuid import UUID
 
 import attrs
+import hypothesis
 import pyrsistent
 import pyrsistent.typing as ptyping
 from attrs import frozen
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from fes import _shapes
 from fes.aggregates import Aggregate, Command
 from fes.errors import CommandError, DefinitionError, Rejected
 
 __all__ = [
+    "NotEvents",
     "Overrides",
     "StepResult",
     "accepts_state",
@@ -380,6 +385,10 @@ def argument_strategies(
     return table
 
 
+class NotEvents(CommandError):
+    """A command returned something other than a sequence of events: a bug, not a refusal."""
+
+
 @frozen
 class StepResult:
     """What one command did: the events it emitted, or why it was refused."""
@@ -404,7 +413,7 @@ def run_step(command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
     except (Rejected, CommandError) as exc:
         return StepResult(refused=exc)
     if result is None or isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
-        raise CommandError(
+        raise NotEvents(
             f"command {_name(command)} must return a sequence of events, "
             f"got {type(result).__name__}"
         )
@@ -423,12 +432,59 @@ def histories(
     Each history runs up to ``max_commands`` random commands from the
     initial state (only those whose state annotation admits the current
     state), skipping refused ones and folding the events of the others.
+    What each command did is told to Hypothesis's statistics
+    (``pytest --hypothesis-show-statistics``): ``"withdraw: accepted"``,
+    ``"withdraw: rejected (Rejected: ...)"``, ``"event Withdrawn"``.
     """
     if not aggregate.commands:
         raise DefinitionError(
             f"aggregate {aggregate.name!r} has no commands to build histories with"
         )
     table = argument_strategies(aggregate, args, overrides)
+    return _histories(aggregate, table, max_commands, _told)
+
+
+def _told(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
+    """Run a command, telling Hypothesis's statistics what it did."""
+    result = run_step(command, state, args)
+    _tell(name, result)
+    return result
+
+
+def _reason(exc: BaseException) -> str:
+    """A rejection reason with its numbers blanked, so like reasons group together."""
+    text = re.sub(r"-?\d+(\.\d+)?", "N", str(exc))
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _note(text: str) -> None:
+    with suppress(InvalidArgument):  # outside a Hypothesis test: nothing to tell
+        hypothesis.event(text)
+
+
+def _tell(name: str, result: StepResult) -> None:
+    """Tell Hypothesis's statistics what one command did (``--hypothesis-show-statistics``)."""
+    if result.refused is not None:
+        _note(f"{name}: rejected ({_reason(result.refused)})")
+        return
+    _note(f"{name}: accepted")
+    for item in result.events:
+        _note(f"event {type(item).__qualname__}")
+
+
+#: How a history strategy runs one command: (name, command, state, args) -> result.
+_Runner = Callable[[str, Command, Any, tuple[Any, ...]], "StepResult"]
+
+
+def _histories(
+    aggregate: Aggregate[Any],
+    table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    max_commands: int,
+    run: _Runner,
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    """:func:`histories`, running each command with ``run`` (which may count and time it)."""
     names = sorted(table)
     admits = {n: state_filter(aggregate.commands[n]) for n in names}
 
@@ -441,7 +497,7 @@ def histories(
             if not usable:
                 break
             name = draw(st.sampled_from(usable))
-            step = run_step(aggregate.commands[name], state, draw(table[name]))
+            step = run(name, aggregate.commands[name], state, draw(table[name]))
             state = aggregate.fold(step.events, state)
             events.extend(step.events)
         return tuple(events)

@@ -71,14 +71,15 @@ def test_then_reports_a_raised_fes_error_as_a_failure() -> None:
 
 
 def test_then_folds_the_emitted_events() -> None:
-    """then() also applies the events: one the projector cannot fold is an error."""
+    """then() also applies the events: one the projector cannot fold fails, naming why."""
     loose = fes.Aggregate("loose", 0, fes.projector((Registered, lambda s, e: s)))
 
     def emits_trick(state: Any) -> list[Any]:
         return [TrickAdded("sit")]
 
-    with pytest.raises(fes.errors.UnhandledEvent, match="'TrickAdded' in loose"):
+    with pytest.raises(AssertionError, match=r"do not apply.*'TrickAdded' in loose") as caught:
         given(loose).when(emits_trick).then(TrickAdded("sit"))
+    assert isinstance(caught.value.__cause__, fes.errors.UnhandledEvent)
 
 
 def test_then_without_when_is_a_usage_error() -> None:
@@ -194,8 +195,21 @@ def test_a_failing_policy_spec_shows_event_and_both_intent_lists() -> None:
     with pytest.raises(AssertionError) as info:
         given_policy(counting).when(FIDO).then_nothing()
     message = str(info.value)
-    assert message.startswith("when policy sees:\n  Registered(name='Fido')\n")
-    assert "expected intents:\n  (nothing)\nactual intents:\n  1. Do(" in message
+    assert message.startswith("the policy's intents differ:\n  1. extra:   Do on counter ")
+    assert "when policy sees:\n  Registered(name='Fido')\n" in message
+    assert "expected intents:\n  (nothing)\nactual intents:\n  1. Do on " in message
+    assert "Aggregate(" not in message
+
+
+def test_a_failing_policy_spec_shows_the_difference_first_and_compactly() -> None:
+    """A changed intent is shown as expected/actual lines naming the aggregate, not its repr."""
+    wrong = fes.Do(dogs, "dog-1", add_trick, ("sit",))
+    right = fes.Do(dogs, "dog-1", add_trick, ("roll",))
+    with pytest.raises(AssertionError) as info:
+        given_policy(lambda r: [right]).when(FIDO).then(wrong)
+    lines = str(info.value).splitlines()
+    assert lines[1] == "  1. expected: Do on dog 'dog-1': add_trick('sit')"
+    assert lines[2] == "     actual:   Do on dog 'dog-1': add_trick('roll')"
 
 
 def test_a_policy_spec_without_an_event_is_a_usage_error() -> None:

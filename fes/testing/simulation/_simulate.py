@@ -141,6 +141,7 @@ def check_system(
     deadline; one failure is reported and the explain phase is skipped.
     ``seed`` fixes Hypothesis's search, so two calls try the same runs.
     """
+    __tracebackhide__ = True
     totals: Counter[str] = Counter()
     plans = schedules(system, faults=faults, max_steps=max_steps)
     app_options = dict(options or {})
@@ -161,6 +162,7 @@ def check_system(
         return found
 
     def simulated(inputs: Sequence[Input | Sequence[Any]], schedule: list[Step]) -> None:
+        __tracebackhide__ = True
         items = tuple(Input.of(item) for item in inputs)
         result = _simulate(
             system, items, tuple(schedule), reference(items), seed=0, seeded=False,

@@ -1,0 +1,204 @@
+"""The checks say what they exercised, refuse to pass vacuously, and never hang silently."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from attrs import frozen
+from hypothesis import settings
+
+import fes
+from fes.errors import DefinitionError
+from fes.examples import bank
+from fes.testing.laws import check_laws
+from fes.testing.machines import check_aggregate, machine_for
+
+#: Few examples, the same in every run: these tests are about what a run did.
+FAST = settings(max_examples=40, database=None, deadline=None, derandomize=True)
+
+
+@frozen
+class Opened:
+    """A safe was installed."""
+
+
+@frozen
+class Unlocked:
+    """The right code opened the safe."""
+
+    code: str
+
+
+@frozen
+class Safe:
+    """A safe, open or not."""
+
+    open: bool = False
+
+
+def install(safe: Safe | None) -> list[Opened]:
+    """Install a safe, once."""
+    if safe is not None:
+        raise fes.Rejected("already installed")
+    return [Opened()]
+
+
+def unlock(safe: Safe, code: str) -> list[Unlocked]:
+    """Open the safe with its code; no drawn string is ever the code."""
+    if code != "correct horse battery staple":
+        raise fes.Rejected(f"wrong code {code!r}")
+    return [Unlocked(code)]
+
+
+def _apply(safe: Safe | None, event: Any) -> Safe:
+    return Safe(open=isinstance(event, Unlocked))
+
+
+safes: fes.Aggregate[Safe | None] = fes.Aggregate(
+    "safe",
+    initial=None,
+    apply=_apply,
+    commands=[install, unlock],
+    events=[Opened, Unlocked],
+)
+
+RARE = {"unlock": "no test draws the code", Unlocked: "only the code unlocks"}
+
+
+# --- vacuity --------------------------------------------------------------------
+
+
+def test_check_aggregate_fails_when_a_command_is_never_accepted() -> None:
+    """A command whose derived arguments never pass fails the check, naming it and the fix."""
+    with pytest.raises(AssertionError) as caught:
+        check_aggregate(safes, settings=FAST)
+    message = str(caught.value)
+    assert "command 'unlock' was never accepted" in message
+    assert "event Unlocked was never produced" in message
+    assert "args={'unlock': st.tuples(" in message
+    assert "rare=" in message
+
+
+def test_check_aggregate_passes_when_the_rare_command_is_declared() -> None:
+    """Declaring the command and its event rare, with a reason, lets the check pass."""
+    check_aggregate(safes, settings=FAST, rare=RARE)
+
+
+def test_check_laws_fails_when_a_command_is_never_accepted() -> None:
+    """check_laws applies the same vacuity check to the histories it draws."""
+    with pytest.raises(AssertionError, match="command 'unlock' was never accepted"):
+        check_laws(safes, settings=FAST)
+    check_laws(safes, settings=FAST, rare=RARE)
+
+
+def test_args_that_reach_the_command_make_the_check_pass() -> None:
+    """Giving the command arguments it accepts is the other fix."""
+    from hypothesis import strategies as st
+
+    code = {"unlock": st.tuples(st.just("correct horse battery staple"))}
+    check_aggregate(safes, settings=FAST, args=code)
+
+
+def test_rare_refuses_unknown_names_and_missing_reasons() -> None:
+    """A typo in rare= or an empty reason is a definition error, not a silent pass."""
+    with pytest.raises(DefinitionError, match="neither a command nor an event type"):
+        check_aggregate(safes, settings=FAST, rare={"unlokc": "typo"})
+    with pytest.raises(DefinitionError, match="must give a reason"):
+        check_aggregate(safes, settings=FAST, rare={"unlock": ""})
+
+
+def test_a_failure_reports_what_the_run_exercised() -> None:
+    """A failing check adds the counts of accepted and rejected commands to its report."""
+
+    def broken(account: bank.Account | None) -> bool:
+        return account is None or account.balance < 1
+
+    with pytest.raises(AssertionError) as caught:
+        check_aggregate(bank.accounts, [broken], settings=FAST)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "what the run exercised:" in notes
+    assert "deposit: accepted" in notes
+
+
+# --- the time budget ----------------------------------------------------------------
+
+
+def slow_unlock(safe: Safe, code: str) -> list[Unlocked]:
+    """Take minutes on any code longer than two characters."""
+    if len(code) > 2:
+        time.sleep(600)
+    return [Unlocked(code)]
+
+
+slow_safes = fes.Aggregate(
+    "slow safe", initial=None, apply=_apply, commands={"install": install, "unlock": slow_unlock},
+    events=[Opened, Unlocked],
+)
+
+
+def test_a_command_that_takes_minutes_fails_within_the_budget() -> None:
+    """A command slower than the budget, twice, fails naming it, its arguments and the time."""
+    start = time.monotonic()
+    with pytest.raises(AssertionError) as caught:
+        check_aggregate(slow_safes, settings=FAST, budget=0.2)
+    assert time.monotonic() - start < 60
+    message = str(caught.value)
+    assert "time budget" in message
+    assert "unlock(" in message and "over the budget of 0.2 s" in message
+    assert "measured twice" in message and "budget=" in message
+
+
+def test_check_laws_keeps_the_budget_too() -> None:
+    """check_laws fails within the budget on a command that would take minutes."""
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match=r"unlock\(.*over the budget of 0.2 s"):
+        check_laws(slow_safes, settings=FAST, budget=0.2)
+    assert time.monotonic() - start < 60
+
+
+def test_a_passing_check_returns_what_it_exercised() -> None:
+    """check_aggregate and check_laws return the counts of outcomes and events."""
+    counts = check_aggregate(safes, settings=FAST, rare=RARE)
+    assert counts["install: accepted"] > 0
+    assert counts["unlock: accepted"] == 0 and counts["unlock: rejected"] > 0
+    assert counts["event Opened"] == counts["install: accepted"]
+    laws = check_laws(safes, settings=FAST, rare=RARE)
+    assert laws["install: accepted"] > 0 and laws["event Unlocked"] == 0
+
+
+def test_a_seed_makes_two_runs_try_the_same_examples() -> None:
+    """The same seed gives the same counts, for check_aggregate and check_laws."""
+    randomized = settings(max_examples=20, database=None, deadline=None)
+    first = check_aggregate(safes, settings=randomized, rare=RARE, seed=7)
+    assert check_aggregate(safes, settings=randomized, rare=RARE, seed=7) == first
+    laws = check_laws(safes, settings=randomized, rare=RARE, seed=7)
+    assert check_laws(safes, settings=randomized, rare=RARE, seed=7) == laws
+
+
+def test_machine_for_testcase_reports_a_failure_without_the_explain_phase() -> None:
+    """machine_for's TestCase skips Hypothesis's slow explain phase, even with user settings."""
+
+    def never_open(safe: Safe | None) -> bool:
+        return safe is None
+
+    case = machine_for(safes, [never_open]).TestCase
+    case.settings = settings(max_examples=50, database=None, deadline=None, derandomize=True)
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match="invariant never_open"):
+        case().runTest()
+    assert time.monotonic() - start < 30
+
+
+def test_the_budget_puts_back_a_timer_already_set() -> None:
+    """A SIGALRM timer set before a check (pytest-timeout's, say) still runs afterwards."""
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, 1000)
+    try:
+        check_aggregate(safes, settings=FAST, rare=RARE)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 900 < left < 1000
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
