@@ -11,9 +11,17 @@ The event's topic starts with ``fes.``: every application's codec registers
 it (see :data:`skips`), runners never hand it to policies and views never fold
 it, so a skip in one application is invisible to the applications that
 follow it.
+
+A follower stopped by a policy error records a :class:`FollowerHalted` in
+:data:`STOPS_STREAM` of its own store (where, why, when, on which host and
+process), and a :class:`FollowerResumed` in the same transaction as its
+first progress after it: so ``fes apps`` on any host can tell a stopped
+follower from a slow one (:func:`current_stops`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from attrs import frozen
 
@@ -23,7 +31,11 @@ from fes.events import event
 __all__ = [
     "INTERNAL_PREFIX",
     "SKIPS_STREAM",
+    "STOPS_STREAM",
+    "FollowerHalted",
+    "FollowerResumed",
     "PolicySkipped",
+    "current_stops",
     "is_internal",
     "skips",
 ]
@@ -32,6 +44,8 @@ __all__ = [
 INTERNAL_PREFIX = "fes."
 #: The stream of a follower in which its skips are recorded.
 SKIPS_STREAM = "fes.skipped"
+#: The stream of a follower in which its stops and resumptions are recorded.
+STOPS_STREAM = "fes.stops"
 
 
 @event(topic="fes.PolicySkipped")
@@ -52,13 +66,60 @@ class PolicySkipped:
     attempts: int
 
 
-def _count(total: int, skip: PolicySkipped) -> int:
+@event(topic="fes.FollowerHalted")
+@frozen
+class FollowerHalted:
+    """Follower ``unit`` stopped on ``leader``'s event at ``position`` after its policy failed.
+
+    ``error`` is the failure as ``Type: message``; ``where`` the policy's
+    ``file:line`` and ``traceback`` the whole traceback; ``at`` the time
+    (ISO 8601, from the application's clock); ``host`` and ``pid`` the
+    process that ran it.
+    """
+
+    unit: str
+    leader: str
+    position: int
+    error: str
+    where: str
+    traceback: str
+    at: str
+    host: str
+    pid: int
+
+
+@event(topic="fes.FollowerResumed")
+@frozen
+class FollowerResumed:
+    """Follower ``unit`` made progress on ``leader`` again, past ``position``."""
+
+    unit: str
+    leader: str
+    position: int
+
+
+def current_stops(events: Iterable[object]) -> dict[tuple[str, str], FollowerHalted]:
+    """From :data:`STOPS_STREAM`'s events: each (unit, leader) stopped now, with its record."""
+    stops: dict[tuple[str, str], FollowerHalted] = {}
+    for item in events:
+        if isinstance(item, FollowerHalted):
+            stops[(item.unit, item.leader)] = item
+        elif isinstance(item, FollowerResumed):
+            stops.pop((item.unit, item.leader), None)
+    return stops
+
+
+def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:
     return total + 1
 
 
-#: The aggregate of :data:`SKIPS_STREAM`: its state counts the skips.
+#: The aggregate of fes's own streams (:data:`SKIPS_STREAM`, :data:`STOPS_STREAM`):
+#: its state counts their events.
 skips: Aggregate[int] = Aggregate(
-    name="fes.skips", initial=0, apply=_count, events=[PolicySkipped]
+    name="fes.skips",
+    initial=0,
+    apply=_count,
+    events=[PolicySkipped, FollowerHalted, FollowerResumed],
 )
 
 
