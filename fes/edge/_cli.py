@@ -258,7 +258,8 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
-    with _open_existing(_url(args)) as database:
+    system = _system(args.system)
+    with _open_existing(_url(args, system)) as database:
         names = database.apps()
         stores = {name: database.store(name) for name in names}
         last = {name: store.last_position() for name, store in stores.items()}
@@ -271,18 +272,84 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
         rows = []
+        stopped = 0
         for name, store in stores.items():
+            stops = _apps_stops(database, name, system)
             for key, tracked in sorted(store.tracked().items()):
-                # a partition tracks its leader as leader#i/n
-                upstream = last.get(key.partition("#")[0])
-                lag: Any = "?" if upstream is None else max(upstream - tracked, 0)
-                rows.append((name, key, tracked, "?" if upstream is None else upstream, lag))
+                # a partition i of n tracks its leader as leader#i/n, and runs as name#i
+                leader, _, part = key.partition("#")
+                unit = f"{name}#{part.partition('/')[0]}" if part else name
+                upstream = last.get(leader)
+                status = _apps_status(stops.get((unit, leader)), tracked, upstream)
+                if _ENCODED in stops:
+                    status += " (its stop records are encoded: pass --system to read them)"
+                stopped += status.startswith("stopped")
+                rows.append((unit, leader, tracked, "?" if upstream is None else upstream,
+                             status))
         print("\nfollowers", file=out)
         if rows:
-            _table(["follower", "leader", "tracked", "leader's last", "lag"], rows, out)
+            _table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
         else:
             print("  (none has tracked anything yet)", file=out)
-    return 0
+        print("\nviews", file=out)
+        if system is None:
+            print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
+        else:
+            views = []
+            for app in system.apps:
+                if app.name not in stores:
+                    continue
+                for view in app.views:
+                    found = stores[app.name].load_view(view.name)
+                    position = 0 if found is None else found[1]
+                    behind = max(last[app.name] - position, 0)
+                    views.append((f"{app.name}/{view.name}", position, last[app.name],
+                                  "up to date" if not behind else f"behind {behind}"))
+            if views:
+                _table(["view", "position", "log's last", "status"], views, out)
+            else:
+                print("  (the system has no views)", file=out)
+    return EXIT_STOPPED if stopped else 0
+
+
+def _apps_stops(
+    database: Database, name: str, system: System | None
+) -> dict[tuple[str, str], Any]:
+    """Each (unit, leader) of application ``name`` whose recorded stop is not cleared."""
+    from ._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
+
+    store = database.store(name)
+    if not store.stream_version(STOPS_STREAM):
+        return {}
+    if system is not None and any(a.name == name for a in system.apps):
+        # decoded by the application's codec: compressed or encrypted records too
+        application = Application(system.app(name), store=database)
+        return current_stops(r.event for r in application.stream(STOPS_STREAM))
+    kinds = {"fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed}
+    events: list[Any] = []
+    for row in store.read_stream(STOPS_STREAM):
+        data = _raw_data(row)
+        kind = kinds.get(row.topic)
+        try:
+            events.append(kind(**data))  # type: ignore[misc]
+        except TypeError:  # encoded (compressed, encrypted): only the codec can read it
+            return {_ENCODED: None}
+    return current_stops(events)
+
+
+_ENCODED = ("*", "*")
+
+
+def _apps_status(stop: Any, tracked: int, upstream: int | None) -> str:
+    """A follower's state: ``running``, ``behind N`` or ``stopped at P: …``."""
+    # a stop the follower has since moved past (another instance went on) is over
+    if stop is not None and tracked < stop.position:
+        return (f"stopped at {stop.position}: {stop.error} "
+                f"(since {stop.at}, on {stop.host}/{stop.pid})")
+    if upstream is None:
+        return "?"
+    behind = max(upstream - tracked, 0)
+    return "running" if not behind else f"behind {behind}"
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
@@ -538,7 +605,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="decode events with this system")
     stream.set_defaults(handler=_cmd_stream)
 
-    apps = command("apps", "show each application's log and each follower's position and lag")
+    apps = command(
+        "apps",
+        "show each application's log, each follower's state (running, behind N or "
+        "stopped at P) and, with --system, each view's position; exit code 3 if a "
+        "follower is stopped",
+    )
+    apps.add_argument("--system", metavar="MODULE:SYSTEM",
+                      help="decode stop records and list views with this system")
     apps.set_defaults(handler=_cmd_apps)
 
     reseal = command(
