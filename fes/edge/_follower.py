@@ -82,7 +82,8 @@ def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> 
     """
     frames = traceback.extract_tb(error.__traceback__)
     for frame in reversed(frames):
-        if not os.path.abspath(frame.filename).startswith(_FES + os.sep):
+        name = frame.filename
+        if not name.startswith("<") and not os.path.abspath(name).startswith(_FES + os.sep):
             return f"{frame.filename}:{frame.lineno}"
     code = getattr(fallback, "__code__", None)
     if code is not None:
@@ -101,8 +102,8 @@ def intents_of(app: str, result: object) -> tuple[Intent, ...]:
         return tuple(result)  # type: ignore[arg-type]
     except TypeError:
         raise DefinitionError(
-            f"the policy of {app!r} returned {result!r}, which is not a list of intents; "
-            "a policy returns a list of fes.Emit or fes.Do, or [] for none"
+            f"the policy of {app!r} returned {result!r}; a policy returns a list of "
+            "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
         ) from None
 
 
