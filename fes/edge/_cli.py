@@ -43,7 +43,7 @@ from fes.system import System, app_of_unit
 from . import _settings as settings
 from ._application import Application
 from ._follower import DEFAULT_BATCH_SIZE
-from ._skips import SKIPS_STREAM
+from ._skips import SKIPS_STREAM, follower_status
 from .stores import open_database
 from .stores._base import Database, StoredEvent
 
@@ -280,9 +280,11 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 leader, _, part = key.partition("#")
                 unit = f"{name}#{part.partition('/')[0]}" if part else name
                 upstream = last.get(leader)
-                status = _apps_status(stops.get((unit, leader)), tracked, upstream)
-                if _ENCODED in stops:
-                    status += " (its stop records are encoded: pass --system to read them)"
+                if stops is None:
+                    status = follower_status(None, tracked, upstream)
+                    status += " (stop records encoded: pass --system to read them)"
+                else:
+                    status = follower_status(stops.get((unit, leader)), tracked, upstream)
                 stopped += status.startswith("stopped")
                 rows.append((unit, leader, tracked, "?" if upstream is None else upstream,
                              status))
@@ -314,9 +316,9 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
 
 def _apps_stops(
     database: Database, name: str, system: System | None
-) -> dict[tuple[str, str], Any]:
-    """Each (unit, leader) of application ``name`` whose recorded stop is not cleared."""
-    from ._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
+) -> dict[tuple[str, str], Any] | None:
+    """Each (unit, leader) of ``name`` whose recorded stop is not cleared; None if unreadable."""
+    from ._skips import STOPS_STREAM, current_stops, stops_from_json
 
     store = database.store(name)
     if not store.stream_version(STOPS_STREAM):
@@ -325,31 +327,7 @@ def _apps_stops(
         # decoded by the application's codec: compressed or encrypted records too
         application = Application(system.app(name), store=database)
         return current_stops(r.event for r in application.stream(STOPS_STREAM))
-    kinds = {"fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed}
-    events: list[Any] = []
-    for row in store.read_stream(STOPS_STREAM):
-        data = _raw_data(row)
-        kind = kinds.get(row.topic)
-        try:
-            events.append(kind(**data))  # type: ignore[misc]
-        except TypeError:  # encoded (compressed, encrypted): only the codec can read it
-            return {_ENCODED: None}
-    return current_stops(events)
-
-
-_ENCODED = ("*", "*")
-
-
-def _apps_status(stop: Any, tracked: int, upstream: int | None) -> str:
-    """A follower's state: ``running``, ``behind N`` or ``stopped at P: …``."""
-    # a stop the follower has since moved past (another instance went on) is over
-    if stop is not None and tracked < stop.position:
-        return (f"stopped at {stop.position}: {stop.error} "
-                f"(since {stop.at}, on {stop.host}/{stop.pid})")
-    if upstream is None:
-        return "?"
-    behind = max(upstream - tracked, 0)
-    return "running" if not behind else f"behind {behind}"
+    return stops_from_json((r.topic, _raw_data(r)) for r in store.read_stream(STOPS_STREAM))
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:

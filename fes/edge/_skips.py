@@ -22,6 +22,7 @@ follower from a slow one (:func:`current_stops`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from attrs import frozen
 
@@ -36,8 +37,10 @@ __all__ = [
     "FollowerResumed",
     "PolicySkipped",
     "current_stops",
+    "follower_status",
     "is_internal",
     "skips",
+    "stops_from_json",
 ]
 
 #: Topics under this prefix are fes's own and never reach policies or views.
@@ -107,6 +110,41 @@ def current_stops(events: Iterable[object]) -> dict[tuple[str, str], FollowerHal
         elif isinstance(item, FollowerResumed):
             stops.pop((item.unit, item.leader), None)
     return stops
+
+
+def stops_from_json(
+    records: Iterable[tuple[str, object]],
+) -> dict[tuple[str, str], FollowerHalted] | None:
+    """:func:`current_stops` of (topic, plain JSON data) records; None if one is encoded."""
+    kinds: dict[str, Any] = {
+        "fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed
+    }
+    events: list[object] = []
+    for topic, data in records:
+        kind = kinds.get(topic)
+        if kind is None or not isinstance(data, dict):
+            return None  # compressed or encrypted: only the application's codec reads it
+        try:
+            events.append(kind(**data))
+        except TypeError:
+            return None
+    return current_stops(events)
+
+
+def follower_status(stop: FollowerHalted | None, tracked: int, upstream: int | None) -> str:
+    """A follower's state for people: ``running``, ``behind N`` or ``stopped at P: …``.
+
+    A stop the follower has since moved past (another instance went on) is over.
+    """
+    if stop is not None and tracked < stop.position:
+        return (
+            f"stopped at {stop.position}: {stop.error} "
+            f"(since {stop.at}, on {stop.host}/{stop.pid})"
+        )
+    if upstream is None:
+        return "?"
+    behind = max(upstream - tracked, 0)
+    return "running" if not behind else f"behind {behind}"
 
 
 def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:

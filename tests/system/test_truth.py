@@ -293,3 +293,15 @@ def test_workers_exit_when_their_supervisor_is_killed_postgres(
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_fes_apps_reads_compressed_stop_records_with_the_system(sqlite_url: str) -> None:
+    """Stop records the CLI cannot read raw are named as such, and read with --system."""
+    with SyncRunner(domain.pipeline, sqlite_url, compress=True) as runner:
+        send(runner.app("source"), range(4), poison=[1])
+        runner.run_until_quiet(check=False)
+    raw = _fes("apps", "--store", sqlite_url)
+    assert "pass --system" in raw.stdout, raw.stdout + raw.stderr
+    shown = _fes("apps", "--store", sqlite_url, "--system", "system.domain:pipeline")
+    assert shown.returncode == 3, shown.stderr
+    assert "stopped at 2: ValueError: message 1 is poisoned" in shown.stdout
