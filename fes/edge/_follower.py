@@ -170,9 +170,9 @@ class Follower:
         # per leader (each leader is stepped by one thread at a time): position -> tries
         self._attempts: dict[str, dict[int, int]] = {leader: {} for leader in self.leaders}
         self._retry_at: dict[str, float] = {}
-        # per leader, whether the store holds a stop of this unit not yet cleared
-        # (read from STOPS_STREAM on the first commit)
-        self._halted: dict[str, bool] | None = None
+        # per leader, the stop of this unit the store holds and has not cleared
+        # (read from STOPS_STREAM on the first commit or stop)
+        self._halted: dict[str, FollowerHalted | None] | None = None
 
     @property
     def name(self) -> str:
@@ -331,10 +331,10 @@ class Follower:
         resumed = self._clear_stop(batch, leader, done)
         self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
         if resumed:
-            self._halted_now()[leader] = False
+            self._halted_now()[leader] = None
         self.positions[leader] = done
 
-    def _halted_now(self) -> dict[str, bool]:
+    def _halted_now(self) -> dict[str, FollowerHalted | None]:
         if self._halted is None:
             store = self.application.store
             # most followers never stopped: one look at a version, not a read of the stream
@@ -343,12 +343,12 @@ class Follower:
                 if store.stream_version(STOPS_STREAM) else ()
             )
             stops = current_stops(events)
-            self._halted = {leader: (self.unit, leader) in stops for leader in self.leaders}
+            self._halted = {leader: stops.get((self.unit, leader)) for leader in self.leaders}
         return self._halted
 
     def _clear_stop(self, batch: Batch, leader: str, done: int) -> bool:
         """Add to ``batch`` the end of this unit's recorded stop on ``leader``, if any."""
-        if not self._halted_now()[leader]:
+        if self._halted_now()[leader] is None:
             return False
         batch.emit(skips, STOPS_STREAM, [FollowerResumed(self.unit, leader, done)])
         return True
@@ -434,7 +434,8 @@ class Follower:
             position=failure.position,
             error=describe(error),
             where=where,
-            traceback="".join(traceback.format_exception(error)),
+            # the policy's own traceback, not what the runner was handling meanwhile
+            traceback="".join(traceback.format_exception(error, chain=False)),
             at=self.application.clock().isoformat(),
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -442,6 +443,9 @@ class Follower:
         for _ in range(20):
             batch = self.application.batch()
             try:
+                self._halted = None  # read again: a rival instance may have recorded it
+                if self._halted_now()[failure.leader] == note:
+                    return  # stopped there before (a restart, a rival): keep its time
                 batch.emit(skips, STOPS_STREAM, [note])
                 self.application.commit(batch)
             except ConcurrencyError:
@@ -450,7 +454,7 @@ class Follower:
                 logger.warning("%s: the stop could not be recorded: %s", self.unit,
                                describe(unrecorded))
                 return
-            self._halted_now()[failure.leader] = True
+            self._halted_now()[failure.leader] = note
             return
 
     def _skip(
@@ -476,7 +480,7 @@ class Follower:
             try:
                 self.application.commit(batch, tracking=tracking)
                 if resumed:
-                    self._halted_now()[leader] = False
+                    self._halted_now()[leader] = None
             except ConcurrencyError:
                 continue  # another leader's skip took the next version: take the one after
             except DuplicateTracking:

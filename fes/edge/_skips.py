@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from fes.aggregates import Aggregate
 from fes.events import event
@@ -77,7 +77,10 @@ class FollowerHalted:
     ``error`` is the failure as ``Type: message``; ``where`` the policy's
     ``file:line`` and ``traceback`` the whole traceback; ``at`` the time
     (ISO 8601, from the application's clock); ``host`` and ``pid`` the
-    process that ran it.
+    process that ran it.  Two records of one stop are equal whenever,
+    wherever and through whichever calls they were made: ``traceback``,
+    ``at``, ``host`` and ``pid`` are left out of comparisons (so a replayed
+    or simulated run compares equal).
     """
 
     unit: str
@@ -85,10 +88,10 @@ class FollowerHalted:
     position: int
     error: str
     where: str
-    traceback: str
-    at: str
-    host: str
-    pid: int
+    traceback: str = field(eq=False)
+    at: str = field(eq=False)
+    host: str = field(eq=False)
+    pid: int = field(eq=False)
 
 
 @event(topic="fes.FollowerResumed")

@@ -305,3 +305,15 @@ def test_fes_apps_reads_compressed_stop_records_with_the_system(sqlite_url: str)
     shown = _fes("apps", "--store", sqlite_url, "--system", "system.domain:pipeline")
     assert shown.returncode == 3, shown.stderr
     assert "stopped at 2: ValueError: message 1 is poisoned" in shown.stdout
+
+
+def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) -> None:
+    """Stopping again on the same event records nothing new: the stop keeps its first time."""
+    for _ in range(3):
+        with SyncRunner(domain.pipeline, sqlite_url) as runner:
+            if not runner.app("source").store.last_position():
+                send(runner.app("source"), range(4), poison=[1])
+            with pytest.raises(fes.errors.FollowerStopped):
+                runner.run_until_quiet()
+            records = runner.app("sink").stream(STOPS_STREAM)
+            assert [r.event.position for r in records] == [2]
