@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner
+from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner, open_database
 from fes.edge._runners import Runner
 from fes.edge._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
 from system import domain, standby
@@ -317,3 +317,29 @@ def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) 
                 runner.run_until_quiet()
             records = runner.app("sink").stream(STOPS_STREAM)
             assert [r.event.position for r in records] == [2]
+
+
+def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: str) -> None:
+    """`fes run` goes on after a stop, logs where the policy failed, and exits 3 on SIGTERM."""
+    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
+        send(writer.app("source"), range(5), poison=[2])
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:pipeline",
+         "--store", sqlite_url, "--poll-interval", "0.05"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        with open_database(sqlite_url) as database:
+            store = database.store("sink")
+            assert _gone_within(30, lambda: store.stream_version(STOPS_STREAM) > 0)
+        assert process.poll() is None  # still serving
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 3, err
+    assert "ValueError: message 2 is poisoned" in err
+    assert f"(at {DOMAIN}:" in err and "follower 'sink' stopped" in err
