@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateTracking",
     "EncodeError",
     "FesError",
+    "FollowerStopped",
     "PolicyError",
     "Rejected",
     "StoreError",
@@ -82,6 +83,31 @@ class PolicyError(FesError):
             f"policy of {app!r} failed on {leader!r} position {position}: "
             f"{type(error).__name__}: {error}"
         )
+
+
+class FollowerStopped(PolicyError):
+    """One or more followers a runner drives have stopped on a policy error.
+
+    Raised instead of reporting "quiet" or "done": ``errors`` maps each
+    stopped follower (``name``, or ``name#i`` for a partition) to its
+    :class:`PolicyError`, which says on which leader and position, and why.
+    ``app``, ``leader``, ``position`` and ``error`` are those of the first.
+    """
+
+    def __init__(self, errors: dict[str, PolicyError]) -> None:
+        if not errors:
+            raise ValueError("FollowerStopped needs at least one stopped follower")
+        self.errors = dict(errors)
+        first = next(iter(self.errors.values()))
+        super().__init__(first.app, first.leader, first.position, first.error)
+        lines = "; ".join(f"{unit}: {error}" for unit, error in self.errors.items())
+        self.args = (f"{len(self.errors)} follower(s) stopped: {lines}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors,))
 
 
 # Errors raised at the edge.  They live here so that one hierarchy covers the

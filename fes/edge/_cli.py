@@ -33,14 +33,14 @@ from typing import Any, TextIO
 
 import orjson
 
-from fes.errors import ConfigurationError, FesError
+from fes.errors import ConfigurationError, FesError, FollowerStopped
 from fes.system import System, app_of_unit
 
 from . import _settings as settings
 from ._application import Application
-from ._cli_events import data_cell, fit, reader, when
+from ._cli_events import data_cell, fit, raw_data, reader, when
 from ._follower import DEFAULT_BATCH_SIZE
-from ._skips import SKIPS_STREAM
+from ._skips import SKIPS_STREAM, follower_status
 from .stores import open_database
 from .stores._base import Database
 
@@ -214,7 +214,8 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
-    with _open_existing(_url(args)) as database:
+    system = _system(args.system)
+    with _open_existing(_url(args, system)) as database:
         names = database.apps()
         stores = {name: database.store(name) for name in names}
         last = {name: store.last_position() for name, store in stores.items()}
@@ -227,18 +228,62 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
         rows = []
+        stopped = 0
         for name, store in stores.items():
+            stops = _apps_stops(database, name, system)
             for key, tracked in sorted(store.tracked().items()):
-                # a partition tracks its leader as leader#i/n
-                upstream = last.get(key.partition("#")[0])
-                lag: Any = "?" if upstream is None else max(upstream - tracked, 0)
-                rows.append((name, key, tracked, "?" if upstream is None else upstream, lag))
+                # a partition i of n tracks its leader as leader#i/n, and runs as name#i
+                leader, _, part = key.partition("#")
+                unit = f"{name}#{part.partition('/')[0]}" if part else name
+                upstream = last.get(leader)
+                if stops is None:
+                    status = follower_status(None, tracked, upstream)
+                    status += " (stop records encoded: pass --system to read them)"
+                else:
+                    status = follower_status(stops.get((unit, leader)), tracked, upstream)
+                stopped += status.startswith("stopped")
+                rows.append((unit, leader, tracked, "?" if upstream is None else upstream,
+                             status))
         print("\nfollowers", file=out)
         if rows:
-            _table(["follower", "leader", "tracked", "leader's last", "lag"], rows, out)
+            _table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
         else:
             print("  (none has tracked anything yet)", file=out)
-    return 0
+        print("\nviews", file=out)
+        if system is None:
+            print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
+        else:
+            views = []
+            for app in system.apps:
+                if app.name not in stores:
+                    continue
+                for view in app.views:
+                    found = stores[app.name].load_view(view.name)
+                    position = 0 if found is None else found[1]
+                    behind = max(last[app.name] - position, 0)
+                    views.append((f"{app.name}/{view.name}", position, last[app.name],
+                                  "up to date" if not behind else f"behind {behind}"))
+            if views:
+                _table(["view", "position", "log's last", "status"], views, out)
+            else:
+                print("  (the system has no views)", file=out)
+    return EXIT_STOPPED if stopped else 0
+
+
+def _apps_stops(
+    database: Database, name: str, system: System | None
+) -> dict[tuple[str, str], Any] | None:
+    """Each (unit, leader) of ``name`` whose recorded stop is not cleared; None if unreadable."""
+    from ._skips import STOPS_STREAM, current_stops, stops_from_json
+
+    store = database.store(name)
+    if not store.stream_version(STOPS_STREAM):
+        return {}
+    if system is not None and any(a.name == name for a in system.apps):
+        # decoded by the application's codec: compressed or encrypted records too
+        application = Application(system.app(name), store=database)
+        return current_stops(r.event for r in application.stream(STOPS_STREAM))
+    return stops_from_json((r.topic, raw_data(r.payload)) for r in store.read_stream(STOPS_STREAM))
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
@@ -371,8 +416,11 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                 state = statuses.state()
                 settled = state.get("paid", 0) + state.get("cancelled", 0)
                 bar.update(settled)
-                if settled >= count and runner.wait_until_quiet(timeout=0.5):
-                    break
+                try:
+                    if settled >= count and runner.wait_until_quiet(timeout=0.5):
+                        break
+                except FollowerStopped:
+                    break  # reported below, and the exit code says so
                 if runner.errors:
                     break
                 if time.monotonic() - begun > args.timeout:
@@ -538,7 +586,14 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--system", metavar="MODULE:SYSTEM", help=_SYSTEM_HELP)
     stream.set_defaults(handler=_cmd_stream)
 
-    apps = command("apps", "show each application's log and each follower's position and lag")
+    apps = command(
+        "apps",
+        "show each application's log, each follower's state (running, behind N or "
+        "stopped at P) and, with --system, each view's position; exit code 3 if a "
+        "follower is stopped",
+    )
+    apps.add_argument("--system", metavar="MODULE:SYSTEM",
+                      help="decode stop records and list views with this system")
     apps.set_defaults(handler=_cmd_apps)
 
     reseal = command(

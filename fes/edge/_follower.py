@@ -20,7 +20,10 @@ path is runner -> follower -> policy -> batch -> commit, nothing else.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +43,16 @@ from fes.system import App, partition_of, tracking_key
 
 from ._application import Application, check_count
 from ._batch import Batch
-from ._skips import SKIPS_STREAM, PolicySkipped, is_internal, skips
+from ._skips import (
+    SKIPS_STREAM,
+    STOPS_STREAM,
+    FollowerHalted,
+    FollowerResumed,
+    PolicySkipped,
+    current_stops,
+    is_internal,
+    skips,
+)
 from .stores._base import StoredEvent, Tracking
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
@@ -54,9 +66,49 @@ logger = logging.getLogger("fes.runners")
 DEFAULT_BATCH_SIZE = 500
 
 
+_FES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def describe(error: BaseException) -> str:
     """An error as its type's name and its message, for logs and skip records."""
     return f"{type(error).__name__}: {error}"
+
+
+def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> str:
+    """Where user code raised ``error``: the innermost frame outside fes, as ``file:line``.
+
+    An error fes raised about the user's code (a policy's result of the
+    wrong shape) has no such frame: then ``fallback``'s definition.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        name = frame.filename
+        if not name.startswith("<") and not os.path.abspath(name).startswith(_FES + os.sep):
+            return f"{frame.filename}:{frame.lineno}"
+    code = getattr(fallback, "__code__", None)
+    if code is not None:
+        return f"{code.co_filename}:{code.co_firstlineno}"
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def intents_of(app: str, result: object) -> tuple[Intent, ...]:
+    """A policy's result as a tuple of intents, refusing a result of another shape."""
+    if isinstance(result, Emit | Do) or result is None or isinstance(result, str | bytes):
+        raise DefinitionError(
+            f"the policy of {app!r} returned {result!r}; a policy returns a list of "
+            "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
+        )
+    try:
+        return tuple(result)  # type: ignore[arg-type]
+    except TypeError:
+        raise DefinitionError(
+            f"the policy of {app!r} returned {result!r}; a policy returns a list of "
+            "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
+        ) from None
+
+
+class _Moved(Exception):
+    """The tracked position moved under this batch: another instance processed it."""
 
 
 class Follower:
@@ -118,6 +170,9 @@ class Follower:
         # per leader (each leader is stepped by one thread at a time): position -> tries
         self._attempts: dict[str, dict[int, int]] = {leader: {} for leader in self.leaders}
         self._retry_at: dict[str, float] = {}
+        # per leader, the stop of this unit the store holds and has not cleared
+        # (read from STOPS_STREAM on the first commit or stop)
+        self._halted: dict[str, FollowerHalted | None] | None = None
 
     @property
     def name(self) -> str:
@@ -183,7 +238,7 @@ class Follower:
                 return 0
             try:
                 consumed = self._process(leader, reader, previous, rows)
-            except (ConcurrencyError, DuplicateTracking) as conflict:
+            except (ConcurrencyError, DuplicateTracking, _Moved) as conflict:
                 # another writer moved a stream, or another instance of this follower
                 # processed these notifications: start again from what the store holds
                 self.conflicts += 1
@@ -215,7 +270,9 @@ class Follower:
                 plans.append((row, None, error))
                 break
             try:
-                intents: Sequence[Intent] | Exception = tuple(self._policy(recorded))
+                intents: Sequence[Intent] | Exception = intents_of(
+                    self.name, self._policy(recorded)
+                )
             except Exception as error:
                 intents = error
             plans.append((row, recorded, intents))
@@ -235,7 +292,9 @@ class Follower:
             if upstream is None:
                 if isinstance(outcome, Exception):  # the row could not be decoded
                     self._commit(batch, leader, done, previous)
-                    self._stop(PolicyError(self.name, leader, row.position, outcome))
+                    failure = PolicyError(self.name, leader, row.position, outcome)
+                    failure.__cause__ = outcome
+                    self._stop(failure)
                     return consumed
                 done = row.position  # nothing for this policy: tracked, not processed
                 consumed += 1
@@ -251,6 +310,10 @@ class Follower:
                 if isinstance(error, StoreError) and not isinstance(error, EncodeError):
                     raise  # the store failed, not the policy: the runner tries the batch again
                 batch.rollback(mark)
+                if self.application.store.last_tracked(self.tracking[leader]) != previous:
+                    # A rival instance processed these notifications: a command that
+                    # refused saw its effects, so this is no policy failure.
+                    raise _Moved(f"{leader!r} was processed past {previous} meanwhile") from None
                 self._commit(batch, leader, done, previous)
                 return consumed + self._failed(leader, done, upstream, error)
             done = row.position
@@ -265,8 +328,30 @@ class Follower:
     def _commit(self, batch: Batch, leader: str, done: int, previous: int) -> None:
         if done <= previous:
             return
+        resumed = self._clear_stop(batch, leader, done)
         self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
+        if resumed:
+            self._halted_now()[leader] = None
         self.positions[leader] = done
+
+    def _halted_now(self) -> dict[str, FollowerHalted | None]:
+        if self._halted is None:
+            store = self.application.store
+            # most followers never stopped: one look at a version, not a read of the stream
+            events = (
+                (r.event for r in self.application.stream(STOPS_STREAM))
+                if store.stream_version(STOPS_STREAM) else ()
+            )
+            stops = current_stops(events)
+            self._halted = {leader: stops.get((self.unit, leader)) for leader in self.leaders}
+        return self._halted
+
+    def _clear_stop(self, batch: Batch, leader: str, done: int) -> bool:
+        """Add to ``batch`` the end of this unit's recorded stop on ``leader``, if any."""
+        if self._halted_now()[leader] is None:
+            return False
+        batch.emit(skips, STOPS_STREAM, [FollowerResumed(self.unit, leader, done)])
+        return True
 
     def _perform(
         self, batch: Batch, leader: str, recorded: Recorded[Any], intents: Sequence[Intent]
@@ -334,8 +419,43 @@ class Follower:
         return 0
 
     def _stop(self, failure: PolicyError) -> None:
-        logger.error("%s; follower %r stopped", failure, self.name)
+        where = origin(failure.error, self._policy)
+        logger.error("%s (at %s); follower %r stopped", failure, where, self.unit,
+                     exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error)
         self.error = failure
+        self._record_stop(failure, where)
+
+    def _record_stop(self, failure: PolicyError, where: str) -> None:
+        """Record the stop in this follower's own store, so that any host can see it."""
+        error = failure.error
+        note = FollowerHalted(
+            unit=self.unit,
+            leader=failure.leader,
+            position=failure.position,
+            error=describe(error),
+            where=where,
+            # the policy's own traceback, not what the runner was handling meanwhile
+            traceback="".join(traceback.format_exception(error, chain=False)),
+            at=self.application.clock().isoformat(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        for _ in range(20):
+            batch = self.application.batch()
+            try:
+                self._halted = None  # read again: a rival instance may have recorded it
+                if self._halted_now()[failure.leader] == note:
+                    return  # stopped there before (a restart, a rival): keep its time
+                batch.emit(skips, STOPS_STREAM, [note])
+                self.application.commit(batch)
+            except ConcurrencyError:
+                continue  # another partition recorded its own stop first
+            except Exception as unrecorded:
+                logger.warning("%s: the stop could not be recorded: %s", self.unit,
+                               describe(unrecorded))
+                return
+            self._halted_now()[failure.leader] = note
+            return
 
     def _skip(
         self,
@@ -356,8 +476,11 @@ class Follower:
         while True:
             batch = self.application.batch()
             batch.emit(skips, SKIPS_STREAM, [note], metadata)
+            resumed = self._clear_stop(batch, leader, recorded.position)
             try:
                 self.application.commit(batch, tracking=tracking)
+                if resumed:
+                    self._halted_now()[leader] = None
             except ConcurrencyError:
                 continue  # another leader's skip took the next version: take the one after
             except DuplicateTracking:

@@ -10,6 +10,9 @@ by processes and is refused.
 
 The runner supervises its workers: one that dies (killed, crashed) is
 started again, and resumes after the last position its followers tracked.
+A worker watches its supervisor in turn: once the supervisor is gone (even
+killed by SIGKILL, which it cannot catch), the worker finishes the batch in
+hand and exits within a fraction of a second, so no orphan keeps running.
 Because each batch is recorded with its tracking position in one
 transaction, a worker killed at any moment has either recorded a batch
 whole or not at all.  On :meth:`ProcessRunner.stop` (or SIGINT/SIGTERM in a
@@ -66,8 +69,14 @@ def _worker(
     apps: tuple[str, ...],
     settings: Mapping[str, Any],
     reports: Any,
+    supervisor: int,
 ) -> None:
-    """The body of a worker process: run ``apps`` until SIGTERM or SIGINT."""
+    """The body of a worker process: run ``apps`` until SIGTERM, SIGINT or its supervisor dies.
+
+    A supervisor killed by SIGKILL cannot tell its workers; each worker
+    watches its parent process instead, and once ``supervisor`` is no longer
+    its parent (it was re-parented), finishes the batch in hand and exits.
+    """
     stop = threading.Event()
 
     def on_signal(number: int, frame: FrameType | None) -> None:
@@ -80,11 +89,18 @@ def _worker(
             level=logging.WARNING, format=f"fes worker {os.getpid()} %(levelname)s: %(message)s"
         )
     system = load_system(spec) if isinstance(spec, str) else spec
+    if os.getppid() != supervisor:
+        return  # the supervisor died while this worker was starting
     runner = ThreadedRunner(system, url, apps=apps, **settings)
     reported: set[str] = set()
     try:
         runner.start()
         while not stop.wait(0.05):
+            if os.getppid() != supervisor:
+                logging.getLogger("fes.processes").error(
+                    "the supervisor (pid %d) of this worker died; stopping", supervisor
+                )
+                break
             for name, error in runner.errors.items():
                 if name not in reported:
                     reported.add(name)
@@ -134,6 +150,15 @@ class ProcessRunner(Runner):
                 "memory:// lives in one process and cannot be shared by worker processes; "
                 "use sqlite:///path.db or postgresql://…"
             )
+        if not isinstance(system, str):
+            try:  # found now, not as a worker that dies and is restarted for ever
+                pickle.dumps(system)
+            except Exception as error:
+                raise ConfigurationError(
+                    "this System cannot be sent to worker processes "
+                    f"({type(error).__name__}: {error}); pass it by name instead, as "
+                    "'module:attribute', so that each worker imports it"
+                ) from None
         if processes is not None and processes < 1:
             raise ConfigurationError(f"processes must be at least 1, got {processes}")
         if not isinstance(system, str):
@@ -176,7 +201,7 @@ class ProcessRunner(Runner):
     def _spawn(self, group: tuple[str, ...]) -> SpawnProcess:
         process = _SPAWN.Process(
             target=_worker,
-            args=(self.spec, self.url, group, self._settings, self._reports),
+            args=(self.spec, self.url, group, self._settings, self._reports, os.getpid()),
             name=f"fes {','.join(group)}",
             daemon=True,
         )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection
 from typing import Any, Protocol, Self
 
-from fes.errors import ConfigurationError, FesError, PolicyError
+from fes.errors import ConfigurationError, FesError, FollowerStopped, PolicyError
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
 from ._application import Application, check_count, check_store
@@ -233,7 +233,11 @@ class Runner:
 
     @property
     def errors(self) -> dict[str, PolicyError]:
-        """The followers stopped by a policy error, with the error."""
+        """The followers stopped by a policy error, with the error.
+
+        While this is not empty, no runner reports quiet: :meth:`is_quiet` is
+        False, and :meth:`wait_until_quiet` raises :class:`fes.errors.FollowerStopped`.
+        """
         return {n: f.error for n, f in self.followers.items() if f.error is not None}
 
     def lags(self) -> dict[tuple[str, str], int]:
@@ -245,38 +249,46 @@ class Runner:
         }
 
     def is_quiet(self) -> bool:
-        """Whether every follower and view has processed everything visible now."""
-        if any(self.lags().values()):
+        """Whether every follower and view has processed everything visible now.
+
+        False while a follower this runner drives is stopped (see :attr:`errors`).
+        """
+        if self.errors or any(self.lags().values()):
             return False
         return all(
             p.position() >= p.application.store.last_position()
             for p in self.projections.values()
         )
 
-    def _snapshot(self) -> tuple[tuple[int, ...], bool]:
-        positions = tuple(
-            self.applications[a.name].store.last_position() for a in self.system.apps
-        )
-        return positions, self.is_quiet()
-
     def wait_until_quiet(self, timeout: float = 30.0, *, interval: float = 0.02) -> bool:
-        """Wait until everything is processed and stays so across two looks.
+        """Wait until everything is processed and stays so across two looks; True then.
 
         Two consecutive looks must find every log at the same position and
         nothing left to process: with cycles, one quiet look could be taken
         while a commit is adding new work.  Returns False after ``timeout``.
-        Stopped followers count as quiet only once they are stopped.
+
+        A stopped follower is never quiet: once every other follower and
+        view is, this raises :class:`fes.errors.FollowerStopped`, naming each
+        stopped follower with its :class:`fes.errors.PolicyError` (leader,
+        position, error).  It raises as well if ``timeout`` passes while
+        one is stopped.
         """
         deadline = time.monotonic() + timeout
-        before: tuple[tuple[int, ...], bool] | None = None
+        before: tuple[int, ...] | None = None
         while True:
-            now = self._snapshot()
-            stuck = set(self.errors)
-            quiet = now[1] or (stuck and self._quiet_except(stuck))
-            if quiet and before is not None and before[0] == now[0]:
+            positions = tuple(
+                self.applications[a.name].store.last_position() for a in self.system.apps
+            )
+            stuck = self.errors
+            quiet = self._quiet_except(set(stuck))
+            if quiet and before == positions:
+                if stuck:
+                    raise FollowerStopped(stuck) from next(iter(stuck.values()))
                 return True
-            before = now if quiet else None
+            before = positions if quiet else None
             if time.monotonic() >= deadline:
+                if stuck:
+                    raise FollowerStopped(stuck) from next(iter(stuck.values()))
                 return False
             time.sleep(interval)
 
@@ -320,9 +332,10 @@ class SyncRunner(Runner):
         """Process until nothing is left; return how many notifications were consumed.
 
         A follower waiting to retry a failed event is waited for.  With
-        ``check`` (the default), a follower stopped by a policy error is
-        reported by raising its :class:`fes.errors.PolicyError` once the others are
-        drained; otherwise inspect :attr:`errors`.
+        ``check`` (the default), followers stopped by a policy error are
+        reported, once the others are drained, by raising
+        :class:`fes.errors.FollowerStopped` (a :class:`fes.errors.PolicyError`
+        naming each of them); otherwise inspect :attr:`errors`.
         """
         total = 0
         rounds = 0
@@ -342,9 +355,9 @@ class SyncRunner(Runner):
             if not waits:
                 break
             time.sleep(max(min(waits) - time.monotonic(), 0.0))
-        if check:
-            for error in self.errors.values():
-                raise error
+        stopped = self.errors
+        if check and stopped:
+            raise FollowerStopped(stopped) from next(iter(stopped.values()))
         return total
 
 

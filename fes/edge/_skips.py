@@ -11,11 +11,20 @@ The event's topic starts with ``fes.``: every application's codec registers
 it (see :data:`skips`), runners never hand it to policies and views never fold
 it, so a skip in one application is invisible to the applications that
 follow it.
+
+A follower stopped by a policy error records a :class:`FollowerHalted` in
+:data:`STOPS_STREAM` of its own store (where, why, when, on which host and
+process), and a :class:`FollowerResumed` in the same transaction as its
+first progress after it: so ``fes apps`` on any host can tell a stopped
+follower from a slow one (:func:`current_stops`).
 """
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Iterable
+from typing import Any
+
+from attrs import field, frozen
 
 from fes.aggregates import Aggregate
 from fes.events import event
@@ -23,15 +32,23 @@ from fes.events import event
 __all__ = [
     "INTERNAL_PREFIX",
     "SKIPS_STREAM",
+    "STOPS_STREAM",
+    "FollowerHalted",
+    "FollowerResumed",
     "PolicySkipped",
+    "current_stops",
+    "follower_status",
     "is_internal",
     "skips",
+    "stops_from_json",
 ]
 
 #: Topics under this prefix are fes's own and never reach policies or views.
 INTERNAL_PREFIX = "fes."
 #: The stream of a follower in which its skips are recorded.
 SKIPS_STREAM = "fes.skipped"
+#: The stream of a follower in which its stops and resumptions are recorded.
+STOPS_STREAM = "fes.stops"
 
 
 @event(topic="fes.PolicySkipped")
@@ -52,13 +69,98 @@ class PolicySkipped:
     attempts: int
 
 
-def _count(total: int, skip: PolicySkipped) -> int:
+@event(topic="fes.FollowerHalted")
+@frozen
+class FollowerHalted:
+    """Follower ``unit`` stopped on ``leader``'s event at ``position`` after its policy failed.
+
+    ``error`` is the failure as ``Type: message``; ``where`` the policy's
+    ``file:line`` and ``traceback`` the whole traceback; ``at`` the time
+    (ISO 8601, from the application's clock); ``host`` and ``pid`` the
+    process that ran it.  Two records of one stop are equal whenever,
+    wherever and through whichever calls they were made: ``traceback``,
+    ``at``, ``host`` and ``pid`` are left out of comparisons (so a replayed
+    or simulated run compares equal).
+    """
+
+    unit: str
+    leader: str
+    position: int
+    error: str
+    where: str
+    traceback: str = field(eq=False)
+    at: str = field(eq=False)
+    host: str = field(eq=False)
+    pid: int = field(eq=False)
+
+
+@event(topic="fes.FollowerResumed")
+@frozen
+class FollowerResumed:
+    """Follower ``unit`` made progress on ``leader`` again, past ``position``."""
+
+    unit: str
+    leader: str
+    position: int
+
+
+def current_stops(events: Iterable[object]) -> dict[tuple[str, str], FollowerHalted]:
+    """From :data:`STOPS_STREAM`'s events: each (unit, leader) stopped now, with its record."""
+    stops: dict[tuple[str, str], FollowerHalted] = {}
+    for item in events:
+        if isinstance(item, FollowerHalted):
+            stops[(item.unit, item.leader)] = item
+        elif isinstance(item, FollowerResumed):
+            stops.pop((item.unit, item.leader), None)
+    return stops
+
+
+def stops_from_json(
+    records: Iterable[tuple[str, object]],
+) -> dict[tuple[str, str], FollowerHalted] | None:
+    """:func:`current_stops` of (topic, plain JSON data) records; None if one is encoded."""
+    kinds: dict[str, Any] = {
+        "fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed
+    }
+    events: list[object] = []
+    for topic, data in records:
+        kind = kinds.get(topic)
+        if kind is None or not isinstance(data, dict):
+            return None  # compressed or encrypted: only the application's codec reads it
+        try:
+            events.append(kind(**data))
+        except TypeError:
+            return None
+    return current_stops(events)
+
+
+def follower_status(stop: FollowerHalted | None, tracked: int, upstream: int | None) -> str:
+    """A follower's state for people: ``running``, ``behind N`` or ``stopped at P: …``.
+
+    A stop the follower has since moved past (another instance went on) is over.
+    """
+    if stop is not None and tracked < stop.position:
+        return (
+            f"stopped at {stop.position}: {stop.error} "
+            f"(since {stop.at}, on {stop.host}/{stop.pid})"
+        )
+    if upstream is None:
+        return "?"
+    behind = max(upstream - tracked, 0)
+    return "running" if not behind else f"behind {behind}"
+
+
+def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:
     return total + 1
 
 
-#: The aggregate of :data:`SKIPS_STREAM`: its state counts the skips.
+#: The aggregate of fes's own streams (:data:`SKIPS_STREAM`, :data:`STOPS_STREAM`):
+#: its state counts their events.
 skips: Aggregate[int] = Aggregate(
-    name="fes.skips", initial=0, apply=_count, events=[PolicySkipped]
+    name="fes.skips",
+    initial=0,
+    apply=_count,
+    events=[PolicySkipped, FollowerHalted, FollowerResumed],
 )
 
 

@@ -166,3 +166,8 @@ def kill_while_flowing(
                             expected={f"source:m-{n}@1" for n in range(events)})
         assert len(runner.app("sink").log()) == events
     return made, landed
+
+
+def own_log(app: Application) -> list[Any]:
+    """An application's log without fes's own records (skips, stops)."""
+    return [r for r in app.log() if not r.topic.startswith("fes.")]

@@ -57,8 +57,8 @@ def test_demo_keeps_a_store_it_is_given(
     assert main(["apps", "--store", url]) == 0
     out = capsys.readouterr().out
     assert "payments      reservations" in out
-    followers = out.split("followers")[1].splitlines()[3:]
-    assert followers and all(line.split()[-1] == "0" for line in followers if line.strip())
+    followers = out.split("followers")[1].split("views")[0].splitlines()[3:]
+    assert followers and all(line.split()[-1] == "running" for line in followers if line.strip())
 
 
 def test_reseal_encrypts_a_plain_store_when_asked(
@@ -93,26 +93,27 @@ def test_reseal_encrypts_a_plain_store_when_asked(
 def test_apps_shows_tracked_positions_and_lag(
     store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`fes apps` lists each application's last position and each follower's lag."""
+    """`fes apps` lists each application's last position and each follower's state."""
     assert main(["apps", "--store", store]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()]
-    assert ["sink", "source", "3", "5", "2"] in rows  # follower, leader, tracked, last, lag
+    # follower, leader, tracked, leader's last, status
+    assert ["sink", "source", "3", "5", "behind", "2"] in rows
     assert ["source", "5", "0"] in rows  # application, last position, skipped events
 
 
 def test_apps_shows_each_partition_with_its_lag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A partitioned follower's parts are listed by tracking key, their lag read off the leader."""
+    """A partitioned follower's parts are listed as name#i, their lag read off the leader."""
     url = f"sqlite:///{tmp_path / 'parts.db'}"
     with SyncRunner(domain.partitioned_pipeline, url, apps=["sink#0", "sink#2"]) as runner:
         send(runner.app("source"), range(4))
         runner.run_until_quiet()
     assert main(["apps", "--store", url]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert ["sink", "source#0/3", "4", "4", "0"] in rows
-    assert ["sink", "source#2/3", "4", "4", "0"] in rows
+    assert ["sink#0", "source", "4", "4", "running"] in rows
+    assert ["sink#2", "source", "4", "4", "running"] in rows
 
 
 def test_log_lists_an_applications_events(

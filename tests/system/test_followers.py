@@ -14,7 +14,7 @@ import fes
 from fes.edge import Application, Follower, SyncRunner, lags
 from fes.edge.stores import Database, open_database
 from system import domain
-from system.helpers import assert_exactly_once, causes, dump, send, serve
+from system.helpers import assert_exactly_once, causes, dump, own_log, send, serve
 
 
 def ids(app: Application) -> set[str]:
@@ -204,7 +204,7 @@ def test_a_batch_reads_the_versions_of_its_new_streams_in_one_query(
             monkeypatch.setattr(store, name, counted)
         assert runner.run_until_quiet() == 40
         assert calls == {"read_stream": 0, "read_payloads": 0, "stream_versions": 1}
-        assert len(runner.app("sink").log()) == 40
+        assert len(own_log(runner.app("sink"))) == 40
 
 
 def test_a_stream_created_after_the_versions_were_read_conflicts_and_is_redone(
@@ -254,7 +254,7 @@ def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
         sink = runner.app("sink")
         assert [r.event.number for r in sink.stream("shared")] == [0, 1]
         assert sink.stream("own-2") == []
-        assert sorted(r.stream for r in sink.log()) == ["own-0", "own-1", "shared", "shared"]
+        assert sorted(r.stream for r in own_log(sink)) == ["own-0", "own-1", "shared", "shared"]
         assert sink.store.last_tracked("source") == 2
 
 

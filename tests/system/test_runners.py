@@ -91,7 +91,10 @@ def test_threaded_runner_reports_a_stopped_follower_and_keeps_the_others() -> No
     )
     with ThreadedRunner(system, "memory://", poll_interval=0.05) as runner:
         send(runner.app("source"), range(10), poison=[3])
-        assert runner.wait_until_quiet(timeout=10)
+        with pytest.raises(fes.errors.FollowerStopped) as caught:
+            runner.wait_until_quiet(timeout=10)
+        assert set(caught.value.errors) == {"sink"}
+        assert not runner.is_quiet()
         assert set(runner.errors) == {"sink"}
         assert runner.errors["sink"].position == 4
         assert len(runner.app("audit").log()) == 10

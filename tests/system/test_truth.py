@@ -1,0 +1,348 @@
+"""Runners tell the truth: stopped followers are reported, recorded and seen from other processes.
+
+Also: a hot standby does not stop itself on a command refusing what its
+rival already did, and a killed supervisor leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fes
+from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner, open_database
+from fes.edge._runners import Runner
+from fes.edge._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
+from system import domain, standby
+from system.helpers import own_log, send
+
+TESTS = Path(__file__).resolve().parents[1]
+DOMAIN = str(TESTS / "system" / "domain.py")
+
+
+def _fes(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `fes` command in another process, as another host would."""
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    return subprocess.run(
+        [sys.executable, "-m", "fes.edge._cli", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+
+
+def _stopped_runner(kind: str, url: str) -> Runner:
+    if kind == "sync":
+        return SyncRunner(domain.pipeline, url)
+    if kind == "threaded":
+        return ThreadedRunner(domain.pipeline, url, poll_interval=0.05)
+    return ProcessRunner("system.domain:pipeline", url, poll_interval=0.05)
+
+
+def _wait_or_run(runner: Runner) -> None:
+    if isinstance(runner, SyncRunner):
+        runner.run_until_quiet()
+    else:
+        runner.wait_until_quiet(timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["sync", "threaded", "process"])
+def test_no_runner_reports_quiet_while_a_follower_is_stopped(kind: str, sqlite_url: str) -> None:
+    """Each runner raises FollowerStopped naming the follower; fes apps elsewhere shows the stop."""
+    with _stopped_runner(kind, sqlite_url) as runner:  # threads and workers start here
+        send(runner.app("source"), range(10), poison=[3])
+        with pytest.raises(fes.errors.FollowerStopped) as caught:
+            _wait_or_run(runner)
+        stopped = caught.value
+        assert set(stopped.errors) == {"sink"}
+        error = stopped.errors["sink"]
+        assert (error.leader, error.position) == ("source", 4)
+        assert "message 3 is poisoned" in str(stopped)
+        assert not runner.is_quiet()
+    shown = _fes("apps", "--store", sqlite_url)
+    assert shown.returncode == 3, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.split()[:2] == ["sink", "source"])
+    assert "stopped at 4: ValueError: message 3 is poisoned" in line
+    assert f"/{os.getpid()})" in line or kind == "process"
+    # the fix is deployed: a restart clears the stop and the follower catches up
+    with SyncRunner(domain.fixed_pipeline, sqlite_url) as fixed:
+        assert fixed.run_until_quiet() == 10 - 3
+        assert [r.event.number for r in own_log(fixed.app("sink"))] == list(range(10))
+        records = [r.event for r in fixed.app("sink").stream(STOPS_STREAM)]
+        assert current_stops(records) == {}
+        assert isinstance(records[-1], FollowerResumed)
+    shown = _fes("apps", "--store", sqlite_url)
+    assert shown.returncode == 0, shown.stderr
+    rows = [x.split() for x in shown.stdout.splitlines()]
+    assert ["sink", "source", "10", "10", "running"] in rows
+
+
+def test_a_stop_record_says_where_why_when_and_who(tmp_path: Path) -> None:
+    """The record holds position, error, the policy's file and line, clock time, host and pid."""
+    from datetime import UTC, datetime
+
+    moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with SyncRunner(domain.pipeline, "memory://", clock=lambda: moment) as runner:
+        send(runner.app("source"), range(5), poison=[2])
+        runner.run_until_quiet(check=False)
+        (record,) = [r.event for r in runner.app("sink").stream(STOPS_STREAM)]
+    assert isinstance(record, FollowerHalted)
+    assert (record.unit, record.leader, record.position) == ("sink", "source", 3)
+    assert record.error == "ValueError: message 2 is poisoned"
+    assert record.where.startswith(DOMAIN + ":")
+    assert 'raise ValueError(f"message {n} is poisoned")' in record.traceback
+    assert record.at == moment.isoformat()
+    assert record.pid == os.getpid() and record.host
+
+
+def test_fes_apps_lists_views_with_their_positions(tmp_path: Path) -> None:
+    """With --system, fes apps lists each view with its position and whether it is behind."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    from fes.examples import shop
+
+    with SyncRunner(shop.system, url) as runner:
+        runner.app("reservations").execute(
+            shop.stock, shop.stock_stream("mug"), shop.restock, "mug", 5
+        )
+        runner.run_until_quiet()
+    shown = _fes("apps", "--store", url, "--system", "fes.examples.shop:system")
+    assert shown.returncode == 0, shown.stderr
+    views = shown.stdout.split("\nviews\n")[1]
+    assert "orders/statuses" in views and "payments/revenue" in views
+    assert "up to date" in views
+
+
+@pytest.mark.parametrize(
+    ("result", "shown"),
+    [
+        (fes.Emit(domain.receipts, "r", [domain.Received(1)]), "returned Emit("),
+        (None, "returned None"),
+        (7, "returned 7"),
+    ],
+)
+def test_a_policy_returning_no_list_gets_a_clear_error(result: Any, shown: str) -> None:
+    """A bare intent, None or a number from a policy: an error saying a policy returns a list."""
+    system = domain.with_handler(fes.stop_on_error, lambda recorded: result)
+    with SyncRunner(system, "memory://") as runner:
+        send(runner.app("source"), range(1))
+        with pytest.raises(fes.errors.FollowerStopped) as caught:
+            runner.run_until_quiet()
+    error = caught.value.errors["sink"].error
+    assert isinstance(error, fes.errors.DefinitionError)
+    assert shown in str(error) and "a policy returns a list of intents" in str(error)
+
+
+# --- a hot standby ------------------------------------------------------------------------
+
+
+def _race(url: str, trials: int, per_trial: int) -> None:
+    """Two instances of ``guard`` race over ``url``, ``trials`` times: none stops, none doubles."""
+    instances = [SyncRunner(standby.guarded, url, batch_size=4, apps=["guard"])
+                 for _ in range(2)]
+    with SyncRunner(standby.guarded, url, apps=[]) as writer:
+        try:
+            for trial in range(trials):
+                send(writer.app("source"), range(trial * per_trial, (trial + 1) * per_trial))
+                failures: list[BaseException] = []
+                start = threading.Barrier(2, timeout=30)
+
+                def race(
+                    runner: SyncRunner,
+                    start: threading.Barrier = start,
+                    failures: list[BaseException] = failures,
+                ) -> None:
+                    try:
+                        start.wait()
+                        runner.run_until_quiet(max_rounds=10_000)
+                    except BaseException as error:
+                        failures.append(error)
+
+                threads = [threading.Thread(target=race, args=(r,)) for r in instances]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
+                assert not any(t.is_alive() for t in threads), "a racer did not finish in 60s"
+                assert failures == []
+                assert all(not r.errors for r in instances)
+            guard = instances[0].app("guard")
+            total = trials * per_trial
+            counted = [r.event.position for r in guard.stream("seen")]
+            assert counted == list(range(1, total + 1))  # each upstream event once, in order
+            assert guard.store.last_tracked("source") == total
+            assert guard.store.stream_version(STOPS_STREAM) == 0  # nobody ever stopped
+        finally:
+            for runner in instances:
+                runner.close()
+
+
+def test_a_hot_standby_does_not_stop_itself_sqlite(tmp_path: Path) -> None:
+    """Two instances, a Do refusing what the rival counted: on SQLite none stops, none doubles."""
+    _race(f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL", trials=40, per_trial=8)
+
+
+@pytest.mark.postgres
+def test_a_hot_standby_does_not_stop_itself_postgres(pg_url: str) -> None:
+    """Two instances, a Do refusing what the rival counted: on PostgreSQL none stops or doubles."""
+    _race(pg_url, trials=15, per_trial=12)
+
+
+# --- orphans --------------------------------------------------------------------------------
+
+SUPERVISOR = textwrap.dedent(
+    """
+    import json, sys, time
+    from fes.edge import ProcessRunner
+    from system import domain
+    from system.helpers import serve
+
+    if __name__ == "__main__":
+        runner = ProcessRunner("system.domain:rally", sys.argv[1], processes=2,
+                               poll_interval=0.05)
+        runner.start()
+        serve(runner.app("left"), [3, 4])
+        assert runner.wait_until_quiet(timeout=60)
+        print(json.dumps(sorted(runner.pids().values())), flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _connections(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+", "postgresql")) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _kill_supervisor(tmp_path: Path, url: str) -> list[int]:
+    """Start a ProcessRunner in another process, SIGKILL it; its workers' pids."""
+    script = tmp_path / "supervisor.py"
+    script.write_text(SUPERVISOR)
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        [sys.executable, str(script), url], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        workers: list[int] = json.loads(line)
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    return workers
+
+
+def _gone_within(seconds: float, check: Any) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def test_workers_exit_when_their_supervisor_is_killed_sqlite(tmp_path: Path) -> None:
+    """SIGKILL of a ProcessRunner's process: within a few seconds none of its workers is left."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
+    workers = _kill_supervisor(tmp_path, url)
+    try:
+        assert _gone_within(5, lambda: not any(_alive(pid) for pid in workers))
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.postgres
+def test_workers_exit_when_their_supervisor_is_killed_postgres(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """SIGKILL of the supervisor on PostgreSQL: no worker, and no connection of theirs, is left."""
+    workers = _kill_supervisor(tmp_path, pg_url)
+    try:
+        assert _gone_within(5, lambda: not any(_alive(pid) for pid in workers))
+        assert _gone_within(5, lambda: _connections(pg_url) == 0)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_fes_apps_reads_compressed_stop_records_with_or_without_the_system(
+    sqlite_url: str,
+) -> None:
+    """A compressed stop record is inflated by the CLI itself, and read with --system too."""
+    with SyncRunner(domain.pipeline, sqlite_url, compress=True) as runner:
+        send(runner.app("source"), range(4), poison=[1])
+        runner.run_until_quiet(check=False)
+    raw = _fes("apps", "--store", sqlite_url)
+    assert raw.returncode == 3, raw.stderr
+    assert "stopped at 2: ValueError: message 1 is poisoned" in raw.stdout
+    shown = _fes("apps", "--store", sqlite_url, "--system", "system.domain:pipeline")
+    assert shown.returncode == 3, shown.stderr
+    assert "stopped at 2: ValueError: message 1 is poisoned" in shown.stdout
+
+
+def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) -> None:
+    """Stopping again on the same event records nothing new: the stop keeps its first time."""
+    for _ in range(3):
+        with SyncRunner(domain.pipeline, sqlite_url) as runner:
+            if not runner.app("source").store.last_position():
+                send(runner.app("source"), range(4), poison=[1])
+            with pytest.raises(fes.errors.FollowerStopped):
+                runner.run_until_quiet()
+            records = runner.app("sink").stream(STOPS_STREAM)
+            assert [r.event.position for r in records] == [2]
+
+
+def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: str) -> None:
+    """`fes run` goes on after a stop, logs where the policy failed, and exits 3 on SIGTERM."""
+    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
+        send(writer.app("source"), range(5), poison=[2])
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:pipeline",
+         "--store", sqlite_url, "--poll-interval", "0.05"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        with open_database(sqlite_url) as database:
+            store = database.store("sink")
+            assert _gone_within(30, lambda: store.stream_version(STOPS_STREAM) > 0)
+        assert process.poll() is None  # still serving
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 3, err
+    assert "ValueError: message 2 is poisoned" in err
+    assert f"(at {DOMAIN}:" in err and "follower 'sink' stopped" in err
