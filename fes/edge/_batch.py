@@ -95,6 +95,9 @@ class Batch:
     # each change to pending as (stream, the slot it replaced, how many events
     # the stream held before): what rollback undoes
     _undo: list[tuple[str, Pending | None, int]] = field(factory=list, init=False, repr=False)
+    # streams whose slot the journal already holds as it was at the last mark: a
+    # later change needs no entry, and the batch keeps no state in between
+    _kept: set[str] = field(factory=set, init=False, repr=False)
 
     def prefetch(self, streams: Iterable[str]) -> None:
         """Find out in one read which of ``streams`` have no events yet.
@@ -120,6 +123,7 @@ class Batch:
 
     def savepoint(self) -> int:
         """A mark of what the batch holds now, for :meth:`rollback`."""
+        self._kept.clear()  # the next change of each stream is journaled again
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
@@ -131,6 +135,7 @@ class Batch:
         if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
             raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
         pending = self.pending
+        self._kept.clear()
         while len(undo) > mark:
             stream, slot, held = undo.pop()
             if slot is None:
@@ -166,6 +171,7 @@ class Batch:
             slot = Pending(aggregate, version, state, [], [], [])
             self.pending[stream] = slot
             self._undo.append((stream, None, 0))
+            self._kept.add(stream)
         elif slot.aggregate.name != aggregate.name:
             raise FesError(
                 f"stream {stream!r} is used as {slot.aggregate.name!r} and "
@@ -209,7 +215,12 @@ class Batch:
         metas.extend((metadata,) * len(new))
         rows.extend(encoded)
         self.pending[stream] = Pending(aggregate, slot.version, state, events, metas, rows)
-        self._undo.append((stream, slot, held))
+        # Only a stream's first change since the last mark is journaled: a
+        # rollback restores the slot as it was then, so the states in between
+        # (each a whole aggregate state) are not kept alive.
+        if stream not in self._kept:
+            self._undo.append((stream, slot, held))
+            self._kept.add(stream)
 
     def execute(
         self,

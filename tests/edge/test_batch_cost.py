@@ -7,7 +7,9 @@ few and with many events pending on the same stream.
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
+import weakref
 
 import fes
 from fes.edge import Application, Batch
@@ -80,3 +82,18 @@ def test_a_rollback_cuts_a_long_stream_back_to_its_savepoint() -> None:
     recorded = app.commit(batch)
     assert [r.version for r in recorded] == list(range(1, 1_002))
     assert app.get(accounts, "acc") == Account("Ada", balance=1_000)
+
+
+def test_a_batch_keeps_no_state_between_a_mark_and_the_current_one() -> None:
+    """States a stream passed through after a mark are freed; the state at the mark is kept."""
+    _app, batch = _batch(1)
+    mark = batch.savepoint()
+    at_mark = weakref.ref(batch.state(accounts, "acc"))
+    batch.execute(accounts, "acc", deposit, 1)
+    passed = weakref.ref(batch.state(accounts, "acc"))
+    batch.execute(accounts, "acc", deposit, 1)
+    gc.collect()
+    assert passed() is None
+    assert at_mark() is not None
+    batch.rollback(mark)
+    assert batch.state(accounts, "acc") is at_mark()
