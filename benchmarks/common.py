@@ -36,6 +36,7 @@ __all__ = [
     "environment",
     "fsync_costs",
     "interleaved",
+    "interleaved_cpu",
     "profile_call",
     "rotated",
     "scratch",
@@ -187,30 +188,54 @@ def interleaved(
     warm_up: int = 3,
     least: int = 10,
 ) -> dict[K, float]:
-    """Median milliseconds per call of each of ``loads``, the calls taking turns.
+    """Median milliseconds (wall clock) per call of each of ``loads``, the calls taking turns.
+
+    See :func:`interleaved_cpu`, which also measures CPU time.
+    """
+    found = interleaved_cpu(loads, count, budget=budget, warm_up=warm_up, least=least)
+    return {name: wall for name, (wall, _cpu) in found.items()}
+
+
+def interleaved_cpu(
+    loads: dict[K, Callable[[], object]],
+    count: int,
+    *,
+    budget: float,
+    warm_up: int = 3,
+    least: int = 10,
+) -> dict[K, tuple[float, float]]:
+    """Median milliseconds per call of each of ``loads``: (wall clock, CPU), taking turns.
 
     Round after round, each load is called once (in the given order), so a
     burst of load on the machine falls on all of them alike.  A load leaves
     the rounds after ``count`` calls, or once it has spent ``budget`` seconds
-    with at least ``least`` calls (a slow contender stops early).
+    with at least ``least`` calls (a slow contender stops early).  CPU time is
+    ``time.process_time`` (this process, all its threads).
     """
     for load in loads.values():
         for _ in range(warm_up):
             load()
     times: dict[K, list[float]] = {name: [] for name in loads}
+    cpu: dict[K, list[float]] = {name: [] for name in loads}
     spent = dict.fromkeys(loads, 0.0)
     active = list(loads)
+    clock, cpu_clock = time.perf_counter, time.process_time
     while active:
         for name in list(active):
-            start = time.perf_counter()
+            start, start_cpu = clock(), cpu_clock()
             loads[name]()
-            elapsed = time.perf_counter() - start
+            used = cpu_clock() - start_cpu
+            elapsed = clock() - start
             times[name].append(elapsed)
+            cpu[name].append(used)
             spent[name] += elapsed
             done = len(times[name])
             if done >= count or (spent[name] > budget and done >= least):
                 active.remove(name)
-    return {name: statistics.median(found) * 1000 for name, found in times.items()}
+    return {
+        name: (statistics.median(found) * 1000, statistics.median(cpu[name]) * 1000)
+        for name, found in times.items()
+    }
 
 
 def rotated(items: Sequence[T], run: int) -> list[T]:

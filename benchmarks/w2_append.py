@@ -1,6 +1,11 @@
 """W2: many events appended to one new stream in one call (one commit).
 
-fes builds the events (a ``Registered`` and ``TrickAdded`` events), emits
+The like-for-like row runs one command per event on both sides, then one
+commit: fes ``batch.execute(dogs, stream, register, "Fido")`` and
+``batch.execute(dogs, stream, add_trick, …)`` for each trick, then
+``app.commit(batch)``; eventsourcing ``Dog("Fido")``, ``add_trick`` for each
+trick, one ``save``.  The context row (fes's fastest call, no commands)
+builds the events (a ``Registered`` and ``TrickAdded`` events), emits
 them into a batch (which folds them, checking they apply) and commits;
 eventsourcing creates a ``Dog`` and calls ``add_trick`` for each trick (its
 way of producing events: each is applied as it is made), then saves once;
@@ -15,16 +20,20 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import orjson
 
+import fes
 from fes.edge import Application
-from fes.examples.dogs import Registered, TrickAdded, dogs
+from fes.examples.dogs import Dog, Registered, TrickAdded, dogs, register
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
 from .domains import SCHOOL, DogSchool, EsDog, sqlite_env
 from .raw import RawStore, connect, now_micros
 
-__all__ = ["es_append", "fes_append", "raw_append", "run"]
+__all__ = ["es_append", "fes_append", "fes_commands", "raw_append", "run"]
+
+FES_EMIT = f"{FES}, emit (context)"
 
 
 def fes_append(app: Application, n: int) -> str:
@@ -33,6 +42,34 @@ def fes_append(app: Application, n: int) -> str:
     events = [Registered("Fido"), *[TrickAdded(f"trick {i}") for i in range(1, n)]]
     batch = app.batch()
     batch.emit(dogs, stream, events)
+    app.commit(batch)
+    return stream
+
+
+def teach(dog: Dog, trick: str) -> list[TrickAdded]:
+    """The command eventsourcing's ``add_trick`` is: no check that the dog knows it already.
+
+    (The example's ``add_trick`` looks the trick up in the dog's tricks, a scan
+    that grows with them: a domain's cost, not a library's.)
+    """
+    return [TrickAdded(trick)]
+
+
+#: The example's dogs with ``teach`` declared as a command, as eventsourcing's
+#: ``add_trick`` is declared on its aggregate (fes resolves a declared
+#: command's annotations once, an undeclared one's on every call).
+TEACHING = attrs.evolve(dogs, commands=[register, teach])
+TEACHING_SCHOOL = fes.App("school", aggregates=(TEACHING,))
+
+
+def fes_commands(app: Application, n: int) -> str:
+    """One command per event into one batch, one commit; returns the stream's id."""
+    stream = app.new_id()
+    batch = app.batch()
+    execute = batch.execute
+    execute(TEACHING, stream, register, "Fido")
+    for i in range(1, n):
+        execute(TEACHING, stream, teach, f"trick {i}")
     app.commit(batch)
     return stream
 
@@ -59,30 +96,38 @@ def raw_append(store: RawStore, n: int) -> str:
     return stream
 
 
-def _fes(directory: Path, n: int) -> float:
+Timed = tuple[float, float]  # wall seconds, CPU seconds (process_time)
+
+
+def _timed(fn: Callable[[], object]) -> Timed:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _fes(directory: Path, n: int) -> Timed:
+    with Application(TEACHING_SCHOOL, store=f"sqlite:///{directory}/fes.db") as app:
+        return _timed(lambda: fes_commands(app, n))
+
+
+def _fes_emit(directory: Path, n: int) -> Timed:
     with Application(SCHOOL, store=f"sqlite:///{directory}/fes.db") as app:
-        start = time.perf_counter()
-        fes_append(app, n)
-        return time.perf_counter() - start
+        return _timed(lambda: fes_append(app, n))
 
 
-def _es(directory: Path, n: int) -> float:
+def _es(directory: Path, n: int) -> Timed:
     app = DogSchool(env=sqlite_env(DogSchool=str(directory / "es.db")))
     try:
-        start = time.perf_counter()
-        es_append(app, n)
-        return time.perf_counter() - start
+        return _timed(lambda: es_append(app, n))
     finally:
         app.close()
 
 
-def _raw(directory: Path, n: int) -> float:
+def _raw(directory: Path, n: int) -> Timed:
     conn = connect(directory / "raw.db")
     try:
         store = RawStore(conn, "school").create()
-        start = time.perf_counter()
-        raw_append(store, n)
-        return time.perf_counter() - start
+        return _timed(lambda: raw_append(store, n))
     finally:
         conn.close()
 
@@ -90,21 +135,39 @@ def _raw(directory: Path, n: int) -> float:
 def run(config: Config) -> Report:
     n = config.size(10_000, 2_000)
     runs = config.repeat(7, 3)
-    report = Report("W2", f"{n:,} events appended to one stream in one call (SQLite file)")
-    contenders: dict[str, Callable[[Path, int], float]] = {FES: _fes, ES: _es, RAW: _raw}
-    series = {name: report.add(name, "events/s") for name in contenders}
+    report = Report("W2", f"{n:,} events appended to one stream in one commit (SQLite file)")
+    contenders: dict[str, Callable[[Path, int], Timed]] = {
+        FES: _fes, ES: _es, RAW: _raw, FES_EMIT: _fes_emit,
+    }
+    rate = {name: report.add(f"{name}: wall-clock rate", "events/s") for name in contenders}
+    cpu = {
+        name: report.add(f"{name}: CPU per event (process_time)", "us", higher_is_better=False)
+        for name in contenders
+    }
     for number in range(runs):
         for name in rotated(list(contenders), number):
             with scratch("w2") as directory:
-                series[name].values.append(n / contenders[name](directory, n))
-    raw = series[RAW].median
-    fes_ratio = report.ratio("fes / raw rate", series[FES].median / raw)
-    report.ratio("eventsourcing / raw rate", series[ES].median / raw)
-    report.ratio("fes / eventsourcing rate", series[FES].median / series[ES].median)
-    report.check("fes / raw rate", fes_ratio, 0.5, at_least=True)
+                wall, used = contenders[name](directory, n)
+                rate[name].values.append(n / wall)
+                cpu[name].values.append(used / n * 1e6)
+    raw = rate[RAW].median
+    fes_ratio = report.ratio("one command per event: fes / raw rate", rate[FES].median / raw)
+    report.ratio("one command per event: eventsourcing / raw rate", rate[ES].median / raw)
+    report.ratio(
+        "one command per event: fes / eventsourcing rate", rate[FES].median / rate[ES].median
+    )
+    report.ratio("CPU: fes / raw", cpu[FES].median / cpu[RAW].median)
+    report.ratio("CPU: eventsourcing / raw", cpu[ES].median / cpu[RAW].median)
+    report.ratio("context, emit: fes / raw rate", rate[FES_EMIT].median / raw)
+    report.ratio("context, emit: CPU fes / raw", cpu[FES_EMIT].median / cpu[RAW].median)
+    report.check("one command per event: fes / raw rate", fes_ratio, 0.6, at_least=True)
+    report.notes.append(
+        "fes and eventsourcing: one command per event, one commit; emit (context) appends "
+        "events fes is handed, folding them; raw: orjson payloads, executemany, one commit"
+    )
     if config.profile:
         with scratch("w2-profile") as directory, Application(
-            SCHOOL, store=f"sqlite:///{directory}/fes.db"
+            TEACHING_SCHOOL, store=f"sqlite:///{directory}/fes.db"
         ) as app:
-            report.profile = profile_call(lambda: fes_append(app, n))
+            report.profile = profile_call(lambda: fes_commands(app, n))
     return report

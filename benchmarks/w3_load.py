@@ -25,7 +25,17 @@ import orjson
 from fes.edge import Application
 from fes.examples.dogs import Dog, Registered, TrickAdded, dogs, registered, trick_added
 
-from .common import ES, FES, RAW, Config, Report, interleaved, profile_call, rotated, scratch
+from .common import (
+    ES,
+    FES,
+    RAW,
+    Config,
+    Report,
+    interleaved_cpu,
+    profile_call,
+    rotated,
+    scratch,
+)
 from .domains import (
     DIRECT_SCHOOL,
     SCHOOL,
@@ -153,24 +163,38 @@ def run(config: Config) -> Report:
         raw_folded: _raw_folded(registered, trick_added),
         raw_direct: _raw_folded(direct_registered, direct_trick_added),
     }
-    series = {name: report.add(name, "ms/load", higher_is_better=False) for name in builders}
+    series = {
+        name: report.add(f"{name} (wall clock)", "ms/load", higher_is_better=False)
+        for name in builders
+    }
+    cpu = {
+        name: report.add(f"{name} (CPU, process_time)", "ms/load", higher_is_better=False)
+        for name in builders
+    }
     for number in range(runs):
         with scratch("w3") as directory:
             built = {name: builders[name](directory, n) for name in rotated(list(builders), number)}
             try:
-                found = interleaved(
+                found = interleaved_cpu(
                     {name: load for name, (load, _) in built.items()}, loads, budget=budget
                 )
             finally:
                 for _, close in built.values():
                     close()
-        for name, median in found.items():
+        for name, (median, median_cpu) in found.items():
             series[name].values.append(median)
+            cpu[name].values.append(median_cpu)
     raw = series[RAW].median
     fes_ratio = report.ratio("fes / raw time", series[FES].median / raw)
     report.ratio("eventsourcing / raw time", series[ES].median / raw)
     report.ratio("eventsourcing / fes time", series[ES].median / series[FES].median)
     report.check("fes / raw time", fes_ratio, 2.0, at_least=False)
+    report.ratio("CPU: fes / raw", cpu[FES].median / cpu[RAW].median)
+    report.ratio("CPU: eventsourcing / raw", cpu[ES].median / cpu[RAW].median)
+    report.check(
+        f"CPU: fes / {raw_folded}",
+        cpu[FES].median / cpu[raw_folded].median, 1.1, at_least=False,
+    )
     report.ratio(f"{direct} / raw time", series[direct].median / raw)
     report.ratio(f"fes / {raw_events} time", series[FES].median / series[raw_events].median)
     report.ratio(

@@ -10,28 +10,39 @@ its tracking position.
 - catch-up: a backlog of upstream events is written first (not timed),
   then the runner processes it all.
 
-Contenders: fes (both apps' tables in one file, as fes keeps them) live with
-a :class:`~fes.edge.ProcessRunner` running the follower in a
-worker process of its own, as ``fes run`` deploys it beside the process that
-takes commands, and catching up with a :class:`~fes.edge.SyncRunner`;
-a context row runs the follower in a thread of the leader's process
-(:class:`~fes.edge.ThreadedRunner`).  eventsourcing's
-``SingleThreadedRunner`` with a ``ProcessApplication`` (one file per
-application, as its SQLite tables are not named per application; the runner
-processes each upstream event in its own transaction, in the leader's
-thread, right after the leader's save, and catches up by
-``pull_and_process``).  Raw sqlite3 doing fes's SQL by hand, a follower
-thread reading the log as many notifications at a time as fes (its default batch).
+Live is reported in two arrangements, like for like:
+
+- *follower in the leader's process*: fes's :class:`~fes.edge.ThreadedRunner`
+  (a thread); eventsourcing's ``SingleThreadedRunner`` (the leader's thread,
+  right after each save); raw sqlite3 in a thread woken after each commit.
+- *follower in its own process*: fes's :class:`~fes.edge.ProcessRunner`, as
+  ``fes run`` deploys it beside a web process; eventsourcing's ``Registry``
+  in a process of its own calling ``pull_and_process`` in a loop; raw
+  sqlite3's follower in a process of its own.  The last two poll every
+  millisecond when they find nothing new.
+
+Catching up, fes runs a :class:`~fes.edge.SyncRunner`, eventsourcing
+``pull_and_process``, raw its follower step in a loop.  fes keeps both apps'
+tables in one file; eventsourcing one file per application (its SQLite
+tables are not named per application).  Raw sqlite3 does fes's SQL by hand,
+reading the log as many notifications at a time as fes (its default batch).
+
+CPU time is ``time.process_time`` of the benchmark's process, plus, when the
+follower has its own process, that process's user and system time read
+from ``/proc`` (at the clock tick's resolution).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 from eventsourcing.system import SingleThreadedRunner
@@ -47,6 +58,36 @@ from .domains import SCHOOL, SYSTEM, DogSchool, EsDog, Registry, sqlite_env
 from .raw import RawStore, connect, now_micros
 
 __all__ = ["run"]
+
+Timed = tuple[float, float]  # wall seconds, CPU seconds
+_SPAWN = multiprocessing.get_context("spawn")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_of(pid: int) -> float:
+    """Seconds of CPU (user and system) process ``pid`` has used, from /proc; 0 elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class Clock:
+    """Wall and CPU time from ``start()``: this process's, plus given child processes'."""
+
+    def __init__(self, pids: Callable[[], list[int]] = list) -> None:
+        self.pids = pids
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.children = sum(cpu_of(pid) for pid in self.pids())
+
+    def stop(self) -> Timed:
+        cpu = time.process_time() - self.cpu
+        cpu += sum(cpu_of(pid) for pid in self.pids()) - self.children
+        return time.perf_counter() - self.wall, cpu
 
 BACKLOG_CHUNK = 500
 DEADLINE = 600.0
@@ -82,19 +123,21 @@ def _fes_lead(leader: Application, n: int, per_commit: int) -> None:
         leader.commit(batch)
 
 
-def _fes_timed(leader: Application, runner: Runner, n: int, per_commit: int) -> float:
-    """Seconds from the leader's first command until the follower tracked its last event."""
+def _fes_timed(
+    leader: Application, runner: Runner, n: int, per_commit: int, clock: Clock
+) -> Timed:
+    """Times from the leader's first command until the follower tracked its last event."""
     follower = runner.app("registry").store
-    start = time.perf_counter()
+    clock.start()
     _fes_lead(leader, n, per_commit)
     last = leader.store.last_position()
     _until(lambda: follower.last_tracked("school") >= last or bool(runner.errors), "fes")
-    elapsed = time.perf_counter() - start
+    elapsed = clock.stop()
     assert not runner.errors, runner.errors
     return elapsed
 
 
-def fes_live(directory: Path, n: int, per_commit: int = 1) -> float:
+def fes_live(directory: Path, n: int, per_commit: int = 1) -> Timed:
     """The follower in a worker process of its own, as ``fes run`` deploys it."""
     url = f"sqlite:///{directory}/fes.db"
     with (
@@ -105,12 +148,13 @@ def fes_live(directory: Path, n: int, per_commit: int = 1) -> float:
         # one untimed event: the worker process has started and follows
         leader.execute(dogs, leader.new_id(), register, "Fido")
         _until(lambda: follower.last_tracked("school") >= 1 or bool(runner.errors), "fes")
-        elapsed = _fes_timed(leader, runner, n, per_commit)
+        clock = Clock(lambda: list(runner.pids().values()))
+        elapsed = _fes_timed(leader, runner, n, per_commit, clock)
         assert follower.last_position() == n + 1
         return elapsed
 
 
-def fes_live_threads(directory: Path, n: int, per_commit: int = 1) -> float:
+def fes_live_threads(directory: Path, n: int, per_commit: int = 1) -> Timed:
     """The follower in a thread of the leader's process (a ThreadedRunner)."""
     database = open_database(f"sqlite:///{directory}/fes.db")
     runner = ThreadedRunner(SYSTEM, store=database)
@@ -118,7 +162,7 @@ def fes_live_threads(directory: Path, n: int, per_commit: int = 1) -> float:
         leader = runner.app("school")
         follower = runner.app("registry").store
         runner.start()
-        elapsed = _fes_timed(leader, runner, n, per_commit)
+        elapsed = _fes_timed(leader, runner, n, per_commit, Clock())
         assert follower.last_position() == n
         return elapsed
     finally:
@@ -140,12 +184,13 @@ def fes_backlog(directory: Path, n: int) -> str:
     return url
 
 
-def fes_catch_up(directory: Path, n: int) -> float:
+def fes_catch_up(directory: Path, n: int) -> Timed:
     url = fes_backlog(directory, n)
     with SyncRunner(SYSTEM, store=url) as runner:
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         runner.run_until_quiet()
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
         assert runner.app("registry").store.last_position() == n
         return elapsed
 
@@ -159,7 +204,7 @@ def _es_env(directory: Path) -> dict[str, str]:
     )
 
 
-def es_live(directory: Path, n: int, per_commit: int = 1) -> float:
+def es_live(directory: Path, n: int, per_commit: int = 1) -> Timed:
     runner = SingleThreadedRunner(ES_SYSTEM, env=_es_env(directory))  # type: ignore[var-annotated]
     runner.start()
     try:
@@ -167,17 +212,63 @@ def es_live(directory: Path, n: int, per_commit: int = 1) -> float:
         follower = runner.get(Registry)
         save = leader.save
         save(EsDog("Fido"))  # one untimed event, as fes's worker process gets
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         for done in range(0, n, per_commit):
             save(*[EsDog("Fido") for _ in range(min(per_commit, n - done))])
         last = leader.recorder.max_notification_id()
         _until(lambda: follower.recorder.max_tracking_id("DogSchool") == last, "eventsourcing")
-        return time.perf_counter() - start
+        return clock.stop()
     finally:
         runner.stop()
 
 
-def es_catch_up(directory: Path, n: int) -> float:
+def _es_follow(env: dict[str, str], ready: Any, stop: Any) -> None:
+    """In a process of its own: eventsourcing's Registry pulls and processes in a loop."""
+    runner = SingleThreadedRunner(ES_SYSTEM, env=env)  # type: ignore[var-annotated]
+    runner.start()
+    try:
+        follower = runner.get(Registry)
+        ready.set()
+        while not stop.is_set():
+            before = follower.recorder.max_tracking_id("DogSchool")
+            follower.pull_and_process("DogSchool")
+            if follower.recorder.max_tracking_id("DogSchool") == before:
+                time.sleep(0.001)
+    finally:
+        runner.stop()
+
+
+def es_live_process(directory: Path, n: int, per_commit: int = 1) -> Timed:
+    """eventsourcing's follower in a process of its own, polling the leader's log."""
+    env = _es_env(directory)
+    leader = DogSchool(env=env)
+    leader.save(EsDog("Fido"))  # one untimed event, as fes's worker process gets
+    ready, stop = _SPAWN.Event(), _SPAWN.Event()
+    child = _SPAWN.Process(target=_es_follow, args=(env, ready, stop), daemon=True)
+    child.start()
+    tracker = Registry(env=env)
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("eventsourcing's follower process did not start")
+        _until(lambda: tracker.recorder.max_tracking_id("DogSchool") == 1, "eventsourcing")
+        assert child.pid is not None
+        pid = child.pid
+        clock = Clock(lambda: [pid])
+        clock.start()
+        for done in range(0, n, per_commit):
+            leader.save(*[EsDog("Fido") for _ in range(min(per_commit, n - done))])
+        last = leader.recorder.max_notification_id()
+        _until(lambda: tracker.recorder.max_tracking_id("DogSchool") == last, "eventsourcing")
+        return clock.stop()
+    finally:
+        stop.set()
+        child.join(30)
+        tracker.close()
+        leader.close()
+
+
+def es_catch_up(directory: Path, n: int) -> Timed:
     env = _es_env(directory)
     leader = DogSchool(env=env)
     done = 0
@@ -190,9 +281,10 @@ def es_catch_up(directory: Path, n: int) -> float:
     runner.start()
     try:
         follower = runner.get(Registry)
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         follower.pull_and_process("DogSchool")
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
         assert follower.recorder.max_tracking_id("DogSchool") == last
         return elapsed
     finally:
@@ -254,7 +346,7 @@ def _register(store: RawStore, count: int) -> None:
     store.append(rows)
 
 
-def raw_live(directory: Path, n: int, per_commit: int = 1) -> float:
+def raw_live(directory: Path, n: int, per_commit: int = 1) -> Timed:
     path = directory / "raw.db"
     leader, _ = _raw_leader(path)
     follower = RawFollower(path)
@@ -274,7 +366,8 @@ def raw_live(directory: Path, n: int, per_commit: int = 1) -> float:
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     try:
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         for done in range(0, n, per_commit):
             _register(leader, min(per_commit, n - done))
             with wake:
@@ -282,7 +375,7 @@ def raw_live(directory: Path, n: int, per_commit: int = 1) -> float:
         last = leader.last_position()
         tracker = RawStore(connect(path), "registry")
         _until(lambda: tracker.last_tracked("school") >= last or bool(failures), "raw")
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
         assert not failures, failures
         tracker.conn.close()
         return elapsed
@@ -295,7 +388,50 @@ def raw_live(directory: Path, n: int, per_commit: int = 1) -> float:
         leader.conn.close()
 
 
-def raw_catch_up(directory: Path, n: int) -> float:
+def _raw_follow(path: Path, ready: Any, stop: Any) -> None:
+    """In a process of its own: raw sqlite3's follower steps, polling every millisecond."""
+    follower = RawFollower(path)
+    try:
+        ready.set()
+        while not stop.is_set():
+            if not follower.step():
+                time.sleep(0.001)
+    finally:
+        follower.close()
+
+
+def raw_live_process(directory: Path, n: int, per_commit: int = 1) -> Timed:
+    """Raw sqlite3's follower in a process of its own."""
+    path = directory / "raw.db"
+    leader, _ = _raw_leader(path)
+    ready, stop = _SPAWN.Event(), _SPAWN.Event()
+    child = _SPAWN.Process(target=_raw_follow, args=(path, ready, stop), daemon=True)
+    child.start()
+    tracker = RawStore(connect(path), "registry")
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("raw follower process did not start")
+        _register(leader, 1)  # one untimed event, as fes's worker process gets
+        _until(lambda: tracker.last_tracked("school") >= 1 or not child.is_alive(), "raw")
+        assert child.pid is not None
+        pid = child.pid
+        clock = Clock(lambda: [pid])
+        clock.start()
+        for done in range(0, n, per_commit):
+            _register(leader, min(per_commit, n - done))
+        last = leader.last_position()
+        _until(lambda: tracker.last_tracked("school") >= last or not child.is_alive(), "raw")
+        elapsed = clock.stop()
+        assert child.is_alive(), "the raw follower process died"
+        return elapsed
+    finally:
+        stop.set()
+        child.join(30)
+        tracker.conn.close()
+        leader.conn.close()
+
+
+def raw_catch_up(directory: Path, n: int) -> Timed:
     path = directory / "raw.db"
     leader, _ = _raw_leader(path)
     done = 0
@@ -305,12 +441,17 @@ def raw_catch_up(directory: Path, n: int) -> float:
     leader.conn.close()
     follower = RawFollower(path)
     try:
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         while follower.step():
             pass
-        return time.perf_counter() - start
+        return clock.stop()
     finally:
         follower.close()
+
+
+IN_PROCESS = "follower in the leader's process"
+OWN_PROCESS = "follower in its own process"
 
 
 def run(config: Config) -> Report:
@@ -318,22 +459,29 @@ def run(config: Config) -> Report:
     runs = config.repeat(3, 1)
     report = Report("W4", f"{n:,} events through leader -> follower, with tracking (SQLite file)")
     per_commit = 50
-    batched = f"live, {per_commit} events/commit"
-    modes: dict[str, dict[str, Callable[[Path, int], float]]] = {
-        "live, 1 event/commit": {FES: fes_live, ES: es_live, RAW: raw_live},
-        batched: {
-            FES: partial(fes_live, per_commit=per_commit),
-            ES: partial(es_live, per_commit=per_commit),
-            RAW: partial(raw_live, per_commit=per_commit),
-        },
-        "catch-up": {FES: fes_catch_up, ES: es_catch_up, RAW: raw_catch_up},
-        # context: fes's follower in a thread of the leader's process
-        f"{batched}, follower in a thread": {
-            FES: partial(fes_live_threads, per_commit=per_commit)
-        },
-    }
+    modes: dict[str, dict[str, Callable[[Path, int], Timed]]] = {}
+    for size in (1, per_commit):
+        label = "1 event/commit" if size == 1 else f"{size} events/commit"
+        modes[f"live, {label}, {IN_PROCESS}"] = {
+            FES: partial(fes_live_threads, per_commit=size),
+            ES: partial(es_live, per_commit=size),
+            RAW: partial(raw_live, per_commit=size),
+        }
+        modes[f"live, {label}, {OWN_PROCESS}"] = {
+            FES: partial(fes_live, per_commit=size),
+            ES: partial(es_live_process, per_commit=size),
+            RAW: partial(raw_live_process, per_commit=size),
+        }
+    modes["catch-up"] = {FES: fes_catch_up, ES: es_catch_up, RAW: raw_catch_up}
     series = {
-        (mode, name): report.add(f"{mode}: {name}", "events/s")
+        (mode, name): report.add(f"{mode}: {name}, wall-clock rate", "events/s")
+        for mode, contenders in modes.items()
+        for name in contenders
+    }
+    cpu = {
+        (mode, name): report.add(
+            f"{mode}: {name}, CPU per event", "us", higher_is_better=False
+        )
         for mode, contenders in modes.items()
         for name in contenders
     }
@@ -341,16 +489,26 @@ def run(config: Config) -> Report:
         for mode, contenders in modes.items():
             for name in rotated(list(contenders), number):
                 with scratch("w4") as directory:
-                    seconds = contenders[name](directory, n)
+                    seconds, cpu_seconds = contenders[name](directory, n)
                 series[(mode, name)].values.append(n / seconds)
+                cpu[(mode, name)].values.append(cpu_seconds / n * 1e6)
     for mode in modes:
-        if ES not in modes[mode]:
-            continue
         fes_rate = series[(mode, FES)].median
         es_rate = series[(mode, ES)].median
-        es_ratio = report.ratio(f"{mode}: fes / eventsourcing rate", fes_rate / es_rate)
-        report.ratio(f"{mode}: fes / raw rate", fes_rate / series[(mode, RAW)].median)
-        report.check(f"{mode}: fes / eventsourcing rate", es_ratio, 10.0, at_least=True)
+        raw_ratio = report.ratio(f"{mode}: fes / raw rate", fes_rate / series[(mode, RAW)].median)
+        report.ratio(f"{mode}: fes / eventsourcing rate", fes_rate / es_rate)
+        report.ratio(
+            f"{mode}: CPU per event, fes / raw",
+            cpu[(mode, FES)].median / cpu[(mode, RAW)].median,
+        )
+        report.ratio(
+            f"{mode}: CPU per event, eventsourcing / raw",
+            cpu[(mode, ES)].median / cpu[(mode, RAW)].median,
+        )
+        report.check(
+            f"{mode}: fes / raw rate", raw_ratio, 0.5 if mode == "catch-up" else 0.7,
+            at_least=True,
+        )
     report.notes.append(
         "live, 1 event/commit: every upstream event is its own durable commit, so the "
         "leader alone is bound by the disk's flush (W1's rate): no runner can pass it"
@@ -360,8 +518,14 @@ def run(config: Config) -> Report:
         "at a time while the runner processes"
     )
     report.notes.append(
-        "live: fes's follower runs in a worker process (ProcessRunner); each contender "
-        "first handles one untimed event, so that fes's worker has started"
+        f"{IN_PROCESS}: fes ThreadedRunner (a thread), eventsourcing SingleThreadedRunner "
+        f"(the leader's thread), raw a thread woken after each commit; {OWN_PROCESS}: fes "
+        "ProcessRunner, eventsourcing and raw a spawned process polling every 1 ms when idle; "
+        "each contender first handles one untimed event there, so that the process has started"
+    )
+    report.notes.append(
+        "CPU per event: process_time of this process, plus the follower process's user and "
+        "system time (/proc, clock ticks) when it has its own"
     )
     if config.profile:
         with scratch("w4-profile") as directory:

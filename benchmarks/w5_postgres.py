@@ -1,7 +1,8 @@
-"""W5: PostgreSQL — 4 writer processes and a follower process, sustained.
+"""W5: PostgreSQL, durable — 1 to 8 writer processes and a follower process, sustained.
 
-A throwaway PostgreSQL server (``tests/pgserver.py``'s ``PgServer``) holds a
-fresh database per contender and run.  Four writer processes register dogs
+A throwaway PostgreSQL server (``tests/pgserver.py``'s ``PgServer``, started
+with ``durable=True``: the server's defaults, ``fsync=on``) holds a fresh
+database per contender and run.  Writer processes (1, 2, 4 and 8) register dogs
 as fast as they can, one command (one transaction) per dog, for a fixed
 time; a fifth process runs the follower (one certificate per dog, recorded
 with its tracking position).  The main process samples the follower's lag
@@ -15,7 +16,12 @@ fes: writers use :class:`~fes.edge.Application` on a
 LISTEN/NOTIFY.  eventsourcing: writers are ``DogSchool`` applications on
 ``eventsourcing.postgres``; the follower is an
 ``EventSourcedProjectionRunner`` (its PostgreSQL subscription, also
-LISTEN/NOTIFY) running the ``Registry`` process application.
+LISTEN/NOTIFY) running the ``Registry`` process application.  raw psycopg:
+fes's transactions by hand (:mod:`benchmarks.w5_raw`), and for context the
+same writers without fes's table lock, whose commits may share a flush.
+
+CPU time: each writer's ``process_time`` over its timed loop, per command
+(the server's and the follower's CPU are not counted).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any, Protocol
 
-from .common import ES, FES, Config, Report
+from .common import ES, FES, Config, Report, rotated
 
 __all__ = ["run"]
 
@@ -49,14 +55,14 @@ class _Server(Protocol):
     def create_database(self, name: str) -> str: ...
 
 
-def _pg_server() -> _Server:
+def _pg_server(*, durable: bool = False) -> _Server:
     """tests/pgserver.py's PgServer, imported by path (tests/ is not a package to import)."""
     path = Path(__file__).resolve().parents[1] / "tests" / "pgserver.py"
     spec = importlib.util.spec_from_file_location("fes_bench_pgserver", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    server: _Server = module.PgServer()
+    server: _Server = module.PgServer(durable=durable)
     return server
 
 
@@ -75,7 +81,7 @@ def _es_env(server: _Server, database: str) -> dict[str, str]:
 
 
 def fes_writer(
-    url: str, ready: Any, go: EventType, seconds: float, counts: Any, index: int
+    url: str, ready: Any, go: EventType, seconds: float, counts: Any, cpu: Any, index: int
 ) -> None:
     from fes.edge import Application
     from fes.examples.dogs import dogs, register
@@ -89,9 +95,11 @@ def fes_writer(
         go.wait()
         deadline = time.monotonic() + seconds
         done = 0
+        start = time.process_time()
         while time.monotonic() < deadline:
             app.execute(dogs, app.new_id(), register, "Fido")
             done += 1
+        cpu[index] = time.process_time() - start
         counts[index] = done
 
 
@@ -108,7 +116,8 @@ def fes_follower(url: str, ready: EventType, stop: EventType) -> None:
 
 
 def es_writer(
-    env: dict[str, str], ready: Any, go: EventType, seconds: float, counts: Any, index: int
+    env: dict[str, str], ready: Any, go: EventType, seconds: float, counts: Any, cpu: Any,
+    index: int,
 ) -> None:
     from .domains import DogSchool, EsDog
 
@@ -120,9 +129,11 @@ def es_writer(
         go.wait()
         deadline = time.monotonic() + seconds
         done = 0
+        start = time.process_time()
         while time.monotonic() < deadline:
             app.save(EsDog("Fido"))
             done += 1
+        cpu[index] = time.process_time() - start
         counts[index] = done
     finally:
         app.close()
@@ -223,20 +234,21 @@ def _wait_for(
         time.sleep(0.02)
 
 
-def one_run(side: Side, seconds: float) -> dict[str, float]:
-    """Run the writers for ``seconds`` beside the follower; measure rate, lag and drain."""
+def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float]:
+    """Run ``count`` writers for ``seconds`` beside the follower; measure rate, lag and drain."""
     context = multiprocessing.get_context("spawn")
     ready, stop, go = context.Event(), context.Event(), context.Event()
     connected = context.Value("i", 0)
-    counts = context.Array("q", WRITERS)
+    counts = context.Array("q", count)
+    cpu = context.Array("d", count)
     follow, follow_args = side.follower()
     follower = context.Process(target=follow, args=(*follow_args, ready, stop), daemon=True)
     write, write_args = side.writer()
     writers = [
         context.Process(
-            target=write, args=(*write_args, connected, go, seconds, counts, i), daemon=True
+            target=write, args=(*write_args, connected, go, seconds, counts, cpu, i), daemon=True
         )
-        for i in range(WRITERS)
+        for i in range(count)
     ]
     follower.start()
     for process in writers:
@@ -244,7 +256,7 @@ def one_run(side: Side, seconds: float) -> dict[str, float]:
     try:
         _wait_for(lambda: ready.is_set(), [follower], "the follower to start")
         # every writer has connected and written its first event
-        _wait_for(lambda: connected.value == WRITERS, writers, "the writers to connect")
+        _wait_for(lambda: connected.value == count, writers, "the writers to connect")
         go.set()
         lags: list[int] = []
         start = time.perf_counter()
@@ -258,7 +270,8 @@ def one_run(side: Side, seconds: float) -> dict[str, float]:
             if process.exitcode != 0:
                 raise RuntimeError(f"a writer failed (exit code {process.exitcode})")
         # the writers' warm-up events are not counted: only the follower sees them
-        total = sum(int(counts[i]) for i in range(WRITERS))
+        total = sum(int(counts[i]) for i in range(count))
+        used = sum(float(cpu[i]) for i in range(count))
         last, tracked = side.positions()
         while tracked < last:
             if not follower.is_alive():
@@ -281,56 +294,114 @@ def one_run(side: Side, seconds: float) -> dict[str, float]:
         "median lag": statistics.median(lags) if lags else 0.0,
         "max lag": float(max(lags, default=0)),
         "drain": drained_at - written_at,
+        "writer CPU per command": used / total * 1e6 if total else float("nan"),
     }
 
 
+RAW_PG = "raw psycopg"
+RAW_PG_NO_LOCK = "raw psycopg, no table lock (context)"
+FULL_COUNTS = (1, 2, 4, 8)
+QUICK_COUNTS = (1, WRITERS)
+
+
 def run(config: Config) -> Report:
-    seconds = float(config.size(10, 2))
+    from .w5_raw import RawPgSide
+
+    counts = QUICK_COUNTS if config.quick else FULL_COUNTS
+    seconds = float(config.size(5, 1))
     runs = config.repeat(3, 1)
     report = Report(
         "W5",
-        f"PostgreSQL: {WRITERS} writer processes ({seconds:g} s, one dog per transaction) "
-        "and a follower process",
+        f"PostgreSQL, durable: {', '.join(map(str, counts))} writer processes ({seconds:g} s, "
+        "one dog per transaction) and a follower process",
     )
     metrics = {
         "write rate": ("events/s", True),
         "end-to-end rate": ("events/s", True),
+        "writer CPU per command": ("us", False),
         "median lag": ("events", False),
         "max lag": ("events", False),
         "drain": ("s", False),
     }
+    names = (FES, ES, RAW_PG, RAW_PG_NO_LOCK)
     series = {
-        (name, metric): report.add(f"{name}: {metric}", unit, higher_is_better=better)
-        for name in (FES, ES)
+        (name, count, metric): report.add(
+            f"{count} writer(s): {name}: {metric}", unit, higher_is_better=better
+        )
+        for count in counts
+        for name in names
         for metric, (unit, better) in metrics.items()
     }
-    factories: dict[str, Callable[[_Server, str], Side]] = {FES: FesSide, ES: EsSide}
-    server = _pg_server()
+    factories: dict[str, Callable[[_Server, str], Side]] = {
+        FES: FesSide,
+        ES: EsSide,
+        RAW_PG: RawPgSide,
+        RAW_PG_NO_LOCK: lambda server, database: RawPgSide(server, database, lock=False),
+    }
+    short = {FES: "fes", ES: "es", RAW_PG: "raw", RAW_PG_NO_LOCK: "rawnolock"}
+    server = _pg_server(durable=True)
     server.start()
     try:
         for number in range(runs):
-            order = [FES, ES] if number % 2 == 0 else [ES, FES]
-            for name in order:
-                side = factories[name](server, f"w5_{name.replace('eventsourcing', 'es')}_{number}")
-                try:
-                    found = one_run(side, seconds)
-                finally:
-                    side.close()
-                for metric in metrics:
-                    series[(name, metric)].values.append(found[metric])
+            for count in counts:
+                for name in rotated(list(names), number + count):
+                    side = factories[name](server, f"w5_{short[name]}_{count}_{number}")
+                    try:
+                        found = one_run(side, seconds, count)
+                    finally:
+                        side.close()
+                    for metric in metrics:
+                        series[(name, count, metric)].values.append(found[metric])
     finally:
         server.stop()
-    for metric in ("write rate", "end-to-end rate"):
+
+    def median(name: str, count: int, metric: str) -> float:
+        return series[(name, count, metric)].median
+
+    for count in counts:
+        fes_raw = report.ratio(
+            f"{count} writer(s): fes / raw psycopg write rate",
+            median(FES, count, "write rate") / median(RAW_PG, count, "write rate"),
+        )
+        fes_es = report.ratio(
+            f"{count} writer(s): fes / eventsourcing write rate",
+            median(FES, count, "write rate") / median(ES, count, "write rate"),
+        )
         report.ratio(
-            f"fes / eventsourcing {metric}",
-            series[(FES, metric)].median / series[(ES, metric)].median,
+            f"{count} writer(s): fes / eventsourcing end-to-end rate",
+            median(FES, count, "end-to-end rate") / median(ES, count, "end-to-end rate"),
+        )
+        report.ratio(
+            f"{count} writer(s): writer CPU per command, fes / raw psycopg",
+            median(FES, count, "writer CPU per command")
+            / median(RAW_PG, count, "writer CPU per command"),
+        )
+        if count == WRITERS:
+            report.check(f"{count} writers: fes / raw psycopg write rate", fes_raw, 0.9,
+                         at_least=True)
+            report.check(f"{count} writers: fes / eventsourcing write rate", fes_es, 2.0,
+                         at_least=True)
+    for name in names:
+        one = median(name, 1, "write rate")
+        report.ratio(
+            f"{name}: scaling, write rate at {counts[-1]} writers / at 1",
+            float("nan") if not one else median(name, counts[-1], "write rate") / one,
+        )
+        report.notes.append(
+            f"{name} write rate by writers: " + ", ".join(
+                f"{c}: {median(name, c, 'write rate'):,.0f}" for c in counts
+            ) + " events/s"
         )
     report.notes.append(
         "lag = leader's last position - follower's tracked position, sampled every "
         f"{SAMPLE} s while the writers run; drain = time to catch up after they stop"
     )
     report.notes.append(
-        "the throwaway server runs with fsync=off (as tests/pgserver.py starts it), "
-        "for both contenders alike; a commit is not flushed to disk"
+        "the throwaway server runs durable: the server's defaults (fsync=on, "
+        "synchronous_commit=on), for every contender alike"
+    )
+    report.notes.append(
+        "raw psycopg does fes's transactions by hand (benchmarks/w5_raw.py); the no-lock "
+        "context row takes no table lock, so concurrent commits can share a flush"
     )
     return report

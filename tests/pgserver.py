@@ -100,8 +100,13 @@ class PgServer:
     host: str
     port: int
 
-    def __init__(self, *, bin_dir: str | None = None) -> None:
+    def __init__(self, *, bin_dir: str | None = None, durable: bool = False) -> None:
+        """``durable=True`` keeps the server's default ``fsync=on`` (benchmarks).
+
+        The tests leave it off: they need no flush to disk, and run faster.
+        """
         self.host = "127.0.0.1"
+        self.durable = durable
         self.port = 0
         self._bin_dir = bin_dir
         self._as_root = os.geteuid() == 0
@@ -230,7 +235,7 @@ class PgServer:
             port = _free_port()
             options = (
                 f"-p {port} -k {tmpdir} -c listen_addresses=127.0.0.1"
-                " -c fsync=off -c max_connections=200"
+                f"{'' if self.durable else ' -c fsync=off'} -c max_connections=200"
             )
             result = self._run(
                 [

@@ -9,8 +9,8 @@ implements, so that this module does not import the application's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from attrs import define, field
 
@@ -42,7 +42,7 @@ class Writer(Protocol):
 
     def _encode(
         self, stream: str, version: int, events: list[Any], metadata: Metadata
-    ) -> tuple[tuple[str, bytes, bytes | None], ...]: ...
+    ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
 
 
 class Pending(NamedTuple):
@@ -51,14 +51,19 @@ class Pending(NamedTuple):
     A named tuple, not an attrs class: one is made per command, on the hot path.
     ``rows`` holds each event's topic, payload and encoded metadata, made when
     the event was added: only the timestamp is left for the commit.
+
+    In a :class:`Batch`, ``events``, ``metadata`` and ``rows`` are lists that
+    all the stream's slots share and that grow in place as events are added
+    (a rollback truncates them), so that adding to a stream costs the same
+    however many events it already holds.
     """
 
     aggregate: Aggregate[Any]
     version: int
     state: Any
-    events: tuple[Any, ...] = ()
-    metadata: tuple[Metadata, ...] = ()
-    rows: tuple[tuple[str, bytes, bytes | None], ...] = ()
+    events: Sequence[Any] = ()
+    metadata: Sequence[Metadata] = ()
+    rows: Sequence[tuple[str, bytes, bytes | None]] = ()
 
 
 @define
@@ -87,8 +92,12 @@ class Batch:
     application: Writer
     pending: dict[str, Pending] = field(factory=dict)
     _fresh: set[str] = field(factory=set, init=False, repr=False)
-    # each change to pending as (stream, the slot it replaced): what rollback undoes
-    _undo: list[tuple[str, Pending | None]] = field(factory=list, init=False, repr=False)
+    # each change to pending as (stream, the slot it replaced, how many events
+    # the stream held before): what rollback undoes
+    _undo: list[tuple[str, Pending | None, int]] = field(factory=list, init=False, repr=False)
+    # streams whose slot the journal already holds as it was at the last mark: a
+    # later change needs no entry, and the batch keeps no state in between
+    _kept: set[str] = field(factory=set, init=False, repr=False)
 
     def prefetch(self, streams: Iterable[str]) -> None:
         """Find out in one read which of ``streams`` have no events yet.
@@ -114,6 +123,7 @@ class Batch:
 
     def savepoint(self) -> int:
         """A mark of what the batch holds now, for :meth:`rollback`."""
+        self._kept.clear()  # the next change of each stream is journaled again
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
@@ -125,11 +135,17 @@ class Batch:
         if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
             raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
         pending = self.pending
+        self._kept.clear()
         while len(undo) > mark:
-            stream, slot = undo.pop()
+            stream, slot, held = undo.pop()
             if slot is None:
                 del pending[stream]
             else:
+                # the slot replaced shares its lists with the current one: cut them back
+                current = pending[stream]
+                del cast(list[Any], current.events)[held:]
+                del cast(list[Any], current.metadata)[held:]
+                del cast(list[Any], current.rows)[held:]
                 pending[stream] = slot
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
@@ -152,9 +168,10 @@ class Batch:
                 state, version = aggregate.initial, 0
             else:
                 state, version = self.application._current(aggregate, stream)
-            slot = Pending(aggregate, version, state)
+            slot = Pending(aggregate, version, state, [], [], [])
             self.pending[stream] = slot
-            self._undo.append((stream, None))
+            self._undo.append((stream, None, 0))
+            self._kept.add(stream)
         elif slot.aggregate.name != aggregate.name:
             raise FesError(
                 f"stream {stream!r} is used as {slot.aggregate.name!r} and "
@@ -184,16 +201,26 @@ class Batch:
         new: list[Any],
         metadata: Metadata,
     ) -> None:
+        # fold and encode first: either may refuse, and the batch stays as it was
+        events, metas, rows = (
+            cast(list[Any], slot.events), cast(list[Metadata], slot.metadata),
+            cast(list[tuple[str, bytes, bytes | None]], slot.rows),
+        )  # a batch's own slots hold lists (see _slot)
+        held = len(events)
         state = aggregate.fold(new, slot.state)
-        rows = self.application._encode(stream, slot.version + len(slot.events), new, metadata)
-        if slot.events:
-            events = slot.events + tuple(new)
-            metas = slot.metadata + (metadata,) * len(new)
-            rows = slot.rows + rows
-        else:
-            events, metas = tuple(new), (metadata,) * len(new)
+        encoded = self.application._encode(stream, slot.version + held, new, metadata)
+        # extend the stream's lists in place, never copy them: linear in the
+        # number of events added, however many the stream already holds
+        events.extend(new)
+        metas.extend((metadata,) * len(new))
+        rows.extend(encoded)
         self.pending[stream] = Pending(aggregate, slot.version, state, events, metas, rows)
-        self._undo.append((stream, slot))
+        # Only a stream's first change since the last mark is journaled: a
+        # rollback restores the slot as it was then, so the states in between
+        # (each a whole aggregate state) are not kept alive.
+        if stream not in self._kept:
+            self._undo.append((stream, slot, held))
+            self._kept.add(stream)
 
     def execute(
         self,

@@ -1,0 +1,162 @@
+"""W5's floor: fes's PostgreSQL transactions by hand, with psycopg.
+
+The tables are the ones fes creates (an :class:`~fes.edge.Application` for
+each of ``school`` and ``registry`` creates them before the processes
+start).  A writer does what fes's ``Application.execute`` does over
+PostgreSQL, in as many round trips: read the stream's events, then
+``BEGIN; LOCK TABLE school_events IN EXCLUSIVE MODE`` (one round trip), one
+statement that inserts the event and notifies, ``COMMIT``.  The follower
+does what fes's follower does: read up to 500 notifications after its
+tracked position, ask the versions of the streams it will write in one
+query, then ``BEGIN; LOCK TABLE registry_events …``, one statement that
+inserts the certificates, moves the tracking position and notifies,
+``COMMIT``.  It polls every millisecond when it finds nothing new.
+
+With ``lock=False`` (a context row, not a floor: a follower reading by
+position could then skip an event committed after a later one) the writers
+take no table lock, so their commits may share a flush.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+__all__ = ["RawPgSide", "raw_pg_follower", "raw_pg_writer"]
+
+BATCH = 500
+_INSERT_ONE = (
+    "WITH ins AS (INSERT INTO school_events (stream, version, topic, payload, timestamp_us)"
+    " VALUES (%s, 1, 'dog.Registered', %s, %s) RETURNING position)"
+    " SELECT position, pg_notify('fes:public.school', '') FROM ins"
+)
+_INSERT_MANY = (
+    "WITH ins AS (INSERT INTO registry_events (stream, version, topic, payload, timestamp_us,"
+    " meta) SELECT t.stream, 1, 'certificate.Issued', t.payload, %(moment)s, t.meta"
+    " FROM unnest(%(streams)s::text[], %(payloads)s::bytea[], %(metas)s::bytea[])"
+    " WITH ORDINALITY AS t(stream, payload, meta, ord) ORDER BY t.ord RETURNING position)"
+    ", track AS (INSERT INTO registry_tracking (leader, position) VALUES ('school', %(to)s)"
+    " ON CONFLICT (leader) DO UPDATE SET position = EXCLUDED.position"
+    " WHERE registry_tracking.position = %(previous)s RETURNING 1)"
+    " SELECT count(*), (SELECT count(*) FROM track), pg_notify('fes:public.registry', '')"
+    " FROM ins"
+)
+
+
+def raw_pg_writer(
+    url: str, lock: bool, ready: Any, go: EventType, seconds: float, counts: Any, cpu: Any,
+    index: int,
+) -> None:
+    """Register dogs, one transaction each, for ``seconds``; report how many and the CPU."""
+    import orjson
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        dumps = orjson.dumps
+        begin = (
+            b"BEGIN; LOCK TABLE school_events IN EXCLUSIVE MODE" if lock else b"BEGIN"
+        )
+
+        def register() -> None:
+            stream = str(uuid.uuid4())
+            conn.execute(
+                "SELECT version, topic, payload FROM school_events WHERE stream = %s"
+                " ORDER BY version",
+                (stream,),
+            ).fetchall()
+            payload = dumps({"name": "Fido"})
+            conn.execute(begin)
+            conn.execute(_INSERT_ONE, (stream, payload, time.time_ns() // 1000)).fetchall()
+            conn.execute(b"COMMIT")
+
+        register()  # warm: connect, prepare
+        with ready.get_lock():
+            ready.value += 1
+        go.wait()
+        deadline = time.monotonic() + seconds
+        done = 0
+        start = time.process_time()
+        while time.monotonic() < deadline:
+            register()
+            done += 1
+        cpu[index] = time.process_time() - start
+        counts[index] = done
+
+
+def raw_pg_follower(url: str, ready: EventType, stop: EventType) -> None:
+    """Follow ``school``: one certificate per dog, with the tracking position, polling."""
+    import orjson
+    import psycopg
+
+    dumps, loads = orjson.dumps, orjson.loads
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT position FROM registry_tracking WHERE leader = 'school'"
+        ).fetchone()
+        previous = 0 if row is None else int(row[0])
+        ready.set()
+        while not stop.is_set():
+            rows = conn.execute(
+                "SELECT position, stream, version, topic, payload FROM school_events"
+                " WHERE position > %s ORDER BY position LIMIT %s",
+                (previous, BATCH),
+            ).fetchall()
+            if not rows:
+                time.sleep(0.001)
+                continue
+            streams = [f"certificate-{r[1]}" for r in rows]
+            conn.execute(
+                "SELECT s, COALESCE((SELECT max(e.version) FROM registry_events e"
+                " WHERE e.stream = s), 0) FROM unnest(%s::text[]) AS s",
+                (streams,),
+            ).fetchall()
+            payloads, metas = [], []
+            for _position, dog, version, _topic, payload in rows:
+                loads(payload)
+                cause = f"school:{dog}@{version}"
+                payloads.append(dumps({"dog": dog}))
+                metas.append(dumps({"correlation_id": cause, "causation_id": cause}))
+            to = int(rows[-1][0])
+            conn.execute(b"BEGIN; LOCK TABLE registry_events IN EXCLUSIVE MODE")
+            conn.execute(
+                _INSERT_MANY,
+                {
+                    "moment": time.time_ns() // 1000, "streams": streams,
+                    "payloads": payloads, "metas": metas, "to": to, "previous": previous,
+                },
+            ).fetchall()
+            conn.execute(b"COMMIT")
+            previous = to
+
+
+class RawPgSide:
+    """A fresh database with fes's tables, written and followed by hand."""
+
+    def __init__(self, server: Any, database: str, *, lock: bool = True) -> None:
+        from fes.edge import Application
+        from fes.edge.stores import open_database
+
+        from .domains import REGISTRY, SCHOOL
+
+        self.url = server.create_database(database)
+        self.lock = lock
+        self.database = open_database(self.url)
+        for app in (SCHOOL, REGISTRY):  # fes creates the tables the floor uses
+            Application(app, store=self.database)
+        self.school = self.database.store("school")
+        self.registry = self.database.store("registry")
+
+    def writer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return raw_pg_writer, (self.url, self.lock)
+
+    def follower(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return raw_pg_follower, (self.url,)
+
+    def positions(self) -> tuple[int, int]:
+        return self.school.last_position(), self.registry.last_tracked("school")
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,99 @@
+"""What adding to a batch costs does not grow with the events already pending.
+
+Nothing here is timed: the tests look at the work a command does (the copies
+of the stream's pending events it makes, the memory it takes at its peak) with
+few and with many events pending on the same stream.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+import weakref
+
+import fes
+from fes.edge import Application, Batch
+from fes.edge.stores._memory import MemoryDatabase
+from fes.examples.bank import Account, accounts, deposit, open_account
+
+BANK = fes.App("bank", aggregates=[accounts])
+
+
+def _batch(deposits: int) -> tuple[Application, Batch]:
+    app = Application(BANK, MemoryDatabase())
+    batch = app.batch()
+    batch.execute(accounts, "acc", open_account, "Ada")
+    for _ in range(deposits):
+        batch.execute(accounts, "acc", deposit, 1)
+    return app, batch
+
+
+def _least_peak(batch: Batch, commands: int) -> int:
+    """The least memory, in bytes, one of ``commands`` deposits takes at its peak."""
+    least = None
+    tracemalloc.start()
+    try:
+        for _ in range(commands):
+            tracemalloc.reset_peak()
+            before, _peak = tracemalloc.get_traced_memory()
+            batch.execute(accounts, "acc", deposit, 1)
+            _now, peak = tracemalloc.get_traced_memory()
+            least = peak - before if least is None else min(least, peak - before)
+    finally:
+        tracemalloc.stop()
+    assert least is not None
+    return least
+
+
+def test_a_command_extends_the_streams_pending_events_in_place() -> None:
+    """Commands on one stream add to the same lists: the pending events are never copied."""
+    _app, batch = _batch(10)
+    slot = batch.pending["acc"]
+    events, metadata, rows = slot.events, slot.metadata, slot.rows
+    batch.execute(accounts, "acc", deposit, 1)
+    batch.emit(accounts, "acc", [deposit(batch.state(accounts, "acc"), 2)[0]])
+    after = batch.pending["acc"]
+    assert after.events is events and after.metadata is metadata and after.rows is rows
+    assert len(after.events) == len(after.metadata) == len(after.rows) == 13
+
+
+def test_a_commands_peak_memory_does_not_grow_with_the_pending_events() -> None:
+    """One command takes as much memory with 5,000 events pending as with 10."""
+    _app, few = _batch(10)
+    _app, many = _batch(5_000)
+    # copying three sequences of 5,000 pointers would take 120,000 bytes or more
+    assert _least_peak(many, 20) < _least_peak(few, 20) + 4_000
+
+
+def test_a_rollback_cuts_a_long_stream_back_to_its_savepoint() -> None:
+    """After many commands, a rollback leaves the events, rows and state of its mark."""
+    app, batch = _batch(1_000)
+    mark = batch.savepoint()
+    for _ in range(500):
+        batch.execute(accounts, "acc", deposit, 2)
+    inner = batch.savepoint()
+    batch.execute(accounts, "acc", deposit, 3)
+    batch.rollback(inner)
+    assert len(batch) == 1_501
+    batch.rollback(mark)
+    slot = batch.pending["acc"]
+    assert len(slot.events) == len(slot.metadata) == len(slot.rows) == 1_001
+    assert batch.state(accounts, "acc") == Account("Ada", balance=1_000)
+    recorded = app.commit(batch)
+    assert [r.version for r in recorded] == list(range(1, 1_002))
+    assert app.get(accounts, "acc") == Account("Ada", balance=1_000)
+
+
+def test_a_batch_keeps_no_state_between_a_mark_and_the_current_one() -> None:
+    """States a stream passed through after a mark are freed; the state at the mark is kept."""
+    _app, batch = _batch(1)
+    mark = batch.savepoint()
+    at_mark = weakref.ref(batch.state(accounts, "acc"))
+    batch.execute(accounts, "acc", deposit, 1)
+    passed = weakref.ref(batch.state(accounts, "acc"))
+    batch.execute(accounts, "acc", deposit, 1)
+    gc.collect()
+    assert passed() is None
+    assert at_mark() is not None
+    batch.rollback(mark)
+    assert batch.state(accounts, "acc") is at_mark()
