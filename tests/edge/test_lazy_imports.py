@@ -6,6 +6,7 @@ import loaded.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,7 +18,10 @@ HEAVY = ("cattrs", "orjson", "psycopg", "hypothesis", "sqlite3", "multiprocessin
 
 
 def _run(code: str) -> None:
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # coverage follows subprocesses by starting itself there (loading sqlite3
+    # and multiprocessing): the fresh interpreter must hold only what fes loads
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 @pytest.mark.parametrize("module", ["fes", "fes.edge"])
