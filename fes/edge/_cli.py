@@ -21,24 +21,30 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
-import shutil
 import sys
-import tempfile
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 import orjson
 
-from fes.errors import ConfigurationError, FesError, FollowerStopped
+from fes.errors import ConfigurationError, FesError
 from fes.system import System, app_of_unit
 
 from . import _settings as settings
 from ._application import Application
-from ._cli_events import data_cell, fit, raw_data, reader, when
+from ._cli_demo import cmd_demo
+from ._cli_events import (
+    EXIT_ERROR,
+    EXIT_STOPPED,
+    cell,
+    data_cell,
+    fit,
+    raw_data,
+    reader,
+    table,
+    when,
+)
 from ._follower import DEFAULT_BATCH_SIZE
 from ._skips import SKIPS_STREAM, follower_status
 from .stores import open_database
@@ -47,61 +53,9 @@ from .stores._base import Database
 __all__ = ["main"]
 
 
-#: Exit codes: 0 done, 1 a fes error, 2 bad usage (argparse), 3 a follower stopped.
-EXIT_ERROR = 1
-EXIT_STOPPED = 3
 
 
 # --- small output helpers --------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    """Print rows under headers, numbers right-aligned, columns two spaces apart."""
-    cells = [[str(h) for h in headers], *[[_cell(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [
-        all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))
-    ]
-    for index, row in enumerate(cells):
-        parts = [
-            c.rjust(w) if numeric[i] else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  " + "  ".join(parts).rstrip(), file=out)
-        if index == 0:
-            print("  " + "  ".join("-" * w for w in widths), file=out)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
-
-
-class _Progress:
-    """A plain-text progress bar on a stream: redrawn in place on a terminal."""
-
-    def __init__(self, label: str, total: int, out: TextIO, unit: str = "") -> None:
-        self.label = label
-        self.total = max(total, 1)
-        self.out = out
-        self.unit = unit
-        self.tty = out.isatty()
-        self._drawn = -1.0
-
-    def update(self, done: int, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and (not self.tty or now - self._drawn < 0.1):
-            return
-        self._drawn = now
-        width = 30
-        filled = min(width, width * done // self.total)
-        bar = "#" * filled + "." * (width - filled)
-        text = f"{self.label:<12} [{bar}] {done}/{self.total}{self.unit}"
-        end = "\n" if final else ""
-        prefix = "\r" if self.tty else ""
-        self.out.write(prefix + text + end)
-        self.out.flush()
 
 
 # --- opening stores and systems -----------------------------------------------------
@@ -196,7 +150,7 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                     [r.position, r.stream, r.version, r.topic, when(r.timestamp), data_cell(d)]
                     for r, d in zip(rows, records, strict=True)
                 ]
-                _table(headers, fit(headers, cells, _cell), out)
+                table(headers, fit(headers, cells, cell), out)
     return 0
 
 
@@ -221,7 +175,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         last = {name: store.last_position() for name, store in stores.items()}
         print(f"store: {database.url}", file=out)
         print("\napplications", file=out)
-        _table(
+        table(
             ["application", "last position", "skipped events"],
             [(name, last[name], store.stream_version(SKIPS_STREAM))
              for name, store in stores.items()],
@@ -246,7 +200,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                              status))
         print("\nfollowers", file=out)
         if rows:
-            _table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
+            table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
         else:
             print("  (none has tracked anything yet)", file=out)
         print("\nviews", file=out)
@@ -264,7 +218,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                     views.append((f"{app.name}/{view.name}", position, last[app.name],
                                   "up to date" if not behind else f"behind {behind}"))
             if views:
-                _table(["view", "position", "log's last", "status"], views, out)
+                table(["view", "position", "log's last", "status"], views, out)
             else:
                 print("  (the system has no views)", file=out)
     return EXIT_STOPPED if stopped else 0
@@ -343,165 +297,6 @@ def _redact(url: str) -> str:
     return redact(url)
 
 
-# --- the demo -----------------------------------------------------------------------
-
-
-def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from fes.examples import shop
-
-    from ._processes import ProcessRunner
-    from ._runners import ThreadedRunner
-
-    temporary: str | None = None
-    if args.store:
-        url = args.store
-    else:
-        temporary = tempfile.mkdtemp(prefix="fes-demo-")
-        url = f"sqlite:///{os.path.join(temporary, 'demo.db')}"
-    err = sys.stderr
-    count = args.orders
-    try:
-        print(
-            f"fes demo: {count} orders through orders -> reservations -> payments -> orders",
-            file=out,
-        )
-        where = " (a temporary file, deleted at the end)" if temporary else ""
-        print(f"store: {_redact(url)}{where}\n", file=out)
-        started = time.monotonic()
-        runner: ThreadedRunner | ProcessRunner
-        if args.processes:
-            runner = ProcessRunner(
-                "fes.examples.shop:system", url, processes=args.processes, poll_interval=0.2
-            )
-        else:
-            runner = ThreadedRunner(shop.system, url, poll_interval=0.2)
-        try:
-            orders = runner.app("orders")
-            # a kept store may hold earlier runs: the tables count the whole store
-            earlier = (
-                sum(sum(1 for _ in app.log()) for app in runner.applications.values())
-                if orders.store.last_position()
-                else 0
-            )
-            reservations = runner.app("reservations")
-            chance = random.Random(args.seed)
-            skus = ["kettle", "lamp", "mug", "radio", "teapot"]
-            for sku in skus:
-                reservations.execute(
-                    shop.stock, shop.stock_stream(sku), shop.restock, sku, count * 2 // 5 + 5
-                )
-            bar = _Progress("placing", count, err)
-            for first in range(0, count, 10):
-                # ten new orders per transaction: one atomic append across ten streams
-                batch = orders.batch()
-                for _ in range(min(10, count - first)):
-                    batch.execute(
-                        shop.order,
-                        orders.new_id(),
-                        shop.place,
-                        f"customer-{chance.randrange(1, count // 4 + 2)}",
-                        chance.choice(skus),
-                        chance.randint(1, 3),
-                        chance.randint(10, 700) * 100,
-                    )
-                orders.commit(batch)
-                done = min(first + 10, count)
-                bar.update(done, final=done == count)
-            placed_in = time.monotonic() - started
-            statuses = runner.view("orders", "statuses")
-            bar = _Progress("processing", count, err, " settled")
-            begun = time.monotonic()
-            runner.start()
-            while True:
-                state = statuses.state()
-                settled = state.get("paid", 0) + state.get("cancelled", 0)
-                bar.update(settled)
-                try:
-                    if settled >= count and runner.wait_until_quiet(timeout=0.5):
-                        break
-                except FollowerStopped:
-                    break  # reported below, and the exit code says so
-                if runner.errors:
-                    break
-                if time.monotonic() - begun > args.timeout:
-                    raise FesError(f"the demo did not settle in {args.timeout:.0f}s")
-                time.sleep(0.05)
-            bar.update(settled, final=True)
-            processed_in = time.monotonic() - begun
-            runner.stop()
-            _demo_report(runner, shop, count + len(skus), placed_in, processed_in, out, earlier)
-        finally:
-            runner.close()
-        if temporary:
-            print(
-                "\nto keep the store and look around: fes demo --store sqlite:///fes-demo.db, "
-                "then fes apps --store sqlite:///fes-demo.db",
-                file=out,
-            )
-        return EXIT_STOPPED if runner.errors else 0
-    finally:
-        if temporary:
-            shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _demo_report(
-    runner: Any,
-    shop: Any,
-    inputs: int,
-    placed_in: float,
-    processed_in: float,
-    out: TextIO,
-    earlier: int = 0,
-) -> None:
-    if earlier:
-        print(
-            f"\nthe store held {earlier:,} events of earlier runs: the tables below "
-            "count the whole store",
-            file=out,
-        )
-    scope = " (whole store)" if earlier else ""
-    orders_log = runner.app("orders").log()
-    status = runner.view("orders", "statuses").state()
-    reasons: Counter[str] = Counter()
-    for recorded in orders_log:
-        if isinstance(recorded.event, shop.OrderCancelled):
-            reasons[recorded.event.reason.split(" (")[0].split(":")[0]] += 1
-    print(f"\norders by status{scope}", file=out)
-    rows: list[tuple[str, int]] = [("paid", status.get("paid", 0))]
-    rows.append(("cancelled", status.get("cancelled", 0)))
-    rows.extend((f"  {reason}", n) for reason, n in sorted(reasons.items()))
-    rows.append(("still open", status.get("placed", 0)))
-    _table(["status", "orders"], rows, out)
-
-    print(f"\nevents per application{scope}", file=out)
-    event_rows = []
-    total = 0
-    for name, application in runner.applications.items():
-        counts = Counter(type(r.event).__name__ for r in application.log())
-        total += sum(counts.values())
-        for index, (kind, n) in enumerate(sorted(counts.items())):
-            event_rows.append((name if index == 0 else "", kind, n))
-    _table(["application", "event", "count"], event_rows, out)
-
-    print("\nfollowers", file=out)
-    follow_rows = []
-    for (leader, follower), behind in sorted(runner.lags().items(), key=lambda x: x[0][1]):
-        tracked = runner.app(follower).store.last_tracked(leader)
-        follow_rows.append((follower, leader, tracked, behind))
-    _table(["follower", "leader", "tracked position", "lag"], follow_rows, out)
-
-    revenue = runner.view("payments", "revenue").state()
-    print(f"\nrevenue (view payments/revenue): {revenue / 100:,.2f}", file=out)
-    caused = total - earlier - inputs
-    rate = caused / processed_in if processed_in else 0.0
-    print(
-        f"time: placing {placed_in:.2f}s, processing {processed_in:.2f}s: "
-        f"{inputs:,} events written by hand caused {caused:,} more "
-        f"({rate:,.0f} events/s)",
-        file=out,
-    )
-
-
 # --- the parser ---------------------------------------------------------------------
 
 _SYSTEM_HELP = (
@@ -552,7 +347,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="run the applications in N processes (default: threads)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated orders")
     demo.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
 
     run = command("run", "run a system until interrupted")
     run.add_argument("system", metavar="MODULE:SYSTEM", help="e.g. fes.examples.shop:system")

@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import orjson
@@ -133,3 +133,31 @@ def reader(
         return record
 
     yield describe
+
+
+#: Exit codes: 0 done, 1 a fes error, 2 bad usage (argparse), 3 a follower stopped.
+EXIT_ERROR = 1
+EXIT_STOPPED = 3
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    """Print rows under headers, numbers right-aligned, columns two spaces apart."""
+    cells = [[str(h) for h in headers], *[[cell(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))
+    ]
+    for index, row in enumerate(cells):
+        parts = [
+            c.rjust(w) if numeric[i] else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  " + "  ".join(parts).rstrip(), file=out)
+        if index == 0:
+            print("  " + "  ".join("-" * w for w in widths), file=out)
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
