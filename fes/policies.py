@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate, Command
+from fes.errors import DefinitionError
 from fes.events import Recorded
 
 __all__ = [
@@ -197,3 +198,31 @@ def retry_then_stop(
     Attempts count from 1, so ``attempts`` is the number of tries in all.
     """
     return _RetryThenStop(attempts, delay, Stop() if then is None else then)
+
+
+def intents_of(policy: str, result: object) -> tuple[Intent, ...]:
+    """A policy's result as a tuple of intents; a result of another shape is refused.
+
+    A policy returns a list of intents; a bare ``Emit`` or ``Do``, ``None``
+    or anything that is not iterable is a :class:`fes.errors.DefinitionError`
+    naming ``policy`` (the follower's name), so that runners and
+    ``given_policy`` explain the mistake alike instead of a ``TypeError``.
+    """
+    if isinstance(result, Emit | Do) or result is None or isinstance(result, str | bytes):
+        raise _not_intents(policy, result)
+    try:
+        return tuple(result)  # type: ignore[arg-type]
+    except TypeError:
+        raise _not_intents(policy, result) from None
+
+
+def _not_intents(policy: str, result: object) -> DefinitionError:
+    if isinstance(result, Emit | Do):
+        shown = f"a bare fes.{type(result).__name__} on {result.aggregate.name!r}"
+    else:
+        text = repr(result)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+    return DefinitionError(
+        f"the policy of {policy!r} returned {shown}; a policy returns a list of "
+        "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
+    )

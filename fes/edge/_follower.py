@@ -38,7 +38,7 @@ from fes.errors import (
     StoreError,
 )
 from fes.events import Metadata, Recorded
-from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop
+from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
 from fes.system import App, partition_of, tracking_key
 
 from ._application import Application, check_count
@@ -89,22 +89,6 @@ def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> 
     if code is not None:
         return f"{code.co_filename}:{code.co_firstlineno}"
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-
-
-def intents_of(app: str, result: object) -> tuple[Intent, ...]:
-    """A policy's result as a tuple of intents, refusing a result of another shape."""
-    if isinstance(result, Emit | Do) or result is None or isinstance(result, str | bytes):
-        raise DefinitionError(
-            f"the policy of {app!r} returned {result!r}; a policy returns a list of "
-            "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
-        )
-    try:
-        return tuple(result)  # type: ignore[arg-type]
-    except TypeError:
-        raise DefinitionError(
-            f"the policy of {app!r} returned {result!r}; a policy returns a list of "
-            "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
-        ) from None
 
 
 class _Moved(Exception):

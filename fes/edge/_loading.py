@@ -33,6 +33,6 @@ def load_system(spec: str) -> System:
             ) from None
     if not isinstance(value, System):
         raise ConfigurationError(
-            f"{spec!r} is a {type(value).__name__}, not a fes.System"
+            f"{spec!r} is a {type(value).__name__} object, not a fes.System"
         )
     return value

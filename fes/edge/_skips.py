@@ -135,7 +135,7 @@ def stops_from_json(
 
 
 def follower_status(stop: FollowerHalted | None, tracked: int, upstream: int | None) -> str:
-    """A follower's state for people: ``running``, ``behind N`` or ``stopped at P: …``.
+    """A follower's state for people: ``caught up``, ``behind N`` or ``stopped at P: …``.
 
     A stop the follower has since moved past (another instance went on) is over.
     """
@@ -147,7 +147,9 @@ def follower_status(stop: FollowerHalted | None, tracked: int, upstream: int | N
     if upstream is None:
         return "?"
     behind = max(upstream - tracked, 0)
-    return "running" if not behind else f"behind {behind}"
+    # "caught up", not "running": the store cannot tell whether a process is
+    # serving it now, only that nothing is left and nothing has stopped it
+    return "caught up" if not behind else f"behind {behind}"
 
 
 def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:

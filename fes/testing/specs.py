@@ -25,7 +25,7 @@ from attrs import field, frozen
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import FesError, Rejected
 from fes.events import Recorded
-from fes.policies import Do, Emit, Intent, Policy
+from fes.policies import Do, Emit, Intent, Policy, intents_of
 
 __all__ = ["PolicySpecification", "Specification", "given", "given_policy", "recorded"]
 
@@ -231,7 +231,8 @@ class PolicySpecification:
         __tracebackhide__ = True
         if self.upstream is None:
             raise TypeError("this specification has no event: call .when(...) first")
-        actual = list(self.policy(self.upstream))
+        name = getattr(self.policy, "__name__", type(self.policy).__name__)
+        actual = list(intents_of(name, self.policy(self.upstream)))
         if actual != list(expected):
             raise AssertionError(
                 f"the policy's intents differ:\n{_intent_difference(expected, actual)}\n"

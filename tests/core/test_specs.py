@@ -222,3 +222,12 @@ def test_recorded_helper_fills_defaults() -> None:
     """recorded() wraps a bare event at stream 'stream', version 1, position 1."""
     rec = recorded(FIDO)
     assert (rec.event, rec.stream, rec.version, rec.position) == (FIDO, "stream", 1, 1)
+
+
+def test_given_policy_refuses_a_bare_intent_as_the_runner_does() -> None:
+    """A policy returning one fes.Emit (not a list) gets the runner's clear DefinitionError."""
+    def bare(event: fes.Recorded[Registered]) -> Any:
+        return fes.Emit(dogs, "d", [Registered("Rex")])
+
+    with pytest.raises(fes.errors.DefinitionError, match=r"returned a bare fes\.Emit on 'dog'"):
+        given_policy(bare).when(Registered("Fido")).then()

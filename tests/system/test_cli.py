@@ -58,7 +58,7 @@ def test_demo_keeps_a_store_it_is_given(
     out = capsys.readouterr().out
     assert "payments      reservations" in out
     followers = out.split("followers")[1].split("views")[0].splitlines()[3:]
-    assert followers and all(line.split()[-1] == "running" for line in followers if line.strip())
+    assert followers and all(line.endswith("caught up") for line in followers if line.strip())
 
 
 def test_reseal_encrypts_a_plain_store_when_asked(
@@ -112,8 +112,8 @@ def test_apps_shows_each_partition_with_its_lag(
         runner.run_until_quiet()
     assert main(["apps", "--store", url]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert ["sink#0", "source", "4", "4", "running"] in rows
-    assert ["sink#2", "source", "4", "4", "running"] in rows
+    assert ["sink#0", "source", "4", "4", "caught", "up"] in rows
+    assert ["sink#2", "source", "4", "4", "caught", "up"] in rows
 
 
 def test_log_lists_an_applications_events(

@@ -82,7 +82,7 @@ def test_no_runner_reports_quiet_while_a_follower_is_stopped(kind: str, sqlite_u
     shown = _fes("apps", "--store", sqlite_url)
     assert shown.returncode == 0, shown.stderr
     rows = [x.split() for x in shown.stdout.splitlines()]
-    assert ["sink", "source", "10", "10", "running"] in rows
+    assert ["sink", "source", "10", "10", "caught", "up"] in rows
 
 
 def test_a_stop_record_says_where_why_when_and_who(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_fes_apps_lists_views_with_their_positions(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("result", "shown"),
     [
-        (fes.Emit(domain.receipts, "r", [domain.Received(1)]), "returned Emit("),
+        (fes.Emit(domain.receipts, "r", [domain.Received(1)]), "returned a bare fes.Emit on "),
         (None, "returned None"),
         (7, "returned 7"),
     ],

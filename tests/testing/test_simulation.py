@@ -419,6 +419,10 @@ def test_policy_errors_end_as_in_the_fault_free_run(handler: fes.ErrorHandler) -
         assert len(result.final.events("counter", "fes.skipped")) == 1
     else:  # stop at once, or after retrying
         assert result.final.errors == {"counter": "on school: ValueError: no rex"}
+        # the same stop in both runs is no difference, but the report says it
+        report = result.report()
+        assert "but followers stopped on a policy error in both" in report.splitlines()[0]
+        assert "  - counter: on school: ValueError: no rex" in report
 
 
 # --- the final state and the report --------------------------------------------------

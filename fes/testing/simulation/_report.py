@@ -47,8 +47,12 @@ class Simulation:
 
     def report(self) -> str:
         """The run as text: verdict, inputs, schedule steps, then what differed."""
+        stopped = self.final.errors
         if self.ok:
             head = "the simulated run matches the fault-free run and every invariant holds"
+            if stopped:
+                # the same stop in both runs is no difference, but it is not "all well"
+                head += ", but followers stopped on a policy error in both (see stopped:)"
         else:
             problems = []
             if self.differences:
@@ -70,7 +74,13 @@ class Simulation:
             f"  {i}. {step.describe()} -> {did}"
             for i, (step, did) in enumerate(zip(self.schedule, self.trace, strict=True), 1)
         )
-        lines.append("  then every follower and view ran until nothing was left to do")
+        lines.append(
+            "  then every follower and view ran until nothing was left to do"
+            + (", except the stopped followers" if stopped else "")
+        )
+        if stopped:
+            lines.append("stopped:")
+            lines.extend(f"  - {name}: {why}" for name, why in sorted(stopped.items()))
         if self.differences:
             lines.append("differences:")
             lines.extend(f"  - {d}" for d in self.differences[:_SHOWN_DIFFERENCES])
