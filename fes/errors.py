@@ -133,7 +133,13 @@ class StoreUnavailable(StoreError):
     password, the database or role name, the host, or a server that is not
     running.  Wrong names and credentials fail at once; a server that
     refuses connections is retried until the first-connect timeout.
+    ``transient`` says whether trying again later may succeed (a server
+    away or a pool busy) or not (a wrong name, password or host).
     """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ConcurrencyError(StoreError):

@@ -109,6 +109,7 @@ def test_an_unknown_role_fails_at_once(pg_url: str, caplog: pytest.LogCaptureFix
     assert took < 5
     assert "unknown role" in str(error) and "nobody_here" in str(error)
     assert len(_records(caplog)) == 1
+    assert type(error) is StoreUnavailable and not error.transient
 
 
 def test_a_closed_port_is_retried_until_the_first_connect_timeout(
@@ -121,6 +122,8 @@ def test_a_closed_port_is_retried_until_the_first_connect_timeout(
     assert took < 1.5 + 2  # one pause and one try may overrun the deadline
     assert "connection refused" in str(error) and "first_connect_timeout" in str(error)
     assert len(_records(caplog)) == 1
+    # the class a traceback names is the public one, marked as worth retrying
+    assert type(error) is StoreUnavailable and error.transient
 
 
 def test_the_default_first_connect_timeout_bounds_a_closed_port(pg_url: str) -> None:

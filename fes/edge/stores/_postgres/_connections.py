@@ -41,8 +41,13 @@ log = logging.getLogger("fes.edge.stores.postgres")
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
 
-class NoConnection(StoreUnavailable):
-    """No connection in time: the server is away (for now) or the pool busy."""
+def no_connection(message: str) -> StoreUnavailable:
+    """No connection in time: the server is away (for now) or the pool busy.
+
+    The public class with ``transient`` set, rather than a private subclass,
+    so that the name a user reads in a traceback is one they can import.
+    """
+    return StoreUnavailable(message, transient=True)
 
 
 # What libpq says when connecting fails, what it means, whether trying again
@@ -170,7 +175,7 @@ class Connections:
         """Connect once directly, retrying transient failures; then open the pool."""
         # another thread may be trying: wait for it no longer than ``timeout``
         if not self._first.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
-            raise NoConnection(f"could not {what}: still connecting to {self.url}")
+            raise no_connection(f"could not {what}: still connecting to {self.url}")
         try:
             if self._connected:
                 return
@@ -210,10 +215,10 @@ class Connections:
                     pause = min(0.1 * 2**attempt, 1.0)
                     if not transient or remaining <= pause:
                         waited = f", retried for first_connect_timeout={limit:g}s"
-                        error = StoreUnavailable if not transient else NoConnection
-                        raise error(
+                        raise StoreUnavailable(
                             f"could not {what}: cannot connect to {self.url} "
-                            f"({kind}{waited if transient else ''}): {message}; {fix}"
+                            f"({kind}{waited if transient else ''}): {message}; {fix}",
+                            transient=transient,
                         ) from None
                     time.sleep(pause)
                     attempt += 1
@@ -233,7 +238,7 @@ class Connections:
             return self._pool.getconn(timeout)
         except PoolTimeout:
             waited = self._settings.pool_timeout if timeout is None else timeout
-            raise NoConnection(
+            raise no_connection(
                 f"could not {what}: no connection to {self.url} within "
                 f"{waited:g}s ({self._reason()})"
             ) from None

@@ -32,7 +32,7 @@ from fes.edge.stores._checks import (
     check_where,
     not_stored,
 )
-from fes.edge.stores._postgres._connections import Connections, NoConnection
+from fes.edge.stores._postgres._connections import Connections
 from fes.edge.stores._postgres._listener import Listener
 from fes.edge.stores._postgres._sql import (
     CONFLICT,
@@ -44,7 +44,7 @@ from fes.edge.stores._postgres._sql import (
     channel,
     stream_query,
 )
-from fes.errors import ConcurrencyError, DuplicateTracking
+from fes.errors import ConcurrencyError, DuplicateTracking, StoreUnavailable
 
 __all__ = ["PostgresStore"]
 
@@ -365,7 +365,10 @@ class PostgresStore:
             try:
                 if self._scalar(what, self._q.last_position, timeout=within) > after:
                     return True
-            except NoConnection:  # the server is away or the pool busy: nothing seen
+            except StoreUnavailable as error:
+                if not error.transient:
+                    raise
+                # the server is away or the pool busy: nothing seen
                 if deadline - time.monotonic() <= 0:
                     return False
                 continue
