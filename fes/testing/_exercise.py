@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis import strategies as st
 from hypothesis.reporting import base_report
 
+from fes._shapes import argument_function, parameter_hints
 from fes.aggregates import Aggregate, Command
 from fes.errors import DefinitionError
 from fes.testing.strategies import (
@@ -226,11 +227,23 @@ class Tally:
             )
             lines.append(f"  command {name!r} was never accepted ({why})")
         lines.extend(f"  event {kind} was never produced" for kind in unseen)
-        example = never[0] if never else "some_command"
+        # A command refused nearly always may be the real cause: the states
+        # the others need then rarely arise, whatever their own arguments.
+        for name in self.aggregate.commands:
+            reasons = self.rejected.get(name, Counter())
+            refused = sum(reasons.values())
+            tried = refused + self.accepted[name]
+            if name not in never and tried >= 20 and refused >= 0.9 * tried:
+                lines.append(
+                    f"  command {name!r} was rejected {refused} of {tried} times (mostly "
+                    f"{reasons.most_common(1)[0][0]}): what the others need may rarely arise"
+                )
+        example = never[0] if never else next(iter(self.aggregate.commands), "some_command")
         lines.append(
-            "Draw arguments the commands accept with args= (one tuple strategy per command) "
-            "or overrides= (per field or type), e.g.\n"
-            f"  args={{{example!r}: st.tuples(st.integers(1, 100))}}\n"
+            "Draw arguments the commands accept with args= (one tuple strategy per command, "
+            "one strategy per argument after the state) or overrides= (per field or type), "
+            "e.g.\n"
+            f"  args={{{example!r}: {_example_arguments(self.aggregate.commands.get(example))}}}\n"
             "or, if it is rare or unreachable on purpose, say so with\n"
             f"  rare={{{(never or unseen)[0]!r}: 'why it is rare'}}"
         )
@@ -342,3 +355,30 @@ def check_budget(budget: float | None) -> float | None:
             f"budget must be a positive number of seconds or None, got {budget!r}"
         )
     return budget
+
+
+#: What the vacuity message suggests for an argument of each simple type.
+_SUGGESTED: dict[Any, str] = {
+    int: "st.integers(1, 10)",
+    float: "st.floats(0, 100)",
+    str: "st.sampled_from(['a', 'b', 'c'])",
+    bool: "st.booleans()",
+}
+
+
+def _example_arguments(command: Command | None) -> str:
+    """An ``args=`` strategy shaped like ``command``'s own arguments, as text."""
+    function = None if command is None else argument_function(command)
+    found = None if function is None else parameter_hints(function)
+    if found is None:
+        return "st.tuples(...)"
+    params, hints = found
+    shown = []
+    for param in params[1:]:  # the first is the state
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            break
+        hint = hints.get(param.name)
+        name = getattr(hint, "__name__", None)
+        # a type's own derived strategy is what failed: leave its choice to the user
+        shown.append(_SUGGESTED.get(hint, f"<{name} strategy>" if name else "..."))
+    return f"st.tuples({', '.join(shown)})"

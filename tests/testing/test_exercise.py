@@ -77,8 +77,36 @@ def test_check_aggregate_fails_when_a_command_is_never_accepted() -> None:
     message = str(caught.value)
     assert "command 'unlock' was never accepted" in message
     assert "event Unlocked was never produced" in message
-    assert "args={'unlock': st.tuples(" in message
+    # the suggestion is shaped like unlock's own arguments: one str after the state
+    assert "args={'unlock': st.tuples(st.sampled_from(['a', 'b', 'c']))}" in message
     assert "rare=" in message
+
+
+def test_a_nearly_always_refused_command_is_named_as_a_likely_cause() -> None:
+    """A command refused 90 % of the time or more is named: what the others need rarely arises."""
+
+    def install_at(safe: Safe | None, floor: int) -> list[Opened]:
+        """Install a safe on floor 3 only; derived floors almost never are."""
+        if safe is not None or floor != 3:
+            raise fes.Rejected("only on floor 3")
+        return [Opened()]
+
+    picky = fes.Aggregate(
+        "picky-safe", initial=None, apply=_apply, commands=[install_at, unlock],
+        events=[Opened, Unlocked],
+    )
+    from hypothesis import strategies as st
+
+    # floors 0 to 19: installing works now and then, and unlock is never accepted
+    floors = {"install_at": st.tuples(st.integers(0, 19))}
+    with pytest.raises(AssertionError) as caught:
+        check_aggregate(picky, settings=FAST, args=floors)
+    message = str(caught.value)
+    assert "command 'unlock' was never accepted" in message
+    assert "command 'install_at' was rejected" in message and "may rarely arise" in message
+    with pytest.raises(AssertionError) as caught:
+        check_aggregate(picky, settings=FAST, rare=RARE)
+    assert "args={'install_at': st.tuples(st.integers(1, 10))}" in str(caught.value)
 
 
 def test_check_aggregate_passes_when_the_rare_command_is_declared() -> None:
