@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from fes.errors import ConfigurationError, FesError
+from fes.errors import ConfigurationError, FesError, PolicyError
 from fes.system import System, app_of_unit
 
 from . import _settings as settings
@@ -287,8 +287,35 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     for error in errors.values():
         print(f"fes: {error}", file=sys.stderr)
+    if args.traceback and errors:
+        _print_tracebacks(errors, url, system)
     print("fes: stopped", file=sys.stderr)
     return EXIT_STOPPED if errors else 0
+
+
+def _print_tracebacks(errors: dict[str, PolicyError], url: str, system: System) -> None:
+    """For ``fes run --traceback``: each stopped follower's policy traceback.
+
+    A follower of this process kept its exception; a worker process's
+    arrives without one, so its stop record (which keeps it) is read.
+    """
+    import traceback
+
+    for unit, failure in errors.items():
+        error = failure.error
+        text: str | None = None
+        if error.__traceback__ is not None:
+            text = "".join(traceback.format_exception(error, chain=False))
+        else:
+            try:
+                with open_database(url) as database:
+                    stops = _apps_stops(database, app_of_unit(system, unit).name, system)
+            except (FesError, OSError):
+                stops = None
+            stop = (stops or {}).get((unit, failure.leader))
+            text = stop.traceback if stop is not None else None
+        print(f"fes: traceback of follower {unit!r}:", file=sys.stderr)
+        print((text or "(not recorded)\n").rstrip("\n"), file=sys.stderr)
 
 
 def _redact(url: str) -> str:

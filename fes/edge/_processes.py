@@ -93,6 +93,13 @@ def _worker(
         return  # the supervisor died while this worker was starting
     runner = ThreadedRunner(system, url, apps=apps, **settings)
     reported: set[str] = set()
+
+    def report() -> None:
+        for name, error in runner.errors.items():
+            if name not in reported:
+                reported.add(name)
+                reports.put((name, error.leader, error.position, _portable(error.error)))
+
     try:
         runner.start()
         while not stop.wait(0.05):
@@ -101,12 +108,12 @@ def _worker(
                     "the supervisor (pid %d) of this worker died; stopping", supervisor
                 )
                 break
-            for name, error in runner.errors.items():
-                if name not in reported:
-                    reported.add(name)
-                    reports.put((name, error.leader, error.position, _portable(error.error)))
+            report()
     finally:
         runner.stop()
+        # a follower may have stopped since the last look: the supervisor's exit
+        # code and log must still say so
+        report()
         runner.close()
 
 
