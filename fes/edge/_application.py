@@ -51,6 +51,9 @@ from .stores._checks import check_integer
 __all__ = ["Application", "check_count", "check_store"]
 
 logger = logging.getLogger("fes")
+# a library is quiet until the program configures logging (`fes run` does):
+# without this, Python's last-resort handler would print fes's warnings
+logger.addHandler(logging.NullHandler())
 
 S = TypeVar("S")
 

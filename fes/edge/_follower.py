@@ -57,7 +57,10 @@ from .stores._base import StoredEvent, Tracking
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
 
-logger = logging.getLogger("fes.runners")
+#: A follower's records (policy failures, retries, skips, stops): a child of
+#: ``fes.runners``, so that policy failures can be routed apart from the runners'
+#: own.  Each carries the fields of :meth:`Follower.log_fields` (``extra=``).
+logger = logging.getLogger("fes.runners.follower")
 
 #: Notifications a follower processes, at most, in one transaction.  Larger
 #: batches mean fewer durable commits; the write lock is held only while the
@@ -171,6 +174,21 @@ class Follower:
     def __repr__(self) -> str:
         return f"Follower({self.unit!r}, leaders={list(self.leaders)!r})"
 
+    def log_fields(self, leader: str, position: int | None = None) -> dict[str, Any]:
+        """The structured fields of this follower's log records (``extra=``).
+
+        ``app`` (the application), ``follower`` (the unit: ``name#i`` for a
+        partition), ``leader`` and ``position`` (the leader's notification
+        concerned, or the position tracked so far), for a JSON formatter
+        or a filter to read as attributes of the :class:`logging.LogRecord`.
+        """
+        return {
+            "app": self.name,
+            "follower": self.unit,
+            "leader": leader,
+            "position": self.positions.get(leader, 0) if position is None else position,
+        }
+
     def check_layout(self) -> None:
         """Refuse to run if the store holds positions tracked under other partitions.
 
@@ -226,7 +244,8 @@ class Follower:
                 # another writer moved a stream, or another instance of this follower
                 # processed these notifications: start again from what the store holds
                 self.conflicts += 1
-                logger.debug("%s: %s; reading %r again", self.name, conflict, leader)
+                logger.debug("%s: %s; reading %r again", self.name, conflict, leader,
+                             extra=self.log_fields(leader, previous))
                 continue
             self.processed += consumed
             return consumed
@@ -383,29 +402,34 @@ class Follower:
         failure = PolicyError(self.name, leader, position, error)
         failure.__cause__ = error
         self.failures.append(failure)
+        fields = self.log_fields(leader, position)
         directive: Directive
         try:
             directive = self.app.on_error(error, recorded, attempt)
         except Exception as handler_error:
-            logger.error("%s: on_error raised %s; stopping", self.name, describe(handler_error))
+            logger.error("%s: on_error raised %s; stopping", self.name, describe(handler_error),
+                         extra=fields)
             directive = Stop()
         if isinstance(directive, Retry):
-            logger.warning("%s (attempt %d); retrying in %ss", failure, attempt, directive.delay)
+            logger.warning("%s (attempt %d); retrying in %ss", failure, attempt, directive.delay,
+                           extra=fields)
             self._retry_at[leader] = self._monotonic() + max(directive.delay, 0.0)
             return 0
         if isinstance(directive, Skip):
-            logger.warning("%s (attempt %d); skipping it", failure, attempt)
+            logger.warning("%s (attempt %d); skipping it", failure, attempt, extra=fields)
             self._skip(leader, previous, recorded, error, attempt)
             return 1
         if not isinstance(directive, Stop):
-            logger.error("%s: on_error returned %r, not a directive", self.name, directive)
+            logger.error("%s: on_error returned %r, not a directive", self.name, directive,
+                         extra=fields)
         self._stop(failure)
         return 0
 
     def _stop(self, failure: PolicyError) -> None:
         where = origin(failure.error, self._policy)
         logger.error("%s (at %s); follower %r stopped", failure, where, self.unit,
-                     exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error)
+                     exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
+                     extra=self.log_fields(failure.leader, failure.position))
         self.error = failure
         self._record_stop(failure, where)
 
@@ -436,7 +460,8 @@ class Follower:
                 continue  # another partition recorded its own stop first
             except Exception as unrecorded:
                 logger.warning("%s: the stop could not be recorded: %s", self.unit,
-                               describe(unrecorded))
+                               describe(unrecorded),
+                               extra=self.log_fields(failure.leader, failure.position))
                 return
             self._halted_now()[failure.leader] = note
             return

@@ -265,7 +265,10 @@ class ProcessRunner(Runner):
                 return
             failure = PolicyError(name, leader, position, error)
             self._failures.setdefault(name, failure)
-            logger.error("%s; follower %r stopped", failure, name)
+            logger.error("%s; follower %r stopped", failure, name, extra={
+                "app": name.partition("#")[0], "follower": name, "leader": leader,
+                "position": position,
+            })
 
     @property
     def errors(self) -> dict[str, PolicyError]:

@@ -77,6 +77,8 @@ class _Unit(Protocol):
 
     def wait(self, timeout: float) -> None: ...
 
+    def log_fields(self) -> dict[str, Any]: ...
+
     @property
     def finished(self) -> bool: ...
 
@@ -92,6 +94,9 @@ class _Subscription:
 
     def step(self) -> int:
         return self.follower.step(self.leader)
+
+    def log_fields(self) -> dict[str, Any]:
+        return self.follower.log_fields(self.leader)
 
     def wait(self, timeout: float) -> None:
         deadline = self.follower.retry_at(self.leader)
@@ -116,6 +121,10 @@ class _ViewUnit:
 
     def step(self) -> int:
         return self.projection.step()
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"app": self.app, "view": self.projection.view.name,
+                "position": self.projection.seen}
 
     def wait(self, timeout: float) -> None:
         self.projection.application.store.wait(self.projection.seen, timeout)
@@ -401,7 +410,8 @@ class ThreadedRunner(Runner):
                     break
                 backoff = min(max(backoff * 2, 0.05), 5.0)
                 logger.warning("%s: %s; trying again in %.2fs", unit.label,
-                               describe(error), backoff, exc_info=not isinstance(error, FesError))
+                               describe(error), backoff, exc_info=not isinstance(error, FesError),
+                               extra=unit.log_fields())
                 self._stopping.wait(backoff)
 
     @property
