@@ -45,7 +45,7 @@ from ._cli_events import (
     table,
     when,
 )
-from ._follower import DEFAULT_BATCH_SIZE
+from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from ._skips import SKIPS_STREAM, follower_status
 from .stores import open_database
 from .stores._base import Database
@@ -283,6 +283,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         processes=args.processes,
         apps=apps,
         batch_size=args.batch_size,
+        batch_bytes=args.batch_bytes,
         poll_interval=args.poll_interval,
     )
     for error in errors.values():
@@ -384,6 +385,9 @@ def _parser() -> argparse.ArgumentParser:
                      "NAME#I runs partition I of a partitioned one")
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                      help=f"notifications per transaction (default {DEFAULT_BATCH_SIZE})")
+    run.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+                     help="stored bytes per transaction, at least one notification "
+                     f"(default {DEFAULT_BATCH_BYTES})")
     run.add_argument("--poll-interval", type=float, default=1.0,
                      help="seconds between polls when no notification comes (default 1)")
     run.set_defaults(handler=_cmd_run)

@@ -25,7 +25,7 @@ from fes.errors import ConfigurationError, FesError, FollowerStopped, PolicyErro
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
 from ._application import Application, check_count, check_store
-from ._follower import DEFAULT_BATCH_SIZE, Follower, describe
+from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, describe
 from ._projections import Projection
 from ._settings import system_store_url
 from .stores import open_database
@@ -146,7 +146,9 @@ class Runner:
     ``<APP>_FES_STORE_URL`` that names another store.  ``apps`` limits
     which applications' followers and views this runner drives (all by
     default): the others may run elsewhere, in other processes or on other
-    hosts.  Keyword ``options`` go to every
+    hosts.  ``batch_size`` and ``batch_bytes`` bound each follower's
+    transactions by count and by stored bytes (see :class:`Follower`).
+    Keyword ``options`` go to every
     :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
     ``clock``, ``env``, …).
     """
@@ -158,6 +160,7 @@ class Runner:
         *,
         apps: Collection[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         **options: Any,
     ) -> None:
@@ -170,6 +173,7 @@ class Runner:
         ):
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
         check_count("batch_size", batch_size, 1)
+        check_count("batch_bytes", batch_bytes, 1)
         if store is None or isinstance(store, str):
             # None: from the environment, like Application; "" is refused
             env = options.get("env")
@@ -198,6 +202,7 @@ class Runner:
                     self.applications[app.name],
                     {leader: self.applications[leader] for leader in system.leaders(app.name)},
                     batch_size=batch_size,
+                    batch_bytes=batch_bytes,
                     partition=i,
                 )
                 for app in system.followers_all
