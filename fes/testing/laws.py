@@ -14,7 +14,9 @@ snapshot equals folding the whole history; :data:`fes.neutral` is an
 identity and :func:`fes.combine` is associative on the user's aggregates; a
 view folded in pieces equals the view rebuilt from scratch; and, given a
 ``roundtrip`` function (for example through the edge codec), every event
-comes back equal.  Requires Hypothesis (``pip install fes-events[testing]``).
+comes back equal.  :func:`upcasters_fold`, checked on its own, runs every
+event type's upcasters on payloads in each older stored shape.  Requires
+Hypothesis (``pip install fes-events[testing]``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import restore, take
 from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
+from fes.testing._upcasting import upcast_folds, upcasters_fold
 from fes.testing.specs import _lost as lost
 from fes.testing.strategies import (
     NotEvents,
@@ -67,6 +70,8 @@ __all__ = [
     "projector_keeps_state",
     "recorded_history",
     "snapshot_equals_fold",
+    "upcast_folds",
+    "upcasters_fold",
     "view_rebuild_equals_incremental",
 ]
 
