@@ -189,7 +189,9 @@ def projector_keeps_state(
         )
 
 
-#: The two seeds of :mod:`random` the purity law runs a command under.
+#: The two seeds of :mod:`random` the purity law runs a command under, chosen
+#: so that the first coin toss (``random.random() < 0.5``, ``getrandbits(1)``,
+#: ``choice`` of two) comes out differently under each.
 _PURITY_SEEDS = (0x5EED, 0xD1CE)
 
 

@@ -72,6 +72,21 @@ def test_random_is_caught_whatever_the_callers_seed() -> None:
         command_is_pure(aggregate, aggregate.commands["deposit"], OPEN, (5,))
 
 
+@pytest.mark.parametrize("caller_seed", range(20))
+def test_a_command_tossing_a_coin_is_caught_every_time(caller_seed: int) -> None:
+    """A deposit refused on a coin toss is caught whatever the caller's seed, not half the time."""
+
+    def deposit(account: bank.Account, amount: int) -> list[bank.Deposited]:
+        if random.random() < 0.5:
+            raise fes.Rejected("the coin said no")
+        return [bank.Deposited(amount)]
+
+    aggregate = evolve(bank.accounts, commands={"deposit": deposit})
+    random.seed(caller_seed)
+    with pytest.raises(AssertionError, match="Rejected: the coin said no"):
+        command_is_pure(aggregate, deposit, OPEN, (5,))
+
+
 def test_the_purity_law_restores_the_state_of_random() -> None:
     """The caller's random sequence is the same after the law as before it."""
     aggregate = _with_deposit(_from_own_generator)
