@@ -14,12 +14,15 @@ snapshot equals folding the whole history; :data:`fes.neutral` is an
 identity and :func:`fes.combine` is associative on the user's aggregates; a
 view folded in pieces equals the view rebuilt from scratch; and, given a
 ``roundtrip`` function (for example through the edge codec), every event
-comes back equal.  Requires Hypothesis (``pip install fes-events[testing]``).
+comes back equal.  :func:`upcasters_fold`, checked on its own, runs every
+event type's upcasters on payloads in each older stored shape.  Requires
+Hypothesis (``pip install fes-events[testing]``).
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,6 +39,7 @@ from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import restore, take
 from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
+from fes.testing._upcasting import upcast_folds, upcasters_fold
 from fes.testing.specs import _lost as lost
 from fes.testing.strategies import (
     NotEvents,
@@ -66,6 +70,8 @@ __all__ = [
     "projector_keeps_state",
     "recorded_history",
     "snapshot_equals_fold",
+    "upcast_folds",
+    "upcasters_fold",
     "view_rebuild_equals_incremental",
 ]
 
@@ -183,20 +189,51 @@ def projector_keeps_state(
         )
 
 
+#: The two seeds of :mod:`random` the purity law runs a command under, chosen
+#: so that the first coin toss (``random.random() < 0.5``, ``getrandbits(1)``,
+#: ``choice`` of two) comes out differently under each.
+_PURITY_SEEDS = (0x5EED, 0xD1CE)
+
+
+def _outcome_seeded(seed: int, command: Command, state: Any, args: tuple[Any, ...]) -> Outcome:
+    """:func:`outcome` with :mod:`random` seeded by ``seed``, its state restored after."""
+    __tracebackhide__ = True
+    saved = random.getstate()
+    random.seed(seed)
+    try:
+        return outcome(command, state, args)
+    finally:
+        random.setstate(saved)
+
+
 def command_is_pure(
     aggregate: Aggregate[Any], command: Command, state: Any, args: tuple[Any, ...]
 ) -> Outcome:
-    """Running ``command`` twice does the same and changes neither state nor arguments."""
+    """Running ``command`` twice does the same and changes neither state nor arguments.
+
+    The two runs see :mod:`random` seeded differently (its state is restored
+    afterwards), so a command that draws from ``random`` is caught even
+    though Hypothesis seeds ``random`` the same way for every example.  A
+    command calling ``uuid.uuid4()`` (from ``os.urandom``) or reading the
+    clock with sub-second precision (``time.time()``, ``datetime.now()``)
+    differs between the two runs anyway; the clock read at a coarse grain
+    (``date.today()``) is not caught.
+    """
     __tracebackhide__ = True
     what = f"command {_call(command, args)} of {aggregate.name!r} on {state!r}"
     pristine = _pristine((state, args))
     hashed = _hash((state, args))
-    first = outcome(command, state, args)
+    first = _outcome_seeded(_PURITY_SEEDS[0], command, state, args)
     _unchanged(what, (state, args), pristine, hashed)
-    second = outcome(command, state, args)
+    second = _outcome_seeded(_PURITY_SEEDS[1], command, state, args)
     comparable, _ = _pristine(first)
     if comparable and first != second:
-        raise AssertionError(f"{what} is not deterministic: it did {first}, then {second}")
+        raise AssertionError(
+            f"purity law of {aggregate.name!r}: {what} is not deterministic: "
+            f"it did {first}, then {second}\n"
+            "  (a command must not read random, uuid4 or the clock: take such values "
+            "as arguments)"
+        )
     return first
 
 
