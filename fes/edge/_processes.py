@@ -168,15 +168,6 @@ class ProcessRunner(Runner):
                 ) from None
         if processes is not None and processes < 1:
             raise ConfigurationError(f"processes must be at least 1, got {processes}")
-        if not isinstance(system, str):
-            try:  # found now, not as a worker that dies and is restarted for ever
-                pickle.dumps(system)
-            except Exception as error:
-                raise ConfigurationError(
-                    "this System cannot be sent to worker processes "
-                    f"({type(error).__name__}: {error}); pass it by name instead, as "
-                    "'module:attribute', so that each worker imports it"
-                ) from None
         super().__init__(
             resolved, store, apps=apps, batch_size=batch_size, poll_interval=poll_interval,
             **options,
