@@ -182,7 +182,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
         rows = []
-        stopped = 0
+        stopped = unknown = 0
         for name, store in stores.items():
             stops = _apps_stops(database, name, system)
             for key, tracked in sorted(store.tracked().items()):
@@ -191,8 +191,10 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 unit = f"{name}#{part.partition('/')[0]}" if part else name
                 upstream = last.get(leader)
                 if stops is None:
-                    status = follower_status(None, tracked, upstream)
-                    status += " (stop records encoded: pass --system to read them)"
+                    # its stop records cannot be read here: whether it stopped is unknown,
+                    # so it is neither shown nor counted as caught up
+                    unknown += 1
+                    status = "unknown: its stop records are encoded, pass --system to read them"
                 else:
                     status = follower_status(stops.get((unit, leader)), tracked, upstream)
                 stopped += status.startswith("stopped")
@@ -221,7 +223,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 table(["view", "position", "log's last", "status"], views, out)
             else:
                 print("  (the system has no views)", file=out)
-    return EXIT_STOPPED if stopped else 0
+    return EXIT_STOPPED if stopped else EXIT_ERROR if unknown else 0
 
 
 def _apps_stops(

@@ -310,6 +310,22 @@ def test_fes_apps_reads_compressed_stop_records_with_or_without_the_system(
     assert "stopped at 2: ValueError: message 1 is poisoned" in shown.stdout
 
 
+def test_fes_apps_does_not_call_a_follower_with_unreadable_stop_records_caught_up(
+    sqlite_url: str,
+) -> None:
+    """Encrypted stop records without --system: status unknown and exit 1, never 'caught up'."""
+    from fes.edge import Cipher
+
+    cipher = Cipher({"k1": Cipher.generate_key()}, "k1")
+    with SyncRunner(domain.pipeline, sqlite_url, cipher=cipher) as runner:
+        send(runner.app("source"), range(4), poison=[1])
+        runner.run_until_quiet(check=False)
+    raw = _fes("apps", "--store", sqlite_url)
+    assert raw.returncode == 1, raw.stdout + raw.stderr
+    assert "unknown: its stop records are encoded" in raw.stdout
+    assert "caught up" not in raw.stdout
+
+
 def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) -> None:
     """Stopping again on the same event records nothing new: the stop keeps its first time."""
     for _ in range(3):
