@@ -79,9 +79,10 @@ class Application:
 
     ``store`` is a URL (``memory://``, ``sqlite:///path.db``,
     ``postgresql://user@host/db?schema=…``), an open :class:`Database`
-    (shared by the applications of a system), or None to read
-    ``FES_STORE_URL`` (or ``<APP>_FES_STORE_URL``) from ``env``, falling back
-    to ``sqlite:///fes.db``.
+    (shared by the applications of a system), a system's mapping from
+    application names to those (this application's entry is used, else
+    ``"*"``'s), or None to read ``<APP>_FES_STORE_URL`` (or
+    ``FES_STORE_URL``) from ``env``, falling back to ``sqlite:///fes.db``.
 
     ``compress`` is True or a zlib level 1 to 9 (None: ``FES_COMPRESS``);
     ``snapshot_every`` takes a snapshot when a stream's version crosses a
@@ -93,7 +94,7 @@ class Application:
     def __init__(
         self,
         app: App,
-        store: str | Database | None = None,
+        store: str | Database | Mapping[str, str | Database] | None = None,
         *,
         compress: bool | int | None = None,
         cipher: Cipher | None = None,
@@ -109,6 +110,9 @@ class Application:
             raise ConfigurationError(f"env must be a mapping of names to values, not {env!r}")
         if not isinstance(app, App):
             raise ConfigurationError(f"an Application runs a fes.App, not {app!r}")
+        if isinstance(store, Mapping):
+            # a system's mapping of application names to stores: this one's entry
+            store = settings.placement(env, store, [app.name])[app.name]
         if store is not None:  # None: the URL comes from the environment
             check_store(store)
         for name, value in (("clock", clock), ("ids", ids)):

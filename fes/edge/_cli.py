@@ -22,8 +22,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -61,16 +60,9 @@ __all__ = ["main"]
 # --- opening stores and systems -----------------------------------------------------
 
 
-def _url(args: argparse.Namespace, system: System | None = None) -> str:
-    """The store a command works on: --store, else the environment's, else the default."""
-    if args.store is not None and not args.store.strip():
-        raise ConfigurationError(
-            f"the store URL is empty (--store {args.store!r}); name a store such as "
-            "--store sqlite:///app.db, or leave --store out to use $FES_STORE_URL"
-        )
-    if system is not None:
-        return settings.system_store_url(os.environ, args.store, (a.name for a in system.apps))
-    return settings.store_url(os.environ, args.store)
+def _given(args: argparse.Namespace) -> str | dict[str, str] | None:
+    """What ``--store`` names: one URL, a mapping of applications to URLs, or None."""
+    return settings.parse_store_option(args.store or ())
 
 
 def _no_store(url: str, what: str) -> ConfigurationError:
@@ -79,8 +71,7 @@ def _no_store(url: str, what: str) -> ConfigurationError:
     )
 
 
-@contextmanager
-def _open_existing(url: str) -> Iterator[Database]:
+def _open_existing(url: str) -> Database:
     """Open a store to inspect it: refuse a missing SQLite file or PostgreSQL schema.
 
     Inspecting creates nothing, and says that there is nothing rather than
@@ -100,9 +91,91 @@ def _open_existing(url: str) -> Iterator[Database]:
         if not getattr(database, "has_schema", lambda: True)():
             schema = getattr(database, "schema", "")
             raise _no_store(url, f"the database has no schema {schema!r}")
-        yield database
-    finally:
+    except BaseException:
         database.close()
+        raise
+    return database
+
+
+class _Stores:
+    """The stores a command inspects, each opened once (and created never).
+
+    With a system, each of its applications is placed as a runner would
+    place it (``--store``, then ``<APP>_FES_STORE_URL``, ``FES_STORE_URL``);
+    without one, the applications ``--store APP=URL`` names are looked for
+    in their stores and every other application in the remaining store.
+    """
+
+    def __init__(self, args: argparse.Namespace, system: System | None) -> None:
+        given = _given(args)
+        self.system = system
+        self.urls: dict[str, str] = {}
+        self.rest: str | None = None
+        if system is not None:
+            for name, url in settings.placement(
+                os.environ, given, [a.name for a in system.apps]
+            ).items():
+                self.urls[name] = url
+        else:
+            mapping = given if isinstance(given, dict) else {}
+            self.urls = {k: v for k, v in mapping.items() if k != settings.ANY_APP}
+            rest = given if isinstance(given, str) else mapping.get(settings.ANY_APP)
+            if rest is not None or not self.urls:
+                self.rest = settings.store_url(os.environ, rest)
+        self._open: dict[str, Database] = {}
+
+    def url(self, name: str) -> str:
+        """The URL of the store ``name`` lives in."""
+        if name in self.urls:
+            return self.urls[name]
+        if self.rest is None:
+            raise ConfigurationError(
+                f"no --store names where {name!r} lives; add --store {name}=URL"
+            )
+        return self.rest
+
+    def database(self, name: str) -> Database:
+        """The database application ``name`` lives in."""
+        return self._at(self.url(name))
+
+    def _at(self, url: str) -> Database:
+        if url not in self._open:
+            self._open[url] = _open_existing(url)
+        return self._open[url]
+
+    def apps(self) -> list[str]:
+        """The applications with tables where they are placed, in a stable order."""
+        names = (
+            [a.name for a in self.system.apps] if self.system is not None else list(self.urls)
+        )
+        if self.system is None and self.rest is not None:
+            names += self._at(self.rest).apps()
+        found = []
+        for name in dict.fromkeys(names):
+            if name in self.database(name).apps():
+                found.append(name)
+        return found
+
+    def check(self, name: str) -> None:
+        """Refuse an application that has no tables where it is placed."""
+        database = self.database(name)
+        known = database.apps()
+        if name not in known:
+            raise ConfigurationError(
+                f"the store {database.url} has no application {name!r}; "
+                f"it has {', '.join(known) or 'none'}"
+            )
+
+    def close(self) -> None:
+        opened, self._open = self._open, {}
+        for database in opened.values():
+            database.close()
+
+    def __enter__(self) -> _Stores:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _system(spec: str | None) -> System | None:
@@ -117,25 +190,17 @@ def _system(spec: str | None) -> System | None:
     return load_system(spec)
 
 
-def _check_app(database: Database, name: str) -> None:
-    known = database.apps()
-    if name not in known:
-        raise ConfigurationError(
-            f"the store {database.url} has no application {name!r}; "
-            f"it has {', '.join(known) or 'none'}"
-        )
-
-
 # --- commands -------------------------------------------------------------------------
 
 
 def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
-    with _open_existing(_url(args)) as database:
-        names = [args.app] if args.app else database.apps()
+    with _Stores(args, system) as stores:
+        names = [args.app] if args.app else stores.apps()
         for name in names:
-            _check_app(database, name)
+            stores.check(name)
         for name in names:
+            database = stores.database(name)
             rows = database.store(name).read_log(args.after, limit=args.limit)
             with reader(database, name, system) as describe:
                 records = [describe(row) for row in rows]
@@ -156,8 +221,9 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
-    with _open_existing(_url(args)) as database:
-        _check_app(database, args.app)
+    with _Stores(args, system) as stores:
+        stores.check(args.app)
+        database = stores.database(args.app)
         rows = database.store(args.app).read_stream(args.id)
         if not rows:
             raise ConfigurationError(f"application {args.app!r} has no stream {args.id!r}")
@@ -169,28 +235,36 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
-    with _open_existing(_url(args, system)) as database:
-        names = database.apps()
-        stores = {name: database.store(name) for name in names}
-        last = {name: store.last_position() for name, store in stores.items()}
-        print(f"store: {database.url}", file=out)
+    with _Stores(args, system) as stores:
+        names = stores.apps()
+        last = {name: stores.database(name).store(name).last_position() for name in names}
+        urls = {stores.database(name).url for name in names}
+        print(f"store: {', '.join(sorted(urls)) or '(none)'}", file=out)
         print("\napplications", file=out)
+        spread = len(urls) > 1
         table(
-            ["application", "last position", "skipped events"],
-            [(name, last[name], store.stream_version(SKIPS_STREAM))
-             for name, store in stores.items()],
+            ["application", "last position", "skipped events"] + (["store"] if spread else []),
+            [
+                (name, last[name],
+                 stores.database(name).store(name).stream_version(SKIPS_STREAM),
+                 *([stores.database(name).url] if spread else []))
+                for name in names
+            ],
             out,
         )
         rows = []
         stopped = unknown = 0
-        for name, store in stores.items():
-            stops = _apps_stops(database, name, system)
-            for key, tracked in sorted(store.tracked().items()):
+        for name in names:
+            stops = _apps_stops(stores.database(name), name, system)
+            for key, tracked in sorted(stores.database(name).store(name).tracked().items()):
                 # a partition i of n tracks its leader as leader#i/n, and runs as name#i
                 leader, _, part = key.partition("#")
                 unit = f"{name}#{part.partition('/')[0]}" if part else name
-                upstream = last.get(leader)
-                if stops is None:
+                upstream, trouble = _leader_last(stores, leader, last)
+                if trouble is not None:
+                    unknown += 1
+                    status = f"unknown: leader {leader!r} cannot be reached ({trouble})"
+                elif stops is None:
                     # its stop records cannot be read here: whether it stopped is unknown,
                     # so it is neither shown nor counted as caught up
                     unknown += 1
@@ -211,10 +285,10 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         else:
             views = []
             for app in system.apps:
-                if app.name not in stores:
+                if app.name not in last:
                     continue
                 for view in app.views:
-                    found = stores[app.name].load_view(view.name)
+                    found = stores.database(app.name).store(app.name).load_view(view.name)
                     position = 0 if found is None else found[1]
                     behind = max(last[app.name] - position, 0)
                     views.append((f"{app.name}/{view.name}", position, last[app.name],
@@ -224,6 +298,32 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             else:
                 print("  (the system has no views)", file=out)
     return EXIT_STOPPED if stopped else EXIT_ERROR if unknown else 0
+
+
+def _leader_last(
+    stores: _Stores, leader: str, known: dict[str, int]
+) -> tuple[int | None, str | None]:
+    """The leader's last position where the leader lives, or why it cannot be read.
+
+    A leader in another store (another database, a service over HTTP) is
+    asked there; one that cannot be reached makes its followers' state
+    unknown rather than caught up.
+    """
+    if leader in known:
+        return known[leader], None
+    try:
+        stores.url(leader)
+    except ConfigurationError:
+        return None, None  # placed nowhere this command knows: shown as "?"
+    try:
+        database = stores.database(leader)
+        if leader not in database.apps():
+            return None, None  # no tables there (yet): shown as "?", nothing created
+        position = database.store(leader).last_position()
+    except (FesError, OSError) as error:
+        return None, " ".join(str(error).split()) or type(error).__name__
+    known[leader] = position
+    return position, None
 
 
 def _apps_stops(
@@ -248,8 +348,9 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
     assert system is not None
     app = system.app(args.app)
-    with _open_existing(_url(args)) as database:
-        _check_app(database, app.name)
+    with _Stores(args, system) as stores:
+        stores.check(app.name)
+        database = stores.database(app.name)
         # the cipher comes from FES_CIPHER_KEYS / FES_CIPHER_KEY_ID, as for `fes run`
         with Application(app, store=database) as application:
             done = reseal(application, plain=args.plain, batch_size=args.batch_size)
@@ -269,19 +370,24 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     system = _system(args.system)
     assert system is not None
-    url = _url(args, system)
+    given = _given(args)
+    urls = settings.placement(os.environ, given, [a.name for a in system.apps])
     apps = [a for a in args.apps.split(",") if a] if args.apps else None
     for name in apps or ():
         app_of_unit(system, name)
+    if len(set(urls.values())) == 1:
+        where = _redact(next(iter(urls.values())))
+    else:
+        where = ", ".join(f"{name}={_redact(url)}" for name, url in urls.items())
     print(
         f"fes: running {', '.join(apps or [a.name for a in system.apps])} on "
-        f"{_redact(url)}; stop with Ctrl-C or SIGTERM",
+        f"{where}; stop with Ctrl-C or SIGTERM",
         file=sys.stderr,
     )
     errors = run(
         # worker processes import the system by name rather than receive a copy
         args.system if args.processes else system,
-        url,
+        urls,
         processes=args.processes,
         apps=apps,
         batch_size=args.batch_size,
@@ -291,12 +397,14 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     for error in errors.values():
         print(f"fes: {error}", file=sys.stderr)
     if args.traceback and errors:
-        _print_tracebacks(errors, url, system)
+        _print_tracebacks(errors, urls, system)
     print("fes: stopped", file=sys.stderr)
     return EXIT_STOPPED if errors else 0
 
 
-def _print_tracebacks(errors: dict[str, PolicyError], url: str, system: System) -> None:
+def _print_tracebacks(
+    errors: dict[str, PolicyError], urls: dict[str, str], system: System
+) -> None:
     """For ``fes run --traceback``: each stopped follower's policy traceback.
 
     A follower of this process kept its exception; a worker process's
@@ -310,9 +418,10 @@ def _print_tracebacks(errors: dict[str, PolicyError], url: str, system: System) 
         if error.__traceback__ is not None:
             text = "".join(traceback.format_exception(error, chain=False))
         else:
+            name = app_of_unit(system, unit).name
             try:
-                with open_database(url) as database:
-                    stops = _apps_stops(database, app_of_unit(system, unit).name, system)
+                with open_database(urls[name]) as database:
+                    stops = _apps_stops(database, name, system)
             except (FesError, OSError):
                 stops = None
             stop = (stops or {}).get((unit, failure.leader))
@@ -360,10 +469,12 @@ def _parser() -> argparse.ArgumentParser:
     def command(
         name: str,
         help: str,
-        store: str = "the store URL (default: $FES_STORE_URL, then sqlite:///fes.db)",
+        store: str = "the store URL (default: $FES_STORE_URL, then sqlite:///fes.db); "
+        "repeat as --store APP=URL to give an application a store of its own "
+        "(--store URL or --store '*=URL' then serves the others)",
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--store", metavar="URL", help=store)
+        sub.add_argument("--store", metavar="URL", action="append", help=store)
         sub.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
         return sub
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from fes.errors import FesError, FollowerStopped
 
 from ._cli_events import EXIT_STOPPED, table
+from ._settings import parse_store_option
 from .stores import redact
 
 
@@ -51,8 +52,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from ._runners import ThreadedRunner
 
     temporary: str | None = None
-    if args.store:
-        url = args.store
+    given = parse_store_option(args.store or ())
+    url: str | dict[str, str]
+    if given is not None:
+        url = given
     else:
         temporary = tempfile.mkdtemp(prefix="fes-demo-")
         url = f"sqlite:///{os.path.join(temporary, 'demo.db')}"
@@ -64,7 +67,11 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
         where = " (a temporary file, deleted at the end)" if temporary else ""
-        print(f"store: {redact(url)}{where}\n", file=out)
+        if isinstance(url, str):
+            print(f"store: {redact(url)}{where}\n", file=out)
+        else:
+            shown = ", ".join(f"{name}={redact(place)}" for name, place in url.items())
+            print(f"stores: {shown}\n", file=out)
         started = time.monotonic()
         runner: ThreadedRunner | ProcessRunner
         if args.processes:

@@ -44,8 +44,8 @@ from fes.system import System
 
 from ._follower import DEFAULT_BATCH_SIZE
 from ._loading import load_system
+from ._placement import placement_urls
 from ._runners import DEFAULT_POLL_INTERVAL, Runner, ThreadedRunner
-from ._settings import system_store_url
 
 __all__ = ["ProcessRunner"]
 
@@ -65,7 +65,7 @@ def _portable(error: BaseException) -> BaseException:
 
 def _worker(
     spec: System | str,
-    url: str,
+    url: str | dict[str, str],
     apps: tuple[str, ...],
     settings: Mapping[str, Any],
     reports: Any,
@@ -127,14 +127,18 @@ class ProcessRunner(Runner):
     application with work (a policy or views), and one per partition of a
     partitioned application; with fewer, they are dealt out round-robin.
     ``restart`` starts a worker again when it dies.
-    The runner itself is a :class:`Runner` on the same database, so
-    :meth:`app`, :meth:`lags` and :meth:`wait_until_quiet` work here.
+    ``store`` is a URL, a mapping from application names (and ``"*"``) to
+    URLs, or None (the environment's, as for every runner): workers open
+    the databases themselves, so open databases and ``memory://`` are
+    refused.  The runner itself is a :class:`Runner` on the same
+    databases, so :meth:`app`, :meth:`lags` and :meth:`wait_until_quiet`
+    work here.
     """
 
     def __init__(
         self,
         system: System | str,
-        store: str | None,
+        store: str | Mapping[str, str] | None,
         *,
         processes: int | None = None,
         apps: Collection[str] | None = None,
@@ -144,17 +148,17 @@ class ProcessRunner(Runner):
         **options: Any,
     ) -> None:
         resolved = load_system(system) if isinstance(system, str) else system
-        if store is None or isinstance(store, str):
-            # None: from the environment, like every runner; "" is refused
-            env = options.get("env")
-            store = system_store_url(
-                os.environ if env is None else env, store, (a.name for a in resolved.apps)
-            )
-        if not isinstance(store, str):
-            raise ConfigurationError("a ProcessRunner needs a store URL that workers can open")
-        if store.startswith("memory:"):
+        if store is not None and not isinstance(store, str | Mapping):
             raise ConfigurationError(
-                "memory:// lives in one process and cannot be shared by worker processes; "
+                "a ProcessRunner needs store URLs that workers can open, not an open database"
+            )
+        # None: from the environment, like every runner; "" is refused
+        urls = placement_urls(store, (a.name for a in resolved.apps), options.get("env"))
+        shared = sorted(name for name, url in urls.items() if url.lower().startswith("memory:"))
+        if shared:
+            raise ConfigurationError(
+                "memory:// lives in one process and cannot be shared by worker processes "
+                f"(the store of {', '.join(map(repr, shared))}); "
                 "use sqlite:///path.db or postgresql://…"
             )
         if not isinstance(system, str):
@@ -168,12 +172,19 @@ class ProcessRunner(Runner):
                 ) from None
         if processes is not None and processes < 1:
             raise ConfigurationError(f"processes must be at least 1, got {processes}")
+        # workers get the URLs, so that each opens what it needs the same way
+        places: str | dict[str, str] = (
+            urls[resolved.apps[0].name] if len(set(urls.values())) == 1 else dict(urls)
+        )
         super().__init__(
-            resolved, store, apps=apps, batch_size=batch_size, poll_interval=poll_interval,
+            resolved, places, apps=apps, batch_size=batch_size, poll_interval=poll_interval,
             **options,
         )
         self.spec = system
-        self.url = store
+        #: Each application's store URL; ``url``, the one URL when they share one (else None).
+        self.urls = urls
+        self.url = places if isinstance(places, str) else None
+        self._places = places
         self.restart = restart
         self._settings = dict(batch_size=batch_size, poll_interval=poll_interval, **options)
         # the units workers run: applications, or each partition of a partitioned one
@@ -199,7 +210,7 @@ class ProcessRunner(Runner):
     def _spawn(self, group: tuple[str, ...]) -> SpawnProcess:
         process = _SPAWN.Process(
             target=_worker,
-            args=(self.spec, self.url, group, self._settings, self._reports, os.getpid()),
+            args=(self.spec, self._places, group, self._settings, self._reports, os.getpid()),
             name=f"fes {','.join(group)}",
             daemon=True,
         )

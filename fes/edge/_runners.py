@@ -15,20 +15,18 @@ and :func:`fes.edge.run` starts a system and blocks until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, Self
 
 from fes.errors import ConfigurationError, FesError, FollowerStopped, PolicyError
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
-from ._application import Application, check_count, check_store
+from ._application import Application, check_count
 from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, describe
+from ._placement import Placement, StoreArgument
 from ._projections import Projection
-from ._settings import system_store_url
-from .stores import open_database
 from .stores._base import Database
 
 __all__ = [
@@ -45,15 +43,24 @@ logger = logging.getLogger("fes.runners")
 DEFAULT_POLL_INTERVAL = 1.0
 
 
-def lags(database: Database, system: System) -> dict[tuple[str, str], tuple[int, int]]:
+def lags(
+    stores: Database | Mapping[str, Database], system: System
+) -> dict[tuple[str, str], tuple[int, int]]:
     """For each (leader, follower) of ``system``: (tracked position, leader's last position).
 
-    A partitioned follower appears once per partition, as ``name#i``.
+    ``stores`` is the database the whole system lives in, or a mapping from
+    each application's name to its database (a runner's
+    :attr:`Runner.databases`): the tracked position is read where the
+    follower lives, the leader's last position where the leader lives.  A
+    partitioned follower appears once per partition, as ``name#i``.
     """
+    def database(name: str) -> Database:
+        return stores[name] if isinstance(stores, Mapping) else stores
+
     found: dict[tuple[str, str], tuple[int, int]] = {}
-    last = {app.name: database.store(app.name).last_position() for app in system.apps}
+    last = {app.name: database(app.name).store(app.name).last_position() for app in system.apps}
     for follower in system.followers_all:
-        tracked = database.store(follower.name).tracked()
+        tracked = database(follower.name).store(follower.name).tracked()
         for leader in system.leaders(follower.name):
             for i, unit in enumerate(unit_names(follower)):
                 key = tracking_key(leader, i, follower.partitions)
@@ -137,16 +144,29 @@ class _ViewUnit:
 
 
 class Runner:
-    """What every runner shares: the system's applications on one database.
+    """What every runner shares: the system's applications, each on its database.
 
-    ``store`` is a URL or an open :class:`Database` (not closed by the
-    runner); the default, ``memory://``, suits tests.  None reads the URL
-    from the environment as :func:`fes.edge.run` does: ``FES_STORE_URL``,
-    then ``sqlite:///fes.db``, refusing an application's own
-    ``<APP>_FES_STORE_URL`` that names another store.  ``apps`` limits
-    which applications' followers and views this runner drives (all by
-    default): the others may run elsewhere, in other processes or on other
-    hosts.  ``batch_size`` and ``batch_bytes`` bound each follower's
+    ``store`` is where the applications live: a URL or an open
+    :class:`Database` for all of them (an open database is not closed by
+    the runner; the default, ``memory://``, suits tests), or a mapping from
+    application name to URL or database, where ``"*"`` serves every
+    application not named, for a system whose applications own their
+    databases::
+
+        {"orders": "postgresql://db-a/orders", "payments": "sqlite:///payments.db",
+         "*": "sqlite:///rest.db"}
+
+    None reads the environment as :func:`fes.edge.run` does, application
+    by application: ``<APP>_FES_STORE_URL``, then ``FES_STORE_URL``, then
+    ``sqlite:///fes.db``.  Each distinct URL is opened once.  A follower
+    reads each leader's log from the leader's database (or, for an
+    ``https://`` URL, from the service that serves it) and records its new
+    events with its tracking position in its own.
+
+    ``apps`` limits which applications' followers and views this runner
+    drives (by default, all but leaders served over HTTP, which another
+    service runs): the others may run elsewhere, in other processes or on
+    other hosts.  ``batch_size`` and ``batch_bytes`` bound each follower's
     transactions by count and by stored bytes (see :class:`Follower`).
     Keyword ``options`` go to every
     :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
@@ -156,7 +176,7 @@ class Runner:
     def __init__(
         self,
         system: System,
-        store: str | Database | None = "memory://",
+        store: StoreArgument = "memory://",
         *,
         apps: Collection[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -174,27 +194,29 @@ class Runner:
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
         check_count("batch_size", batch_size, 1)
         check_count("batch_bytes", batch_bytes, 1)
-        if store is None or isinstance(store, str):
-            # None: from the environment, like Application; "" is refused
-            env = options.get("env")
-            store = system_store_url(
-                os.environ if env is None else env, store, (a.name for a in system.apps)
-            )
-        check_store(store)
         self.system = system
-        if isinstance(store, str):
-            self.database: Database = open_database(store)
-            self._owns_database = True
-        else:
-            self.database = store
-            self._owns_database = False
         self.poll_interval = poll_interval
+        names = [a.name for a in system.apps]
+        self.placement = Placement(store, names, env=options.get("env"))
         try:
-            chosen = set([a.name for a in system.apps] if apps is None else apps)
-            for name in chosen:
-                app_of_unit(system, name)
+            remote = {name for name in names if self.placement.is_remote(name)}
+            if apps is None:
+                chosen = set(names) - remote
+            else:
+                chosen = set(apps)
+                for name in chosen:
+                    app_of_unit(system, name)
+                served = sorted(
+                    name for name in chosen if app_of_unit(system, name).name in remote
+                )
+                if served:
+                    raise ConfigurationError(
+                        f"{', '.join(map(repr, served))} is served by another service over "
+                        "HTTP: it is read here as a leader, and runs where it is served"
+                    )
             self.applications: dict[str, Application] = {
-                a.name: Application(a, store=self.database, **options) for a in system.apps
+                a.name: Application(a, store=self.placement.database(a.name), **options)
+                for a in system.apps
             }
             # keyed by unit: the application's name, or name#i for partition i
             self.followers: dict[str, Follower] = {
@@ -226,6 +248,26 @@ class Runner:
             units.extend(_Subscription(follower, leader) for leader in follower.leaders)
         units.extend(_ViewUnit(p) for p in self.projections.values())
         self._units: tuple[_Unit, ...] = tuple(units)
+
+    @property
+    def database(self) -> Database:
+        """The one database the whole system lives in.
+
+        Raises :class:`fes.errors.ConfigurationError` when the applications
+        are spread over several: then see :attr:`databases`.
+        """
+        single = self.placement.single
+        if single is None:
+            raise ConfigurationError(
+                "this runner's applications live in several databases: "
+                "use runner.databases[name] or runner.app(name).database"
+            )
+        return single
+
+    @property
+    def databases(self) -> dict[str, Database]:
+        """Each application's database, by application name."""
+        return {name: self.placement.database(name) for name in self.placement.places}
 
     def app(self, name: str) -> Application:
         """The application called ``name``, to execute commands and read state."""
@@ -315,9 +357,10 @@ class Runner:
         )
 
     def close(self) -> None:
-        """Close the database if this runner opened it."""
-        if self._owns_database:
-            self.database.close()
+        """Close the databases this runner opened (not those it was given)."""
+        placement = getattr(self, "placement", None)
+        if placement is not None:
+            placement.close()
 
     def __enter__(self) -> Self:
         return self
@@ -385,7 +428,7 @@ class ThreadedRunner(Runner):
     finish the batch in hand, then joins them.
     """
 
-    def __init__(self, system: System, store: str | Database = "memory://", **kwargs: Any):
+    def __init__(self, system: System, store: StoreArgument = "memory://", **kwargs: Any):
         super().__init__(system, store, **kwargs)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []

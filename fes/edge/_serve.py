@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from types import FrameType
 from typing import Any
 
@@ -16,9 +15,9 @@ from fes.system import System
 
 from ._follower import DEFAULT_BATCH_SIZE
 from ._loading import load_system
+from ._placement import placement_urls
 from ._processes import ProcessRunner
 from ._runners import DEFAULT_POLL_INTERVAL, ThreadedRunner
-from ._settings import system_store_url
 
 __all__ = ["run"]
 
@@ -46,7 +45,7 @@ def _stop_signals(handler: Callable[[], None]) -> Iterator[None]:
 
 def run(
     system: System | str,
-    store: str | None = None,
+    store: str | Mapping[str, str] | None = None,
     *,
     processes: int | None = None,
     apps: Collection[str] | None = None,
@@ -58,17 +57,24 @@ def run(
     """Run ``system`` on the store at ``store`` until SIGINT or SIGTERM (or ``until`` is set).
 
     ``system`` is a :class:`fes.System` or ``"module:attribute"`` naming one.
-    ``store`` defaults to ``FES_STORE_URL``, then ``sqlite:///fes.db``.  With
+    ``store`` is a URL or a mapping from application names (and ``"*"``)
+    to URLs; it defaults to each application's ``<APP>_FES_STORE_URL``,
+    then ``FES_STORE_URL``, then ``sqlite:///fes.db``.  With
     ``processes`` (N >= 1) the applications run in N OS processes (see
     :class:`fes.edge.ProcessRunner`); otherwise in threads of this
     process.  ``apps`` runs only those applications' followers and views, so
-    one system can be spread over several hosts sharing one PostgreSQL.
+    one system can be spread over several hosts, sharing a database or
+    each application on its own.
     On a signal, every worker finishes the batch in hand, then this returns
     the followers that had stopped on a policy error.
     """
     # a ProcessRunner's workers load the system by its name, so keep the name
     resolved = load_system(system) if isinstance(system, str) else system
-    url = system_store_url(os.environ, store, (app.name for app in resolved.apps))
+    urls = placement_urls(store, (app.name for app in resolved.apps))
+    # one URL when the applications share one; else each application's own
+    url: str | dict[str, str] = (
+        next(iter(urls.values())) if len(set(urls.values())) == 1 else urls
+    )
     stop = until or threading.Event()
     settings: dict[str, Any] = dict(
         apps=apps, batch_size=batch_size, poll_interval=poll_interval, **options

@@ -4,7 +4,9 @@
 module, so a variable means the same thing wherever it is read:
 
 ``FES_STORE_URL``
-    the store URL (default ``sqlite:///fes.db``);
+    the store URL (default ``sqlite:///fes.db``); ``ORDERS_FES_STORE_URL``
+    gives the ``orders`` application a store of its own, wherever the
+    rest of its system lives (see :func:`placement`);
 ``FES_COMPRESS``
     a true or false word (``1 true yes on`` / ``0 false no off``);
 ``FES_SNAPSHOT_EVERY``
@@ -24,11 +26,14 @@ mapping, which the entry points pass (``os.environ`` unless told otherwise).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from fes.errors import ConfigurationError
 
 __all__ = [
+    "ANY_APP",
     "DEFAULT_STORE_URL",
     "VARIABLES",
     "AppEnv",
@@ -36,12 +41,22 @@ __all__ = [
     "flag",
     "setting",
     "snapshot_every",
+    "parse_store_option",
+    "placement",
     "store_url",
-    "system_store_url",
 ]
 
 #: Where events go when nothing names a store.
 DEFAULT_STORE_URL = "sqlite:///fes.db"
+
+#: The key of a store mapping that serves every application the mapping does not name.
+ANY_APP = "*"
+
+# ``APP=URL`` on a command line: an application's name (or ``*``), then its URL
+_APP_URL = re.compile(r"^([A-Za-z0-9_-]+|\*)=(.*)$", re.DOTALL)
+
+# what a store mapping holds besides URLs (an open database, for the runners)
+_Place = TypeVar("_Place")
 
 #: Every variable fes reads, each also accepted with an application prefix.
 VARIABLES = (
@@ -102,26 +117,80 @@ def store_url(
     return setting(env, "FES_STORE_URL", app) or DEFAULT_STORE_URL
 
 
-def system_store_url(
-    env: Mapping[str, str], given: str | None, apps: Iterable[str]
-) -> str:
-    """The one store URL of a whole system run by ``run`` or ``fes run``.
+def placement(
+    env: Mapping[str, str],
+    given: str | Mapping[str, str | _Place] | None,
+    apps: Iterable[str],
+) -> dict[str, str | _Place]:
+    """Where each of ``apps`` keeps its events: a URL (or whatever ``given`` maps it to).
 
-    A runner keeps every application of a system in one database, so an
-    application's own ``<APP>_FES_STORE_URL`` that names another store is
-    refused rather than ignored (its events would not be where it says).
+    ``given`` is one URL for every application, or a mapping from
+    application name to URL, where the key :data:`ANY_APP` (``"*"``) serves
+    every application the mapping does not name.  An application neither
+    names nor ``"*"`` serves, and every application when ``given`` is None,
+    reads its own ``<APP>_FES_STORE_URL``, then ``FES_STORE_URL``, then the
+    default.  A mapping's key that names no application is refused (a typo
+    would otherwise put that application's events in the default store).
     """
-    url = store_url(env, given)
-    if given is None:
-        for app in apps:
-            own = env.get(prefixed(app, "FES_STORE_URL"))
-            if own and own != url:
-                raise ConfigurationError(
-                    f"{prefixed(app, 'FES_STORE_URL')} names a store of its own, but a runner "
-                    f"keeps a whole system in one store ({_name('FES_STORE_URL', None)} or "
-                    "the default): unset it, or give it the system's URL"
-                )
-    return url
+    names = list(apps)
+    if given is None or isinstance(given, str):
+        if given is not None:
+            store_url(env, given)  # refuses ""
+        return {name: store_url(env, given, name) for name in names}
+    if not isinstance(given, Mapping):
+        raise ConfigurationError(
+            f"store must be a URL, an open database or a mapping of application names "
+            f"to URLs, not {given!r}"
+        )
+    unknown = sorted(str(key) for key in given if key != ANY_APP and key not in names)
+    if unknown:
+        raise ConfigurationError(
+            f"the store mapping names {', '.join(map(repr, unknown))}, which is no application "
+            f"of the system (it has {', '.join(map(repr, names)) or 'none'}; "
+            f"{ANY_APP!r} serves every application not named)"
+        )
+    placed: dict[str, str | _Place] = {}
+    for name in names:
+        value = given[name] if name in given else given.get(ANY_APP)
+        if value is None:
+            placed[name] = store_url(env, None, name)
+        elif isinstance(value, str):
+            placed[name] = store_url(env, value, name)
+        else:
+            placed[name] = value
+    return placed
+
+
+def parse_store_option(values: Iterable[str]) -> str | dict[str, str] | None:
+    """The store a command line names with repeated ``--store URL`` / ``--store APP=URL``.
+
+    One plain URL alone is that URL; ``APP=URL`` places one application
+    (``*=URL``, or a plain URL beside them, serves the others).  None when
+    nothing was given.  A URL always starts with its scheme (``sqlite:``,
+    ``postgresql:``, ``https:``), so ``APP=`` cannot be mistaken for a URL's
+    query.
+    """
+    given = list(values)
+    if not given:
+        return None
+    mapping: dict[str, str] = {}
+    for value in given:
+        match = _APP_URL.match(value)
+        key, url = (match[1], match[2]) if match else (ANY_APP, value)
+        if not url.strip():
+            raise ConfigurationError(
+                f"the store URL is empty (--store {value!r}); name a store such as "
+                "--store sqlite:///app.db, or leave --store out to use $FES_STORE_URL"
+            )
+        if key in mapping:
+            what = "every other application" if key == ANY_APP else f"application {key!r}"
+            raise ConfigurationError(
+                f"--store names two stores for {what} ({mapping[key]!r} and {url!r})"
+            )
+        mapping[key] = url
+    if list(mapping) == [ANY_APP]:
+        return mapping[ANY_APP]
+    return mapping
 
 
 def compress(env: Mapping[str, str], app: str | None = None) -> bool:

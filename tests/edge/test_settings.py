@@ -100,29 +100,99 @@ def test_app_env_shows_each_variable_as_the_app_sees_it() -> None:
     assert settings.AppEnv(env, "shop")["FES_CIPHER_KEYS"] == "a:AAAA"
 
 
-def test_a_system_takes_one_store_and_refuses_an_app_of_its_own() -> None:
-    """run and `fes run` keep a system in one store: an app's own different URL is refused."""
-    apps = ["orders", "payments"]
+def test_placement_gives_each_application_its_store() -> None:
+    """One URL serves all; a mapping names some, "*" the rest; the environment the others."""
+    apps = ["orders", "payments", "reservations"]
     env = {"FES_STORE_URL": "sqlite:///shop.db", "PAYMENTS_FES_STORE_URL": "sqlite:///pay.db"}
-    with pytest.raises(fes.errors.ConfigurationError, match="PAYMENTS_FES_STORE_URL names a store"):
-        settings.system_store_url(env, None, apps)
-    same = {**env, "PAYMENTS_FES_STORE_URL": "sqlite:///shop.db"}
-    assert settings.system_store_url(same, None, apps) == "sqlite:///shop.db"
-    # an explicit URL is the system's, whatever the applications' variables say
-    assert settings.system_store_url(env, "memory://", apps) == "memory://"
+    assert settings.placement(env, None, apps) == {
+        "orders": "sqlite:///shop.db",
+        "payments": "sqlite:///pay.db",
+        "reservations": "sqlite:///shop.db",
+    }
+    # an explicit URL is every application's, whatever their variables say
+    assert settings.placement(env, "memory://", apps) == dict.fromkeys(apps, "memory://")
+    given = {"orders": "postgresql://a/orders", "*": "sqlite:///rest.db"}
+    assert settings.placement(env, given, apps) == {
+        "orders": "postgresql://a/orders",
+        "payments": "sqlite:///rest.db",
+        "reservations": "sqlite:///rest.db",
+    }
+    # without "*", an application the mapping does not name reads the environment
+    assert settings.placement(env, {"orders": "memory://"}, apps) == {
+        "orders": "memory://",
+        "payments": "sqlite:///pay.db",
+        "reservations": "sqlite:///shop.db",
+    }
+    assert settings.placement({}, {"orders": "memory://"}, ["orders", "x"])["x"] == (
+        settings.DEFAULT_STORE_URL
+    )
 
 
-def test_run_refuses_an_application_store_it_would_ignore(
-    monkeypatch: pytest.MonkeyPatch,
+def test_placement_refuses_a_mapping_it_cannot_honour() -> None:
+    """A key naming no application (a typo) and an empty URL are errors, not the default."""
+    apps = ["orders", "payments"]
+    with pytest.raises(fes.errors.ConfigurationError, match="'paymnets', which is no application"):
+        settings.placement({}, {"paymnets": "sqlite:///p.db"}, apps)
+    with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
+        settings.placement({}, {"orders": ""}, apps)
+    with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
+        settings.placement({}, "", apps)
+    with pytest.raises(fes.errors.ConfigurationError, match="mapping of application names"):
+        settings.placement({}, 42, apps)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ([], None),
+        (["sqlite:///a.db"], "sqlite:///a.db"),
+        # a URL's query holds "=", but a URL starts with its scheme
+        (["sqlite:///a.db?synchronous=NORMAL"], "sqlite:///a.db?synchronous=NORMAL"),
+        (["orders=postgresql://h/o?sslmode=require", "sqlite:///rest.db"],
+         {"orders": "postgresql://h/o?sslmode=require", "*": "sqlite:///rest.db"}),
+        (["*=memory://", "pay-ments=sqlite:///p.db"],
+         {"*": "memory://", "pay-ments": "sqlite:///p.db"}),
+    ],
+)
+def test_store_options_of_a_command_line(
+    given: list[str], expected: str | dict[str, str] | None
 ) -> None:
-    """fes.edge.run reads the settings: a stray <APP>_FES_STORE_URL stops it before it starts."""
-    from fes.edge import run
-    from fes.examples.shop import system
+    """--store URL and repeated --store APP=URL read as one URL or a mapping."""
+    assert settings.parse_store_option(given) == expected
 
-    monkeypatch.setenv("FES_STORE_URL", "memory://")
-    monkeypatch.setenv("PAYMENTS_FES_STORE_URL", "sqlite:///elsewhere.db")
-    with pytest.raises(fes.errors.ConfigurationError, match="PAYMENTS_FES_STORE_URL"):
-        run(system)
+
+def test_store_options_refuse_two_stores_for_one_application() -> None:
+    with pytest.raises(fes.errors.ConfigurationError, match="two stores for application 'a'"):
+        settings.parse_store_option(["a=memory://", "a=sqlite:///x.db"])
+    with pytest.raises(fes.errors.ConfigurationError, match="every other application"):
+        settings.parse_store_option(["sqlite:///x.db", "*=sqlite:///y.db"])
+    with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
+        settings.parse_store_option(["orders="])
+
+
+def test_an_application_variable_gives_it_its_own_database(tmp_path: Path) -> None:
+    """<APP>_FES_STORE_URL puts that application's tables, and only them, in its store."""
+    from fes.edge import SyncRunner
+    from fes.edge.stores import open_database
+    from fes.examples import shop
+
+    main, pay = tmp_path / "shop.db", tmp_path / "pay.db"
+    env = {"FES_STORE_URL": f"sqlite:///{main}", "PAYMENTS_FES_STORE_URL": f"sqlite:///{pay}"}
+    with SyncRunner(shop.system, None, env=env) as runner:
+        runner.app("reservations").execute(
+            shop.stock, shop.stock_stream("mug"), shop.restock, "mug", 5
+        )
+        order = runner.app("orders").new_id()
+        runner.app("orders").execute(shop.order, order, shop.place, "ann", "mug", 1, 500)
+        runner.run_until_quiet()
+        assert runner.app("orders").get(shop.order, order).status == "paid"
+        assert runner.databases["payments"] is not runner.databases["orders"]
+        with pytest.raises(fes.errors.ConfigurationError, match="several databases"):
+            _ = runner.database
+    with open_database(f"sqlite:///{main}") as database:
+        assert sorted(database.apps()) == ["orders", "reservations"]
+    with open_database(f"sqlite:///{pay}") as database:
+        assert database.apps() == ["payments"]
 
 
 def test_application_refuses_an_empty_store_url() -> None:
@@ -145,25 +215,13 @@ def test_runners_read_the_store_from_the_environment_when_told_none(tmp_path: Pa
         assert runner.app("orders").database is runner.database
 
 
-def test_runners_refuse_an_empty_store_url_and_a_stray_app_store() -> None:
-    """A runner given "" or reading an app's own different URL says so, like run."""
+def test_runners_refuse_an_empty_store_url() -> None:
+    """A runner given "" (an unset variable, interpolated) says so, like run."""
     from fes.edge import SyncRunner, ThreadedRunner
     from fes.examples.shop import system
 
     for runner in (SyncRunner, ThreadedRunner):
         with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
             runner(system, "")
-        env = {"FES_STORE_URL": "memory://", "ORDERS_FES_STORE_URL": "sqlite:///o.db"}
-        with pytest.raises(fes.errors.ConfigurationError, match="ORDERS_FES_STORE_URL"):
-            runner(system, None, env=env)
-
-
-def test_a_process_runner_refuses_a_system_it_cannot_send_to_workers(tmp_path: Path) -> None:
-    """A System object that cannot be pickled is refused at once, naming the way out."""
-    from fes.edge import ProcessRunner
-    from fes.examples.shop import system
-
-    path = tmp_path / "shop.db"
-    with pytest.raises(fes.errors.ConfigurationError, match="'module:attribute'"):
-        ProcessRunner(system, f"sqlite:///{path}", processes=1)
-    assert not path.exists()  # refused before any database was opened
+        with pytest.raises(fes.errors.ConfigurationError, match="store URL is empty"):
+            runner(system, {"orders": " "})

@@ -1,0 +1,166 @@
+"""Where a system's applications live: each application's database, each opened once.
+
+A system may keep every application in one database, or give each its own:
+orders on one PostgreSQL server, payments in an SQLite file, a leader served
+by another service over HTTP.  Exactly-once does not need one database: a
+follower records its new events and its tracking position in *its own*
+database, in one transaction, and only reads its leaders' logs, wherever
+they are.
+
+:class:`Placement` resolves what the caller gave (one URL, one open
+database, or a mapping from application name to URL or database, with
+``"*"`` for the rest; see :func:`fes.edge._settings.placement`) into one
+:class:`Database` per application, opening each distinct URL once and
+closing, at the end, only what it opened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+from fes.errors import ConfigurationError
+
+from . import _settings as settings
+from .stores import open_database
+from .stores._base import Database
+
+__all__ = ["Placement", "StoreArgument", "is_remote", "placement_urls"]
+
+#: What every entry point accepts as ``store``: a URL, an open database, a
+#: mapping of application names (and ``"*"``) to either, or None for the
+#: environment's ``<APP>_FES_STORE_URL`` / ``FES_STORE_URL``.
+StoreArgument: TypeAlias = "str | Database | Mapping[str, str | Database] | None"
+
+
+def is_remote(url: str) -> bool:
+    """Whether ``url`` names a leader served by another service (read-only, over HTTP)."""
+    return url.lower().startswith(("http://", "https://"))
+
+
+def placement_urls(
+    store: str | Mapping[str, str] | None,
+    apps: Iterable[str],
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Each application's store URL, for callers that need URLs (worker processes)."""
+    placed = settings.placement(os.environ if env is None else env, store, apps)
+    urls: dict[str, str] = {}
+    for name, value in placed.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"the store of {name!r} must be a URL here (worker processes open it "
+                f"themselves), not {value!r}"
+            )
+        urls[name] = value
+    return urls
+
+
+def _check(value: object, name: str | None) -> None:
+    if not (isinstance(value, str) or callable(getattr(value, "store", None))):
+        if name is None:
+            raise ConfigurationError(
+                "store must be a store URL, an open Database or a mapping of application "
+                f"names to those, not {value!r}"
+            )
+        raise ConfigurationError(
+            f"the store of {name!r} must be a store URL or an open Database, not {value!r}"
+        )
+
+
+class Placement:
+    """One :class:`Database` per application; each distinct URL opened once.
+
+    ``store`` is a URL, an open :class:`Database` (never closed here), a
+    mapping from application name (or ``"*"``) to either, or None (the
+    environment decides, application by application).  ``env`` is where
+    ``FES_STORE_URL`` and ``<APP>_FES_STORE_URL`` are read (``os.environ``
+    by default).  With ``lazy``, a database is opened when first asked for,
+    so that one that cannot be reached fails only what needs it.
+    """
+
+    def __init__(
+        self,
+        store: StoreArgument,
+        apps: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        lazy: bool = False,
+        **options: Any,
+    ) -> None:
+        names = list(apps)
+        environment = os.environ if env is None else env
+        if store is not None and not isinstance(store, str | Mapping):
+            _check(store, None)
+            placed: dict[str, str | Database] = dict.fromkeys(names, store)
+        else:
+            placed = settings.placement(environment, store, names)
+        for name, value in placed.items():
+            _check(value, name)
+        #: Each application's store: a URL, or the open database it was given.
+        self.places: dict[str, str | Database] = placed
+        self._options = options
+        self._opened: dict[str, Database] = {}
+        self._closed = False
+        if not lazy:
+            try:
+                for name in names:
+                    self.database(name)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Each application's store URL (an open database's own, password masked)."""
+        return {
+            name: place if isinstance(place, str) else place.url
+            for name, place in self.places.items()
+        }
+
+    def is_remote(self, app: str) -> bool:
+        """Whether ``app`` is a leader served by another service: read here, never run."""
+        place = self.places[app]
+        if isinstance(place, str):
+            return is_remote(place)
+        return bool(getattr(place, "read_only", False))
+
+    def database(self, app: str) -> Database:
+        """The database ``app`` lives in, opened on first use."""
+        place = self.places[app]
+        if not isinstance(place, str):
+            return place
+        if self._closed:
+            raise ConfigurationError("this placement's databases were closed")
+        database = self._opened.get(place)
+        if database is None:
+            database = open_database(place, **self._options)
+            self._opened[place] = database
+        return database
+
+    @property
+    def databases(self) -> list[Database]:
+        """Every distinct database in use, in the order of the applications."""
+        seen: dict[int, Database] = {}
+        for name, place in self.places.items():
+            if isinstance(place, str) and place not in self._opened:
+                continue
+            database = self.database(name)
+            seen.setdefault(id(database), database)
+        return list(seen.values())
+
+    @property
+    def single(self) -> Database | None:
+        """The one database every application lives in, or None when they are spread."""
+        places = {p if isinstance(p, str) else id(p) for p in self.places.values()}
+        if len(places) != 1:
+            return None
+        return self.database(next(iter(self.places)))
+
+    def close(self) -> None:
+        """Close the databases this placement opened (not those it was given)."""
+        self._closed = True
+        opened, self._opened = self._opened, {}
+        for database in opened.values():
+            database.close()
