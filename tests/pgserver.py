@@ -200,6 +200,25 @@ class PgServer:
         finally:
             self._cleanup()
 
+    def crash(self) -> None:
+        """Stop the server as a crash would (``pg_ctl stop -m immediate``), keeping its data.
+
+        Clients lose their connections at once; :meth:`restart` brings the
+        server back on the same port, recovering from its write-ahead log.
+        """
+        self._run(
+            [os.path.join(self._bin_dir or find_pg_bin(), "pg_ctl"), "stop", "-D",
+             str(self.data_dir), "-m", "immediate", "-w", "-t", "60"],
+            what="pg_ctl stop -m immediate",
+        )
+        self._running = False
+
+    def restart(self) -> None:
+        """Start a crashed server again, on the port it had."""
+        if self._running:
+            raise RuntimeError("PgServer is running")
+        self._start_postmaster(self._bin_dir or find_pg_bin(), port=self.port)
+
     def create_database(self, name: str) -> str:
         """Create a fresh database ``name`` and return its libpq URL."""
         if not _DB_NAME.match(name):
@@ -226,13 +245,14 @@ class PgServer:
             raise RuntimeError("PgServer has not been started")
         return self._tmpdir
 
-    def _start_postmaster(self, bin_dir: str) -> None:
+    def _start_postmaster(self, bin_dir: str, port: int = 0) -> None:
         tmpdir = self._require_tmpdir()
         last_error = ""
+        fixed = port
         # The free-port probe is racy (another process may grab the port before the
         # postmaster binds it), so retry with a new port a few times.
         for _ in range(_START_ATTEMPTS):
-            port = _free_port()
+            port = fixed or _free_port()
             options = (
                 f"-p {port} -k {tmpdir} -c listen_addresses=127.0.0.1"
                 f"{'' if self.durable else ' -c fsync=off'} -c max_connections=200"

@@ -143,8 +143,12 @@ class _Stores:
             self._open[url] = _open_existing(url)
         return self._open[url]
 
-    def apps(self) -> list[str]:
-        """The applications with tables where they are placed, in a stable order."""
+    def apps(self, unreachable: dict[str, str] | None = None) -> list[str]:
+        """The applications with tables where they are placed, in a stable order.
+
+        With ``unreachable``, an application whose store cannot be opened is
+        put there with the reason, rather than failing the command.
+        """
         names = (
             [a.name for a in self.system.apps] if self.system is not None else list(self.urls)
         )
@@ -152,7 +156,14 @@ class _Stores:
             names += self._at(self.rest).apps()
         found = []
         for name in dict.fromkeys(names):
-            if name in self.database(name).apps():
+            try:
+                present = name in self.database(name).apps()
+            except (FesError, OSError) as error:
+                if unreachable is None:
+                    raise
+                unreachable[name] = " ".join(str(error).split()) or type(error).__name__
+                continue
+            if present:
                 found.append(name)
         return found
 
@@ -236,7 +247,8 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
     with _Stores(args, system) as stores:
-        names = stores.apps()
+        unreachable: dict[str, str] = {}
+        names = stores.apps(unreachable)
         last = {name: stores.database(name).store(name).last_position() for name in names}
         urls = {stores.database(name).url for name in names}
         print(f"store: {', '.join(sorted(urls)) or '(none)'}", file=out)
@@ -252,8 +264,10 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             ],
             out,
         )
+        for name, reason in unreachable.items():
+            print(f"  {name}: cannot be reached ({reason})", file=out)
         rows = []
-        stopped = unknown = 0
+        stopped, unknown = 0, len(unreachable)
         for name in names:
             stops = _apps_stops(stores.database(name), name, system)
             for key, tracked in sorted(stores.database(name).store(name).tracked().items()):

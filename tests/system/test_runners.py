@@ -241,7 +241,7 @@ def test_sigterm_stops_fes_run_gracefully(tmp_path: Path, processes: int) -> Non
     ("arguments", "options", "message"),
     [
         (("pipeline", "memory://"), {}, "a runner runs a fes.System, not 'pipeline'"),
-        ((domain.pipeline, 5), {}, "store must be a store URL, an open Database or a mapping .*, not 5"),
+        ((domain.pipeline, 5), {}, "store must be a store URL, an open Database or a .*, not 5"),
         ((domain.pipeline, "memory://"), {"batch_size": 0}, "batch_size must be an integer of 1"),
         ((domain.pipeline, "memory://"), {"batch_size": "9"}, "batch_size must be an integer"),
         ((domain.pipeline, "memory://"), {"poll_interval": 0}, "poll_interval must be positive"),
