@@ -166,7 +166,9 @@ class Runner:
     ``apps`` limits which applications' followers and views this runner
     drives (by default, all but leaders served over HTTP, which another
     service runs): the others may run elsewhere, in other processes or on
-    other hosts.  ``batch_size`` and ``batch_bytes`` bound each follower's
+    other hosts.  Only the stores of those applications and of the leaders
+    they follow are opened at the start; another application's, when
+    :meth:`app` asks for it.  ``batch_size`` and ``batch_bytes`` bound each follower's
     transactions by count and by stored bytes (see :class:`Follower`).
     Keyword ``options`` go to every
     :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
@@ -197,7 +199,7 @@ class Runner:
         self.system = system
         self.poll_interval = poll_interval
         names = [a.name for a in system.apps]
-        self.placement = Placement(store, names, env=options.get("env"))
+        self.placement = Placement(store, names, env=options.get("env"), lazy=True)
         try:
             remote = {name for name in names if self.placement.is_remote(name)}
             if apps is None:
@@ -214,9 +216,16 @@ class Runner:
                         f"{', '.join(map(repr, served))} is served by another service over "
                         "HTTP: it is read here as a leader, and runs where it is served"
                     )
+            # the applications it drives and the leaders they read, opened now; any
+            # other only when asked for (runner.app), so that a service running
+            # one application needs no URL, and no access, but its own and its leaders'
+            needed = {app_of_unit(system, unit).name for unit in chosen}
+            needed |= {leader for name in needed for leader in system.leaders(name)}
+            self._options = options
             self.applications: dict[str, Application] = {
                 a.name: Application(a, store=self.placement.database(a.name), **options)
                 for a in system.apps
+                if a.name in needed
             }
             # keyed by unit: the application's name, or name#i for partition i
             self.followers: dict[str, Follower] = {
@@ -271,11 +280,12 @@ class Runner:
 
     def app(self, name: str) -> Application:
         """The application called ``name``, to execute commands and read state."""
-        try:
-            return self.applications[name]
-        except KeyError:
-            self.system.app(name)  # raises, naming the known applications
-            raise
+        found = self.applications.get(name)
+        if found is None:
+            app = self.system.app(name)  # raises, naming the known applications
+            found = Application(app, store=self.placement.database(name), **self._options)
+            self.applications[name] = found
+        return found
 
     def view(self, app: str, name: str) -> Projection[Any]:
         """The projection of view ``name`` of application ``app``."""
@@ -333,7 +343,8 @@ class Runner:
         before: tuple[int, ...] | None = None
         while True:
             positions = tuple(
-                self.applications[a.name].store.last_position() for a in self.system.apps
+                application.store.last_position()
+                for application in list(self.applications.values())
             )
             stuck = self.errors
             quiet = self._quiet_except(set(stuck))

@@ -290,3 +290,17 @@ def test_workers_killed_and_a_leaders_server_crashed_over_three_stores(
             placed = [r for r in orders.log() if isinstance(r.event, shop.OrderPlaced)]
             assert len(placed) == len(writer.ids), "an order was lost or placed twice"
             assert_exactly_once(runner.applications)
+
+
+def test_a_service_opens_only_its_own_and_its_leaders_stores(tmp_path: Path) -> None:
+    """A runner of payments alone needs payments' and reservations' stores, not orders'."""
+    places = {
+        "orders": "postgresql://nobody@127.0.0.1:1/orders",  # nothing listens there
+        "*": f"sqlite:///{tmp_path / 'rest.db'}",
+    }
+    with SyncRunner(shop.system, places, apps=["payments"]) as runner:
+        assert set(runner.applications) == {"payments", "reservations"}
+        restock(runner.app("reservations"), (5,))
+        assert runner.run_until_quiet() == 1  # the restock, read by payments' follower
+        with pytest.raises(fes.errors.StoreUnavailable):
+            runner.app("orders")  # opened when asked for, and only then
