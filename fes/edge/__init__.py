@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from fes.edge._processes import ProcessRunner
     from fes.edge._projections import Projection
     from fes.edge._resealing import Resealing, reseal
-    from fes.edge._runners import Runner, SyncRunner, ThreadedRunner, lags
+    from fes.edge._runners import Lag, Runner, SyncRunner, ThreadedRunner, lags
     from fes.edge._serve import run
     from fes.edge._skips import SKIPS_STREAM, PolicySkipped
     from fes.edge.codec import Cipher, Codec
@@ -42,6 +42,7 @@ __all__ = [
     "Codec",
     "Follower",
     "PolicySkipped",
+    "Lag",
     "ProcessRunner",
     "Projection",
     "Resealing",
@@ -68,6 +69,7 @@ _HOMES = {
     "Follower": "fes.edge._follower",
     "skipped": "fes.edge._follower",
     "load_system": "fes.edge._loading",
+    "Lag": "fes.edge._runners",
     "ProcessRunner": "fes.edge._processes",
     "Projection": "fes.edge._projections",
     "Resealing": "fes.edge._resealing",

@@ -190,9 +190,8 @@ def _demo_report(
 
     print("\nfollowers", file=out)
     follow_rows = []
-    for (leader, follower), behind in sorted(runner.lags().items(), key=lambda x: x[0][1]):
-        tracked = runner.app(follower).store.last_tracked(leader)
-        follow_rows.append((follower, leader, tracked, behind))
+    for (leader, follower), lag in sorted(runner.lags().items(), key=lambda x: x[0][1]):
+        follow_rows.append((follower, leader, lag.tracked, lag.behind))
     table(["follower", "leader", "tracked position", "lag"], follow_rows, out)
 
     revenue = runner.view("payments", "revenue").state()

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 from fes.errors import ConfigurationError, FesError, FollowerStopped, PolicyError
 from fes.system import System, app_of_unit, tracking_key, unit_names
@@ -31,6 +31,7 @@ from .stores._base import Database
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
+    "Lag",
     "Runner",
     "SyncRunner",
     "ThreadedRunner",
@@ -43,10 +44,31 @@ logger = logging.getLogger("fes.runners")
 DEFAULT_POLL_INTERVAL = 1.0
 
 
+class Lag(NamedTuple):
+    """How far one follower is behind one leader.
+
+    ``tracked`` is the leader's position the follower has processed up to;
+    ``last`` the leader's last position when looked at.  As a truth value a
+    lag is true while the follower is behind, so ``any(runner.lags().values())``
+    asks whether anything is left to process.
+    """
+
+    tracked: int
+    last: int
+
+    @property
+    def behind(self) -> int:
+        """How many positions of the leader's log are left to process (0 when caught up)."""
+        return max(self.last - self.tracked, 0)
+
+    def __bool__(self) -> bool:
+        return self.behind > 0
+
+
 def lags(
     stores: Database | Mapping[str, Database], system: System
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """For each (leader, follower) of ``system``: (tracked position, leader's last position).
+) -> dict[tuple[str, str], Lag]:
+    """For each (leader, follower) of ``system``: its :class:`Lag` (tracked, leader's last).
 
     ``stores`` is the database the whole system lives in, or a mapping from
     each application's name to its database (a runner's
@@ -57,14 +79,14 @@ def lags(
     def database(name: str) -> Database:
         return stores[name] if isinstance(stores, Mapping) else stores
 
-    found: dict[tuple[str, str], tuple[int, int]] = {}
+    found: dict[tuple[str, str], Lag] = {}
     last = {app.name: database(app.name).store(app.name).last_position() for app in system.apps}
     for follower in system.followers_all:
         tracked = database(follower.name).store(follower.name).tracked()
         for leader in system.leaders(follower.name):
             for i, unit in enumerate(unit_names(follower)):
                 key = tracking_key(leader, i, follower.partitions)
-                found[(leader, unit)] = (tracked.get(key, 0), last[leader])
+                found[(leader, unit)] = Lag(tracked.get(key, 0), last[leader])
     return found
 
 
@@ -306,13 +328,21 @@ class Runner:
         """
         return {n: f.error for n, f in self.followers.items() if f.error is not None}
 
-    def lags(self) -> dict[tuple[str, str], int]:
-        """For each (leader, follower) this runner drives, how far behind it is."""
-        return {
-            (leader, name): behind
-            for name, follower in self.followers.items()
-            for leader, behind in follower.lag().items()
-        }
+    def lags(self) -> dict[tuple[str, str], Lag]:
+        """For each (leader, follower) this runner drives, its :class:`Lag`.
+
+        The same shape as :func:`lags`: (tracked position, leader's last
+        position), with ``.behind``; the follower's position is read where
+        the follower lives, the leader's where the leader lives.
+        """
+        found: dict[tuple[str, str], Lag] = {}
+        for name, follower in self.followers.items():
+            tracked = follower.application.store.tracked()
+            for leader, reader in follower.leaders.items():
+                found[(leader, name)] = Lag(
+                    tracked.get(follower.tracking[leader], 0), reader.store.last_position()
+                )
+        return found
 
     def is_quiet(self) -> bool:
         """Whether every follower and view has processed everything visible now.
@@ -361,7 +391,7 @@ class Runner:
 
     def _quiet_except(self, stopped: set[str]) -> bool:
         return all(
-            behind == 0 for (_, name), behind in self.lags().items() if name not in stopped
+            not lag for (_, name), lag in self.lags().items() if name not in stopped
         ) and all(
             p.position() >= p.application.store.last_position()
             for p in self.projections.values()

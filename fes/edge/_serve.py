@@ -80,11 +80,13 @@ def run(
         apps=apps, batch_size=batch_size, poll_interval=poll_interval, **options
     )
     runner: ThreadedRunner | ProcessRunner
-    if processes:
-        runner = ProcessRunner(system, url, processes=processes, **settings)
-    else:
-        runner = ThreadedRunner(resolved, url, **settings)
+    # the handlers first: a signal while the stores open stops the run once it
+    # has started, rather than killing the process half-way through opening them
     with _stop_signals(stop.set):
+        if processes:
+            runner = ProcessRunner(system, url, processes=processes, **settings)
+        else:
+            runner = ThreadedRunner(resolved, url, **settings)
         try:
             runner.start()
             while not stop.wait(0.5):
@@ -93,4 +95,3 @@ def run(
             runner.stop()
             runner.close()
     return dict(runner.errors)
-

@@ -49,7 +49,7 @@ def test_cycle_and_two_leaders_drain_to_the_expected_counts(database: Database) 
         assert totals == list(range(1, len(totals) + 1))
         assert_exactly_once(tally, left, expected=ids(left))
         assert_exactly_once(tally, right, expected=ids(right))
-        assert all(lag == 0 for lag in runner.lags().values())
+        assert all(lag.behind == 0 and not lag for lag in runner.lags().values())
 
 
 def test_metadata_links_each_effect_to_its_cause_and_the_chain() -> None:
