@@ -226,7 +226,8 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                     [r.position, r.stream, r.version, r.topic, when(r.timestamp), data_cell(d)]
                     for r, d in zip(rows, records, strict=True)
                 ]
-                table(headers, fit(headers, cells, cell), out)
+                # the stream and topic lose their middles first, the time its date
+                table(headers, fit(headers, cells, cell, middle=(1, 3), left=(4,)), out)
     return 0
 
 

@@ -75,13 +75,45 @@ def data_cell(record: Mapping[str, Any]) -> str:
 
 
 def fit(
-    headers: Sequence[str], rows: list[list[Any]], cell: Callable[[Any], str]
+    headers: Sequence[str],
+    rows: list[list[Any]],
+    cell: Callable[[Any], str],
+    *,
+    middle: Sequence[int] = (),
+    left: Sequence[int] = (),
 ) -> list[list[Any]]:
-    """Rows whose last cell is cut so that each line fits the terminal's width."""
+    """Rows cut so that each line fits the terminal's width.
+
+    The last cell (the data) is cut at its end, keeping 20 characters at
+    least.  When the other columns alone are too wide (long stream ids on a
+    narrow terminal), the columns numbered in ``middle`` are cut in their
+    middle first, down to 9 characters, so that an id keeps its start and
+    its end; then those in ``left`` lose their start, down to 14 (a time
+    keeps its clock and loses its date).
+    """
     columns = shutil.get_terminal_size((120, 24)).columns
-    widths = [
-        max(len(cell(row[i])) for row in [list(headers), *rows]) for i in range(len(headers) - 1)
-    ]
+    count = len(headers) - 1
+    texts = [[cell(row[i]) for i in range(count)] for row in rows]
+    widths = [max(len(t) for t in [str(headers[i]), *(r[i] for r in texts)])
+              for i in range(count)]
+
+    def over() -> bool:  # two spaces of margin and two between columns
+        return 2 + sum(w + 2 for w in widths) + 20 > columns
+
+    for group, floor in ((middle, 9), (left, 14)):
+        while over():
+            widest = max(group, key=lambda i: widths[i], default=None)
+            if widest is None or widths[widest] <= max(floor, len(str(headers[widest]))):
+                break
+            widths[widest] -= 1
+    for row, text in zip(rows, texts, strict=True):
+        for i in middle:
+            if len(text[i]) > widths[i]:
+                keep = widths[i] - 1
+                row[i] = text[i][: (keep + 1) // 2] + "…" + text[i][len(text[i]) - keep // 2:]
+        for i in left:
+            if len(text[i]) > widths[i]:
+                row[i] = "…" + text[i][len(text[i]) - widths[i] + 1:]
     room = max(columns - 2 - sum(w + 2 for w in widths), 20)
     for row in rows:
         text = str(row[-1])

@@ -114,6 +114,28 @@ def test_log_cuts_data_to_the_terminal_and_json_keeps_it_whole(
     assert json.loads(capsys.readouterr().out)["data"] == {"text": long}
 
 
+@pytest.mark.parametrize("columns", [80, 100])
+def test_log_fits_long_stream_ids_in_a_narrow_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    columns: int,
+) -> None:
+    """UUID stream ids and long topics are cut in their middle, so every line fits."""
+    url = _sqlite(tmp_path)
+    stream = "1f8fbac5-abb3-4797-8c43-8d66447e7872"
+    with open_database(url) as database:
+        payload = json.dumps({"customer": "customer-2", "sku": "lamp"}).encode()
+        database.store("shop").append(
+            [NewEvent(stream, 1, "order.OrderPlacedWithALongName", payload, 0)]
+        )
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["log", "--store", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    row = lines[-1]
+    assert "1f8f" in row and "7872" in row and "…" in row  # its start and its end
+    assert "00:00:00.000Z" in row  # the time keeps its clock, whatever it lost of its date
+
+
 def test_log_help_says_what_system_does(capsys: pytest.CaptureFixture[str]) -> None:
     """`fes log --help` explains that --system decodes, upcasts and decrypts."""
     with pytest.raises(SystemExit):
