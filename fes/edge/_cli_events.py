@@ -116,9 +116,9 @@ def fit(
                 row[i] = "…" + text[i][len(text[i]) - widths[i] + 1:]
     room = max(columns - 2 - sum(w + 2 for w in widths), 20)
     for row in rows:
-        text = str(row[-1])
-        if len(text) > room:
-            row[-1] = text[: room - 1] + "…"
+        data = str(row[-1])
+        if len(data) > room:
+            row[-1] = data[: room - 1] + "…"
     return rows
 
 
