@@ -43,6 +43,7 @@ from fes.system import App, partition_of, tracking_key
 
 from ._application import Application, check_count
 from ._batch import Batch
+from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from ._skips import (
     SKIPS_STREAM,
     STOPS_STREAM,
@@ -61,17 +62,6 @@ __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "describe", 
 #: ``fes.runners``, so that policy failures can be routed apart from the runners'
 #: own.  Each carries the fields of :meth:`Follower.log_fields` (``extra=``).
 logger = logging.getLogger("fes.runners.follower")
-
-#: Notifications a follower processes, at most, in one transaction.  Larger
-#: batches mean fewer durable commits; the write lock is held only while the
-#: batch's rows are inserted (a few milliseconds for 500), not while the
-#: policy runs.  500 processed a backlog 20-30 % faster than 100 in W4.
-DEFAULT_BATCH_SIZE = 500
-
-#: Payload bytes a follower takes, at most, into one transaction (a batch has at
-#: least one notification, whatever its size).  With large events, the count
-#: alone would let a batch hold 500 of them: 2 GiB for 4 MiB events.
-DEFAULT_BATCH_BYTES = 16 * 2**20
 
 
 _FES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

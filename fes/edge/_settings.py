@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from fes.errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_BATCH_BYTES",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_STORE_URL",
     "VARIABLES",
     "AppEnv",
@@ -42,6 +44,17 @@ __all__ = [
 
 #: Where events go when nothing names a store.
 DEFAULT_STORE_URL = "sqlite:///fes.db"
+
+#: Notifications a follower processes, at most, in one transaction.  Larger
+#: batches mean fewer durable commits; the write lock is held only while the
+#: batch's rows are inserted (a few milliseconds for 500), not while the
+#: policy runs.  500 processed a backlog 20-30 % faster than 100 in W4.
+DEFAULT_BATCH_SIZE = 500
+
+#: Payload bytes a follower takes, at most, into one transaction (a batch has at
+#: least one notification, whatever its size).  With large events, the count
+#: alone would let a batch hold 500 of them: 2 GiB for 4 MiB events.
+DEFAULT_BATCH_BYTES = 16 * 2**20
 
 #: Every variable fes reads, each also accepted with an application prefix.
 VARIABLES = (
