@@ -339,7 +339,7 @@ class Follower:
                 if telemetry is None:
                     self._perform(batch, leader, upstream, outcome)
                 else:  # in a span continuing the upstream event's trace
-                    telemetry.handle(self, leader, upstream, partial(
+                    telemetry.handle(self, leader, upstream, len(outcome), partial(
                         self._perform, batch, leader, upstream, outcome))
             except Exception as error:
                 if isinstance(error, StoreError) and not isinstance(error, EncodeError):

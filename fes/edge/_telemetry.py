@@ -114,8 +114,10 @@ class Telemetry:
         )
         self.duration = meter.create_histogram("fes.follower.batch.duration", "s",
                                                INSTRUMENTS["fes.follower.batch.duration"][2])
-        # the followers that ran a batch since telemetry started, for the lag gauge
-        self.followers: weakref.WeakSet[_Follower] = weakref.WeakSet()
+        # for the lag gauge, per follower unit the last follower that ran a batch
+        # (one gauge per unit: a stale instance left for the collector must not
+        # report over the one at work)
+        self.followers: dict[str, weakref.ref[_Follower]] = {}
         meter.create_observable_gauge(
             "fes.follower.lag", [self._lags], "{notification}",
             INSTRUMENTS["fes.follower.lag"][2],
@@ -209,7 +211,9 @@ class Telemetry:
         ``conflicts`` are the errors that mean another writer moved first (the
         follower reads again): counted as conflicts, not errors.
         """
-        self.followers.add(follower)
+        known = self.followers.get(follower.unit)
+        if known is None or known() is not follower:
+            self.followers[follower.unit] = weakref.ref(follower)
         where = {"fes.app": follower.name, "fes.follower": follower.unit, "fes.leader": leader}
         tracer = self.find_tracer()
         started = time.monotonic()
@@ -265,12 +269,14 @@ class Telemetry:
         follower: _Follower,
         leader: str,
         recorded: Recorded[Any],
+        intents: int,
         perform: Callable[[Mapping[str, str]], None],
     ) -> None:
         """Perform one upstream event's intents in a span continuing that event's trace.
 
         The batch's span links to the upstream trace; the effects carry this
-        span's trace context in their headers.
+        span's trace context in their headers.  An event the policy had no
+        intent for is linked, but makes no span of its own.
         """
         tracer = self.find_tracer()
         if tracer is None:
@@ -289,6 +295,9 @@ class Telemetry:
         }
         if upstream_span.is_valid:
             batch_span.add_link(upstream_span, where)
+        if not intents:
+            perform(headers)
+            return
         links = [Link(batch_span.get_span_context())] if batch_span.is_recording() else []
         topic = recorded.topic or type(recorded.event).__name__
         with tracer.start_as_current_span(
@@ -324,7 +333,11 @@ class Telemetry:
     def _lags(self, options: CallbackOptions) -> Iterator[Observation]:
         from opentelemetry.metrics import Observation
 
-        for follower in list(self.followers):
+        for unit, ref in list(self.followers.items()):
+            follower = ref()
+            if follower is None:
+                self.followers.pop(unit, None)
+                continue
             try:
                 lags = follower.lag()
             except Exception:  # a store that cannot answer now: no figure, not a wrong one
