@@ -367,3 +367,57 @@ def test_with_opentelemetry_loaded_but_not_configured_nothing_is_traced() -> Non
     found = _fresh("import opentelemetry.trace\n" + _UNTRACED)
     assert "opentelemetry.trace" in found["loaded"]
     assert found["headers"] and all(h == {} for h in found["headers"])
+
+
+def test_a_batch_another_instance_recorded_first_is_a_conflict() -> None:
+    """Two instances of one follower: the one that loses the race has a conflict span."""
+    from fes.edge import Follower
+    from fes.edge.stores import open_database
+
+    rival: list[Follower] = []
+
+    def reserve_after_the_rival(recorded: fes.Recorded[object]) -> list[fes.Intent]:
+        if rival:
+            rival.pop().step("orders")  # the rival records this batch first
+        return shop.on_order_event(recorded)
+
+    follower_app = fes.App("reservations", aggregates=[shop.stock],
+                           policy=reserve_after_the_rival)
+    where = {"fes.follower": "reservations", "fes.leader": "orders"}
+    before = value("fes.follower.conflicts", **where)
+    with open_database("memory://") as database:
+        orders = Application(shop.orders, store=database)
+        orders.execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        leaders = {"orders": Application(shop.orders, store=database)}
+        first = Follower(Application(follower_app, store=database), leaders)
+        second = Follower(Application(follower_app, store=database), leaders)
+        rival.append(second)
+        assert first.step("orders") == 0  # read again after the conflict: nothing left
+        assert second.processed == 1 and first.conflicts == 1
+    outcomes = [(s.attributes or {})["fes.outcome"] for s in spans("follow orders")]
+    assert sorted(outcomes) == ["conflict", "processed"]
+    (lost,) = [s for s in spans("follow orders")
+               if (s.attributes or {})["fes.outcome"] == "conflict"]
+    assert [e.name for e in lost.events] == ["conflict"]
+    assert value("fes.follower.conflicts", **where) - before == 1
+
+
+def test_a_view_whose_fold_fails_records_the_error_on_its_span() -> None:
+    """A view step that raises leaves a span with the exception and an error status."""
+
+    def fails(count: int, recorded: fes.Recorded[object]) -> int:
+        raise ValueError("cannot count that")
+
+    counting = fes.App("orders", aggregates=[shop.order],
+                       views=[fes.View("count", initial=0, apply=fails)])
+    from fes.edge import Projection
+
+    with Application(counting, store="memory://") as orders:
+        orders.execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        projection = Projection(orders, counting.views[0])
+        with pytest.raises(ValueError, match="cannot count"):
+            projection.step()
+    step = the_span("view count")
+    assert step.status.status_code is StatusCode.ERROR
+    assert [e.name for e in step.events] == ["exception"]
+    assert (step.attributes or {})["fes.notifications"] == 0
