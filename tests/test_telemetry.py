@@ -421,3 +421,56 @@ def test_a_view_whose_fold_fails_records_the_error_on_its_span() -> None:
     assert step.status.status_code is StatusCode.ERROR
     assert [e.name for e in step.events] == ["exception"]
     assert (step.attributes or {})["fes.notifications"] == 0
+
+
+def test_a_command_that_fails_is_an_error_on_its_span() -> None:
+    """A command raising something else than a refusal: outcome error, status ERROR."""
+
+    def breaks(order: shop.Order | None) -> list[shop.OrderPlaced]:
+        raise KeyError("no such customer")
+
+    with Application(shop.orders, store="memory://") as orders:
+        before = value("fes.commands", **{"fes.app": "orders", "fes.outcome": "error"})
+        with pytest.raises(KeyError):
+            orders.execute(shop.order, "o-1", breaks)
+    span = the_span("execute breaks")
+    assert (span.attributes or {})["fes.outcome"] == "error"
+    assert span.status.status_code is StatusCode.ERROR
+    assert value("fes.commands", **{"fes.app": "orders", "fes.outcome": "error"}) - before == 1
+
+
+def test_an_intent_the_follower_cannot_perform_fails_its_handle_span() -> None:
+    """An intent on an aggregate the follower does not keep: the handle span has the error."""
+
+    def emits_elsewhere(recorded: fes.Recorded[object]) -> list[fes.Intent]:
+        return [fes.Emit(shop.payment, "p-1", [shop.PaymentTaken("o-1", 100)])]
+
+    orders = fes.App("orders", aggregates=[shop.order])
+    wrong = fes.App("reservations", aggregates=[shop.stock], policy=emits_elsewhere)
+    system = fes.System([orders, wrong], pipes=[["orders", "reservations"]])
+    with SyncRunner(system, store="memory://") as runner:
+        runner.app("orders").execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        runner.run_until_quiet(check=False)
+    handle = the_span("handle OrderPlaced")
+    assert handle.status.status_code is StatusCode.ERROR
+    assert "does not keep" in (handle.events[0].attributes or {})["exception.message"]
+    batch = the_span("follow orders")
+    assert (batch.attributes or {})["fes.outcome"] == "stopped"
+
+
+def test_without_a_tracer_fes_counts_but_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics without traces: commands and batches counted, no span, no trace context."""
+    telemetry = _telemetry.active()
+    assert telemetry is not None
+    monkeypatch.setattr(telemetry, "find_tracer", lambda: None)
+    where = {"fes.follower": "reservations", "fes.leader": "orders"}
+    before = value("fes.follower.batches", **where)
+    with SyncRunner(shop.system, store="memory://") as runner:
+        place(runner)
+        runner.run_until_quiet()
+        stored = [r.metadata for name in ("orders", "reservations", "payments")
+                  for r in runner.app(name).log()]
+        runner.view("orders", "statuses").step()
+    assert spans() == []
+    assert stored and all("traceparent" not in m.headers for m in stored)
+    assert value("fes.follower.batches", **where) - before >= 1
