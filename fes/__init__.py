@@ -7,45 +7,48 @@ does no I/O.  The edge that stores events and runs systems is
 are in :mod:`fes.errors`; the four met every day are here too.
 """
 
+import importlib as _importlib
 import typing as _typing
 import warnings as _warnings
 
 from fes import errors
-from fes.aggregates import (
-    Aggregate,
-    Command,
-    Projector,
-    adapt,
-    combine,
-    contramap_command,
-    decide,
-    map_state,
-    neutral,
-    projector,
-)
 from fes.errors import CommandError, ConcurrencyError, FesError, Rejected
-from fes.events import EventSpec, Metadata, Recorded, Upcaster, event, spec_of, upcast
-from fes.policies import (
-    Directive,
-    Do,
-    Emit,
-    ErrorHandler,
-    Intent,
-    Policy,
-    Retry,
-    Skip,
-    Stop,
-    fan_out,
-    merge,
-    nothing,
-    on,
-    retry_then_stop,
-    stop_on_error,
-    when,
-)
-from fes.snapshots import Snapshot, fingerprint, restore, take
-from fes.system import App, System
-from fes.views import View
+
+if _typing.TYPE_CHECKING:
+    from fes.aggregates import (
+        Aggregate,
+        Command,
+        Projector,
+        adapt,
+        combine,
+        contramap_command,
+        decide,
+        map_state,
+        neutral,
+        projector,
+    )
+    from fes.events import EventSpec, Metadata, Recorded, Upcaster, event, spec_of, upcast
+    from fes.policies import (
+        Directive,
+        Do,
+        Emit,
+        ErrorHandler,
+        Intent,
+        Policy,
+        Retry,
+        Skip,
+        Stop,
+        fan_out,
+        merge,
+        nothing,
+        on,
+        retry_then_stop,
+        stop_on_error,
+        when,
+    )
+    from fes.snapshots import Snapshot, fingerprint, restore, take
+    from fes.system import App, System
+    from fes.views import View
 
 __all__ = [
     "Aggregate",
@@ -115,6 +118,33 @@ _MOVED = {
 }
 
 
+# Each public name and the module that defines it, imported on first use
+# (PEP 562): ``fes --help`` and a program that only reads ``fes.errors`` do not
+# pay for creating every class of the core.  The errors above are eager: they
+# are small, and ``except fes.Rejected`` must not import anything.
+_HOMES = {
+    **dict.fromkeys(
+        ("Aggregate", "Command", "Projector", "adapt", "combine", "contramap_command",
+         "decide", "map_state", "neutral", "projector"),
+        "fes.aggregates",
+    ),
+    **dict.fromkeys(
+        ("EventSpec", "Metadata", "Recorded", "Upcaster", "event", "spec_of", "upcast"),
+        "fes.events",
+    ),
+    **dict.fromkeys(
+        ("Directive", "Do", "Emit", "ErrorHandler", "Intent", "Policy", "Retry", "Skip",
+         "Stop", "fan_out", "merge", "nothing", "on", "retry_then_stop", "stop_on_error",
+         "when"),
+        "fes.policies",
+    ),
+    **dict.fromkeys(("Snapshot", "fingerprint", "restore", "take"), "fes.snapshots"),
+    **dict.fromkeys(("App", "System"), "fes.system"),
+    "View": "fes.views",
+}
+_SUBMODULES = frozenset(("aggregates", "events", "policies", "snapshots", "system", "views"))
+
+
 # Hidden from type checkers: to them a module __getattr__ would make every
 # misspelt ``fes.<name>`` an Any, so they report the moved names as missing.
 if not _typing.TYPE_CHECKING:
@@ -124,7 +154,14 @@ if not _typing.TYPE_CHECKING:
         return aggregate.fold(events, *state)
 
     def __getattr__(name):
-        """Resolve a name 0.1.0 exported here, warning where it lives now."""
+        """Import a public name's module on first use; resolve a name 0.1.0 exported here."""
+        if name in _SUBMODULES:  # as the eager imports made them attributes
+            return _importlib.import_module(f"{__name__}.{name}")
+        home = _HOMES.get(name)
+        if home is not None:
+            value = getattr(_importlib.import_module(home), name)
+            globals()[name] = value
+            return value
         new_home = _MOVED.get(name)
         if new_home is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -132,3 +169,7 @@ if not _typing.TYPE_CHECKING:
             f"fes.{name} is deprecated; use {new_home}", DeprecationWarning, stacklevel=2
         )
         return _fold if name == "fold" else getattr(errors, name)
+
+    def __dir__():
+        """The module's names, the lazily imported ones included."""
+        return sorted({*globals(), *__all__})

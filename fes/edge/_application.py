@@ -32,6 +32,7 @@ from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
 from . import _settings as settings
+from . import _telemetry
 from ._batch import Batch, Pending
 from ._clock import EPOCH, from_micros, to_micros, utc_now
 from ._skips import skips
@@ -426,6 +427,8 @@ class Application:
         except ConcurrencyError:
             self._forget(pending)
             raise
+        if (telemetry := _telemetry.active()) is not None:
+            telemetry.appended_events(self.name, len(rows))
         for stream, slot in pending.items():
             if slot.events:
                 self._after_append(slot, stream)
@@ -474,6 +477,23 @@ class Application:
         raised as it is and stores nothing.
         """
         self._check(aggregate)
+        telemetry = _telemetry.active()
+        if telemetry is not None:  # a span, and its trace context in the events' metadata
+            return telemetry.execute(
+                self.name, aggregate.name, stream, command, metadata,
+                lambda traced: self._execute(aggregate, stream, command, traced, args, kwargs),
+            )
+        return self._execute(aggregate, stream, command, metadata, args, kwargs)
+
+    def _execute(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        metadata: Metadata,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> list[Recorded[Any]]:
         attempt = 0
         while True:
             # What a one-command Batch does, without its bookkeeping: this is

@@ -23,31 +23,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
-
-import orjson
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fes.errors import ConfigurationError, FesError, PolicyError
-from fes.system import System, app_of_unit
 
 from . import _settings as settings
-from ._application import Application
-from ._cli_demo import cmd_demo
-from ._cli_events import (
-    EXIT_ERROR,
-    EXIT_STOPPED,
-    cell,
-    data_cell,
-    fit,
-    raw_data,
-    reader,
-    table,
-    when,
-)
-from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
-from ._skips import SKIPS_STREAM, follower_status
-from .stores import open_database
-from .stores._base import Database
+from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
+
+# `fes --help` imports no codec, store or runner: each command imports what it uses
+if TYPE_CHECKING:
+    from fes.system import System
+
+    from .stores._base import Database
 
 __all__ = ["main"]
 
@@ -77,6 +64,7 @@ def _open_existing(url: str) -> Database:
     Inspecting creates nothing, and says that there is nothing rather than
     showing an empty store.
     """
+    from .stores import open_database
     if url.lower().startswith("sqlite:"):
         from .stores._sqlite._options import file_path
         from .stores._urls import parse_url
@@ -205,6 +193,10 @@ def _system(spec: str | None) -> System | None:
 
 
 def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    import orjson
+
+    from ._cli_events import cell, data_cell, fit, reader, table, when
+
     system = _system(args.system)
     with _Stores(args, system) as stores:
         names = [args.app] if args.app else stores.apps()
@@ -232,6 +224,10 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
+    import orjson
+
+    from ._cli_events import reader
+
     system = _system(args.system)
     with _Stores(args, system) as stores:
         stores.check(args.app)
@@ -246,6 +242,9 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
+    from ._cli_events import EXIT_ERROR, EXIT_STOPPED, table
+    from ._skips import SKIPS_STREAM, follower_status
+
     system = _system(args.system)
     with _Stores(args, system) as stores:
         unreachable: dict[str, str] = {}
@@ -345,6 +344,8 @@ def _apps_stops(
     database: Database, name: str, system: System | None
 ) -> dict[tuple[str, str], Any] | None:
     """Each (unit, leader) of ``name`` whose recorded stop is not cleared; None if unreadable."""
+    from ._application import Application
+    from ._cli_events import raw_data
     from ._skips import STOPS_STREAM, current_stops, stops_from_json
 
     store = database.store(name)
@@ -358,6 +359,7 @@ def _apps_stops(
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
+    from ._application import Application
     from ._resealing import reseal
 
     system = _system(args.system)
@@ -380,7 +382,16 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ._cli_demo import cmd_demo
+
+    return cmd_demo(args, out)
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from fes.system import app_of_unit
+
+    from ._cli_events import EXIT_STOPPED
     from ._serve import run
 
     system = _system(args.system)
@@ -426,6 +437,10 @@ def _print_tracebacks(
     arrives without one, so its stop record (which keeps it) is read.
     """
     import traceback
+
+    from fes.system import app_of_unit
+
+    from .stores import open_database
 
     for unit, failure in errors.items():
         error = failure.error
@@ -503,7 +518,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="run the applications in N processes (default: threads)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated orders")
     demo.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=_cmd_demo)
 
     run = command("run", "run a system until interrupted")
     run.add_argument("system", metavar="MODULE:SYSTEM", help="e.g. fes.examples.shop:system")
@@ -588,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FesError, OSError) as error:
         if args.traceback:
             raise
+        from ._cli_events import EXIT_ERROR
+
         print(f"fes: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -25,6 +25,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from fes.errors import (
@@ -41,8 +42,10 @@ from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
 from fes.system import App, partition_of, tracking_key
 
+from . import _telemetry
 from ._application import Application, check_count
 from ._batch import Batch
+from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from ._skips import (
     SKIPS_STREAM,
     STOPS_STREAM,
@@ -61,17 +64,6 @@ __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "describe", 
 #: ``fes.runners``, so that policy failures can be routed apart from the runners'
 #: own.  Each carries the fields of :meth:`Follower.log_fields` (``extra=``).
 logger = logging.getLogger("fes.runners.follower")
-
-#: Notifications a follower processes, at most, in one transaction.  Larger
-#: batches mean fewer durable commits; the write lock is held only while the
-#: batch's rows are inserted (a few milliseconds for 500), not while the
-#: policy runs.  500 processed a backlog 20-30 % faster than 100 in W4.
-DEFAULT_BATCH_SIZE = 500
-
-#: Payload bytes a follower takes, at most, into one transaction (a batch has at
-#: least one notification, whatever its size).  With large events, the count
-#: alone would let a batch hold 500 of them: 2 GiB for 4 MiB events.
-DEFAULT_BATCH_BYTES = 16 * 2**20
 
 
 _FES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,6 +103,10 @@ def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
 
 class _Moved(Exception):
     """The tracked position moved under this batch: another instance processed it."""
+
+
+#: What means another writer moved first: the follower reads again, nothing failed.
+_CONFLICTS = (ConcurrencyError, DuplicateTracking, _Moved)
 
 
 class Follower:
@@ -262,9 +258,16 @@ class Follower:
                            self.batch_bytes)
             if not rows:
                 return 0
+            telemetry = _telemetry.active()
             try:
-                consumed = self._process(leader, reader, previous, rows)
-            except (ConcurrencyError, DuplicateTracking, _Moved) as conflict:
+                if telemetry is None:
+                    consumed = self._process(leader, reader, previous, rows)
+                else:  # in a span, and counted
+                    consumed = telemetry.batch(
+                        self, leader, previous, len(rows), _CONFLICTS,
+                        partial(self._process, leader, reader, previous, rows),
+                    )
+            except _CONFLICTS as conflict:
                 # another writer moved a stream, or another instance of this follower
                 # processed these notifications: start again from what the store holds
                 self.conflicts += 1
@@ -315,6 +318,7 @@ class Follower:
         )
         done = previous
         consumed = 0
+        telemetry = _telemetry.active()
         for row, upstream, outcome in plans:
             if upstream is None:
                 if isinstance(outcome, Exception):  # the row could not be decoded
@@ -332,7 +336,11 @@ class Follower:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                self._perform(batch, leader, upstream, outcome)
+                if telemetry is None:
+                    self._perform(batch, leader, upstream, outcome)
+                else:  # in a span continuing the upstream event's trace
+                    telemetry.handle(self, leader, upstream, len(outcome), partial(
+                        self._perform, batch, leader, upstream, outcome))
             except Exception as error:
                 if isinstance(error, StoreError) and not isinstance(error, EncodeError):
                     raise  # the store failed, not the policy: the runner tries the batch again
@@ -356,6 +364,8 @@ class Follower:
         if done <= previous:
             return
         resumed = self._clear_stop(batch, leader, done)
+        if (telemetry := _telemetry.active()) is not None:
+            telemetry.written(len(batch))
         self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
         if resumed:
             self._halted_now()[leader] = None
@@ -381,14 +391,20 @@ class Follower:
         return True
 
     def _perform(
-        self, batch: Batch, leader: str, recorded: Recorded[Any], intents: Sequence[Intent]
+        self,
+        batch: Batch,
+        leader: str,
+        recorded: Recorded[Any],
+        intents: Sequence[Intent],
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """Add the intents' events to ``batch``, with the upstream's (or these) headers."""
         cause = f"{leader}:{recorded.id}"
         upstream = recorded.metadata
         metadata = Metadata(
             correlation_id=upstream.correlation_id or cause,
             causation_id=cause,
-            headers=upstream.headers,
+            headers=upstream.headers if headers is None else headers,
         )
         for intent in intents:
             if isinstance(intent, Emit):
@@ -426,6 +442,8 @@ class Follower:
         failure = PolicyError(self.name, leader, position, error)
         failure.__cause__ = error
         self.failures.append(failure)
+        if (telemetry := _telemetry.active()) is not None:
+            telemetry.policy_error(self, leader, error, position)
         fields = self.log_fields(leader, position)
         directive: Directive
         try:

@@ -28,6 +28,7 @@ from fes.aggregates import Aggregate
 from fes.errors import ConfigurationError, DecodeError, DuplicateTracking
 from fes.views import View
 
+from . import _telemetry
 from ._application import Application, check_count
 from ._skips import is_internal
 from .stores._base import Tracking
@@ -126,6 +127,14 @@ class Projection(Generic[V]):
 
         Returns how many notifications were consumed: 0 when caught up.
         """
+        telemetry = _telemetry.active()
+        if telemetry is not None:  # in a span
+            return telemetry.view_step(
+                self.application.name, self.view.name, self, self._step
+            )
+        return self._step()
+
+    def _step(self) -> int:
         state, position = self.load()
         application = self.application
         rows = application.store.read_log(position, limit=self.batch_size)

@@ -34,6 +34,8 @@ from fes.errors import ConfigurationError
 
 __all__ = [
     "ANY_APP",
+    "DEFAULT_BATCH_BYTES",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_STORE_URL",
     "VARIABLES",
     "AppEnv",
@@ -57,6 +59,17 @@ _APP_URL = re.compile(r"^([A-Za-z0-9_-]+|\*)=(.*)$", re.DOTALL)
 
 # what a store mapping holds besides URLs (an open database, for the runners)
 _Place = TypeVar("_Place")
+
+#: Notifications a follower processes, at most, in one transaction.  Larger
+#: batches mean fewer durable commits; the write lock is held only while the
+#: batch's rows are inserted (a few milliseconds for 500), not while the
+#: policy runs.  500 processed a backlog 20-30 % faster than 100 in W4.
+DEFAULT_BATCH_SIZE = 500
+
+#: Payload bytes a follower takes, at most, into one transaction (a batch has at
+#: least one notification, whatever its size).  With large events, the count
+#: alone would let a batch hold 500 of them: 2 GiB for 4 MiB events.
+DEFAULT_BATCH_BYTES = 16 * 2**20
 
 #: Every variable fes reads, each also accepted with an application prefix.
 VARIABLES = (

@@ -66,3 +66,42 @@ def test_an_unknown_name_of_fes_edge_is_an_attribute_error() -> None:
     """The lazy lookup answers only for the public names."""
     with pytest.raises(AttributeError, match="Nothing"):
         fes.edge.Nothing  # noqa: B018
+
+
+def test_fes_help_loads_no_codec_store_or_runner() -> None:
+    """``fes --help`` in a fresh interpreter loads neither the codec nor a store nor a runner."""
+    _run(
+        "import sys\n"
+        "from fes.edge._cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "unwanted = ('cattrs', 'orjson', 'sqlite3', 'psycopg', 'multiprocessing',\n"
+        "            'fes.edge.codec', 'fes.edge.stores', 'fes.edge._application',\n"
+        "            'fes.edge._runners', 'fes.aggregates')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in unwanted\n"
+        "                or any(m == u or m.startswith(u + '.') for u in unwanted))\n"
+        "assert not loaded, loaded\n"
+    )
+
+
+def test_import_fes_defines_the_core_on_first_use() -> None:
+    """``import fes`` creates no core class; ``fes.Aggregate`` loads its module, once."""
+    _run(
+        "import sys, fes\n"
+        "assert 'fes.aggregates' not in sys.modules and 'attrs' not in sys.modules\n"
+        "found = fes.Aggregate\n"
+        "from fes.aggregates import Aggregate\n"
+        "assert found is Aggregate and fes.__dict__['Aggregate'] is Aggregate\n"
+        "assert fes.system.System is fes.System\n"
+        "from fes import *\n"
+        "assert Recorded is fes.events.Recorded\n"
+        "assert set(fes.__all__) <= set(dir(fes))\n"
+    )
+
+
+def test_an_unknown_name_of_fes_is_an_attribute_error() -> None:
+    """The lazy lookup of ``fes`` answers only for its public names and submodules."""
+    with pytest.raises(AttributeError, match="Nothing"):
+        fes.Nothing  # noqa: B018
