@@ -45,6 +45,7 @@ from ._cli_events import (
     table,
     when,
 )
+from ._cli_serve import add_serve
 from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from ._skips import SKIPS_STREAM, follower_status
 from .stores import open_database
@@ -436,6 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--batch-size", type=int, default=500,
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
+    add_serve(command)
     return parser
 
 

@@ -1,0 +1,435 @@
+"""A leader in another service: its notification log, read over HTTP from ``fes serve``.
+
+:class:`HttpDatabase` opens ``http://`` and ``https://`` URLs (the address
+``fes serve`` answers at).  Its one store is the served application's,
+read-only: the log's reads and waits go over the wire, rows arrive exactly as
+the leader's store holds them, and every write raises
+:class:`fes.errors.StoreError`.  Requests are retried with a growing pause on
+connection errors and on 502, 503 and 504 answers (every request is a
+``GET``, so trying again is harmless); a server that still cannot be reached
+raises :class:`fes.errors.StoreUnavailable` (``transient``), a refused token
+one that is not transient.  Messages name the URL, never the token.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NoReturn
+
+import httpx
+
+from fes.edge._settings import prefixed, setting
+from fes.edge.stores._base import (
+    ClosingDatabase,
+    NewEvent,
+    Resealed,
+    StoredEvent,
+    StoredSnapshot,
+    Tracking,
+)
+from fes.edge.stores._checks import check_app_name, check_integer, check_log, check_timeout
+from fes.edge.stores._urls import StoreURL, option_float, option_int, parse_url, take_options
+from fes.errors import ConfigurationError, StoreError, StoreUnavailable
+
+from ._wire import INFO_PATH, LOG_PATH, WireError, decode_info, decode_page
+
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "HttpDatabase", "HttpStore"]
+
+#: Seconds to wait for a connection, and for an answer beyond a long poll's own wait.
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: How many times a request is tried again after a connection error or a 502/503/504.
+DEFAULT_RETRIES = 2
+#: The pause before the first retry; it doubles, up to _MAX_PAUSE.
+_FIRST_PAUSE = 0.1
+_MAX_PAUSE = 2.0
+
+OPTIONS = {
+    "timeout": option_float(0.0),
+    "connect_timeout": option_float(0.0),
+    "retries": option_int(0),
+}
+
+#: The variable holding the bearer token (also ``<APP>_FES_HTTP_TOKEN``).
+TOKEN_VAR = "FES_HTTP_TOKEN"
+
+
+class HttpDatabase(ClosingDatabase):
+    """The notification log ``fes serve`` serves at ``url``, read-only.
+
+    ``token`` is the bearer token; None reads ``<APP>_FES_HTTP_TOKEN``,
+    then ``FES_HTTP_TOKEN``, from ``env`` (``os.environ``) for the
+    application a store is asked for.  A URL never holds the token.
+    ``timeout`` bounds each answer (beyond a long poll's own wait),
+    ``connect_timeout`` each connection, ``retries`` the tries again after
+    a connection error; the URL's ``?timeout=&connect_timeout=&retries=``
+    set them too (keywords win).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        parsed = parse_url(url)
+        if parsed.scheme not in ("http", "https"):
+            raise parsed.error("an HTTP leader's URL starts with http:// or https://")
+        _refuse_credentials(parsed)
+        values = take_options(parsed, options, OPTIONS)
+        host = parsed.rest.partition("/")[0]
+        if not host or parsed.rest.startswith("/"):
+            raise parsed.error(f"it names no host: write {parsed.scheme}://host:port/path")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ConfigurationError(
+                f"the bearer token for {parsed.safe} must be a non-empty string, or None to "
+                f"read {TOKEN_VAR}"
+            )
+        self._parsed = parsed
+        self._base = f"{parsed.scheme}://{parsed.rest.rstrip('/')}"
+        self._token = token
+        self._env = os.environ if env is None else env
+        self.timeout: float = values.get("timeout", DEFAULT_TIMEOUT)
+        self.connect_timeout: float = values.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        self.retries: int = values.get("retries", DEFAULT_RETRIES)
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            follow_redirects=False,
+            headers={"accept": "application/json"},
+        )
+        self._lock = threading.Lock()
+        self._stores: dict[str, HttpStore] = {}
+        self.closed = False
+
+    @property
+    def url(self) -> str:
+        """The URL this database was opened with (it holds no secret)."""
+        return self._parsed.safe
+
+    def __repr__(self) -> str:
+        return f"<HttpDatabase {self.url}>"
+
+    def token_for(self, app: str | None) -> str | None:
+        """The bearer token sent for ``app``: the given one, else the environment's."""
+        if self._token is not None:
+            return self._token
+        return setting(self._env, TOKEN_VAR, app)
+
+    def store(self, app: str) -> HttpStore:
+        """The served application's store; ConfigurationError for any other name.
+
+        The server is asked which application it serves; when it cannot be
+        reached now, the store is returned and checks on its first use.
+        """
+        check_app_name(app)
+        with self._lock:
+            self._check_open()
+            found = self._stores.get(app)
+            if found is None:
+                found = self._stores[app] = HttpStore(self, app)
+        try:
+            found.info()
+        except StoreUnavailable as error:
+            if not error.transient:
+                raise
+        return found
+
+    def apps(self) -> list[str]:
+        """The one application the server serves."""
+        with self._lock:
+            known = next(iter(self._stores), None)
+        return [str(self.info(known)["app"])]
+
+    def close(self) -> None:
+        """Close the connections; the stores raise StoreError after."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self._client.close()
+
+    # --- requests -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"the database {self.url} is closed")
+
+    def info(self, app: str | None) -> dict[str, Any]:
+        """The server's info document, asked with ``app``'s token."""
+        try:
+            return decode_info(self.get(INFO_PATH, {}, app))
+        except WireError as error:
+            raise self._not_fes(INFO_PATH, str(error)) from None
+
+    def get(
+        self, path: str, params: Mapping[str, Any], app: str | None, wait: float = 0.0
+    ) -> bytes:
+        """The body of a 200 answer to ``GET path``, trying again on connection errors."""
+        self._check_open()
+        token = self.token_for(app)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        url = self._base + path
+        timeout = httpx.Timeout(self.timeout + wait, connect=self.connect_timeout)
+        pause = _FIRST_PAUSE
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
+            try:
+                response = self._client.get(url, params=params, headers=headers, timeout=timeout)
+            except httpx.TransportError as error:
+                if self.closed:
+                    self._check_open()
+                problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                continue
+            except RuntimeError as error:  # httpx's "client has been closed"
+                self._check_open()
+                raise StoreError(f"{self.url}: {error}") from None
+            status = response.status_code
+            if status == 200:
+                return response.content
+            if status in (502, 503, 504):
+                problem = f"it answered {status}{_said(response)}"
+                continue
+            self._refuse(response, path, app, token)
+        tries = f"{self.retries + 1} tr{'y' if not self.retries else 'ies'}"
+        raise StoreUnavailable(
+            f"the HTTP leader {self.url} cannot be reached ({tries}): {problem}; "
+            "is fes serve running there?",
+            transient=True,
+        )
+
+    def _refuse(
+        self, response: httpx.Response, path: str, app: str | None, token: str | None
+    ) -> NoReturn:
+        status = response.status_code
+        if status == 401:
+            names = TOKEN_VAR if app is None else f"{prefixed(app, TOKEN_VAR)} or {TOKEN_VAR}"
+            given = (
+                "the token given" if self._token is not None
+                else f"the token in {names}" if token else f"no token ({names} is unset)"
+            )
+            raise StoreUnavailable(
+                f"the HTTP leader {self.url} refused {given} (401): give the token its "
+                "fes serve checks (FES_SERVE_TOKEN there)",
+                transient=False,
+            )
+        if status == 404:
+            raise self._not_fes(path, "it answered 404")
+        raise StoreError(f"the HTTP leader {self.url} answered {status} to {path}{_said(response)}")
+
+    def _not_fes(self, path: str, problem: str) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the HTTP leader {self.url} is not a log fes serve serves: {problem} to {path}; "
+            "give the address fes serve listens at (the URL it printed)",
+            transient=False,
+        )
+
+
+def _said(response: httpx.Response) -> str:
+    """The error message of a fes serve answer, if it has one."""
+    try:
+        error = response.json().get("error")
+    except Exception:
+        return ""
+    return f": {error}" if isinstance(error, str) else ""
+
+
+def _refuse_credentials(url: StoreURL) -> None:
+    authority = url.rest.partition("/")[0]
+    if "@" in authority:
+        raise url.error(
+            f"an HTTP leader's URL holds no user or password: give the bearer token in "
+            f"{TOKEN_VAR} (or <APP>_{TOKEN_VAR}), or as token="
+        )
+    for name in url.options:
+        if name.lower() in ("token", "access_token", "key", "password"):
+            raise url.error(
+                f"option {name!r}: a URL is no place for a secret; give the bearer token in "
+                f"{TOKEN_VAR} (or <APP>_{TOKEN_VAR}), or as token="
+            )
+
+
+class HttpStore:
+    """The store of the one application ``fes serve`` serves: its log, read-only."""
+
+    def __init__(self, database: HttpDatabase, app: str) -> None:
+        self._database = database
+        self._app = app
+        self._info: dict[str, Any] | None = None
+
+    @property
+    def app(self) -> str:
+        """The application whose log this is."""
+        return self._app
+
+    @property
+    def url(self) -> str:
+        """The served log's URL."""
+        return self._database.url
+
+    def __repr__(self) -> str:
+        return f"<HttpStore {self._app!r} at {self.url}>"
+
+    def info(self, *, fresh: bool = False) -> dict[str, Any]:
+        """The server's info document; the first one checks the application's name."""
+        known = self._info
+        if known is not None and not fresh:
+            return known
+        found = self._database.info(self._app)
+        served = found["app"]
+        if served != self._app:
+            raise ConfigurationError(
+                f"the HTTP leader {self.url} serves application {served!r}, not {self._app!r}: "
+                f"name {served!r} there, or give {self._app!r}'s own address"
+            )
+        self._info = found
+        return found
+
+    def _page(
+        self, params: dict[str, Any], wait: float = 0.0
+    ) -> tuple[list[StoredEvent], int, int]:
+        if self._info is None:
+            self.info()
+        body = self._database.get(LOG_PATH, params, self._app, wait)
+        try:
+            return decode_page(body)
+        except WireError as error:
+            raise StoreError(
+                f"the HTTP leader {self.url} sent a page fes cannot read: {error}"
+            ) from None
+
+    # --- the log ---------------------------------------------------------------------
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        topics: Collection[str] | None = None,
+        to: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events with ``after < position <= to``, in position order, page by page."""
+        check_log(after, to, limit, topics)
+        self._database._check_open()
+        if limit == 0 or (topics is not None and not topics) or (to is not None and to <= after):
+            return []
+        rows: list[StoredEvent] = []
+        while True:
+            params: dict[str, Any] = {"after": after}
+            wanted = None if limit is None else limit - len(rows)
+            if wanted is not None:
+                params["limit"] = wanted
+            if topics is not None:
+                params["topics"] = list(topics)
+            if to is not None:
+                params["to"] = to
+            page, _, bound = self._page(params)
+            rows.extend(page)
+            if len(page) < bound or not page or (limit is not None and len(rows) >= limit):
+                return rows
+            after = page[-1].position
+
+    def last_position(self) -> int:
+        """The highest position the server can see now."""
+        return self._page({"after": 0, "limit": 0})[1]
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Long-poll until a position above ``after`` is visible, or ``timeout`` passes."""
+        check_integer("after", after)
+        seconds = check_timeout(timeout)
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            wait = round(remaining, 3)
+            last = self._page({"after": after, "limit": 0, "wait": wait}, wait)[1]
+            if last > after:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    # --- what the HTTP log does not serve ---------------------------------------------
+
+    def _read_only(self, what: str) -> NoReturn:
+        raise StoreError(
+            f"{self._app!r} at {self.url} is a read-only HTTP leader: {what} is refused "
+            "(a follower writes to its own store)"
+        )
+
+    def _not_served(self, what: str) -> NoReturn:
+        raise StoreError(
+            f"{self._app!r} at {self.url} is an HTTP leader, which serves only its "
+            f"notification log: {what} is not available over HTTP"
+        )
+
+    def append(
+        self, events: Sequence[NewEvent], *, tracking: Tracking | None = None
+    ) -> list[int]:
+        """Refused: the HTTP log is read-only."""
+        self._read_only("append")
+
+    def reseal(self, rows: Sequence[Resealed]) -> None:
+        """Refused: the HTTP log is read-only."""
+        self._read_only("reseal")
+
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Refused: the HTTP log is read-only."""
+        self._read_only("save_snapshot")
+
+    def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
+        """Refused: the HTTP log is read-only."""
+        self._read_only("save_view")
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[StoredEvent]:
+        """Not served: only the notification log crosses the wire."""
+        self._not_served("read_stream")
+
+    def read_payloads(
+        self, stream: str, *, from_version: int | None = None, to_version: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """Not served: only the notification log crosses the wire."""
+        self._not_served("read_payloads")
+
+    def stream_version(self, stream: str) -> int:
+        """Not served: only the notification log crosses the wire."""
+        self._not_served("stream_version")
+
+    def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
+        """Not served: only the notification log crosses the wire."""
+        self._not_served("stream_versions")
+
+    def load_snapshot(
+        self, stream: str, *, to_version: int | None = None
+    ) -> StoredSnapshot | None:
+        """None: snapshots are not served (a follower folds no leader stream)."""
+        self._database._check_open()
+        return None
+
+    def last_tracked(self, leader: str) -> int:
+        """0: the HTTP log serves no tracking positions."""
+        self._database._check_open()
+        return 0
+
+    def tracked(self) -> dict[str, int]:
+        """Empty: the HTTP log serves no tracking positions."""
+        self._database._check_open()
+        return {}
+
+    def load_view(self, name: str) -> tuple[bytes, int] | None:
+        """None: views are not served."""
+        self._database._check_open()
+        return None
