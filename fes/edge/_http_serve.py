@@ -378,6 +378,8 @@ def serve(
     )
     stop = until or threading.Event()
 
+    told: list[bool] = []
+
     class Server(uvicorn.Server):
         def install_signal_handlers(self) -> None:  # pragma: no cover - older uvicorn
             pass
@@ -392,7 +394,8 @@ def serve(
             if stop.is_set():
                 self.should_exit = True
                 application.stop()
-            if ready is not None and counter == 0:
+            if ready is not None and not told:
+                told.append(True)
                 sockets = [s for server in self.servers for s in server.sockets]
                 ready(sockets[0].getsockname()[1] if sockets else port)
             return await super().on_tick(counter)
