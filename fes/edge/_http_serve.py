@@ -130,7 +130,7 @@ class LogServer:
             await self._answer(send, 401, {"error": "a valid bearer token is required"},
                                [(b"www-authenticate", b'Bearer realm="fes"')])
             return
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] != "GET":
             await self._answer(send, 405, {"error": "only GET is served"}, [(b"allow", b"GET")])
             return
         path = scope["path"]

@@ -287,7 +287,7 @@ class HttpStore:
         if served != self._app:
             raise ConfigurationError(
                 f"the HTTP leader {self.url} serves application {served!r}, not {self._app!r}: "
-                f"name {served!r} there, or give {self._app!r}'s own address"
+                f"name {served!r} there, or give the address that serves {self._app!r}"
             )
         self._info = found
         return found
