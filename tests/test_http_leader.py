@@ -377,6 +377,10 @@ def test_a_reader_that_cannot_decrypt_the_leader_is_refused_up_front(leader_url:
             keys = Cipher({"k1": KEY}, "k1")
             reader = Application(domain.source, cipher=keys, store=open_database(url, token=TOKEN))
             check_decodable(reader)
+            # the check a runner can find without importing httpx for other stores
+            assert getattr(leader.store, "check_decodable", None) is None
+            with pytest.raises(ConfigurationError, match="no cipher"):
+                _reader(url).store.check_decodable(_reader(url))
             assert [r.event for r in reader.log()] == [domain.Sent(n) for n in range(3)]
 
 
@@ -525,6 +529,22 @@ def test_fes_serve_refuses_to_start_without_a_token(leader_url: str) -> None:
         assert len(httpx.get(f"{server.url}/log").json()["rows"]) == 1
     finally:
         assert server.stop() == 0
+
+
+def test_a_port_in_use_is_reported_not_served(leader_url: str) -> None:
+    """serve() returns False when uvicorn cannot listen, and fes serve exits 1."""
+    with socket.socket() as taken, Application(domain.source, store=leader_url) as leader:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve(leader.store, token=TOKEN, port=port, until=threading.Event()) is False
+        send(leader, range(1))
+        done = subprocess.run(
+            [sys.executable, "-m", "fes.edge._cli", "serve", "--store", leader_url, "--app",
+             "source", "--port", str(port)],
+            env=_env(FES_SERVE_TOKEN=TOKEN), capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1 and f"could not serve at 127.0.0.1:{port}" in done.stderr
 
 
 def test_a_log_server_refuses_bad_settings() -> None:

@@ -188,7 +188,8 @@ class LogServer:
         def read() -> bytes:
             last = store.last_position()
             rows = store.read_log(after, limit=limit, topics=topics, to=to) if limit else []
-            return encode_page(rows, last, limit)
+            # a commit between the two reads: the page's rows are visible too
+            return encode_page(rows, max(last, rows[-1].position) if rows else last, limit)
 
         return await self._run(self._readers, read)
 

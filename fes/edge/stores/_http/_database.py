@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import httpx
 
@@ -36,7 +36,7 @@ from fes.errors import ConfigurationError, StoreError, StoreUnavailable
 
 from ._wire import INFO_PATH, LOG_PATH, WireError, decode_info, decode_page
 
-__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "HttpDatabase", "HttpStore"]
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "HttpDatabase", "HttpStore", "Reader"]
 
 #: Seconds to wait for a connection, and for an answer beyond a long poll's own wait.
 DEFAULT_TIMEOUT = 10.0
@@ -256,6 +256,21 @@ def _refuse_credentials(url: StoreURL) -> None:
             )
 
 
+class _Codec(Protocol):
+    @property
+    def cipher(self) -> Any: ...
+
+
+class Reader(Protocol):
+    """What :meth:`HttpStore.check_decodable` needs of an :class:`fes.edge.Application`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def codec(self) -> _Codec: ...
+
+
 class HttpStore:
     """The store of the one application ``fes serve`` serves: its log, read-only."""
 
@@ -291,6 +306,42 @@ class HttpStore:
             )
         self._info = found
         return found
+
+    def check_decodable(self, reader: Reader) -> None:
+        """Refuse ``reader`` (the Application reading this log) if it could not decode it.
+
+        See :func:`fes.edge.stores._http.check_decodable`.
+        """
+        info = self.info(fresh=True)
+        cipher = reader.codec.cipher
+        keys = f"{prefixed(reader.name, 'FES_CIPHER_KEYS')} (or FES_CIPHER_KEYS)"
+        for which in ("oldest", "newest"):
+            sample = info.get(which)
+            if not isinstance(sample, dict):
+                continue
+            where = (
+                f"the {which} event of {self._app!r} served at {self.url} "
+                f"(position {sample.get('position')})"
+            )
+            if sample.get("encrypted"):
+                key = sample.get("key_id")
+                if cipher is None:
+                    raise ConfigurationError(
+                        f"{where} is encrypted under key {key!r}, and the application reading "
+                        f"it has no cipher: set {keys} to the leader's keys, or pass cipher="
+                    )
+                if key not in cipher.key_ids:
+                    raise ConfigurationError(
+                        f"{where} is encrypted under key {key!r}, which the reading "
+                        f"application's cipher does not hold (it holds "
+                        f"{', '.join(sorted(cipher.key_ids))}): add the leader's key to {keys}"
+                    )
+            elif cipher is not None:
+                raise ConfigurationError(
+                    f"{where} is not encrypted, and the application reading it has a cipher, "
+                    f"which reads only encrypted payloads: read this leader without one "
+                    f"(unset {keys} for it)"
+                )
 
     def _page(
         self, params: dict[str, Any], wait: float = 0.0
