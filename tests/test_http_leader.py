@@ -260,6 +260,7 @@ def test_the_http_store_is_read_only_and_serves_only_the_log(leader_url: str) ->
         ("https://host/fes?token=abc", "no place for a secret"),
         ("https://host/fes?timeout=x", "option timeout='x'"),
         ("http:///fes", "names no host"),
+        ("http://host:99999/fes", "port '99999'"),
         ("https:host", "must be followed by //"),
     ],
 )

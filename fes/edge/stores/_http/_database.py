@@ -31,7 +31,14 @@ from fes.edge.stores._base import (
     Tracking,
 )
 from fes.edge.stores._checks import check_app_name, check_integer, check_log, check_timeout
-from fes.edge.stores._urls import StoreURL, option_float, option_int, parse_url, take_options
+from fes.edge.stores._urls import (
+    StoreURL,
+    check_ports,
+    option_float,
+    option_int,
+    parse_url,
+    take_options,
+)
 from fes.errors import ConfigurationError, StoreError, StoreUnavailable
 
 from ._wire import INFO_PATH, LOG_PATH, WireError, decode_info, decode_page
@@ -85,6 +92,7 @@ class HttpDatabase(ClosingDatabase):
         host = parsed.rest.partition("/")[0]
         if not host or parsed.rest.startswith("/"):
             raise parsed.error(f"it names no host: write {parsed.scheme}://host:port/path")
+        check_ports(parsed)
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ConfigurationError(
                 f"the bearer token for {parsed.safe} must be a non-empty string, or None to "
