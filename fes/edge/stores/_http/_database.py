@@ -60,6 +60,12 @@ OPTIONS = {
     "retries": option_int(0),
 }
 
+#: Rows a long poll brings back with it, for the read that follows (a follower's
+#: batch, at most).
+_PREFETCH = 500
+#: Seconds those rows stay the answer to that read.
+_FRESH = 1.0
+
 #: The variable holding the bearer token (also ``<APP>_FES_HTTP_TOKEN``).
 TOKEN_VAR = "FES_HTTP_TOKEN"
 
@@ -286,6 +292,10 @@ class HttpStore:
         self._database = database
         self._app = app
         self._info: dict[str, Any] | None = None
+        # the page a long poll brought back: (after, rows, bound, when), for the
+        # read that follows it, so that a follower's wake-up is one request, not two
+        self._prefetched: tuple[int, list[StoredEvent], int, float] | None = None
+        self._prefetch_lock = threading.Lock()
 
     @property
     def app(self) -> str:
@@ -380,6 +390,14 @@ class HttpStore:
         if limit == 0 or (topics is not None and not topics) or (to is not None and to <= after):
             return []
         rows: list[StoredEvent] = []
+        if topics is None and to is None:
+            with self._prefetch_lock:
+                found, self._prefetched = self._prefetched, None
+            if found is not None and found[0] == after and time.monotonic() - found[3] < _FRESH:
+                rows = found[1] if limit is None else found[1][:limit]
+                if len(found[1]) < found[2] or (limit is not None and len(rows) >= limit):
+                    return rows  # the page ended the log as the server saw it a moment ago
+                after = rows[-1].position
         while True:
             params: dict[str, Any] = {"after": after}
             wanted = None if limit is None else limit - len(rows)
@@ -407,7 +425,12 @@ class HttpStore:
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
             wait = round(remaining, 3)
-            last = self._page({"after": after, "limit": 0, "wait": wait}, wait)[1]
+            rows, last, bound = self._page(
+                {"after": after, "limit": _PREFETCH, "wait": wait}, wait
+            )
+            if rows:
+                with self._prefetch_lock:
+                    self._prefetched = (after, rows, bound, time.monotonic())
             if last > after:
                 return True
             if time.monotonic() >= deadline:
