@@ -63,7 +63,8 @@ def served(store: Store, *, token: str | None = TOKEN, **options: Any) -> Iterat
     )
     thread.start()
     try:
-        yield f"http://127.0.0.1:{ports.get(timeout=20)}"
+        scheme = "https" if options.get("ssl_certfile") else "http"
+        yield f"{scheme}://127.0.0.1:{ports.get(timeout=20)}"
     finally:
         stop.set()
         thread.join(20)
@@ -222,6 +223,57 @@ def test_a_bad_query_is_a_400_that_says_what_is_wrong(leader_url: str) -> None:
             assert said in answer.json()["error"], query
         assert httpx.get(f"{url}/nothing", headers=auth).status_code == 404
         assert httpx.post(f"{url}/log", headers=auth).status_code == 405
+
+
+def _certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fes test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return str(cert), str(private)
+
+
+def test_tls_by_uvicorns_options_and_a_ca_file_of_ones_own(
+    leader_url: str, tmp_path: Path
+) -> None:
+    """https:// with --ssl-certfile/--ssl-keyfile; an untrusted certificate fails at once."""
+    cert, key = _certificate(tmp_path)
+    with Application(domain.source, store=leader_url) as leader:
+        send(leader, range(4))
+        with served(leader.store, ssl_certfile=cert, ssl_keyfile=key) as url:
+            assert url.startswith("https://")
+            with open_database(f"{url}?cafile={cert}", token=TOKEN) as http:
+                assert http.store("source").read_log(0) == leader.store.read_log(0)
+            with pytest.raises(StoreUnavailable, match=r"does not trust.*cafile") as untrusted:
+                open_database(url, token=TOKEN, retries=3).store("source")
+            assert not untrusted.value.transient
+    with pytest.raises(StoreURLError, match="no such file"):
+        open_database(f"https://127.0.0.1:1?cafile={tmp_path / 'none.pem'}")
 
 
 # --- the store's protocol, read-only ------------------------------------------------------

@@ -14,6 +14,7 @@ one that is not transient.  Messages name the URL, never the token.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -54,10 +55,20 @@ DEFAULT_RETRIES = 2
 _FIRST_PAUSE = 0.1
 _MAX_PAUSE = 2.0
 
+def _cafile(name: str, value: object) -> str:
+    """A file of CA certificates (PEM) to trust for https://, instead of the system's."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the path of a PEM file of CA certificates")
+    if not os.path.isfile(value):
+        raise ValueError("there is no such file")
+    return value
+
+
 OPTIONS = {
     "timeout": option_float(0.0),
     "connect_timeout": option_float(0.0),
     "retries": option_int(0),
+    "cafile": _cafile,
 }
 
 #: Rows a long poll brings back with it, for the read that follows (a follower's
@@ -78,8 +89,10 @@ class HttpDatabase(ClosingDatabase):
     application a store is asked for.  A URL never holds the token.
     ``timeout`` bounds each answer (beyond a long poll's own wait),
     ``connect_timeout`` each connection, ``retries`` the tries again after
-    a connection error; the URL's ``?timeout=&connect_timeout=&retries=``
-    set them too (keywords win).
+    a connection error, ``cafile`` names the CA certificates (PEM) an
+    ``https://`` server's certificate must chain to, instead of the
+    system's; the URL's ``?timeout=&connect_timeout=&retries=&cafile=`` set
+    them too (keywords win).
     """
 
     def __init__(
@@ -111,10 +124,13 @@ class HttpDatabase(ClosingDatabase):
         self.timeout: float = values.get("timeout", DEFAULT_TIMEOUT)
         self.connect_timeout: float = values.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         self.retries: int = values.get("retries", DEFAULT_RETRIES)
+        cafile: str | None = values.get("cafile")
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
             follow_redirects=False,
             headers={"accept": "application/json"},
+            # the system's CAs (or SSL_CERT_FILE's), unless the URL names a file of its own
+            verify=True if cafile is None else ssl.create_default_context(cafile=cafile),
         )
         self._lock = threading.Lock()
         self._stores: dict[str, HttpStore] = {}
@@ -200,6 +216,13 @@ class HttpDatabase(ClosingDatabase):
             except httpx.TransportError as error:
                 if self.closed:
                     self._check_open()
+                if "CERTIFICATE_VERIFY_FAILED" in str(error):
+                    raise StoreUnavailable(
+                        f"the HTTP leader {self.url} has a certificate this client does not "
+                        f"trust ({error}): give the file of its CA as ?cafile=PATH (or "
+                        "SSL_CERT_FILE)",
+                        transient=False,
+                    ) from None
                 problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
                 continue
             except RuntimeError as error:  # httpx's "client has been closed"
