@@ -44,6 +44,7 @@ from typing import Any
 from fes.edge import Application
 from fes.edge._follower import Follower
 from fes.edge.stores import open_database
+from fes.errors import FesError
 from fes.examples.dogs import dogs, register
 
 from .common import Config, Report, rotated, scratch
@@ -81,9 +82,17 @@ def _follow(leader_url: str, follower_url: str, ready: Any, go: Any, stop: Any) 
     follower = Follower(sink, {"school": reader})
     ready.set()
     go.wait()
+    backoff = 0.0
     while not stop.is_set():
-        if not follower.step("school"):
-            reader.store.wait(follower.positions["school"], 1.0)
+        try:
+            if not follower.step("school"):
+                reader.store.wait(follower.positions["school"], 1.0)
+            backoff = 0.0
+        except FesError:
+            # as a runner does: a store that failed (SQLite's write lock held past its
+            # busy timeout, a leader away) is tried again after a growing pause
+            backoff = min(max(backoff * 2, 0.05), 5.0)
+            stop.wait(backoff)
 
 
 class Serving:
@@ -252,7 +261,8 @@ def run(config: Config) -> Report:
         report.check(f"{mode}: HTTP / one database rate", http, 0.5, at_least=True)
     report.notes.append(
         "every follower runs in a spawned process of its own and steps as a runner thread "
-        "does (step, then wait up to 1 s on the leader's store); over HTTP the wait is a "
+        "does (step, then wait up to 1 s on the leader's store; a store error is tried "
+        "again after a growing pause); over HTTP the wait is a "
         "long poll to fes serve (a subprocess, token, loopback, uvicorn with h11)"
     )
     report.notes.append(
