@@ -415,6 +415,9 @@ def test_a_wrong_token_is_refused_and_not_transient(leader_url: str) -> None:
         assert http.store("source").last_position() == 0
         with pytest.raises(StoreUnavailable, match=r"no token \(FES_HTTP_TOKEN is unset\)"):
             open_database(url, env={}).apps()
+        with pytest.raises(ConfigurationError, match="SOURCE_FES_HTTP_TOKEN") as unfit:
+            open_database(url, env={"FES_HTTP_TOKEN": "line\nbreak-secret"}).store("source")
+        assert "break-secret" not in str(unfit.value)
 
 
 def test_a_store_failure_on_the_server_is_a_transient_503(leader_url: str) -> None:
@@ -621,8 +624,10 @@ def test_a_port_in_use_is_reported_not_served(leader_url: str) -> None:
 def test_a_log_server_refuses_bad_settings() -> None:
     """An empty token, a limit below 1 or a negative wait are configuration errors."""
     store = open_database("memory://").store("source")
-    with pytest.raises(ConfigurationError, match="non-empty"):
-        LogServer(store, token=" ")
+    for token in (" ", "two words", "caf\u00e9", ""):
+        with pytest.raises(ConfigurationError, match="printable ASCII") as refused:
+            LogServer(store, token=token)
+        assert not token.strip() or token not in str(refused.value)
     with pytest.raises(ConfigurationError, match="max_limit"):
         LogServer(store, token=TOKEN, max_limit=0)
     with pytest.raises(ConfigurationError, match="max_wait"):

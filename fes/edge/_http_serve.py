@@ -31,6 +31,7 @@ import asyncio
 import hmac
 import logging
 import math
+import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,8 +93,14 @@ class LogServer:
         readers: int = 4,
         waiters: int = 64,
     ) -> None:
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ConfigurationError("the bearer token must be a non-empty string, or None")
+        if token is not None and (
+            not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]+", token)
+        ):
+            # never echoed: the message would put a secret in a log
+            raise ConfigurationError(
+                "the bearer token must be printable ASCII without spaces (an HTTP header "
+                "carries it), or None"
+            )
         if not isinstance(max_limit, int) or isinstance(max_limit, bool) or max_limit < 1:
             raise ConfigurationError(
                 f"max_limit must be an integer of 1 or more, not {max_limit!r}"

@@ -14,6 +14,7 @@ one that is not transient.  Messages name the URL, never the token.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import threading
 import time
@@ -76,6 +77,9 @@ OPTIONS = {
 _PREFETCH = 500
 #: Seconds those rows stay the answer to that read.
 _FRESH = 1.0
+
+#: What a bearer token may hold: printable ASCII, no space (an HTTP header carries it).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 #: The variable holding the bearer token (also ``<APP>_FES_HTTP_TOKEN``).
 TOKEN_VAR = "FES_HTTP_TOKEN"
@@ -146,9 +150,17 @@ class HttpDatabase(ClosingDatabase):
 
     def token_for(self, app: str | None) -> str | None:
         """The bearer token sent for ``app``: the given one, else the environment's."""
-        if self._token is not None:
-            return self._token
-        return setting(self._env, TOKEN_VAR, app)
+        token = self._token if self._token is not None else setting(self._env, TOKEN_VAR, app)
+        if token is not None and not _TOKEN.fullmatch(token):
+            # never echoed: the message would put a secret in a log
+            where = "token=" if self._token is not None else (
+                TOKEN_VAR if app is None else f"{prefixed(app, TOKEN_VAR)} or {TOKEN_VAR}"
+            )
+            raise ConfigurationError(
+                f"the bearer token for {self.url} (from {where}) holds a space, a control "
+                "or a non-ASCII character, which an HTTP header cannot carry"
+            )
+        return token
 
     def store(self, app: str) -> HttpStore:
         """The served application's store; ConfigurationError for any other name.
