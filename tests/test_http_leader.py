@@ -388,6 +388,19 @@ def test_the_read_after_a_long_poll_takes_the_rows_it_brought(leader_url: str) -
     http.close()
 
 
+def test_reads_are_monotonic_whatever_the_client_remembers(leader_url: str) -> None:
+    """A read never answers nothing past a position the client has seen."""
+    with Application(domain.source, store=leader_url) as leader:
+        send(leader, range(3))
+        with served(leader.store) as url, open_database(url, token=TOKEN) as http:
+            store = http.store("source")
+            assert len(store.read_log(0)) == 3
+            assert store.read_log(3) == []
+            send(leader, [3])
+            assert store.last_position() == 4
+            assert [r.position for r in store.read_log(3)] == [4]
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
