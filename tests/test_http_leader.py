@@ -35,7 +35,7 @@ from fes.edge._follower import Follower
 from fes.edge._http_serve import LogServer, serve
 from fes.edge.stores import NewEvent, Store, open_database
 from fes.edge.stores._http import HttpDatabase, HttpStore, check_decodable
-from fes.edge.stores._http._wire import sealing
+from fes.edge.stores._http._wire import WireError, decode_info, decode_page, sealing
 from fes.errors import ConfigurationError, StoreError, StoreUnavailable, StoreURLError
 
 TOKEN = "t0ken-of-the-test-5f2a"
@@ -274,6 +274,48 @@ def test_tls_by_uvicorns_options_and_a_ca_file_of_ones_own(
             assert not untrusted.value.transient
     with pytest.raises(StoreURLError, match="no such file"):
         open_database(f"https://127.0.0.1:1?cafile={tmp_path / 'none.pem'}")
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"<html>", "not a page of the log"),
+        (b'{"last": 1, "limit": 5}', "not a page of the log"),
+        (b'{"last": "1", "limit": 5, "rows": []}', "last position is '1'"),
+        (b'{"last": 1, "limit": 5, "rows": [[1, 2, 3, "t", 0, "", null]]}', "wrong types"),
+        (b'{"last": 1, "limit": 5, "rows": [[1, "s", 1, "t", 0, "***", null]]}', "not a page"),
+    ],
+)
+def test_a_page_that_is_not_one_is_refused(body: bytes, said: str) -> None:
+    """Whatever a server sends, a client decodes rows of the right shape or refuses."""
+    with pytest.raises(WireError, match=said):
+        decode_page(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"nope", "not JSON"),
+        (b"[]", "not the info document"),
+        (b'{"protocol": 2, "app": "a", "last_position": 0}', "speaks protocol 2"),
+        (b'{"protocol": 1, "app": 5, "last_position": 0}', "its 'app' is 5"),
+    ],
+)
+def test_an_info_that_is_not_one_is_refused(body: bytes, said: str) -> None:
+    """Another protocol version, or another document, is refused by name."""
+    with pytest.raises(WireError, match=said):
+        decode_info(body)
+
+
+def test_an_address_that_is_not_fes_serve_is_refused_at_once(leader_url: str) -> None:
+    """A 404 (a wrong path) is not transient: the message asks for fes serve's address."""
+    with (
+        Application(domain.source, store=leader_url) as leader,
+        served(leader.store) as url,
+        pytest.raises(StoreUnavailable, match="not a log fes serve serves") as error,
+    ):
+        open_database(f"{url}/somewhere/else", token=TOKEN).store("source")
+    assert not error.value.transient
 
 
 # --- the store's protocol, read-only ------------------------------------------------------

@@ -49,7 +49,13 @@ INFO_PATH = "/info"
 LOG_PATH = "/log"
 
 _b64 = binascii.b2a_base64
-_unb64 = binascii.a2b_base64
+
+
+def _unb64(text: str) -> bytes:
+    # strict: the lenient default skips characters outside the alphabet, so a
+    # garbled payload would decode to other bytes rather than be refused
+    return binascii.a2b_base64(text, strict_mode=True)
+
 
 
 class WireError(ValueError):
