@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from fes.errors import ConfigurationError, FesError, PolicyError
 
 from . import _settings as settings
+from ._cli_serve import add_serve
 from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 
 # `fes --help` imports no codec, store or runner: each command imports what it uses
@@ -254,11 +255,15 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         print(f"store: {', '.join(sorted(urls)) or '(none)'}", file=out)
         print("\napplications", file=out)
         spread = len(urls) > 1
+        # a leader served over HTTP shows its log; its own followers run, and are
+        # watched, where it is served
+        served = {name for name in names if getattr(stores.database(name), "read_only", False)}
         table(
             ["application", "last position", "skipped events"] + (["store"] if spread else []),
             [
                 (name, last[name],
-                 stores.database(name).store(name).stream_version(SKIPS_STREAM),
+                 "-" if name in served
+                 else stores.database(name).store(name).stream_version(SKIPS_STREAM),
                  *([stores.database(name).url] if spread else []))
                 for name in names
             ],
@@ -269,6 +274,8 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         rows = []
         stopped, unknown = 0, len(unreachable)
         for name in names:
+            if name in served:
+                continue
             stops = _apps_stops(stores.database(name), name, system)
             for key, tracked in sorted(stores.database(name).store(name).tracked().items()):
                 # a partition i of n tracks its leader as leader#i/n, and runs as name#i
@@ -299,7 +306,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         else:
             views = []
             for app in system.apps:
-                if app.name not in last:
+                if app.name not in last or app.name in served:
                     continue
                 for view in app.views:
                     found = stores.database(app.name).store(app.name).load_view(view.name)
@@ -577,6 +584,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--batch-size", type=int, default=500,
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
+    add_serve(command)
     return parser
 
 

@@ -101,6 +101,7 @@ class Placement:
         #: Each application's store: a URL, or the open database it was given.
         self.places: dict[str, str | Database] = placed
         self._options = options
+        self._env = environment
         self._opened: dict[str, Database] = {}
         self._closed = False
         if not lazy:
@@ -135,7 +136,9 @@ class Placement:
             raise ConfigurationError("this placement's databases were closed")
         database = self._opened.get(place)
         if database is None:
-            database = open_database(place, **self._options)
+            # an HTTP leader's token is a setting (<APP>_FES_HTTP_TOKEN, FES_HTTP_TOKEN)
+            extra = {"env": self._env} if is_remote(place) else {}
+            database = open_database(place, **extra, **self._options)
             self._opened[place] = database
         return database
 

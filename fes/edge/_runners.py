@@ -249,6 +249,11 @@ class Runner:
                 for a in system.apps
                 if a.name in needed
             }
+            for name in sorted(remote & set(self.applications)):
+                # a leader served over HTTP: refuse now a reader that could not decode it
+                check = getattr(self.applications[name].store, "check_decodable", None)
+                if check is not None:
+                    check(self.applications[name])
             # keyed by unit: the application's name, or name#i for partition i
             self.followers: dict[str, Follower] = {
                 unit: Follower(

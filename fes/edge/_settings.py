@@ -12,7 +12,11 @@ module, so a variable means the same thing wherever it is read:
 ``FES_SNAPSHOT_EVERY``
     take a snapshot when a stream's version crosses a multiple of this;
 ``FES_CIPHER_KEYS`` and ``FES_CIPHER_KEY_ID``
-    the keys that encrypt payloads (read by :meth:`fes.edge.Cipher.from_env`).
+    the keys that encrypt payloads (read by :meth:`fes.edge.Cipher.from_env`);
+``FES_SERVE_TOKEN``
+    the bearer token ``fes serve`` requires of every request;
+``FES_HTTP_TOKEN``
+    the bearer token sent to an HTTP leader (an ``http(s)://`` store URL).
 
 Each may be given for one application by prefixing it with the
 application's name, upper-cased with ``-`` turned into ``_``:
@@ -78,6 +82,8 @@ VARIABLES = (
     "FES_SNAPSHOT_EVERY",
     "FES_CIPHER_KEYS",
     "FES_CIPHER_KEY_ID",
+    "FES_SERVE_TOKEN",
+    "FES_HTTP_TOKEN",
 )
 
 #: The one table of words a switch may hold, in the environment or in a URL.

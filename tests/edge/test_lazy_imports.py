@@ -14,7 +14,9 @@ import pytest
 
 import fes.edge
 
-HEAVY = ("cattrs", "orjson", "psycopg", "hypothesis", "sqlite3", "multiprocessing")
+HEAVY = (
+    "cattrs", "orjson", "psycopg", "hypothesis", "sqlite3", "multiprocessing", "httpx", "uvicorn",
+)
 
 
 def _run(code: str) -> None:

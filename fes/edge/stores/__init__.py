@@ -8,7 +8,10 @@
 ``memory://`` is a fresh database in this process; ``sqlite:///shop.db``
 (relative) or ``sqlite:////var/lib/shop.db`` (absolute) an SQLite file, with
 options such as ``?synchronous=NORMAL&busy_timeout=5000``;
-``postgresql://user:password@host/database`` a PostgreSQL database.
+``postgresql://user:password@host/database`` a PostgreSQL database;
+``https://host/path`` (or ``http://``) the notification log of one
+application that ``fes serve`` serves there, read-only (the ``http`` extra;
+see the HTTP leader's page of the documentation).
 
 Private modules implement the stores; this one is their public surface:
 :func:`open_database` and, for anyone writing a store of their own, the
@@ -122,7 +125,8 @@ def open_database(url: str, **options: Any) -> Database:
 
     Raises :class:`fes.errors.StoreURLError` for a URL or option that cannot be
     understood (an empty URL among them), :class:`fes.errors.ConfigurationError`
-    for a PostgreSQL URL where psycopg is not installed, and
+    for a PostgreSQL URL where psycopg is not installed (or an ``http(s)://``
+    URL where httpx is not), and
     :class:`fes.errors.StoreError` for a database that cannot be opened
     (:class:`fes.errors.StoreUnavailable` for a server that cannot be reached);
     all name the URL with its password masked.
@@ -153,9 +157,22 @@ def open_database(url: str, **options: Any) -> Database:
             ) from None
         database: Database = postgres.PostgresDatabase(url, **options)
         return database
+    if parsed.scheme in ("http", "https"):
+        try:
+            # Imported here so that httpx loads only for HTTP leaders.
+            http = importlib.import_module("fes.edge.stores._http")
+        except ModuleNotFoundError as error:
+            if error.name not in ("httpx", "httpcore", "anyio", "h11"):
+                raise
+            raise ConfigurationError(
+                f"the store {parsed.safe!r} is an HTTP leader, which needs the http extra "
+                "(httpx): pip install 'fes-events[http]'"
+            ) from None
+        leader: Database = http.HttpDatabase(url, **options)
+        return leader
     raise parsed.error(
-        f"unknown scheme {parsed.scheme!r}; use memory://, sqlite:///path.db "
-        "or postgresql://user@host/database"
+        f"unknown scheme {parsed.scheme!r}; use memory://, sqlite:///path.db, "
+        "postgresql://user@host/database or https://host/path (fes serve)"
     )
 
 

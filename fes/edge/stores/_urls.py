@@ -206,6 +206,8 @@ _SLASHES = {
     ),
     "postgresql": "write postgresql://user@host/database (two slashes)",
     "postgres": "write postgresql://user@host/database (two slashes)",
+    "http": "write http://host:port/path (two slashes)",
+    "https": "write https://host:port/path (two slashes)",
 }
 
 
