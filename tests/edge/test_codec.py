@@ -785,6 +785,16 @@ def test_cipher_from_env() -> None:
     assert len(Cipher.generate_key()) == 32
 
 
+def test_one_application_can_say_it_has_no_cipher() -> None:
+    """<APP>_FES_CIPHER_KEYS=none: that application reads plain where the others encrypt."""
+    from fes.edge._settings import AppEnv
+
+    a = base64.b64encode(KEY_A).decode()
+    env = {"FES_CIPHER_KEYS": f"one:{a}", "SCHOOL_FES_CIPHER_KEYS": "None"}
+    assert Cipher.from_env(AppEnv(env, "school")) is None
+    assert Cipher.from_env(AppEnv(env, "orders")) is not None
+
+
 @pytest.mark.parametrize(
     ("env", "problem"),
     [
@@ -793,6 +803,7 @@ def test_cipher_from_env() -> None:
         ({"FES_CIPHER_KEYS": "one:not*base64"}, "not valid base64"),
         ({"FES_CIPHER_KEY_ID": "one"}, "FES_CIPHER_KEYS is empty"),
         ({"FES_CIPHER_KEYS": "one:AAAA,one:AAAA", "FES_CIPHER_KEY_ID": "one"}, "twice"),
+        ({"FES_CIPHER_KEYS": "none", "FES_CIPHER_KEY_ID": "one"}, "says none"),
     ],
 )
 def test_bad_cipher_env_is_refused(env: dict[str, str], problem: str) -> None:

@@ -87,12 +87,22 @@ class Cipher:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Cipher | None:
         """The cipher configured by ``FES_CIPHER_KEYS`` and ``FES_CIPHER_KEY_ID``.
 
-        None when ``FES_CIPHER_KEYS`` is unset or empty.  ``env`` defaults to
-        ``os.environ``; see the module documentation for the format.
+        None when ``FES_CIPHER_KEYS`` is unset or empty, or says ``none``:
+        ``SCHOOL_FES_CIPHER_KEYS=none`` reads the ``school`` application
+        without a cipher where ``FES_CIPHER_KEYS`` gives the others one (a
+        plain leader served by another service, for instance).  ``env``
+        defaults to ``os.environ``; see the module documentation for the
+        format.
         """
         env = os.environ if env is None else env
         spec = env.get("FES_CIPHER_KEYS", "").strip()
         current = env.get("FES_CIPHER_KEY_ID", "").strip()
+        if spec.lower() == "none":
+            if current:
+                raise ConfigurationError(
+                    "FES_CIPHER_KEYS says none but FES_CIPHER_KEY_ID names a key"
+                )
+            return None
         if not spec:
             if current:
                 raise ConfigurationError("FES_CIPHER_KEY_ID is set but FES_CIPHER_KEYS is empty")
