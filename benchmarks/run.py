@@ -28,6 +28,7 @@ WORKLOADS: dict[str, str] = {
     "S": "benchmarks.s_snapshots",
     "W4": "benchmarks.w4_pipeline",
     "W5": "benchmarks.w5_postgres",
+    "W6": "benchmarks.w6_spread",
     "W7": "benchmarks.w7_http",
     "I": "benchmarks.i_imports",
 }
