@@ -366,7 +366,7 @@ class Follower:
         resumed = self._clear_stop(batch, leader, done)
         if (telemetry := _telemetry.active()) is not None:
             telemetry.written(len(batch))
-        self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
+        self.application._commit_tracked(batch, Tracking(self.tracking[leader], done, previous))
         if resumed:
             self._halted_now()[leader] = None
         self.positions[leader] = done
