@@ -113,7 +113,10 @@ class Application:
             raise ConfigurationError(f"an Application runs a fes.App, not {app!r}")
         if isinstance(store, Mapping):
             # a system's mapping of application names to stores: this one's entry
-            store = settings.placement(env, store, [app.name])[app.name]
+            placed = settings.placement(env, store, [app.name], strict=False)
+            if app.name not in placed:
+                raise ConfigurationError(settings.unplaced(env, store, [app.name])[app.name])
+            store = placed[app.name]
         if store is not None:  # None: the URL comes from the environment
             check_store(store)
         for name, value in (("clock", clock), ("ids", ids)):
@@ -376,17 +379,6 @@ class Application:
             raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
         return self._record(batch.pending, tracking)
 
-    def _commit_tracked(self, batch: Batch, tracking: Tracking) -> None:
-        """:meth:`commit` for a follower, which does not read the recorded events back.
-
-        The same checks and the same transaction, without building a
-        :class:`Recorded` for each new event: a follower's batch of 500
-        notifications would make 500 objects nobody reads.
-        """
-        if batch.application is not self:
-            raise ConfigurationError("a follower commits a batch of its own application")
-        self._record(batch.pending, tracking, recorded=False)
-
     def _encode(
         self, stream: str, version: int, events: Iterable[Any], metadata: Metadata
     ) -> tuple[tuple[str, bytes, bytes | None], ...]:
@@ -409,7 +401,7 @@ class Application:
         return tuple(rows)
 
     def _record(
-        self, pending: Mapping[str, Pending], tracking: Tracking | None, *, recorded: bool = True
+        self, pending: Mapping[str, Pending], tracking: Tracking | None
     ) -> list[Recorded[Any]]:
         now: datetime | None = None
         timestamp = 0
@@ -443,8 +435,6 @@ class Application:
         for stream, slot in pending.items():
             if slot.events:
                 self._after_append(slot, stream)
-        if not recorded:
-            return []
         # read back, a timestamp is in UTC: give the same value now
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
         return [

@@ -179,6 +179,8 @@ class Follower:
         # per leader, the stop of this unit the store holds and has not cleared
         # (read from STOPS_STREAM on the first commit or stop)
         self._halted: dict[str, FollowerHalted | None] | None = None
+        # leaders whose log was seen to reach this follower's tracked position
+        self._verified: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -257,6 +259,8 @@ class Follower:
             rows = _within(reader.store.read_log(previous, limit=self.batch_size),
                            self.batch_bytes)
             if not rows:
+                if previous and leader not in self._verified:
+                    self._check_behind_leader(leader, reader, previous)
                 return 0
             telemetry = _telemetry.active()
             try:
@@ -276,6 +280,26 @@ class Follower:
                 continue
             self.processed += consumed
             return consumed
+
+    def _check_behind_leader(self, leader: str, reader: Application, previous: int) -> None:
+        """Stop if this follower tracked ``leader`` past the end of the leader's log.
+
+        That log is not the one it followed: a wrong store for the leader, or
+        one restored from an older backup.  Going on would skip the new
+        log's events up to the tracked position, silently.
+        """
+        last = reader.store.last_position()
+        if last >= previous:
+            self._verified.add(leader)
+            return
+        error = ConfigurationError(
+            f"{self.unit!r} has processed {leader!r} up to position {previous}, but the "
+            f"log of {leader!r} it reads ends at position {last}: this is not the log it "
+            "followed (a wrong store for the leader, or one restored from an older "
+            "backup). Going on would skip that log's events up to position "
+            f"{previous}; point it at the leader's store"
+        )
+        self._stop(PolicyError(self.name, leader, previous, error))
 
     def _process(
         self,
@@ -342,8 +366,12 @@ class Follower:
                     telemetry.handle(self, leader, upstream, len(outcome), partial(
                         self._perform, batch, leader, upstream, outcome))
             except Exception as error:
-                if isinstance(error, StoreError) and not isinstance(error, EncodeError):
+                if isinstance(error, StoreError) and not isinstance(
+                    error, EncodeError | DecodeError
+                ):
                     raise  # the store failed, not the policy: the runner tries the batch again
+                # an event that cannot be encoded, or read back (the follower's own
+                # stream, without its keys), fails the same way each time: not retried
                 batch.rollback(mark)
                 if self.application.store.last_tracked(self.tracking[leader]) != previous:
                     # A rival instance processed these notifications: a command that
@@ -366,7 +394,8 @@ class Follower:
         resumed = self._clear_stop(batch, leader, done)
         if (telemetry := _telemetry.active()) is not None:
             telemetry.written(len(batch))
-        self.application._commit_tracked(batch, Tracking(self.tracking[leader], done, previous))
+        # through commit, the one way events are recorded (a wrapper of it sees these too)
+        self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
         if resumed:
             self._halted_now()[leader] = None
         self.positions[leader] = done
@@ -468,8 +497,12 @@ class Follower:
         return 0
 
     def _stop(self, failure: PolicyError) -> None:
-        where = origin(failure.error, self._policy)
-        logger.error("%s (at %s); follower %r stopped", failure, where, self.unit,
+        # a follower stopped by how it is set up (its leader's log) has no line of
+        # user code to point at
+        where = "" if isinstance(failure.error, ConfigurationError) else origin(
+            failure.error, self._policy
+        )
+        logger.error("%s%s; follower %r stopped", failure, where and f" (at {where})", self.unit,
                      exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
                      extra=self.log_fields(failure.leader, failure.position))
         self.error = failure

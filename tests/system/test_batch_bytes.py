@@ -15,16 +15,17 @@ from system.helpers import own_log, send
 
 
 def _record_commits(runner: SyncRunner | ThreadedRunner) -> list[tuple[int, int]]:
-    """Wrap the sink's follower commits: (previous, new) tracked position per batch."""
+    """Wrap the sink's commit: the (previous, new) tracked position of each batch."""
     sink = runner.app("sink")
-    record = sink._commit_tracked
+    commit = sink.commit
     seen: list[tuple[int, int]] = []
 
-    def recording(batch: Any, tracking: Any) -> None:
-        seen.append((tracking.previous, tracking.position))
-        record(batch, tracking)
+    def recording(batch: Any, *args: Any, tracking: Any = None, **kwargs: Any) -> Any:
+        if tracking is not None:
+            seen.append((tracking.previous, tracking.position))
+        return commit(batch, *args, tracking=tracking, **kwargs)
 
-    sink._commit_tracked = recording  # type: ignore[method-assign]
+    sink.commit = recording  # type: ignore[method-assign]
     return seen
 
 
