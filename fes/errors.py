@@ -79,10 +79,15 @@ class PolicyError(FesError):
         self.leader = leader
         self.position = position
         self.error = error
-        super().__init__(
-            f"policy of {app!r} failed on {leader!r} position {position}: "
-            f"{type(error).__name__}: {error}"
-        )
+        if isinstance(error, DecodeError):
+            # an event (the leader's, or the follower's own) could not be read:
+            # keys or types, not the policy
+            what = f"{app!r} could not decode an event for {leader!r} position {position}"
+        elif isinstance(error, ConfigurationError):
+            what = f"{app!r} stopped before {leader!r} position {position}"
+        else:
+            what = f"policy of {app!r} failed on {leader!r} position {position}"
+        super().__init__(f"{what}: {type(error).__name__}: {error}")
 
 
 class FollowerStopped(PolicyError):

@@ -101,7 +101,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         )
     from .stores import redact
 
-    url = settings.placement(env, given, [args.app])[args.app]
+    placed = settings.placement(env, given, [args.app], strict=False)
+    if args.app not in placed:
+        raise ConfigurationError(settings.unplaced(env, given, [args.app])[args.app])
+    url = placed[args.app]
     scheme = "https" if args.ssl_certfile else "http"
     with _open(url) as database:
         known = database.apps()

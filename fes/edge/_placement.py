@@ -44,8 +44,14 @@ def placement_urls(
     apps: Iterable[str],
     env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Each application's store URL, for callers that need URLs (worker processes)."""
-    placed = settings.placement(os.environ if env is None else env, store, apps)
+    """Each application's store URL, for callers that need URLs (worker processes).
+
+    An application nothing places is left out (see :func:`settings.unplaced`):
+    the worker that needs its store refuses to start, naming what to set.
+    """
+    environment = os.environ if env is None else env
+    names = list(apps)
+    placed = settings.placement(environment, store, names)
     urls: dict[str, str] = {}
     for name, value in placed.items():
         if not isinstance(value, str):
@@ -91,11 +97,14 @@ class Placement:
     ) -> None:
         names = list(apps)
         environment = os.environ if env is None else env
+        #: Why each application nothing places has no store (see :func:`settings.unplaced`).
+        self.unplaced: dict[str, str] = {}
         if store is not None and not isinstance(store, str | Mapping):
             _check(store, None)
             placed: dict[str, str | Database] = dict.fromkeys(names, store)
         else:
             placed = settings.placement(environment, store, names)
+            self.unplaced = settings.unplaced(environment, store, names)
         for name, value in placed.items():
             _check(value, name)
         #: Each application's store: a URL, or the open database it was given.
@@ -122,14 +131,24 @@ class Placement:
 
     def is_remote(self, app: str) -> bool:
         """Whether ``app`` is a leader served by another service: read here, never run."""
-        place = self.places[app]
+        place = self.places.get(app)
+        if place is None:
+            return False
         if isinstance(place, str):
             return is_remote(place)
         return bool(getattr(place, "read_only", False))
 
     def database(self, app: str) -> Database:
-        """The database ``app`` lives in, opened on first use."""
-        place = self.places[app]
+        """The database ``app`` lives in, opened on first use.
+
+        Raises :class:`fes.errors.ConfigurationError` for an application
+        nothing places (see :func:`fes.edge._settings.unplaced`).
+        """
+        place = self.places.get(app)
+        if place is None:
+            raise ConfigurationError(
+                self.unplaced.get(app, f"there is no application {app!r} to place")
+            )
         if not isinstance(place, str):
             return place
         if self._closed:

@@ -174,7 +174,9 @@ class ProcessRunner(Runner):
             raise ConfigurationError(f"processes must be at least 1, got {processes}")
         # workers get the URLs, so that each opens what it needs the same way
         places: str | dict[str, str] = (
-            urls[resolved.apps[0].name] if len(set(urls.values())) == 1 else dict(urls)
+            next(iter(urls.values()))
+            if len(set(urls.values())) == 1 and len(urls) == len(resolved.apps)
+            else dict(urls)
         )
         super().__init__(
             resolved, places, apps=apps, batch_size=batch_size, poll_interval=poll_interval,

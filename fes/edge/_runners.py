@@ -20,13 +20,20 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple, Protocol, Self
 
-from fes.errors import ConfigurationError, FesError, FollowerStopped, PolicyError
+from fes.errors import (
+    ConfigurationError,
+    DecodeError,
+    FesError,
+    FollowerStopped,
+    PolicyError,
+)
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
 from ._application import Application, check_count
 from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, describe
 from ._placement import Placement, StoreArgument
 from ._projections import Projection
+from ._settings import prefixed
 from .stores._base import Database
 
 __all__ = [
@@ -88,6 +95,29 @@ def lags(
                 key = tracking_key(leader, i, follower.partitions)
                 found[(leader, unit)] = Lag(tracked.get(key, 0), last[leader])
     return found
+
+
+def _check_readable(application: Application) -> None:
+    """Refuse an application whose newest stored event it cannot decode.
+
+    A follower started without the keys its own events are sealed with would
+    otherwise fail on its first command that reads them, batch after batch.
+    """
+    last = application.store.last_position()
+    if not last:
+        return
+    rows = application.store.read_log(max(last - 1, 0), limit=1)
+    if not rows:
+        return
+    try:
+        application.recorded(rows[-1])
+    except DecodeError as error:
+        keys = f"{prefixed(application.name, 'FES_CIPHER_KEYS')} (or FES_CIPHER_KEYS)"
+        raise ConfigurationError(
+            f"{application.name!r} cannot read its own events ({type(error).__name__}: "
+            f"{error}); a runner that writes to it needs the keys and types they were "
+            f"written with: check {keys}"
+        ) from error
 
 
 # --- units of work: what a runner steps and waits on ----------------------------
@@ -276,6 +306,11 @@ class Runner:
                 if app.name in chosen or unit_names(app)[0] in chosen
                 for view in app.views
             }
+            # an application this runner writes to must read its own events back
+            # (a Do command folds them): refuse now one started without its keys
+            for name in sorted({f.name for f in self.followers.values()}
+                               | {app for app, _ in self.projections}):
+                _check_readable(self.applications[name])
         except BaseException:
             self.close()
             raise

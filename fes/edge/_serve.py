@@ -73,7 +73,9 @@ def run(
     urls = placement_urls(store, (app.name for app in resolved.apps))
     # one URL when the applications share one; else each application's own
     url: str | dict[str, str] = (
-        next(iter(urls.values())) if len(set(urls.values())) == 1 else urls
+        next(iter(urls.values()))
+        if len(set(urls.values())) == 1 and len(urls) == len(resolved.apps)
+        else urls
     )
     stop = until or threading.Event()
     settings: dict[str, Any] = dict(

@@ -50,6 +50,7 @@ __all__ = [
     "parse_store_option",
     "placement",
     "store_url",
+    "unplaced",
 ]
 
 #: Where events go when nothing names a store.
@@ -140,6 +141,8 @@ def placement(
     env: Mapping[str, str],
     given: str | Mapping[str, str | _Place] | None,
     apps: Iterable[str],
+    *,
+    strict: bool = True,
 ) -> dict[str, str | _Place]:
     """Where each of ``apps`` keeps its events: a URL (or whatever ``given`` maps it to).
 
@@ -147,37 +150,83 @@ def placement(
     application name to URL, where the key :data:`ANY_APP` (``"*"``) serves
     every application the mapping does not name.  An application neither
     names nor ``"*"`` serves, and every application when ``given`` is None,
-    reads its own ``<APP>_FES_STORE_URL``, then ``FES_STORE_URL``, then the
-    default.  A mapping's key that names no application is refused (a typo
-    would otherwise put that application's events in the default store).
+    reads its own ``<APP>_FES_STORE_URL``, then ``FES_STORE_URL``.
+
+    The default store (``sqlite:///fes.db``) serves only when nothing is
+    placed at all.  Once some application is placed explicitly (a mapping,
+    or an ``<APP>_FES_STORE_URL``), one that nothing places is left out of
+    the result rather than put in a stray ``./fes.db`` (see :func:`unplaced`
+    for why): the caller refuses it when it needs its store.  With
+    ``strict``, a mapping's key that names none of ``apps`` is refused (a
+    typo would otherwise leave that application unplaced); an application
+    alone passes ``strict=False`` and takes its entry from a system's mapping.
     """
     names = list(apps)
     if given is None or isinstance(given, str):
         if given is not None:
             store_url(env, given)  # refuses ""
-        return {name: store_url(env, given, name) for name in names}
+            return {name: given for name in names}
+        missing = set(unplaced(env, given, names))
+        return {name: store_url(env, None, name) for name in names if name not in missing}
     if not isinstance(given, Mapping):
         raise ConfigurationError(
             f"store must be a URL, an open database or a mapping of application names "
             f"to URLs, not {given!r}"
         )
     unknown = sorted(str(key) for key in given if key != ANY_APP and key not in names)
-    if unknown:
+    if unknown and strict:
         raise ConfigurationError(
             f"the store mapping names {', '.join(map(repr, unknown))}, which is no application "
             f"of the system (it has {', '.join(map(repr, names)) or 'none'}; "
             f"{ANY_APP!r} serves every application not named)"
         )
+    missing = set(unplaced(env, given, names))
     placed: dict[str, str | _Place] = {}
     for name in names:
         value = given[name] if name in given else given.get(ANY_APP)
         if value is None:
-            placed[name] = store_url(env, None, name)
+            if name not in missing:
+                placed[name] = store_url(env, None, name)
         elif isinstance(value, str):
             placed[name] = store_url(env, value, name)
         else:
             placed[name] = value
     return placed
+
+
+def unplaced(
+    env: Mapping[str, str], given: str | Mapping[str, object] | None, apps: Iterable[str]
+) -> dict[str, str]:
+    """The applications nothing places while others are placed, each with what to set.
+
+    A service deployed with ``ORDERS_FES_STORE_URL`` and
+    ``PAYMENTS_FES_STORE_URL`` whose ``RESERVATIONS_FES_STORE_URL`` is
+    missing (an unset variable, a typo in a manifest) would otherwise put
+    reservations in ``./fes.db``, process its leaders' events into it and
+    report it caught up.  Nothing is unplaced when ``given`` is a URL, when
+    a mapping has ``"*"``, when ``FES_STORE_URL`` is set, or when nothing
+    at all is placed (then the default store serves, as in a first try).
+    """
+    names = list(apps)
+    if isinstance(given, str) or setting(env, "FES_STORE_URL"):
+        return {}
+    mapping: Mapping[str, object] = given if isinstance(given, Mapping) else {}
+    if ANY_APP in mapping:
+        return {}
+    own = {name for name in names if env.get(prefixed(name, "FES_STORE_URL"))}
+    explicit = {name for name in mapping if name != ANY_APP} | own
+    if not explicit:
+        return {}
+    return {
+        name: (
+            f"nothing places application {name!r}: set {prefixed(name, 'FES_STORE_URL')} "
+            f"or FES_STORE_URL, or name it in the store mapping (or give {ANY_APP!r} a store "
+            "for every application not named); the default ./fes.db serves only when "
+            "nothing is placed at all"
+        )
+        for name in names
+        if name not in mapping and name not in own
+    }
 
 
 def parse_store_option(values: Iterable[str]) -> str | dict[str, str] | None:
@@ -201,7 +250,7 @@ def parse_store_option(values: Iterable[str]) -> str | dict[str, str] | None:
                 f"the store URL is empty (--store {value!r}); name a store such as "
                 "--store sqlite:///app.db, or leave --store out to use $FES_STORE_URL"
             )
-        if key in mapping:
+        if key in mapping and mapping[key] != url:
             what = "every other application" if key == ANY_APP else f"application {key!r}"
             raise ConfigurationError(
                 f"--store names two stores for {what} ({mapping[key]!r} and {url!r})"

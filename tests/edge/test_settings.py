@@ -123,9 +123,53 @@ def test_placement_gives_each_application_its_store() -> None:
         "payments": "sqlite:///pay.db",
         "reservations": "sqlite:///shop.db",
     }
-    assert settings.placement({}, {"orders": "memory://"}, ["orders", "x"])["x"] == (
-        settings.DEFAULT_STORE_URL
-    )
+    # nothing at all placed: the default store serves, as in a first try
+    assert settings.placement({}, None, ["orders"]) == {"orders": settings.DEFAULT_STORE_URL}
+
+
+def test_an_application_nothing_places_is_left_out_not_put_in_the_default() -> None:
+    """Once some application is placed, one that nothing places has no store, and says so."""
+    apps = ["orders", "payments", "reservations"]
+    env = {"PAYMENTS_FES_STORE_URL": "sqlite:///pay.db"}  # RESERVATIONS_… forgotten
+    assert settings.placement(env, None, apps) == {"payments": "sqlite:///pay.db"}
+    reasons = settings.unplaced(env, None, apps)
+    assert set(reasons) == {"orders", "reservations"}
+    assert "set RESERVATIONS_FES_STORE_URL or FES_STORE_URL" in reasons["reservations"]
+    assert settings.placement({}, {"orders": "memory://"}, ["orders", "x"]) == {
+        "orders": "memory://"
+    }
+    # FES_STORE_URL, "*" or one URL place everything
+    for placed_all in (
+        settings.placement({**env, "FES_STORE_URL": "memory://"}, None, apps),
+        settings.placement(env, {"orders": "memory://", "*": "sqlite:///r.db"}, apps),
+        settings.placement(env, "memory://", apps),
+    ):
+        assert set(placed_all) == set(apps)
+
+
+def test_a_runner_refuses_an_application_it_needs_that_nothing_places(tmp_path: Path) -> None:
+    """payments' runner needs reservations' store (its leader): an unset variable is refused."""
+    from fes.edge import Application, SyncRunner
+    from fes.examples import shop
+
+    env = {"PAYMENTS_FES_STORE_URL": f"sqlite:///{tmp_path / 'pay.db'}",
+           "ORDERS_FES_STORE_URL": f"sqlite:///{tmp_path / 'orders.db'}"}
+    with pytest.raises(fes.errors.ConfigurationError,
+                       match="nothing places application 'reservations'"):
+        SyncRunner(shop.system, None, env=env, apps=["payments"])
+    # a runner of orders alone needs orders and payments (its leaders: reservations too)
+    with pytest.raises(fes.errors.ConfigurationError, match="RESERVATIONS_FES_STORE_URL"):
+        SyncRunner(shop.system, None, env=env, apps=["orders"])
+    # an Application takes its entry from a whole system's mapping
+    mapping = {"orders": f"sqlite:///{tmp_path / 'orders.db'}", "payments": "memory://"}
+    with Application(shop.orders, mapping, env={}) as orders:
+        assert orders.database.url.endswith("orders.db")
+    with pytest.raises(fes.errors.ConfigurationError, match="nothing places application"):
+        Application(shop.reservations, mapping, env={})
+
+
+def test_the_same_store_named_twice_for_one_application_is_one_store() -> None:
+    assert settings.parse_store_option(["a=memory://", "a=memory://"]) == {"a": "memory://"}
 
 
 def test_placement_refuses_a_mapping_it_cannot_honour() -> None:
