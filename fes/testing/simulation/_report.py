@@ -53,7 +53,9 @@ class Simulation:
     refused`` by the store, ``rivals`` run inside another's commit,
     ``holds``, ``outages`` and the ``store errors`` steps met while a
     database was down); ``placement`` the database each application's store
-    is in; ``followed_up`` what each follow-up did.
+    is in; ``followed_up`` what each follow-up did; ``impure`` each policy
+    that, called twice on an event of the fault-free run under two seeds of
+    :mod:`random`, did not give the same intents.
     """
 
     seed: int
@@ -69,11 +71,12 @@ class Simulation:
     counts: Mapping[str, int] = field(converter=_frozen_map)
     placement: Mapping[str, str] = field(converter=_frozen_map, factory=dict)
     followed_up: tuple[FollowedUp, ...] = ()
+    impure: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """Whether the run matched the fault-free run and every invariant held."""
-        return not self.differences and not self.failures
+        return not self.differences and not self.failures and not self.impure
 
     def report(self) -> str:
         """The run as text: verdict, inputs, schedule steps, then what differed."""
@@ -90,6 +93,9 @@ class Simulation:
             if self.failures:
                 count = len(self.failures)
                 problems.append(f"breaks {count} invariant{'' if count == 1 else 's'}")
+            if self.impure:
+                count = len(self.impure)
+                problems.append(f"has {count} impure polic{'y' if count == 1 else 'ies'}")
             head = f"the simulated run {' and '.join(problems)}"
         lines = [head]
         lines.append(f"inputs ({len(self.inputs)}):")
@@ -127,6 +133,9 @@ class Simulation:
             hidden = len(self.differences) - _SHOWN_DIFFERENCES
             if hidden > 0:
                 lines.append(f"  … and {hidden} more (see .differences)")
+        if self.impure:
+            lines.append("policies:")
+            lines.extend(f"  - {p}" for p in self.impure)
         if self.failures:
             lines.append("invariants:")
             lines.extend(f"  - {f}" for f in self.failures)

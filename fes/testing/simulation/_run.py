@@ -13,6 +13,7 @@ from attrs import frozen
 from fes.errors import ConfigurationError, PolicyError, StoreUnavailable
 from fes.events import Recorded
 from fes.system import System
+from fes.testing._purity import impurity, policy_name
 from fes.testing.simulation._edge import (
     DEFAULT_BATCH_SIZE,
     Application,
@@ -20,6 +21,7 @@ from fes.testing.simulation._edge import (
     MemoryStore,
     Projection,
     SyncRunner,
+    is_internal,
 )
 from fes.testing.simulation._faults import _Crashed, _Database, _Faults
 from fes.testing.simulation._inputs import Input, _execute
@@ -336,10 +338,31 @@ FollowUp = Callable[[SystemState], Iterable[Input | Sequence[Any]]]
 
 @frozen
 class Reference:
-    """The fault-free run: its final state, and the inputs each follow-up gave in it."""
+    """The fault-free run: its final state, the inputs each follow-up gave in it, and
+    each policy found not to be pure on an event it was given."""
 
     state: SystemState
     followed: tuple[tuple[Input, ...], ...] = ()
+    impure: tuple[str, ...] = ()
+
+
+def _impure_policies(system: System, state: SystemState) -> tuple[str, ...]:
+    """Each follower's policy called twice on every event of its leaders: where it differs."""
+    found: list[str] = []
+    for app in system.followers_all:
+        policy = app.policy
+        if policy is None:
+            continue
+        name = f"{policy_name(policy)} (of {app.name!r})"
+        for leader in system.leaders(app.name):
+            for upstream in state.log(leader):
+                if is_internal(upstream.topic):
+                    continue
+                problem = impurity(policy, upstream, name)
+                if problem is not None:
+                    found.append(problem)
+                    break  # one event per policy tells it
+    return tuple(found)
 
 
 def _reference(
@@ -367,4 +390,5 @@ def _reference(
                     f"the fault-free run of the system was not quiet after {max_rounds} "
                     "rounds: do its policies keep making work for each other?"
                 )
-        return Reference(_runner_state(system, runner), tuple(followed))
+        final = _runner_state(system, runner)
+    return Reference(final, tuple(followed), _impure_policies(system, final))

@@ -187,7 +187,13 @@ def schedules(
     if "slow" in chosen and _leaders(system):
         kinds.append(st.builds(Hold, st.sampled_from(_leaders(system)), st.integers(1, 5)))
     if "down" in chosen and databases:
-        kinds.append(st.builds(Down, st.sampled_from(sorted(databases)), st.integers(1, 5)))
+        # drawn as a unit and a count, as a Run is, so that the shrinker can turn
+        # an outage into a plain step (one database alone is no draw at all)
+        names = sorted(databases)
+        kinds.append(st.builds(
+            lambda _, index, steps: Down(names[index], steps),
+            unit, st.integers(0, len(names) - 1), st.integers(1, 5),
+        ))
     part = st.lists(st.one_of(kinds), max_size=max_steps)
     if not follow_ups:
         return part

@@ -160,6 +160,7 @@ def _simulate(
         counts=dict(sim.faults.counts),
         placement=sim.placement,
         followed_up=tuple(followed),
+        impure=expected.impure,
     )
 
 
