@@ -142,7 +142,7 @@ def test_given_policy_catches_a_policy_using_random(policy: Any, caller_seed: in
         given_policy(policy).when(recorded(bank.Deposited(5), "acc-1")).then()
     message = str(caught.value)
     assert f"policy {policy.__name__} is not deterministic on Deposited(amount=5)" in message
-    assert "(stream 'acc-1', version 1): called twice, it returned [" in message
+    assert "(stream 'acc-1', version 1): called under two seeds of random, it returned [" in message
     assert "Do on account 'acc-1': deposit(" in message  # compact, not a whole Aggregate
     assert "must not read random" in message
 
@@ -201,3 +201,22 @@ def test_check_system_names_a_policy_using_random_and_the_event() -> None:
     assert "Do on payment 'o1': decline_or_take('o1', 10" in message
     # the shop's own policies are pure: the same check passes them
     check_system(shop.system, st.just(inputs), settings=QUICK, seed=1)
+
+
+def test_a_biased_coin_needs_more_seeds_than_the_two_fixed_ones() -> None:
+    """A one-in-ten coin agrees under the two fixed seeds; the seeds from also= show it."""
+
+    def deposit(account: bank.Account, amount: int) -> list[bank.Deposited]:
+        if random.random() < 0.1:
+            raise fes.Rejected("the coin said no")
+        return [bank.Deposited(amount)]
+
+    aggregate = evolve(bank.accounts, commands={"deposit": deposit})
+    command_is_pure(aggregate, deposit, OPEN, (5,))  # both fixed seeds toss above 0.1
+
+    def tails(seed: int) -> bool:
+        return random.Random(seed).random() < 0.1
+
+    also = next(seed for seed in range(1000) if tails(seed))
+    with pytest.raises(AssertionError, match="the coin said no"):
+        command_is_pure(aggregate, deposit, OPEN, (5,), also)
