@@ -1,13 +1,12 @@
 """Whether a policy is pure: the same intents for the same event, whatever ``random`` holds.
 
 Needs nothing but fes and the standard library, so that :func:`fes.testing.given_policy`
-checks it without Hypothesis.
+checks it without Hypothesis; :mod:`random` is imported only when a policy is checked.
 """
 
 from __future__ import annotations
 
 import copy
-import random
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,8 @@ Outcome = list[Intent] | Exception
 def _seeded(seed: int, policy: Policy, upstream: Recorded[Any], name: str) -> Outcome:
     """What ``policy`` does with ``random`` seeded by ``seed``; ``random``'s state is put
     back after."""
+    import random  # here: given_policy is part of the pure core, which imports no random
+
     saved = random.getstate()
     random.seed(seed)
     try:
