@@ -48,7 +48,7 @@ from fes.testing.strategies import (
     StepResult,
     _histories,
     _pristine,
-    argument_contexts,
+    argument_strategies,
     histories,
     run_step,
     state_filter,
@@ -513,7 +513,7 @@ def check_laws(
     __tracebackhide__ = True
     if not aggregate.commands:
         raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
-    contexts = argument_contexts(aggregate, args, overrides)
+    table = argument_strategies(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
     tally = Tally(aggregate, rare)
     limit = check_budget(budget)
@@ -536,7 +536,7 @@ def check_laws(
             ) from exc
         return step
 
-    runs = _histories(aggregate, contexts, max_commands, run)
+    runs = _histories(aggregate, table, max_commands, run)
     composable = bool(aggregate.events)
     parts = [aggregate, *others]
     copy_number = 2
@@ -567,7 +567,7 @@ def check_laws(
         step: tuple[str, tuple[Any, ...]] | None = None
         if usable:
             name = data.draw(st.sampled_from(usable), label="command")
-            arguments = data.draw(contexts[name](state), label="arguments")
+            arguments = data.draw(table[name], label="arguments")
             command = aggregate.commands[name]
             run(name, command, state, arguments)
             # a third seed of random, differing from example to example (a seed drawn by
@@ -611,7 +611,7 @@ def check_laws(
         exc.add_note(tally.summary())
         raise
     try:
-        vacuous = tally.confirm(contexts, max_commands, limit)
+        vacuous = tally.confirm(table, max_commands, limit)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:
