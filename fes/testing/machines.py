@@ -35,7 +35,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     get_state_machine_test,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -95,9 +94,10 @@ class Step:
 class AggregateMachine(RuleBasedStateMachine):
     """Runs one aggregate's commands on a current state; see :func:`machine_for`.
 
-    Subclasses made by :func:`machine_for` fill in the class attributes and
-    one rule per command.  ``state`` is the current state, ``history`` the
-    events folded into it, ``steps`` what each command did.
+    Subclasses made by :func:`machine_for` fill in the class attributes; one
+    rule, ``step``, runs a command the state admits.  ``state`` is the
+    current state, ``history`` the events folded into it, ``steps`` what
+    each command did.
     """
 
     aggregate: ClassVar[Aggregate[Any]]
@@ -111,8 +111,12 @@ class AggregateMachine(RuleBasedStateMachine):
     terminal: ClassVar[tuple[type, ...]] = ()
     #: Seconds one command may take on one example (None: no budget).
     budget: ClassVar[float | None] = DEFAULT_BUDGET
-    #: What the commands did, counted over every run of this class.
+    #: What the commands did, counted over the last check of this class.
     tally: ClassVar[Tally]
+    #: Commands and event types that may go unexercised, with the reason why.
+    rare: ClassVar[Mapping[str, str]] = {}
+    #: Each command's argument strategy (a tuple strategy), by command name.
+    arguments: ClassVar[Mapping[str, st.SearchStrategy[tuple[Any, ...]]]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,19 +130,17 @@ class AggregateMachine(RuleBasedStateMachine):
     def _to_test_case(cls) -> Any:  # type: ignore[override]
         """Hypothesis's ``TestCase``, run as :func:`check_aggregate` runs the machine.
 
-        Hypothesis's explain phase takes minutes of CPU on a failing state
-        machine and adds nothing to the given/when/then message, so the
-        ``TestCase`` skips it and reports one failure, whatever settings the
-        user assigns to ``TestCase.settings``.
+        It counts what each command did and fails for vacuity as
+        :func:`check_aggregate` does, shortens a failure's story the same way,
+        and skips Hypothesis's explain phase (minutes of CPU on a failing state
+        machine, adding nothing to the given/when/then message), whatever
+        settings the user assigns to ``TestCase.settings``.
         """
         case = super()._to_test_case()
 
         def runTest(self: Any) -> None:
             __tracebackhide__ = True
-            chosen: hypothesis.settings = self.settings
-            phases = [phase for phase in chosen.phases if phase is not Phase.explain]
-            final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
-            run_state_machine_as_test(cls, settings=final)
+            _run_machine(cls, self.settings)
 
         runTest.is_hypothesis_test = True  # type: ignore[attr-defined]
         runTest._hypothesis_state_machine_class = cls  # type: ignore[attr-defined]
@@ -323,33 +325,22 @@ class AggregateMachine(RuleBasedStateMachine):
                 self.fail(f"invariant {name}", f"invariant {name} failed on {self.state!r}", given)
 
 
-def _method_name(name: str, taken: set[str]) -> str:
-    base = re.sub(r"\W", "_", name) or "command"
-    if base[0].isdigit() or hasattr(AggregateMachine, base):
-        base = f"cmd_{base}"
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}_{n}", n + 1
-    taken.add(candidate)
-    return candidate
+def step(self: AggregateMachine, data: st.DataObject) -> None:
+    """Run one command the state admits, with drawn arguments."""
+    __tracebackhide__ = True
+    usable = [name for name, admits in self.admits.items() if admits(self.state)]
+    if not usable:
+        return
+    name = data.draw(st.sampled_from(usable), label="command")
+    args = data.draw(self.arguments[name], label=f"arguments of {name}")
+    self.run_command(name, self.aggregate.commands[name], args)
 
 
-def _rule_for(
-    method: str,
-    name: str,
-    command: Command,
-    arguments: st.SearchStrategy[tuple[Any, ...]],
-    admits: Callable[[Any], bool],
-) -> Callable[..., None]:
-    def step(self: AggregateMachine, args: tuple[Any, ...]) -> None:
-        __tracebackhide__ = True
-        self.run_command(name, command, args)
-
-    # Hypothesis prints a falsifying example as calls of these names
-    step.__name__ = step.__qualname__ = method
-    step.__doc__ = f"Run the command {name!r}."
-    ruled = rule(args=arguments)(step)
-    return precondition(lambda self: admits(self.state))(ruled)
+# One rule that draws among the commands the state admits, not a rule per
+# command with a precondition: Hypothesis retries its draw of a rule, and gives
+# up on whole runs, when the rules it chose admit no state, and fills
+# --hypothesis-show-statistics with those retries.
+_STEP = rule(data=st.data())(step)
 
 
 def machine_for(
@@ -362,20 +353,23 @@ def machine_for(
     snapshots: bool = True,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
+    rare: Rare | None = None,
 ) -> type[AggregateMachine]:
     """A ``RuleBasedStateMachine`` class running ``aggregate``'s commands.
 
-    Each command is a rule, enabled when its annotated state parameter
+    Each step runs one of the commands whose annotated state parameter
     admits the current state; its arguments come from ``args`` (a tuple
     strategy per command name) or from its annotations (with
     ``overrides``).  Use ``machine_for(...).TestCase`` to collect it with
     pytest or unittest, or :func:`check_aggregate` to run it at once.
     Each command outcome and event type is told to Hypothesis's statistics
     (``pytest --hypothesis-show-statistics``) and counted in ``tally``; a
-    command slower than ``budget`` seconds, twice, fails.
+    command slower than ``budget`` seconds, twice, fails.  The ``TestCase``
+    fails for vacuity as :func:`check_aggregate` does: a command never
+    accepted, or an event type never produced, unless named in ``rare``.
     """
     table = argument_strategies(aggregate, args, overrides)
-    taken: set[str] = set()
+    tally = Tally(aggregate, rare)  # refuses unknown names in rare= now
     namespace: dict[str, Any] = {
         "aggregate": aggregate,
         "user_invariants": tuple(invariants),
@@ -383,14 +377,13 @@ def machine_for(
         "snapshots": snapshots,
         "budget": check_budget(budget),
         "terminal": tuple(terminal),
-        "tally": Tally(aggregate),
+        "tally": tally,
+        "rare": dict(tally.rare),
+        "arguments": dict(table),
+        "admits": {name: state_filter(command) for name, command in aggregate.commands.items()},
+        "step": _STEP,
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
     }
-    admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
-    namespace["admits"] = admits
-    for name, command in aggregate.commands.items():
-        method = _method_name(name, taken)
-        namespace[method] = _rule_for(method, name, command, table[name], admits[name])
     title = re.sub(r"\W", "_", aggregate.name.title()) or "Aggregate"
     return type(f"{title}Machine", (AggregateMachine,), namespace)
 
@@ -498,10 +491,24 @@ def check_aggregate(
         snapshots=snapshots,
         budget=budget,
         terminal=terminal,
+        rare=rare,
     )
-    tally = machine.tally = Tally(aggregate, rare)
-    tally.abort = True
     chosen = settings if settings is not None else hypothesis.settings(deadline=None)
+    return _run_machine(machine, chosen, seed)
+
+
+def _run_machine(
+    machine: type[AggregateMachine], chosen: hypothesis.settings, seed: int | None = None
+) -> Counter[str]:
+    """Run ``machine`` under ``chosen``: the story of a failure, or the counts of a pass.
+
+    One run, counted afresh: a failure is shortened and told as
+    given/when/then, with what the run exercised; a run that exercised too
+    little fails for vacuity.
+    """
+    __tracebackhide__ = True
+    tally = machine.tally = Tally(machine.aggregate, machine.rare)
+    tally.abort = True
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
     try:
         final = hypothesis.settings(chosen, report_multiple_bugs=False, phases=phases)
@@ -517,7 +524,7 @@ def check_aggregate(
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
         raise _story(shortest, tally) from shortest.__cause__
     try:
-        vacuous = tally.confirm(argument_strategies(aggregate, args, overrides), 10, budget)
+        vacuous = tally.confirm(machine.arguments, 10, machine.budget)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:

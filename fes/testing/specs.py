@@ -25,7 +25,9 @@ from attrs import field, frozen
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import FesError, Rejected
 from fes.events import Recorded
-from fes.policies import Do, Emit, Intent, Policy, intents_of
+from fes.policies import Intent, Policy
+from fes.testing._purity import checked, policy_name
+from fes.testing._purity import show_intent as _intent
 
 __all__ = ["PolicySpecification", "Specification", "given", "given_policy", "recorded"]
 
@@ -182,18 +184,6 @@ def recorded(
     return Recorded(event, stream, version, position, _EPOCH)
 
 
-def _intent(intent: Any) -> str:
-    """An intent in one line, naming its aggregate instead of printing it whole."""
-    if isinstance(intent, Emit):
-        events = "; ".join(map(repr, intent.events)) or "(no events)"
-        return f"Emit to {intent.aggregate.name} {intent.stream!r}: {events}"
-    if isinstance(intent, Do):
-        command = getattr(intent.command, "__name__", None) or repr(intent.command)
-        args = ", ".join(map(repr, intent.args))
-        return f"Do on {intent.aggregate.name} {intent.stream!r}: {command}({args})"
-    return repr(intent)
-
-
 def _show_intents(intents: Sequence[Any]) -> str:
     if not intents:
         return "  (nothing)"
@@ -227,12 +217,22 @@ class PolicySpecification:
         return PolicySpecification(self.policy, rec)
 
     def then(self, *expected: Intent) -> list[Intent]:
-        """Assert the policy returns exactly the ``expected`` intents."""
+        """Assert the policy returns exactly the ``expected`` intents, and is pure.
+
+        The policy is given the event as is, then called a second time on a
+        copy of it, with :mod:`random` seeded differently: it fails, naming the policy and the
+        event, if the two calls differ (a policy reading ``random``, ``uuid4``
+        or the clock) or if the first changed the event.
+        """
         __tracebackhide__ = True
         if self.upstream is None:
             raise TypeError("this specification has no event: call .when(...) first")
-        name = getattr(self.policy, "__name__", type(self.policy).__name__)
-        actual = list(intents_of(name, self.policy(self.upstream)))
+        outcome, problem = checked(self.policy, self.upstream, policy_name(self.policy))
+        if problem is not None:
+            raise AssertionError(problem)
+        if isinstance(outcome, Exception):
+            raise outcome
+        actual = outcome
         if actual != list(expected):
             raise AssertionError(
                 f"the policy's intents differ:\n{_intent_difference(expected, actual)}\n"

@@ -452,8 +452,11 @@ def _told(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> Ste
 
 
 def _reason(exc: BaseException) -> str:
-    """A rejection reason with its numbers blanked, so like reasons group together."""
+    """A rejection reason with its numbers and quoted values blanked, so like reasons group."""
     text = re.sub(r"-?\d+(\.\d+)?", "N", str(exc))
+    # quoted values (wrong code 'x7') are blanked, from the first opening quote to
+    # the last closing one (a repr may hold quotes of either kind); an apostrophe is not
+    text = re.sub(r"(?<!\w)['\"].*['\"](?!\w)", "'…'", text)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -183,11 +183,11 @@ def test_given_policy_when_then() -> None:
 
 
 def test_given_policy_accepts_a_recorded_event() -> None:
-    """A Recorded given to when() is passed on as is."""
+    """A Recorded given to when() is passed on as is (then copies, to check purity)."""
     rec = recorded(FIDO, "dog-9", 3, 44)
     seen: list[fes.Recorded[Any]] = []
     given_policy(lambda r: seen.append(r) or []).when(rec).then_nothing()
-    assert seen == [rec]
+    assert seen[0] is rec and seen[1:] == [rec, rec] and seen[1] is not rec
 
 
 def test_a_failing_policy_spec_shows_event_and_both_intent_lists() -> None:

@@ -230,3 +230,54 @@ def test_the_budget_puts_back_a_timer_already_set() -> None:
         assert 900 < left < 1000
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_machine_for_testcase_fails_when_a_command_is_never_accepted() -> None:
+    """The TestCase fails for vacuity as check_aggregate does; rare= lets it pass."""
+    case = machine_for(safes).TestCase
+    case.settings = FAST
+    with pytest.raises(AssertionError) as caught:
+        case().runTest()
+    message = str(caught.value)
+    assert "command 'unlock' was never accepted" in message
+    assert "event Unlocked was never produced" in message and "rare=" in message
+    declared = machine_for(safes, rare=RARE)
+    declared.TestCase.settings = FAST
+    declared.TestCase().runTest()
+    assert declared.tally.accepted["install"] > 0 and declared.tally.accepted["unlock"] == 0
+
+
+def test_machine_for_counts_each_testcase_run_afresh() -> None:
+    """Each run of the TestCase counts from zero: a second run does not inherit the first's."""
+    machine = machine_for(safes, rare=RARE)
+    machine.TestCase.settings = FAST
+    machine.TestCase().runTest()
+    first = machine.tally.accepted["install"]
+    machine.TestCase().runTest()
+    assert machine.tally.accepted["install"] == first  # derandomized: the same runs, counted once
+
+
+def test_machine_for_statistics_hold_only_what_the_commands_did() -> None:
+    """--hypothesis-show-statistics shows the outcomes, not Hypothesis's retried rule draws."""
+    from hypothesis.statistics import collector, describe_statistics
+
+    shown: list[str] = []
+    machine = machine_for(safes, rare=RARE)
+    machine.TestCase.settings = settings(max_examples=60, database=None, deadline=None)
+    with collector.with_value(lambda stats: shown.append(describe_statistics(stats))):
+        machine.TestCase().runTest()
+    # one report, of the machine's own run (not the vacuity search after it)
+    assert len(shown) == 1
+    assert "install: accepted" in shown[0] and "event Opened" in shown[0]
+    # every wrong code is one reason, whatever quotes its repr holds
+    rejections = [line for line in shown[0].splitlines() if "unlock: rejected" in line]
+    assert [line.split("%, ")[1] for line in rejections] == [
+        "unlock: rejected (Rejected: wrong code '…')"
+    ]
+    assert "Retried draw" not in shown[0] and "gave up" not in shown[0]
+
+
+def test_machine_for_refuses_unknown_rare_names() -> None:
+    """A typo in machine_for's rare= is refused when the machine is made, not when it runs."""
+    with pytest.raises(DefinitionError, match="neither a command nor an event type"):
+        machine_for(safes, rare={"unlokc": "typo"})

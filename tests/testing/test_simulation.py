@@ -482,7 +482,7 @@ def test_units_and_schedules_name_the_systems_followers_and_views() -> None:
         "reservations<-orders", "payments<-reservations", "orders<-payments",
         "orders<-reservations", "orders/statuses", "payments/revenue",
     )
-    assert {"crash", "redeliver", "conflict", "slow"} == FAULTS
+    assert {"crash", "redeliver", "conflict", "slow", "down"} == FAULTS
     quick = settings(database=None, max_examples=200)
     two = find(schedules(shop.system), lambda steps: len(steps) == 2, settings=quick)
     assert two == [Run("reservations<-orders", 1)] * 2  # shrunk towards plain first steps

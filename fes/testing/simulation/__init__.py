@@ -15,7 +15,14 @@ batch may hold, and which fault strikes it:
 - :class:`Conflict` — another unit (another instance, when it is the same
   one) commits between this batch's load and its commit;
 - :class:`Hold` — a slow leader: events it records from now on stay
-  invisible to every reader for some steps.
+  invisible to every reader for some steps;
+- :class:`Down` — a database is down for some steps: every read and write
+  of its applications' stores fails, so their followers cannot record and
+  their followers' followers cannot read; then it comes back;
+- :class:`Quiesce` — no fault: every unit runs until the system is quiet,
+  then the next *follow-up* adds inputs drawn from the quiet system's state.
+
+The applications' stores may live in several databases (``databases=``).
 
 After the schedule every follower and view runs until nothing is left (the
 system is *quiet*).  The result is then compared with a fault-free run of
@@ -40,13 +47,16 @@ from __future__ import annotations
 # MAX_ROUNDS and ApplicationFactory are not in __all__ but were importable from here
 # before the split, so they still are (``as``: an explicit re-export)
 from fes.testing.simulation._inputs import Input
-from fes.testing.simulation._report import Simulation
+from fes.testing.simulation._report import FollowedUp, Simulation
 from fes.testing.simulation._run import ApplicationFactory as ApplicationFactory
+from fes.testing.simulation._run import FollowUp
 from fes.testing.simulation._schedule import (
     FAULTS,
     Conflict,
     Crash,
+    Down,
     Hold,
+    Quiesce,
     Redeliver,
     Run,
     Step,
@@ -61,9 +71,13 @@ __all__ = [
     "FAULTS",
     "Conflict",
     "Crash",
+    "Down",
+    "FollowUp",
+    "FollowedUp",
     "Hold",
     "Input",
     "Invariant",
+    "Quiesce",
     "Redeliver",
     "Run",
     "Simulation",

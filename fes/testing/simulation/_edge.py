@@ -6,7 +6,7 @@ from fes.edge._application import Application
 from fes.edge._follower import DEFAULT_BATCH_SIZE, Follower
 from fes.edge._projections import Projection
 from fes.edge._runners import SyncRunner
-from fes.edge._skips import PolicySkipped
+from fes.edge._skips import PolicySkipped, is_internal
 from fes.edge.stores._base import NewEvent, Resealed, StoredEvent, StoredSnapshot, Tracking
 from fes.edge.stores._memory import MemoryDatabase, MemoryStore
 
@@ -24,4 +24,5 @@ __all__ = [
     "StoredSnapshot",
     "SyncRunner",
     "Tracking",
+    "is_internal",
 ]

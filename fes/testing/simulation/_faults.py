@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from fes.errors import ConcurrencyError, DuplicateTracking
+from fes.errors import ConcurrencyError, DuplicateTracking, StoreUnavailable
 from fes.testing.simulation._edge import (
     MemoryDatabase,
     MemoryStore,
@@ -38,7 +38,20 @@ class _Faults:
         self.horizons: dict[str, tuple[int, int]] = {}  # app -> (visible up to, until step)
         self.recorded: dict[tuple[str, str], int] = {}  # (app, leader) -> last previous
         self.saved_before: dict[tuple[str, str], tuple[bytes, int] | None] = {}
+        self.down: dict[str, int] = {}  # database -> the last step it is down in
         self.counts: Counter[str] = Counter()
+
+    def check_up(self, database: str) -> None:
+        """Raise :class:`StoreUnavailable` if ``database`` is down at this step."""
+        until = self.down.get(database)
+        if until is None:
+            return
+        if self.now > until:
+            del self.down[database]
+            return
+        raise StoreUnavailable(
+            f"database {database!r} is down (a simulated outage, through step {until + 1})"
+        )
 
     def visible(self, app: str) -> int | None:
         held = self.horizons.get(app)
@@ -59,13 +72,20 @@ class _Faults:
 class _Store:
     """One application's memory store, seen through the faults armed for the step in hand."""
 
-    def __init__(self, inner: MemoryStore, faults: _Faults) -> None:
+    def __init__(self, inner: MemoryStore, faults: _Faults, database: str) -> None:
         self._inner = inner
         self._faults = faults
+        self.database = database
 
     @property
     def app(self) -> str:
         return self._inner.app
+
+    def _up(self) -> None:
+        # A down database refuses writes and reads of its log; reads of streams,
+        # snapshots, views and tracking still answer, as when the outage strikes
+        # between a unit's reads and its commit: the commit is what fails.
+        self._faults.check_up(self.database)
 
     def _before_recording(self) -> None:
         faults = self._faults
@@ -92,6 +112,7 @@ class _Store:
     def append(
         self, events: Sequence[NewEvent], *, tracking: Tracking | None = None
     ) -> list[int]:
+        self._up()
         if tracking is not None:
             self._before_recording()
         positions: list[int] = self._refusals(
@@ -123,6 +144,7 @@ class _Store:
         )
 
     def reseal(self, rows: Sequence[Resealed]) -> None:
+        self._up()
         self._inner.reseal(rows)
 
     def stream_version(self, stream: str) -> int:
@@ -139,12 +161,14 @@ class _Store:
         topics: Collection[str] | None = None,
         to: int | None = None,
     ) -> list[StoredEvent]:
+        self._up()
         horizon = self._faults.visible(self.app)
         if horizon is not None:
             to = horizon if to is None else min(to, horizon)
         return self._inner.read_log(after, limit=limit, topics=topics, to=to)
 
     def last_position(self) -> int:
+        self._up()
         horizon = self._faults.visible(self.app)
         last = self._inner.last_position()
         return last if horizon is None else min(last, horizon)
@@ -153,6 +177,7 @@ class _Store:
         return self.last_position() > after
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        self._up()
         self._inner.save_snapshot(snapshot)
 
     def load_snapshot(
@@ -171,6 +196,7 @@ class _Store:
         return self._inner.tracked()
 
     def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
+        self._up()
         self._before_recording()
         before = self._inner.load_view(name)
         self._refusals(lambda: self._inner.save_view(name, payload, tracking))
@@ -185,10 +211,11 @@ class _Store:
 
 
 class _Database:
-    """A memory database whose stores are seen through the scheduler's faults."""
+    """A memory database, named ``name``, whose stores are seen through the scheduler's faults."""
 
-    def __init__(self, faults: _Faults) -> None:
+    def __init__(self, faults: _Faults, name: str) -> None:
         self.inner = MemoryDatabase()
+        self.name = name
         self._faults = faults
         self._stores: dict[str, _Store] = {}
 
@@ -199,7 +226,7 @@ class _Database:
     def store(self, app: str) -> _Store:
         found = self._stores.get(app)
         if found is None:
-            found = self._stores[app] = _Store(self.inner.store(app), self._faults)
+            found = self._stores[app] = _Store(self.inner.store(app), self._faults, self.name)
         return found
 
     def apps(self) -> list[str]:

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fes.errors import ConfigurationError, PolicyError
+from attrs import frozen
+
+from fes.errors import ConfigurationError, PolicyError, StoreUnavailable
 from fes.events import Recorded
 from fes.system import System
+from fes.testing._purity import impurity, policy_name
 from fes.testing.simulation._edge import (
     DEFAULT_BATCH_SIZE,
     Application,
     Follower,
+    MemoryStore,
     Projection,
     SyncRunner,
+    is_internal,
 )
 from fes.testing.simulation._faults import _Crashed, _Database, _Faults
 from fes.testing.simulation._inputs import Input, _execute
-from fes.testing.simulation._schedule import Conflict, Crash, Hold, Redeliver, Step
+from fes.testing.simulation._schedule import (
+    MAIN,
+    Conflict,
+    Crash,
+    Down,
+    Hold,
+    Quiesce,
+    Redeliver,
+    Step,
+)
 from fes.testing.simulation._state import SystemState
 
 _START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -45,6 +59,35 @@ def _ids(seed: int) -> Callable[[], uuid.UUID]:
 
 
 ApplicationFactory = Callable[..., Application]
+
+#: Where each application's store lives: a mapping of application names (or
+#: ``"*"``, for every application not named) to database names, or ``"each"``.
+Databases = Mapping[str, str] | str | None
+
+
+def placement(system: System, databases: Databases) -> dict[str, str]:
+    """Each application's database name, from ``databases`` (see :func:`simulate`)."""
+    names = [a.name for a in system.apps]
+    if databases is None:
+        return dict.fromkeys(names, MAIN)
+    if databases == "each":
+        return {name: name for name in names}
+    if isinstance(databases, str) or not isinstance(databases, Mapping):
+        raise ConfigurationError(
+            "databases must map application names (or '*') to database names, or be "
+            f"'each', not {databases!r}"
+        )
+    unknown = sorted(set(databases) - {*names, "*"})
+    if unknown:
+        raise ConfigurationError(
+            f"databases names application {unknown[0]!r}; this system's applications are "
+            f"{', '.join(map(repr, names))} (and '*' for the rest)"
+        )
+    for value in databases.values():
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"a database name is a non-empty string, not {value!r}")
+    rest = databases.get("*", MAIN)
+    return {name: databases.get(name, rest) for name in names}
 
 
 class _Process:
@@ -86,6 +129,7 @@ class _Simulator:
         seed: int,
         application: ApplicationFactory,
         options: Mapping[str, Any],
+        databases: Databases = None,
     ) -> None:
         partitioned = [a.name for a in system.apps if a.partitions > 1]
         if partitioned:
@@ -96,7 +140,10 @@ class _Simulator:
             )
         self.system = system
         self.faults = _Faults()
-        self.database = _Database(self.faults)
+        self.placement = placement(system, databases)
+        self.databases = {
+            name: _Database(self.faults, name) for name in sorted(set(self.placement.values()))
+        }
         self.time = 0.0
         clock, ids = _clock(), _ids(seed)
         self._make = application
@@ -112,7 +159,12 @@ class _Simulator:
         self.processes: dict[str, _Process] = {}
 
     def application(self, app: Any) -> Application:
-        return self._make(app, store=self.database, **self._options)
+        database = self.databases[self.placement[app.name]]
+        return self._make(app, store=database, **self._options)
+
+    def inner(self, app: str) -> MemoryStore:
+        """Application ``app``'s memory store itself, seen through no fault."""
+        return self.databases[self.placement[app]].inner.store(app)
 
     def monotonic(self) -> float:
         return self.time
@@ -147,6 +199,10 @@ class _Simulator:
         try:
             if isinstance(step, Hold):
                 return f"held at position {self._hold(step, index)}"
+            if isinstance(step, Down):
+                return self._down(step, index)
+            if isinstance(step, Quiesce):
+                raise ConfigurationError("a Quiesce step is run by the simulation, not perform")
             app, target, view = self.unit(step.unit)
             rival_did: list[int] = []
             if isinstance(step, Crash):
@@ -164,6 +220,10 @@ class _Simulator:
             except _Crashed:
                 self.crash(app)
                 return "crashed before recording, restarted"
+            except StoreUnavailable as error:
+                # as a runner does: the process lives on, and tries again later
+                faults.counts["store errors"] += 1
+                return f"failed: {error}; tried again later"
             refused = (
                 faults.counts["duplicates refused"] + faults.counts["conflicts refused"] - refused
             )
@@ -176,9 +236,24 @@ class _Simulator:
         finally:
             faults.disarm()
 
+    def _down(self, step: Down, index: int) -> str:
+        if step.database not in self.databases:
+            raise ConfigurationError(
+                f"the schedule takes down database {step.database!r}; this run's databases "
+                f"are {', '.join(map(repr, self.databases))}"
+            )
+        # down for the next ``steps`` steps (this one does nothing else)
+        until = max(self.faults.down.get(step.database, -1), index + step.steps)
+        self.faults.down[step.database] = until
+        self.faults.counts["outages"] += 1
+        apps = ", ".join(a for a, d in self.placement.items() if d == step.database)
+        first, last = index + 2, until + 1  # as the report numbers steps, from 1
+        during = f"step {first}" if first == last else f"steps {first}-{last}"
+        return f"down during {during} ({apps})"
+
     def _hold(self, step: Hold, index: int) -> int:
         self.system.app(step.leader)  # names the known applications if it is unknown
-        horizon = self.database.inner.store(step.leader).last_position()
+        horizon = self.inner(step.leader).last_position()
         held = self.faults.horizons.get(step.leader)
         if held is not None and index <= held[1]:
             horizon, until = min(held[0], horizon), max(held[1], index + step.steps)
@@ -199,6 +274,7 @@ class _Simulator:
     def drain(self, max_rounds: int) -> None:
         """Step every unit, in a fixed order and without faults, until nothing is left."""
         self.faults.horizons.clear()
+        self.faults.down.clear()
         for _ in range(max_rounds):
             moved = sum(self.run(label, DEFAULT_BATCH_SIZE) for label in self.units)
             if moved:
@@ -225,7 +301,7 @@ class _Simulator:
         broken: list[str] = []
         for app in self.system.apps:
             reader = self.readers[app.name]
-            rows = self.database.inner.store(app.name).read_log(0)
+            rows = self.inner(app.name).read_log(0)
             logs[app.name] = tuple(reader.recorded(r) for r in rows)
             views[app.name] = {}
             for view in app.views:
@@ -245,29 +321,74 @@ class _Simulator:
         return SystemState(self.system, logs, views, errors), broken
 
 
+def _runner_state(system: System, runner: SyncRunner) -> SystemState:
+    """What a fault-free runner's stores hold now."""
+    logs = {app.name: tuple(runner.app(app.name).log()) for app in system.apps}
+    views = {
+        app.name: {v.name: runner.view(app.name, v.name).state() for v in app.views}
+        for app in system.apps
+    }
+    errors = {name: _error_text(error) for name, error in sorted(runner.errors.items())}
+    return SystemState(system, logs, views, errors)
+
+
+#: A follow-up: the inputs to add once the system is quiet, from what its stores hold.
+FollowUp = Callable[[SystemState], Iterable[Input | Sequence[Any]]]
+
+
+@frozen
+class Reference:
+    """The fault-free run: its final state, the inputs each follow-up gave in it, and
+    each policy found not to be pure on an event it was given."""
+
+    state: SystemState
+    followed: tuple[tuple[Input, ...], ...] = ()
+    impure: tuple[str, ...] = ()
+
+
+def _impure_policies(system: System, state: SystemState) -> tuple[str, ...]:
+    """Each follower's policy called twice on every event of its leaders: where it differs."""
+    found: list[str] = []
+    for app in system.followers_all:
+        policy = app.policy
+        if policy is None:
+            continue
+        name = f"{policy_name(policy)} (of {app.name!r})"
+        for leader in system.leaders(app.name):
+            for upstream in state.log(leader):
+                if is_internal(upstream.topic):
+                    continue
+                problem = impurity(policy, upstream, name)
+                if problem is not None:
+                    found.append(problem)
+                    break  # one event per policy tells it
+    return tuple(found)
+
+
 def _reference(
     system: System,
     inputs: Sequence[Input],
     seed: int,
     options: Mapping[str, Any],
     max_rounds: int,
-) -> SystemState:
-    """The fault-free run: the inputs, then a :class:`SyncRunner` until quiet."""
+    follow_ups: Sequence[FollowUp] = (),
+) -> Reference:
+    """The fault-free run: the inputs, then a :class:`SyncRunner` until quiet; each follow-up's
+    inputs, then the runner until quiet again."""
+    followed: list[tuple[Input, ...]] = []
     with SyncRunner(system, "memory://", clock=_clock(), ids=_ids(seed), **options) as runner:
-        for item in inputs:
-            _execute(runner.app(item.app), system, item)
-        runner.run_until_quiet(check=False, max_rounds=max_rounds)
-        if not runner.is_quiet() and not runner.errors:
-            raise AssertionError(
-                f"the fault-free run of the system was not quiet after {max_rounds} rounds: "
-                "do its policies keep making work for each other?"
-            )
-        logs = {
-            app.name: tuple(runner.app(app.name).log()) for app in system.apps
-        }
-        views = {
-            app.name: {v.name: runner.view(app.name, v.name).state() for v in app.views}
-            for app in system.apps
-        }
-        errors = {name: _error_text(error) for name, error in sorted(runner.errors.items())}
-    return SystemState(system, logs, views, errors)
+        items: Sequence[Input] = inputs
+        for follow_up in (None, *follow_ups):
+            if follow_up is not None:
+                items = tuple(Input.of(i) for i in follow_up(_runner_state(system, runner)))
+                followed.append(items)
+            for item in items:
+                _execute(runner.app(item.app), system, item)
+            runner.run_until_quiet(check=False, max_rounds=max_rounds)
+            if not runner.is_quiet() and not runner.errors:
+                raise AssertionError(
+                    f"the fault-free run of the system was not quiet after {max_rounds} "
+                    "rounds: do its policies keep making work for each other?"
+                )
+        final = _runner_state(system, runner)
+    return Reference(final, tuple(followed), _impure_policies(system, final))

@@ -14,10 +14,25 @@ from fes.system import System
 from fes.testing.simulation._check import _check_invariants, _differences
 from fes.testing.simulation._edge import Application
 from fes.testing.simulation._inputs import Input, _execute
-from fes.testing.simulation._report import Simulation
-from fes.testing.simulation._run import ApplicationFactory, _reference, _Simulator
-from fes.testing.simulation._schedule import Step, _fault_set, _random_schedule, schedules
-from fes.testing.simulation._state import Invariant, SystemState
+from fes.testing.simulation._report import FollowedUp, Simulation
+from fes.testing.simulation._run import (
+    ApplicationFactory,
+    Databases,
+    FollowUp,
+    Reference,
+    _reference,
+    _Simulator,
+    placement,
+)
+from fes.testing.simulation._schedule import (
+    Quiesce,
+    Step,
+    _fault_set,
+    _random_schedule,
+    schedules,
+)
+from fes.testing.simulation._state import Invariant
+from fes.testing.simulation._text import _label
 
 #: Rounds of stepping every unit, at most, before a run counts as never quiet.
 MAX_ROUNDS = 10_000
@@ -36,6 +51,8 @@ def simulate(
     application: ApplicationFactory = Application,
     options: Mapping[str, Any] | None = None,
     max_rounds: int = MAX_ROUNDS,
+    databases: Databases = None,
+    follow_ups: Sequence[FollowUp] = (),
 ) -> Simulation:
     """Run ``system`` on ``inputs`` under a schedule, and compare with the fault-free run.
 
@@ -43,6 +60,18 @@ def simulate(
     seeded with ``seed``, injecting ``faults`` (True: all of
     :data:`FAULTS`; False: none; or their names).  ``seed`` also seeds the
     id factory, so the same arguments always give the same run.
+
+    ``databases`` places the applications' stores in separate databases: a
+    mapping of application names (``"*"`` for the rest) to database names,
+    or ``"each"`` for one database per application; by default they share
+    one, named ``"main"``.  A :class:`Down` step takes one database down
+    for a few steps.
+
+    ``follow_ups`` are functions of a quiet system's :class:`SystemState`
+    that return more inputs (a payment for each invoice a policy issued):
+    each runs at a :class:`Quiesce` step of the schedule, in order, or after
+    the schedule when it has fewer (a drawn schedule has one per follow-up),
+    and the fault-free run calls them at the same points, once quiet.
 
     ``ordered=False`` compares each stream's events as a multiset, for
     systems whose streams are written from several leaders in an order that
@@ -56,15 +85,18 @@ def simulate(
     """
     items = tuple(Input.of(item) for item in inputs)
     chosen = _fault_set(faults)
+    where = placement(system, databases)
     plan = (
-        _random_schedule(system, seed, chosen, steps) if schedule is None else tuple(schedule)
+        _random_schedule(system, seed, chosen, steps, set(where.values()), len(follow_ups))
+        if schedule is None
+        else tuple(schedule)
     )
     settings = dict(options or {})
-    expected = _reference(system, items, seed, settings, max_rounds)
+    expected = _reference(system, items, seed, settings, max_rounds, follow_ups)
     return _simulate(
         system, items, plan, expected, seed=seed, seeded=schedule is None,
         invariants=invariants, ordered=ordered, application=application, options=settings,
-        max_rounds=max_rounds,
+        max_rounds=max_rounds, databases=databases, follow_ups=follow_ups,
     )
 
 
@@ -72,7 +104,7 @@ def _simulate(
     system: System,
     items: tuple[Input, ...],
     plan: tuple[Step, ...],
-    expected: SystemState,
+    expected: Reference,
     *,
     seed: int,
     seeded: bool,
@@ -81,27 +113,85 @@ def _simulate(
     application: ApplicationFactory,
     options: dict[str, Any],
     max_rounds: int,
+    databases: Databases,
+    follow_ups: Sequence[FollowUp],
 ) -> Simulation:
     """Run ``plan`` on ``items`` and compare with the fault-free run ``expected``."""
-    sim = _Simulator(system, seed=seed, application=application, options=options)
+    sim = _Simulator(
+        system, seed=seed, application=application, options=options, databases=databases
+    )
     outcomes = tuple(_execute(sim.readers[item.app], system, item) for item in items)
-    trace = tuple(sim.perform(index, step) for index, step in enumerate(plan))
+    waiting = list(follow_ups)
+    followed: list[FollowedUp] = []
+    problems: list[str] = []
+    trace: list[str] = []
+    for index, step in enumerate(plan):
+        if not isinstance(step, Quiesce):
+            trace.append(sim.perform(index, step))
+            continue
+        sim.faults.now = index
+        sim.drain(max_rounds)
+        if waiting:
+            followed.append(_follow_up(sim, waiting.pop(0), index, problems))
+            trace.append("quiet; then a follow-up")
+        else:
+            trace.append("quiet")
     sim.drain(max_rounds)
+    while waiting:
+        followed.append(_follow_up(sim, waiting.pop(0), None, problems))
+        sim.drain(max_rounds)
     final, broken = sim.state()
-    differences = (*broken, *_differences(expected, final, ordered=ordered))
+    differences = (
+        *broken,
+        *_differences(expected.state, final, ordered=ordered),
+        *_followed_differences(expected.followed, followed),
+    )
     return Simulation(
         seed=seed,
         seeded=seeded,
         inputs=items,
         outcomes=outcomes,
         schedule=plan,
-        trace=trace,
+        trace=tuple(trace),
         final=final,
-        expected=expected,
+        expected=expected.state,
         differences=differences,
-        failures=tuple(_check_invariants(invariants, final)),
+        failures=(*problems, *_check_invariants(invariants, final)),
         counts=dict(sim.faults.counts),
+        placement=sim.placement,
+        followed_up=tuple(followed),
+        impure=expected.impure,
     )
+
+
+def _follow_up(
+    sim: _Simulator, follow_up: FollowUp, step: int | None, problems: list[str]
+) -> FollowedUp:
+    """Call ``follow_up`` on the quiet system and execute the inputs it gives."""
+    name = _label(follow_up)
+    state, _ = sim.state()
+    try:
+        items = tuple(Input.of(item) for item in follow_up(state))
+    except Exception as error:
+        problems.append(f"follow-up {name} raised {type(error).__name__}: {error}")
+        items = ()
+    outcomes = tuple(_execute(sim.readers[item.app], sim.system, item) for item in items)
+    return FollowedUp(name, step, items, outcomes)
+
+
+def _followed_differences(
+    expected: Sequence[tuple[Input, ...]], followed: Sequence[FollowedUp]
+) -> list[str]:
+    """Each follow-up that gave other inputs than in the fault-free run."""
+    found = []
+    for want, done in zip(expected, followed, strict=True):
+        if want != done.inputs:
+            found.append(
+                f"follow-up {done.name} gave other inputs than in the fault-free run:\n"
+                f"      fault-free: {'; '.join(i.describe() for i in want) or '(none)'}\n"
+                f"      simulated:  {'; '.join(i.describe() for i in done.inputs) or '(none)'}"
+            )
+    return found
 
 
 class _Failed(AssertionError):
@@ -124,6 +214,8 @@ def check_system(
     seed: int | None = None,
     application: ApplicationFactory = Application,
     options: Mapping[str, Any] | None = None,
+    databases: Databases = None,
+    follow_ups: Sequence[FollowUp] = (),
 ) -> Counter[str]:
     """Simulate ``system`` on generated inputs and schedules; raise on the first failure.
 
@@ -131,7 +223,8 @@ def check_system(
     ``(app, aggregate, stream, command, args)`` tuples); schedules of at
     most ``max_steps`` steps come from :func:`schedules` with ``faults``.
     Each run must end with the same streams and effects as the fault-free
-    run, and every invariant must hold (see :func:`simulate`).  A failure is
+    run, and every invariant must hold (see :func:`simulate`, which also
+    describes ``databases`` and ``follow_ups``).  A failure is
     shrunk by Hypothesis to few inputs and steps and raised as an
     ``AssertionError`` whose message lists the inputs, the steps and what
     differed.  Returns how often each fault struck over all the runs, and
@@ -143,21 +236,25 @@ def check_system(
     """
     __tracebackhide__ = True
     totals: Counter[str] = Counter()
-    plans = schedules(system, faults=faults, max_steps=max_steps)
+    where = placement(system, databases)
+    plans = schedules(
+        system, faults=faults, max_steps=max_steps, databases=set(where.values()),
+        follow_ups=len(follow_ups),
+    )
     app_options = dict(options or {})
     # shrinking tries many schedules on the same inputs: their fault-free run is one
-    references: dict[tuple[Input, ...], SystemState] = {}
+    references: dict[tuple[Input, ...], Reference] = {}
 
-    def reference(items: tuple[Input, ...]) -> SystemState:
+    def reference(items: tuple[Input, ...]) -> Reference:
         try:
             found = references.get(items)
         except TypeError:  # an argument that cannot be hashed: no memo
-            return _reference(system, items, 0, app_options, MAX_ROUNDS)
+            return _reference(system, items, 0, app_options, MAX_ROUNDS, follow_ups)
         if found is None:
             if len(references) >= 256:
                 references.clear()
             found = references[items] = _reference(
-                system, items, 0, app_options, MAX_ROUNDS
+                system, items, 0, app_options, MAX_ROUNDS, follow_ups
             )
         return found
 
@@ -167,7 +264,8 @@ def check_system(
         result = _simulate(
             system, items, tuple(schedule), reference(items), seed=0, seeded=False,
             invariants=invariants, ordered=ordered, application=application,
-            options=app_options, max_rounds=MAX_ROUNDS,
+            options=app_options, max_rounds=MAX_ROUNDS, databases=databases,
+            follow_ups=follow_ups,
         )
         if not result.ok:
             raise _Failed(result)
@@ -176,7 +274,10 @@ def check_system(
 
     # Hypothesis keys its example database by the test function, the same one for
     # every system: tell systems apart (as its own state machines do), by stable names
-    key = (tuple(a.name for a in system.apps), system.edges, sorted(_fault_set(faults)))
+    key = (
+        tuple(a.name for a in system.apps), system.edges, sorted(_fault_set(faults)),
+        sorted(where.items()), len(follow_ups),
+    )
     simulated._hypothesis_internal_add_digest = repr(key).encode()  # type: ignore[attr-defined]
     chosen = settings if settings is not None else hypothesis.settings(deadline=None)
     phases = [phase for phase in chosen.phases if phase is not Phase.explain]
