@@ -16,17 +16,20 @@ closing, at the end, only what it opened.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 from fes.errors import ConfigurationError
 
 from . import _settings as settings
 from .stores import open_database
-from .stores._base import Database
+from .stores._base import Database, Store
 
 __all__ = ["Placement", "StoreArgument", "is_remote", "placement_urls"]
+
+logger = logging.getLogger("fes.runners")
 
 #: What every entry point accepts as ``store``: a URL, an open database, a
 #: mapping of application names (and ``"*"``) to either, or None for the
@@ -186,3 +189,55 @@ class Placement:
         opened, self._opened = self._opened, {}
         for database in opened.values():
             database.close()
+
+
+class _LaterStore:
+    """A leader's store reached on first use, not when the runner starts.
+
+    A follower's service must start while a leader's database (or the
+    service serving its log) is down: its reads then fail as any read of a
+    store that is down does, and the runner tries again after a back-off,
+    until the leader is back.
+    """
+
+    def __init__(self, reach: Callable[[], Store]) -> None:
+        self._reach = reach
+        self._store: Store | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._store is None:
+            self._store = self._reach()
+        return getattr(self._store, name)
+
+
+class LaterDatabase:
+    """The database of a leader a runner only reads, opened when first read.
+
+    Stands in for the :class:`Database` an :class:`Application` is given:
+    its ``store(app)`` is a store that opens the database and the leader's
+    tables on first use (see :class:`_LaterStore`).  Closing is the
+    placement's job.
+    """
+
+    def __init__(self, placement: Placement, app: str) -> None:
+        self._placement = placement
+        self._app = app
+        self.read_only = placement.is_remote(app)
+
+    @property
+    def url(self) -> str:
+        return self._placement.urls[self._app]
+
+    def store(self, app: str) -> Store:
+        def reach() -> Store:
+            return self._placement.database(self._app).store(app)
+
+        return _LaterStore(reach)
+
+    def apps(self) -> list[str]:
+        return self._placement.database(self._app).apps()
+
+    def close(self) -> None:
+        """Nothing: the placement closes what it opened."""

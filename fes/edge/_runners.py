@@ -26,12 +26,13 @@ from fes.errors import (
     FesError,
     FollowerStopped,
     PolicyError,
+    StoreUnavailable,
 )
 from fes.system import System, app_of_unit, tracking_key, unit_names
 
 from ._application import Application, check_count
 from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, describe
-from ._placement import Placement, StoreArgument
+from ._placement import LaterDatabase, Placement, StoreArgument
 from ._projections import Projection
 from ._settings import prefixed
 from .stores._base import Database
@@ -274,16 +275,32 @@ class Runner:
             needed = {app_of_unit(system, unit).name for unit in chosen}
             needed |= {leader for name in needed for leader in system.leaders(name)}
             self._options = options
-            self.applications: dict[str, Application] = {
-                a.name: Application(a, store=self.placement.database(a.name), **options)
-                for a in system.apps
-                if a.name in needed
-            }
+            # the applications it drives and writes to are opened now, so that a bad
+            # URL or a store that is down stops the start; a leader it only reads is
+            # opened on first read, so that a follower's service starts while the
+            # leader's database is down, and waits for it as a runner waits for any
+            # store (its name must still be placed)
+            driven = {app_of_unit(system, unit).name for unit in chosen}
+            self.applications: dict[str, Application] = {}
+            for a in system.apps:
+                if a.name not in needed:
+                    continue
+                place: Database = (
+                    self.placement.database(a.name) if a.name in driven
+                    else self._later(a.name)
+                )
+                self.applications[a.name] = Application(a, store=place, **options)
             for name in sorted(remote & set(self.applications)):
                 # a leader served over HTTP: refuse now a reader that could not decode it
                 check = getattr(self.applications[name].store, "check_decodable", None)
-                if check is not None:
-                    check(self.applications[name])
+                try:
+                    if check is not None:
+                        check(self.applications[name])
+                except StoreUnavailable as down:
+                    if not down.transient:
+                        raise
+                    logger.warning("%s cannot be reached yet (%s); its followers will wait",
+                                   name, describe(down), extra={"app": name})
             # keyed by unit: the application's name, or name#i for partition i
             self.followers: dict[str, Follower] = {
                 unit: Follower(
@@ -319,6 +336,13 @@ class Runner:
             units.extend(_Subscription(follower, leader) for leader in follower.leaders)
         units.extend(_ViewUnit(p) for p in self.projections.values())
         self._units: tuple[_Unit, ...] = tuple(units)
+
+    def _later(self, name: str) -> Database:
+        """The database of a leader this runner only reads, opened on its first read."""
+        if name not in self.placement.places:
+            self.placement.database(name)  # raises, naming what to set
+        later: Database = LaterDatabase(self.placement, name)  # type: ignore[assignment]
+        return later
 
     @property
     def database(self) -> Database:

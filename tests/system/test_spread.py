@@ -304,3 +304,38 @@ def test_a_service_opens_only_its_own_and_its_leaders_stores(tmp_path: Path) -> 
         assert runner.run_until_quiet() == 1  # the restock, read by payments' follower
         with pytest.raises(fes.errors.StoreUnavailable):
             runner.app("orders")  # opened when asked for, and only then
+
+
+@pytest.mark.postgres
+def test_a_follower_service_starts_while_its_leaders_server_is_down(tmp_path: Path) -> None:
+    """Reservations' runner starts with orders' server down, waits, then catches up."""
+    with PgServer() as server:
+        places = {
+            "orders": server.create_database("down_orders"),
+            "*": f"sqlite:///{tmp_path / 'rest.db'}",
+        }
+        with SyncRunner(shop.system, places) as writer:
+            restock(writer.app("reservations"), (10, 10, 10))
+            ids = place(writer.app("orders"), chosen_orders(6, 1))
+            placed = writer.app("orders").store.last_position()
+        server.crash()
+        try:
+            runner = ThreadedRunner(shop.system, places, apps=["reservations"],
+                                    poll_interval=0.05).start()
+            time.sleep(0.3)
+            assert runner.app("reservations").store.last_tracked("orders") == 0
+            assert not runner.errors  # waiting for its leader is not a stop
+        finally:
+            server.restart()
+        try:
+            deadline = time.monotonic() + 60
+            while runner.app("reservations").store.last_tracked("orders") < placed:
+                assert time.monotonic() < deadline, "the follower never caught up"
+                time.sleep(0.05)
+            held = sum(
+                1 for r in runner.app("reservations").log()
+                if isinstance(r.event, shop.StockReserved | shop.ReservationFailed)
+            )
+            assert held == len(ids)
+        finally:
+            runner.close()
