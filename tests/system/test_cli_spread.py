@@ -57,7 +57,8 @@ def test_apps_says_when_a_leader_cannot_be_reached(
     assert code == 1
     rows = [line.split() for line in out.splitlines()]
     # the status stays short; the whole reason is said once, below the tables
-    assert ["sink", "source", "3", "?", "unknown:", "leader", "unreachable", "(see", "below)"] in rows
+    status = ["unknown:", "leader", "unreachable", "(see", "below)"]
+    assert ["sink", "source", "3", "?", *status] in rows
     assert out.count("there is no file") == 1
     below = out.split("\nunreachable\n")[1]
     assert f"source at {spread['source']}: there is no store" in below
