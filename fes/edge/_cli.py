@@ -6,14 +6,17 @@
     fes run MODULE:SYSTEM [--store URL] [--processes N] [--apps A,B]
     fes log [--app A] [--after N] [--limit N] [--system MODULE:SYSTEM]
     fes stream ID --app A [--system MODULE:SYSTEM]
-    fes apps
+    fes apps [--system MODULE:SYSTEM]
     fes reseal MODULE:SYSTEM --app A [--plain] [--batch-size N]
 
 Every command takes ``--store URL`` (default: ``FES_STORE_URL``, then
-``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one).  A
+``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one),
+repeatable as ``--store APP=URL``; the inspecting commands also find the
+applications each ``<APP>_FES_STORE_URL`` places, as runners do.  A
 failure (a bad URL, an unknown module, a store that cannot be reached) is
 one line on stderr and a non-zero exit code; ``--traceback`` shows the
-traceback as well.
+traceback as well.  ``fes apps`` and ``fes log`` show what they can read
+and then say what they could not (exit code 1).
 """
 
 from __future__ import annotations

@@ -388,3 +388,24 @@ def test_run_says_when_an_application_has_nothing_to_run(places: dict[str, str])
     assert "fes: loans has no policy or views: nothing to run here" in done.stderr
     assert "running" not in done.stderr
 
+
+
+def test_partitions_are_one_row_each_with_the_system_or_without(
+    places: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The system's partitions and the tracked leader#i/n keys name the same rows, once."""
+    from system import domain
+    from system.helpers import send
+
+    url = places["loans"]
+    with SyncRunner(domain.partitioned_pipeline, url) as runner:
+        send(runner.app("source"), range(12))
+        runner.run_until_quiet()
+        send(runner.app("source"), range(12, 14))
+    for extra in ([], ["--system", "system.domain:partitioned_pipeline"]):
+        assert main(["apps", "--store", url, *extra]) == 0
+        out = capsys.readouterr().out
+        rows = _rows(out, "followers")
+        assert [r[:2] for r in rows] == [["sink#0", "source"], ["sink#1", "source"],
+                                         ["sink#2", "source"]]
+        assert all(r[2:4] == ["12", "14"] and r[4:] == ["behind", "2"] for r in rows)
