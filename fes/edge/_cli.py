@@ -6,14 +6,17 @@
     fes run MODULE:SYSTEM [--store URL] [--processes N] [--apps A,B]
     fes log [--app A] [--after N] [--limit N] [--system MODULE:SYSTEM]
     fes stream ID --app A [--system MODULE:SYSTEM]
-    fes apps
+    fes apps [--system MODULE:SYSTEM]
     fes reseal MODULE:SYSTEM --app A [--plain] [--batch-size N]
 
 Every command takes ``--store URL`` (default: ``FES_STORE_URL``, then
-``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one).  A
+``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one),
+repeatable as ``--store APP=URL``; the inspecting commands also find the
+applications each ``<APP>_FES_STORE_URL`` places, as runners do.  A
 failure (a bad URL, an unknown module, a store that cannot be reached) is
 one line on stderr and a non-zero exit code; ``--traceback`` shows the
-traceback as well.
+traceback as well.  ``fes apps`` and ``fes log`` show what they can read
+and then say what they could not (exit code 1).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fes.errors import ConfigurationError, FesError, PolicyError
@@ -40,11 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-
-
-# --- small output helpers --------------------------------------------------------
-
-
 # --- opening stores and systems -----------------------------------------------------
 
 
@@ -59,12 +59,13 @@ def _no_store(url: str, what: str) -> ConfigurationError:
     )
 
 
-def _open_existing(url: str) -> Database:
+def _open_existing(url: str, env: Mapping[str, str] | None = None) -> Database:
     """Open a store to inspect it: refuse a missing SQLite file or PostgreSQL schema.
 
     Inspecting creates nothing, and says that there is nothing rather than
-    showing an empty store.
+    showing an empty store.  ``env`` is where an HTTP leader's token is read.
     """
+    from ._placement import is_remote
     from .stores import open_database
     if url.lower().startswith("sqlite:"):
         from .stores._sqlite._options import file_path
@@ -74,6 +75,8 @@ def _open_existing(url: str) -> Database:
         if not os.path.exists(path):
             raise _no_store(url, f"there is no file {path}")
         database = open_database(url, create=False)
+    elif is_remote(url):
+        database = open_database(url, env=os.environ if env is None else env)
     else:
         database = open_database(url)
     try:
@@ -86,85 +89,197 @@ def _open_existing(url: str) -> Database:
     return database
 
 
+def _reason(error: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+#: The variable that places one application (``<APP>_FES_STORE_URL``), without its prefix.
+_STORE_VAR = "FES_STORE_URL"
+
+
+@dataclass
+class _Listing:
+    """What a command found where the applications are placed.
+
+    ``found``: the applications whose tables are there, in a stable order;
+    ``unreachable``: for each application (or variable, where the store it
+    names could not be opened to say which application it holds) the URL
+    and the reason; ``missing``: one message per application that was named
+    (``--store APP=URL``, ``<APP>_FES_STORE_URL``) but is not in its store;
+    ``urls``: every store looked at, in the order of the applications.
+    """
+
+    found: list[str] = field(default_factory=list)
+    unreachable: dict[str, tuple[str, str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+
+
 class _Stores:
     """The stores a command inspects, each opened once (and created never).
 
     With a system, each of its applications is placed as a runner would
-    place it (``--store``, then ``<APP>_FES_STORE_URL``, ``FES_STORE_URL``);
-    without one, the applications ``--store APP=URL`` names are looked for
-    in their stores and every other application in the remaining store.
+    place it (``--store``, then ``<APP>_FES_STORE_URL``, ``FES_STORE_URL``).
+    Without one, the applications ``--store APP=URL`` names are looked for
+    in their stores; unless ``--store`` serves every other application
+    (``--store URL`` or ``--store '*=URL'``), so are those each
+    ``<APP>_FES_STORE_URL`` variable places; and every application in the
+    remaining store (``--store URL``, ``FES_STORE_URL``, or, when nothing
+    else names a store, ``sqlite:///fes.db``).
     """
 
     def __init__(self, args: argparse.Namespace, system: System | None) -> None:
         given = _given(args)
         self.system = system
+        self.env: Mapping[str, str] = os.environ
+        #: the applications placed by name: their URL
         self.urls: dict[str, str] = {}
+        #: the store of every other application, if any
         self.rest: str | None = None
+        #: whether <APP>_FES_STORE_URL places applications that --store does not name
+        self.from_env = False
         if system is not None:
             for name, url in settings.placement(
-                os.environ, given, [a.name for a in system.apps]
+                self.env, given, [a.name for a in system.apps]
             ).items():
                 self.urls[name] = url
         else:
             mapping = given if isinstance(given, dict) else {}
             self.urls = {k: v for k, v in mapping.items() if k != settings.ANY_APP}
             rest = given if isinstance(given, str) else mapping.get(settings.ANY_APP)
-            if rest is not None or not self.urls:
-                self.rest = settings.store_url(os.environ, rest)
-        self._open: dict[str, Database] = {}
+            # as for runners: --store URL (or '*=URL') places every application not named
+            self.from_env = rest is None
+            if rest is not None:
+                self.rest = settings.store_url(self.env, rest)
+            elif settings.setting(self.env, _STORE_VAR) is not None:
+                self.rest = settings.store_url(self.env)
+            elif not self.urls and not self._variables():
+                self.rest = settings.DEFAULT_STORE_URL
+        self._open: dict[str | tuple[str, str], Database] = {}
+
+    def _variables(self) -> dict[str, str]:
+        """Each ``<APP>_FES_STORE_URL`` that places an application --store does not name."""
+        if not self.from_env:
+            return {}
+        named = {settings.prefixed(name, _STORE_VAR) for name in self.urls}
+        return {
+            key: value for key, value in sorted(self.env.items())
+            if key.endswith("_" + _STORE_VAR) and value and key not in named
+        }
 
     def url(self, name: str) -> str:
         """The URL of the store ``name`` lives in."""
         if name in self.urls:
             return self.urls[name]
+        if self.from_env:
+            own = settings.setting(self.env, settings.prefixed(name, _STORE_VAR))
+            if own is not None:
+                return own
         if self.rest is None:
             raise ConfigurationError(
                 f"no --store names where {name!r} lives; add --store {name}=URL"
             )
         return self.rest
 
+    def is_remote(self, name: str) -> bool:
+        """Whether ``name`` is placed at a leader served over HTTP."""
+        from ._placement import is_remote
+
+        return name in self.urls and is_remote(self.urls[name])
+
     def database(self, name: str) -> Database:
         """The database application ``name`` lives in."""
-        return self._at(self.url(name))
+        return self._at(self.url(name), name)
 
-    def _at(self, url: str) -> Database:
-        if url not in self._open:
-            self._open[url] = _open_existing(url)
-        return self._open[url]
+    def _at(self, url: str, app: str | None) -> Database:
+        from ._placement import is_remote
 
-    def apps(self, unreachable: dict[str, str] | None = None) -> list[str]:
-        """The applications with tables where they are placed, in a stable order.
+        # An HTTP leader is opened for its application: the token sent is the
+        # application's own (<APP>_FES_HTTP_TOKEN, then FES_HTTP_TOKEN)
+        key: str | tuple[str, str] = url
+        env = self.env
+        if is_remote(url) and app is not None:
+            prefix = settings.prefixed(app, "")
+            key, env = (url, prefix), settings.AppEnv(self.env, prefix.rstrip("_"))
+        if key not in self._open:
+            self._open[key] = _open_existing(url, env)
+        return self._open[key]
 
-        With ``unreachable``, an application whose store cannot be opened is
-        put there with the reason, rather than failing the command.
+    def holds(self, name: str) -> list[str]:
+        """The applications the store ``name`` is placed in holds."""
+        database = self.database(name)
+        if getattr(database, "read_only", False):
+            # asked first for ``name``: a refused token is reported with its variable
+            with suppress(ConfigurationError):
+                database.store(name)
+        return database.apps()
+
+    def listing(self) -> _Listing:
+        """The applications with tables where they are placed, and what went wrong.
+
+        An application whose store cannot be opened is listed as unreachable,
+        one that was named but is not in its store as missing, rather than
+        failing the command.
         """
-        names = (
-            [a.name for a in self.system.apps] if self.system is not None else list(self.urls)
-        )
-        if self.system is None and self.rest is not None:
-            names += self._at(self.rest).apps()
-        found = []
-        for name in dict.fromkeys(names):
+        listing = _Listing()
+        named = list(self.urls)  # each must be where it is placed
+        candidates = list(named)
+        if self.system is None:
+            for variable, url in self._variables().items():
+                prefix = variable.removesuffix(_STORE_VAR)
+                try:
+                    held = self._at(url, prefix.rstrip("_")).apps()
+                except (FesError, OSError) as error:
+                    listing.unreachable[variable] = (url, _reason(error))
+                    listing.urls.append(url)
+                    continue
+                placed = [a for a in held if settings.prefixed(a, _STORE_VAR) == variable]
+                if not placed:
+                    listing.urls.append(url)
+                    listing.missing.append(
+                        f"{variable} names {_redact(url)}, which holds no application "
+                        f"{prefix.rstrip('_').lower()!r}; it holds {', '.join(held) or 'none'}"
+                    )
+                candidates += placed
+                named += placed
+            if self.rest is not None:
+                try:
+                    candidates += self._at(self.rest, None).apps()
+                except (FesError, OSError) as error:
+                    if candidates:
+                        listing.unreachable["*"] = (self.rest, _reason(error))
+                        listing.urls.append(self.rest)
+                    else:
+                        raise  # the one store there is: the command fails
+        for name in dict.fromkeys(candidates):
+            url = self.url(name)
+            listing.urls.append(url)
             try:
-                present = name in self.database(name).apps()
+                present = name in self.holds(name)
             except (FesError, OSError) as error:
-                if unreachable is None:
-                    raise
-                unreachable[name] = " ".join(str(error).split()) or type(error).__name__
+                listing.unreachable[name] = (url, _reason(error))
                 continue
             if present:
-                found.append(name)
-        return found
+                listing.found.append(name)
+            elif name in named and self.system is None:
+                # a typo (--store loanz=…) or a wrong URL: said, never dropped
+                listing.missing.append(self._missing(name))
+        listing.urls = list(dict.fromkeys(listing.urls))
+        return listing
+
+    def _missing(self, name: str) -> str:
+        database = self.database(name)
+        known = database.apps()
+        return (
+            f"the store {_redact(database.url)} has no application {name!r}; "
+            f"it has {', '.join(known) or 'none'}"
+        )
 
     def check(self, name: str) -> None:
         """Refuse an application that has no tables where it is placed."""
-        database = self.database(name)
-        known = database.apps()
-        if name not in known:
-            raise ConfigurationError(
-                f"the store {database.url} has no application {name!r}; "
-                f"it has {', '.join(known) or 'none'}"
-            )
+        if name not in self.holds(name):
+            raise ConfigurationError(self._missing(name))
 
     def close(self) -> None:
         opened, self._open = self._open, {}
@@ -193,17 +308,30 @@ def _system(spec: str | None) -> System | None:
 # --- commands -------------------------------------------------------------------------
 
 
+def _report(listing: _Listing) -> bool:
+    """Print, on stderr, each application that was named but is not where it was placed.
+
+    True if there was one.
+    """
+    for message in listing.missing:
+        print(f"fes: error: {message}", file=sys.stderr)
+    return bool(listing.missing)
+
+
 def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     import orjson
 
-    from ._cli_events import cell, data_cell, fit, reader, table, when
+    from ._cli_events import EXIT_ERROR, cell, data_cell, fit, reader, table, when
 
     system = _system(args.system)
     with _Stores(args, system) as stores:
-        names = [args.app] if args.app else stores.apps()
-        for name in names:
-            stores.check(name)
-        for name in names:
+        if args.app:
+            stores.check(args.app)
+            listing = _Listing(found=[args.app])
+        else:
+            listing = stores.listing()
+        # every application that can be read is printed; what cannot, is said after
+        for name in listing.found:
             database = stores.database(name)
             rows = database.store(name).read_log(args.after, limit=args.limit)
             with reader(database, name, system) as describe:
@@ -221,7 +349,21 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                 ]
                 # the stream and topic lose their middles first, the time its date
                 table(headers, fit(headers, cells, cell, middle=(1, 3), left=(4,)), out)
-    return 0
+        out.flush()
+        for label, (url, reason) in listing.unreachable.items():
+            print(f"fes: error: {_what(label)} at {_redact(url)} cannot be read: {reason}",
+                  file=sys.stderr)
+        missing = _report(listing)
+    return EXIT_ERROR if listing.unreachable or missing else 0
+
+
+def _what(label: str) -> str:
+    """How a listing's label reads: an application, a variable, or the other applications."""
+    if label == settings.ANY_APP:
+        return "the other applications' store"
+    if label.endswith(_STORE_VAR):
+        return f"the store {label} names"
+    return f"application {label!r}"
 
 
 def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
@@ -243,58 +385,93 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
+    from fes.system import tracking_key, unit_names
+
     from ._cli_events import EXIT_ERROR, EXIT_STOPPED, table
     from ._skips import SKIPS_STREAM, follower_status
 
     system = _system(args.system)
     with _Stores(args, system) as stores:
-        unreachable: dict[str, str] = {}
-        names = stores.apps(unreachable)
+        listing = stores.listing()
+        names = listing.found
         last = {name: stores.database(name).store(name).last_position() for name in names}
-        urls = {stores.database(name).url for name in names}
-        print(f"store: {', '.join(sorted(urls)) or '(none)'}", file=out)
-        print("\napplications", file=out)
-        spread = len(urls) > 1
         # a leader served over HTTP shows its log; its own followers run, and are
         # watched, where it is served
         served = {name for name in names if getattr(stores.database(name), "read_only", False)}
+        rows: list[tuple[Any, ...]] = []
+        stopped = errors = 0
+        followers = (
+            [a.name for a in system.followers_all] if system is not None
+            else [name for name in names if name not in served]
+        )
+        for name in followers:
+            if system is not None and stores.is_remote(name):
+                continue  # run, and watched, where it is served
+            tracked: dict[str, int] = {}
+            stops: dict[tuple[str, str], Any] | None = {}
+            trouble: str | None = None
+            if name in listing.unreachable:
+                trouble = "its store is unreachable (see below)"
+            elif name in last:
+                store = stores.database(name).store(name)
+                tracked = store.tracked()
+                stops = _apps_stops(stores.database(name), name, system)
+            # every (follower, leader) that tracked a position or recorded a stop;
+            # with the system, every one it has, whether it started or not
+            units: dict[tuple[str, str], str | None] = {}
+            for key in tracked:
+                # a partition i of n tracks its leader as leader#i/n, and runs as name#i
+                leader, _, part = key.partition("#")
+                units[(f"{name}#{part.partition('/')[0]}" if part else name, leader)] = key
+            for unit, leader in stops or {}:
+                units.setdefault((unit, leader), _tracking_key(unit, leader, tracked))
+            if system is not None:
+                app = system.app(name)
+                for leader in system.leaders(name):
+                    for index, unit in enumerate(unit_names(app)):
+                        units.setdefault(
+                            (unit, leader), tracking_key(leader, index, app.partitions)
+                        )
+            for unit, leader in sorted(units):
+                tracking = units[(unit, leader)]
+                position = None if tracking is None else tracked.get(tracking)
+                upstream: int | None = None
+                if trouble is not None:
+                    status = f"unknown: {trouble}"
+                elif stops is None:
+                    # its stop records cannot be read here: whether it stopped is unknown,
+                    # so it is neither shown nor counted as caught up
+                    status = "unknown: its stop records are encoded, pass --system to read them"
+                else:
+                    upstream, why = _leader_last(stores, listing, leader, last)
+                    if upstream is not None and position is not None and position > upstream:
+                        # the leader may have moved on since its position was read
+                        upstream, why = _leader_last(stores, listing, leader, last, fresh=True)
+                    status = follower_status(stops.get((unit, leader)), position, upstream, why)
+                stopped += status.startswith("stopped")
+                errors += status.startswith(("unknown", "ahead"))
+                rows.append((unit, leader, "-" if position is None else position,
+                             "?" if upstream is None else upstream, status))
+
+        # the stores, in the order of the applications, those that could not be read marked
+        down = {url for url, _ in listing.unreachable.values()}
+        shown = [_redact(url) + (" (unreachable)" if url in down else "") for url in listing.urls]
+        print(f"store: {', '.join(shown) or '(none)'}", file=out)
+        print("\napplications", file=out)
+        spread = len(listing.urls) > 1
         table(
             ["application", "last position", "skipped events"] + (["store"] if spread else []),
             [
                 (name, last[name],
                  "-" if name in served
                  else stores.database(name).store(name).stream_version(SKIPS_STREAM),
-                 *([stores.database(name).url] if spread else []))
+                 *([_redact(stores.url(name))] if spread else []))
                 for name in names
             ],
             out,
         )
-        for name, reason in unreachable.items():
-            print(f"  {name}: cannot be reached ({reason})", file=out)
-        rows = []
-        stopped, unknown = 0, len(unreachable)
-        for name in names:
-            if name in served:
-                continue
-            stops = _apps_stops(stores.database(name), name, system)
-            for key, tracked in sorted(stores.database(name).store(name).tracked().items()):
-                # a partition i of n tracks its leader as leader#i/n, and runs as name#i
-                leader, _, part = key.partition("#")
-                unit = f"{name}#{part.partition('/')[0]}" if part else name
-                upstream, trouble = _leader_last(stores, leader, last)
-                if trouble is not None:
-                    unknown += 1
-                    status = f"unknown: leader {leader!r} cannot be reached ({trouble})"
-                elif stops is None:
-                    # its stop records cannot be read here: whether it stopped is unknown,
-                    # so it is neither shown nor counted as caught up
-                    unknown += 1
-                    status = "unknown: its stop records are encoded, pass --system to read them"
-                else:
-                    status = follower_status(stops.get((unit, leader)), tracked, upstream)
-                stopped += status.startswith("stopped")
-                rows.append((unit, leader, tracked, "?" if upstream is None else upstream,
-                             status))
+        for label in listing.unreachable:
+            print(f"  {_what(label)}: its store is unreachable (see below)", file=out)
         print("\nfollowers", file=out)
         if rows:
             table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
@@ -318,31 +495,62 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 table(["view", "position", "log's last", "status"], views, out)
             else:
                 print("  (the system has no views)", file=out)
-    return EXIT_STOPPED if stopped else EXIT_ERROR if unknown else 0
+        if listing.unreachable:
+            # each reason once, however many applications share the store
+            reasons: dict[tuple[str, str], list[str]] = {}
+            for label, (url, reason) in listing.unreachable.items():
+                reasons.setdefault((url, reason), []).append(label)
+            print("\nunreachable", file=out)
+            for (url, reason), labels in reasons.items():
+                print(f"  {', '.join(labels)} at {_redact(url)}: {reason}", file=out)
+        out.flush()
+        missing = _report(listing)
+    if stopped:
+        return EXIT_STOPPED
+    return EXIT_ERROR if errors or listing.unreachable or missing else 0
+
+
+def _tracking_key(unit: str, leader: str, tracked: Mapping[str, int]) -> str | None:
+    """The key under which ``unit`` tracks ``leader``, if it tracked anything."""
+    _, sep, index = unit.partition("#")
+    if not sep:
+        return leader if leader in tracked else None
+    return next((k for k in tracked if k.startswith(f"{leader}#{index}/")), None)
 
 
 def _leader_last(
-    stores: _Stores, leader: str, known: dict[str, int]
+    stores: _Stores, listing: _Listing, leader: str, known: dict[str, int], fresh: bool = False
 ) -> tuple[int | None, str | None]:
-    """The leader's last position where the leader lives, or why it cannot be read.
+    """The leader's last position where the leader lives, or why it is unknown.
 
     A leader in another store (another database, a service over HTTP) is
     asked there; one that cannot be reached makes its followers' state
-    unknown rather than caught up.
+    unknown rather than caught up (its reason is kept, to be shown once).
     """
-    if leader in known:
+    if leader in known and not fresh:
         return known[leader], None
+    if leader in listing.unreachable:
+        return None, "leader unreachable (see below)"
     try:
-        stores.url(leader)
+        url = stores.url(leader)
     except ConfigurationError:
-        return None, None  # placed nowhere this command knows: shown as "?"
+        return None, (
+            f"no store given here holds leader {leader!r}: add --store {leader}=URL "
+            f"or --system"
+        )
     try:
-        database = stores.database(leader)
-        if leader not in database.apps():
-            return None, None  # no tables there (yet): shown as "?", nothing created
-        position = database.store(leader).last_position()
+        if leader not in stores.holds(leader):
+            if stores.system is None:
+                return None, f"leader {leader!r} is not in {_redact(url)}"
+            # placed as its runner places it, with no tables yet: it holds no event
+            position = 0
+        else:
+            position = stores.database(leader).store(leader).last_position()
     except (FesError, OSError) as error:
-        return None, " ".join(str(error).split()) or type(error).__name__
+        listing.unreachable[leader] = (url, _reason(error))
+        if url not in listing.urls:
+            listing.urls.append(url)
+        return None, "leader unreachable (see below)"
     known[leader] = position
     return position, None
 
@@ -406,8 +614,16 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     given = _given(args)
     urls = settings.placement(os.environ, given, [a.name for a in system.apps])
     apps = [a for a in args.apps.split(",") if a] if args.apps else None
-    for name in apps or ():
-        app_of_unit(system, name)
+    if apps:
+        # a follower runs its policy, an application its views: one with neither has
+        # nothing to run here (its events are written by the code that uses it)
+        idle = [a.name for a in (app_of_unit(system, n) for n in apps)
+                if a.policy is None and not a.views]
+        for name in dict.fromkeys(idle):
+            print(f"fes: {name} has no policy or views: nothing to run here", file=sys.stderr)
+        apps = [name for name in apps if name.partition("#")[0] not in idle]
+        if not apps:
+            return 0
     if len(set(urls.values())) == 1:
         where = _redact(next(iter(urls.values())))
     else:

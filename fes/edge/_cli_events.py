@@ -176,8 +176,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) ->
     """Print rows under headers, numbers right-aligned, columns two spaces apart."""
     cells = [[str(h) for h in headers], *[[cell(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    # a column of numbers stays right-aligned where a cell is "-" or "?" (none, unknown)
     numeric = [
-        all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))
+        all(isinstance(row[i], int) or row[i] in ("-", "?") for row in rows)
+        and any(isinstance(row[i], int) for row in rows)
+        for i in range(len(headers))
     ]
     for index, row in enumerate(cells):
         parts = [

@@ -134,19 +134,39 @@ def stops_from_json(
     return current_stops(events)
 
 
-def follower_status(stop: FollowerHalted | None, tracked: int, upstream: int | None) -> str:
-    """A follower's state for people: ``caught up``, ``behind N`` or ``stopped at P: …``.
+def follower_status(
+    stop: FollowerHalted | None,
+    tracked: int | None,
+    upstream: int | None,
+    unknown: str | None = None,
+) -> str:
+    """A follower's state for people: ``caught up``, ``behind N``, ``stopped at P: …`` and so on.
 
-    A stop the follower has since moved past (another instance went on) is over.
+    ``tracked`` is None when the follower has tracked nothing yet; ``upstream``
+    (the leader's last position) is None when it could not be read, and
+    ``unknown`` then says why.  A stop the follower has since moved past
+    (another instance went on) is over.  A follower tracked beyond its
+    leader's last position is ``ahead of its leader``: its leader's store
+    is not the one it followed (a wrong URL, a restored backup), and the
+    events of the positions it believes done would be skipped.
     """
-    if stop is not None and tracked < stop.position:
+    position = 0 if tracked is None else tracked
+    if stop is not None and position < stop.position:
         return (
             f"stopped at {stop.position}: {stop.error} "
             f"(since {stop.at}, on {stop.host}/{stop.pid})"
         )
     if upstream is None:
-        return "?"
-    behind = max(upstream - tracked, 0)
+        return "unknown: " + (unknown or "its leader's last position cannot be read")
+    if position > upstream:
+        return (
+            f"ahead of its leader: tracked {position}, leader's last {upstream} "
+            "— is this the leader's store?"
+        )
+    behind = upstream - position
+    if tracked is None:
+        # nothing tracked: not caught up with a leader that holds events
+        return f"not started: behind {behind}" if behind else "not started: nothing to follow yet"
     # "caught up", not "running": the store cannot tell whether a process is
     # serving it now, only that nothing is left and nothing has stopped it
     return "caught up" if not behind else f"behind {behind}"

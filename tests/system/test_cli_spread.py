@@ -55,8 +55,17 @@ def test_apps_says_when_a_leader_cannot_be_reached(
                  "--store", f"source={spread['source']}"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "unknown: leader 'source' cannot be reached" in out
-    assert "there is no file" in out
+    rows = [line.split() for line in out.splitlines()]
+    # the status stays short; the whole reason is said once, below the tables
+    status = ["unknown:", "leader", "unreachable", "(see", "below)"]
+    assert ["sink", "source", "3", "?", *status] in rows
+    assert out.count("there is no file") == 1
+    below = out.split("\nunreachable\n")[1]
+    assert f"source at {spread['source']}: there is no store" in below
+    # the header lists both stores, in the order of the applications, the lost one marked
+    assert out.splitlines()[0] == (
+        f"store: {spread['sink']}, {spread['source']} (unreachable)"
+    )
 
 
 def test_log_and_stream_find_each_application_in_its_store(

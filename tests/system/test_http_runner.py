@@ -75,4 +75,6 @@ def test_fes_apps_reads_the_lag_against_a_leader_over_http(
             assert ["source", "8", "-", url] in rows
         # the server is gone: its follower's state is unknown, and the exit code says so
         assert main(["apps", "--store", f"source={url}", "--store", f"sink={sink_url}"]) == 1
-        assert "unknown: leader 'source' cannot be reached" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "unknown: leader unreachable (see below)" in out
+        assert f"source at {url}: the HTTP leader {url} cannot be reached" in out
