@@ -1,0 +1,211 @@
+"""``fes apps``: each application's log, each follower's state, each view's position.
+
+A follower's tracked position is read where the follower lives and its
+leader's last position where the leader lives (another database, or a
+service over HTTP); a stop record, an unreachable leader or a follower
+ahead of its leader is said, and the exit code says it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from fes.errors import ConfigurationError, FesError
+
+if TYPE_CHECKING:
+    from fes.system import System
+
+    from .stores._base import Database
+
+from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, _what
+
+
+def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
+    from fes.system import tracking_key, unit_names
+
+    from ._cli_events import EXIT_ERROR, EXIT_STOPPED, table
+    from ._skips import SKIPS_STREAM, follower_status
+
+    system = _system(args.system)
+    with _Stores(args, system) as stores:
+        listing = stores.listing()
+        names = listing.found
+        last = {name: stores.database(name).store(name).last_position() for name in names}
+        # a leader served over HTTP shows its log; its own followers run, and are
+        # watched, where it is served
+        served = {name for name in names if getattr(stores.database(name), "read_only", False)}
+        rows: list[tuple[Any, ...]] = []
+        stopped = errors = 0
+        followers = (
+            [a.name for a in system.followers_all] if system is not None
+            else [name for name in names if name not in served]
+        )
+        for name in followers:
+            if system is not None and stores.is_remote(name):
+                continue  # run, and watched, where it is served
+            tracked: dict[str, int] = {}
+            stops: dict[tuple[str, str], Any] | None = {}
+            trouble: str | None = None
+            if name in listing.unreachable:
+                trouble = "its store is unreachable (see below)"
+            elif name in last:
+                store = stores.database(name).store(name)
+                tracked = store.tracked()
+                stops = _apps_stops(stores.database(name), name, system)
+            # every (follower, leader) that tracked a position or recorded a stop;
+            # with the system, every one it has, whether it started or not
+            units: dict[tuple[str, str], str | None] = {}
+            for key in tracked:
+                # a partition i of n tracks its leader as leader#i/n, and runs as name#i
+                leader, _, part = key.partition("#")
+                units[(f"{name}#{part.partition('/')[0]}" if part else name, leader)] = key
+            for unit, leader in stops or {}:
+                units.setdefault((unit, leader), _tracking_key(unit, leader, tracked))
+            if system is not None:
+                app = system.app(name)
+                for leader in system.leaders(name):
+                    for index, unit in enumerate(unit_names(app)):
+                        units.setdefault(
+                            (unit, leader), tracking_key(leader, index, app.partitions)
+                        )
+            for unit, leader in sorted(units):
+                tracking = units[(unit, leader)]
+                position = None if tracking is None else tracked.get(tracking)
+                upstream: int | None = None
+                if trouble is not None:
+                    status = f"unknown: {trouble}"
+                elif stops is None:
+                    # its stop records cannot be read here: whether it stopped is unknown,
+                    # so it is neither shown nor counted as caught up
+                    status = "unknown: its stop records are encoded, pass --system to read them"
+                else:
+                    upstream, why = _leader_last(stores, listing, leader, last)
+                    if upstream is not None and position is not None and position > upstream:
+                        # the leader may have moved on since its position was read
+                        upstream, why = _leader_last(stores, listing, leader, last, fresh=True)
+                    status = follower_status(stops.get((unit, leader)), position, upstream, why)
+                stopped += status.startswith("stopped")
+                errors += status.startswith(("unknown", "ahead"))
+                rows.append((unit, leader, "-" if position is None else position,
+                             "?" if upstream is None else upstream, status))
+
+        # the stores, in the order of the applications, those that could not be read marked
+        down = {url for url, _ in listing.unreachable.values()}
+        shown = [_redact(url) + (" (unreachable)" if url in down else "") for url in listing.urls]
+        print(f"store: {', '.join(shown) or '(none)'}", file=out)
+        print("\napplications", file=out)
+        spread = len(listing.urls) > 1
+        table(
+            ["application", "last position", "skipped events"] + (["store"] if spread else []),
+            [
+                (name, last[name],
+                 "-" if name in served
+                 else stores.database(name).store(name).stream_version(SKIPS_STREAM),
+                 *([_redact(stores.url(name))] if spread else []))
+                for name in names
+            ],
+            out,
+        )
+        for label in listing.unreachable:
+            print(f"  {_what(label)}: its store is unreachable (see below)", file=out)
+        print("\nfollowers", file=out)
+        if rows:
+            table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)
+        else:
+            print("  (none has tracked anything yet)", file=out)
+        print("\nviews", file=out)
+        if system is None:
+            print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
+        else:
+            views = []
+            for app in system.apps:
+                if app.name not in last or app.name in served:
+                    continue
+                for view in app.views:
+                    found = stores.database(app.name).store(app.name).load_view(view.name)
+                    position = 0 if found is None else found[1]
+                    behind = max(last[app.name] - position, 0)
+                    views.append((f"{app.name}/{view.name}", position, last[app.name],
+                                  "up to date" if not behind else f"behind {behind}"))
+            if views:
+                table(["view", "position", "log's last", "status"], views, out)
+            else:
+                print("  (the system has no views)", file=out)
+        if listing.unreachable:
+            # each reason once, however many applications share the store
+            reasons: dict[tuple[str, str], list[str]] = {}
+            for label, (url, reason) in listing.unreachable.items():
+                reasons.setdefault((url, reason), []).append(label)
+            print("\nunreachable", file=out)
+            for (url, reason), labels in reasons.items():
+                print(f"  {', '.join(labels)} at {_redact(url)}: {reason}", file=out)
+        out.flush()
+        missing = _report(listing)
+    if stopped:
+        return EXIT_STOPPED
+    return EXIT_ERROR if errors or listing.unreachable or missing else 0
+
+
+def _tracking_key(unit: str, leader: str, tracked: Mapping[str, int]) -> str | None:
+    """The key under which ``unit`` tracks ``leader``, if it tracked anything."""
+    _, sep, index = unit.partition("#")
+    if not sep:
+        return leader if leader in tracked else None
+    return next((k for k in tracked if k.startswith(f"{leader}#{index}/")), None)
+
+
+def _leader_last(
+    stores: _Stores, listing: _Listing, leader: str, known: dict[str, int], fresh: bool = False
+) -> tuple[int | None, str | None]:
+    """The leader's last position where the leader lives, or why it is unknown.
+
+    A leader in another store (another database, a service over HTTP) is
+    asked there; one that cannot be reached makes its followers' state
+    unknown rather than caught up (its reason is kept, to be shown once).
+    """
+    if leader in known and not fresh:
+        return known[leader], None
+    if leader in listing.unreachable:
+        return None, "leader unreachable (see below)"
+    try:
+        url = stores.url(leader)
+    except ConfigurationError:
+        return None, (
+            f"no store given here holds leader {leader!r}: add --store {leader}=URL "
+            f"or --system"
+        )
+    try:
+        if leader not in stores.holds(leader):
+            if stores.system is None:
+                return None, f"leader {leader!r} is not in {_redact(url)}"
+            # placed as its runner places it, with no tables yet: it holds no event
+            position = 0
+        else:
+            position = stores.database(leader).store(leader).last_position()
+    except (FesError, OSError) as error:
+        listing.unreachable[leader] = (url, _reason(error))
+        if url not in listing.urls:
+            listing.urls.append(url)
+        return None, "leader unreachable (see below)"
+    known[leader] = position
+    return position, None
+
+
+def _apps_stops(
+    database: Database, name: str, system: System | None
+) -> dict[tuple[str, str], Any] | None:
+    """Each (unit, leader) of ``name`` whose recorded stop is not cleared; None if unreadable."""
+    from ._application import Application
+    from ._cli_events import raw_data
+    from ._skips import STOPS_STREAM, current_stops, stops_from_json
+
+    store = database.store(name)
+    if not store.stream_version(STOPS_STREAM):
+        return {}
+    if system is not None and any(a.name == name for a in system.apps):
+        # decoded by the application's codec: compressed or encrypted records too
+        application = Application(system.app(name), store=database)
+        return current_stops(r.event for r in application.stream(STOPS_STREAM))
+    return stops_from_json((r.topic, raw_data(r.payload)) for r in store.read_stream(STOPS_STREAM))
