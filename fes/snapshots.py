@@ -172,6 +172,11 @@ def fingerprint(aggregate: Aggregate[Any]) -> str:
     fields and defaults of the classes the projector's handlers are annotated
     with.  It is the same in every process for the same definition.
     """
+    return digest_parts(fingerprint_parts(aggregate))
+
+
+def fingerprint_parts(aggregate: Aggregate[Any]) -> list[bytes]:
+    """What :func:`fingerprint` digests, part by part (to say which part differs)."""
     seen: set[int] = set()
     parts: list[bytes] = [aggregate.name.encode(), str(aggregate.snapshot_version).encode()]
     _value_digest(aggregate.initial, parts)
@@ -182,6 +187,11 @@ def fingerprint(aggregate: Aggregate[Any]) -> str:
         _type_digest(kind, seen, parts)
         _code_digest(spec.upcasters, seen, parts)
     _code_digest(aggregate.apply, seen, parts)
+    return parts
+
+
+def digest_parts(parts: list[bytes]) -> str:
+    """The fingerprint of :func:`fingerprint_parts`' parts."""
     return hashlib.blake2b(b"\x00".join(parts), digest_size=16).hexdigest()
 
 

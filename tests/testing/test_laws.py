@@ -297,3 +297,25 @@ def test_check_laws_finds_a_view_with_hidden_state() -> None:
     counting = fes.View("counting", 0, lambda n, r: next(calls))
     with pytest.raises(AssertionError, match="view law of 'counting'"):
         check_laws(dogs.dogs, views=[counting], settings=FINDING)
+
+
+def test_a_fingerprint_that_changes_between_two_computations_is_its_own_law() -> None:
+    """A projector keeping a tally in what it closes over changes its own fingerprint."""
+
+    @frozen
+    class Ticked:
+        pass
+
+    calls: list[int] = []
+
+    def tick(total: int, event: Ticked) -> int:
+        calls.append(total)  # hidden state: the fingerprint digests what is closed over
+        return total + 1
+
+    def start(total: int) -> list[Ticked]:
+        return [Ticked()]
+
+    clock = fes.Aggregate("clock", 0, tick, events=[Ticked], commands=[start])
+    with pytest.raises(AssertionError, match=r"fingerprint law of 'clock': its fingerprint "
+                       r"changed between two computations"):
+        check_laws(clock, settings=settings(max_examples=30, database=None, deadline=None))
