@@ -244,7 +244,7 @@ class ProcessRunner(Runner):
                 process.join()
                 process.close()
                 if not self.restart:
-                    logger.error("worker %s exited with code %s", group, code)
+                    logger.error("worker %s exited with code %s", ",".join(group), code)
                     continue
                 # a worker killed by a signal starts again at once; one that keeps
                 # failing on its own (a bad URL, an import error) backs off
@@ -252,7 +252,7 @@ class ProcessRunner(Runner):
                 delay = 0.0 if killed else delays.get(group, 0.0)
                 delays[group] = 0.0 if killed else min(max(delay * 2, 0.1), 5.0)
                 logger.warning("worker %s exited with code %s; starting it again in %.1fs",
-                               group, code, delay)
+                               ",".join(group), code, delay)
                 if delay and self._stopping.wait(delay):
                     continue
                 with self._lock:
@@ -310,7 +310,7 @@ class ProcessRunner(Runner):
             for group, process in list(self._workers.items()):
                 process.join(None if deadline is None else max(deadline - time.monotonic(), 0))
                 if process.is_alive():
-                    logger.error("worker %s did not stop in time; killing it", group)
+                    logger.error("worker %s did not stop in time; killing it", ",".join(group))
                     process.kill()
                     process.join()
                 process.close()

@@ -339,3 +339,20 @@ def test_a_follower_service_starts_while_its_leaders_server_is_down(tmp_path: Pa
             assert held == len(ids)
         finally:
             runner.close()
+
+
+def test_a_dead_workers_log_line_names_its_applications_plainly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'worker orders exited with code -9', not a Python tuple."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with ProcessRunner("fes.examples.shop:system", url, processes=1,
+                       poll_interval=0.05) as runner:
+        (pid,) = runner.pids().values()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while runner.restarts == 0:
+            assert time.monotonic() < deadline, "the worker was not started again"
+            time.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if "exited with code" in r.getMessage()]
+    assert lines and lines[0].startswith("worker orders,reservations,payments exited"), lines
