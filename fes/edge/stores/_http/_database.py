@@ -404,7 +404,8 @@ class HttpStore:
                 raise ConfigurationError(
                     f"{where} is not encrypted, and the application reading it has a cipher, "
                     f"which reads only encrypted payloads: read this leader without one "
-                    f"(unset {keys} for it)"
+                    f"({prefixed(reader.name, 'FES_CIPHER_KEYS')}=none, which keeps "
+                    "FES_CIPHER_KEYS for the other applications)"
                 )
 
     def _page(
