@@ -85,8 +85,8 @@ class Placement:
     mapping from application name (or ``"*"``) to either, or None (the
     environment decides, application by application).  ``env`` is where
     ``FES_STORE_URL`` and ``<APP>_FES_STORE_URL`` are read (``os.environ``
-    by default).  With ``lazy``, a database is opened when first asked for,
-    so that one that cannot be reached fails only what needs it.
+    by default).  A database is opened when first asked for, so that one
+    that cannot be reached fails only what needs it.
     """
 
     def __init__(
@@ -95,8 +95,6 @@ class Placement:
         apps: Iterable[str],
         *,
         env: Mapping[str, str] | None = None,
-        lazy: bool = False,
-        **options: Any,
     ) -> None:
         names = list(apps)
         environment = os.environ if env is None else env
@@ -112,17 +110,9 @@ class Placement:
             _check(value, name)
         #: Each application's store: a URL, or the open database it was given.
         self.places: dict[str, str | Database] = placed
-        self._options = options
         self._env = environment
         self._opened: dict[str, Database] = {}
         self._closed = False
-        if not lazy:
-            try:
-                for name in names:
-                    self.database(name)
-            except BaseException:
-                self.close()
-                raise
 
     @property
     def urls(self) -> dict[str, str]:
@@ -160,7 +150,7 @@ class Placement:
         if database is None:
             # an HTTP leader's token is a setting (<APP>_FES_HTTP_TOKEN, FES_HTTP_TOKEN)
             extra = {"env": self._env} if is_remote(place) else {}
-            database = open_database(place, **extra, **self._options)
+            database = open_database(place, **extra)
             self._opened[place] = database
         return database
 

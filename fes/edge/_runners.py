@@ -252,7 +252,7 @@ class Runner:
         self.system = system
         self.poll_interval = poll_interval
         names = [a.name for a in system.apps]
-        self.placement = Placement(store, names, env=options.get("env"), lazy=True)
+        self.placement = Placement(store, names, env=options.get("env"))
         try:
             remote = {name for name in names if self.placement.is_remote(name)}
             if apps is None:
