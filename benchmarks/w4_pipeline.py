@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,23 @@ import orjson
 from eventsourcing.system import SingleThreadedRunner
 from eventsourcing.system import System as EsSystem
 
+from fes import Emit, Recorded
 from fes.edge import Application, ProcessRunner, Runner, SyncRunner, ThreadedRunner
 from fes.edge._follower import DEFAULT_BATCH_SIZE
 from fes.edge.stores import open_database
-from fes.examples.dogs import dogs, register
+from fes.examples.dogs import Registered, dogs, register
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
-from .domains import SCHOOL, SYSTEM, DogSchool, EsDog, Registry, sqlite_env
+from .domains import (
+    SCHOOL,
+    SYSTEM,
+    DogSchool,
+    EsDog,
+    Registry,
+    issue_certificate,
+    issued,
+    sqlite_env,
+)
 from .raw import RawStore, connect, now_micros
 
 __all__ = ["run"]
@@ -329,6 +340,50 @@ class RawFollower:
         self.conn.close()
 
 
+class DomainRawFollower(RawFollower):
+    """The raw follower building the domain's objects by hand: a context floor.
+
+    Each notification is decoded into its event (``Registered(**payload)``)
+    in the envelope the policy takes (a :class:`fes.Recorded`), the
+    benchmark's own policy is called, and each event it emits is folded by
+    the aggregate's projector (``issued``) and encoded: what any library
+    running this domain's policy must spend at least, with no checks and no
+    dispatch.  The SQL is :class:`RawFollower`'s.
+    """
+
+    def step(self) -> int:
+        store, dumps, loads = self.store, orjson.dumps, orjson.loads
+        previous = store.last_tracked("school")
+        rows = self.leader.read_log(previous, DEFAULT_BATCH_SIZE)
+        if not rows:
+            return 0
+        moment = now_micros()
+        plans = []
+        for position, dog, version, topic, payload, timestamp, _meta in rows:
+            event = Registered(**loads(payload))
+            at = datetime.fromtimestamp(timestamp / 1e6, UTC)
+            recorded = Recorded(event, dog, version, position, at, topic)
+            plans.append((recorded, issue_certificate(recorded)))
+        existing = store.stream_versions(
+            [intent.stream for _, intents in plans for intent in intents]
+        )
+        new = []
+        for recorded, intents in plans:
+            cause = f"school:{recorded.stream}@{recorded.version}"
+            meta = dumps({"correlation_id": cause, "causation_id": cause})
+            for intent in intents:
+                assert isinstance(intent, Emit)
+                if intent.stream in existing:
+                    store.read_payloads(intent.stream)
+                state = None
+                for issue in intent.events:
+                    state = issued(state, issue)
+                    payload = dumps({"dog": issue.dog})
+                    new.append((intent.stream, 1, "certificate.Issued", payload, moment, meta))
+        store.append(new, tracking=("school", rows[-1][0], previous))
+        return len(rows)
+
+
 def _raw_leader(path: Path, writer: threading.Lock | None = None) -> tuple[RawStore, RawStore]:
     conn = connect(path)
     return RawStore(conn, "school", writer).create(), RawStore(conn, "registry").create()
@@ -442,7 +497,8 @@ def raw_live_process(directory: Path, n: int, per_commit: int = 1) -> Timed:
         leader.conn.close()
 
 
-def raw_catch_up(directory: Path, n: int) -> Timed:
+def raw_catch_up(directory: Path, n: int, *, domain: bool = False) -> Timed:
+    """Raw sqlite3 catching up (with ``domain``, :class:`DomainRawFollower`'s step)."""
     path = directory / "raw.db"
     leader, _ = _raw_leader(path)
     done = 0
@@ -450,7 +506,7 @@ def raw_catch_up(directory: Path, n: int) -> Timed:
         _register(leader, min(BACKLOG_CHUNK, n - done))
         done += BACKLOG_CHUNK
     leader.conn.close()
-    follower = RawFollower(path)
+    follower = DomainRawFollower(path) if domain else RawFollower(path)
     try:
         clock = Clock()
         clock.start()
@@ -466,6 +522,8 @@ OWN_PROCESS = "follower in its own process"
 #: The in-process raw follower as the benchmark had it before: its writes and the
 #: leader's queue on SQLite's busy handler (a context row, not a floor).
 RAW_BUSY = "raw sqlite3, busy handler (context)"
+#: The raw follower building the domain's objects and calling its policy (a context row).
+RAW_DOMAIN = "raw sqlite3, with the domain's objects (context)"
 
 
 def follower_commits(directory: Path) -> int | None:
@@ -503,7 +561,10 @@ def run(config: Config) -> Report:
             ES: partial(es_live_process, per_commit=size),
             RAW: partial(raw_live_process, per_commit=size),
         }
-    modes["catch-up"] = {FES: fes_catch_up, ES: es_catch_up, RAW: raw_catch_up}
+    modes["catch-up"] = {
+        FES: fes_catch_up, ES: es_catch_up, RAW: raw_catch_up,
+        RAW_DOMAIN: partial(raw_catch_up, domain=True),
+    }
     series = {
         (mode, name): report.add(f"{mode}: {name}, wall-clock rate", "events/s")
         for mode, contenders in modes.items()
@@ -549,6 +610,14 @@ def run(config: Config) -> Report:
             f"{mode}: CPU per event, eventsourcing / raw",
             cpu[(mode, ES)].median / cpu[(mode, RAW)].median,
         )
+        if (mode, RAW_DOMAIN) in series:
+            floor = series[(mode, RAW_DOMAIN)].median
+            report.ratio(f"{mode}: {RAW_DOMAIN} / raw rate", floor / series[(mode, RAW)].median)
+            report.ratio(f"{mode}: fes / {RAW_DOMAIN} rate", fes_rate / floor)
+            report.ratio(
+                f"{mode}: CPU per event, fes / {RAW_DOMAIN}",
+                cpu[(mode, FES)].median / cpu[(mode, RAW_DOMAIN)].median,
+            )
         if (mode, RAW_BUSY) in series:
             report.ratio(
                 f"{mode}: fes / {RAW_BUSY} rate", fes_rate / series[(mode, RAW_BUSY)].median
