@@ -410,7 +410,7 @@ def raw_live(
     Without ``shared_lock`` (a context row) they queue on SQLite's busy
     handler, which sleeps 1, 2, 5 ms… between tries: the leader's thread,
     holding the GIL, nearly always wins, and the follower commits a handful
-    of large batches, lagging all the while.
+    of batches of hundreds of events.
     """
     path = directory / "raw.db"
     writer = threading.Lock() if shared_lock else None
@@ -643,8 +643,8 @@ def run(config: Config) -> Report:
     report.notes.append(
         f"{IN_PROCESS}: the raw leader's and follower's writes queue on one Python lock, as "
         "fes's queue on its database's writer lock; in the context row they queue on "
-        "SQLite's busy handler, which starves the follower until the leader stops (see the "
-        "follower transactions rows: one timestamp per commit)"
+        "SQLite's busy handler, which starves the follower, then lets it commit hundreds "
+        "at a time (see the follower transactions rows: one timestamp per commit)"
     )
     report.notes.append(
         "CPU per event: process_time of this process, plus the follower process's user and "
