@@ -12,6 +12,7 @@ does.  No library can do the same work in less.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,8 +44,13 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
 class RawStore:
     """One application's tables, created and used with plain SQL."""
 
-    def __init__(self, conn: sqlite3.Connection, app: str) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, app: str, writer: threading.Lock | None = None
+    ) -> None:
         self.conn = conn
+        # writers of one process that share a lock queue on it, as fes's do on its
+        # database's writer lock, rather than on SQLite's busy handler
+        self.writer = writer
         events, snapshots, tracking = f'"{app}_events"', f'"{app}_snapshots"', f'"{app}_tracking"'
         self.schema = (
             f"CREATE TABLE IF NOT EXISTS {events} ("
@@ -111,6 +117,13 @@ class RawStore:
         self, rows: Sequence[Row], tracking: tuple[str, int, int] | None = None
     ) -> None:
         """Insert ``rows`` (and move the tracking position) in one transaction."""
+        if self.writer is None:
+            self._append(rows, tracking)
+            return
+        with self.writer:
+            self._append(rows, tracking)
+
+    def _append(self, rows: Sequence[Row], tracking: tuple[str, int, int] | None) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -47,13 +47,13 @@ from ._application import Application, check_count
 from ._batch import Batch
 from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from ._skips import (
+    INTERNAL_PREFIX,
     SKIPS_STREAM,
     STOPS_STREAM,
     FollowerHalted,
     FollowerResumed,
     PolicySkipped,
     current_stops,
-    is_internal,
     skips,
 )
 from .stores._base import StoredEvent, Tracking
@@ -312,34 +312,31 @@ class Follower:
         # streams the intents act on are then read in one query, not one each.
         plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]] = []
         partitions, partition = self.partitions, self.partition
+        policy, name, decode = self._policy, self.name, reader.recorded
+        # the streams the intents act on, each once, in the order first named
+        streams: dict[str, None] = {}
         for row in rows:
-            if is_internal(row.topic) or (
+            if row.topic.startswith(INTERNAL_PREFIX) or (
                 partitions > 1 and partition_of(row.stream, partitions) != partition
             ):
                 plans.append((row, None, ()))  # fes's own event, or another partition's
                 continue
             try:
-                recorded = reader.recorded(row)
+                recorded = decode(row)
             except DecodeError as error:
                 plans.append((row, None, error))
                 break
             try:
-                intents: Sequence[Intent] | Exception = intents_of(
-                    self.name, self._policy(recorded)
-                )
+                intents = intents_of(name, policy(recorded))
             except Exception as error:
-                intents = error
-            plans.append((row, recorded, intents))
-            if isinstance(intents, Exception):
+                plans.append((row, recorded, error))
                 break
+            plans.append((row, recorded, intents))
+            for intent in intents:
+                if isinstance(intent, Emit | Do):
+                    streams[intent.stream] = None
         batch = self.application.batch()
-        batch.prefetch(
-            intent.stream
-            for _, _, intents in plans
-            if not isinstance(intents, Exception)
-            for intent in intents
-            if isinstance(intent, Emit | Do)
-        )
+        batch.prefetch(list(streams))
         done = previous
         consumed = 0
         telemetry = _telemetry.active()
@@ -428,17 +425,21 @@ class Follower:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Add the intents' events to ``batch``, with the upstream's (or these) headers."""
-        cause = f"{leader}:{recorded.id}"
+        cause = f"{leader}:{recorded.stream}@{recorded.version}"  # leader:recorded.id
         upstream = recorded.metadata
+        # one Metadata per upstream event, shared by all the events it causes
         metadata = Metadata(
             correlation_id=upstream.correlation_id or cause,
             causation_id=cause,
             headers=upstream.headers if headers is None else headers,
         )
+        aggregates = self._aggregates
         for intent in intents:
-            if isinstance(intent, Emit):
-                self._check_aggregate(intent.aggregate.name)
-                batch.emit(intent.aggregate, intent.stream, intent.events, metadata)
+            if intent.__class__ is Emit or isinstance(intent, Emit):
+                aggregate = intent.aggregate
+                if aggregate.name not in aggregates:
+                    self._check_aggregate(aggregate.name)
+                batch.emit(aggregate, intent.stream, intent.events, metadata)
             elif isinstance(intent, Do):
                 self._check_aggregate(intent.aggregate.name)
                 batch.execute(

@@ -100,6 +100,23 @@ def _append_statement(tracking: str) -> str:
     )
 
 
+#: The append of one event with no tracking (a command's on one stream, the
+#: common case): no arrays to unnest and no CTE of streams' versions.  The
+#: unique (stream, version) refuses a version already taken, and the look at
+#: the version before it refuses a gap; nothing returned means a conflict.
+_APPEND_ONE = (
+    "WITH ins AS ("
+    " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
+    " SELECT %(stream)s::text, %(version)s::bigint, %(topic)s::text, %(payload)s::bytea,"
+    "  %(timestamp)s::bigint, %(meta)s::bytea"
+    " WHERE %(version)s::bigint = 1 OR EXISTS (SELECT 1 FROM {events}"
+    "  WHERE stream = %(stream)s::text AND version = %(version)s::bigint - 1)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING position)"
+    " SELECT position, pg_notify(%(channel)s, '') FROM ins"
+)
+
+
 class Queries:
     """The fixed statements of one application's tables, rendered once."""
 
@@ -124,6 +141,7 @@ class Queries:
             " FROM unnest(%s::text[]) AS s"
         )
         self.append = {kind: q(_append_statement(kind)) for kind in ("none", "first", "next")}
+        self.append_one = q(_APPEND_ONE)
         self.track_first = q(_TRACK_FIRST + " RETURNING 1")
         self.track_next = q(_TRACK_NEXT + " RETURNING 1")
         self.last_tracked = q("SELECT position FROM {tracking} WHERE leader = %s")

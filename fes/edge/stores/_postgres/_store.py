@@ -3,7 +3,9 @@
 An append takes three round trips: ``BEGIN; LOCK TABLE {app}_events IN
 EXCLUSIVE MODE`` on its own (so that the next statement's snapshot, taken
 when it starts, sees the previous writer's events), one statement that does
-everything else, then COMMIT.  Why the lock: ``docs/ordering.md``.
+everything else, then COMMIT.  One event with no tracking (a command's, the
+common case) takes a plain insert as that statement.  Why the lock:
+``docs/ordering.md``.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class PostgresStore:
                 assert tracking is not None
                 raise DuplicateTracking(tracking.leader, tracking.position)
             return []
+        if tracking is None and len(events) == 1:
+            return self._append_one(conn, events[0])
         # built before the log's lock is taken, which every appender waits for
         params = {
             "streams": list(firsts),
@@ -160,6 +164,25 @@ class PostgresStore:
                 raise ConcurrencyError(stream, first - 1, actual[stream])
         assert len(at) == len(events), "the insert stores all events or none"
         return [at[e.stream, e.version] for e in events]
+
+    def _append_one(self, conn: Conn, event: NewEvent) -> list[int]:
+        """One event and no tracking: a plain insert, refused by the (stream, version) key."""
+        params = {
+            "stream": event.stream,
+            "version": event.version,
+            "topic": event.topic,
+            "payload": event.payload,
+            "timestamp": event.timestamp,
+            "meta": event.meta,
+            "channel": self._channel,
+        }
+        conn.execute(self._q.begin_locked)
+        row = conn.execute(self._q.append_one, params, binary=True).fetchone()
+        if row is None:  # the version is taken, or the one before it is missing
+            found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
+            actual = 0 if found is None else int(found[1])
+            raise ConcurrencyError(event.stream, event.version - 1, actual)
+        return [int(row[0])]
 
     def _commit(self, conn: Conn) -> None:
         """Send COMMIT: from here on a lost connection leaves the outcome unknown."""
