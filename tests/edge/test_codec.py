@@ -1100,7 +1100,7 @@ def test_decode_stream_agrees_with_decode_row_by_row() -> None:
         codec.decode_stream("s", [(5, "os:system", b"{}")])
 
 
-CODEC_MODULES = ["_frame", "_cipher", "_leaves", "_generate", "_hooks", "_codec"]
+CODEC_MODULES = ["_frame", "_cipher", "_leaves", "_generate", "_large", "_hooks", "_codec"]
 
 
 def test_the_codec_modules_depend_one_way() -> None:

@@ -21,6 +21,7 @@ from cattrs.fns import identity
 from fes.errors import DefinitionError
 
 from ._generate import _INLINE_WRITE, _fields, generate_structure, generate_unstructure
+from ._large import dumps
 from ._leaves import (
     _LEAVES,
     _MAPPINGS,
@@ -119,7 +120,7 @@ class _Hooks:
             if not a.init:
                 continue
             try:
-                _dumps(self.unstructure(a.type if a.type is not None else Any)(
+                dumps(self.unstructure(a.type if a.type is not None else Any)(
                     getattr(value, a.name)
                 ))
             except Exception as exc:
