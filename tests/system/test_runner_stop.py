@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
-from system import domain
-from system.helpers import own_log, send
 
 from fes.edge import ThreadedRunner
+from system import domain
+from system.helpers import own_log, send
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
