@@ -128,9 +128,9 @@ def dumper(kind: Any) -> Dump:
         if _small(hint):
             continue
         if hint in _STRINGS:
-            checks.append(f"len({get}) > __large")
+            checks.append(f"len({get}) > {LARGE}")
         elif _optional_string(hint):
-            checks.append(f"((s := {get}) is not None and len(s) > __large)")
+            checks.append(f"((s := {get}) is not None and len(s) > {LARGE})")
         else:
             checks.append(f"__has_large({get})")
     if not checks:
@@ -141,9 +141,9 @@ def dumper(kind: Any) -> Dump:
         "        return __dumps_large(v)\n"
         "    return __dumps(v)\n"
     )
+    # the bound written in, and len a global: the check costs little more than its calls
     space: dict[str, Any] = {
-        "__large": LARGE, "__has_large": has_large, "__dumps": _dumps,
-        "__dumps_large": dumps_large,
+        "len": len, "__has_large": has_large, "__dumps": _dumps, "__dumps_large": dumps_large,
     }
     return _compile(source, "dump", kind, space)  # type: ignore[no-any-return]
 
