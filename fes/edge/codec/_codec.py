@@ -36,7 +36,7 @@ from ._frame import (
     _varint,
 )
 from ._hooks import _Hooks
-from ._large import Dump, dumper, dumps
+from ._large import Dump, Write, dumper, dumps, writer
 from ._leaves import StructureHook, UnstructureHook, _bad, _shorten
 
 __all__ = ["Codec"]
@@ -171,9 +171,14 @@ class Codec:
             current = spec_of(kind).version
             bare = _BARE if current == 1 and self._plain_reads else -1
             self._readers[topic] = (kind, hooks[kind][0], current, bare)
-        # per type: topic, hook, schema version, and the function that writes its JSON
-        self._writers: dict[type, tuple[str, UnstructureHook, int, Dump]] = {
-            kind: (topic, hooks[kind][1], spec_of(kind).version, dumper(kind))
+        # per type: topic, hook, schema version, and the function that writes an
+        # instance's JSON when orjson.dumps of the hook's value will not do (a
+        # type with string fields: a long string is written in slices)
+        self._writers: dict[type, tuple[str, UnstructureHook, int, Write | None]] = {
+            kind: (
+                topic, hooks[kind][1], spec_of(kind).version,
+                writer(kind, self._hooks, hooks[kind][1]),
+            )
             for kind, topic in write.items()
         }
         self.topics: frozenset[str] = frozenset(read)
@@ -221,11 +226,11 @@ class Codec:
     def encode(self, event: object, *, stream: str, version: int) -> tuple[str, bytes]:
         """The topic and payload of an event about to be stored at ``stream@version``."""
         try:
-            topic, unstructure, schema, dump = self._writers[event.__class__]
+            topic, unstructure, schema, write = self._writers[event.__class__]
         except KeyError:
             raise self._unregistered(event) from None
         try:
-            body = dump(unstructure(event))
+            body = _dumps(unstructure(event)) if write is None else write(event)
         except Exception as exc:
             raise EncodeError(
                 f"cannot encode {topic!r} for stream {stream!r} version {version}: "

@@ -12,9 +12,10 @@ character by itself, so slices join up), and the peak stays near twice the
 output.
 
 Finding out whether a value holds such a string must cost nothing for the
-ordinary small event: :func:`dumper` looks at the class once and generates a
-function that checks only the fields that can hold a long string, by
-``len()``, and walks only fields whose type could nest one.
+ordinary small event: :func:`writer` looks at an event class once and
+generates its unstructure function extended with a ``len()`` check of the
+fields that can hold a long string (and a walk of only those that could
+nest one), so that the check runs in the call that was made anyway.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from uuid import UUID
 
 import orjson
 
-from ._generate import _compile, _fields
-from ._leaves import _is_attrs
+from ._generate import _compile, _Resolver, unstructure_parts
+from ._leaves import UnstructureHook, _is_attrs
 
 Dump = Callable[[Any], bytes]
+Write = Callable[[Any], bytes]
 
 LARGE = 1 << 16
 """Strings longer than this many characters are written a slice at a time."""
@@ -113,18 +115,31 @@ def dumper(kind: Any) -> Dump:
     """The function that writes the unstructured values of ``kind`` as JSON.
 
     ``orjson.dumps`` itself when ``kind``'s JSON can hold no long string;
-    otherwise a function generated for ``kind`` that checks the length of
-    its string fields (and walks the fields that could nest strings) before
-    choosing between ``orjson.dumps`` and :func:`dumps_large`.
+    otherwise one that looks for long strings first (:func:`dumps`).
     """
-    if not _is_attrs(kind):  # its hooks are not fes's: written as whatever they make
-        return _dumps if _small(kind) else dumps
+    return _dumps if _small(kind) else dumps
+
+
+def writer(kind: Any, hooks: _Resolver, unstructure: UnstructureHook) -> Write | None:
+    """The function that writes an instance of ``kind`` as JSON, or None for the usual way.
+
+    None (``orjson.dumps(unstructure(value))``) when ``kind``'s JSON can
+    hold no long string.  For an attrs class, a function generated once:
+    ``kind``'s unstructure function with, before ``orjson.dumps``, a check of
+    the length of each field that can hold a string (those checked inline
+    already sit in local variables), and a walk of only the fields that
+    could nest one; it costs an event with short strings a few ``len()``
+    calls, and no call more than before.
+    """
+    if not _is_attrs(kind):  # hooks that are not fes's: whatever they make
+        if _small(kind):
+            return None
+        return lambda value: dumps(unstructure(value))
+    check, value, space, fields = unstructure_parts(kind, hooks)
     checks: list[str] = []
-    for a in _fields(kind):
-        if not a.init:
-            continue
+    for a, local in fields:
         hint = a.type if a.type is not None else Any
-        get = f"v[{a.name!r}]"
+        get = local or f"v[{a.name!r}]"
         if _small(hint):
             continue
         if hint in _STRINGS:
@@ -134,18 +149,17 @@ def dumper(kind: Any) -> Dump:
         else:
             checks.append(f"__has_large({get})")
     if not checks:
-        return _dumps
+        return None
     source = (
-        "def dump(v):\n"
+        f"def write(i):\n{check}    v = {value}\n"
         f"    if {' or '.join(checks)}:\n"
         "        return __dumps_large(v)\n"
         "    return __dumps(v)\n"
     )
-    # the bound written in, and len a global: the check costs little more than its calls
-    space: dict[str, Any] = {
+    space.update({
         "len": len, "__has_large": has_large, "__dumps": _dumps, "__dumps_large": dumps_large,
-    }
-    return _compile(source, "dump", kind, space)  # type: ignore[no-any-return]
+    })
+    return _compile(source, "write", kind, space)  # type: ignore[no-any-return]
 
 
 def _small(kind: Any) -> bool:
