@@ -36,7 +36,7 @@ from ._frame import (
     _varint,
 )
 from ._hooks import _Hooks
-from ._large import Dump, Write, dumper, dumps, writer
+from ._large import Write, dumps, writer
 from ._leaves import StructureHook, UnstructureHook, _bad, _shorten
 
 __all__ = ["Codec"]
@@ -120,7 +120,7 @@ class Codec:
         self._plain_reads = cipher is None
         self._hooks = _Hooks()
         self._states: dict[str, tuple[Aggregate[Any], UnstructureHook, StructureHook, Any]] = {}
-        self._state_dumps: dict[str, Dump] = {}
+        self._state_writers: dict[str, Write | None] = {}
 
         read: dict[str, type] = {}
         write: dict[type, str] = {}
@@ -311,7 +311,7 @@ class Codec:
                 f"{_shorten(exc)}"
             ) from exc
         self._states[aggregate.name] = (aggregate, unstructure, structure, kind)
-        self._state_dumps[aggregate.name] = dumper(kind)
+        self._state_writers[aggregate.name] = writer(kind, self._hooks, unstructure)
         return unstructure, structure, kind
 
     def encode_state(
@@ -319,8 +319,9 @@ class Codec:
     ) -> bytes:
         """The payload of a snapshot of ``stream`` at ``version``."""
         unstructure = self._state_hooks(aggregate)[0]
+        write = self._state_writers[aggregate.name]
         try:
-            body = self._state_dumps[aggregate.name](unstructure(state))
+            body = _dumps(unstructure(state)) if write is None else write(state)
         except Exception as exc:
             raise EncodeError(
                 f"cannot encode the state of {aggregate.name!r} for stream {stream!r} "

@@ -34,7 +34,6 @@ import orjson
 from ._generate import _compile, _Resolver, unstructure_parts
 from ._leaves import UnstructureHook, _is_attrs
 
-Dump = Callable[[Any], bytes]
 Write = Callable[[Any], bytes]
 
 LARGE = 1 << 16
@@ -109,15 +108,6 @@ def dumps_large(value: Any, large: int = LARGE, size: int = SLICE) -> bytes:
 def dumps(value: Any) -> bytes:
     """``orjson.dumps(value)`` in memory a small multiple of the output, whatever it holds."""
     return dumps_large(value) if has_large(value) else _dumps(value)
-
-
-def dumper(kind: Any) -> Dump:
-    """The function that writes the unstructured values of ``kind`` as JSON.
-
-    ``orjson.dumps`` itself when ``kind``'s JSON can hold no long string;
-    otherwise one that looks for long strings first (:func:`dumps`).
-    """
-    return _dumps if _small(kind) else dumps
 
 
 def writer(kind: Any, hooks: _Resolver, unstructure: UnstructureHook) -> Write | None:
