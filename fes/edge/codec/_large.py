@@ -3,8 +3,9 @@
 orjson reserves its output buffer for a string before writing it, several
 bytes per character (about 10 for ASCII, over 40 for other text): one
 50 MiB string made it allocate about 500 MiB.  Pages it never touches do
-not become resident, but the allocation is real to the allocator, to
-tracemalloc and to a container's memory limit.  Here a string longer than
+not become resident (the process grows by about the output), but the
+allocation is real to tracemalloc, to an address-space limit (``ulimit
+-v``) and to a kernel that does not overcommit.  Here a string longer than
 :data:`LARGE` characters is written by orjson a slice at a time, and the
 JSON of the slices is spliced into orjson's output of the rest as an
 ``orjson.Fragment``: the bytes are exactly orjson's own (JSON escapes each
