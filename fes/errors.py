@@ -79,9 +79,9 @@ class PolicyError(FesError):
         self.leader = leader
         self.position = position
         self.error = error
-        if isinstance(error, DecodeError):
+        if isinstance(error, DecodeError | UpcastError):
             # an event (the leader's, or the follower's own) could not be read:
-            # keys or types, not the policy
+            # keys, types or an upcaster, not the policy
             what = f"{app!r} could not decode an event for {leader!r} position {position}"
         elif isinstance(error, ConfigurationError):
             what = f"{app!r} stopped before {leader!r} position {position}"

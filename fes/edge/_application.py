@@ -35,7 +35,7 @@ from . import _settings as settings
 from . import _telemetry
 from ._batch import Batch, Pending
 from ._clock import EPOCH, from_micros, to_micros, utc_now
-from ._skips import skips
+from ._skips import is_internal, skips
 from .codec import Cipher, Codec
 from .stores import open_database
 from .stores._base import (
@@ -341,12 +341,20 @@ class Application:
         return [self.recorded(r) for r in rows]
 
     def log(
-        self, after: int = 0, *, limit: int | None = None, topics: Iterable[str] | None = None
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        topics: Iterable[str] | None = None,
+        internal: bool = False,
     ) -> list[Recorded[Any]]:
-        """The notification log after ``after``, decoded.
+        """The notification log after ``after``, decoded: this application's events.
 
         ``topics`` keeps only events of those topics, and of the topics read
-        as the same types (the old topics of renamed classes).
+        as the same types (the old topics of renamed classes).  fes's own
+        records (a follower's stops and skips, topics ``fes.*``) are left
+        out unless ``internal`` is true or ``topics`` names them; ``limit``
+        counts the events returned, so a page is empty only at the end.
         """
         if isinstance(topics, str):  # one topic, not an iterable of its letters
             topics = [topics]
@@ -355,7 +363,16 @@ class Application:
         rows = self.store.read_log(
             after, limit=limit, topics=None if topics is None else self.codec.with_aliases(topics)
         )
-        return [self.recorded(r) for r in rows]
+        if topics is not None or internal:
+            return [self.recorded(r) for r in rows]
+        found = [self.recorded(r) for r in rows if not is_internal(r.topic)]
+        # fes's records left out: read on, so that a short page means the end
+        wanted = limit
+        while limit is not None and rows and len(rows) == wanted and len(found) < limit:
+            wanted = limit - len(found)
+            rows = self.store.read_log(rows[-1].position, limit=wanted)
+            found.extend(self.recorded(r) for r in rows if not is_internal(r.topic))
+        return found
 
     # --- writing ------------------------------------------------------------
 

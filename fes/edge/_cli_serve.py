@@ -103,6 +103,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     placed = settings.placement(env, given, [args.app], strict=False)
     if args.app not in placed:
+        if isinstance(given, dict):
+            # --store APP=URL for other applications only: say it in the command's terms
+            named = ", ".join(sorted(repr(name) for name in given))
+            raise ConfigurationError(
+                f"--store names {named} but not {args.app!r}, the application to serve: "
+                f"add --store {args.app}=URL (or a plain --store URL), or set "
+                f"{settings.prefixed(args.app, 'FES_STORE_URL')} or FES_STORE_URL"
+            )
         raise ConfigurationError(settings.unplaced(env, given, [args.app])[args.app])
     url = placed[args.app]
     scheme = "https" if args.ssl_certfile else "http"

@@ -37,6 +37,7 @@ from fes.errors import (
     EncodeError,
     PolicyError,
     StoreError,
+    UpcastError,
 )
 from fes.events import Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
@@ -77,14 +78,22 @@ def describe(error: BaseException) -> str:
 def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> str:
     """Where user code raised ``error``: the innermost frame outside fes, as ``file:line``.
 
-    An error fes raised about the user's code (a policy's result of the
-    wrong shape) has no such frame: then ``fallback``'s definition.
+    An error fes raised from a user's one (an upcaster's, in an UpcastError)
+    is looked through to its cause.  An error fes raised about the user's
+    code (a policy's result of the wrong shape) has no such frame: then
+    ``fallback``'s definition; without one, where fes raised it (the codec,
+    for an event that cannot be decoded).
     """
     frames = traceback.extract_tb(error.__traceback__)
-    for frame in reversed(frames):
-        name = frame.filename
-        if not name.startswith("<") and not os.path.abspath(name).startswith(_FES + os.sep):
-            return f"{frame.filename}:{frame.lineno}"
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        for frame in reversed(traceback.extract_tb(cause.__traceback__)):
+            name = frame.filename
+            if not name.startswith("<") and not os.path.abspath(name).startswith(_FES + os.sep):
+                return f"{frame.filename}:{frame.lineno}"
+        cause = cause.__cause__
     code = getattr(fallback, "__code__", None)
     if code is not None:
         return f"{code.co_filename}:{code.co_firstlineno}"
@@ -323,7 +332,7 @@ class Follower:
                 continue
             try:
                 recorded = decode(row)
-            except DecodeError as error:
+            except (DecodeError, UpcastError) as error:
                 plans.append((row, None, error))
                 break
             try:
@@ -500,8 +509,13 @@ class Follower:
     def _stop(self, failure: PolicyError) -> None:
         # a follower stopped by how it is set up (its leader's log) has no line of
         # user code to point at
-        where = "" if isinstance(failure.error, ConfigurationError) else origin(
-            failure.error, self._policy
+        # nor does one that cannot read an event: that is the upcaster's doing
+        # (its line) or the codec's (where it refused), never the policy's
+        error = failure.error
+        where = (
+            "" if isinstance(error, ConfigurationError)
+            else origin(error) if isinstance(error, DecodeError | UpcastError)
+            else origin(error, self._policy)
         )
         logger.error("%s%s; follower %r stopped", failure, where and f" (at {where})", self.unit,
                      exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,

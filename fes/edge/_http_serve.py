@@ -20,8 +20,11 @@ serves.  It answers two ``GET`` requests, relative to the served address:
 Every request must carry ``Authorization: Bearer TOKEN``; the token is
 compared in constant time, and a request without it, or with another, gets
 401 and a warning on the ``fes.serve`` logger naming the client's address
-(never the token).  Store calls block, so each runs in a worker thread: the
-event loop only parses and answers.  Waits run in threads of their own, in
+(never the token).  A store that cannot reach its database (a PostgreSQL
+server down) is answered at once with 503 and ``{"error": ..., "store":
+"unavailable"}``, logged once until the store answers again.  Store calls
+block, so each runs in a worker thread: the event loop only parses and
+answers.  Waits run in threads of their own, in
 slices, so that a stopping server answers its long polls at once.
 """
 
@@ -40,7 +43,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from fes.errors import ConfigurationError, FesError, StoreError
+from fes.errors import ConfigurationError, FesError, StoreError, StoreUnavailable
 
 from .stores._base import Store
 from .stores._checks import check_log
@@ -115,6 +118,7 @@ class LogServer:
         self._waiters = ThreadPoolExecutor(waiters, thread_name_prefix="fes-serve-wait")
         self._free_waiters = waiters  # touched by the event loop's thread only
         self._stopping = threading.Event()
+        self._unavailable = False  # touched by the event loop's thread only
 
     def stop(self) -> None:
         """Answer every long poll now and take no new wait (the server is stopping)."""
@@ -159,12 +163,28 @@ class LogServer:
         except _BadRequest as error:
             await self._answer(send, 400, {"error": str(error)})
             return
+        except StoreUnavailable as error:
+            # the leader's database is down: said at once (the store does not
+            # wait out its pool), logged once until a request succeeds again
+            if not self._unavailable:
+                self._unavailable = True
+                logger.warning(
+                    "the store is unavailable; answering 503 until it is back: %s", error,
+                    extra={"app": self.store.app},
+                )
+            await self._answer(send, 503, {
+                "error": f"the leader's store is unavailable: {error}", "store": "unavailable",
+            })
+            return
         except FesError as error:
             # the leader's store failed: the client may try again later
             logger.warning("the store failed a request from %s: %s", _client(scope), error)
             status = 503 if isinstance(error, StoreError) else 500
             await self._answer(send, status, {"error": f"the leader's store failed: {error}"})
             return
+        if self._unavailable:
+            self._unavailable = False
+            logger.info("the store is available again", extra={"app": self.store.app})
         await self._send(send, 200, body)
 
     # --- the endpoints ------------------------------------------------------------

@@ -537,6 +537,10 @@ class ThreadedRunner(Runner):
         super().__init__(system, store, **kwargs)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # threads asleep in a store's wait: they hold no batch, so stop() does
+        # not wait for them (a wait lasts up to poll_interval), and they do
+        # nothing more once they wake
+        self._asleep: set[threading.Thread] = set()
 
     def start(self) -> Self:
         """Start the threads; returns the runner."""
@@ -552,19 +556,38 @@ class ThreadedRunner(Runner):
 
     def _loop(self, unit: _Unit) -> None:
         backoff = 0.0
+        away = False  # a store is unavailable: said once, and once when it is back
         while not self._stopping.is_set() and not unit.finished:
             try:
                 moved = unit.step()
+                if away:
+                    away = False
+                    logger.info("%s: the store is available again; carrying on", unit.label,
+                                extra=unit.log_fields())
                 if not moved:
-                    unit.wait(self.poll_interval)
+                    me = threading.current_thread()
+                    self._asleep.add(me)
+                    try:
+                        if not self._stopping.is_set():  # stop() may have looked already
+                            unit.wait(self.poll_interval)
+                    finally:
+                        self._asleep.discard(me)
                 backoff = 0.0
             except Exception as error:
                 if self._stopping.is_set():
                     break
                 backoff = min(max(backoff * 2, 0.05), 5.0)
-                logger.warning("%s: %s; trying again in %.2fs", unit.label,
-                               describe(error), backoff, exc_info=not isinstance(error, FesError),
-                               extra=unit.log_fields())
+                if isinstance(error, StoreUnavailable) and error.transient:
+                    logger.log(
+                        logging.DEBUG if away else logging.WARNING,
+                        "%s: %s; trying again every few seconds, and saying so once it is "
+                        "back", unit.label, describe(error), extra=unit.log_fields(),
+                    )
+                    away = True
+                else:
+                    logger.warning("%s: %s; trying again in %.2fs", unit.label, describe(error),
+                                   backoff, exc_info=not isinstance(error, FesError),
+                                   extra=unit.log_fields())
                 self._stopping.wait(backoff)
 
     @property
@@ -577,17 +600,30 @@ class ThreadedRunner(Runner):
         self._stopping.set()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop every thread after its batch in hand, and wait for them."""
+        """Stop every thread after its batch in hand, and wait for those.
+
+        A thread asleep in a store's wait holds no batch: it is not waited
+        for, and it ends as soon as its wait does, doing nothing more (at
+        once when :meth:`close` closes the stores).
+        """
         self._stopping.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
+            if thread in self._asleep:
+                continue
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
 
     def close(self) -> None:
         """Stop the threads, then close the database if this runner opened it."""
-        if getattr(self, "_threads", None):
+        threads = getattr(self, "_threads", None)
+        if threads:
             self.stop()
         super().close()
+        if threads:
+            # closing the stores wakes the threads still asleep in their waits
+            deadline = time.monotonic() + self.poll_interval
+            for thread in threads:
+                thread.join(max(deadline - time.monotonic(), 0))
 
     def __enter__(self) -> Self:
         self.start()

@@ -36,6 +36,7 @@ from ._frame import (
     _varint,
 )
 from ._hooks import _Hooks
+from ._large import Write, dumps, writer
 from ._leaves import StructureHook, UnstructureHook, _bad, _shorten
 
 __all__ = ["Codec"]
@@ -119,6 +120,7 @@ class Codec:
         self._plain_reads = cipher is None
         self._hooks = _Hooks()
         self._states: dict[str, tuple[Aggregate[Any], UnstructureHook, StructureHook, Any]] = {}
+        self._state_writers: dict[str, Write | None] = {}
 
         read: dict[str, type] = {}
         write: dict[type, str] = {}
@@ -169,8 +171,15 @@ class Codec:
             current = spec_of(kind).version
             bare = _BARE if current == 1 and self._plain_reads else -1
             self._readers[topic] = (kind, hooks[kind][0], current, bare)
-        self._writers: dict[type, tuple[str, UnstructureHook, int]] = {
-            kind: (topic, hooks[kind][1], spec_of(kind).version) for kind, topic in write.items()
+        # per type: topic, hook, schema version, and the function that writes an
+        # instance's JSON when orjson.dumps of the hook's value will not do (a
+        # type with string fields: a long string is written in slices)
+        self._writers: dict[type, tuple[str, UnstructureHook, int, Write | None]] = {
+            kind: (
+                topic, hooks[kind][1], spec_of(kind).version,
+                writer(kind, self._hooks, hooks[kind][1]),
+            )
+            for kind, topic in write.items()
         }
         self.topics: frozenset[str] = frozenset(read)
 
@@ -217,11 +226,11 @@ class Codec:
     def encode(self, event: object, *, stream: str, version: int) -> tuple[str, bytes]:
         """The topic and payload of an event about to be stored at ``stream@version``."""
         try:
-            topic, unstructure, schema = self._writers[event.__class__]
+            topic, unstructure, schema, write = self._writers[event.__class__]
         except KeyError:
             raise self._unregistered(event) from None
         try:
-            body = _dumps(unstructure(event))
+            body = _dumps(unstructure(event)) if write is None else write(event)
         except Exception as exc:
             raise EncodeError(
                 f"cannot encode {topic!r} for stream {stream!r} version {version}: "
@@ -302,6 +311,7 @@ class Codec:
                 f"{_shorten(exc)}"
             ) from exc
         self._states[aggregate.name] = (aggregate, unstructure, structure, kind)
+        self._state_writers[aggregate.name] = writer(kind, self._hooks, unstructure)
         return unstructure, structure, kind
 
     def encode_state(
@@ -309,8 +319,9 @@ class Codec:
     ) -> bytes:
         """The payload of a snapshot of ``stream`` at ``version``."""
         unstructure = self._state_hooks(aggregate)[0]
+        write = self._state_writers[aggregate.name]
         try:
-            body = _dumps(unstructure(state))
+            body = _dumps(unstructure(state)) if write is None else write(state)
         except Exception as exc:
             raise EncodeError(
                 f"cannot encode the state of {aggregate.name!r} for stream {stream!r} "
@@ -360,7 +371,8 @@ class Codec:
         if not data:
             return None
         try:
-            body = _dumps(data)
+            # headers are given by users (and tracing): only they may be long
+            body = _dumps(data) if not metadata.headers else dumps(data)
         except Exception as exc:
             raise EncodeError(f"cannot encode metadata: {_shorten(exc)}") from exc
         if self._plain:

@@ -139,31 +139,46 @@ def _inline(hooks: _Resolver, hint: Any, get: str, n: int, space: dict[str, Any]
     return f"__h{n}({get}, __t{n})"
 
 
-def generate_unstructure(kind: type, hooks: _Resolver) -> UnstructureHook:
-    """The unstructure function of attrs class ``kind``."""
+def unstructure_parts(
+    kind: type, hooks: _Resolver
+) -> tuple[str, str, dict[str, Any], list[tuple[attrs.Attribute[Any], str | None]]]:
+    """What ``kind``'s unstructure function is made of.
+
+    The source of the class check (a function of ``i``), that of the dict
+    it returns, and the namespace they need; each field comes with the
+    local variable holding its value, when the dict's entry is one (a leaf
+    checked inline), else None.
+    """
     # A value of another class (a subclass too) would read back as
     # ``kind``, without what its class adds: refused.
     space: dict[str, Any] = {
         "__cl": kind, "__bad": _bad, "__str": str, "__bool": bool, "__int": int
     }
     items: list[str] = []
+    fields: list[tuple[attrs.Attribute[Any], str | None]] = []
     for n, a in enumerate(f for f in _fields(kind) if f.init):
         hint = a.type if a.type is not None else Any
         hook = hooks.unstructure(hint)
         if hook is identity:
             items.append(f"{a.name!r}: i.{a.name}")
+            fields.append((a, None))
             continue
         space[f"__u{n}"] = hook
         template = _INLINE_WRITE.get(hint) if _leaf(hint) else None
         if template is not None:
             items.append(f"{a.name!r}: " + template.format(n=n, name=a.name))
+            fields.append((a, f"_v{n}"))
         else:
             items.append(f"{a.name!r}: __u{n}(i.{a.name})")
-    source = (
-        "def unstructure(i):\n"
-        "    if i.__class__ is not __cl:\n        __bad(i, __cl)\n"
-        f"    return {{{', '.join(items)}}}\n"
-    )
+            fields.append((a, None))
+    check = "    if i.__class__ is not __cl:\n        __bad(i, __cl)\n"
+    return check, f"{{{', '.join(items)}}}", space, fields
+
+
+def generate_unstructure(kind: type, hooks: _Resolver) -> UnstructureHook:
+    """The unstructure function of attrs class ``kind``."""
+    check, value, space, _ = unstructure_parts(kind, hooks)
+    source = f"def unstructure(i):\n{check}    return {value}\n"
     return _compile(source, "unstructure", kind, space)  # type: ignore[no-any-return]
 
 

@@ -21,6 +21,7 @@ from cattrs.fns import identity
 from fes.errors import DefinitionError
 
 from ._generate import _INLINE_WRITE, _fields, generate_structure, generate_unstructure
+from ._large import dumps
 from ._leaves import (
     _LEAVES,
     _MAPPINGS,
@@ -119,7 +120,7 @@ class _Hooks:
             if not a.init:
                 continue
             try:
-                _dumps(self.unstructure(a.type if a.type is not None else Any)(
+                dumps(self.unstructure(a.type if a.type is not None else Any)(
                     getattr(value, a.name)
                 ))
             except Exception as exc:
@@ -297,7 +298,7 @@ class _Hooks:
         return structure_tagged
 
     def _union_unstructure(self, kind: Any) -> UnstructureHook:
-        members, _optional, table = self._union_parts(kind)
+        members, optional, table = self._union_parts(kind)
         writers = {member: self.unstructure(member) for member in members}
         if len(members) == 1:
             (only,) = writers.values()
@@ -336,14 +337,14 @@ class _Hooks:
         if table is not None:
 
             def unstructure(value: Any) -> Any:
-                if value is None:
+                if value is None and optional:  # None of a union without it: refused
                     return None
                 return writers[writer_of(value)](value)
 
             return unstructure
 
         def unstructure_tagged(value: Any) -> Any:
-            if value is None:
+            if value is None and optional:
                 return None
             member = writer_of(value)
             data = writers[member](value)

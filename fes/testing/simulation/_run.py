@@ -323,7 +323,7 @@ class _Simulator:
 
 def _runner_state(system: System, runner: SyncRunner) -> SystemState:
     """What a fault-free runner's stores hold now."""
-    logs = {app.name: tuple(runner.app(app.name).log()) for app in system.apps}
+    logs = {app.name: tuple(runner.app(app.name).log(internal=True)) for app in system.apps}
     views = {
         app.name: {v.name: runner.view(app.name, v.name).state() for v in app.views}
         for app in system.apps

@@ -224,10 +224,12 @@ class HttpDatabase(ClosingDatabase):
         timeout = httpx.Timeout(self.timeout + wait, connect=self.connect_timeout)
         pause = _FIRST_PAUSE
         problem = ""
+        store_down = False
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(pause)
                 pause = min(pause * 2, _MAX_PAUSE)
+            store_down = False
             try:
                 response = self._client.get(url, params=params, headers=headers, timeout=timeout)
             except httpx.TransportError as error:
@@ -250,9 +252,17 @@ class HttpDatabase(ClosingDatabase):
                 return response.content
             if status in (502, 503, 504):
                 problem = f"it answered {status}{_said(response)}"
+                store_down = status == 503 and _store_down(response)
                 continue
             self._refuse(response, path, app, token)
         tries = f"{self.retries + 1} tr{'y' if not self.retries else 'ies'}"
+        if store_down:
+            raise StoreUnavailable(
+                f"the HTTP leader {self.url} answers, but its store is unavailable "
+                f"({tries}): {problem}; the leader's database is down or unreachable "
+                "from fes serve",
+                transient=True,
+            )
         raise StoreUnavailable(
             f"the HTTP leader {self.url} cannot be reached ({tries}): {problem}; "
             "is fes serve running there?",
@@ -293,6 +303,14 @@ def _said(response: httpx.Response) -> str:
     except Exception:
         return ""
     return f": {error}" if isinstance(error, str) else ""
+
+
+def _store_down(response: httpx.Response) -> bool:
+    """Whether a 503 of fes serve says that its store cannot reach its database."""
+    try:
+        return bool(response.json().get("store") == "unavailable")
+    except Exception:
+        return False
 
 
 def _refuse_credentials(url: StoreURL) -> None:

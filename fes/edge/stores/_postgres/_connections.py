@@ -14,6 +14,16 @@ that refuses connections or is starting up is retried with backoff for up to
 ``first_connect_timeout`` seconds.  Each kind of failure is logged once (on
 the ``fes.edge.stores.postgres`` logger, a warning for a failure retried and
 an info record for one raised at once), not once per try.
+
+Once open, a lost connection makes the next request try one connection of
+its own first: while the server is down each request fails at once with a
+transient :class:`fes.errors.StoreUnavailable` (instead of waiting
+``pool_timeout`` for a pool that cannot connect), and when it answers again
+the pool is opened afresh rather than left to its reconnection backoff.
+The server going away is logged once, and its return once.  psycopg_pool's
+own records of the same failures (a warning per reconnection attempt) get
+a ``NullHandler``: without logging configured they no longer reach stderr
+through Python's last-resort handler, and with it they still propagate.
 """
 
 from __future__ import annotations
@@ -36,6 +46,15 @@ from fes.errors import StoreError, StoreUnavailable
 _T = TypeVar("_T")
 
 log = logging.getLogger("fes.edge.stores.postgres")
+# psycopg_pool logs each failed reconnection as a warning, which a script
+# without logging configured prints to stderr; fes reports the same failure
+# itself (the log records here, and StoreUnavailable).  A handler that drops
+# records stops Python's last resort only: configured handlers still get
+# them.  fes's own records here are quiet by default too, as a library's are
+# (the "fes" logger has one once fes.edge's application module is imported).
+for _name in ("psycopg.pool", log.name):
+    if not logging.getLogger(_name).handlers:
+        logging.getLogger(_name).addHandler(logging.NullHandler())
 
 # The server ended the session: shutdown, crash, starting up, idle timeouts.
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
@@ -142,14 +161,22 @@ class Connections:
         self._connected = False
         self._first = threading.Lock()
         self._logged: set[str] = set()
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
-            conninfo,
+        # A lost connection sets _suspect: the next request connects once
+        # itself before asking the pool.  _down is why the server was found
+        # unreachable (None while it answers).
+        self._suspect = False
+        self._down: str | None = None
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[Conn]:
+        return ConnectionPool(
+            self._conninfo,
             kwargs=self._keywords,
             min_size=1,
-            max_size=settings.pool_size,
-            timeout=settings.pool_timeout,
+            max_size=self._settings.pool_size,
+            timeout=self._settings.pool_timeout,
             num_workers=2,
-            name=f"fes {url}",
+            name=f"fes {self.url}",
             open=False,
         )
 
@@ -230,13 +257,57 @@ class Connections:
         finally:
             self._first.release()
 
-    def _getconn(self, what: str, timeout: float | None = None) -> Conn:
+    def _probe(self, what: str) -> None:
+        """After a lost connection: fail at once if the server is down, else carry on.
+
+        One direct connection, bounded by libpq's shortest timeout, tells a
+        server that is down from one that dropped a connection.  When it is
+        back after being down, the pool is replaced: the old one's
+        reconnection attempts back off for up to minutes.
+        """
+        keywords = dict(self._keywords)
+        keywords["connect_timeout"] = "2"
+        try:
+            psycopg.connect(self._conninfo, **keywords).close()
+        except psycopg.Error as exc:
+            message = self.scrub(str(exc)).strip() or type(exc).__name__
+            message = " ".join(message.removeprefix("connection failed: ").split())
+            kind, transient, fix = classify(message)
+            with self._lock:
+                news, self._down = self._down is None, message
+            if news:
+                log.warning(
+                    "the database server at %s is unavailable (%s): %s; requests fail "
+                    "at once until it answers again", self.url, kind, message,
+                    extra={"url": self.url, "failure": kind},
+                )
+            raise StoreUnavailable(
+                f"could not {what}: the database server at {self.url} is unavailable "
+                f"({kind}): {message}; {fix}",
+                transient=transient,
+            ) from None
+        with self._lock:
+            was_down, self._down, self._suspect = self._down, None, False
+            if was_down is None or self._closed:
+                return
+            old, self._pool = self._pool, self._new_pool()
+            self._pool.open(wait=False)
+        log.info("the database server at %s answers again", self.url, extra={"url": self.url})
+        old.close(timeout=0)  # connections in use go back to it, and are closed
+
+    def _getconn(
+        self, what: str, timeout: float | None = None
+    ) -> tuple[ConnectionPool[Conn], Conn]:
         self.check_open(what)
         if not self._connected:
             self._connect_first(what, timeout)
+        elif self._suspect:
+            self._probe(what)
+        pool = self._pool
         try:
-            return self._pool.getconn(timeout)
+            return pool, pool.getconn(timeout)
         except PoolTimeout:
+            self._suspect = True  # the next request finds out whether the server is down
             waited = self._settings.pool_timeout if timeout is None else timeout
             raise no_connection(
                 f"could not {what}: no connection to {self.url} within "
@@ -270,7 +341,7 @@ class Connections:
         """
         attempt = 0
         while True:
-            conn = self._getconn(what, timeout)
+            pool, conn = self._getconn(what, timeout)
             committing = False
             try:
                 result = work(conn)
@@ -304,7 +375,8 @@ class Connections:
                 # close it so the pool does not hand it out again, and weed
                 # out its idle siblings, which likely died with it (a restart).
                 conn.close()
-                self._pool.check()
+                self._suspect = True
+                pool.check()
                 if committing and not idempotent:
                     raise StoreError(
                         f"lost the connection to {self.url} while committing, so it is "
@@ -317,6 +389,6 @@ class Connections:
                         f"{attempt + 1} times: {self.scrub(str(exc)).strip()}"
                     ) from exc
             finally:
-                self._pool.putconn(conn)
+                pool.putconn(conn)
             time.sleep(0.05 * 2**attempt)
             attempt += 1

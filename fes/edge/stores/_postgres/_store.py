@@ -391,9 +391,12 @@ class PostgresStore:
             except StoreUnavailable as error:
                 if not error.transient:
                     raise
-                # the server is away or the pool busy: nothing seen
-                if deadline - time.monotonic() <= 0:
+                # the server is away or the pool busy: nothing seen, and a
+                # server known to be down fails at once, so look again later
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return False
+                time.sleep(min(remaining, poll))
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
