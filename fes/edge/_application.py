@@ -59,7 +59,8 @@ S = TypeVar("S")
 
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
-#: _record's default: it asks itself whether telemetry is active.
+#: A marker: _record's default telemetry (it then asks whether any is active),
+#: and what execute finds for an aggregate name the application does not know.
 _ASK = object()
 #: At most this many ids from new_id() are remembered as not yet used (see new_id).
 MINTED = 1024
