@@ -11,6 +11,10 @@ eventsourcing creates a ``Dog`` and calls ``add_trick`` for each trick (its
 way of producing events: each is applied as it is made), then saves once;
 raw sqlite3 encodes the same payloads with orjson, reads the empty stream and
 inserts every row with ``executemany`` in one ``BEGIN IMMEDIATE … COMMIT``.
+A second context row is that floor plus what any library must do with this
+domain on the command path: call ``register`` and ``teach`` and fold each
+event with the example's ``registered`` and ``trick_added``, by hand (no
+dispatch, no checks, no envelope).
 """
 
 from __future__ import annotations
@@ -25,15 +29,24 @@ import orjson
 
 import fes
 from fes.edge import Application
-from fes.examples.dogs import Dog, Registered, TrickAdded, dogs, register
+from fes.examples.dogs import (
+    Dog,
+    Registered,
+    TrickAdded,
+    dogs,
+    register,
+    registered,
+    trick_added,
+)
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
 from .domains import SCHOOL, DogSchool, EsDog, sqlite_env
 from .raw import RawStore, connect, now_micros
 
-__all__ = ["es_append", "fes_append", "fes_commands", "raw_append", "run"]
+__all__ = ["es_append", "fes_append", "fes_commands", "raw_append", "raw_commands", "run"]
 
 FES_EMIT = f"{FES}, emit (context)"
+RAW_DOMAIN = f"{RAW} calling the commands and projectors by hand (context)"
 
 
 def fes_append(app: Application, n: int) -> str:
@@ -96,6 +109,24 @@ def raw_append(store: RawStore, n: int) -> str:
     return stream
 
 
+def raw_commands(store: RawStore, n: int) -> str:
+    """The raw floor with the domain's commands and projectors called by hand."""
+    dumps = orjson.dumps
+    stream = str(uuid.uuid4())
+    store.read_payloads(stream)
+    moment = now_micros()
+    (first,) = register(None, "Fido")
+    dog = registered(None, first)
+    rows = [(stream, 1, "dog.Registered", dumps({"name": first.name}), moment, None)]
+    append = rows.append
+    for i in range(1, n):
+        (event,) = teach(dog, f"trick {i}")
+        dog = trick_added(dog, event)
+        append((stream, i + 1, "dog.TrickAdded", dumps({"trick": event.trick}), moment, None))
+    store.append(rows)
+    return stream
+
+
 Timed = tuple[float, float]  # wall seconds, CPU seconds (process_time)
 
 
@@ -132,12 +163,21 @@ def _raw(directory: Path, n: int) -> Timed:
         conn.close()
 
 
+def _raw_domain(directory: Path, n: int) -> Timed:
+    conn = connect(directory / "raw.db")
+    try:
+        store = RawStore(conn, "school").create()
+        return _timed(lambda: raw_commands(store, n))
+    finally:
+        conn.close()
+
+
 def run(config: Config) -> Report:
     n = config.size(10_000, 2_000)
     runs = config.repeat(7, 3)
     report = Report("W2", f"{n:,} events appended to one stream in one commit (SQLite file)")
     contenders: dict[str, Callable[[Path, int], Timed]] = {
-        FES: _fes, ES: _es, RAW: _raw, FES_EMIT: _fes_emit,
+        FES: _fes, ES: _es, RAW: _raw, FES_EMIT: _fes_emit, RAW_DOMAIN: _raw_domain,
     }
     rate = {name: report.add(f"{name}: wall-clock rate", "events/s") for name in contenders}
     cpu = {
@@ -160,6 +200,15 @@ def run(config: Config) -> Report:
     report.ratio("CPU: eventsourcing / raw", cpu[ES].median / cpu[RAW].median)
     report.ratio("context, emit: fes / raw rate", rate[FES_EMIT].median / raw)
     report.ratio("context, emit: CPU fes / raw", cpu[FES_EMIT].median / cpu[RAW].median)
+    by_hand = rate[RAW_DOMAIN].median
+    report.ratio("context: fes / raw calling the domain by hand, rate", rate[FES].median / by_hand)
+    report.ratio(
+        "context: CPU fes / raw calling the domain by hand",
+        cpu[FES].median / cpu[RAW_DOMAIN].median,
+    )
+    report.ratio(
+        "context: raw calling the domain by hand / raw, rate", rate[RAW_DOMAIN].median / raw
+    )
     report.check("one command per event: fes / raw rate", fes_ratio, 0.6, at_least=True)
     report.notes.append(
         "fes and eventsourcing: one command per event, one commit; emit (context) appends "

@@ -33,21 +33,20 @@ from fes.system import App
 
 from . import _settings as settings
 from . import _telemetry
-from ._batch import Batch, Pending
-from ._clock import EPOCH, from_micros, to_micros, utc_now
+from ._batch import Batch, Pending, new_pending
+from ._clock import EPOCH, from_micros, now_and_micros, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
 from .stores import open_database
 from .stores._base import (
     Database,
-    NewEvent,
     Store,
     StoredEvent,
     StoredSnapshot,
     Tracking,
     new_event,
 )
-from .stores._checks import check_integer
+from .stores._checks import check_integer, check_stream, check_topic, check_tracking
 
 __all__ = ["Application", "check_count", "check_store"]
 
@@ -60,6 +59,14 @@ S = TypeVar("S")
 
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
+#: A marker: _record's default telemetry (it then asks whether any is active),
+#: and what execute finds for an aggregate name the application does not know.
+_ASK = object()
+#: At most this many ids from new_id() are remembered as not yet used (see new_id).
+MINTED = 1024
+
+#: A row the application hands its store: stream, version, topic, payload, timestamp, meta.
+Row = tuple[str, int, str, bytes, int, bytes | None]
 
 
 def check_count(name: str, value: object, lowest: int) -> None:
@@ -137,6 +144,14 @@ class Application:
         self.codec = Codec(
             (*app.aggregates, skips), compress=compress, cipher=cipher, app=app.name
         )
+        for topic in sorted(self.codec.topics):
+            # checked once here, so that commits need not check each event's topic
+            try:
+                check_topic(topic)
+            except StoreError as error:
+                raise DefinitionError(
+                    f"application {app.name!r} cannot store its events: {error}"
+                ) from None
         self.snapshot_every = snapshot_every
         self.retries = retries
         self.clock = clock
@@ -162,6 +177,8 @@ class Application:
             if self._owns_database:
                 self.database.close()
             raise
+        # ids new_id() gave and no command has used yet (see new_id)
+        self._minted: dict[str, bool] = {}
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -176,8 +193,28 @@ class Application:
         return self.app.name
 
     def new_id(self) -> str:
-        """A fresh stream id (a UUID from the injected id factory)."""
-        return str(self.ids())
+        """A fresh stream id (a UUID from the injected id factory).
+
+        The application remembers the last ids it gave that no command has
+        used yet: the first :meth:`execute` on one runs its command on the
+        aggregate's initial state without reading the stream (which has no
+        events, unless the id was used elsewhere first), and its append of
+        version 1 is refused if the stream has events after all; then, and
+        whenever that first decision does not end in an append, the command
+        runs as on any other stream.
+        """
+        ids = self.ids
+        stream = str(ids())
+        if ids is not uuid.uuid4:  # str() of any UUID is a stream id every store keeps
+            try:
+                check_stream(stream)
+            except StoreError:
+                return stream  # not remembered: its first command reads, and is refused
+        minted = self._minted
+        if len(minted) >= MINTED:
+            minted.clear()  # forgetting an id only costs its first command a read
+        minted[stream] = True
+        return stream
 
     def name_id(self, aggregate: Aggregate[Any], name: str) -> str:
         """A stream id derived from a name: the same name gives the same id.
@@ -392,19 +429,23 @@ class Application:
                 "commit takes a batch made by this application's batch(), "
                 f"not {batch!r}: its commands read this application's store"
             )
-        if tracking is not None and not isinstance(tracking, Tracking):
-            raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
+        if tracking is not None:
+            if not isinstance(tracking, Tracking):
+                raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
+            check_tracking(tracking)
         return self._record(batch.pending, tracking)
 
     def _encode(
-        self, stream: str, version: int, events: Iterable[Any], metadata: Metadata
-    ) -> tuple[tuple[str, bytes, bytes | None], ...]:
+        self, stream: str, version: int, events: list[Any], metadata: Metadata
+    ) -> list[tuple[str, bytes, bytes | None]]:
         """Each event's topic, payload and metadata, stored after ``version`` of ``stream``.
 
         What the cipher binds (topic, stream, version) is known here; the
         timestamp, which it does not bind, is left for the commit.
         """
         encode = self.codec.encode
+        if len(events) == 1 and metadata is NO_METADATA:  # one command's one event
+            return [(*encode(events[0], stream=stream, version=version + 1), None)]
         rows = []
         for item in events:
             version += 1
@@ -415,49 +456,107 @@ class Application:
                     metadata, topic=topic, stream=stream, version=version
                 ),
             ))
-        return tuple(rows)
+        return rows
 
     def _record(
-        self, pending: Mapping[str, Pending], tracking: Tracking | None
+        self,
+        pending: Mapping[str, Pending],
+        tracking: Tracking | None,
+        telemetry: _telemetry.Telemetry | object | None = _ASK,
     ) -> list[Recorded[Any]]:
-        now: datetime | None = None
-        timestamp = 0
-        rows: list[NewEvent] = []
-        items: list[Any] = []
-        metas: list[Metadata] = []
-        for stream, slot in pending.items():
-            if not slot.events:
-                continue
-            if now is None:
-                now = self.clock()
-                timestamp = to_micros(now)
-            version = slot.version
-            for topic, payload, meta in slot.rows:
-                version += 1
-                rows.append(new_event((stream, version, topic, payload, timestamp, meta)))
-            items.extend(slot.events)
-            metas.extend(slot.metadata)
-        if now is None:
-            if tracking is None:
-                return []
-            self.store.append(rows, tracking=tracking)
+        """Append pending events; ``telemetry``: what the caller found active, if it looked."""
+        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
+        if not firsts:
+            if tracking is not None:
+                self._append([], firsts, tracking)
             return []
+        if self.clock is utc_now:
+            now, timestamp = now_and_micros()
+        else:
+            now = self.clock()
+            timestamp = to_micros(now)
+        rows: list[Row] = []
+        for stream, first in firsts.items():
+            rows += [
+                (stream, version, topic, payload, timestamp, meta)
+                for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
+            ]
         try:
-            positions = self.store.append(rows, tracking=tracking)
+            positions = self._append(rows, firsts, tracking)
         except ConcurrencyError:
             self._forget(pending)
             raise
-        if (telemetry := _telemetry.active()) is not None:
+        if telemetry is _ASK:
+            telemetry = _telemetry.active()
+        if isinstance(telemetry, _telemetry.Telemetry):
             telemetry.appended_events(self.name, len(rows))
-        for stream, slot in pending.items():
-            if slot.events:
-                self._after_append(slot, stream)
+        if self._cache_size or self.snapshot_every:
+            for stream in firsts:
+                self._after_append(pending[stream], stream)
         # read back, a timestamp is in UTC: give the same value now
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
+        if len(firsts) == 1:
+            (only,) = firsts
+            items, metas = pending[only].events, pending[only].metadata
+        else:
+            items, metas = [], []
+            for stream in firsts:
+                items += pending[stream].events
+                metas += pending[stream].metadata
         return [
             Recorded(item, row[0], row[1], position, moment, row[2], meta)
             for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
         ]
+
+    def _record_one(
+        self, stream: str, slot: Pending, telemetry: _telemetry.Telemetry | None
+    ) -> list[Recorded[Any]]:
+        """:meth:`_record` of one command's events on one stream: execute's hot path."""
+        if self.clock is utc_now:
+            now, timestamp = now_and_micros()
+        else:
+            now = self.clock()
+            timestamp = to_micros(now)
+        first = slot.version + 1
+        rows: list[Row] = [
+            (stream, version, topic, payload, timestamp, meta)
+            for version, (topic, payload, meta) in enumerate(slot.rows, first)
+        ]
+        try:
+            positions = self._append(rows, {stream: first}, None)
+        except ConcurrencyError:
+            self._forget({stream: slot})
+            raise
+        if telemetry is not None:
+            telemetry.appended_events(self.name, len(rows))
+        if self._cache_size or self.snapshot_every:
+            self._after_append(slot, stream)
+        moment = now if now.tzinfo is UTC else from_micros(timestamp)
+        if len(rows) == 1:
+            return [Recorded(
+                slot.events[0], stream, first, positions[0], moment, rows[0][2], slot.metadata[0]
+            )]
+        return [
+            Recorded(item, stream, row[1], position, moment, row[2], meta)
+            for item, row, position, meta in zip(
+                slot.events, rows, positions, slot.metadata, strict=True
+            )
+        ]
+
+    def _append(
+        self, rows: list[Row], firsts: dict[str, int], tracking: Tracking | None
+    ) -> list[int]:
+        """Append rows this application built and checked.
+
+        A store of one of fes's own classes (marked ``_takes_rows`` on the class
+        itself, so neither a subclass nor a wrapper put in as ``self.store``)
+        takes them as they are; any other gets them through the protocol's
+        ``append``, which checks them.
+        """
+        store = self.store
+        if type(store).__dict__.get("_takes_rows"):
+            return store._append_rows(rows, firsts, tracking)  # type: ignore[attr-defined,no-any-return]
+        return store.append(list(map(new_event, rows)), tracking=tracking)
 
     def _forget(self, pending: Mapping[str, Pending]) -> None:
         if self._cache_size:
@@ -496,14 +595,17 @@ class Application:
         to ``retries`` times; a :class:`fes.Rejected` from the command is
         raised as it is and stores nothing.
         """
-        self._check(aggregate)
+        if self._aggregates.get(getattr(aggregate, "name", ""), _ASK) is not aggregate:
+            self._check(aggregate)  # not this application's own object: look closer
         telemetry = _telemetry.active()
         if telemetry is not None:  # a span, and its trace context in the events' metadata
             return telemetry.execute(
                 self.name, aggregate.name, stream, command, metadata,
-                lambda traced: self._execute(aggregate, stream, command, traced, args, kwargs),
+                lambda traced: self._execute(
+                    aggregate, stream, command, traced, args, kwargs, telemetry
+                ),
             )
-        return self._execute(aggregate, stream, command, metadata, args, kwargs)
+        return self._execute(aggregate, stream, command, metadata, args, kwargs, None)
 
     def _execute(
         self,
@@ -513,25 +615,59 @@ class Application:
         metadata: Metadata,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        telemetry: _telemetry.Telemetry | None,
     ) -> list[Recorded[Any]]:
+        # What a one-command Batch does, without its bookkeeping: this is the
+        # path of every command an application serves.
+        if self._minted.pop(stream, False):
+            # new_id() gave this id and nothing used it since: decide on the
+            # initial state without reading.  Only an append stands on that
+            # guess, and only if the unique (stream, version) takes its version
+            # 1; anything else (a conflict, an error, no events) is decided
+            # again below on the stream as read, and not counted as a retry.
+            try:
+                slot = self._decided(aggregate, stream, command, metadata, args, kwargs,
+                                     aggregate.initial, 0)
+            except Exception:
+                slot = None
+            if slot is not None:
+                try:
+                    return self._record_one(stream, slot, telemetry)
+                except ConcurrencyError:
+                    pass
         attempt = 0
         while True:
-            # What a one-command Batch does, without its bookkeeping: this is
-            # the path of every command an application serves.
             state, version = self._current(aggregate, stream)
-            new = decide(aggregate, command, state, *args, **kwargs)
-            if not new:
+            slot = self._decided(aggregate, stream, command, metadata, args, kwargs,
+                                 state, version)
+            if slot is None:
                 return []
-            slot = Pending(
-                aggregate, version, aggregate.fold(new, state), tuple(new),
-                (metadata,) * len(new), self._encode(stream, version, new, metadata),
-            )
             try:
-                return self._record({stream: slot}, None)
+                return self._record_one(stream, slot, telemetry)
             except ConcurrencyError:
                 attempt += 1
                 if attempt > self.retries:
                     raise
+
+    def _decided(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        metadata: Metadata,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: Any,
+        version: int,
+    ) -> Pending | None:
+        """The command's events on ``state`` folded and encoded, or None if it has none."""
+        new = decide(aggregate, command, state, *args, **kwargs)
+        if not new:
+            return None
+        return new_pending((
+            aggregate, version, aggregate.fold(new, state), new,
+            (metadata,) * len(new), self._encode(stream, version, new, metadata),
+        ))
 
     def take_snapshot(self, aggregate: Aggregate[Any], stream: str) -> int:
         """Snapshot a stream's current state now; returns its version.

@@ -10,6 +10,7 @@ implements, so that this module does not import the application's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from attrs import define, field
@@ -21,7 +22,7 @@ from fes.events import NO_METADATA, Metadata
 from .stores._base import Store
 from .stores._checks import check_stream
 
-__all__ = ["Batch", "Pending", "Writer"]
+__all__ = ["Batch", "Pending", "Writer", "new_pending"]
 
 S = TypeVar("S")
 
@@ -35,6 +36,8 @@ class Writer(Protocol):
         ...
 
     store: Store
+    #: ids its new_id() gave that nothing has used yet
+    _minted: dict[str, bool]
 
     def _check(self, aggregate: Aggregate[Any]) -> None: ...
 
@@ -164,6 +167,8 @@ class Batch:
                     f"a batch of {self.application.name!r} acts on a stream no store "
                     f"can keep: {error}"
                 ) from None
+            # a batch reads the stream anyway: only execute() decides without reading
+            self.application._minted.pop(stream, False)
             if stream in self._fresh:
                 state, version = aggregate.initial, 0
             else:
@@ -202,10 +207,11 @@ class Batch:
         metadata: Metadata,
     ) -> None:
         # fold and encode first: either may refuse, and the batch stays as it was
-        events, metas, rows = (
-            cast(list[Any], slot.events), cast(list[Metadata], slot.metadata),
-            cast(list[tuple[str, bytes, bytes | None]], slot.rows),
-        )  # a batch's own slots hold lists (see _slot)
+        # (a batch's own slots hold lists, see _slot; no typing.cast here: its
+        # subscripted types would be built again on every call)
+        events: list[Any] = slot.events  # type: ignore[assignment]
+        metas: list[Metadata] = slot.metadata  # type: ignore[assignment]
+        rows: list[tuple[str, bytes, bytes | None]] = slot.rows  # type: ignore[assignment]
         held = len(events)
         state = aggregate.fold(new, slot.state)
         encoded = self.application._encode(stream, slot.version + held, new, metadata)
@@ -214,7 +220,7 @@ class Batch:
         events.extend(new)
         metas.extend((metadata,) * len(new))
         rows.extend(encoded)
-        self.pending[stream] = Pending(aggregate, slot.version, state, events, metas, rows)
+        self.pending[stream] = new_pending((aggregate, slot.version, state, events, metas, rows))
         # Only a stream's first change since the last mark is journaled: a
         # rollback restores the slot as it was then, so the states in between
         # (each a whole aggregate state) are not kept alive.
@@ -232,13 +238,20 @@ class Batch:
         **kwargs: Any,
     ) -> list[Any]:
         """Run a command on the stream's pending state; add its events."""
-        slot = self._slot(aggregate, stream)
+        slot = self.pending.get(stream)
+        if slot is None or slot.aggregate is not aggregate:
+            # (a slot of this very aggregate was checked when it was made)
+            slot = self._slot(aggregate, stream)
         new = decide(aggregate, command, slot.state, *args, **kwargs)
         self._add(aggregate, slot, stream, new, metadata)
         return new
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())
+
+
+#: Build a Pending from a 6-tuple in C, without the generated ``__new__``.
+new_pending = partial(tuple.__new__, Pending)
 
 
 def _keepable(stream: object) -> bool:

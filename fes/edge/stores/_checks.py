@@ -28,6 +28,7 @@ __all__ = [
     "check_reseal",
     "check_stream",
     "check_timeout",
+    "check_topic",
     "check_tracking",
     "check_where",
     "not_stored",
@@ -200,14 +201,19 @@ def _check_row(event: object) -> None:
         raise StoreError(f"append takes NewEvent rows, not {_shown(event)}; nothing was stored")
 
 
+def check_topic(topic: object, then: str = "") -> None:
+    """Refuse a topic that not every store keeps (``then`` ends the message)."""
+    if not (isinstance(topic, str) and topic.__class__ is str and _keepable(topic)):
+        raise StoreError(
+            f"a topic must be a str with no NUL character or lone surrogate, not {_shown(topic)}"
+            + then
+        )
+
+
 def _check_fields(event: NewEvent) -> None:
     """Refuse a row's topic, payload, timestamp or metadata that not every store keeps."""
     topic, payload, meta = event.topic, event.payload, event.meta
-    if not (topic.__class__ is str and _keepable(topic)):
-        raise StoreError(
-            "a topic must be a str with no NUL character or lone surrogate, "
-            f"not {_shown(topic)}; nothing was stored"
-        )
+    check_topic(topic, "; nothing was stored")
     if not isinstance(payload, bytes) or (meta is not None and not isinstance(meta, bytes)):
         raise StoreError(
             f"a payload must be bytes, and metadata bytes or None, not {_shown(payload)} and "

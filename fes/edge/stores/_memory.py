@@ -32,6 +32,8 @@ import math
 import threading
 from bisect import bisect_right
 from collections.abc import Collection, Sequence
+from functools import partial
+from operator import attrgetter
 
 from attrs import evolve, field, frozen
 from pyrsistent import PMap, pmap
@@ -62,6 +64,10 @@ from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 __all__ = ["MemoryDatabase", "MemoryStore"]
 
 _NO_EVENTS: list[StoredEvent] = []  # never appended to: a stream without events
+#: A row to insert: stream, version, topic, payload, timestamp, meta.
+Row = tuple[str, int, str, bytes, int, bytes | None]
+_stored = partial(tuple.__new__, StoredEvent)  # from a 7-tuple, in C
+_ROW = attrgetter("stream", "version", "topic", "payload", "timestamp", "meta")
 
 
 def _position(event: StoredEvent) -> int:
@@ -114,6 +120,9 @@ def _cas(current: int | None, tracking: Tracking) -> None:
 class MemoryStore:
     """One application's events, snapshots, tracking and views, in memory."""
 
+    #: The application appends through :meth:`_append_rows` (see it).
+    _takes_rows = True
+
     def __init__(self, database: MemoryDatabase, app: str) -> None:
         self._database = database
         self._app = app
@@ -140,6 +149,17 @@ class MemoryStore:
         elif not events:
             self._read()
             return []
+        return self._append_rows(list(map(_ROW, events)), firsts, tracking)
+
+    def _append_rows(
+        self, rows: Sequence[Row], firsts: dict[str, int], tracking: Tracking | None
+    ) -> list[int]:
+        """:meth:`append` of rows fes's application built and checked itself.
+
+        Each row is ``(stream, version, topic, payload, timestamp, meta)``;
+        ``firsts`` holds each stream's first version in the rows, which are
+        consecutive from it (see the SQLite store's ``_append_rows``).
+        """
         database = self._database
         with database.lock:
             state = self._read()
@@ -152,32 +172,24 @@ class MemoryStore:
                 if current != first - 1:
                     raise ConcurrencyError(stream, first - 1, current)
             log = state.log
-            position = state.size
-            positions = []
-            for event in events:
-                position += 1
-                stored = StoredEvent(
-                    position,
-                    event.stream,
-                    event.version,
-                    event.topic,
-                    event.payload,
-                    event.timestamp,
-                    event.meta,
-                )
-                log.append(stored)
-                found = streams.get(event.stream)
+            start = state.size + 1
+            stored = [
+                _stored((position, *row)) for position, row in enumerate(rows, start)
+            ]
+            log.extend(stored)
+            for event in stored:
+                found = streams.get(event[1])
                 if found is None:
-                    streams[event.stream] = [stored]
+                    streams[event[1]] = [event]
                 else:
-                    found.append(stored)
-                positions.append(position)
+                    found.append(event)
+            position = start + len(stored) - 1
             new = evolve(state, size=position)
             if tracking is not None:
                 new = evolve(new, tracking=new.tracking.set(tracking.leader, tracking.position))
             self._state = new
             database.condition.notify_all()
-        return positions
+        return list(range(start, position + 1))
 
     def reseal(self, rows: Sequence[Resealed]) -> None:
         """Replace stored events' payloads and metadata, atomically."""

@@ -40,10 +40,15 @@ from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+#: A row to insert: stream, version, topic, payload, timestamp, meta.
+Row = tuple[str, int, str, bytes, int, bytes | None]
 
 
 class SQLiteStore:
     """One application's tables in an SQLite file."""
+
+    #: The application appends through :meth:`_append_rows` (see it).
+    _takes_rows = True
 
     def __init__(self, database: Connections, app: str) -> None:
         self._database = database
@@ -69,9 +74,25 @@ class SQLiteStore:
             check_tracking(tracking)
         elif not events:
             return []
+        return self._append_rows(list(map(ROW, events)), firsts, tracking)
+
+    def _append_rows(
+        self, rows: Sequence[Row], firsts: dict[str, int], tracking: Tracking | None
+    ) -> list[int]:
+        """:meth:`append` of rows fes's application built and checked itself.
+
+        Each row is ``(stream, version, topic, payload, timestamp, meta)``, in
+        the insert's order; ``firsts`` holds each stream's first version in the
+        rows, which are consecutive from it.  The application checked each
+        stream id once, made every topic, payload and metadata with its codec
+        (topics checked when it was built), and every timestamp with its clock;
+        ``tracking``, when given, has been checked.  Third-party callers use
+        :meth:`append`, which checks all of that.
+        """
         database = self._database
         held = database.use()
         conn = held.conn
+        count = len(rows)
         try:
             # ``with``: CPython takes the lock and sets up its release in one
             # step, so an interrupt (Ctrl-C) cannot leave it held.
@@ -90,11 +111,10 @@ class SQLiteStore:
                             current = conn.execute(version, (stream,)).fetchone()[0] or 0
                             if current != first - 1:
                                 raise ConcurrencyError(stream, first - 1, current)
-                    count = len(events)
                     if count == 1:
-                        last = conn.execute(self._sql.insert, ROW(events[0])).lastrowid
+                        last = conn.execute(self._sql.insert, rows[0]).lastrowid
                     elif count:
-                        conn.executemany(self._sql.insert, map(ROW, events))
+                        conn.executemany(self._sql.insert, rows)
                         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                     conn.execute("COMMIT")
                     held.began = False
