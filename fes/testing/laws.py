@@ -48,7 +48,7 @@ from fes.testing.strategies import (
     StepResult,
     _histories,
     _pristine,
-    argument_strategies,
+    argument_contexts,
     histories,
     run_step,
     state_filter,
@@ -528,7 +528,7 @@ def check_laws(
     __tracebackhide__ = True
     if not aggregate.commands:
         raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
-    table = argument_strategies(aggregate, args, overrides)
+    contexts = argument_contexts(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
     tally = Tally(aggregate, rare)
     limit = check_budget(budget)
@@ -551,7 +551,7 @@ def check_laws(
             ) from exc
         return step
 
-    runs = _histories(aggregate, table, max_commands, run)
+    runs = _histories(aggregate, contexts, max_commands, run)
     composable = bool(aggregate.events)
     parts = [aggregate, *others]
     copy_number = 2
@@ -582,7 +582,7 @@ def check_laws(
         step: tuple[str, tuple[Any, ...]] | None = None
         if usable:
             name = data.draw(st.sampled_from(usable), label="command")
-            arguments = data.draw(table[name], label="arguments")
+            arguments = data.draw(contexts[name](state), label="arguments")
             command = aggregate.commands[name]
             run(name, command, state, arguments)
             # a third seed of random, differing from example to example (a seed drawn by
@@ -626,7 +626,7 @@ def check_laws(
         exc.add_note(tally.summary())
         raise
     try:
-        vacuous = tally.confirm(table, max_commands, limit)
+        vacuous = tally.confirm(contexts, max_commands, limit)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:

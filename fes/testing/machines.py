@@ -51,7 +51,9 @@ from fes.testing._exercise import (
 )
 from fes.testing.laws import projector_keeps_state
 from fes.testing.strategies import (
+    Context,
     Overrides,
+    argument_contexts,
     argument_strategies,
     state_filter,
 )
@@ -117,6 +119,8 @@ class AggregateMachine(RuleBasedStateMachine):
     rare: ClassVar[Mapping[str, str]] = {}
     #: Each command's argument strategy (a tuple strategy), by command name.
     arguments: ClassVar[Mapping[str, st.SearchStrategy[tuple[Any, ...]]]] = {}
+    #: Each command's arguments for the state it meets (see ``argument_contexts``).
+    contexts: ClassVar[Mapping[str, Context]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -332,7 +336,7 @@ def step(self: AggregateMachine, data: st.DataObject) -> None:
     if not usable:
         return
     name = data.draw(st.sampled_from(usable), label="command")
-    args = data.draw(self.arguments[name], label=f"arguments of {name}")
+    args = data.draw(self.contexts[name](self.state), label=f"arguments of {name}")
     self.run_command(name, self.aggregate.commands[name], args)
 
 
@@ -380,6 +384,7 @@ def machine_for(
         "tally": tally,
         "rare": dict(tally.rare),
         "arguments": dict(table),
+        "contexts": argument_contexts(aggregate, args, overrides),
         "admits": {name: state_filter(command) for name, command in aggregate.commands.items()},
         "step": _STEP,
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
@@ -524,7 +529,7 @@ def _run_machine(
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
         raise _story(shortest, tally) from shortest.__cause__
     try:
-        vacuous = tally.confirm(machine.arguments, 10, machine.budget)
+        vacuous = tally.confirm(machine.contexts, 10, machine.budget)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:

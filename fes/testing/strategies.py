@@ -49,6 +49,7 @@ __all__ = [
     "Overrides",
     "StepResult",
     "accepts_state",
+    "argument_contexts",
     "argument_strategies",
     "events_of",
     "histories",
@@ -333,9 +334,10 @@ def accepts_state(command: Command, state: Any) -> bool:
     return state_filter(command)(state)
 
 
-def _arguments(
+def _argument_parts(
     name: str, command: Command, overrides: Overrides | None
-) -> st.SearchStrategy[tuple[Any, ...]]:
+) -> tuple[tuple[Any, ...], tuple[st.SearchStrategy[Any], ...]]:
+    """The annotated type and the derived strategy of each drawn argument of ``command``."""
     func = _shapes.argument_function(command)
     found = None if func is None else _shapes.parameter_hints(func)
     if found is None:
@@ -345,6 +347,7 @@ def _arguments(
         )
     params, hints = found
     deriver = _Deriver(overrides)
+    kinds: list[Any] = []
     parts: list[st.SearchStrategy[Any]] = []
     for param in params[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
@@ -356,9 +359,130 @@ def _arguments(
                 f"command {name!r} does not annotate its argument {param.name!r}: "
                 f"annotate it or give args={{{name!r}: st.tuples(...)}}"
             )
-        parts.append(deriver.derive(hints[param.name]))
+        hint = hints[param.name]
+        # a type overridden by the user is drawn as the user says, never reused
+        kinds.append(None if hint in deriver.by_type else hint)
+        parts.append(deriver.derive(hint))
     deriver.check_paths()
-    return st.tuples(*parts)
+    return tuple(kinds), tuple(parts)
+
+
+def _arguments(
+    name: str, command: Command, overrides: Overrides | None
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.tuples(*_argument_parts(name, command, overrides)[1])
+
+
+#: Types whose values a derived argument may take again from the state it meets.
+_REUSED = (int, str, date, datetime, UUID)
+
+#: How far from a value already seen a "near" one is drawn, per type.
+def _moved(base: Any, step: Any) -> Any:
+    try:
+        return base + step
+    except OverflowError:  # a date at the end of the calendar stays where it is
+        return base
+
+
+_NEAR: dict[type, Callable[[Any], st.SearchStrategy[Any]]] = {
+    int: lambda base: st.integers(-3, 3).map(lambda step: base + step),
+    date: lambda base: st.integers(-31, 31).map(lambda d: _moved(base, timedelta(days=d))),
+    datetime: lambda base: st.integers(-72, 72).map(lambda h: _moved(base, timedelta(hours=h))),
+}
+
+#: Values taken from one state, at most, per type; nodes of it looked at, at most.
+_POOL_SIZE = 12
+_WALK = 500
+
+
+def _values_in(state: Any) -> dict[type, list[Any]]:
+    """The values of the :data:`_REUSED` types a state holds, by exact type, in order."""
+    found: dict[type, dict[Any, None]] = {}
+    stack = [state]
+    looked = 0
+    while stack and looked < _WALK:
+        value = stack.pop()
+        looked += 1
+        kind = type(value)
+        if kind in _REUSED:
+            pool = found.setdefault(kind, {})
+            if len(pool) < _POOL_SIZE:
+                pool[value] = None
+        elif attrs.has(kind):
+            stack.extend(reversed([getattr(value, f.name) for f in attrs.fields(kind)]))
+        elif isinstance(value, abc.Mapping):
+            for key, item in reversed(list(value.items())):
+                stack.extend((item, key))
+        elif isinstance(value, (list, tuple, abc.Set, pyrsistent.PVector)):
+            stack.extend(reversed(list(value)))
+    return {kind: list(pool) for kind, pool in found.items()}
+
+
+#: Builds an argument strategy for the state a command meets.
+Context = Callable[[Any], st.SearchStrategy[tuple[Any, ...]]]
+
+
+def _in_context(
+    kinds: tuple[Any, ...], parts: tuple[st.SearchStrategy[Any], ...]
+) -> Context:
+    """Arguments drawn as derived, or taken from (or drawn near) values the state holds.
+
+    An argument of a simple type (int, str, date, datetime, UUID) may also
+    be a value the state holds, or one drawn by an earlier argument of the
+    same call, or (int, date, datetime) one near such a value: ids of what
+    exists, quantities around those held, a departure near an arrival.
+    """
+    if not any(kind in _REUSED for kind in kinds):
+        plain = st.tuples(*parts)
+        return lambda state: plain
+
+    def for_state(state: Any) -> st.SearchStrategy[tuple[Any, ...]]:
+        held = _values_in(state)
+
+        @st.composite
+        def arguments(draw: st.DrawFn) -> tuple[Any, ...]:
+            values: list[Any] = []
+            for kind, part in zip(kinds, parts, strict=True):
+                pool = list(held.get(kind, ()))
+                pool.extend(v for v, k in zip(values, kinds, strict=False) if k is kind)
+                ways = ["derived"]
+                if pool and kind in _REUSED:
+                    ways.append("seen")
+                    if kind in _NEAR:
+                        ways.append("near")
+                way = draw(st.sampled_from(ways))
+                if way == "derived":
+                    values.append(draw(part))
+                    continue
+                seen = draw(st.sampled_from(pool))
+                values.append(seen if way == "seen" else draw(_NEAR[kind](seen)))
+            return tuple(values)
+
+        return arguments()
+
+    return for_state
+
+
+def argument_contexts(
+    aggregate: Aggregate[Any],
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+) -> dict[str, Context]:
+    """For each command, its arguments as a function of the state it meets.
+
+    A command named in ``args`` draws from the strategy given there,
+    whatever the state; the others draw their derived arguments, or values
+    the state holds, or values near those (see :func:`argument_strategies`).
+    """
+    table = argument_strategies(aggregate, args, overrides)
+    contexts: dict[str, Context] = {}
+    for name, command in aggregate.commands.items():
+        if args is not None and name in args:
+            given = table[name]
+            contexts[name] = lambda state, given=given: given  # type: ignore[misc]
+        else:
+            contexts[name] = _in_context(*_argument_parts(name, command, overrides))
+    return contexts
 
 
 def argument_strategies(
@@ -370,7 +494,9 @@ def argument_strategies(
 
     Arguments are derived from the commands' annotations (after the state);
     ``args`` replaces the strategy of named commands, e.g.
-    ``{"withdraw": st.tuples(st.integers(1, 500))}``.
+    ``{"withdraw": st.tuples(st.integers(1, 500))}``.  The checks draw the
+    derived ones through :func:`argument_contexts`, which also reuses
+    values the state holds.
     """
     given = dict(args or {})
     unknown = sorted(set(given) - set(aggregate.commands))
@@ -440,8 +566,8 @@ def histories(
         raise DefinitionError(
             f"aggregate {aggregate.name!r} has no commands to build histories with"
         )
-    table = argument_strategies(aggregate, args, overrides)
-    return _histories(aggregate, table, max_commands, _told)
+    return _histories(aggregate, argument_contexts(aggregate, args, overrides), max_commands,
+                      _told)
 
 
 def _told(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
@@ -483,12 +609,12 @@ _Runner = Callable[[str, Command, Any, tuple[Any, ...]], "StepResult"]
 
 def _histories(
     aggregate: Aggregate[Any],
-    table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    contexts: Mapping[str, Context],
     max_commands: int,
     run: _Runner,
 ) -> st.SearchStrategy[tuple[Any, ...]]:
     """:func:`histories`, running each command with ``run`` (which may count and time it)."""
-    names = sorted(table)
+    names = sorted(contexts)
     admits = {n: state_filter(aggregate.commands[n]) for n in names}
 
     @st.composite
@@ -500,7 +626,7 @@ def _histories(
             if not usable:
                 break
             name = draw(st.sampled_from(usable))
-            step = run(name, aggregate.commands[name], state, draw(table[name]))
+            step = run(name, aggregate.commands[name], state, draw(contexts[name](state)))
             state = aggregate.fold(step.events, state)
             events.extend(step.events)
         return tuple(events)
