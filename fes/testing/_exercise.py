@@ -291,7 +291,9 @@ class Tally:
             usable = [name for name in wanted if admits[name](state)]
             if usable:
                 name = data.draw(st.sampled_from(usable))
-                run(name, aggregate.commands[name], state, data.draw(contexts[name](state)))
+                context = contexts[name]
+                arguments = context.resolve(data.draw(context.choices), state)
+                run(name, aggregate.commands[name], state, arguments)
 
         quiet = hypothesis.settings(
             max_examples=CONFIRMATIONS,

@@ -8,7 +8,7 @@ from typing import Any
 from attrs import evolve, frozen
 from hypothesis import find, settings
 from hypothesis import strategies as st
-from pyrsistent import pmap
+from pyrsistent import pmap, pset
 
 import fes
 from fes.testing import check_aggregate, check_laws
@@ -71,6 +71,22 @@ rooms = fes.Aggregate("room", Room(), fes.projector(_booked, _cancelled),
 STAY = StayBooked(date(2030, 1, 5), date(2030, 1, 9))
 
 
+@frozen
+class Counter:
+    """A total."""
+
+    total: int
+
+
+def add(counter: Counter, amount: int) -> list[Counter]:
+    """Add an amount (the event is the new total, for brevity)."""
+    return [Counter(counter.total + amount)]
+
+
+counters = fes.Aggregate("counter", Counter(0), lambda _, event: event, commands=[add],
+                         events=[Counter])
+
+
 def test_a_hotel_with_derived_dates_is_exercised_without_args() -> None:
     """Two dates of one call are drawn near each other, and a cancel takes a booked day."""
     counts = check_aggregate(rooms, settings=FAST)
@@ -119,3 +135,36 @@ def test_a_type_overridden_by_the_user_is_never_reused() -> None:
     assert find(contexts["book"](Room((STAY,))), lambda args: True, settings=QUICK) == (
         date(1999, 1, 1), date(1999, 1, 1)
     )
+
+
+def test_equal_states_give_their_values_in_one_order() -> None:
+    """Sets and maps are read in sorted order: equal states built apart list values alike."""
+    words = [f"w{n}" for n in range(40)]
+    forwards = ({w: n for n, w in enumerate(words)}, frozenset([1, 9, 17]), pset(words))
+    backwards = (
+        {w: n for n, w in reversed(list(enumerate(words)))},
+        frozenset([17, 9, 1]),  # 1, 9 and 17 share a slot: the set lists them as added
+        pset(reversed(words)),
+    )
+    assert forwards == backwards
+    assert [list(part) for part in forwards] != [list(part) for part in backwards]
+    found = _values_in(forwards)
+    assert found == _values_in(backwards)
+    first = sorted(words)[:12]  # w0, w1, w10, ..., w19: keys in order, each before its value
+    assert found[str] == first and found[int] == [words.index(w) for w in first]
+
+
+def test_values_near_a_held_one_lie_a_few_steps_from_it() -> None:
+    """Every way of taking an int gives the derived value, or a held one moved 3 at most."""
+    held, derived = 10**18, -5
+    context = argument_contexts(counters)["add"]
+    taken = {context.resolve(((derived, how),), Counter(held))[0] for how in range(420)}
+    assert taken == {derived} | set(range(held - 3, held + 4))
+
+
+def test_the_choices_are_drawn_without_the_state() -> None:
+    """One drawn choice gives arguments for any state: what is drawn cannot depend on it."""
+    context = argument_contexts(rooms)["cancel"]
+    drawn = find(context.choices, lambda c: c[0][1] % 5 == 1, settings=QUICK)  # a held value
+    assert context.resolve(drawn, Room((STAY,))) == (STAY.arrive,)
+    assert context.resolve(drawn, Room()) == (drawn[0][0],)  # none held: the derived date
