@@ -362,11 +362,28 @@ def _argument_parts(
                 f"annotate it or give args={{{name!r}: st.tuples(...)}}"
             )
         hint = hints[param.name]
+        kind = _plain(hint)
         # a type overridden by the user is drawn as the user says, never reused
-        kinds.append(None if hint in deriver.by_type else hint)
+        kinds.append(None if hint in deriver.by_type or kind in deriver.by_type else kind)
         parts.append(deriver.derive(hint))
     deriver.check_paths()
     return tuple(kinds), tuple(parts)
+
+
+def _plain(hint: Any) -> Any:
+    """The type whose values ``hint`` holds: through ``NewType`` and ``Annotated``.
+
+    An id is often ``NewType("OrderId", UUID)``: its values are UUIDs, and
+    may be taken from the UUIDs the state holds.
+    """
+    while True:
+        supertype = getattr(hint, "__supertype__", None)
+        if supertype is not None:
+            hint = supertype
+        elif typing.get_origin(hint) is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        else:
+            return hint
 
 
 def _arguments(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, NewType
+from uuid import UUID
 
 from attrs import evolve, frozen
 from hypothesis import find, settings
@@ -81,6 +82,16 @@ class Counter:
 def add(counter: Counter, amount: int) -> list[Counter]:
     """Add an amount (the event is the new total, for brevity)."""
     return [Counter(counter.total + amount)]
+
+
+TicketId = NewType("TicketId", UUID)
+
+
+@frozen
+class Desk:
+    """The open tickets of a help desk."""
+
+    tickets: tuple[UUID, ...] = ()
 
 
 counters = fes.Aggregate("counter", Counter(0), lambda _, event: event, commands=[add],
@@ -168,3 +179,16 @@ def test_the_choices_are_drawn_without_the_state() -> None:
     drawn = find(context.choices, lambda c: c[0][1] % 5 == 1, settings=QUICK)  # a held value
     assert context.resolve(drawn, Room((STAY,))) == (STAY.arrive,)
     assert context.resolve(drawn, Room()) == (drawn[0][0],)  # none held: the derived date
+
+
+def test_an_id_of_a_new_type_is_taken_from_the_ids_the_state_holds() -> None:
+    """An argument annotated NewType("TicketId", UUID) may be a UUID the state holds."""
+    ticket = UUID("12345678-1234-5678-1234-567812345678")
+
+    def close(desk: Desk, which: TicketId) -> list[Desk]:
+        return [Desk(tuple(t for t in desk.tickets if t != which))]
+
+    desks = fes.Aggregate("desk", Desk(), lambda _, event: event, commands=[close], events=[Desk])
+    taken = find(argument_contexts(desks)["close"](Desk((ticket,))), lambda a: a == (ticket,),
+                 settings=QUICK)
+    assert taken == (ticket,)
