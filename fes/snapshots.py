@@ -102,9 +102,15 @@ def _type_digest(kind: Any, seen: set[int], out: list[bytes]) -> None:
         out.append(kind.encode())
         return
     out.append(repr(kind).encode())
-    if id(kind) in seen:
-        return
-    seen.add(id(kind))
+    if isinstance(kind, type):
+        # a class is read once: its fields may name it again.  An alias such as
+        # Mapping[str, Any] is read whole every time: get_type_hints builds one
+        # afresh per function (the next maybe where a freed one lay, taking its
+        # id) and typing caches others for a while, so whether two equal ones are
+        # one object is an accident, and an alias cannot contain itself
+        if id(kind) in seen:
+            return
+        seen.add(id(kind))
     for arg in typing.get_args(kind):
         _type_digest(arg, seen, out)
     if isinstance(kind, type) and attrs.has(kind):

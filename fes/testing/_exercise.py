@@ -28,6 +28,7 @@ from fes._shapes import argument_function, parameter_hints
 from fes.aggregates import Aggregate, Command
 from fes.errors import DefinitionError
 from fes.testing.strategies import (
+    Context,
     StepResult,
     _histories,
     _note,
@@ -257,7 +258,7 @@ class Tally:
 
     def confirm(
         self,
-        table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+        contexts: Mapping[str, Context],
         max_commands: int,
         budget: float | None,
     ) -> str | None:
@@ -279,7 +280,7 @@ class Tally:
             except BudgetExceeded as exc:
                 raise Abort(exc) from None
 
-        runs = _histories(aggregate, table, max_commands, run)
+        runs = _histories(aggregate, contexts, max_commands, run)
 
         never, _ = self.missing()
         wanted = never or list(aggregate.commands)
@@ -290,7 +291,9 @@ class Tally:
             usable = [name for name in wanted if admits[name](state)]
             if usable:
                 name = data.draw(st.sampled_from(usable))
-                run(name, aggregate.commands[name], state, data.draw(table[name]))
+                context = contexts[name]
+                arguments = context.resolve(data.draw(context.choices), state)
+                run(name, aggregate.commands[name], state, arguments)
 
         quiet = hypothesis.settings(
             max_examples=CONFIRMATIONS,

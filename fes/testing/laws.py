@@ -48,7 +48,7 @@ from fes.testing.strategies import (
     StepResult,
     _histories,
     _pristine,
-    argument_strategies,
+    argument_contexts,
     histories,
     run_step,
     state_filter,
@@ -65,6 +65,7 @@ __all__ = [
     "combine_is_associative",
     "command_is_pure",
     "emitted_events_apply",
+    "fingerprint_is_stable",
     "neutral_is_identity",
     "outcome",
     "projector_is_pure",
@@ -276,15 +277,18 @@ def emitted_events_apply(
         ) from exc
 
 
-def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: int) -> None:
-    """A snapshot taken after ``history[:at]`` plus the rest folds like all of it."""
+def fingerprint_is_stable(
+    aggregate: Aggregate[Any], first: Sequence[bytes], again: Sequence[bytes]
+) -> str:
+    """The fingerprint of ``first``, the parts a snapshot's writer computed, if a reader
+    computing them ``again`` (later, after the projector ran) finds the same.
+
+    A fingerprint that changes between two computations in one process would
+    make every snapshot ignored, so it is a law of its own: the
+    ``AssertionError`` names the part that differs.  The parts are those of
+    :func:`fes.snapshots.fingerprint_parts`.
+    """
     __tracebackhide__ = True
-    # the digest is computed twice, as a snapshot's writer and its reader do: one that
-    # changes in between would make every snapshot ignored, so it is a law of its own
-    first = fingerprint_parts(aggregate)
-    snapshot = take(aggregate, _STREAM, at, aggregate.fold(history[:at]),
-                    digest=digest_parts(first))
-    again = fingerprint_parts(aggregate)
     if again != first:
         index = next(
             (i for i, (a, b) in enumerate(zip(first, again, strict=False)) if a != b),
@@ -295,7 +299,18 @@ def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: 
             f"computations in one process, so snapshots would be ignored; part {index} was "
             f"{first[index:index + 1]!r}, then {again[index:index + 1]!r}"
         )
-    resumed = restore(aggregate, snapshot, history[at:], digest=digest_parts(again))
+    return digest_parts(list(first))
+
+
+def snapshot_equals_fold(aggregate: Aggregate[Any], history: Sequence[Any], at: int) -> None:
+    """A snapshot taken after ``history[:at]`` plus the rest folds like all of it."""
+    __tracebackhide__ = True
+    # the digest is computed twice, as a snapshot's writer and its reader do
+    first = fingerprint_parts(aggregate)
+    snapshot = take(aggregate, _STREAM, at, aggregate.fold(history[:at]),
+                    digest=digest_parts(first))
+    digest = fingerprint_is_stable(aggregate, first, fingerprint_parts(aggregate))
+    resumed = restore(aggregate, snapshot, history[at:], digest=digest)
     folded = aggregate.fold(history)
     if resumed != folded:
         raise AssertionError(
@@ -528,7 +543,7 @@ def check_laws(
     __tracebackhide__ = True
     if not aggregate.commands:
         raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
-    table = argument_strategies(aggregate, args, overrides)
+    contexts = argument_contexts(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
     tally = Tally(aggregate, rare)
     limit = check_budget(budget)
@@ -551,7 +566,7 @@ def check_laws(
             ) from exc
         return step
 
-    runs = _histories(aggregate, table, max_commands, run)
+    runs = _histories(aggregate, contexts, max_commands, run)
     composable = bool(aggregate.events)
     parts = [aggregate, *others]
     copy_number = 2
@@ -582,7 +597,7 @@ def check_laws(
         step: tuple[str, tuple[Any, ...]] | None = None
         if usable:
             name = data.draw(st.sampled_from(usable), label="command")
-            arguments = data.draw(table[name], label="arguments")
+            arguments = data.draw(contexts[name](state), label="arguments")
             command = aggregate.commands[name]
             run(name, command, state, arguments)
             # a third seed of random, differing from example to example (a seed drawn by
@@ -626,7 +641,7 @@ def check_laws(
         exc.add_note(tally.summary())
         raise
     try:
-        vacuous = tally.confirm(table, max_commands, limit)
+        vacuous = tally.confirm(contexts, max_commands, limit)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:

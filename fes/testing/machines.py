@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 )
 
 from fes.aggregates import Aggregate, Command
-from fes.snapshots import restore, take
+from fes.snapshots import digest_parts, fingerprint_parts, restore, take
 from fes.testing._exercise import (
     DEFAULT_BUDGET,
     Abort,
@@ -49,9 +49,11 @@ from fes.testing._exercise import (
     Tally,
     check_budget,
 )
-from fes.testing.laws import projector_keeps_state
+from fes.testing.laws import fingerprint_is_stable, projector_keeps_state
 from fes.testing.strategies import (
+    Context,
     Overrides,
+    argument_contexts,
     argument_strategies,
     state_filter,
 )
@@ -117,6 +119,8 @@ class AggregateMachine(RuleBasedStateMachine):
     rare: ClassVar[Mapping[str, str]] = {}
     #: Each command's argument strategy (a tuple strategy), by command name.
     arguments: ClassVar[Mapping[str, st.SearchStrategy[tuple[Any, ...]]]] = {}
+    #: Each command's arguments for the state it meets (see ``argument_contexts``).
+    contexts: ClassVar[Mapping[str, Context]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,6 +129,7 @@ class AggregateMachine(RuleBasedStateMachine):
         self.steps: list[Step] = []
         self.given: tuple[Any, ...] = ()  # the history before the last command
         self.calls: list[tuple[str, Command, tuple[Any, ...]]] = []  # to replay a failure
+        self.digest: str | None = None  # the fingerprint, computed at the first snapshot
 
     @classmethod
     def _to_test_case(cls) -> Any:  # type: ignore[override]
@@ -283,9 +288,22 @@ class AggregateMachine(RuleBasedStateMachine):
         self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
     ) -> None:
         __tracebackhide__ = True
-        snapshot = take(self.aggregate, _STREAM, version, before)
-        resumed = restore(self.aggregate, snapshot, events)
+        # the fingerprint is computed twice per run, as a writer and a reader would,
+        # with the projector run in between; not twice per step: it costs more than
+        # the rest of a step, and an application too computes it once
+        written = self.digest
+        first = fingerprint_parts(self.aggregate) if written is None else []
+        snapshot = take(self.aggregate, _STREAM, version, before,
+                        digest=digest_parts(first) if written is None else written)
         folded = self.aggregate.fold(self.history)
+        if written is None:
+            try:
+                written = self.digest = fingerprint_is_stable(
+                    self.aggregate, first, fingerprint_parts(self.aggregate)
+                )
+            except AssertionError as exc:
+                self.fail("fingerprint law", str(exc), given)
+        resumed = restore(self.aggregate, snapshot, events, digest=written)
         if not resumed == folded == after:
             self.fail(
                 "snapshot law",
@@ -332,7 +350,9 @@ def step(self: AggregateMachine, data: st.DataObject) -> None:
     if not usable:
         return
     name = data.draw(st.sampled_from(usable), label="command")
-    args = data.draw(self.arguments[name], label=f"arguments of {name}")
+    context = self.contexts[name]
+    # the choices alone are drawn (the story shows the arguments), not a strategy per state
+    args = context.resolve(data.draw(context.choices, label=f"arguments of {name}"), self.state)
     self.run_command(name, self.aggregate.commands[name], args)
 
 
@@ -380,6 +400,7 @@ def machine_for(
         "tally": tally,
         "rare": dict(tally.rare),
         "arguments": dict(table),
+        "contexts": argument_contexts(aggregate, args, overrides),
         "admits": {name: state_filter(command) for name, command in aggregate.commands.items()},
         "step": _STEP,
         "__doc__": f"Random commands of aggregate {aggregate.name!r}.",
@@ -524,7 +545,7 @@ def _run_machine(
         # the cause (a command's own exception, say) stays; Hypothesis's longer run goes
         raise _story(shortest, tally) from shortest.__cause__
     try:
-        vacuous = tally.confirm(machine.arguments, 10, machine.budget)
+        vacuous = tally.confirm(machine.contexts, 10, machine.budget)
     except Abort as stopped:
         raise AssertionError(str(stopped.failure)) from None
     if vacuous is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections.abc as abc
 import copy
 import enum
+import functools
 import re
 import types
 import typing
@@ -46,9 +47,11 @@ from fes.errors import CommandError, DefinitionError, Rejected
 
 __all__ = [
     "NotEvents",
+    "Context",
     "Overrides",
     "StepResult",
     "accepts_state",
+    "argument_contexts",
     "argument_strategies",
     "events_of",
     "histories",
@@ -333,9 +336,10 @@ def accepts_state(command: Command, state: Any) -> bool:
     return state_filter(command)(state)
 
 
-def _arguments(
+def _argument_parts(
     name: str, command: Command, overrides: Overrides | None
-) -> st.SearchStrategy[tuple[Any, ...]]:
+) -> tuple[tuple[Any, ...], tuple[st.SearchStrategy[Any], ...]]:
+    """The annotated type and the derived strategy of each drawn argument of ``command``."""
     func = _shapes.argument_function(command)
     found = None if func is None else _shapes.parameter_hints(func)
     if found is None:
@@ -345,6 +349,7 @@ def _arguments(
         )
     params, hints = found
     deriver = _Deriver(overrides)
+    kinds: list[Any] = []
     parts: list[st.SearchStrategy[Any]] = []
     for param in params[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
@@ -356,9 +361,231 @@ def _arguments(
                 f"command {name!r} does not annotate its argument {param.name!r}: "
                 f"annotate it or give args={{{name!r}: st.tuples(...)}}"
             )
-        parts.append(deriver.derive(hints[param.name]))
+        hint = hints[param.name]
+        kind = _plain(hint)
+        # a type overridden by the user is drawn as the user says, never reused
+        kinds.append(None if hint in deriver.by_type or kind in deriver.by_type else kind)
+        parts.append(deriver.derive(hint))
     deriver.check_paths()
-    return st.tuples(*parts)
+    return tuple(kinds), tuple(parts)
+
+
+def _plain(hint: Any) -> Any:
+    """The type whose values ``hint`` holds: through ``NewType`` and ``Annotated``.
+
+    An id is often ``NewType("OrderId", UUID)``: its values are UUIDs, and
+    may be taken from the UUIDs the state holds.
+    """
+    while True:
+        supertype = getattr(hint, "__supertype__", None)
+        if supertype is not None:
+            hint = supertype
+        elif typing.get_origin(hint) is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        else:
+            return hint
+
+
+def _arguments(
+    name: str, command: Command, overrides: Overrides | None
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.tuples(*_argument_parts(name, command, overrides)[1])
+
+
+#: Types whose values a derived argument may take again from the state it meets.
+_REUSED = (int, str, date, datetime, UUID)
+
+#: How far from a value already seen a "near" one lies, at most, and in what unit: a
+#: few units, a month of days, three days of hours; small steps, so that sums stay
+#: the size they were (a quantity drawn as twice a total would double it each time).
+_STEPS: dict[type, tuple[int, Callable[[int], Any]]] = {
+    int: (3, lambda n: n),
+    date: (31, lambda n: timedelta(days=n)),
+    datetime: (72, lambda n: timedelta(hours=n)),
+}
+
+#: Values taken from one state, at most, per type; nodes of it looked at, at most.
+_POOL_SIZE = 12
+_WALK = 500
+
+# How an argument of a reused type is taken: as derived, as a value the state holds,
+# near one, as a value an earlier argument of the call drew, near one.  Derived is
+# listed twice: a third of ints and dates, half of strs and UUIDs, are new values
+# (a new name, a new trick), the others name what exists.
+_DERIVED, _HELD, _NEAR_HELD, _CALL, _NEAR_CALL = range(5)
+_NEAR_WAYS = (_DERIVED, _DERIVED, _HELD, _NEAR_HELD, _CALL, _NEAR_CALL)
+_PLAIN_WAYS = (_DERIVED, _DERIVED, _HELD, _CALL)
+
+
+def _how(kind: type) -> st.SearchStrategy[int]:
+    """One choice saying how an argument of ``kind`` is taken: way, index, step.
+
+    One integer rather than three, since each choice costs Hypothesis as
+    much as a small command; read by :func:`_taken`.  It shrinks towards 0:
+    the derived value, the first value held, no step.
+    """
+    ways = _NEAR_WAYS if kind in _STEPS else _PLAIN_WAYS
+    steps = 2 * _STEPS[kind][0] + 1 if kind in _STEPS else 1
+    return st.integers(0, len(ways) * _POOL_SIZE * steps - 1)
+
+
+def _taken(kind: type, how: int, value: Any, held: list[Any], call: list[Any]) -> Any:
+    """The argument ``how`` (from :func:`_how`) names: ``value`` as derived, or one of
+    ``held`` (values of the state) or ``call`` (earlier arguments), maybe moved a step.
+
+    A pool chosen empty gives way to the other; both empty, the derived value stays.
+    """
+    ways = _NEAR_WAYS if kind in _STEPS else _PLAIN_WAYS
+    how, way = divmod(how, len(ways))
+    zigzag, index = divmod(how, _POOL_SIZE)
+    way = ways[way]
+    if way == _DERIVED:
+        return value
+    first, second = (call, held) if way >= _CALL else (held, call)
+    pool = first or second
+    if not pool:
+        return value
+    taken = pool[index % len(pool)]
+    if way in (_NEAR_HELD, _NEAR_CALL):
+        step = (zigzag + 1) // 2 * (1 if zigzag % 2 else -1)  # 0, 1, -1, 2, -2, ...
+        with suppress(OverflowError):  # a date at the end of the calendar stays where it is
+            taken = taken + _STEPS[kind][1](step)
+    return taken
+
+
+#: Types whose values compare with ``<`` in a total order, so a set of them sorts as is.
+_SORTABLE = (int, str, bytes, date, time, timedelta, UUID, Fraction, bool)
+
+
+def _ordered(items: abc.Iterable[Any]) -> list[Any]:
+    """The items of a set (or a mapping's keys) in an order that depends on them only.
+
+    A set's order follows hashes and insertion history, so two equal states
+    could list their values differently: a draw taking "the third value held"
+    would then differ between two runs of one example.
+    """
+    listed = list(items)
+    kinds = {type(item) for item in listed}
+    if len(kinds) == 1 and kinds.pop() in _SORTABLE:
+        with suppress(TypeError):  # naive and aware times do not compare
+            return sorted(listed)
+    return sorted(listed, key=lambda item: (type(item).__qualname__, repr(item)))
+
+
+def _values_in(state: Any) -> dict[type, list[Any]]:
+    """The values of the :data:`_REUSED` types a state holds, by exact type.
+
+    In the order a walk of the state meets them, sets and mappings in sorted
+    order, so equal states give equal lists; at most :data:`_POOL_SIZE` of
+    each type, and at most :data:`_WALK` parts of the state are looked at.
+    """
+    found: dict[type, dict[Any, None]] = {}
+    stack = [state]
+    looked = 0
+    while stack and looked < _WALK:
+        value = stack.pop()
+        looked += 1
+        kind = type(value)
+        if kind in _REUSED:
+            pool = found.setdefault(kind, {})
+            if len(pool) < _POOL_SIZE:
+                pool[value] = None
+        elif attrs.has(kind):
+            stack.extend(reversed([getattr(value, f.name) for f in attrs.fields(kind)]))
+        elif isinstance(value, abc.Mapping):
+            for key in reversed(_ordered(value)):
+                stack.extend((value[key], key))
+        elif isinstance(value, abc.Set):
+            stack.extend(reversed(_ordered(value)))
+        elif isinstance(value, (list, tuple, pyrsistent.PVector)):
+            stack.extend(reversed(list(value)))
+    return {kind: list(pool) for kind, pool in found.items()}
+
+
+@frozen
+class Context:
+    """How one command's arguments are drawn for the state it meets.
+
+    ``choices`` draws without ever seeing the state; :meth:`resolve` then
+    reads what it drew against the state.  So the choices Hypothesis makes,
+    their number and kind, cannot depend on the state, only on earlier
+    choices: an example replays the same choices even when a projector or
+    command misbehaves, and the check reports that law rather than a flaky
+    strategy.  Calling a context with a state gives the two as one strategy.
+    """
+
+    #: What is drawn: per argument, its derived value and, for a reused type, how
+    #: it is taken (see :func:`_how`); for ``args=``, the arguments as given.
+    choices: st.SearchStrategy[tuple[Any, ...]]
+    #: Each argument's type when it may be reused, else None; empty: drawn as given.
+    kinds: tuple[Any, ...] = ()
+
+    def resolve(self, drawn: tuple[Any, ...], state: Any) -> tuple[Any, ...]:
+        """The arguments that ``drawn``, drawn from :attr:`choices`, names in ``state``."""
+        if not self.kinds:
+            return drawn
+        held = _values_in(state)
+        values: list[Any] = []
+        for kind, (value, how) in zip(self.kinds, drawn, strict=True):
+            if kind is not None:
+                call = [v for v, k in zip(values, self.kinds, strict=False) if k is kind]
+                value = _taken(kind, how, value, held.get(kind, []), call)
+            values.append(value)
+        return tuple(values)
+
+    def __call__(self, state: Any) -> st.SearchStrategy[tuple[Any, ...]]:
+        """The arguments for ``state``, as one strategy."""
+        if not self.kinds:
+            return self.choices
+        return self.choices.map(functools.partial(_resolved, self, state))
+
+
+def _resolved(context: Context, state: Any, drawn: tuple[Any, ...]) -> tuple[Any, ...]:
+    return context.resolve(drawn, state)
+
+
+_NOTHING_MORE: st.SearchStrategy[int] = st.just(0)
+
+
+def _in_context(kinds: tuple[Any, ...], parts: tuple[st.SearchStrategy[Any], ...]) -> Context:
+    """Arguments drawn as derived, or taken from (or drawn near) values the state holds.
+
+    An argument of a simple type (int, str, date, datetime, UUID) may also
+    be a value the state holds, or one drawn by an earlier argument of the
+    same call, or (int, date, datetime) one a few steps from such a value:
+    ids of what exists, quantities around those held, a departure near an
+    arrival.  Each such argument draws its derived value and how it is
+    taken, whatever the state holds.
+    """
+    reused = tuple(kind if kind in _REUSED else None for kind in kinds)
+    if not any(kind is not None for kind in reused):
+        return Context(st.tuples(*parts))
+    pairs = [
+        st.tuples(part, _NOTHING_MORE if kind is None else _how(kind))
+        for kind, part in zip(reused, parts, strict=True)
+    ]
+    return Context(st.tuples(*pairs), reused)
+
+
+def argument_contexts(
+    aggregate: Aggregate[Any],
+    args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    overrides: Overrides | None = None,
+) -> dict[str, Context]:
+    """For each command, its arguments as a function of the state it meets.
+
+    A command named in ``args`` draws from the strategy given there,
+    whatever the state; the others draw their derived arguments, or values
+    the state holds, or values near those (see :func:`argument_strategies`).
+    """
+    table = argument_strategies(aggregate, args, overrides)
+    contexts: dict[str, Context] = {}
+    for name, command in aggregate.commands.items():
+        if args is not None and name in args:
+            contexts[name] = Context(table[name])
+        else:
+            contexts[name] = _in_context(*_argument_parts(name, command, overrides))
+    return contexts
 
 
 def argument_strategies(
@@ -370,7 +597,9 @@ def argument_strategies(
 
     Arguments are derived from the commands' annotations (after the state);
     ``args`` replaces the strategy of named commands, e.g.
-    ``{"withdraw": st.tuples(st.integers(1, 500))}``.
+    ``{"withdraw": st.tuples(st.integers(1, 500))}``.  The checks draw the
+    derived ones through :func:`argument_contexts`, which also reuses
+    values the state holds.
     """
     given = dict(args or {})
     unknown = sorted(set(given) - set(aggregate.commands))
@@ -440,8 +669,8 @@ def histories(
         raise DefinitionError(
             f"aggregate {aggregate.name!r} has no commands to build histories with"
         )
-    table = argument_strategies(aggregate, args, overrides)
-    return _histories(aggregate, table, max_commands, _told)
+    return _histories(aggregate, argument_contexts(aggregate, args, overrides), max_commands,
+                      _told)
 
 
 def _told(name: str, command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
@@ -483,12 +712,12 @@ _Runner = Callable[[str, Command, Any, tuple[Any, ...]], "StepResult"]
 
 def _histories(
     aggregate: Aggregate[Any],
-    table: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    contexts: Mapping[str, Context],
     max_commands: int,
     run: _Runner,
 ) -> st.SearchStrategy[tuple[Any, ...]]:
     """:func:`histories`, running each command with ``run`` (which may count and time it)."""
-    names = sorted(table)
+    names = sorted(contexts)
     admits = {n: state_filter(aggregate.commands[n]) for n in names}
 
     @st.composite
@@ -500,7 +729,9 @@ def _histories(
             if not usable:
                 break
             name = draw(st.sampled_from(usable))
-            step = run(name, aggregate.commands[name], state, draw(table[name]))
+            context = contexts[name]
+            arguments = context.resolve(draw(context.choices), state)
+            step = run(name, aggregate.commands[name], state, arguments)
             state = aggregate.fold(step.events, state)
             events.extend(step.events)
         return tuple(events)

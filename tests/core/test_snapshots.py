@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -419,3 +419,41 @@ def test_fingerprint_of_a_handler_annotated_with_a_name_that_does_not_resolve() 
     first = fes.fingerprint(fes.Aggregate("u", 0, handler))
     assert first == fes.fingerprint(fes.Aggregate("u", 0, handler))
     assert first != fes.fingerprint(fes.Aggregate("u", 0, other))
+
+
+def _noted(first: Any, second: Any) -> fes.Aggregate[int]:
+    """A counter whose two helpers are annotated with ``first`` and ``second``."""
+
+    def left(total: int) -> int:
+        return total
+
+    def right(total: int) -> int:
+        return total
+
+    left.__annotations__ = {"total": first, "return": int}
+    right.__annotations__ = {"total": second, "return": int}
+
+    def apply(total: int, event: Any) -> int:
+        return right(left(total)) + 1
+
+    return fes.Aggregate("noted", 0, apply)
+
+
+def test_fingerprint_does_not_depend_on_whether_equal_annotations_are_one_object() -> None:
+    """Two helpers annotated alike digest alike, sharing one annotation object or not.
+
+    Whether two equal annotations are one object is an accident of memory and
+    caches: typing keeps its last 128 ``Literal[...]`` in a cache, and
+    ``get_type_hints`` builds ``Mapping[str, Any]`` afresh for each function,
+    maybe where a freed one lay.  The meter of tests/testing/test_upcasting.py
+    once fingerprinted differently twice in one process, so its snapshot was
+    ignored.
+    """
+    units = Literal["kWh", "Wh"]
+    for n in range(200):  # push it out of typing's cache
+        Literal[n]
+    again = Literal["kWh", "Wh"]
+    assert again == units and again is not units  # two equal annotation objects
+    shared = fes.fingerprint(_noted(units, units))
+    assert shared == fes.fingerprint(_noted(units, again))
+    assert shared != fes.fingerprint(_noted(units, Literal["kWh", "MWh"]))

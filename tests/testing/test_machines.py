@@ -303,3 +303,25 @@ def test_an_initial_state_that_breaks_an_invariant_fails_before_any_command() ->
         "when (no command has run)",
         "then invariant registered failed on None",
     ]
+
+
+def test_a_fingerprint_that_changes_in_one_run_is_its_own_law() -> None:
+    """A projector keeping a tally in what it closes over changes its fingerprint: named."""
+
+    @frozen
+    class Ticked:
+        pass
+
+    calls: list[int] = []
+
+    def tick(total: int, event: Ticked) -> int:
+        calls.append(total)  # hidden state: the fingerprint digests what is closed over
+        return total + 1
+
+    def start(total: int) -> list[Ticked]:
+        return [Ticked()]
+
+    clock = fes.Aggregate("clock", 0, tick, events=[Ticked], commands=[start])
+    message = failure(clock, settings=settings(max_examples=5, database=None, deadline=None))
+    assert "failed: fingerprint law (after 1 command)" in message
+    assert "its fingerprint changed between two computations" in message
