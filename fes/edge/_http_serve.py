@@ -184,7 +184,8 @@ class LogServer:
             return
         if self._unavailable:
             self._unavailable = False
-            logger.info("the store is available again", extra={"app": self.store.app})
+            # at the warning's level: a log that showed one shows the other
+            logger.warning("the store is available again", extra={"app": self.store.app})
         await self._send(send, 200, body)
 
     # --- the endpoints ------------------------------------------------------------

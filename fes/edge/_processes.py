@@ -88,6 +88,8 @@ def _worker(
         logging.basicConfig(
             level=logging.WARNING, format=f"fes worker {os.getpid()} %(levelname)s: %(message)s"
         )
+        # as in `fes run`: fes reports a store's failures once; the pool's retries are noise
+        logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     system = load_system(spec) if isinstance(spec, str) else spec
     if os.getppid() != supervisor:
         return  # the supervisor died while this worker was starting

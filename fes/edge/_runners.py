@@ -562,7 +562,8 @@ class ThreadedRunner(Runner):
                 moved = unit.step()
                 if away:
                     away = False
-                    logger.info("%s: the store is available again; carrying on", unit.label,
+                    # the warning's level: a log showing one shows the other
+                    logger.warning("%s: the store is available again; carrying on", unit.label,
                                 extra=unit.log_fields())
                 if not moved:
                     me = threading.current_thread()

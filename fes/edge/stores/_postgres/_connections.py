@@ -292,7 +292,8 @@ class Connections:
                 return
             old, self._pool = self._pool, self._new_pool()
             self._pool.open(wait=False)
-        log.info("the database server at %s answers again", self.url, extra={"url": self.url})
+        # at the level of the warning it ends, so that whoever saw one sees the other
+        log.warning("the database server at %s answers again", self.url, extra={"url": self.url})
         old.close(timeout=0)  # connections in use go back to it, and are closed
 
     def _getconn(
