@@ -70,6 +70,16 @@ _stored = partial(tuple.__new__, StoredEvent)  # from a 7-tuple, in C
 _ROW = attrgetter("stream", "version", "topic", "payload", "timestamp", "meta")
 
 
+def _own(data: bytes) -> bytes:
+    """``data`` in a buffer of its own size.
+
+    orjson's output keeps the whole buffer it wrote into (about 4 KiB for a
+    payload of 40 bytes), and this store keeps payloads for good: 200,000
+    small events held about 790 MiB.  The copy costs about 100 ns.
+    """
+    return bytes(memoryview(data))
+
+
 def _position(event: StoredEvent) -> int:
     return event.position
 
@@ -174,7 +184,10 @@ class MemoryStore:
             log = state.log
             start = state.size + 1
             stored = [
-                _stored((position, *row)) for position, row in enumerate(rows, start)
+                _stored((position, stream, version, topic, _own(payload), timestamp,
+                         None if meta is None else _own(meta)))
+                for position, (stream, version, topic, payload, timestamp, meta)
+                in enumerate(rows, start)
             ]
             log.extend(stored)
             for event in stored:
@@ -208,7 +221,9 @@ class MemoryStore:
                 old = events[row.version - 1]
                 if old.topic != row.topic:
                     raise not_stored(row)
-                new = old._replace(payload=row.payload, meta=row.meta)
+                new = old._replace(
+                    payload=_own(row.payload), meta=None if row.meta is None else _own(row.meta)
+                )
                 events[row.version - 1] = new
                 copied[row.stream] = events
                 log[old.position - 1] = new
@@ -309,6 +324,7 @@ class MemoryStore:
         check_where(snapshot.stream, snapshot.version)
         with self._database.lock:
             state = self._read()
+            snapshot = evolve(snapshot, payload=_own(snapshot.payload))
             versions = state.snapshots.get(snapshot.stream, pmap())
             snapshots = state.snapshots.set(
                 snapshot.stream, versions.set(snapshot.version, snapshot)
@@ -339,7 +355,7 @@ class MemoryStore:
             state = self._read()
             held = state.views.get(name)
             _cas(None if held is None else held[1], tracking)
-            views = state.views.set(name, (payload, tracking.position))
+            views = state.views.set(name, (_own(payload), tracking.position))
             self._state = evolve(state, views=views)
 
     def load_view(self, name: str) -> tuple[bytes, int] | None:
