@@ -229,6 +229,12 @@ class Tally:
             )
             lines.append(f"  command {name!r} was never accepted ({why})")
         lines.extend(f"  event {kind} was never produced" for kind in unseen)
+        if not any(self.accepted.values()):
+            lines.append(
+                "  no command was accepted at all, so every command met only the initial "
+                "state: commands that need an earlier one cannot be accepted until one "
+                "that starts from the initial state is"
+            )
         # A command refused nearly always may be the real cause: the states
         # the others need then rarely arise, whatever their own arguments.
         for name in self.aggregate.commands:

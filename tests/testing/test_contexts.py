@@ -100,9 +100,13 @@ counters = fes.Aggregate("counter", Counter(0), lambda _, event: event, commands
 
 def test_a_hotel_with_derived_dates_is_exercised_without_args() -> None:
     """Two dates of one call are drawn near each other, and a cancel takes a booked day."""
-    counts = check_aggregate(rooms, settings=FAST)
+    # derandomized, yet what Hypothesis draws also depends on the constants of
+    # the modules loaded before (it reads their source): 40 examples were
+    # seen to book no stay once in a whole-suite run, so this takes more
+    enough = settings(FAST, max_examples=150)
+    counts = check_aggregate(rooms, settings=enough)
     assert counts["book: accepted"] > 0 and counts["cancel: accepted"] > 0
-    laws = check_laws(rooms, settings=FAST)
+    laws = check_laws(rooms, settings=enough)
     assert laws["event StayCancelled"] > 0
 
 
