@@ -564,7 +564,7 @@ class ThreadedRunner(Runner):
                     away = False
                     # the warning's level: a log showing one shows the other
                     logger.warning("%s: the store is available again; carrying on", unit.label,
-                                extra=unit.log_fields())
+                                   extra=unit.log_fields())
                 if not moved:
                     me = threading.current_thread()
                     self._asleep.add(me)
