@@ -154,22 +154,17 @@ def _es(directory: Path, n: int) -> Timed:
         app.close()
 
 
-def _raw(directory: Path, n: int) -> Timed:
+def _raw(directory: Path, n: int, append: Callable[[RawStore, int], object] = raw_append) -> Timed:
     conn = connect(directory / "raw.db")
     try:
         store = RawStore(conn, "school").create()
-        return _timed(lambda: raw_append(store, n))
+        return _timed(lambda: append(store, n))
     finally:
         conn.close()
 
 
 def _raw_domain(directory: Path, n: int) -> Timed:
-    conn = connect(directory / "raw.db")
-    try:
-        store = RawStore(conn, "school").create()
-        return _timed(lambda: raw_commands(store, n))
-    finally:
-        conn.close()
+    return _raw(directory, n, raw_commands)
 
 
 def run(config: Config) -> Report:
