@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from attrs import field, frozen
+from attrs import field, fields, frozen
 from pyrsistent import PMap, pmap
 
 from fes.errors import ConfigurationError, DefinitionError, UpcastError
@@ -82,6 +82,47 @@ class Recorded(Generic[E_co]):
     def id(self) -> str:
         """An identifier of this event, unique within its application."""
         return f"{self.stream}@{self.version}"
+
+
+def _recorded_factory() -> Callable[
+    [Any, str, int, int, datetime, str, Metadata], Recorded[Any]
+]:
+    """A :class:`Recorded` constructor without the frozen ``__init__``'s checks.
+
+    For the edge's hot paths, which build one envelope per event from values
+    they made themselves: each field is written through its slot directly,
+    about a third faster than ``Recorded(...)``.  The result is an ordinary
+    :class:`Recorded`, equal to the one ``Recorded(...)`` builds.
+    """
+    slots = Recorded.__dict__
+    names = ("event", "stream", "version", "position", "timestamp", "topic", "metadata")
+    if tuple(a.name for a in fields(Recorded)) != names:  # pragma: no cover
+        raise DefinitionError("Recorded's fields changed: update _recorded_factory")
+    s_event, s_stream, s_version, s_position, s_timestamp, s_topic, s_meta = (
+        slots[name].__set__ for name in names
+    )
+    new = object.__new__
+
+    def new_recorded(
+        event: Any, stream: str, version: int, position: int, timestamp: datetime,
+        topic: str, metadata: Metadata,
+    ) -> Recorded[Any]:
+        made: Recorded[Any] = new(Recorded)
+        s_event(made, event)
+        s_stream(made, stream)
+        s_version(made, version)
+        s_position(made, position)
+        s_timestamp(made, timestamp)
+        s_topic(made, topic)
+        s_meta(made, metadata)
+        return made
+
+    return new_recorded
+
+
+#: ``Recorded(event, stream, version, position, timestamp, topic, metadata)``,
+#: every argument given, for the edge's hot paths (see :func:`_recorded_factory`).
+new_recorded = _recorded_factory()
 
 
 @frozen

@@ -27,7 +27,7 @@ from fes.errors import (
     StoreError,
     UnhandledEvent,
 )
-from fes.events import NO_METADATA, Metadata, Recorded
+from fes.events import NO_METADATA, Metadata, Recorded, new_recorded
 from fes.snapshots import Snapshot, fingerprint, restore, take
 from fes.system import App
 
@@ -504,7 +504,7 @@ class Application:
                 items += pending[stream].events
                 metas += pending[stream].metadata
         return [
-            Recorded(item, row[0], row[1], position, moment, row[2], meta)
+            new_recorded(item, row[0], row[1], position, moment, row[2], meta)
             for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
         ]
 
@@ -518,12 +518,21 @@ class Application:
             now = self.clock()
             timestamp = to_micros(now)
         first = slot.version + 1
-        rows: list[Row] = [
-            (stream, version, topic, payload, timestamp, meta)
-            for version, (topic, payload, meta) in enumerate(slot.rows, first)
-        ]
+        encoded = slot.rows
+        if len(encoded) == 1:  # one command, one event: no loop to set up
+            topic, payload, meta = encoded[0]
+            rows: list[Row] = [(stream, first, topic, payload, timestamp, meta)]
+        else:
+            rows = [
+                (stream, version, topic, payload, timestamp, meta)
+                for version, (topic, payload, meta) in enumerate(encoded, first)
+            ]
+        store = self.store
         try:
-            positions = self._append(rows, {stream: first}, None)
+            if type(store).__dict__.get("_takes_rows"):  # as _append does
+                positions = store._append_rows(rows, {stream: first}, None)  # type: ignore[attr-defined]
+            else:
+                positions = self._append(rows, {stream: first}, None)
         except ConcurrencyError:
             self._forget({stream: slot})
             raise
@@ -533,11 +542,11 @@ class Application:
             self._after_append(slot, stream)
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
         if len(rows) == 1:
-            return [Recorded(
-                slot.events[0], stream, first, positions[0], moment, rows[0][2], slot.metadata[0]
+            return [new_recorded(
+                slot.events[0], stream, first, positions[0], moment, topic, slot.metadata[0]
             )]
         return [
-            Recorded(item, stream, row[1], position, moment, row[2], meta)
+            new_recorded(item, stream, row[1], position, moment, row[2], meta)
             for item, row, position, meta in zip(
                 slot.events, rows, positions, slot.metadata, strict=True
             )
@@ -625,9 +634,13 @@ class Application:
             # guess, and only if the unique (stream, version) takes its version
             # 1; anything else (a conflict, an error, no events) is decided
             # again below on the stream as read, and not counted as a retry.
+            initial = aggregate.initial
             try:
-                slot = self._decided(aggregate, stream, command, metadata, args, kwargs,
-                                     aggregate.initial, 0)
+                new = decide(aggregate, command, initial, *args, **kwargs)
+                slot = new_pending((
+                    aggregate, 0, aggregate.fold(new, initial), new,
+                    (metadata,) * len(new), self._encode(stream, 0, new, metadata),
+                )) if new else None
             except Exception:
                 slot = None
             if slot is not None:
@@ -638,36 +651,19 @@ class Application:
         attempt = 0
         while True:
             state, version = self._current(aggregate, stream)
-            slot = self._decided(aggregate, stream, command, metadata, args, kwargs,
-                                 state, version)
-            if slot is None:
+            new = decide(aggregate, command, state, *args, **kwargs)
+            if not new:
                 return []
+            slot = new_pending((
+                aggregate, version, aggregate.fold(new, state), new,
+                (metadata,) * len(new), self._encode(stream, version, new, metadata),
+            ))
             try:
                 return self._record_one(stream, slot, telemetry)
             except ConcurrencyError:
                 attempt += 1
                 if attempt > self.retries:
                     raise
-
-    def _decided(
-        self,
-        aggregate: Aggregate[Any],
-        stream: str,
-        command: Command,
-        metadata: Metadata,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        state: Any,
-        version: int,
-    ) -> Pending | None:
-        """The command's events on ``state`` folded and encoded, or None if it has none."""
-        new = decide(aggregate, command, state, *args, **kwargs)
-        if not new:
-            return None
-        return new_pending((
-            aggregate, version, aggregate.fold(new, state), new,
-            (metadata,) * len(new), self._encode(stream, version, new, metadata),
-        ))
 
     def take_snapshot(self, aggregate: Aggregate[Any], stream: str) -> int:
         """Snapshot a stream's current state now; returns its version.

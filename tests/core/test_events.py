@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 from attrs import frozen
 from hypothesis import given
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from pyrsistent import pmap
 
 import fes
-from fes.events import NO_METADATA
+from fes.events import NO_METADATA, Metadata, Recorded, new_recorded
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -240,3 +241,27 @@ def test_two_event_types_declaring_one_topic_are_refused() -> None:
         fes.Aggregate("order", 0, lambda s, e: s, events=[OrderPlaced, Impostor])
     assert "topic 'shop.OrderPlaced' names both OrderPlaced and " in str(info.value)
     assert str(info.value).endswith("Impostor")
+
+
+@given(
+    stream=st.text(min_size=1, max_size=8),
+    version=st.integers(1, 2**40),
+    position=st.integers(1, 2**40),
+    topic=st.text(max_size=8),
+    correlation=st.none() | st.text(max_size=8),
+)
+def test_the_fast_envelope_is_the_envelope(
+    stream: str, version: int, position: int, topic: str, correlation: str | None
+) -> None:
+    """new_recorded builds exactly what Recorded(...) builds: equal, frozen, same repr."""
+    moment = datetime(2026, 1, 2, tzinfo=UTC)
+    meta = Metadata(correlation_id=correlation)
+    fast = new_recorded("payload", stream, version, position, moment, topic, meta)
+    plain = Recorded("payload", stream, version, position, moment, topic, meta)
+    assert type(fast) is Recorded
+    assert fast == plain
+    assert hash(fast) == hash(plain)
+    assert repr(fast) == repr(plain)
+    assert attrs.asdict(fast, recurse=False) == attrs.asdict(plain, recurse=False)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.version = 0  # type: ignore[misc]
