@@ -3,14 +3,16 @@
 The tables are the ones fes creates (an :class:`~fes.edge.Application` for
 each of ``school`` and ``registry`` creates them before the processes
 start).  A writer does what fes's ``Application.execute`` does over
-PostgreSQL, in as many round trips: read the stream's events, then
-``BEGIN; LOCK TABLE school_events IN EXCLUSIVE MODE`` (one round trip), one
-statement that inserts the event and notifies, ``COMMIT``.  The follower
-does what fes's follower does: read up to 500 notifications after its
-tracked position, ask the versions of the streams it will write in one
-query, then ``BEGIN; LOCK TABLE registry_events …``, one statement that
-inserts the certificates, moves the tracking position and notifies,
-``COMMIT``.  It polls every millisecond when it finds nothing new.
+PostgreSQL for an id it minted, in as many round trips: no read (the
+unique (stream, version) refuses a clash, on either side), ``BEGIN``, then
+one message of ``LOCK TABLE school_events IN EXCLUSIVE MODE``, the
+``EXECUTE`` of an insert the connection prepared once (which notifies), and
+``COMMIT``.  The follower does what fes's follower does: read up to 500
+notifications after its tracked position, ask the versions of the streams
+it will write in one query, then ``BEGIN; LOCK TABLE registry_events …``,
+one statement that inserts the certificates, moves the tracking position
+and notifies, then ``COMMIT``.  It polls every millisecond when it finds
+nothing new.
 
 With ``lock=False`` (a context row, not a floor: a follower reading by
 position could then skip an event committed after a later one) the writers
@@ -28,9 +30,10 @@ from typing import Any
 __all__ = ["RawPgSide", "raw_pg_follower", "raw_pg_writer"]
 
 BATCH = 500
-_INSERT_ONE = (
-    "WITH ins AS (INSERT INTO school_events (stream, version, topic, payload, timestamp_us)"
-    " VALUES (%s, 1, 'dog.Registered', %s, %s) RETURNING position)"
+_PREPARE_ONE = (
+    "PREPARE raw_one (text, bytea, bigint) AS"
+    " WITH ins AS (INSERT INTO school_events (stream, version, topic, payload, timestamp_us)"
+    " VALUES ($1, 1, 'dog.Registered', $2, $3) RETURNING position)"
     " SELECT position, pg_notify('fes:public.school', '') FROM ins"
 )
 _INSERT_MANY = (
@@ -56,21 +59,20 @@ def raw_pg_writer(
 
     with psycopg.connect(url, autocommit=True) as conn:
         dumps = orjson.dumps
-        begin = (
-            b"BEGIN; LOCK TABLE school_events IN EXCLUSIVE MODE" if lock else b"BEGIN"
+        conn.execute(_PREPARE_ONE)
+        cursor = psycopg.ClientCursor(conn)
+        message = (b"LOCK TABLE school_events IN EXCLUSIVE MODE; " if lock else b"") + (
+            b"EXECUTE raw_one(%s, %s, %s); COMMIT"
         )
 
         def register() -> None:
-            stream = str(uuid.uuid4())
-            conn.execute(
-                "SELECT version, topic, payload FROM school_events WHERE stream = %s"
-                " ORDER BY version",
-                (stream,),
-            ).fetchall()
+            stream = str(uuid.uuid4())  # minted here: nothing to read
             payload = dumps({"name": "Fido"})
-            conn.execute(begin)
-            conn.execute(_INSERT_ONE, (stream, payload, time.time_ns() // 1000)).fetchall()
-            conn.execute(b"COMMIT")
+            conn.execute(b"BEGIN")
+            cursor.execute(message, (stream, payload, time.time_ns() // 1000))
+            if lock:
+                cursor.nextset()
+            cursor.fetchall()
 
         register()  # warm: connect, prepare
         with ready.get_lock():

@@ -23,6 +23,7 @@ from pgserver import PgServer
 from fes.edge.stores import Database, NewEvent, Tracking, open_database
 from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
 from fes.edge.stores._postgres._sql import channel
+from fes.edge.stores._postgres._store import ONE_MESSAGE_BYTES
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
 from fes.testing.stores import StoreConformance
 from fes.testing.stores import new_event as new
@@ -590,7 +591,8 @@ def test_idle_transaction_timeout_frees_the_lock_of_a_stuck_writer(
 
         def append() -> None:
             try:
-                store.append([new("stuck", 1)])
+                # two events: a batch's append, whose statements go one by one
+                store.append([new("stuck", 1), new("stuck", 2)])
             except BaseException as exc:
                 failures.append(exc)
 
@@ -611,6 +613,100 @@ def test_idle_transaction_timeout_frees_the_lock_of_a_stuck_writer(
         assert len(failures) == 1 and isinstance(failures[0], StoreError), failures
         assert "unknown whether" in str(failures[0])
         assert [e.stream for e in free.read_log()] == ["free"]
+
+
+def test_a_single_event_append_holds_the_lock_only_while_the_server_works(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One event's append sends the lock, the insert and COMMIT together: a stalled
+    client holds no lock, and the server cuts it off after its idle timeout.
+
+    It patches the store's private ``_append_one`` to stall just after the
+    append's BEGIN, the only place such a client can stall; nothing a caller
+    or the server can do makes the real client stall there.
+    """
+    with (
+        PostgresDatabase(
+            pg_url, idle_in_transaction_session_timeout="300ms", pool_size=1
+        ) as stuck,
+        PostgresDatabase(pg_url, lock_timeout="10s") as other,
+    ):
+        store, free = stuck.store("shop"), other.store("shop")
+        # A connection's first single-event append prepares its insert under
+        # the lock; from the second on, the lock travels with the insert.
+        store.append([new("warm", 1)])
+        original = store._append_one
+        holding, release = threading.Event(), threading.Event()
+
+        def append_one(*args: Any, **kwargs: Any) -> list[int]:
+            holding.set()  # BEGIN is done: idle in transaction, before the lock
+            release.wait(30)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, "_append_one", append_one)
+        failures: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                store.append([new("stuck", 1)])
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=append)
+        thread.start()
+        try:
+            assert holding.wait(10), "the stuck writer never began its transaction"
+            started = time.monotonic()
+            free.append([new("free", 1)])
+            waited = time.monotonic() - started
+            time.sleep(0.6)  # past the stuck session's idle timeout
+        finally:
+            release.set()
+            thread.join(30)
+        assert not thread.is_alive()
+        assert waited < 0.25, waited  # it did not queue behind the stuck writer
+        # The server ended the stuck transaction: the client cannot know what it got.
+        assert len(failures) == 1 and isinstance(failures[0], StoreError), failures
+        assert "unknown whether" in str(failures[0])
+        assert [e.stream for e in free.read_log()] == ["warm", "free"]
+
+
+def test_a_single_event_append_prepares_again_a_statement_its_session_lost(
+    pg_url: str,
+) -> None:
+    """Code that deallocates the session's prepared statements costs one more round trip."""
+    with PostgresDatabase(pg_url, pool_size=1) as database:
+        store = database.store("shop")
+        store.append([new("a", 1)])
+        with database._connections._pool.connection() as conn:  # the only one
+            conn.execute("DEALLOCATE ALL")
+        assert len(store.append([new("a", 2)])) == 1
+        assert len(store.append([new("a", 3)])) == 1
+        assert [e.version for e in store.read_stream("a")] == [1, 2, 3]
+
+
+def test_single_event_appends_quote_every_value_they_send(pg_url: str) -> None:
+    """The one-message append carries its values quoted in the query: any text and
+    bytes, quotes, backslashes, percent signs and semicolons included, come back
+    exactly; an event too large for one message goes as parameters, and both
+    refuse a taken version the same way."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        tricky = "a'b\\c;%s %(x)s $$ -- \n \u00e9 \U0001f600"
+        payload = bytes(range(256)) + b"'; DROP TABLE shop_events; --"
+        meta = b"\x00\\'%s"
+        (first,) = store.append([NewEvent(tricky, 1, tricky, payload, 7, meta)])
+        big = os.urandom(ONE_MESSAGE_BYTES + 1)
+        (second,) = store.append([NewEvent("big", 1, "Big", big, 8, None)])
+        assert second > first
+        (kept,) = store.read_stream(tricky)
+        assert (kept.topic, kept.payload, kept.timestamp, kept.meta) == (tricky, payload, 7, meta)
+        assert store.read_stream("big")[0].payload == big
+        for stream in (tricky, "big"):
+            with pytest.raises(ConcurrencyError) as caught:
+                store.append([NewEvent(stream, 1, "Again", b"{}", 9, None)])
+            assert (caught.value.expected, caught.value.actual) == (0, 1)
+        assert [e.stream for e in store.read_log()] == [tricky, "big"]
 
 
 # Closing ------------------------------------------------------------------------------------

@@ -239,8 +239,9 @@ def test_without_the_lock_a_reader_would_skip_an_event(
     the ordering needs.
     """
     a, b, reader = three
-    monkeypatch.setattr(a._q, "begin_locked", b"BEGIN")
-    monkeypatch.setattr(b._q, "begin_locked", b"BEGIN")
+    for store in (a, b):  # the lock of a batch's append, and of a single event's
+        monkeypatch.setattr(store._q, "begin_locked", b"BEGIN")
+        monkeypatch.setattr(store._q, "lock", b"SELECT 1")
     gate = CommitGate(pg_url, "orders_events", "first")
 
     first = Background(lambda: a.append([event("first")]))

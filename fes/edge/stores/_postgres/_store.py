@@ -3,15 +3,19 @@
 An append takes three round trips: ``BEGIN; LOCK TABLE {app}_events IN
 EXCLUSIVE MODE`` on its own (so that the next statement's snapshot, taken
 when it starts, sees the previous writer's events), one statement that does
-everything else, then COMMIT.  One event with no tracking (a command's, the
-common case) takes a plain insert as that statement.  Why the lock:
-``docs/ordering.md``.
+everything else, then COMMIT.  One small event with no tracking (a
+command's, the common case) takes two: ``BEGIN``, then the lock, a plain
+insert and COMMIT in one message, so that the lock is held only while the
+server works.  Why the lock: ``docs/ordering.md``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+
+import psycopg
+from psycopg import ClientCursor
 
 from fes.edge.stores._base import (
     NewEvent,
@@ -95,6 +99,22 @@ class PostgresStore:
             self._conns.check_open("append")
             return []
         batch = list(events)
+        if tracking is None and len(batch) == 1 and _fits_one_message(batch[0]):
+            # BEGIN on its own: a pooled connection found dead there is replaced
+            # and the append retried, knowing nothing was sent.  Then the lock,
+            # the insert and COMMIT in one message (see _append_one).
+            only = batch[0]
+            positions: list[list[int]] = []
+            locked: list[bool] = []
+            self._conns.run(
+                f"append to {self._app!r}",
+                lambda conn: locked.append(self._begin_one(conn)),
+                idempotent=False,
+                commit=lambda conn: positions.append(
+                    self._append_one(conn, only, locked=locked[-1])
+                ),
+            )
+            return positions[0]
         return self._conns.run(
             f"append to {self._app!r}",
             lambda conn: self._append(conn, batch, firsts, tracking),
@@ -130,8 +150,6 @@ class PostgresStore:
                 assert tracking is not None
                 raise DuplicateTracking(tracking.leader, tracking.position)
             return []
-        if tracking is None and len(events) == 1:
-            return self._append_one(conn, events[0])
         # built before the log's lock is taken, which every appender waits for
         params = {
             "streams": list(firsts),
@@ -165,8 +183,37 @@ class PostgresStore:
         assert len(at) == len(events), "the insert stores all events or none"
         return [at[e.stream, e.version] for e in events]
 
-    def _append_one(self, conn: Conn, event: NewEvent) -> list[int]:
-        """One event and no tracking: a plain insert, refused by the (stream, version) key."""
+    def _begin_one(self, conn: Conn) -> bool:
+        """Open a single event's append; whether it took the lock already.
+
+        BEGIN is the round trip that finds a dead pooled connection in time.
+        A connection that has not prepared the insert yet prepares it now,
+        under the lock (preparing an insert takes a row lock on the table:
+        taken before the table's lock, two appenders would deadlock), so its
+        first append holds the lock across round trips, as a batch's does.
+        """
+        done = self._conns.prepared.setdefault(conn, set())
+        if self._q.prepare_one in done:
+            conn.execute(b"BEGIN")
+            return False
+        conn.execute(self._q.begin_locked)
+        conn.execute(self._q.prepare_one)  # lives as long as the session, whatever follows
+        done.add(self._q.prepare_one)
+        return True
+
+    def _append_one(self, conn: Conn, event: NewEvent, *, locked: bool = False) -> list[int]:
+        """One event and no tracking: the lock, a plain insert and COMMIT, in one message.
+
+        A command's append, the common case.  The insert is refused by the
+        (stream, version) key, or by the look at the version before it, and
+        then inserts nothing, so its COMMIT commits nothing.  The three
+        statements go to the server as one simple-protocol query (the insert
+        as an EXECUTE of the statement :meth:`_begin_one` prepared, its
+        values quoted by psycopg): the server has the whole transaction
+        before it takes the lock, so the lock is never held while the server
+        waits for this client, and writers queue only for each other's
+        insert and flush.  With ``locked``, the lock is held already.
+        """
         params = {
             "stream": event.stream,
             "version": event.version,
@@ -176,8 +223,20 @@ class PostgresStore:
             "meta": event.meta,
             "channel": self._channel,
         }
-        conn.execute(self._q.begin_locked)
-        row = conn.execute(self._q.append_one, params, binary=True).fetchone()
+        cursor = ClientCursor(conn)
+        try:
+            if locked:
+                cursor.execute(self._q.execute_one + b"; COMMIT", params)
+            else:
+                cursor.execute(self._q.lock + b"; " + self._q.execute_one + b"; COMMIT", params)
+                cursor.nextset()  # past the lock's result, to the insert's
+        except psycopg.errors.InvalidSqlStatementName:
+            # The session lost the statement (a DISCARD or DEALLOCATE by other
+            # code on this connection): nothing ran, so prepare it and go again.
+            conn.execute(b"ROLLBACK")
+            self._conns.prepared.pop(conn, None)
+            return self._append_one(conn, event, locked=self._begin_one(conn))
+        row = cursor.fetchone()
         if row is None:  # the version is taken, or the one before it is missing
             found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
             actual = 0 if found is None else int(found[1])
@@ -444,3 +503,15 @@ class PostgresStore:
             idempotent=True,
         )
         return None if row is None else (bytes(row[0]), int(row[1]))
+
+
+#: The largest event (payload and metadata, in bytes) whose append goes in one
+#: message: its values travel quoted in the query's text (bytes in hex), which
+#: costs little for the small events of commands; a larger one goes as
+#: parameters, in the three round trips of a batch.
+ONE_MESSAGE_BYTES = 16 * 1024
+
+
+def _fits_one_message(event: NewEvent) -> bool:
+    return len(event.payload) + len(event.meta or b"") <= ONE_MESSAGE_BYTES
+
