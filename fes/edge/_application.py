@@ -712,3 +712,32 @@ class Application:
 
     def __repr__(self) -> str:
         return f"Application({self.app.name!r}, store={self.database.url!r})"
+
+    def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
+        """:meth:`_record` for a caller that does not read the recorded events back.
+
+        A follower's commit: the same rows, append, conflict handling,
+        telemetry, cache and snapshots, without a :class:`fes.Recorded` made
+        for each event and dropped.  ``tracking`` has been checked.
+        """
+        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
+        if not firsts:
+            self._append([], firsts, tracking)
+            return
+        timestamp = now_and_micros()[1] if self.clock is utc_now else to_micros(self.clock())
+        rows: list[Row] = [
+            (stream, version, topic, payload, timestamp, meta)
+            for stream, first in firsts.items()
+            for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
+        ]
+        try:
+            self._append(rows, firsts, tracking)
+        except ConcurrencyError:
+            self._forget(pending)
+            raise
+        telemetry = _telemetry.active()
+        if telemetry is not None:
+            telemetry.appended_events(self.name, len(rows))
+        if self._cache_size or self.snapshot_every:
+            for stream in firsts:
+                self._after_append(pending[stream], stream)

@@ -246,6 +246,37 @@ class Batch:
         self._add(aggregate, slot, stream, new, metadata)
         return new
 
+    def _emit_own(
+        self, aggregate: Aggregate[Any], stream: str, new: list[Any], metadata: Metadata
+    ) -> None:
+        """:meth:`emit` of a list of events the caller made, on one of the application's own
+        aggregates (this very object: the follower checked it): the follower's path.
+
+        A stream :meth:`prefetch` found empty was checked there: its slot is
+        made here at once, with no second check; any other goes through
+        :meth:`_slot`, as :meth:`emit` does.  ``new`` is the batch's to keep.
+        """
+        pending = self.pending
+        slot = pending.get(stream)
+        if slot is None:
+            if stream in self._fresh:  # a keepable id, and empty when prefetched
+                # _slot and _add in one: the slot is made with the events in it.
+                # Fold and encode first: either may refuse, and the batch stays as it was.
+                application = self.application
+                application._minted.pop(stream, False)
+                state = aggregate.fold(new, aggregate.initial)
+                rows = list(application._encode(stream, 0, new, metadata))
+                pending[stream] = new_pending(
+                    (aggregate, 0, state, new, [metadata] * len(new), rows)
+                )
+                self._undo.append((stream, None, 0))
+                self._kept.add(stream)
+                return
+            slot = self._slot(aggregate, stream)
+        elif slot.aggregate is not aggregate:
+            slot = self._slot(aggregate, stream)  # refuses the other aggregate's stream
+        self._add(aggregate, slot, stream, new, metadata)
+
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())
 

@@ -58,6 +58,7 @@ from ._skips import (
     skips,
 )
 from .stores._base import StoredEvent, Tracking
+from .stores._checks import check_tracking
 
 __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
 
@@ -173,6 +174,11 @@ class Follower:
         self._monotonic = monotonic
         self._policy = app.policy
         self._aggregates = {a.name: a for a in app.aggregates}
+        # the aggregates a batch of the application takes as they are (Batch._emit_own)
+        self._own = {
+            name: a for name, a in self._aggregates.items()
+            if application._aggregates.get(name) is a
+        }
         #: Why this follower stopped, or None while it runs.
         self.error: PolicyError | None = None
         #: Every policy failure seen, in order (retried, skipped or stopping).
@@ -400,8 +406,15 @@ class Follower:
         resumed = self._clear_stop(batch, leader, done)
         if (telemetry := _telemetry.active()) is not None:
             telemetry.written(len(batch))
-        # through commit, the one way events are recorded (a wrapper of it sees these too)
-        self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
+        tracking = Tracking(self.tracking[leader], done, previous)
+        application = self.application
+        if type(application).commit is Application.commit and "commit" not in vars(application):
+            # what commit does, without the list of Recorded it returns and nobody reads
+            check_tracking(tracking)
+            application._record_untold(batch.pending, tracking)
+        else:
+            # through commit, the one way events are recorded (a wrapper of it sees these too)
+            application.commit(batch, tracking=tracking)
         if resumed:
             self._halted_now()[leader] = None
         self.positions[leader] = done
@@ -437,15 +450,20 @@ class Follower:
         cause = f"{leader}:{recorded.stream}@{recorded.version}"  # leader:recorded.id
         upstream = recorded.metadata
         # one Metadata per upstream event, shared by all the events it causes
+        # (positional: attrs' __init__ takes them faster than by keyword)
         metadata = Metadata(
-            correlation_id=upstream.correlation_id or cause,
-            causation_id=cause,
-            headers=upstream.headers if headers is None else headers,
+            upstream.correlation_id or cause, cause,
+            upstream.headers if headers is None else headers,
         )
-        aggregates = self._aggregates
+        aggregates, own = self._aggregates, self._own
         for intent in intents:
             if intent.__class__ is Emit or isinstance(intent, Emit):
                 aggregate = intent.aggregate
+                events = intent.events
+                if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
+                    # the application's own aggregate (checked), a tuple of events
+                    batch._emit_own(aggregate, intent.stream, list(events), metadata)
+                    continue
                 if aggregate.name not in aggregates:
                     self._check_aggregate(aggregate.name)
                 batch.emit(aggregate, intent.stream, intent.events, metadata)
