@@ -713,6 +713,20 @@ class Application:
     def __repr__(self) -> str:
         return f"Application({self.app.name!r}, store={self.database.url!r})"
 
+    def _encode_with_meta(
+        self, stream: str, version: int, events: list[Any], meta: bytes
+    ) -> list[tuple[str, bytes, bytes | None]]:
+        """:meth:`_encode` of events whose stored metadata, ``meta``, is the same at every row.
+
+        The follower's: see :meth:`fes.edge.codec.Codec._plain_causes`.
+        """
+        encode = self.codec.encode
+        rows: list[tuple[str, bytes, bytes | None]] = []
+        for item in events:
+            version += 1
+            rows.append((*encode(item, stream=stream, version=version), meta))
+        return rows
+
     def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
         """:meth:`_record` for a caller that does not read the recorded events back.
 

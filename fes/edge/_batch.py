@@ -47,6 +47,10 @@ class Writer(Protocol):
         self, stream: str, version: int, events: list[Any], metadata: Metadata
     ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
 
+    def _encode_with_meta(
+        self, stream: str, version: int, events: list[Any], meta: bytes
+    ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
+
 
 class Pending(NamedTuple):
     """A stream's state as loaded, and the events a batch adds to it.
@@ -247,7 +251,12 @@ class Batch:
         return new
 
     def _emit_own(
-        self, aggregate: Aggregate[Any], stream: str, new: list[Any], metadata: Metadata
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        new: list[Any],
+        metadata: Metadata,
+        meta: bytes | None = None,
     ) -> None:
         """:meth:`emit` of a list of events the caller made, on one of the application's own
         aggregates (this very object: the follower checked it): the follower's path.
@@ -255,6 +264,8 @@ class Batch:
         A stream :meth:`prefetch` found empty was checked there: its slot is
         made here at once, with no second check; any other goes through
         :meth:`_slot`, as :meth:`emit` does.  ``new`` is the batch's to keep.
+        ``meta``, when given, is ``metadata`` as stored at any row (a codec
+        that does not seal it with its row).
         """
         pending = self.pending
         slot = pending.get(stream)
@@ -265,7 +276,10 @@ class Batch:
                 application = self.application
                 application._minted.pop(stream, False)
                 state = aggregate.fold(new, aggregate.initial)
-                rows = list(application._encode(stream, 0, new, metadata))
+                rows = list(
+                    application._encode(stream, 0, new, metadata) if meta is None
+                    else application._encode_with_meta(stream, 0, new, meta)
+                )
                 pending[stream] = new_pending(
                     (aggregate, 0, state, new, [metadata] * len(new), rows)
                 )

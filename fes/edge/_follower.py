@@ -174,6 +174,7 @@ class Follower:
         self._monotonic = monotonic
         self._policy = app.policy
         self._aggregates = {a.name: a for a in app.aggregates}
+        self._plain_causes = application.codec._plain_causes
         # the aggregates a batch of the application takes as they are (Batch._emit_own)
         self._own = {
             name: a for name, a in self._aggregates.items()
@@ -449,12 +450,14 @@ class Follower:
         """Add the intents' events to ``batch``, with the upstream's (or these) headers."""
         cause = f"{leader}:{recorded.stream}@{recorded.version}"  # leader:recorded.id
         upstream = recorded.metadata
+        correlation = upstream.correlation_id or cause
+        carried = upstream.headers if headers is None else headers
         # one Metadata per upstream event, shared by all the events it causes
         # (positional: attrs' __init__ takes them faster than by keyword)
-        metadata = Metadata(
-            upstream.correlation_id or cause, cause,
-            upstream.headers if headers is None else headers,
-        )
+        metadata = Metadata(correlation, cause, carried)
+        # and, unless the codec seals it with each row, stored once for them all
+        # (no headers: the ids are str, nothing in it can be refused)
+        meta = None if carried else self._plain_causes(correlation, cause)
         aggregates, own = self._aggregates, self._own
         for intent in intents:
             if intent.__class__ is Emit or isinstance(intent, Emit):
@@ -462,7 +465,7 @@ class Follower:
                 events = intent.events
                 if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
                     # the application's own aggregate (checked), a tuple of events
-                    batch._emit_own(aggregate, intent.stream, list(events), metadata)
+                    batch._emit_own(aggregate, intent.stream, list(events), metadata, meta)
                     continue
                 if aggregate.name not in aggregates:
                     self._check_aggregate(aggregate.name)

@@ -23,6 +23,7 @@ from attrs import frozen
 import fes
 from fes.edge import Application, Follower
 from fes.edge._batch import Batch
+from fes.edge.codec import Cipher
 from fes.edge.stores import Database, open_database
 from fes.edge.stores._base import Tracking
 from fes.errors import FesError
@@ -294,3 +295,33 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self.logger.setLevel(self.level)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"compress": True}, {"cipher": Cipher({"k": bytes(range(32))}, "k")}],
+    ids=["plain", "compressed", "encrypted"],
+)
+def test_the_metadata_stored_once_per_upstream_event_reads_back(
+    database: Database, options: dict[str, Any]
+) -> None:
+    """Stored once for all of an upstream event's effects when the codec allows, else per row."""
+    leader, follower = _follower(database, **options)
+    sink_app = follower.application
+    headed = fes.Metadata("chain", "start", {"tenant": "t1"})
+    leader.execute(notes, "n-h", lambda state: [Noted("twice:h")], metadata=headed)
+    _send(leader, "twice:b")
+    assert follower.step("source") == 2
+    codec = sink_app.codec
+    for stream, correlation, cause, headers in (
+        ("h", "chain", "source:n-h@1", {"tenant": "t1"}),
+        ("b", "source:n-1@1", "source:n-1@1", {}),
+    ):
+        stored = sink_app.store.read_stream(stream)
+        assert [r.version for r in stored] == [1, 2]
+        for row in stored:
+            expected = fes.Metadata(correlation, cause, headers)
+            assert row.meta == codec.encode_meta(
+                expected, topic=row.topic, stream=stream, version=row.version
+            ) or "cipher" in options  # a ciphertext differs each time it is made
+            assert sink_app.recorded(row).metadata == expected
