@@ -349,6 +349,7 @@ class Application:
         moment = self._moment
         if moment[0] != micros:  # the events of one append share their timestamp
             moment = self._moment = (micros, from_micros(micros))
+        meta = row.meta
         return Recorded(
             self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
             row.stream,
@@ -356,8 +357,9 @@ class Application:
             row.position,
             moment[1],
             row.topic,
-            self.codec.decode_meta(
-                row.meta, topic=row.topic, stream=row.stream, version=row.version
+            # decode_meta's answer for no metadata, without the call
+            NO_METADATA if not meta else self.codec.decode_meta(
+                meta, topic=row.topic, stream=row.stream, version=row.version
             ),
         )
 

@@ -276,9 +276,9 @@ class Batch:
                 application = self.application
                 application._minted.pop(stream, False)
                 state = aggregate.fold(new, aggregate.initial)
-                rows = list(
-                    application._encode(stream, 0, new, metadata) if meta is None
-                    else application._encode_with_meta(stream, 0, new, meta)
+                rows = (
+                    list(application._encode(stream, 0, new, metadata)) if meta is None
+                    else application._encode_with_meta(stream, 0, new, meta)  # a new list
                 )
                 pending[stream] = new_pending(
                     (aggregate, 0, state, new, [metadata] * len(new), rows)

@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from fes.errors import (
@@ -39,7 +40,7 @@ from fes.errors import (
     StoreError,
     UpcastError,
 )
-from fes.events import Metadata, Recorded
+from fes.events import NO_METADATA, Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
 from fes.system import App, partition_of, tracking_key
 
@@ -101,14 +102,23 @@ def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> 
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
+_payload = attrgetter("payload")
+
+
 def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
     """The first of ``rows`` whose payloads add up to at most ``budget`` bytes; at least one."""
+    if sum(map(len, map(_payload, rows))) <= budget:
+        return rows  # nearly always: summed in C, not row by row
     total = 0
     for taken, row in enumerate(rows):
         total += len(row.payload)
         if total > budget:
             return rows[:max(taken, 1)]
     return rows
+
+
+#: The headers of no metadata: most upstream events carry these (checked by identity first).
+_NO_HEADERS = NO_METADATA.headers
 
 
 class _Moved(Exception):
@@ -343,7 +353,9 @@ class Follower:
                 plans.append((row, None, error))
                 break
             try:
-                intents = intents_of(name, policy(recorded))
+                result = policy(recorded)
+                # what intents_of makes of a list, without its checks of other shapes
+                intents = tuple(result) if result.__class__ is list else intents_of(name, result)
             except Exception as error:
                 plans.append((row, recorded, error))
                 break
@@ -457,7 +469,10 @@ class Follower:
         metadata = Metadata(correlation, cause, carried)
         # and, unless the codec seals it with each row, stored once for them all
         # (no headers: the ids are str, nothing in it can be refused)
-        meta = None if carried else self._plain_causes(correlation, cause)
+        meta = (
+            self._plain_causes(correlation, cause)
+            if carried is _NO_HEADERS or not carried else None
+        )
         aggregates, own = self._aggregates, self._own
         for intent in intents:
             if intent.__class__ is Emit or isinstance(intent, Emit):

@@ -325,3 +325,29 @@ def test_the_metadata_stored_once_per_upstream_event_reads_back(
                 expected, topic=row.topic, stream=stream, version=row.version
             ) or "cipher" in options  # a ciphertext differs each time it is made
             assert sink_app.recorded(row).metadata == expected
+
+
+@pytest.mark.parametrize("shape", [tuple, iter, list])
+def test_a_policy_s_intents_in_any_iterable_are_performed(
+    database: Database, shape: Any
+) -> None:
+    leader = Application(source, store=database)
+    app = fes.App("sink", aggregates=[totals, notes], policy=lambda r: shape(policy(r)))
+    follower = Follower(Application(app, store=database), {"source": leader})
+    _send(leader, "twice:a", "one:b")
+    assert follower.step("source") == 2
+    assert _versions(follower.application, "a") == [(1, Added(1)), (2, Added(2))]
+
+
+@pytest.mark.parametrize("result", [None, "one:a", fes.Emit(totals, "a", [Added(1)])])
+def test_a_policy_s_result_of_another_shape_stops_the_follower(
+    database: Database, result: Any
+) -> None:
+    leader = Application(source, store=database)
+    app = fes.App("sink", aggregates=[totals], policy=lambda r: result)
+    follower = Follower(Application(app, store=database), {"source": leader})
+    _send(leader, "one:a")
+    with _quiet():
+        assert follower.step("source") == 0
+    assert follower.error is not None
+    assert "a policy returns a list of intents" in str(follower.error)
