@@ -467,12 +467,10 @@ class Follower:
         # one Metadata per upstream event, shared by all the events it causes
         # (positional: attrs' __init__ takes them faster than by keyword)
         metadata = Metadata(correlation, cause, carried)
-        # and, unless the codec seals it with each row, stored once for them all
-        # (no headers: the ids are str, nothing in it can be refused)
-        meta = (
-            self._plain_causes(correlation, cause)
-            if carried is _NO_HEADERS or not carried else None
-        )
+        # and, unless the codec seals it with each row, stored once for them all, when
+        # first needed (no headers: the ids are str, nothing in it can be refused)
+        plain = metadata.headers is _NO_HEADERS or not metadata.headers
+        meta: bytes | None = None
         aggregates, own = self._aggregates, self._own
         for intent in intents:
             if intent.__class__ is Emit or isinstance(intent, Emit):
@@ -480,6 +478,8 @@ class Follower:
                 events = intent.events
                 if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
                     # the application's own aggregate (checked), a tuple of events
+                    if plain and meta is None:
+                        meta = self._plain_causes(correlation, cause)
                     batch._emit_own(aggregate, intent.stream, list(events), metadata, meta)
                     continue
                 if aggregate.name not in aggregates:
