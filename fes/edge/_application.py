@@ -349,15 +349,17 @@ class Application:
         moment = self._moment
         if moment[0] != micros:  # the events of one append share their timestamp
             moment = self._moment = (micros, from_micros(micros))
-        return Recorded(
+        meta = row.meta
+        return new_recorded(
             self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
             row.stream,
             row.version,
             row.position,
             moment[1],
             row.topic,
-            self.codec.decode_meta(
-                row.meta, topic=row.topic, stream=row.stream, version=row.version
+            # decode_meta's answer for no metadata, without the call
+            NO_METADATA if not meta else self.codec.decode_meta(
+                meta, topic=row.topic, stream=row.stream, version=row.version
             ),
         )
 
@@ -708,3 +710,46 @@ class Application:
 
     def __repr__(self) -> str:
         return f"Application({self.app.name!r}, store={self.database.url!r})"
+
+    def _encode_with_meta(
+        self, stream: str, version: int, events: list[Any], meta: bytes
+    ) -> list[tuple[str, bytes, bytes | None]]:
+        """:meth:`_encode` of events whose stored metadata, ``meta``, is the same at every row.
+
+        The follower's: see :meth:`fes.edge.codec.Codec._plain_causes`.
+        """
+        encode = self.codec.encode
+        rows: list[tuple[str, bytes, bytes | None]] = []
+        for item in events:
+            version += 1
+            rows.append((*encode(item, stream=stream, version=version), meta))
+        return rows
+
+    def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
+        """:meth:`_record` for a caller that does not read the recorded events back.
+
+        A follower's commit: the same rows, append, conflict handling,
+        telemetry, cache and snapshots, without a :class:`fes.Recorded` made
+        for each event and dropped.  ``tracking`` has been checked.
+        """
+        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
+        if not firsts:
+            self._append([], firsts, tracking)
+            return
+        timestamp = now_and_micros()[1] if self.clock is utc_now else to_micros(self.clock())
+        rows: list[Row] = [
+            (stream, version, topic, payload, timestamp, meta)
+            for stream, first in firsts.items()
+            for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
+        ]
+        try:
+            self._append(rows, firsts, tracking)
+        except ConcurrencyError:
+            self._forget(pending)
+            raise
+        telemetry = _telemetry.active()
+        if telemetry is not None:
+            telemetry.appended_events(self.name, len(rows))
+        if self._cache_size or self.snapshot_every:
+            for stream in firsts:
+                self._after_append(pending[stream], stream)

@@ -47,6 +47,10 @@ class Writer(Protocol):
         self, stream: str, version: int, events: list[Any], metadata: Metadata
     ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
 
+    def _encode_with_meta(
+        self, stream: str, version: int, events: list[Any], meta: bytes
+    ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
+
 
 class Pending(NamedTuple):
     """A stream's state as loaded, and the events a batch adds to it.
@@ -245,6 +249,47 @@ class Batch:
         new = decide(aggregate, command, slot.state, *args, **kwargs)
         self._add(aggregate, slot, stream, new, metadata)
         return new
+
+    def _emit_own(
+        self,
+        aggregate: Aggregate[Any],
+        stream: str,
+        new: list[Any],
+        metadata: Metadata,
+        meta: bytes | None = None,
+    ) -> None:
+        """:meth:`emit` of a list of events the caller made, on one of the application's own
+        aggregates (this very object: the follower checked it): the follower's path.
+
+        A stream :meth:`prefetch` found empty was checked there: its slot is
+        made here at once, with no second check; any other goes through
+        :meth:`_slot`, as :meth:`emit` does.  ``new`` is the batch's to keep.
+        ``meta``, when given, is ``metadata`` as stored at any row (a codec
+        that does not seal it with its row).
+        """
+        pending = self.pending
+        slot = pending.get(stream)
+        if slot is None:
+            if stream in self._fresh:  # a keepable id, and empty when prefetched
+                # _slot and _add in one: the slot is made with the events in it.
+                # Fold and encode first: either may refuse, and the batch stays as it was.
+                application = self.application
+                application._minted.pop(stream, False)
+                state = aggregate.fold(new, aggregate.initial)
+                rows = (
+                    list(application._encode(stream, 0, new, metadata)) if meta is None
+                    else application._encode_with_meta(stream, 0, new, meta)  # a new list
+                )
+                pending[stream] = new_pending(
+                    (aggregate, 0, state, new, [metadata] * len(new), rows)
+                )
+                self._undo.append((stream, None, 0))
+                self._kept.add(stream)
+                return
+            slot = self._slot(aggregate, stream)
+        elif slot.aggregate is not aggregate:
+            slot = self._slot(aggregate, stream)  # refuses the other aggregate's stream
+        self._add(aggregate, slot, stream, new, metadata)
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self.pending.values())

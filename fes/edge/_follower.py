@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from fes.errors import (
@@ -39,7 +40,7 @@ from fes.errors import (
     StoreError,
     UpcastError,
 )
-from fes.events import Metadata, Recorded
+from fes.events import NO_METADATA, Metadata, Recorded
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
 from fes.system import App, partition_of, tracking_key
 
@@ -58,6 +59,7 @@ from ._skips import (
     skips,
 )
 from .stores._base import StoredEvent, Tracking
+from .stores._checks import check_tracking
 
 __all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
 
@@ -100,14 +102,23 @@ def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> 
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
+_payload = attrgetter("payload")
+
+
 def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
     """The first of ``rows`` whose payloads add up to at most ``budget`` bytes; at least one."""
+    if sum(map(len, map(_payload, rows))) <= budget:
+        return rows  # nearly always: summed in C, not row by row
     total = 0
     for taken, row in enumerate(rows):
         total += len(row.payload)
         if total > budget:
             return rows[:max(taken, 1)]
     return rows
+
+
+#: The headers of no metadata: most upstream events carry these (checked by identity first).
+_NO_HEADERS = NO_METADATA.headers
 
 
 class _Moved(Exception):
@@ -173,6 +184,12 @@ class Follower:
         self._monotonic = monotonic
         self._policy = app.policy
         self._aggregates = {a.name: a for a in app.aggregates}
+        self._plain_causes = application.codec._plain_causes
+        # the aggregates a batch of the application takes as they are (Batch._emit_own)
+        self._own = {
+            name: a for name, a in self._aggregates.items()
+            if application._aggregates.get(name) is a
+        }
         #: Why this follower stopped, or None while it runs.
         self.error: PolicyError | None = None
         #: Every policy failure seen, in order (retried, skipped or stopping).
@@ -336,7 +353,9 @@ class Follower:
                 plans.append((row, None, error))
                 break
             try:
-                intents = intents_of(name, policy(recorded))
+                result = policy(recorded)
+                # what intents_of makes of a list, without its checks of other shapes
+                intents = tuple(result) if result.__class__ is list else intents_of(name, result)
             except Exception as error:
                 plans.append((row, recorded, error))
                 break
@@ -400,8 +419,15 @@ class Follower:
         resumed = self._clear_stop(batch, leader, done)
         if (telemetry := _telemetry.active()) is not None:
             telemetry.written(len(batch))
-        # through commit, the one way events are recorded (a wrapper of it sees these too)
-        self.application.commit(batch, tracking=Tracking(self.tracking[leader], done, previous))
+        tracking = Tracking(self.tracking[leader], done, previous)
+        application = self.application
+        if type(application).commit is Application.commit and "commit" not in vars(application):
+            # what commit does, without the list of Recorded it returns and nobody reads
+            check_tracking(tracking)
+            application._record_untold(batch.pending, tracking)
+        else:
+            # through commit, the one way events are recorded (a wrapper of it sees these too)
+            application.commit(batch, tracking=tracking)
         if resumed:
             self._halted_now()[leader] = None
         self.positions[leader] = done
@@ -436,16 +462,26 @@ class Follower:
         """Add the intents' events to ``batch``, with the upstream's (or these) headers."""
         cause = f"{leader}:{recorded.stream}@{recorded.version}"  # leader:recorded.id
         upstream = recorded.metadata
+        correlation = upstream.correlation_id or cause
+        carried = upstream.headers if headers is None else headers
         # one Metadata per upstream event, shared by all the events it causes
-        metadata = Metadata(
-            correlation_id=upstream.correlation_id or cause,
-            causation_id=cause,
-            headers=upstream.headers if headers is None else headers,
-        )
-        aggregates = self._aggregates
+        # (positional: attrs' __init__ takes them faster than by keyword)
+        metadata = Metadata(correlation, cause, carried)
+        # and, unless the codec seals it with each row, stored once for them all, when
+        # first needed (no headers: the ids are str, nothing in it can be refused)
+        plain = metadata.headers is _NO_HEADERS or not metadata.headers
+        meta: bytes | None = None
+        aggregates, own = self._aggregates, self._own
         for intent in intents:
             if intent.__class__ is Emit or isinstance(intent, Emit):
                 aggregate = intent.aggregate
+                events = intent.events
+                if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
+                    # the application's own aggregate (checked), a tuple of events
+                    if plain and meta is None:
+                        meta = self._plain_causes(correlation, cause)
+                    batch._emit_own(aggregate, intent.stream, list(events), metadata, meta)
+                    continue
                 if aggregate.name not in aggregates:
                     self._check_aggregate(aggregate.name)
                 batch.emit(aggregate, intent.stream, intent.events, metadata)

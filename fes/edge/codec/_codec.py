@@ -379,6 +379,18 @@ class Codec:
             return body
         return self._seal(body, 1, "meta", topic, stream, version)
 
+    def _plain_causes(self, correlation_id: str, causation_id: str) -> bytes | None:
+        """:meth:`encode_meta` of ``Metadata(correlation_id, causation_id)`` at any row.
+
+        A codec that neither compresses nor encrypts stores such metadata the
+        same way at every row: a follower encodes it once per upstream event.
+        None when this codec seals metadata with its row (then
+        :meth:`encode_meta` is called for each).
+        """
+        if not self._plain:
+            return None
+        return _dumps({"correlation_id": correlation_id, "causation_id": causation_id})
+
     def decode_meta(
         self, data: bytes | None, *, topic: str, stream: str, version: int
     ) -> Metadata:
