@@ -556,7 +556,10 @@ class ThreadedRunner(Runner):
     """Runs a system in threads of this process: one per (follower, leader) and per view.
 
     A waiting thread sleeps in the leader store's ``wait``: woken at once by
-    appends it can observe and otherwise every ``poll_interval`` seconds.  A
+    appends it can observe and otherwise every ``poll_interval`` seconds.
+    Over SQLite, a thread about to read a log while a write of this process
+    to that database is in progress (the leader's next commit, in a burst)
+    first lets that write end, and reads it in the same batch.  A
     store error (a database restarting, a lock timeout) is logged and the
     batch tried again after a back-off.  :meth:`stop` lets every thread
     finish the batch in hand, then joins them.
