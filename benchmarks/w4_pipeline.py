@@ -392,8 +392,9 @@ def _raw_leader(path: Path, writer: threading.Lock | None = None) -> tuple[RawSt
 def _register(store: RawStore, count: int) -> None:
     rows = []
     streams = [str(uuid.uuid4()) for _ in range(count)]
-    # as fes: one command reads its stream; a batch of them asks for their versions once
-    existing = store.stream_versions(streams) if count > 1 else dict.fromkeys(streams)
+    # as fes: a command on an id new_id() minted reads nothing (the unique (stream,
+    # version) refuses a clash); a batch of them asks for their versions once
+    existing = store.stream_versions(streams) if count > 1 else {}
     for stream in streams:
         if stream in existing:
             store.read_payloads(stream)
@@ -417,15 +418,20 @@ def raw_live(
     leader, _ = _raw_leader(path, writer)
     follower = RawFollower(path, writer)
     wake = threading.Condition()
+    commits = [0]  # the leader's commits, counted under ``wake``
     stop = threading.Event()
     failures: list[BaseException] = []
 
     def follow() -> None:
+        # as fes's wait: sleep only if the leader committed nothing since the step
+        # looked, or a commit between the look and the sleep would wake nobody
         try:
             while not stop.is_set():
+                seen = commits[0]
                 if not follower.step():
                     with wake:
-                        wake.wait(1.0)
+                        if commits[0] == seen and not stop.is_set():
+                            wake.wait(1.0)
         except BaseException as error:
             failures.append(error)
 
@@ -437,6 +443,7 @@ def raw_live(
         for done in range(0, n, per_commit):
             _register(leader, min(per_commit, n - done))
             with wake:
+                commits[0] += 1
                 wake.notify_all()
         last = leader.last_position()
         tracker = RawStore(connect(path), "registry")

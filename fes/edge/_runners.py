@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, Protocol, Self
 
 from fes.errors import (
@@ -137,10 +137,37 @@ class _Unit(Protocol):
 
     def wait(self, timeout: float) -> None: ...
 
+    def writing(self) -> bool: ...
+
+    def settle(self, timeout: float) -> None: ...
+
     def log_fields(self) -> dict[str, Any]: ...
 
     @property
     def finished(self) -> bool: ...
+
+
+def _never() -> bool:
+    return False
+
+
+def _at_once(timeout: float) -> None:
+    return None
+
+
+def _in_flight(database: Database) -> tuple[Callable[[], bool], Callable[[float], None]]:
+    """Whether a write of this process to ``database`` is in progress, and a wait for its end.
+
+    An SQLite database's writers of one process queue on one lock: a unit
+    about to read a log there first lets the write in progress end (see
+    ``settle`` in :mod:`fes.edge.stores._sqlite._connections`).  Other
+    databases have nothing to wait for here.
+    """
+    writing = getattr(database, "writing", None)
+    settle = getattr(database, "settle", None)
+    if callable(writing) and callable(settle):
+        return writing, settle
+    return _never, _at_once
 
 
 class _Subscription:
@@ -151,6 +178,7 @@ class _Subscription:
         self.leader = leader
         self.label = f"{follower.unit}<-{leader}"
         self.app = follower.name
+        self.writing, self.settle = _in_flight(follower.leaders[leader].database)
 
     def step(self) -> int:
         return self.follower.step(self.leader)
@@ -178,6 +206,7 @@ class _ViewUnit:
         self.projection = projection
         self.label = f"{projection.application.name}/{projection.view.name}"
         self.app = projection.application.name
+        self.writing, self.settle = _in_flight(projection.application.database)
 
     def step(self) -> int:
         return self.projection.step()
@@ -527,7 +556,10 @@ class ThreadedRunner(Runner):
     """Runs a system in threads of this process: one per (follower, leader) and per view.
 
     A waiting thread sleeps in the leader store's ``wait``: woken at once by
-    appends it can observe and otherwise every ``poll_interval`` seconds.  A
+    appends it can observe and otherwise every ``poll_interval`` seconds.
+    Over SQLite, a thread about to read a log while a write of this process
+    to that database is in progress (the leader's next commit, in a burst)
+    first lets that write end, and reads it in the same batch.  A
     store error (a database restarting, a lock timeout) is logged and the
     batch tried again after a back-off.  :meth:`stop` lets every thread
     finish the batch in hand, then joins them.
@@ -557,8 +589,22 @@ class ThreadedRunner(Runner):
     def _loop(self, unit: _Unit) -> None:
         backoff = 0.0
         away = False  # a store is unavailable: said once, and once when it is back
+        me = threading.current_thread()
         while not self._stopping.is_set() and not unit.finished:
             try:
+                if unit.writing():
+                    # A write of this process to the log is in progress (the
+                    # leader's next commit, in a burst): read it in this batch
+                    # rather than in one, and a commit, of its own.  Waiting so
+                    # holds no batch, like a wait: stop() does not wait for it.
+                    self._asleep.add(me)
+                    try:
+                        if not self._stopping.is_set():
+                            unit.settle(self.poll_interval)
+                    finally:
+                        self._asleep.discard(me)
+                    if self._stopping.is_set():
+                        break
                 moved = unit.step()
                 if away:
                     away = False
@@ -566,7 +612,6 @@ class ThreadedRunner(Runner):
                     logger.warning("%s: the store is available again; carrying on", unit.label,
                                    extra=unit.log_fields())
                 if not moved:
-                    me = threading.current_thread()
                     self._asleep.add(me)
                     try:
                         if not self._stopping.is_set():  # stop() may have looked already

@@ -272,6 +272,25 @@ class Connections:
             end(held)
             raise
 
+    def writing(self) -> bool:
+        """Whether a thread of this process is writing to this database now."""
+        return self.writer.locked()
+
+    def settle(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the write in progress ends.
+
+        A runner's thread calls it before it reads a log here: the commit in
+        flight (the leader's next one, in a burst) is then read in the same
+        batch, instead of costing a batch and a durable commit of its own.
+        It returns at once when no write is in progress, so a lone event
+        waits for nothing.  Only threads in which no signal handler runs (a
+        runner's) may call it: the writer lock is taken and given back at once,
+        and an interrupt in between would leave it taken.
+        """
+        writer = self.writer
+        if writer.acquire(timeout=timeout):
+            writer.release()
+
     def notify(self) -> None:
         """Wake this database's waiters: something was committed.
 
