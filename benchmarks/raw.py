@@ -6,7 +6,9 @@ application (copied here as text, and compared with what fes creates by
 payloads are the same JSON, encoded and decoded by orjson.  Every write is
 ``BEGIN IMMEDIATE; INSERT …; COMMIT`` as in fes; a command first reads the
 version, topic and payload of its stream's events, as fes's ``execute``
-does.  No library can do the same work in less.
+does, except on a stream id the floor minted itself (W1's streams, W4's
+leader), where fes, given an id its ``new_id()`` minted, reads nothing
+either.  No library can do the same work in less.
 """
 
 from __future__ import annotations
