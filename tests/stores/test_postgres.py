@@ -627,7 +627,7 @@ def test_a_single_event_append_holds_the_lock_only_while_the_server_works(
     """
     with (
         PostgresDatabase(
-            pg_url, idle_in_transaction_session_timeout="300ms", pool_size=1
+            pg_url, idle_in_transaction_session_timeout="1s", pool_size=1
         ) as stuck,
         PostgresDatabase(pg_url, lock_timeout="10s") as other,
     ):
@@ -635,6 +635,7 @@ def test_a_single_event_append_holds_the_lock_only_while_the_server_works(
         # A connection's first single-event append prepares its insert under
         # the lock; from the second on, the lock travels with the insert.
         store.append([new("warm", 1)])
+        free.append([new("free", 1)])  # connected, and prepared, before the clock starts
         original = store._append_one
         holding, release = threading.Event(), threading.Event()
 
@@ -657,18 +658,22 @@ def test_a_single_event_append_holds_the_lock_only_while_the_server_works(
         try:
             assert holding.wait(10), "the stuck writer never began its transaction"
             started = time.monotonic()
-            free.append([new("free", 1)])
+            free.append([new("free", 2)])
             waited = time.monotonic() - started
-            time.sleep(0.6)  # past the stuck session's idle timeout
+            time.sleep(1.5)  # past the stuck session's idle timeout
         finally:
             release.set()
             thread.join(30)
         assert not thread.is_alive()
-        assert waited < 0.25, waited  # it did not queue behind the stuck writer
+        # It did not queue behind the stuck writer (it would have until the server
+        # cut that writer off, a second after its BEGIN).
+        assert waited < 0.5, waited
         # The server ended the stuck transaction: the client cannot know what it got.
         assert len(failures) == 1 and isinstance(failures[0], StoreError), failures
         assert "unknown whether" in str(failures[0])
-        assert [e.stream for e in free.read_log()] == ["warm", "free"]
+        assert [(e.stream, e.version) for e in free.read_log()] == [
+            ("warm", 1), ("free", 1), ("free", 2)
+        ]
 
 
 def test_a_single_event_append_prepares_again_a_statement_its_session_lost(
