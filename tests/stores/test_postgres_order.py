@@ -241,7 +241,9 @@ def test_without_the_lock_a_reader_would_skip_an_event(
     a, b, reader = three
     for store in (a, b):  # the lock of a batch's append, and of a single event's
         monkeypatch.setattr(store._q, "begin_locked", b"BEGIN")
-        monkeypatch.setattr(store._q, "lock", b"SELECT 1")
+        monkeypatch.setattr(
+            store._q, "one_message", b"SELECT 1; " + store._q.one_locked
+        )
     gate = CommitGate(pg_url, "orders_events", "first")
 
     first = Background(lambda: a.append([event("first")]))

@@ -119,17 +119,19 @@ _APPEND_ONE = (
 
 #: The same insert as a statement each connection prepares once, by name, so
 #: that a single event's append can send the lock, this statement's EXECUTE and
-#: COMMIT in one simple-protocol message (``Queries.execute_one``).
+#: COMMIT in one simple-protocol message (``Queries.one_message``).  Its
+#: parameters are a NewEvent's fields, in their order.
 _PREPARE_ONE = (
-    "PREPARE {one} (text, bigint, text, bytea, bigint, bytea, text) AS"
+    "PREPARE {one} (text, bigint, text, bytea, bigint, bytea) AS"
     " WITH ins AS ("
     " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
     " SELECT $1, $2, $3, $4, $5, $6"
     " WHERE $2 = 1 OR EXISTS (SELECT 1 FROM {events} WHERE stream = $1 AND version = $2 - 1)"
     " ON CONFLICT DO NOTHING"
     " RETURNING position)"
-    " SELECT position, pg_notify($7, '') FROM ins"
+    " SELECT position, pg_notify({channel}, '') FROM ins"
 )
+_EXECUTE_ONE = "EXECUTE {one}(%s, %s, %s, %s, %s, %s); COMMIT"
 
 
 class Queries:
@@ -140,8 +142,9 @@ class Queries:
             return sql.Identifier(schema, f"{app}{suffix}")
 
         digest = hashlib.blake2b(f"{schema}\x00{app}".encode(), digest_size=8).hexdigest()
-        self.names = {
+        self.names: dict[str, sql.Composable] = {
             "one": sql.Identifier(f"fes_append_one_{digest}"),
+            "channel": sql.Literal(channel(schema, app)),
             "schema": sql.Identifier(schema),
             "events": table("_events"),
             "snapshots": table("_snapshots"),
@@ -153,7 +156,6 @@ class Queries:
             return sql.SQL(text).format(**self.names).as_bytes(conn)
 
         self.begin_locked = q("BEGIN; LOCK TABLE {events} IN EXCLUSIVE MODE")
-        self.lock = q("LOCK TABLE {events} IN EXCLUSIVE MODE")
         self.versions = q(
             "SELECT s, COALESCE((SELECT max(e.version) FROM {events} e WHERE e.stream = s), 0)"
             " FROM unnest(%s::text[]) AS s"
@@ -161,10 +163,9 @@ class Queries:
         self.append = {kind: q(_append_statement(kind)) for kind in ("none", "first", "next")}
         self.append_one = q(_APPEND_ONE)
         self.prepare_one = q(_PREPARE_ONE)
-        self.execute_one = q(
-            "EXECUTE {one}(%(stream)s, %(version)s, %(topic)s, %(payload)s, %(timestamp)s,"
-            " %(meta)s, %(channel)s)"
-        )
+        # the lock, the prepared insert and COMMIT; and the last two alone
+        self.one_message = q("LOCK TABLE {events} IN EXCLUSIVE MODE; " + _EXECUTE_ONE)
+        self.one_locked = q(_EXECUTE_ONE)
         self.track_first = q(_TRACK_FIRST + " RETURNING 1")
         self.track_next = q(_TRACK_NEXT + " RETURNING 1")
         self.last_tracked = q("SELECT position FROM {tracking} WHERE leader = %s")

@@ -214,21 +214,13 @@ class PostgresStore:
         waits for this client, and writers queue only for each other's
         insert and flush.  With ``locked``, the lock is held already.
         """
-        params = {
-            "stream": event.stream,
-            "version": event.version,
-            "topic": event.topic,
-            "payload": event.payload,
-            "timestamp": event.timestamp,
-            "meta": event.meta,
-            "channel": self._channel,
-        }
         cursor = ClientCursor(conn)
         try:
+            # a NewEvent's fields are the prepared insert's parameters, in order
             if locked:
-                cursor.execute(self._q.execute_one + b"; COMMIT", params)
+                cursor.execute(self._q.one_locked, event)
             else:
-                cursor.execute(self._q.lock + b"; " + self._q.execute_one + b"; COMMIT", params)
+                cursor.execute(self._q.one_message, event)
                 cursor.nextset()  # past the lock's result, to the insert's
         except psycopg.errors.InvalidSqlStatementName:
             # The session lost the statement (a DISCARD or DEALLOCATE by other
