@@ -150,6 +150,8 @@ class PostgresStore:
                 assert tracking is not None
                 raise DuplicateTracking(tracking.leader, tracking.position)
             return []
+        if tracking is None and len(events) == 1:  # too large for one message
+            return self._append_large_one(conn, events[0])
         # built before the log's lock is taken, which every appender waits for
         params = {
             "streams": list(firsts),
@@ -182,6 +184,25 @@ class PostgresStore:
                 raise ConcurrencyError(stream, first - 1, actual[stream])
         assert len(at) == len(events), "the insert stores all events or none"
         return [at[e.stream, e.version] for e in events]
+
+    def _append_large_one(self, conn: Conn, event: NewEvent) -> list[int]:
+        """One event too large for one message: the same insert, its values as parameters."""
+        params = {
+            "stream": event.stream,
+            "version": event.version,
+            "topic": event.topic,
+            "payload": event.payload,
+            "timestamp": event.timestamp,
+            "meta": event.meta,
+            "channel": self._channel,
+        }
+        conn.execute(self._q.begin_locked)
+        row = conn.execute(self._q.append_one, params, binary=True).fetchone()
+        if row is None:  # the version is taken, or the one before it is missing
+            found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
+            actual = 0 if found is None else int(found[1])
+            raise ConcurrencyError(event.stream, event.version - 1, actual)
+        return [int(row[0])]
 
     def _begin_one(self, conn: Conn) -> bool:
         """Open a single event's append; whether it took the lock already.
@@ -500,7 +521,7 @@ class PostgresStore:
 #: The largest event (payload and metadata, in bytes) whose append goes in one
 #: message: its values travel quoted in the query's text (bytes in hex), which
 #: costs little for the small events of commands; a larger one goes as
-#: parameters, in the three round trips of a batch.
+#: parameters, in three round trips (``_append_large_one``).
 ONE_MESSAGE_BYTES = 16 * 1024
 
 
