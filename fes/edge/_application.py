@@ -467,34 +467,10 @@ class Application:
         telemetry: _telemetry.Telemetry | object | None = _ASK,
     ) -> list[Recorded[Any]]:
         """Append pending events; ``telemetry``: what the caller found active, if it looked."""
-        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
-        if not firsts:
-            if tracking is not None:
-                self._append([], firsts, tracking)
+        written = self._write(pending, tracking, telemetry)
+        if written is None:
             return []
-        if self.clock is utc_now:
-            now, timestamp = now_and_micros()
-        else:
-            now = self.clock()
-            timestamp = to_micros(now)
-        rows: list[Row] = []
-        for stream, first in firsts.items():
-            rows += [
-                (stream, version, topic, payload, timestamp, meta)
-                for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
-            ]
-        try:
-            positions = self._append(rows, firsts, tracking)
-        except ConcurrencyError:
-            self._forget(pending)
-            raise
-        if telemetry is _ASK:
-            telemetry = _telemetry.active()
-        if isinstance(telemetry, _telemetry.Telemetry):
-            telemetry.appended_events(self.name, len(rows))
-        if self._cache_size or self.snapshot_every:
-            for stream in firsts:
-                self._after_append(pending[stream], stream)
+        firsts, rows, positions, now, timestamp = written
         # read back, a timestamp is in UTC: give the same value now
         moment = now if now.tzinfo is UTC else from_micros(timestamp)
         if len(firsts) == 1:
@@ -509,6 +485,45 @@ class Application:
             new_recorded(item, row[0], row[1], position, moment, row[2], meta)
             for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
         ]
+
+    def _write(
+        self,
+        pending: Mapping[str, Pending],
+        tracking: Tracking | None,
+        telemetry: _telemetry.Telemetry | object | None = _ASK,
+    ) -> tuple[dict[str, int], list[Row], list[int], datetime, int] | None:
+        """The append of :meth:`_record`, and what its envelopes need; None if no events.
+
+        With no events, a ``tracking`` position is still recorded.
+        """
+        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
+        if not firsts:
+            if tracking is not None:
+                self._append([], firsts, tracking)
+            return None
+        if self.clock is utc_now:
+            now, timestamp = now_and_micros()
+        else:
+            now = self.clock()
+            timestamp = to_micros(now)
+        rows: list[Row] = [
+            (stream, version, topic, payload, timestamp, meta)
+            for stream, first in firsts.items()
+            for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
+        ]
+        try:
+            positions = self._append(rows, firsts, tracking)
+        except ConcurrencyError:
+            self._forget(pending)
+            raise
+        if telemetry is _ASK:
+            telemetry = _telemetry.active()
+        if isinstance(telemetry, _telemetry.Telemetry):
+            telemetry.appended_events(self.name, len(rows))
+        if self._cache_size or self.snapshot_every:
+            for stream in firsts:
+                self._after_append(pending[stream], stream)
+        return firsts, rows, positions, now, timestamp
 
     def _record_one(
         self, stream: str, slot: Pending, telemetry: _telemetry.Telemetry | None
@@ -728,28 +743,8 @@ class Application:
     def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
         """:meth:`_record` for a caller that does not read the recorded events back.
 
-        A follower's commit: the same rows, append, conflict handling,
-        telemetry, cache and snapshots, without a :class:`fes.Recorded` made
-        for each event and dropped.  ``tracking`` has been checked.
+        A follower's commit: the same append, conflict handling, telemetry,
+        cache and snapshots, without a :class:`fes.Recorded` made for each
+        event and dropped.  ``tracking`` has been checked.
         """
-        firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
-        if not firsts:
-            self._append([], firsts, tracking)
-            return
-        timestamp = now_and_micros()[1] if self.clock is utc_now else to_micros(self.clock())
-        rows: list[Row] = [
-            (stream, version, topic, payload, timestamp, meta)
-            for stream, first in firsts.items()
-            for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
-        ]
-        try:
-            self._append(rows, firsts, tracking)
-        except ConcurrencyError:
-            self._forget(pending)
-            raise
-        telemetry = _telemetry.active()
-        if telemetry is not None:
-            telemetry.appended_events(self.name, len(rows))
-        if self._cache_size or self.snapshot_every:
-            for stream in firsts:
-                self._after_append(pending[stream], stream)
+        self._write(pending, tracking)

@@ -8,8 +8,10 @@ in the same batch.  Waiting so holds no batch: stop() does not wait for it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 from fes.edge import Application, ThreadedRunner
 from fes.edge.stores import open_database
@@ -36,8 +38,9 @@ def test_settle_returns_at_once_when_nothing_is_written(sqlite_url: str) -> None
         database.close()
 
 
-def test_settle_waits_for_the_write_in_progress(sqlite_url: str) -> None:
-    database = _connections(sqlite_url)
+@contextlib.contextmanager
+def _held_writer(database: Connections) -> Iterator[threading.Event]:
+    """Another thread holds the database's writer lock inside; set the event to end its write."""
     held, release = threading.Event(), threading.Event()
 
     def write() -> None:
@@ -49,39 +52,35 @@ def test_settle_waits_for_the_write_in_progress(sqlite_url: str) -> None:
     writer.start()
     try:
         assert held.wait(10)
-        assert database.writing()
-        threading.Timer(0.2, release.set).start()
-        began = time.monotonic()
-        database.settle(10.0)
-        assert 0.1 < time.monotonic() - began < 5.0
-        writer.join(10)
-        assert not database.writing()
+        yield release
     finally:
         release.set()
         writer.join(10)
+
+
+def test_settle_waits_for_the_write_in_progress(sqlite_url: str) -> None:
+    database = _connections(sqlite_url)
+    try:
+        with _held_writer(database) as release:
+            assert database.writing()
+            threading.Timer(0.2, release.set).start()
+            began = time.monotonic()
+            database.settle(10.0)
+            assert 0.1 < time.monotonic() - began < 5.0
+        assert not database.writing()
+    finally:
         database.close()
 
 
 def test_settle_gives_up_after_its_timeout_and_takes_nothing(sqlite_url: str) -> None:
     database = _connections(sqlite_url)
-    held, release = threading.Event(), threading.Event()
-
-    def write() -> None:
-        with database.writer:
-            held.set()
-            release.wait(10)
-
-    writer = threading.Thread(target=write)
-    writer.start()
     try:
-        assert held.wait(10)
-        began = time.monotonic()
-        database.settle(0.05)
-        assert time.monotonic() - began < 5.0
-        assert database.writing()  # still the writer's
+        with _held_writer(database):
+            began = time.monotonic()
+            database.settle(0.05)
+            assert time.monotonic() - began < 5.0
+            assert database.writing()  # still the writer's
     finally:
-        release.set()
-        writer.join(10)
         database.close()
 
 

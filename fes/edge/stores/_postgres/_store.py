@@ -199,9 +199,7 @@ class PostgresStore:
         conn.execute(self._q.begin_locked)
         row = conn.execute(self._q.append_one, params, binary=True).fetchone()
         if row is None:  # the version is taken, or the one before it is missing
-            found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
-            actual = 0 if found is None else int(found[1])
-            raise ConcurrencyError(event.stream, event.version - 1, actual)
+            raise self._refused(conn, event)
         return [int(row[0])]
 
     def _begin_one(self, conn: Conn) -> bool:
@@ -251,10 +249,14 @@ class PostgresStore:
             return self._append_one(conn, event, locked=self._begin_one(conn))
         row = cursor.fetchone()
         if row is None:  # the version is taken, or the one before it is missing
-            found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
-            actual = 0 if found is None else int(found[1])
-            raise ConcurrencyError(event.stream, event.version - 1, actual)
+            raise self._refused(conn, event)
         return [int(row[0])]
+
+    def _refused(self, conn: Conn, event: NewEvent) -> ConcurrencyError:
+        """The conflict of a single event's insert that inserted nothing, with the version found."""
+        found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
+        actual = 0 if found is None else int(found[1])
+        return ConcurrencyError(event.stream, event.version - 1, actual)
 
     def _commit(self, conn: Conn) -> None:
         """Send COMMIT: from here on a lost connection leaves the outcome unknown."""
