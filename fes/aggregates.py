@@ -303,7 +303,16 @@ def decide(
             f"command {_name_of(inner)!r} of aggregate {aggregate.name!r} expects "
             f"{check.shown}, but got {shown}"
         )
-    events = command(state, *args, **kwargs)
+    return returned(aggregate, command, command(state, *args, **kwargs))
+
+
+def returned(aggregate: Aggregate[Any], command: Command, events: Any) -> list[Any]:
+    """What :func:`decide` makes of ``events``, the value ``command`` returned.
+
+    A new list of them, once they are checked: a sequence (not a string),
+    of events ``aggregate`` owns.  The edge calls a command itself on its
+    fast path, and hands here any result it does not take as it is.
+    """
     if events.__class__ is not list and (
         events is None or isinstance(events, (str, bytes)) or not isinstance(events, Sequence)
     ):

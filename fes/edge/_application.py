@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import types
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from fes.aggregates import Aggregate, Command, decide
+from fes.aggregates import Aggregate, Command, decide, returned
 from fes.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -33,7 +34,7 @@ from fes.system import App
 
 from . import _settings as settings
 from . import _telemetry
-from ._batch import Batch, Pending, new_pending
+from ._batch import _BARE, Batch, Kind, Pending, Plan, kinds_of, new_pending, plan_of
 from ._clock import EPOCH, from_micros, now_and_micros, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
@@ -59,11 +60,16 @@ S = TypeVar("S")
 
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
+_FUNCTION = types.FunctionType
 #: A marker: _record's default telemetry (it then asks whether any is active),
 #: and what execute finds for an aggregate name the application does not know.
 _ASK = object()
 #: At most this many ids from new_id() are remembered as not yet used (see new_id).
 MINTED = 1024
+#: At most this many commands' plans are remembered (see _plan).
+PLANS = 1024
+#: The metadata of one event with none.
+_ONE_NO_METADATA = (NO_METADATA,)
 
 #: A row the application hands its store: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
@@ -158,6 +164,11 @@ class Application:
         self.ids = ids
         self._aggregates = {a.name: a for a in (*app.aggregates, skips)}
         self._fingerprints = {a.name: fingerprint(a) for a in self._aggregates.values()}
+        # per aggregate, what the plans of its commands take as is (see _plan)
+        self._kinds: dict[str, dict[type, Kind]] = {
+            a.name: kinds_of(a, self.codec) for a in self._aggregates.values()
+        }
+        self._plans: dict[Command, Plan] = {}
         if snapshot_every:
             # Refuse now an aggregate whose state cannot be snapshotted, rather
             # than after its events are stored.
@@ -278,6 +289,21 @@ class Application:
                 f"aggregate {aggregate.name!r} is not one of application "
                 f"{self.app.name!r}'s aggregates; pass the one in its App"
             )
+
+    def _plan(self, aggregate: Aggregate[Any], command: Command) -> Plan:
+        """The plan of ``command`` on ``aggregate``, which :meth:`_check` passed.
+
+        Kept by command, for the next call to find with one lookup (a plan
+        names its aggregate: one found for another is made again).  A
+        function's plan holds what its state annotation says, read here once.
+        """
+        plan = plan_of(aggregate, command, self._kinds[aggregate.name])
+        if type(command) is _FUNCTION:  # (a combinator's wrapper may not even hash)
+            plans = self._plans
+            if len(plans) >= PLANS:
+                plans.clear()  # forgetting a plan only costs its next call a new one
+            plans[command] = plan
+        return plan
 
     def _load(
         self, aggregate: Aggregate[S], stream: str, version: int | None
@@ -621,20 +647,74 @@ class Application:
         to ``retries`` times; a :class:`fes.Rejected` from the command is
         raised as it is and stores nothing.
         """
-        if self._aggregates.get(getattr(aggregate, "name", ""), _ASK) is not aggregate:
-            self._check(aggregate)  # not this application's own object: look closer
+        try:
+            plan = self._plans.get(command)
+        except Exception:  # a command object that cannot be a key
+            plan = None
+        if plan is None or plan.aggregate is not aggregate:
+            # (a plan's aggregate passed the check when the plan was made)
+            if self._aggregates.get(getattr(aggregate, "name", ""), _ASK) is not aggregate:
+                self._check(aggregate)  # not this application's own object: look closer
+            plan = self._plan(aggregate, command)
         telemetry = _telemetry.active()
         if telemetry is not None:  # a span, and its trace context in the events' metadata
             return telemetry.execute(
                 self.name, aggregate.name, stream, command, metadata,
                 lambda traced: self._execute(
-                    aggregate, stream, command, traced, args, kwargs, telemetry
+                    plan, aggregate, stream, command, traced, args, kwargs, telemetry
                 ),
             )
-        return self._execute(aggregate, stream, command, metadata, args, kwargs, None)
+        return self._execute(plan, aggregate, stream, command, metadata, args, kwargs, None)
+
+    def _decided(
+        self,
+        plan: Plan,
+        aggregate: Aggregate[Any],
+        command: Command,
+        state: Any,
+        version: int,
+        stream: str,
+        metadata: Metadata,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Pending | None:
+        """The slot of the events ``command`` decides on ``state``, at ``version``; None if none.
+
+        :func:`fes.decide`, the fold and the encoding, or, on the command's
+        plan, one event of a class the plan knows taken as it is.
+        """
+        kinds = plan.kinds
+        if kinds is None or (plan.classes is not None and not isinstance(state, plan.classes)):
+            new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
+        else:
+            events = command(state, *args, **kwargs)
+            if (
+                events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
+                and (kind := kinds.get(events[0].__class__)) is not None
+            ):
+                (item,) = events
+                handler, topic, write = kind
+                try:
+                    after = handler(state, item)
+                    body = write(item)
+                except Exception:  # the general way below says what failed, as ever
+                    body = b""
+                if body and body[0] == _BARE:
+                    return new_pending((
+                        aggregate, version, after, [item], _ONE_NO_METADATA,
+                        [(topic, body, None)],
+                    ))
+            new = returned(aggregate, command, events)
+        if not new:
+            return None
+        return new_pending((
+            aggregate, version, aggregate.fold(new, state), new,
+            (metadata,) * len(new), self._encode(stream, version, new, metadata),
+        ))
 
     def _execute(
         self,
+        plan: Plan,
         aggregate: Aggregate[Any],
         stream: str,
         command: Command,
@@ -651,13 +731,10 @@ class Application:
             # guess, and only if the unique (stream, version) takes its version
             # 1; anything else (a conflict, an error, no events) is decided
             # again below on the stream as read, and not counted as a retry.
-            initial = aggregate.initial
             try:
-                new = decide(aggregate, command, initial, *args, **kwargs)
-                slot = new_pending((
-                    aggregate, 0, aggregate.fold(new, initial), new,
-                    (metadata,) * len(new), self._encode(stream, 0, new, metadata),
-                )) if new else None
+                slot = self._decided(
+                    plan, aggregate, command, aggregate.initial, 0, stream, metadata, args, kwargs
+                )
             except Exception:
                 slot = None
             if slot is not None:
@@ -668,13 +745,11 @@ class Application:
         attempt = 0
         while True:
             state, version = self._current(aggregate, stream)
-            new = decide(aggregate, command, state, *args, **kwargs)
-            if not new:
+            slot = self._decided(
+                plan, aggregate, command, state, version, stream, metadata, args, kwargs
+            )
+            if slot is None:
                 return []
-            slot = new_pending((
-                aggregate, version, aggregate.fold(new, state), new,
-                (metadata,) * len(new), self._encode(stream, version, new, metadata),
-            ))
             try:
                 return self._record_one(stream, slot, telemetry)
             except ConcurrencyError:

@@ -9,22 +9,95 @@ implements, so that this module does not import the application's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 from attrs import define, field
 
-from fes.aggregates import Aggregate, Command, decide
-from fes.errors import CommandError, ConfigurationError, EncodeError, FesError, StoreError
+from fes._shapes import _Dispatch
+from fes.aggregates import Aggregate, Command, decide, returned
+from fes.errors import (
+    CommandError,
+    ConfigurationError,
+    EncodeError,
+    FesError,
+    StoreError,
+    UnhandledEvent,
+)
 from fes.events import NO_METADATA, Metadata
 
 from .stores._base import Store
 from .stores._checks import check_stream
 
-__all__ = ["Batch", "Pending", "Writer", "new_pending"]
+if TYPE_CHECKING:
+    from .codec import Codec
+
+__all__ = ["Batch", "Pending", "Plan", "Writer", "kinds_of", "new_pending", "plan_of"]
 
 S = TypeVar("S")
+
+_FUNCTION = types.FunctionType
+#: The first byte of a payload stored as its bare JSON object.
+_BARE = 0x7B
+#: What a plan knows of an event class: the projector's handler of it, its
+#: topic and the function writing its payload (see Codec._bare_writer).
+Kind = tuple[Callable[[Any, Any], Any], str, Callable[[Any], bytes]]
+
+
+class Plan(NamedTuple):
+    """How a command of an aggregate runs, worked out once: see :func:`plan_of`.
+
+    ``kinds`` is None when the command takes the general way, :func:`fes.decide`
+    then the aggregate's fold and the codec's encode.  Otherwise the command
+    is a plain function and ``classes`` the state classes it declares (None:
+    it declares none), so that a result of one event of a class in ``kinds``
+    is checked, folded and encoded with a dictionary lookup: the events the
+    aggregate owns are exactly those classes' instances, and what ``kinds``
+    holds of a class is what decide's checks, the fold and the codec would do
+    with an instance of it.  Anything else is handed to the general way.
+    """
+
+    aggregate: Aggregate[Any]
+    classes: tuple[type, ...] | None
+    kinds: Mapping[type, Kind] | None
+
+
+def kinds_of(aggregate: Aggregate[Any], codec: Codec) -> dict[type, Kind]:
+    """What a :class:`Plan` of ``aggregate`` knows of each event class it may take as is.
+
+    A class the aggregate owns, whose handler the projector finds, and whose
+    payload the codec stores bare; the others are left to the general way.
+    """
+    apply = aggregate.apply
+    table: dict[type, Kind] = {}
+    for kind in aggregate.events:
+        if type(apply) is _Dispatch:  # as Aggregate.fold looks a handler up
+            handler = apply.handlers.get(kind)
+            if handler is None:
+                try:
+                    handler = apply.inherited(kind)
+                except UnhandledEvent:
+                    continue  # the fold refuses it, naming the aggregate
+        else:
+            handler = apply
+        found = codec._bare_writer(kind)
+        if found is not None:
+            table[kind] = (handler, *found)
+    return table
+
+
+def plan_of(aggregate: Aggregate[Any], command: Command, kinds: Mapping[type, Kind]) -> Plan:
+    """The :class:`Plan` of ``command`` on ``aggregate``, whose :func:`kinds_of` is ``kinds``."""
+    if command.__class__ is not _FUNCTION:  # a combinator's: decide looks inside
+        return Plan(aggregate, None, None)
+    check = aggregate._state_check(command)
+    if check is None:
+        return Plan(aggregate, None, kinds)
+    if check.classes is None:  # a hint isinstance cannot test: decide's admits()
+        return Plan(aggregate, None, None)
+    return Plan(aggregate, check.classes, kinds)
 
 
 class Writer(Protocol):
@@ -38,8 +111,12 @@ class Writer(Protocol):
     store: Store
     #: ids its new_id() gave that nothing has used yet
     _minted: dict[str, bool]
+    #: the plans of the commands it ran, by command (see _plan)
+    _plans: dict[Command, Plan]
 
     def _check(self, aggregate: Aggregate[Any]) -> None: ...
+
+    def _plan(self, aggregate: Aggregate[Any], command: Command) -> Plan: ...
 
     def _current(self, aggregate: Aggregate[Any], stream: str) -> tuple[Any, int]: ...
 
@@ -242,11 +319,50 @@ class Batch:
         **kwargs: Any,
     ) -> list[Any]:
         """Run a command on the stream's pending state; add its events."""
-        slot = self.pending.get(stream)
+        pending = self.pending
+        slot = pending.get(stream)
         if slot is None or slot.aggregate is not aggregate:
             # (a slot of this very aggregate was checked when it was made)
             slot = self._slot(aggregate, stream)
-        new = decide(aggregate, command, slot.state, *args, **kwargs)
+        application = self.application
+        try:
+            plan = application._plans.get(command)
+        except TypeError:  # an unhashable command object
+            plan = None
+        if plan is None or plan.aggregate is not aggregate:
+            plan = application._plan(aggregate, command)
+        kinds = plan.kinds
+        state = slot.state
+        if kinds is None or (plan.classes is not None and not isinstance(state, plan.classes)):
+            new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
+        else:
+            events = command(state, *args, **kwargs)
+            if (
+                events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
+                and (kind := kinds.get(events[0].__class__)) is not None
+            ):
+                # the plan's way: one event of a class it knows, decide's checks
+                # passed; fold and encode it, and add it, as _add would
+                (item,) = events
+                handler, topic, write = kind
+                try:
+                    state = handler(state, item)
+                    body = write(item)
+                except Exception:  # the general way below says what failed, as ever
+                    body = b""
+                if body and body[0] == _BARE:
+                    held = slot.events
+                    held.append(item)  # type: ignore[attr-defined]
+                    slot.metadata.append(metadata)  # type: ignore[attr-defined]
+                    slot.rows.append((topic, body, None))  # type: ignore[attr-defined]
+                    pending[stream] = new_pending(
+                        (aggregate, slot.version, state, held, slot.metadata, slot.rows)
+                    )
+                    if stream not in self._kept:
+                        self._undo.append((stream, slot, len(held) - 1))
+                        self._kept.add(stream)
+                    return [item]
+            new = returned(aggregate, command, events)
         self._add(aggregate, slot, stream, new, metadata)
         return new
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -214,6 +214,25 @@ class Codec:
         if writer is None:
             raise self._unregistered(event)
         return writer[0]
+
+    def _bare_writer(self, kind: type) -> tuple[str, Callable[[Any], bytes]] | None:
+        """The topic of ``kind`` and a function giving the JSON :meth:`encode` stores as it is.
+
+        For the edge's command plans: when the function's JSON starts with
+        ``{``, it is the payload :meth:`encode` returns for an event of
+        exactly ``kind``, at any stream and version.  None when no payload
+        of ``kind`` is stored bare (this codec compresses or encrypts, or the
+        type is past schema version 1) or the codec does not write ``kind``.
+        Any failure of the function is for :meth:`encode` to report.
+        """
+        found = self._writers.get(kind)
+        if found is None or not self._plain or found[2] != 1:
+            return None
+        topic, unstructure, _, write = found
+        if write is None:
+            def write(event: Any) -> bytes:
+                return _dumps(unstructure(event))
+        return topic, write
 
     def _unregistered(self, event: object) -> DefinitionError:
         return DefinitionError(
