@@ -61,6 +61,8 @@ S = TypeVar("S")
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
 _FUNCTION = types.FunctionType
+#: The default id factory (as imported: not one a test put in its place since).
+_UUID4 = uuid.uuid4
 #: A marker: _record's default telemetry (it then asks whether any is active),
 #: and what execute finds for an aggregate name the application does not know.
 _ASK = object()
@@ -73,6 +75,20 @@ _ONE_NO_METADATA = (NO_METADATA,)
 
 #: A row the application hands its store: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
+
+
+def _uuid4_str() -> str:
+    """``str(uuid.uuid4())``, made in a third of the time.
+
+    The same 16 random bytes from ``os.urandom``, with the same version and
+    variant bits set (RFC 4122), written in the same form: without the
+    :class:`uuid.UUID` that ``str`` is taken of and dropped.
+    """
+    data = bytearray(os.urandom(16))
+    data[6] = data[6] & 0x0F | 0x40  # version 4
+    data[8] = data[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def check_count(name: str, value: object, lowest: int) -> None:
@@ -215,8 +231,10 @@ class Application:
         runs as on any other stream.
         """
         ids = self.ids
-        stream = str(ids())
-        if ids is not uuid.uuid4:  # str() of any UUID is a stream id every store keeps
+        if ids is _UUID4:  # the default: a stream id every store keeps
+            stream = _uuid4_str()
+        else:
+            stream = str(ids())
             try:
                 check_stream(stream)
             except StoreError:

@@ -10,13 +10,15 @@ results through a plan already made, and the same command on two aggregates.
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 import pytest
 from attrs import frozen
 
 import fes
-from fes.edge._application import PLANS
+from fes.edge._application import PLANS, _uuid4_str
 from fes.edge.codec import Codec
 from fes.events import Metadata
 
@@ -232,3 +234,20 @@ def test_the_plans_kept_are_bounded(place: Place) -> None:
         app.execute(pads, "p", lambda pad, n=n: [Noted(str(n))])
         assert len(app._plans) <= PLANS
     assert len(app.get(pads, "p").notes) == PLANS + 10
+
+
+def test_a_fast_uuid4_string_is_str_of_uuid4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes give the same string as ``str(uuid.UUID(bytes=..., version=4))``."""
+    for raw in (bytes(16), b"\xff" * 16, *(os.urandom(16) for _ in range(200))):
+        monkeypatch.setattr(os, "urandom", lambda n, raw=raw: raw)
+        assert _uuid4_str() == str(uuid.UUID(bytes=raw, version=4))
+    monkeypatch.undo()
+    found = uuid.UUID(_uuid4_str())
+    assert (found.version, found.variant) == (4, uuid.RFC_4122)
+
+
+def test_new_id_calls_an_injected_id_factory(place: Place) -> None:
+    """Only the default factory is made without it: an injected one is called."""
+    given = uuid.UUID(int=7)
+    app = place.app(DESK, ids=lambda: given)
+    assert app.new_id() == str(given)
