@@ -613,6 +613,41 @@ class Application:
             )
         ]
 
+    def _record_first(
+        self, aggregate: Aggregate[Any], stream: str, event: Any, state: Any, topic: str,
+        payload: bytes,
+    ) -> list[Recorded[Any]]:
+        """:meth:`_record_one` of a new stream's first event, with no metadata or telemetry.
+
+        The path of a command on an id new_id() gave (see execute), taken
+        when its plan took the event as it is: the slot :meth:`_record_one`
+        reads is made only for the cache, snapshots or a conflict.
+        """
+        if self.clock is utc_now:
+            now, timestamp = now_and_micros()
+            moment = now  # in UTC already
+        else:
+            now = self.clock()
+            timestamp = to_micros(now)
+            moment = now if now.tzinfo is UTC else from_micros(timestamp)
+        rows: list[Row] = [(stream, 1, topic, payload, timestamp, None)]
+        store = self.store
+        try:
+            if type(store).__dict__.get("_takes_rows"):  # as _append does
+                positions = store._append_rows(rows, {stream: 1}, None)  # type: ignore[attr-defined]
+            else:
+                positions = self._append(rows, {stream: 1}, None)
+        except ConcurrencyError:
+            if self._cache_size:
+                with self._cache_lock:
+                    self._cache.pop((aggregate.name, stream), None)
+            raise
+        if self._cache_size or self.snapshot_every:
+            self._after_append(new_pending((
+                aggregate, 0, state, [event], _ONE_NO_METADATA, [(topic, payload, None)]
+            )), stream)
+        return [new_recorded(event, stream, 1, positions[0], moment, topic, NO_METADATA)]
+
     def _append(
         self, rows: list[Row], firsts: dict[str, int], tracking: Tracking | None
     ) -> list[int]:
@@ -674,15 +709,48 @@ class Application:
             if self._aggregates.get(getattr(aggregate, "name", ""), _ASK) is not aggregate:
                 self._check(aggregate)  # not this application's own object: look closer
             plan = self._plan(aggregate, command)
+        # new_id() gave this id and nothing used it since: see _execute
+        fresh = self._minted.pop(stream, False)
         telemetry = _telemetry.active()
         if telemetry is not None:  # a span, and its trace context in the events' metadata
             return telemetry.execute(
                 self.name, aggregate.name, stream, command, metadata,
                 lambda traced: self._execute(
-                    plan, aggregate, stream, command, traced, args, kwargs, telemetry
+                    plan, aggregate, stream, command, traced, args, kwargs, telemetry, fresh
                 ),
             )
-        return self._execute(plan, aggregate, stream, command, metadata, args, kwargs, None)
+        if fresh and metadata is NO_METADATA and (kinds := plan.kinds) is not None:
+            # _execute's read-free first try, inlined for the plan's way: the
+            # path of a command on an id new_id() gave, as every new stream's is
+            fresh = False  # this is the first try: a second one reads
+            state = aggregate.initial
+            slot = None
+            taken = False  # whether the plan took the event as it is
+            try:
+                # (a state the command refuses: decide refuses it below, as read)
+                if plan.classes is None or isinstance(state, plan.classes):
+                    events = command(state, *args, **kwargs)
+                    if (
+                        events.__class__ is list and len(events) == 1
+                        and (kind := kinds.get(events[0].__class__)) is not None
+                    ):
+                        (item,) = events
+                        handler, topic, write = kind
+                        after = handler(state, item)
+                        body = write(item)
+                        taken = body[0] == _BARE
+                    if not taken:
+                        slot = self._general(aggregate, command, state, 0, stream, metadata, events)
+            except Exception:
+                pass
+            try:
+                if taken:
+                    return self._record_first(aggregate, stream, item, after, topic, body)
+                if slot is not None:
+                    return self._record_one(stream, slot, None)
+            except ConcurrencyError:
+                pass
+        return self._execute(plan, aggregate, stream, command, metadata, args, kwargs, None, fresh)
 
     def _decided(
         self,
@@ -722,7 +790,26 @@ class Application:
                         aggregate, version, after, [item], _ONE_NO_METADATA,
                         [(topic, body, None)],
                     ))
-            new = returned(aggregate, command, events)
+            return self._general(aggregate, command, state, version, stream, metadata, events)
+        if not new:
+            return None
+        return new_pending((
+            aggregate, version, aggregate.fold(new, state), new,
+            (metadata,) * len(new), self._encode(stream, version, new, metadata),
+        ))
+
+    def _general(
+        self,
+        aggregate: Aggregate[Any],
+        command: Command,
+        state: Any,
+        version: int,
+        stream: str,
+        metadata: Metadata,
+        events: Any,
+    ) -> Pending | None:
+        """:meth:`_decided` of ``events``, what ``command`` returned, the general way."""
+        new = returned(aggregate, command, events)
         if not new:
             return None
         return new_pending((
@@ -740,10 +827,11 @@ class Application:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         telemetry: _telemetry.Telemetry | None,
+        fresh: bool,
     ) -> list[Recorded[Any]]:
         # What a one-command Batch does, without its bookkeeping: this is the
         # path of every command an application serves.
-        if self._minted.pop(stream, False):
+        if fresh:
             # new_id() gave this id and nothing used it since: decide on the
             # initial state without reading.  Only an append stands on that
             # guess, and only if the unique (stream, version) takes its version

@@ -24,7 +24,6 @@ from fes.errors import (
     EncodeError,
     FesError,
     StoreError,
-    UnhandledEvent,
 )
 from fes.events import NO_METADATA, Metadata
 
@@ -75,11 +74,8 @@ def kinds_of(aggregate: Aggregate[Any], codec: Codec) -> dict[type, Kind]:
     for kind in aggregate.events:
         if type(apply) is _Dispatch:  # as Aggregate.fold looks a handler up
             handler = apply.handlers.get(kind)
-            if handler is None:
-                try:
-                    handler = apply.inherited(kind)
-                except UnhandledEvent:
-                    continue  # the fold refuses it, naming the aggregate
+            if handler is None:  # (an Aggregate's projector handles every event it owns)
+                handler = apply.inherited(kind)
         else:
             handler = apply
         found = codec._bare_writer(kind)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
 
 import pytest
 from attrs import frozen
@@ -251,3 +252,141 @@ def test_new_id_calls_an_injected_id_factory(place: Place) -> None:
     given = uuid.UUID(int=7)
     app = place.app(DESK, ids=lambda: given)
     assert app.new_id() == str(given)
+
+
+# --- execute's read-free first try, the plan's way -----------------------------------
+
+
+def test_a_first_command_the_plans_way_keeps_the_cache_and_takes_snapshots(
+    place: Place,
+) -> None:
+    """On a new id, a cached state and a snapshot are kept as on the general way."""
+    app = place.app(DESK, cache_size=10, snapshot_every=1)
+    stream = app.new_id()
+    [recorded] = app.execute(pads, stream, open_pad, "ann")
+    assert (recorded.stream, recorded.version, recorded.topic) == (stream, 1, "pad.Opened")
+    assert app._cache[("pad", stream)] == (1, Pad("ann"))
+    snapshot = app.store.load_snapshot(stream)
+    assert snapshot is not None and snapshot.version == 1
+    assert app.load(pads, stream) == (Pad("ann"), 1)
+
+
+def test_a_first_command_the_plans_way_that_conflicts_is_decided_again_on_a_read(
+    place: Place,
+) -> None:
+    """The id was used elsewhere first: its cached state is dropped, the command decided again."""
+    app = place.app(DESK, cache_size=10)
+    other = place.app(DESK)
+    stream = app.new_id()
+    other.execute(pads, stream, open_pad, "bob")
+    [recorded] = app.execute(pads, stream, open_pad, "ann")
+    assert recorded.version == 2
+    assert app.get(pads, stream) == Pad("ann")
+
+
+def test_a_first_command_keeps_a_clocks_moment_in_utc(place: Place) -> None:
+    """An injected clock's datetime, in another zone, is recorded as the same moment in UTC."""
+    moment = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    app = place.app(DESK, clock=lambda: moment)
+    [recorded] = app.execute(pads, app.new_id(), open_pad, "ann")
+    assert recorded.timestamp == moment and recorded.timestamp.tzinfo is UTC
+    assert app.stream(recorded.stream) == [recorded]
+
+
+def test_a_first_command_with_metadata_or_several_events_takes_the_general_way(
+    place: Place,
+) -> None:
+    """What the plan does not take as it is still starts a new id's stream without a read."""
+    app = place.app(DESK)
+    meta = Metadata(correlation_id="c")
+    stream = app.new_id()
+    [recorded] = app.execute(pads, stream, open_pad, "ann", metadata=meta)
+    assert (recorded.version, recorded.metadata) == (1, meta)
+    other = app.new_id()
+    found = app.execute(pads, other, say, [Opened("bob"), Noted("n")])
+    assert [r.version for r in found] == [1, 2]
+    assert app.stream(other) == found
+    empty = app.new_id()
+    assert app.execute(pads, empty, say, []) == []
+    assert app.execute(pads, empty, open_pad, "cy")[0].version == 1
+
+
+# --- what plans leave to the general way ---------------------------------------------
+
+
+@frozen
+class Shouted(Noted):
+    """An owned subclass of Noted, folded by Noted's handler."""
+
+
+class Unhashable:
+    """A command object that cannot be a dictionary key."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __call__(self, pad: Pad, text: str) -> list[Noted]:
+        return [Noted(text)]
+
+
+def quiet(state: Literal[None], owner: str) -> list[Opened]:
+    """A state hint isinstance cannot test: decide's own check."""
+    return [Opened(owner)]
+
+
+loud_pads = fes.Aggregate(
+    name="pad", initial=None, apply=fes.projector(opened, noted, name="pad"),
+    events=[Opened, Noted, Shouted],
+)
+LOUD_DESK = fes.App("desk", aggregates=[loud_pads])
+BOTH = fes.combine(pads, memos, name="both")
+COMBINED = fes.App("desk", aggregates=[BOTH])
+
+
+def test_an_owned_subclass_is_folded_by_its_base_classs_handler(place: Place) -> None:
+    """The plan finds the handler the fold finds: a base class's."""
+    app = place.app(LOUD_DESK)
+    batch = app.batch()
+    batch.execute(loud_pads, "p", say, [Opened("ann")])
+    batch.execute(loud_pads, "p", say, [Shouted("hey")])
+    app.commit(batch)
+    app.execute(loud_pads, "p", say, [Shouted("ho")])
+    assert app.get(loud_pads, "p") == Pad("ann", ("hey", "ho"))
+    assert [r.topic for r in app.stream("p")] == ["pad.Opened", "pad.Shouted", "pad.Shouted"]
+
+
+def test_commands_a_plan_cannot_hold_run_the_general_way(place: Place) -> None:
+    """A command object that cannot be a key, a hint decide tests itself, a combinator's."""
+    app = place.app(DESK)
+    shout = Unhashable()
+    for stream in ("p", app.new_id()):
+        assert app.execute(pads, stream, quiet, "ann")[0].version == 1
+        with pytest.raises(fes.CommandError, match="expects Literal"):
+            app.execute(pads, stream, quiet, "bob")
+        assert app.execute(pads, stream, shout, "one")[0].version == 2
+        batch = app.batch()
+        batch.execute(pads, stream, shout, "two")
+        app.commit(batch)
+        assert app.get(pads, stream) == Pad("ann", ("one", "two"))
+    combined = place.app(COMBINED)
+    lifted = BOTH.commands["memo.say"]
+    for stream in ("m", combined.new_id()):
+        assert combined.execute(BOTH, stream, lifted, []) == []
+        [recorded] = combined.execute(BOTH, stream, lifted, [Memo("hi")])
+        assert recorded.version == 1
+        assert combined.get(BOTH, stream) == (None, "hi")
+
+
+def test_a_rollback_takes_back_what_the_general_way_added(place: Place) -> None:
+    """Several events of one command are journaled once, and taken back together."""
+    app = place.app(DESK)
+    batch = app.batch()
+    batch.execute(pads, "p", open_pad, "ann")
+    mark = batch.savepoint()
+    batch.execute(pads, "p", say, [Noted("a"), Noted("b")])
+    batch.execute(pads, "p", note, "c")
+    batch.rollback(mark)
+    assert batch.state(pads, "p") == Pad("ann")
+    assert len(batch) == 1
