@@ -178,6 +178,11 @@ class Batch:
     # streams whose slot the journal already holds as it was at the last mark: a
     # later change needs no entry, and the batch keeps no state in between
     _kept: set[str] = field(factory=set, init=False, repr=False)
+    # the application's plans, looked up by every execute
+    _plans: dict[Command, Plan] = field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._plans = self.application._plans
 
     def prefetch(self, streams: Iterable[str]) -> None:
         """Find out in one read which of ``streams`` have no events yet.
@@ -320,16 +325,15 @@ class Batch:
         if slot is None or slot.aggregate is not aggregate:
             # (a slot of this very aggregate was checked when it was made)
             slot = self._slot(aggregate, stream)
-        application = self.application
         try:
-            plan = application._plans.get(command)
+            plan = self._plans.get(command)
         except TypeError:  # an unhashable command object
             plan = None
         if plan is None or plan.aggregate is not aggregate:
-            plan = application._plan(aggregate, command)
-        kinds = plan.kinds
-        state = slot.state
-        if kinds is None or (plan.classes is not None and not isinstance(state, plan.classes)):
+            plan = self.application._plan(aggregate, command)
+        _, classes, kinds = plan
+        _, version, state, held, metas, rows = slot
+        if kinds is None or (classes is not None and not isinstance(state, classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
         else:
             events = command(state, *args, **kwargs)
@@ -347,13 +351,10 @@ class Batch:
                 except Exception:  # the general way below says what failed, as ever
                     body = b""
                 if body and body[0] == _BARE:
-                    held = slot.events
                     held.append(item)  # type: ignore[attr-defined]
-                    slot.metadata.append(metadata)  # type: ignore[attr-defined]
-                    slot.rows.append((topic, body, None))  # type: ignore[attr-defined]
-                    pending[stream] = new_pending(
-                        (aggregate, slot.version, state, held, slot.metadata, slot.rows)
-                    )
+                    metas.append(metadata)  # type: ignore[attr-defined]
+                    rows.append((topic, body, None))  # type: ignore[attr-defined]
+                    pending[stream] = new_pending((aggregate, version, state, held, metas, rows))
                     if stream not in self._kept:
                         self._undo.append((stream, slot, len(held) - 1))
                         self._kept.add(stream)
