@@ -24,6 +24,7 @@ from fes.errors import (
     EncodeError,
     FesError,
     StoreError,
+    UnhandledEvent,
 )
 from fes.events import NO_METADATA, Metadata
 
@@ -74,8 +75,11 @@ def kinds_of(aggregate: Aggregate[Any], codec: Codec) -> dict[type, Kind]:
     for kind in aggregate.events:
         if type(apply) is _Dispatch:  # as Aggregate.fold looks a handler up
             handler = apply.handlers.get(kind)
-            if handler is None:  # (an Aggregate's projector handles every event it owns)
-                handler = apply.inherited(kind)
+            if handler is None:
+                try:
+                    handler = apply.inherited(kind)
+                except UnhandledEvent:  # e.g. a virtual subclass of an ABC with a handler
+                    continue  # the fold refuses it, naming the aggregate
         else:
             handler = apply
         found = codec._bare_writer(kind)

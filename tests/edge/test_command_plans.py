@@ -10,6 +10,7 @@ results through a plan already made, and the same command on two aggregates.
 
 from __future__ import annotations
 
+import abc
 import os
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -390,3 +391,35 @@ def test_a_rollback_takes_back_what_the_general_way_added(place: Place) -> None:
     batch.rollback(mark)
     assert batch.state(pads, "p") == Pad("ann")
     assert len(batch) == 1
+
+
+class Remark(abc.ABC):  # noqa: B024 - a class to register events under, nothing abstract
+    """A handler's class that an event is a virtual subclass of (not by its MRO)."""
+
+
+@frozen
+class Aside:
+    text: str
+
+
+Remark.register(Aside)
+
+
+def remarked(pad: Pad, event: Remark) -> Pad:
+    return pad
+
+
+virtual_pads = fes.Aggregate(
+    name="pad", initial=None, apply=fes.projector(opened, (Remark, remarked), name="pad"),
+    events=[Opened, Aside],
+)
+
+
+def test_a_virtual_subclass_is_refused_by_the_fold_as_before(place: Place) -> None:
+    """An owned class whose handler the projector's dispatch does not find: UnhandledEvent."""
+    app = place.app(fes.App("desk", aggregates=[virtual_pads]))
+    assert Aside not in app._kinds["pad"]
+    app.execute(virtual_pads, "p", say, [Opened("ann")])
+    with pytest.raises(fes.errors.UnhandledEvent, match="Aside") as caught:
+        app.execute(virtual_pads, "p", say, [Aside("psst")])
+    assert caught.value.where == "pad"
