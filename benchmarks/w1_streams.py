@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,7 @@ from fes.examples.dogs import dogs, register, registered
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
 from .domains import SCHOOL, DogSchool, EsDog, sqlite_env
-from .raw import RawStore, connect, now_micros, same_schema
+from .raw import RawStore, connect, new_stream_id, now_micros, same_schema
 
 __all__ = ["run"]
 
@@ -98,9 +97,9 @@ class RawStreams:
         self.settings = pragmas(self.conn)
 
     def create(self, n: int) -> None:
-        store, dumps, uuid4 = self.store, orjson.dumps, uuid.uuid4
+        store, dumps, mint = self.store, orjson.dumps, new_stream_id
         for _ in range(n):
-            stream = str(uuid4())
+            stream = mint()
             payload = dumps({"name": "Fido"})
             store.append([(stream, 1, "dog.Registered", payload, now_micros(), None)])
 
@@ -117,9 +116,9 @@ class RawDomainStreams(RawStreams):
     """
 
     def create(self, n: int) -> None:
-        store, dumps, uuid4 = self.store, orjson.dumps, uuid.uuid4
+        store, dumps, mint = self.store, orjson.dumps, new_stream_id
         for _ in range(n):
-            stream = str(uuid4())
+            stream = mint()
             (event,) = register(None, "Fido")
             registered(None, event)
             payload = dumps({"name": event.name})

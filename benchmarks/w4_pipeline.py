@@ -40,7 +40,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -68,7 +67,7 @@ from .domains import (
     issued,
     sqlite_env,
 )
-from .raw import RawStore, connect, now_micros
+from .raw import RawStore, connect, new_stream_id, now_micros
 
 __all__ = ["run"]
 
@@ -395,7 +394,7 @@ def _raw_leader(path: Path, writer: threading.Lock | None = None) -> tuple[RawSt
 
 def _register(store: RawStore, count: int) -> None:
     rows = []
-    streams = [str(uuid.uuid4()) for _ in range(count)]
+    streams = [new_stream_id() for _ in range(count)]
     # as fes: a command on an id new_id() minted reads nothing (the unique (stream,
     # version) refuses a clash); a batch of them asks for their versions once
     existing = store.stream_versions(streams) if count > 1 else {}

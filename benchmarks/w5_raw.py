@@ -22,10 +22,11 @@ take no table lock, so their commits may share a flush.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
+
+from .raw import new_stream_id
 
 __all__ = ["RawPgSide", "raw_pg_follower", "raw_pg_writer"]
 
@@ -66,7 +67,7 @@ def raw_pg_writer(
         )
 
         def register() -> None:
-            stream = str(uuid.uuid4())  # minted here: nothing to read
+            stream = new_stream_id()  # minted here: nothing to read
             payload = dumps({"name": "Fido"})
             conn.execute(b"BEGIN")
             cursor.execute(message, (stream, payload, time.time_ns() // 1000))
