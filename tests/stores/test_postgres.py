@@ -760,3 +760,20 @@ def test_store_is_usable_from_many_threads(pg_url: str) -> None:
             thread.join(60)
         assert errors == []
         assert store.last_position() == 120
+
+
+def test_single_event_appends_of_two_apps_share_a_connection(pg_url: str) -> None:
+    """One pooled session serves two applications' single-event appends in turn: it
+    prepares each one's insert once and keeps its cursors for both."""
+    with PostgresDatabase(pg_url, pool_size=1) as database:
+        shop, bank = database.store("shop"), database.store("bank")
+        for version in range(1, 4):
+            shop.append([new("a", version)])
+            bank.append([new("a", version)])
+        with pytest.raises(ConcurrencyError):
+            bank.append([new("a", 2)])
+        shop.append([new("a", 4)])
+        assert [e.version for e in shop.read_stream("a")] == [1, 2, 3, 4]
+        assert [e.version for e in bank.read_stream("a")] == [1, 2, 3]
+        with database._connections._pool.connection() as conn:  # the only one
+            assert len(conn.prepared) == 2

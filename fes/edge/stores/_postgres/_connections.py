@@ -33,7 +33,6 @@ import math
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -168,15 +167,11 @@ class Connections:
         self._suspect = False
         self._down: str | None = None
         self._pool = self._new_pool()
-        #: the statements each live connection has prepared, by name (see
-        #: PostgresStore._begin_one): a connection is one server session
-        self.prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     def _new_pool(self) -> ConnectionPool[Conn]:
         return ConnectionPool(
             self._conninfo,
+            connection_class=Conn,
             kwargs=self._keywords,
             min_size=1,
             max_size=self._settings.pool_size,

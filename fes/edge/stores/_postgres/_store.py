@@ -56,6 +56,7 @@ __all__ = ["PostgresStore"]
 
 #: The least time a wait gives the pool to hand out a connection, in seconds.
 _LEAST_CONNECT_WAIT = 0.1
+_BEGIN = b"BEGIN"
 
 
 class PostgresStore:
@@ -210,14 +211,18 @@ class PostgresStore:
         under the lock (preparing an insert takes a row lock on the table:
         taken before the table's lock, two appenders would deadlock), so its
         first append holds the lock across round trips, as a batch's does.
+        BEGIN goes by the connection's own client-side cursor: one simple
+        query, with none of a new cursor's set-up.
         """
-        done = self._conns.prepared.setdefault(conn, set())
-        if self._q.prepare_one in done:
-            conn.execute(b"BEGIN")
+        cursors = conn.one_cursors
+        if cursors is None:
+            cursors = conn.one_cursors = (ClientCursor(conn), ClientCursor(conn))
+        if self._q.prepare_one in conn.prepared:
+            cursors[0].execute(_BEGIN)
             return False
         conn.execute(self._q.begin_locked)
         conn.execute(self._q.prepare_one)  # lives as long as the session, whatever follows
-        done.add(self._q.prepare_one)
+        conn.prepared = conn.prepared | {self._q.prepare_one}
         return True
 
     def _append_one(self, conn: Conn, event: NewEvent, *, locked: bool = False) -> list[int]:
@@ -233,7 +238,8 @@ class PostgresStore:
         waits for this client, and writers queue only for each other's
         insert and flush.  With ``locked``, the lock is held already.
         """
-        cursor = ClientCursor(conn)
+        assert conn.one_cursors is not None, "_begin_one made them"
+        cursor = conn.one_cursors[1]
         try:
             # a NewEvent's fields are the prepared insert's parameters, in order
             if locked:
@@ -245,7 +251,7 @@ class PostgresStore:
             # The session lost the statement (a DISCARD or DEALLOCATE by other
             # code on this connection): nothing ran, so prepare it and go again.
             conn.execute(b"ROLLBACK")
-            self._conns.prepared.pop(conn, None)
+            conn.prepared = frozenset()
             return self._append_one(conn, event, locked=self._begin_one(conn))
         row = cursor.fetchone()
         if row is None:  # the version is taken, or the one before it is missing
