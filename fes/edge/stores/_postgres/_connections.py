@@ -44,6 +44,8 @@ from fes.edge.stores._postgres._sql import Conn
 from fes.errors import StoreError, StoreUnavailable
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 log = logging.getLogger("fes.edge.stores.postgres")
 # psycopg_pool logs each failed reconnection as a warning, which a script
@@ -352,45 +354,91 @@ class Connections:
                     commit(conn)
                 return result
             except Exception as exc:
-                if not conn.closed and conn.pgconn.transaction_status in (
-                    psycopg.pq.TransactionStatus.INTRANS,
-                    psycopg.pq.TransactionStatus.INERROR,
-                ):
-                    try:
-                        conn.rollback()
-                    except psycopg.Error:
-                        conn.close()
-                if not is_disconnect(exc, conn):
-                    if isinstance(exc, psycopg.errors.LockNotAvailable):
-                        raise StoreError(
-                            f"could not {what} on {self.url}: another session (a writer, "
-                            "or a schema change) held a lock it needs for longer than "
-                            f"lock_timeout={self._settings.lock_timeout_ms}ms; nothing was "
-                            "changed"
-                        ) from exc
-                    if isinstance(exc, psycopg.Error):
-                        raise StoreError(
-                            f"could not {what} on {self.url}: {self.scrub(str(exc))}"
-                        ) from exc
-                    raise
-                # The server may have said goodbye before the socket closed:
-                # close it so the pool does not hand it out again, and weed
-                # out its idle siblings, which likely died with it (a restart).
-                conn.close()
-                self._suspect = True
-                pool.check()
-                if committing and not idempotent:
-                    raise StoreError(
-                        f"lost the connection to {self.url} while committing, so it is "
-                        f"unknown whether the attempt to {what} took effect: "
-                        f"{self.scrub(str(exc)).strip()}"
-                    ) from exc
-                if attempt >= self._settings.retries:
-                    raise StoreError(
-                        f"could not {what}: lost the connection to {self.url} "
-                        f"{attempt + 1} times: {self.scrub(str(exc)).strip()}"
-                    ) from exc
+                self._failed(exc, conn, pool, what, committing and not idempotent, attempt)
             finally:
                 pool.putconn(conn)
             time.sleep(0.05 * 2**attempt)
             attempt += 1
+
+    def run_begun(
+        self,
+        what: str,
+        begin: Callable[[Conn], _B],
+        finish: Callable[[Conn, _A, _B], _T],
+        argument: _A,
+    ) -> _T:
+        """Run a write whose ``begin`` opens its transaction and ``finish`` commits it.
+
+        :meth:`run` with ``idempotent=False``, for the hot path of a single
+        event's append: ``finish`` gets what ``begin`` returned and
+        ``argument``, and sends COMMIT (so a connection lost in it leaves the
+        outcome unknown); no closures to build per call.
+        """
+        attempt = 0
+        while True:
+            pool, conn = self._getconn(what, None)
+            committing = False
+            try:
+                begun = begin(conn)
+                committing = True
+                return finish(conn, argument, begun)
+            except Exception as exc:
+                self._failed(exc, conn, pool, what, committing, attempt)
+            finally:
+                pool.putconn(conn)
+            time.sleep(0.05 * 2**attempt)
+            attempt += 1
+
+    def _failed(
+        self,
+        exc: Exception,
+        conn: Conn,
+        pool: ConnectionPool[Conn],
+        what: str,
+        unknown: bool,
+        attempt: int,
+    ) -> None:
+        """After ``exc`` from work on ``conn``: roll back, then raise, or return to retry.
+
+        Returns only when the connection was lost and another attempt is
+        allowed.  ``unknown``: COMMIT of a write that is not idempotent may
+        have been sent, so a lost connection leaves its outcome unknown.
+        """
+        if not conn.closed and conn.pgconn.transaction_status in (
+            psycopg.pq.TransactionStatus.INTRANS,
+            psycopg.pq.TransactionStatus.INERROR,
+        ):
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                conn.close()
+        if not is_disconnect(exc, conn):
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise StoreError(
+                    f"could not {what} on {self.url}: another session (a writer, "
+                    "or a schema change) held a lock it needs for longer than "
+                    f"lock_timeout={self._settings.lock_timeout_ms}ms; nothing was "
+                    "changed"
+                ) from exc
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(
+                    f"could not {what} on {self.url}: {self.scrub(str(exc))}"
+                ) from exc
+            raise exc
+        # The server may have said goodbye before the socket closed:
+        # close it so the pool does not hand it out again, and weed
+        # out its idle siblings, which likely died with it (a restart).
+        conn.close()
+        self._suspect = True
+        pool.check()
+        if unknown:
+            raise StoreError(
+                f"lost the connection to {self.url} while committing, so it is "
+                f"unknown whether the attempt to {what} took effect: "
+                f"{self.scrub(str(exc)).strip()}"
+            ) from exc
+        if attempt >= self._settings.retries:
+            raise StoreError(
+                f"could not {what}: lost the connection to {self.url} "
+                f"{attempt + 1} times: {self.scrub(str(exc)).strip()}"
+            ) from exc

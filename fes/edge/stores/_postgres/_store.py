@@ -80,6 +80,7 @@ class PostgresStore:
         self._listener = listener
         self._poll = poll_interval
         self._channel = channel(schema, app)
+        self._appending = f"append to {app!r}"
 
     @property
     def app(self) -> str:
@@ -104,20 +105,11 @@ class PostgresStore:
             # BEGIN on its own: a pooled connection found dead there is replaced
             # and the append retried, knowing nothing was sent.  Then the lock,
             # the insert and COMMIT in one message (see _append_one).
-            only = batch[0]
-            positions: list[list[int]] = []
-            locked: list[bool] = []
-            self._conns.run(
-                f"append to {self._app!r}",
-                lambda conn: locked.append(self._begin_one(conn)),
-                idempotent=False,
-                commit=lambda conn: positions.append(
-                    self._append_one(conn, only, locked=locked[-1])
-                ),
+            return self._conns.run_begun(
+                self._appending, self._begin_one, self._append_one, batch[0]
             )
-            return positions[0]
         return self._conns.run(
-            f"append to {self._app!r}",
+            self._appending,
             lambda conn: self._append(conn, batch, firsts, tracking),
             idempotent=False,
             commit=self._commit,
@@ -225,7 +217,7 @@ class PostgresStore:
         conn.prepared = conn.prepared | {self._q.prepare_one}
         return True
 
-    def _append_one(self, conn: Conn, event: NewEvent, *, locked: bool = False) -> list[int]:
+    def _append_one(self, conn: Conn, event: NewEvent, locked: bool) -> list[int]:
         """One event and no tracking: the lock, a plain insert and COMMIT, in one message.
 
         A command's append, the common case.  The insert is refused by the
@@ -252,7 +244,7 @@ class PostgresStore:
             # code on this connection): nothing ran, so prepare it and go again.
             conn.execute(b"ROLLBACK")
             conn.prepared = frozenset()
-            return self._append_one(conn, event, locked=self._begin_one(conn))
+            return self._append_one(conn, event, self._begin_one(conn))
         row = cursor.fetchone()
         if row is None:  # the version is taken, or the one before it is missing
             raise self._refused(conn, event)
