@@ -58,6 +58,11 @@ for _name in ("psycopg.pool", log.name):
     if not logging.getLogger(_name).handlers:
         logging.getLogger(_name).addHandler(logging.NullHandler())
 
+#: The longest a connection is kept from the pool, parked between requests
+#: (see Connections._putconn), in seconds.
+_PARK_SECONDS = 1.0
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
 # The server ended the session: shutdown, crash, starting up, idle timeouts.
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
@@ -169,6 +174,13 @@ class Connections:
         self._suspect = False
         self._down: str | None = None
         self._pool = self._new_pool()
+        # The connection a request has just finished with, kept out of the pool
+        # for the next request (see _getconn and _putconn), with its pool.
+        self._parked: list[tuple[ConnectionPool[Conn], Conn]] = []
+        # How many requests are inside pool.getconn: a connection is parked
+        # only while none is, so that no request waits for one that is idle.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
 
     def _new_pool(self) -> ConnectionPool[Conn]:
         return ConnectionPool(
@@ -189,6 +201,7 @@ class Connections:
             if self._closed:
                 return False
             self._closed = True
+        self._unpark()
         self._pool.close()
         return True
 
@@ -295,6 +308,7 @@ class Connections:
                 return
             old, self._pool = self._pool, self._new_pool()
             self._pool.open(wait=False)
+        self._unpark()
         # at the level of the warning it ends, so that whoever saw one sees the other
         log.warning("the database server at %s answers again", self.url, extra={"url": self.url})
         old.close(timeout=0)  # connections in use go back to it, and are closed
@@ -307,8 +321,26 @@ class Connections:
             self._connect_first(what, timeout)
         elif self._suspect:
             self._probe(what)
+        parked = self._parked
+        while parked:
+            try:
+                pool, conn = parked.pop()
+            except IndexError:  # another request took it
+                break
+            if pool is self._pool:
+                return pool, conn
+            pool.putconn(conn)  # the pool it came from was replaced: it closes it
         pool = self._pool
+        with self._waiting_lock:
+            self._waiting += 1
         try:
+            # A request that finished after the look above parked its
+            # connection only if it saw no request waiting, so look again.
+            if parked:
+                try:
+                    return parked.pop()
+                except IndexError:
+                    pass
             return pool, pool.getconn(timeout)
         except PoolTimeout:
             self._suspect = True  # the next request finds out whether the server is down
@@ -319,6 +351,50 @@ class Connections:
             ) from None
         except PoolClosed:
             raise StoreError(f"could not {what}: the database {self.url} is closed") from None
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _putconn(self, pool: ConnectionPool[Conn], conn: Conn) -> None:
+        """Give back a connection a request has finished with: park it, or return it.
+
+        Parked, it serves the next request without the pool's checkout and
+        return, the largest cost of a small request after its round trips;
+        and a thread that makes one request after another keeps to one
+        session.  Only an idle connection of the current pool is parked, one
+        at a time, while no request waits for the pool and the database is
+        open; and a connection goes back to the pool (its reset, expiry and
+        health checks) at least every ``_PARK_SECONDS``.
+        """
+        if (
+            not self._parked
+            and pool is self._pool
+            and conn.pgconn.transaction_status == _IDLE
+            and not self._closed
+            and not self._waiting
+        ):
+            now = time.monotonic()
+            if not conn.parked_since:
+                conn.parked_since = now
+            if now - conn.parked_since < _PARK_SECONDS:
+                self._parked.append((pool, conn))
+                # close() or a request that began to wait since the look
+                # above may have missed it: hand it back then
+                if self._waiting or self._closed or pool is not self._pool:
+                    self._unpark()
+                return
+        conn.parked_since = 0.0
+        pool.putconn(conn)
+
+    def _unpark(self) -> None:
+        """Return every parked connection to its pool."""
+        while True:
+            try:
+                pool, conn = self._parked.pop()
+            except IndexError:
+                return
+            conn.parked_since = 0.0
+            pool.putconn(conn)
 
     def _reason(self) -> str:
         """Why connecting fails, found by one direct attempt, without the password."""
@@ -356,7 +432,7 @@ class Connections:
             except Exception as exc:
                 self._failed(exc, conn, pool, what, committing and not idempotent, attempt)
             finally:
-                pool.putconn(conn)
+                self._putconn(pool, conn)
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
@@ -385,7 +461,7 @@ class Connections:
             except Exception as exc:
                 self._failed(exc, conn, pool, what, committing, attempt)
             finally:
-                pool.putconn(conn)
+                self._putconn(pool, conn)
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
@@ -430,6 +506,7 @@ class Connections:
         # out its idle siblings, which likely died with it (a restart).
         conn.close()
         self._suspect = True
+        self._unpark()  # for the pool to check too: it likely died with this one
         pool.check()
         if unknown:
             raise StoreError(

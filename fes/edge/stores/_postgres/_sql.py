@@ -36,6 +36,9 @@ class Conn(psycopg.Connection[TupleRow]):
     #: message's, made on first use: a cursor that runs the same query again
     #: keeps its adapters
     one_cursors: tuple[_Cursor, _Cursor] | None = None
+    #: since when the connection has been kept from its pool, parked between
+    #: requests (0 while it is not): see Connections._putconn
+    parked_since: float = 0.0
 
 
 _LONGEST_SUFFIX = len("_snapshots")
