@@ -24,6 +24,11 @@ The server going away is logged once, and its return once.  psycopg_pool's
 own records of the same failures (a warning per reconnection attempt) get
 a ``NullHandler``: without logging configured they no longer reach stderr
 through Python's last-resort handler, and with it they still propagate.
+
+The connection a request has just finished with is parked for the next
+one, which takes it without the pool's checkout and return: one at a time,
+only while no request waits for the pool, and back to the pool at least
+every second, so that its reset, expiry and health checks still run.
 """
 
 from __future__ import annotations
@@ -201,6 +206,8 @@ class Connections:
             if self._closed:
                 return False
             self._closed = True
+        with self._waiting_lock:
+            pass  # a request parking a connection now sees _closed, or is unparked below
         self._unpark()
         self._pool.close()
         return True
@@ -379,8 +386,12 @@ class Connections:
             if now - conn.parked_since < _PARK_SECONDS:
                 self._parked.append((pool, conn))
                 # close() or a request that began to wait since the look
-                # above may have missed it: hand it back then
-                if self._waiting or self._closed or pool is not self._pool:
+                # above may have missed it: hand it back then.  Under the
+                # lock the request counts itself under: either it counted
+                # first and is seen here, or it finds the parked connection.
+                with self._waiting_lock:
+                    missed = self._waiting or self._closed or pool is not self._pool
+                if missed:
                     self._unpark()
                 return
         conn.parked_since = 0.0
