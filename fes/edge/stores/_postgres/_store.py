@@ -234,10 +234,12 @@ class PostgresStore:
         cursor = conn.one_cursors[1]
         try:
             # a NewEvent's fields are the prepared insert's parameters, in order
+            # (as a plain tuple, which psycopg takes without an abc check)
+            params = tuple(event)
             if locked:
-                cursor.execute(self._q.one_locked, event)
+                cursor.execute(self._q.one_locked, params)
             else:
-                cursor.execute(self._q.one_message, event)
+                cursor.execute(self._q.one_message, params)
                 cursor.nextset()  # past the lock's result, to the insert's
         except psycopg.errors.InvalidSqlStatementName:
             # The session lost the statement (a DISCARD or DEALLOCATE by other
