@@ -21,7 +21,7 @@ import pytest
 from pgserver import PgServer
 
 from fes.edge.stores import Database, NewEvent, Tracking, open_database
-from fes.edge.stores._postgres import PostgresDatabase, PostgresStore
+from fes.edge.stores._postgres import PostgresDatabase, PostgresStore, _connections
 from fes.edge.stores._postgres._sql import channel
 from fes.edge.stores._postgres._store import ONE_MESSAGE_BYTES
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
@@ -683,8 +683,10 @@ def test_a_single_event_append_prepares_again_a_statement_its_session_lost(
     with PostgresDatabase(pg_url, pool_size=1) as database:
         store = database.store("shop")
         store.append([new("a", 1)])
-        with database._connections._pool.connection() as conn:  # the only one
-            conn.execute("DEALLOCATE ALL")
+        # on the only connection, as the store's own requests get it
+        database._connections.run(
+            "deallocate", lambda conn: conn.execute("DEALLOCATE ALL"), idempotent=True
+        )
         assert len(store.append([new("a", 2)])) == 1
         assert len(store.append([new("a", 3)])) == 1
         assert [e.version for e in store.read_stream("a")] == [1, 2, 3]
@@ -760,3 +762,105 @@ def test_store_is_usable_from_many_threads(pg_url: str) -> None:
             thread.join(60)
         assert errors == []
         assert store.last_position() == 120
+
+
+def test_single_event_appends_of_two_apps_share_a_connection(pg_url: str) -> None:
+    """One pooled session serves two applications' single-event appends in turn: it
+    prepares each one's insert once and keeps its cursors for both."""
+    with PostgresDatabase(pg_url, pool_size=1) as database:
+        shop, bank = database.store("shop"), database.store("bank")
+        for version in range(1, 4):
+            shop.append([new("a", version)])
+            bank.append([new("a", version)])
+        with pytest.raises(ConcurrencyError):
+            bank.append([new("a", 2)])
+        shop.append([new("a", 4)])
+        assert [e.version for e in shop.read_stream("a")] == [1, 2, 3, 4]
+        assert [e.version for e in bank.read_stream("a")] == [1, 2, 3]
+        prepared = database._connections.run(  # the only connection
+            "look", lambda conn: conn.prepared, idempotent=True
+        )
+        assert len(prepared) == 2
+
+
+# Parking: the connection a request finished with serves the next one --------------------
+
+
+def backend(store: PostgresStore) -> int:
+    """The server process of the connection a request of ``store`` gets."""
+    return store._conns.run(
+        "look", lambda conn: int(conn.info.backend_pid), idempotent=True
+    )
+
+
+def test_requests_in_a_row_keep_to_one_session_past_the_pool(pg_url: str) -> None:
+    """A thread's requests one after another get the connection the last one
+    finished with, without asking the pool, until _PARK_SECONDS send it back."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        store.append([new("a", 1)])
+        pool = database._connections._pool
+        asked = pool.get_stats()["requests_num"]
+        first = backend(store)
+        for version in range(2, 22):
+            store.append([new("a", version)])
+            assert store.stream_version("a") == version
+        assert backend(store) == first
+        assert pool.get_stats()["requests_num"] == asked
+
+
+def test_a_parked_connection_goes_back_to_the_pool_in_time(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept from the pool no longer than _PARK_SECONDS, a connection still gets its
+    reset, expiry and health checks."""
+    monkeypatch.setattr(_connections, "_PARK_SECONDS", 0.0)
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        pool = database._connections._pool
+        asked = pool.get_stats()["requests_num"]
+        for version in range(1, 6):
+            store.append([new("a", version)])
+        assert pool.get_stats()["requests_num"] == asked + 5
+        assert database._connections._parked == []
+
+
+def test_a_request_waiting_for_the_pool_gets_a_finished_connection(pg_url: str) -> None:
+    """With one connection, a request that waits for the pool gets it as soon as the
+    request holding it finishes: it is not parked while someone waits."""
+    with PostgresDatabase(pg_url, pool_size=1, pool_timeout=20) as database:
+        store = database.store("shop")
+        store.append([new("b", 1)])
+        waited: list[float] = []
+        with blocked_append(pg_url, store):  # holds the only connection
+            reader = threading.Thread(
+                target=lambda: (
+                    started := time.monotonic(),
+                    store.read_stream("b"),
+                    waited.append(time.monotonic() - started),
+                )
+            )
+            reader.start()
+            time.sleep(0.3)  # the reader waits for the pool
+            assert not waited
+        reader.join(30)
+        assert waited and waited[0] < 5, waited
+        assert store.stream_version("a") == 1
+
+
+def test_closing_closes_a_parked_connection(pg_url: str) -> None:
+    """close() also closes the connection parked between requests."""
+    database = PostgresDatabase(pg_url, application_name="fes-parked", pool_size=1)
+    store = database.store("shop")
+    store.append([new("a", 1)])
+    assert database._connections._parked
+    database.close()
+    assert database._connections._parked == []
+    deadline = time.monotonic() + 5
+    while sql_rows(
+        pg_url, "SELECT pid FROM pg_stat_activity WHERE application_name = 'fes-parked'"
+    ):
+        assert time.monotonic() < deadline, "the parked connection was left open"
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="closed"):
+        store.append([new("a", 2)])

@@ -24,6 +24,11 @@ The server going away is logged once, and its return once.  psycopg_pool's
 own records of the same failures (a warning per reconnection attempt) get
 a ``NullHandler``: without logging configured they no longer reach stderr
 through Python's last-resort handler, and with it they still propagate.
+
+The connection a request has just finished with is parked for the next
+one, which takes it without the pool's checkout and return: one at a time,
+only while no request waits for the pool, and back to the pool at least
+every second, so that its reset, expiry and health checks still run.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import math
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -45,6 +49,8 @@ from fes.edge.stores._postgres._sql import Conn
 from fes.errors import StoreError, StoreUnavailable
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 log = logging.getLogger("fes.edge.stores.postgres")
 # psycopg_pool logs each failed reconnection as a warning, which a script
@@ -56,6 +62,11 @@ log = logging.getLogger("fes.edge.stores.postgres")
 for _name in ("psycopg.pool", log.name):
     if not logging.getLogger(_name).handlers:
         logging.getLogger(_name).addHandler(logging.NullHandler())
+
+#: The longest a connection is kept from the pool, parked between requests
+#: (see Connections._putconn), in seconds.
+_PARK_SECONDS = 1.0
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 # The server ended the session: shutdown, crash, starting up, idle timeouts.
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
@@ -168,15 +179,18 @@ class Connections:
         self._suspect = False
         self._down: str | None = None
         self._pool = self._new_pool()
-        #: the statements each live connection has prepared, by name (see
-        #: PostgresStore._begin_one): a connection is one server session
-        self.prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # The connection a request has just finished with, kept out of the pool
+        # for the next request (see _getconn and _putconn), with its pool.
+        self._parked: list[tuple[ConnectionPool[Conn], Conn]] = []
+        # How many requests are inside pool.getconn: a connection is parked
+        # only while none is, so that no request waits for one that is idle.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
 
     def _new_pool(self) -> ConnectionPool[Conn]:
         return ConnectionPool(
             self._conninfo,
+            connection_class=Conn,
             kwargs=self._keywords,
             min_size=1,
             max_size=self._settings.pool_size,
@@ -192,6 +206,9 @@ class Connections:
             if self._closed:
                 return False
             self._closed = True
+        with self._waiting_lock:
+            pass  # a request parking a connection now sees _closed, or is unparked below
+        self._unpark()
         self._pool.close()
         return True
 
@@ -298,6 +315,7 @@ class Connections:
                 return
             old, self._pool = self._pool, self._new_pool()
             self._pool.open(wait=False)
+        self._unpark()
         # at the level of the warning it ends, so that whoever saw one sees the other
         log.warning("the database server at %s answers again", self.url, extra={"url": self.url})
         old.close(timeout=0)  # connections in use go back to it, and are closed
@@ -310,8 +328,26 @@ class Connections:
             self._connect_first(what, timeout)
         elif self._suspect:
             self._probe(what)
+        parked = self._parked
+        while parked:
+            try:
+                pool, conn = parked.pop()
+            except IndexError:  # another request took it
+                break
+            if pool is self._pool:
+                return pool, conn
+            pool.putconn(conn)  # the pool it came from was replaced: it closes it
         pool = self._pool
+        with self._waiting_lock:
+            self._waiting += 1
         try:
+            # A request that finished after the look above parked its
+            # connection only if it saw no request waiting, so look again.
+            if parked:
+                try:
+                    return parked.pop()
+                except IndexError:
+                    pass
             return pool, pool.getconn(timeout)
         except PoolTimeout:
             self._suspect = True  # the next request finds out whether the server is down
@@ -322,6 +358,54 @@ class Connections:
             ) from None
         except PoolClosed:
             raise StoreError(f"could not {what}: the database {self.url} is closed") from None
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _putconn(self, pool: ConnectionPool[Conn], conn: Conn) -> None:
+        """Give back a connection a request has finished with: park it, or return it.
+
+        Parked, it serves the next request without the pool's checkout and
+        return, the largest cost of a small request after its round trips;
+        and a thread that makes one request after another keeps to one
+        session.  Only an idle connection of the current pool is parked, one
+        at a time, while no request waits for the pool and the database is
+        open; and a connection goes back to the pool (its reset, expiry and
+        health checks) at least every ``_PARK_SECONDS``.
+        """
+        if (
+            not self._parked
+            and pool is self._pool
+            and conn.pgconn.transaction_status == _IDLE
+            and not self._closed
+            and not self._waiting
+        ):
+            now = time.monotonic()
+            if not conn.parked_since:
+                conn.parked_since = now
+            if now - conn.parked_since < _PARK_SECONDS:
+                self._parked.append((pool, conn))
+                # close() or a request that began to wait since the look
+                # above may have missed it: hand it back then.  Under the
+                # lock the request counts itself under: either it counted
+                # first and is seen here, or it finds the parked connection.
+                with self._waiting_lock:
+                    missed = self._waiting or self._closed or pool is not self._pool
+                if missed:
+                    self._unpark()
+                return
+        conn.parked_since = 0.0
+        pool.putconn(conn)
+
+    def _unpark(self) -> None:
+        """Return every parked connection to its pool."""
+        while True:
+            try:
+                pool, conn = self._parked.pop()
+            except IndexError:
+                return
+            conn.parked_since = 0.0
+            pool.putconn(conn)
 
     def _reason(self) -> str:
         """Why connecting fails, found by one direct attempt, without the password."""
@@ -357,45 +441,92 @@ class Connections:
                     commit(conn)
                 return result
             except Exception as exc:
-                if not conn.closed and conn.pgconn.transaction_status in (
-                    psycopg.pq.TransactionStatus.INTRANS,
-                    psycopg.pq.TransactionStatus.INERROR,
-                ):
-                    try:
-                        conn.rollback()
-                    except psycopg.Error:
-                        conn.close()
-                if not is_disconnect(exc, conn):
-                    if isinstance(exc, psycopg.errors.LockNotAvailable):
-                        raise StoreError(
-                            f"could not {what} on {self.url}: another session (a writer, "
-                            "or a schema change) held a lock it needs for longer than "
-                            f"lock_timeout={self._settings.lock_timeout_ms}ms; nothing was "
-                            "changed"
-                        ) from exc
-                    if isinstance(exc, psycopg.Error):
-                        raise StoreError(
-                            f"could not {what} on {self.url}: {self.scrub(str(exc))}"
-                        ) from exc
-                    raise
-                # The server may have said goodbye before the socket closed:
-                # close it so the pool does not hand it out again, and weed
-                # out its idle siblings, which likely died with it (a restart).
-                conn.close()
-                self._suspect = True
-                pool.check()
-                if committing and not idempotent:
-                    raise StoreError(
-                        f"lost the connection to {self.url} while committing, so it is "
-                        f"unknown whether the attempt to {what} took effect: "
-                        f"{self.scrub(str(exc)).strip()}"
-                    ) from exc
-                if attempt >= self._settings.retries:
-                    raise StoreError(
-                        f"could not {what}: lost the connection to {self.url} "
-                        f"{attempt + 1} times: {self.scrub(str(exc)).strip()}"
-                    ) from exc
+                self._failed(exc, conn, pool, what, committing and not idempotent, attempt)
             finally:
-                pool.putconn(conn)
+                self._putconn(pool, conn)
             time.sleep(0.05 * 2**attempt)
             attempt += 1
+
+    def run_begun(
+        self,
+        what: str,
+        begin: Callable[[Conn], _B],
+        finish: Callable[[Conn, _A, _B], _T],
+        argument: _A,
+    ) -> _T:
+        """Run a write whose ``begin`` opens its transaction and ``finish`` commits it.
+
+        :meth:`run` with ``idempotent=False``, for the hot path of a single
+        event's append: ``finish`` gets what ``begin`` returned and
+        ``argument``, and sends COMMIT (so a connection lost in it leaves the
+        outcome unknown); no closures to build per call.
+        """
+        attempt = 0
+        while True:
+            pool, conn = self._getconn(what, None)
+            committing = False
+            try:
+                begun = begin(conn)
+                committing = True
+                return finish(conn, argument, begun)
+            except Exception as exc:
+                self._failed(exc, conn, pool, what, committing, attempt)
+            finally:
+                self._putconn(pool, conn)
+            time.sleep(0.05 * 2**attempt)
+            attempt += 1
+
+    def _failed(
+        self,
+        exc: Exception,
+        conn: Conn,
+        pool: ConnectionPool[Conn],
+        what: str,
+        unknown: bool,
+        attempt: int,
+    ) -> None:
+        """After ``exc`` from work on ``conn``: roll back, then raise, or return to retry.
+
+        Returns only when the connection was lost and another attempt is
+        allowed.  ``unknown``: COMMIT of a write that is not idempotent may
+        have been sent, so a lost connection leaves its outcome unknown.
+        """
+        if not conn.closed and conn.pgconn.transaction_status in (
+            psycopg.pq.TransactionStatus.INTRANS,
+            psycopg.pq.TransactionStatus.INERROR,
+        ):
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                conn.close()
+        if not is_disconnect(exc, conn):
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise StoreError(
+                    f"could not {what} on {self.url}: another session (a writer, "
+                    "or a schema change) held a lock it needs for longer than "
+                    f"lock_timeout={self._settings.lock_timeout_ms}ms; nothing was "
+                    "changed"
+                ) from exc
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(
+                    f"could not {what} on {self.url}: {self.scrub(str(exc))}"
+                ) from exc
+            raise exc
+        # The server may have said goodbye before the socket closed:
+        # close it so the pool does not hand it out again, and weed
+        # out its idle siblings, which likely died with it (a restart).
+        conn.close()
+        self._suspect = True
+        self._unpark()  # for the pool to check too: it likely died with this one
+        pool.check()
+        if unknown:
+            raise StoreError(
+                f"lost the connection to {self.url} while committing, so it is "
+                f"unknown whether the attempt to {what} took effect: "
+                f"{self.scrub(str(exc)).strip()}"
+            ) from exc
+        if attempt >= self._settings.retries:
+            raise StoreError(
+                f"could not {what}: lost the connection to {self.url} "
+                f"{attempt + 1} times: {self.scrub(str(exc)).strip()}"
+            ) from exc

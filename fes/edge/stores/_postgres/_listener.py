@@ -14,7 +14,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from fes.edge.stores._postgres._sql import Conn
@@ -123,7 +122,7 @@ class Listener:
         while not self._closed:
             try:
                 if conn is None:
-                    conn = psycopg.connect(self._conninfo, **self._keywords)
+                    conn = Conn.connect(self._conninfo, **self._keywords)
                     with self._lock:
                         self._pending = set(self._signals)
                 self._serve(conn)

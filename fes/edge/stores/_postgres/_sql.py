@@ -19,7 +19,27 @@ from fes.edge.stores._checks import check_app_name
 from fes.edge.stores._postgres._options import MAX_IDENTIFIER
 from fes.errors import StoreError
 
-Conn = psycopg.Connection[TupleRow]
+_Cursor = psycopg.ClientCursor[TupleRow]
+
+
+class Conn(psycopg.Connection[TupleRow]):
+    """A pooled connection (one server session), with what the store keeps on it.
+
+    The pool makes these (``connection_class``), so the state lives and dies
+    with its session and costs an attribute lookup to find.
+    """
+
+    #: the statements this session has prepared, by text (see
+    #: PostgresStore._begin_one); replaced, never changed in place
+    prepared: frozenset[bytes] = frozenset()
+    #: the client-side cursors of a single event's append, BEGIN's and the
+    #: message's, made on first use: a cursor that runs the same query again
+    #: keeps its adapters
+    one_cursors: tuple[_Cursor, _Cursor] | None = None
+    #: since when the connection has been kept from its pool, parked between
+    #: requests (0 while it is not): see Connections._putconn
+    parked_since: float = 0.0
+
 
 _LONGEST_SUFFIX = len("_snapshots")
 EVENTS_MARK = "fes events v1"  # table comment by which apps() recognises our tables

@@ -56,6 +56,7 @@ __all__ = ["PostgresStore"]
 
 #: The least time a wait gives the pool to hand out a connection, in seconds.
 _LEAST_CONNECT_WAIT = 0.1
+_BEGIN = b"BEGIN"
 
 
 class PostgresStore:
@@ -79,6 +80,7 @@ class PostgresStore:
         self._listener = listener
         self._poll = poll_interval
         self._channel = channel(schema, app)
+        self._appending = f"append to {app!r}"
 
     @property
     def app(self) -> str:
@@ -103,20 +105,11 @@ class PostgresStore:
             # BEGIN on its own: a pooled connection found dead there is replaced
             # and the append retried, knowing nothing was sent.  Then the lock,
             # the insert and COMMIT in one message (see _append_one).
-            only = batch[0]
-            positions: list[list[int]] = []
-            locked: list[bool] = []
-            self._conns.run(
-                f"append to {self._app!r}",
-                lambda conn: locked.append(self._begin_one(conn)),
-                idempotent=False,
-                commit=lambda conn: positions.append(
-                    self._append_one(conn, only, locked=locked[-1])
-                ),
+            return self._conns.run_begun(
+                self._appending, self._begin_one, self._append_one, batch[0]
             )
-            return positions[0]
         return self._conns.run(
-            f"append to {self._app!r}",
+            self._appending,
             lambda conn: self._append(conn, batch, firsts, tracking),
             idempotent=False,
             commit=self._commit,
@@ -210,17 +203,21 @@ class PostgresStore:
         under the lock (preparing an insert takes a row lock on the table:
         taken before the table's lock, two appenders would deadlock), so its
         first append holds the lock across round trips, as a batch's does.
+        BEGIN goes by the connection's own client-side cursor: one simple
+        query, with none of a new cursor's set-up.
         """
-        done = self._conns.prepared.setdefault(conn, set())
-        if self._q.prepare_one in done:
-            conn.execute(b"BEGIN")
+        cursors = conn.one_cursors
+        if cursors is None:
+            cursors = conn.one_cursors = (ClientCursor(conn), ClientCursor(conn))
+        if self._q.prepare_one in conn.prepared:
+            cursors[0].execute(_BEGIN)
             return False
         conn.execute(self._q.begin_locked)
         conn.execute(self._q.prepare_one)  # lives as long as the session, whatever follows
-        done.add(self._q.prepare_one)
+        conn.prepared = conn.prepared | {self._q.prepare_one}
         return True
 
-    def _append_one(self, conn: Conn, event: NewEvent, *, locked: bool = False) -> list[int]:
+    def _append_one(self, conn: Conn, event: NewEvent, locked: bool) -> list[int]:
         """One event and no tracking: the lock, a plain insert and COMMIT, in one message.
 
         A command's append, the common case.  The insert is refused by the
@@ -233,20 +230,23 @@ class PostgresStore:
         waits for this client, and writers queue only for each other's
         insert and flush.  With ``locked``, the lock is held already.
         """
-        cursor = ClientCursor(conn)
+        assert conn.one_cursors is not None, "_begin_one made them"
+        cursor = conn.one_cursors[1]
         try:
             # a NewEvent's fields are the prepared insert's parameters, in order
+            # (as a plain tuple, which psycopg takes without an abc check)
+            params = tuple(event)
             if locked:
-                cursor.execute(self._q.one_locked, event)
+                cursor.execute(self._q.one_locked, params)
             else:
-                cursor.execute(self._q.one_message, event)
+                cursor.execute(self._q.one_message, params)
                 cursor.nextset()  # past the lock's result, to the insert's
         except psycopg.errors.InvalidSqlStatementName:
             # The session lost the statement (a DISCARD or DEALLOCATE by other
             # code on this connection): nothing ran, so prepare it and go again.
             conn.execute(b"ROLLBACK")
-            self._conns.prepared.pop(conn, None)
-            return self._append_one(conn, event, locked=self._begin_one(conn))
+            conn.prepared = frozenset()
+            return self._append_one(conn, event, self._begin_one(conn))
         row = cursor.fetchone()
         if row is None:  # the version is taken, or the one before it is missing
             raise self._refused(conn, event)
