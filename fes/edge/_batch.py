@@ -382,7 +382,8 @@ class Batch:
         if kinds is None or (classes is not None and not isinstance(state, classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
         else:
-            events = command(state, *args, **kwargs)
+            # (no ** with no keywords: an empty mapping still costs the call a copy)
+            events = command(state, *args, **kwargs) if kwargs else command(state, *args)
             if (
                 events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
                 and (kind := kinds.get(events[0].__class__)) is not None
