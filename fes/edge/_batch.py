@@ -10,8 +10,7 @@ implements, so that this module does not import the application's.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 from attrs import define, field
@@ -129,25 +128,66 @@ class Writer(Protocol):
     ) -> Sequence[tuple[str, bytes, bytes | None]]: ...
 
 
-class Pending(NamedTuple):
+class Pending:
     """A stream's state as loaded, and the events a batch adds to it.
 
-    A named tuple, not an attrs class: one is made per command, on the hot path.
-    ``rows`` holds each event's topic, payload and encoded metadata, made when
-    the event was added: only the timestamp is left for the commit.
+    A plain class with slots, not an attrs class: one is made per command
+    that :meth:`Application.execute` runs, on the hot path.  ``rows`` holds
+    each event's topic, payload and encoded metadata, made when the event was
+    added: only the timestamp is left for the commit.  It unpacks and
+    compares as the tuple of its six fields.
 
-    In a :class:`Batch`, ``events``, ``metadata`` and ``rows`` are lists that
-    all the stream's slots share and that grow in place as events are added
-    (a rollback truncates them), so that adding to a stream costs the same
-    however many events it already holds.
+    In a :class:`Batch`, a stream has one slot, changed in place as events are
+    added: ``state`` is replaced, and ``events``, ``metadata`` and ``rows`` are
+    lists that grow (the batch's journal keeps what a rollback needs to put
+    back), so that adding to a stream costs the same however many events it
+    already holds, and no new slot is made per command.
     """
+
+    __slots__ = ("aggregate", "events", "metadata", "rows", "state", "version")
 
     aggregate: Aggregate[Any]
     version: int
     state: Any
-    events: Sequence[Any] = ()
-    metadata: Sequence[Metadata] = ()
-    rows: Sequence[tuple[str, bytes, bytes | None]] = ()
+    events: Sequence[Any]
+    metadata: Sequence[Metadata]
+    rows: Sequence[tuple[str, bytes, bytes | None]]
+
+    def __init__(
+        self,
+        aggregate: Aggregate[Any],
+        version: int,
+        state: Any,
+        events: Sequence[Any] = (),
+        metadata: Sequence[Metadata] = (),
+        rows: Sequence[tuple[str, bytes, bytes | None]] = (),
+    ) -> None:
+        self.aggregate = aggregate
+        self.version = version
+        self.state = state
+        self.events = events
+        self.metadata = metadata
+        self.rows = rows
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.aggregate, self.version, self.state, self.events, self.metadata, self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._fields())
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Pending:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # changed in place: not a key
+
+    def __repr__(self) -> str:
+        return (
+            f"Pending(aggregate={self.aggregate!r}, version={self.version!r}, "
+            f"state={self.state!r}, events={self.events!r}, metadata={self.metadata!r}, "
+            f"rows={self.rows!r})"
+        )
 
 
 @define
@@ -176,9 +216,12 @@ class Batch:
     application: Writer
     pending: dict[str, Pending] = field(factory=dict)
     _fresh: set[str] = field(factory=set, init=False, repr=False)
-    # each change to pending as (stream, the slot it replaced, how many events
-    # the stream held before): what rollback undoes
-    _undo: list[tuple[str, Pending | None, int]] = field(factory=list, init=False, repr=False)
+    # each change to pending as (stream, its slot, how many events the stream
+    # held before, its state before), or (stream, None, 0, None) for a slot
+    # made: what rollback undoes
+    _undo: list[tuple[str, Pending | None, int, Any]] = field(
+        factory=list, init=False, repr=False
+    )
     # streams whose slot the journal already holds as it was at the last mark: a
     # later change needs no entry, and the batch keeps no state in between
     _kept: set[str] = field(factory=set, init=False, repr=False)
@@ -226,16 +269,15 @@ class Batch:
         pending = self.pending
         self._kept.clear()
         while len(undo) > mark:
-            stream, slot, held = undo.pop()
+            stream, slot, held, state = undo.pop()
             if slot is None:
                 del pending[stream]
             else:
-                # the slot replaced shares its lists with the current one: cut them back
-                current = pending[stream]
-                del cast(list[Any], current.events)[held:]
-                del cast(list[Any], current.metadata)[held:]
-                del cast(list[Any], current.rows)[held:]
-                pending[stream] = slot
+                # the stream's one slot, changed in place: cut its lists back
+                del cast(list[Any], slot.events)[held:]
+                del cast(list[Any], slot.metadata)[held:]
+                del cast(list[Any], slot.rows)[held:]
+                slot.state = state
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
         """The stream's state including this batch's pending events."""
@@ -261,7 +303,7 @@ class Batch:
                 state, version = self.application._current(aggregate, stream)
             slot = Pending(aggregate, version, state, [], [], [])
             self.pending[stream] = slot
-            self._undo.append((stream, None, 0))
+            self._undo.append((stream, None, 0, None))
             self._kept.add(stream)
         elif slot.aggregate.name != aggregate.name:
             raise FesError(
@@ -303,16 +345,16 @@ class Batch:
         encoded = self.application._encode(stream, slot.version + held, new, metadata)
         # extend the stream's lists in place, never copy them: linear in the
         # number of events added, however many the stream already holds
-        events.extend(new)
-        metas.extend((metadata,) * len(new))
-        rows.extend(encoded)
-        self.pending[stream] = new_pending((aggregate, slot.version, state, events, metas, rows))
         # Only a stream's first change since the last mark is journaled: a
         # rollback restores the slot as it was then, so the states in between
         # (each a whole aggregate state) are not kept alive.
         if stream not in self._kept:
-            self._undo.append((stream, slot, held))
+            self._undo.append((stream, slot, held, slot.state))
             self._kept.add(stream)
+        events.extend(new)
+        metas.extend((metadata,) * len(new))
+        rows.extend(encoded)
+        slot.state = state
 
     def execute(
         self,
@@ -336,11 +378,12 @@ class Batch:
         if plan is None or plan.aggregate is not aggregate:
             plan = self.application._plan(aggregate, command)
         _, classes, kinds = plan
-        _, version, state, held, metas, rows = slot
+        state = slot.state
         if kinds is None or (classes is not None and not isinstance(state, classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
         else:
-            events = command(state, *args, **kwargs)
+            # (no ** with no keywords: an empty mapping still costs the call a copy)
+            events = command(state, *args, **kwargs) if kwargs else command(state, *args)
             if (
                 events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
                 and (kind := kinds.get(events[0].__class__)) is not None
@@ -355,13 +398,14 @@ class Batch:
                 except Exception:  # the general way below says what failed, as ever
                     body = b""
                 if body and body[0] == _BARE:
-                    held.append(item)  # type: ignore[attr-defined]
-                    metas.append(metadata)  # type: ignore[attr-defined]
-                    rows.append((topic, body, None))  # type: ignore[attr-defined]
-                    pending[stream] = new_pending((aggregate, version, state, held, metas, rows))
+                    held = slot.events
                     if stream not in self._kept:
-                        self._undo.append((stream, slot, len(held) - 1))
+                        self._undo.append((stream, slot, len(held), slot.state))
                         self._kept.add(stream)
+                    held.append(item)  # type: ignore[attr-defined]
+                    slot.metadata.append(metadata)  # type: ignore[attr-defined]
+                    slot.rows.append((topic, body, None))  # type: ignore[attr-defined]
+                    slot.state = state
                     return [item]
             new = returned(aggregate, command, events)
         self._add(aggregate, slot, stream, new, metadata)
@@ -400,7 +444,7 @@ class Batch:
                 pending[stream] = new_pending(
                     (aggregate, 0, state, new, [metadata] * len(new), rows)
                 )
-                self._undo.append((stream, None, 0))
+                self._undo.append((stream, None, 0, None))
                 self._kept.add(stream)
                 return
             slot = self._slot(aggregate, stream)
@@ -412,8 +456,19 @@ class Batch:
         return sum(len(p.events) for p in self.pending.values())
 
 
-#: Build a Pending from a 6-tuple in C, without the generated ``__new__``.
-new_pending = partial(tuple.__new__, Pending)
+def new_pending(
+    values: tuple[
+        Aggregate[Any], int, Any, Sequence[Any], Sequence[Metadata],
+        Sequence[tuple[str, bytes, bytes | None]],
+    ],
+) -> Pending:
+    """``Pending(*values)``, for the callers that hold the six fields in a tuple."""
+    made = _NEW(Pending)
+    made.aggregate, made.version, made.state, made.events, made.metadata, made.rows = values
+    return made
+
+
+_NEW = object.__new__
 
 
 def _keepable(stream: object) -> bool:

@@ -11,8 +11,11 @@ import gc
 import tracemalloc
 import weakref
 
+import pytest
+
 import fes
 from fes.edge import Application, Batch
+from fes.edge._batch import Pending, new_pending
 from fes.edge.stores._memory import MemoryDatabase
 from fes.examples.bank import Account, accounts, deposit, open_account
 
@@ -97,3 +100,34 @@ def test_a_batch_keeps_no_state_between_a_mark_and_the_current_one() -> None:
     assert at_mark() is not None
     batch.rollback(mark)
     assert batch.state(accounts, "acc") is at_mark()
+
+
+def test_a_stream_keeps_one_slot_changed_in_place() -> None:
+    """Commands and emits change the stream's one slot; a rollback puts its state back."""
+    _app, batch = _batch(1)
+    slot = batch.pending["acc"]
+    mark = batch.savepoint()
+    at_mark = slot.state
+    batch.execute(accounts, "acc", deposit, 2)  # the plan's way
+    batch.emit(accounts, "acc", deposit(batch.state(accounts, "acc"), 3))  # type: ignore[arg-type]  # the general way
+    assert batch.pending["acc"] is slot
+    assert slot.state == Account("Ada", balance=6) and len(slot.events) == 4
+    batch.rollback(mark)
+    assert batch.pending["acc"] is slot
+    assert slot.state is at_mark and len(slot.events) == len(slot.rows) == 2
+
+
+def test_a_slot_unpacks_and_compares_as_its_six_fields() -> None:
+    """A Pending is what the named tuple it was: its fields in order, equal by value."""
+    _app, batch = _batch(0)
+    slot = batch.pending["acc"]
+    aggregate, version, state, events, metadata, rows = slot
+    assert (aggregate, version, state) == (accounts, 0, Account("Ada"))
+    assert events is slot.events and metadata is slot.metadata and rows is slot.rows
+    again = Pending(aggregate, version, state, list(events), list(metadata), list(rows))
+    assert again == slot and again != tuple(slot) and Pending(accounts, 0, None) != slot
+    assert Pending(accounts, 0, None).events == ()
+    assert repr(again).startswith("Pending(aggregate=") and "version=0" in repr(again)
+    assert new_pending(tuple(slot)) == slot
+    with pytest.raises(TypeError):
+        hash(slot)

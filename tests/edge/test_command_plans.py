@@ -423,3 +423,17 @@ def test_a_virtual_subclass_is_refused_by_the_fold_as_before(place: Place) -> No
     with pytest.raises(fes.errors.UnhandledEvent, match="Aside") as caught:
         app.execute(virtual_pads, "p", say, [Aside("psst")])
     assert caught.value.where == "pad"
+
+
+def test_a_planned_command_in_a_batch_takes_keyword_arguments(place: Place) -> None:
+    """Keywords reach the command on the plan's way, as positional arguments do."""
+    app = place.app(DESK)
+    batch = app.batch()
+    batch.execute(pads, "p", open_pad, owner="ann")
+    assert batch.execute(pads, "p", note, text="by name") == [Noted("by name")]
+    assert batch.execute(pads, "p", note, "by place") == [Noted("by place")]
+    with pytest.raises(TypeError):
+        batch.execute(pads, "p", note, "twice", text="twice")
+    assert len(batch) == 3
+    app.commit(batch)
+    assert app.get(pads, "p") == Pad("ann", ("by name", "by place"))
