@@ -326,8 +326,8 @@ def returned(aggregate: Aggregate[Any], command: Command, events: Any) -> list[A
         for item in result:
             if not isinstance(item, owned):
                 raise CommandError(
-                    f"command {_name_of(command)!r} returned a {type(item).__qualname__}, "
-                    f"which aggregate {aggregate.name!r} does not own"
+                    f"command {_name_of(command)!r} returned a value of type "
+                    f"{type(item).__qualname__}, which aggregate {aggregate.name!r} does not own"
                 )
     return result
 

@@ -228,7 +228,9 @@ class Application:
         events, unless the id was used elsewhere first), and its append of
         version 1 is refused if the stream has events after all; then, and
         whenever that first decision does not end in an append, the command
-        runs as on any other stream.
+        runs as on any other stream.  A :class:`Batch` reads each stream it
+        acts on, minted or not, since its commit cannot decide again: give it
+        the new ids with :meth:`Batch.prefetch`, one query for all of them.
         """
         ids = self.ids
         if ids is _UUID4:  # the default: a stream id every store keeps
