@@ -7,6 +7,7 @@ queue on a Python lock rather than on SQLite's busy handler.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -40,6 +41,8 @@ from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+#: What a write takes in a thread that holds the writer lock already (Connections.hold).
+_HOLDING = contextlib.nullcontext()
 #: A row to insert: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
 
@@ -95,8 +98,9 @@ class SQLiteStore:
         count = len(rows)
         try:
             # ``with``: CPython takes the lock and sets up its release in one
-            # step, so an interrupt (Ctrl-C) cannot leave it held.
-            with database.writer:
+            # step, so an interrupt (Ctrl-C) cannot leave it held.  A thread
+            # holding it already (Connections.hold) takes nothing.
+            with _HOLDING if held.holding else database.writer:
                 # BEGIN inside the try: an interrupt just after it must roll back too.
                 try:
                     held.began = not conn.in_transaction
@@ -209,7 +213,7 @@ class SQLiteStore:
         held = database.use()
         conn = held.conn
         try:
-            with database.writer:
+            with _HOLDING if held.holding else database.writer:
                 try:
                     held.began = not conn.in_transaction
                     conn.execute("BEGIN IMMEDIATE")
