@@ -150,10 +150,14 @@ class Connections:
         """End an operation on ``held``; if the database was closed meanwhile, close it."""
         held.busy -= 1
         if self.closed:
-            with self._lock:
-                if not held.busy:
-                    with contextlib.suppress(sqlite3.Error):
-                        held.conn.close()
+            self.release_closed(held)
+
+    def release_closed(self, held: Held) -> None:
+        """Close ``held``'s connection if no operation uses it: the database was closed."""
+        with self._lock:
+            if not held.busy:
+                with contextlib.suppress(sqlite3.Error):
+                    held.conn.close()
 
     def _connect(self) -> Held:
         with self._lock:
@@ -341,8 +345,12 @@ class Connections:
         """
         self.generation += 1
         if self.waiters:
-            with self.wake_lock:
-                self.condition.notify_all()
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake this database's waiters (:meth:`notify` without the generation)."""
+        with self.wake_lock:
+            self.condition.notify_all()
 
 
 def _after_fork_in_child() -> None:

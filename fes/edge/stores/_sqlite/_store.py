@@ -93,7 +93,17 @@ class SQLiteStore:
         :meth:`append`, which checks all of that.
         """
         database = self._database
-        held = database.use()
+        # what database.use() does, inline on this hot path: its checks (a closed
+        # database, a transaction an interrupt left open) only when they may apply
+        try:
+            held = database._local.held
+        except AttributeError:
+            held = database.use()
+        else:
+            held.busy += 1
+            if held.began or database.closed:
+                held.busy -= 1
+                held = database.use()
         conn = held.conn
         count = len(rows)
         try:
@@ -130,11 +140,18 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise database.error(error, f"append to {self._app!r}") from None
         finally:
-            database.release(held)
-        database.notify()
+            # database.release(held), inline
+            held.busy -= 1
+            if database.closed:
+                database.release_closed(held)
+        # database.notify(), inline: the generation first, then the waiters
+        database.generation += 1
+        if database.waiters:
+            database.wake()
+        if count == 1:
+            return [last]
         if not count:
             return []
-        assert last is not None
         # Under the write lock AUTOINCREMENT hands out consecutive rowids.
         return list(range(last - count + 1, last + 1))
 
