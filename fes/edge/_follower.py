@@ -336,7 +336,7 @@ class Follower:
                 else:  # in a span, and counted
                     consumed = telemetry.batch(
                         self, leader, previous, len(rows), _CONFLICTS,
-                        partial(self._process, leader, reader, previous, rows),
+                        partial(self._process, leader, reader, previous, rows, late, seen),
                     )
             except _CONFLICTS as conflict:
                 # another writer moved a stream, or another instance of this follower
@@ -514,11 +514,16 @@ class Follower:
         if streams:
             batch.prefetch(list(streams))
         taken = 0
+        telemetry = _telemetry.active()
         for row, upstream, intents in plans:
             if upstream is not None:
                 mark = batch.savepoint()
                 try:
-                    self._perform(batch, leader, upstream, intents)
+                    if telemetry is None:
+                        self._perform(batch, leader, upstream, intents)
+                    else:  # in a span continuing the upstream event's trace
+                        telemetry.handle(self, leader, upstream, len(intents), partial(
+                            self._perform, batch, leader, upstream, intents))
                 except Exception as error:
                     if isinstance(error, StoreError) and not isinstance(
                         error, EncodeError | DecodeError
