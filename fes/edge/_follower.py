@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 from fes.errors import (
     ConcurrencyError,
@@ -61,7 +61,9 @@ from ._skips import (
 from .stores._base import StoredEvent, Tracking
 from .stores._checks import check_tracking
 
-__all__ = ["DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "describe", "skipped"]
+__all__ = [
+    "DEFAULT_BATCH_BYTES", "DEFAULT_BATCH_SIZE", "Follower", "Hold", "describe", "skipped",
+]
 
 #: A follower's records (policy failures, retries, skips, stops): a child of
 #: ``fes.runners``, so that policy failures can be routed apart from the runners'
@@ -119,6 +121,24 @@ def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
 
 #: The headers of no metadata: most upstream events carry these (checked by identity first).
 _NO_HEADERS = NO_METADATA.headers
+
+
+class Hold(Protocol):
+    """A database whose writers of this process queue on a lock one thread can hold.
+
+    :meth:`hold` takes it (waiting at most ``timeout`` seconds, for ever if
+    negative; None if it did not come) for the calling thread's next
+    operations, whose writes then take no lock of their own, until
+    :meth:`unhold` gives it back (see ``hold`` in
+    :mod:`fes.edge.stores._sqlite._connections`).
+    """
+
+    #: Bumped after each commit of this process to the database.
+    generation: int
+
+    def hold(self, timeout: float) -> Any: ...
+
+    def unhold(self, held: Any) -> None: ...
 
 
 class _Moved(Exception):
@@ -207,6 +227,18 @@ class Follower:
         self._halted: dict[str, FollowerHalted | None] | None = None
         # leaders whose log was seen to reach this follower's tracked position
         self._verified: set[str] = set()
+        #: The leaders whose log is in this follower's own database, when that
+        #: database's writers of this process queue on a lock one thread can
+        #: hold (SQLite's; see :class:`Hold`): each batch from one of them is
+        #: committed holding it (see :meth:`step`).
+        self.holds: dict[str, Hold] = {}
+        database = application.database
+        if callable(getattr(database, "hold", None)) and callable(
+            getattr(database, "unhold", None)
+        ):
+            for name, reader in self.leaders.items():
+                if reader.database is database:
+                    self.holds[name] = database  # type: ignore[assignment]
 
     @property
     def name(self) -> str:
@@ -268,6 +300,11 @@ class Follower:
 
         Returns how many notifications were consumed (processed or
         skipped); 0 when caught up, stopped, or waiting to retry.
+
+        For a leader in :attr:`holds`, the batch's commit is made holding
+        the database's writer lock, and the notifications committed between
+        the read and the taking of the lock (the leader's, in a burst) join
+        the batch first, up to its bounds: they cost no commit of their own.
         """
         if self.error is not None:
             return 0
@@ -279,23 +316,27 @@ class Follower:
         reader = self.leaders[leader]
         store = self.application.store
         key = self.tracking[leader]
+        hold = self.holds.get(leader)
         while True:
             previous = store.last_tracked(key)
             self.positions[leader] = previous
-            rows = _within(reader.store.read_log(previous, limit=self.batch_size),
-                           self.batch_bytes)
+            seen = -1 if hold is None else hold.generation
+            read = reader.store.read_log(previous, limit=self.batch_size)
+            rows = _within(read, self.batch_bytes)
             if not rows:
                 if previous and leader not in self._verified:
                     self._check_behind_leader(leader, reader, previous)
                 return 0
             telemetry = _telemetry.active()
+            # a batch cut short, by count or by bytes, has no room for more
+            late = hold if len(rows) == len(read) < self.batch_size else None
             try:
                 if telemetry is None:
-                    consumed = self._process(leader, reader, previous, rows)
+                    consumed = self._process(leader, reader, previous, rows, late, seen)
                 else:  # in a span, and counted
                     consumed = telemetry.batch(
                         self, leader, previous, len(rows), _CONFLICTS,
-                        partial(self._process, leader, reader, previous, rows),
+                        partial(self._process, leader, reader, previous, rows, late, seen),
                     )
             except _CONFLICTS as conflict:
                 # another writer moved a stream, or another instance of this follower
@@ -333,9 +374,13 @@ class Follower:
         reader: Application,
         previous: int,
         rows: Sequence[StoredEvent],
+        hold: Hold | None = None,
+        seen: int = -1,
     ) -> int:
         # The policy is pure, so it is called on every notification first; the
         # streams the intents act on are then read in one query, not one each.
+        # With ``hold``, the commit is made holding it, after what was committed
+        # since the read (the database's generation then was ``seen``).
         plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]] = []
         partitions, partition = self.partitions, self.partition
         policy, name, decode = self._policy, self.name, reader.recorded
@@ -406,12 +451,89 @@ class Follower:
                 return consumed + self._failed(leader, done, upstream, error)
             done = row.position
             consumed += 1
-        self._commit(batch, leader, done, previous)
+        if hold is None:
+            self._commit(batch, leader, done, previous)
+        else:
+            held = hold.hold(-1)
+            try:
+                if hold.generation != seen:  # something was committed since the read
+                    done, late = self._late(batch, leader, reader, rows)
+                    consumed += late
+                self._commit(batch, leader, done, previous)
+            finally:
+                hold.unhold(held)
         tries = self._attempts[leader]
         if tries:
             for position in [p for p in tries if p <= done]:
                 del tries[position]
         return consumed
+
+    def _late(
+        self, batch: Batch, leader: str, reader: Application, rows: Sequence[StoredEvent]
+    ) -> tuple[int, int]:
+        """Add to ``batch`` the notifications after ``rows`` committed since they were read.
+
+        Called holding the writer lock, every one of ``rows`` processed:
+        what it adds, up to the batch's bounds, is every commit made while
+        this follower queued for the lock.  It stops before a notification
+        that fails (it cannot be read, the policy raises, the batch refuses
+        its events): the next step reads it first and handles it as any.
+        Returns the last position taken and how many were.
+        """
+        done = rows[-1].position
+        room = self.batch_size - len(rows)
+        budget = self.batch_bytes - sum(map(len, map(_payload, rows)))
+        more = reader.store.read_log(done, limit=room)
+        if not more:
+            return done, 0
+        partitions, partition = self.partitions, self.partition
+        policy, name, decode = self._policy, self.name, reader.recorded
+        plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent]]] = []
+        streams: dict[str, None] = {}
+        for row in more:
+            budget -= len(row.payload)
+            if budget < 0:
+                break
+            if row.topic.startswith(INTERNAL_PREFIX) or (
+                partitions > 1 and partition_of(row.stream, partitions) != partition
+            ):
+                plans.append((row, None, ()))
+                continue
+            try:
+                recorded = decode(row)
+                result = policy(recorded)
+                intents: Sequence[Intent] = (
+                    tuple(result) if result.__class__ is list else intents_of(name, result)
+                )
+            except Exception:
+                break  # the next step reads it first, and reports it
+            plans.append((row, recorded, intents))
+            for intent in intents:
+                if isinstance(intent, Emit | Do):
+                    streams[intent.stream] = None
+        if streams:
+            batch.prefetch(list(streams))
+        taken = 0
+        telemetry = _telemetry.active()
+        for row, upstream, intents in plans:
+            if upstream is not None:
+                mark = batch.savepoint()
+                try:
+                    if telemetry is None:
+                        self._perform(batch, leader, upstream, intents)
+                    else:  # in a span continuing the upstream event's trace
+                        telemetry.handle(self, leader, upstream, len(intents), partial(
+                            self._perform, batch, leader, upstream, intents))
+                except Exception as error:
+                    if isinstance(error, StoreError) and not isinstance(
+                        error, EncodeError | DecodeError
+                    ):
+                        raise
+                    batch.rollback(mark)
+                    break  # the next step reads it first, and reports it
+            done = row.position
+            taken += 1
+        return done, taken
 
     def _commit(self, batch: Batch, leader: str, done: int, previous: int) -> None:
         if done <= previous:

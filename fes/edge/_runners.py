@@ -178,7 +178,12 @@ class _Subscription:
         self.leader = leader
         self.label = f"{follower.unit}<-{leader}"
         self.app = follower.name
-        self.writing, self.settle = _in_flight(follower.leaders[leader].database)
+        # a follower committing holding the writer lock takes the writes in
+        # progress into its batch then: it need not let them end before reading
+        self.writing, self.settle = (
+            (_never, _at_once) if leader in follower.holds
+            else _in_flight(follower.leaders[leader].database)
+        )
 
     def step(self) -> int:
         return self.follower.step(self.leader)
@@ -557,8 +562,11 @@ class ThreadedRunner(Runner):
 
     A waiting thread sleeps in the leader store's ``wait``: woken at once by
     appends it can observe and otherwise every ``poll_interval`` seconds.
-    Over SQLite, a thread about to read a log while a write of this process
-    to that database is in progress (the leader's next commit, in a burst)
+    Over SQLite, a follower whose leader's log is in its own database
+    commits holding the lock its writers of this process queue on, and
+    takes into that batch first what was committed while it queued (the
+    leader's next commits, in a burst); a thread about to read a log in
+    another database while a write of this process to it is in progress
     first lets that write end, and reads it in the same batch.  A
     store error (a database restarting, a lock timeout) is logged and the
     batch tried again after a back-off.  :meth:`stop` lets every thread

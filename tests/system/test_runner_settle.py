@@ -1,9 +1,10 @@
 """A ThreadedRunner's thread lets a write in progress end before it reads the log.
 
 Over SQLite the writers of one process queue on the database's writer lock;
-a follower about to read its leader's log while that lock is held (the
-leader's next commit, in a burst) waits for the commit, so that it reads it
-in the same batch.  Waiting so holds no batch: stop() does not wait for it.
+a view, or a follower whose leader lives in another database, about to read
+a log while that lock is held (the leader's next commit, in a burst) waits
+for the commit, so that it reads it in the same batch.  Waiting so holds no
+batch: stop() does not wait for it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def test_settle_gives_up_after_its_timeout_and_takes_nothing(sqlite_url: str) ->
 
 
 def test_stop_does_not_wait_for_a_thread_settling(sqlite_url: str) -> None:
-    """A thread waiting for a write in progress holds no batch, and steps no more once stopped."""
+    """A thread waiting for a write in progress holds no batch, and steps no more once stopped.
+
+    The sink lives in a database of its own: one sharing its leader's
+    commits holding the writer lock instead (see test_runner_late.py).
+    """
     database = _connections(sqlite_url)
     settling = threading.Event()
     settle = database.settle
@@ -95,7 +100,8 @@ def test_stop_does_not_wait_for_a_thread_settling(sqlite_url: str) -> None:
         settle(timeout)
 
     database.settle = watched  # type: ignore[method-assign]
-    runner = ThreadedRunner(domain.pipeline, database, poll_interval=10.0).start()
+    places = {"source": database, "sink": sqlite_url.replace("fes.db", "sink.db")}
+    runner = ThreadedRunner(domain.pipeline, places, poll_interval=10.0).start()
     other = open_database(sqlite_url)  # another process's connections, as it were
     try:
         send(runner.app("source"), range(3))

@@ -32,17 +32,21 @@ class Held:
     busy connection for its thread to close.  ``began`` is true while a
     transaction fes began may be open: one that an interrupt left open is
     rolled back by the next operation, never one a caller began on
-    :meth:`SQLiteDatabase.connection`.  The database holds these weakly, so
-    a finished thread's connection goes with it.  (Slots: this is on the hot
-    path, and attributes of a ``sqlite3.Connection`` subclass are slow.)
+    :meth:`SQLiteDatabase.connection`.  ``holding`` counts the holds of the
+    database's writer lock the thread has taken for several operations (see
+    :meth:`Connections.hold`): meanwhile its writes take no lock of their own.
+    The database holds these weakly, so a finished thread's connection goes
+    with it.  (Slots: this is on the hot path, and attributes of a
+    ``sqlite3.Connection`` subclass are slow.)
     """
 
-    __slots__ = ("__weakref__", "began", "busy", "conn")
+    __slots__ = ("__weakref__", "began", "busy", "conn", "holding")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.busy = 0
         self.began = False
+        self.holding = 0
 
 
 def end(held: Held, sql: str = "ROLLBACK") -> None:
@@ -146,10 +150,14 @@ class Connections:
         """End an operation on ``held``; if the database was closed meanwhile, close it."""
         held.busy -= 1
         if self.closed:
-            with self._lock:
-                if not held.busy:
-                    with contextlib.suppress(sqlite3.Error):
-                        held.conn.close()
+            self.release_closed(held)
+
+    def release_closed(self, held: Held) -> None:
+        """Close ``held``'s connection if no operation uses it: the database was closed."""
+        with self._lock:
+            if not held.busy:
+                with contextlib.suppress(sqlite3.Error):
+                    held.conn.close()
 
     def _connect(self) -> Held:
         with self._lock:
@@ -291,6 +299,42 @@ class Connections:
         if writer.acquire(timeout=timeout):
             writer.release()
 
+    def hold(self, timeout: float) -> Held | None:
+        """Take the writer lock for this thread's next operations, until :meth:`unhold`.
+
+        Waits at most ``timeout`` seconds for it (for ever if negative);
+        None if it did not come.  Meanwhile the thread's writes take no lock
+        of their own and no other thread of this process writes: a follower
+        reading its leader's log here commits holding it, after what was
+        committed while it queued (see :meth:`fes.edge.Follower.step`).
+        SQLite's lock still guards against other processes.  A thread that
+        holds it already holds it once more, each hold given back by its
+        :meth:`unhold`.  Like :meth:`settle`, only for threads in which no
+        signal handler runs.
+        """
+        held = self.use()
+        if held.holding:
+            held.holding += 1
+            return held
+        try:
+            if not self.writer.acquire(timeout=timeout):
+                self.release(held)
+                return None
+        except BaseException:
+            self.release(held)
+            raise
+        held.holding = 1
+        return held
+
+    def unhold(self, held: Held) -> None:
+        """Give back the hold :meth:`hold` returned."""
+        held.holding -= 1
+        try:
+            self.release(held)
+        finally:
+            if not held.holding:
+                self.writer.release()
+
     def notify(self) -> None:
         """Wake this database's waiters: something was committed.
 
@@ -301,8 +345,12 @@ class Connections:
         """
         self.generation += 1
         if self.waiters:
-            with self.wake_lock:
-                self.condition.notify_all()
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake this database's waiters (:meth:`notify` without the generation)."""
+        with self.wake_lock:
+            self.condition.notify_all()
 
 
 def _after_fork_in_child() -> None:

@@ -7,6 +7,7 @@ queue on a Python lock rather than on SQLite's busy handler.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -40,6 +41,8 @@ from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+#: What a write takes in a thread that holds the writer lock already (Connections.hold).
+_HOLDING = contextlib.nullcontext()
 #: A row to insert: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
 
@@ -90,13 +93,24 @@ class SQLiteStore:
         :meth:`append`, which checks all of that.
         """
         database = self._database
-        held = database.use()
+        # what database.use() does, inline on this hot path: its checks (a closed
+        # database, a transaction an interrupt left open) only when they may apply
+        try:
+            held = database._local.held
+        except AttributeError:
+            held = database.use()
+        else:
+            held.busy += 1
+            if held.began or database.closed:
+                held.busy -= 1
+                held = database.use()
         conn = held.conn
         count = len(rows)
         try:
             # ``with``: CPython takes the lock and sets up its release in one
-            # step, so an interrupt (Ctrl-C) cannot leave it held.
-            with database.writer:
+            # step, so an interrupt (Ctrl-C) cannot leave it held.  A thread
+            # holding it already (Connections.hold) takes nothing.
+            with _HOLDING if held.holding else database.writer:
                 # BEGIN inside the try: an interrupt just after it must roll back too.
                 try:
                     held.began = not conn.in_transaction
@@ -126,11 +140,18 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise database.error(error, f"append to {self._app!r}") from None
         finally:
-            database.release(held)
-        database.notify()
+            # database.release(held), inline
+            held.busy -= 1
+            if database.closed:
+                database.release_closed(held)
+        # database.notify(), inline: the generation first, then the waiters
+        database.generation += 1
+        if database.waiters:
+            database.wake()
+        if count == 1:
+            return [last]
         if not count:
             return []
-        assert last is not None
         # Under the write lock AUTOINCREMENT hands out consecutive rowids.
         return list(range(last - count + 1, last + 1))
 
@@ -209,7 +230,7 @@ class SQLiteStore:
         held = database.use()
         conn = held.conn
         try:
-            with database.writer:
+            with _HOLDING if held.holding else database.writer:
                 try:
                     held.began = not conn.in_transaction
                     conn.execute("BEGIN IMMEDIATE")
