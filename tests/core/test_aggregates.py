@@ -436,7 +436,8 @@ def test_decide_refuses_an_event_the_aggregate_does_not_own() -> None:
 
     with pytest.raises(fes.CommandError) as info:
         fes.decide(dogs, confused, FIDO)
-    assert "returned a value of type Deposited, which aggregate 'dog' does not own" in str(info.value)
+    message = "returned a value of type Deposited, which aggregate 'dog' does not own"
+    assert message in str(info.value)
 
 
 def test_decide_without_declared_events_accepts_any_event() -> None:
