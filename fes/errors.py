@@ -49,12 +49,13 @@ class DefinitionError(FesError, TypeError):
 class UnhandledEvent(FesError, LookupError):
     """A projector met an event type it has no handler for."""
 
-    def __init__(self, event_type: type, where: str = "") -> None:
+    def __init__(self, event_type: type, where: str = "", *, message: str = "") -> None:
         self.event_type = event_type
         self.where = where
         place = f" in {where}" if where else ""
         super().__init__(
-            f"no handler for event type {event_type.__qualname__!r}{place}; "
+            message
+            or f"no handler for event type {event_type.__qualname__!r}{place}; "
             "add a handler for it or remove it from the aggregate's events"
         )
 

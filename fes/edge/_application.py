@@ -371,6 +371,16 @@ class Application:
                 digest=self._fingerprints[aggregate.name],
             )
         except UnhandledEvent as error:
+            owned = aggregate.events
+            if owned and not issubclass(error.event_type, owned):
+                # not a missing handler: an event this aggregate never has
+                raise UnhandledEvent(
+                    error.event_type, aggregate.name,
+                    message=f"stream {stream!r} holds an event of type "
+                    f"{error.event_type.__qualname__!r}, which aggregate "
+                    f"{aggregate.name!r} does not own: does the stream belong to "
+                    "another aggregate?",
+                ) from None
             error.add_note(
                 f"while loading stream {stream!r} as aggregate {aggregate.name!r}: "
                 "does the stream belong to another aggregate?"

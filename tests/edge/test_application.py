@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import pytest
-from attrs import evolve
+from attrs import evolve, frozen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyrsistent import pvector
@@ -524,20 +524,52 @@ def test_log_refuses_topics_that_are_not_topics(place: Place) -> None:
 
 
 def test_loading_another_aggregates_stream_names_the_stream(place: Place) -> None:
-    """The projector's UnhandledEvent carries a note naming the stream and the aggregate."""
+    """An event the aggregate does not own: the message names the stream, not a handler."""
     app = place.app(fes.App("mixed", aggregates=[dogs, accounts]))
     app.execute(dogs, "fido", register, "Fido")
     for load in [
         lambda: app.get(accounts, "fido"),
         lambda: app.execute(accounts, "fido", deposit, 5),
+        lambda: app.batch().execute(accounts, "fido", deposit, 5),
     ]:
-        with pytest.raises(fes.errors.UnhandledEvent, match="'Registered' in account") as caught:
+        with pytest.raises(fes.errors.UnhandledEvent) as caught:
             load()
-        assert caught.value.__notes__ == [
-            "while loading stream 'fido' as aggregate 'account': "
-            "does the stream belong to another aggregate?"
-        ]
+        assert str(caught.value) == (
+            "stream 'fido' holds an event of type 'Registered', which aggregate 'account' "
+            "does not own: does the stream belong to another aggregate?"
+        )
+        assert caught.value.event_type is Registered
+        assert caught.value.where == "account"
     assert app.store.last_position() == 1
+
+
+@frozen
+class Poked:
+    times: int
+
+
+def test_an_owned_event_the_projector_refuses_keeps_its_message(place: Place) -> None:
+    """An owned event type the projector cannot fold: its message, and a note naming the stream."""
+    refusing = [False]
+
+    def strict(state: Any, event: Any) -> Any:  # comes to refuse what is stored
+        if refusing[0]:
+            raise fes.errors.UnhandledEvent(type(event), "picky")
+        return event.times
+
+    def poke(state: Any, times: int) -> list[Poked]:
+        return [Poked(times)]
+
+    picky = fes.Aggregate("picky", initial=0, apply=strict, events=(Poked,))
+    app = place.app(fes.App("pokes", aggregates=[picky]))
+    app.execute(picky, "box", poke, 2)
+    refusing[0] = True
+    with pytest.raises(fes.errors.UnhandledEvent, match="'Poked' in picky;") as caught:
+        app.get(picky, "box")
+    assert caught.value.__notes__ == [
+        "while loading stream 'box' as aggregate 'picky': "
+        "does the stream belong to another aggregate?"
+    ]
 
 
 def test_rejected_stores_nothing(place: Place) -> None:
