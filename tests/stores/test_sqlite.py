@@ -360,11 +360,28 @@ class Hooked(sqlite3.Connection):
         self._hook(self.after, sql)
         return cursor
 
+    def cursor(self, factory: Any = None) -> sqlite3.Cursor:
+        """A cursor whose statements call the hooks too (the store's appends use one)."""
+        return super().cursor(factory or HookedCursor)
+
     @staticmethod
     def _hook(hooks: dict[str, Callable[[], object]], sql: str) -> None:
         for start in list(hooks):
             if sql.startswith(start):
                 hooks.pop(start)()
+
+
+class HookedCursor(sqlite3.Cursor):
+    """A cursor of a :class:`Hooked` connection: its statements call the connection's hooks."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Run ``sql``, calling its connection's hooks around it."""
+        conn = self.connection
+        assert isinstance(conn, Hooked)
+        conn._hook(conn.before, sql)
+        super().execute(sql, parameters)
+        conn._hook(conn.after, sql)
+        return self
 
 
 @pytest.fixture
@@ -819,3 +836,17 @@ def test_killing_a_writer_never_leaves_part_of_a_batch(tmp_path: Path) -> None:
     # Most kills land inside an append (begun, never committed): the test
     # really exercises interrupted transactions.
     assert interrupted >= 5
+
+
+def test_an_append_after_the_connection_changed_uses_the_new_one(tmp_path: Path) -> None:
+    """The cursor an append keeps is dropped once the thread's connection is another one."""
+    with sqlite_db(tmp_path / "c.db") as database:
+        store = database.store("shop")
+        assert store.append([new("a", 1)]) == [1]
+        first = database.connection()
+        kept = database._forget_connections()  # as in a forked child: a new connection next
+        assert store.append([new("a", 2)]) == [2]
+        assert database.connection() is not first
+        assert [e.version for e in store.read_stream("a")] == [1, 2]
+        assert kept is not None
+        first.close()

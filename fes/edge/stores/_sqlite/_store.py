@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -57,6 +58,9 @@ class SQLiteStore:
         self._database = database
         self._app = app
         self._sql = sql = Statements(app)
+        # each thread's cursor on its connection, for _append_rows: using one
+        # again saves making a cursor for each of a write's statements
+        self._cursors = threading.local()
         self.tables = sql.tables
         self.schema = sql.schema
 
@@ -114,7 +118,14 @@ class SQLiteStore:
                 # BEGIN inside the try: an interrupt just after it must roll back too.
                 try:
                     held.began = not conn.in_transaction
-                    conn.execute("BEGIN IMMEDIATE")
+                    cursors = self._cursors
+                    try:
+                        cursor = cursors.cursor
+                    except AttributeError:
+                        cursor = cursors.cursor = conn.cursor()
+                    if cursor.connection is not conn:  # a connection opened since
+                        cursor = cursors.cursor = conn.cursor()
+                    cursor.execute("BEGIN IMMEDIATE")
                     if tracking is not None:
                         self._track(conn, tracking)
                     version = self._sql.version
@@ -126,11 +137,11 @@ class SQLiteStore:
                             if current != first - 1:
                                 raise ConcurrencyError(stream, first - 1, current)
                     if count == 1:
-                        last = conn.execute(self._sql.insert, rows[0]).lastrowid
+                        last = cursor.execute(self._sql.insert, rows[0]).lastrowid
                     elif count:
                         conn.executemany(self._sql.insert, rows)
                         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                    conn.execute("COMMIT")
+                    cursor.execute("COMMIT")
                     held.began = False
                 except BaseException:
                     end(held)
