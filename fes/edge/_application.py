@@ -34,7 +34,7 @@ from fes.system import App
 
 from . import _settings as settings
 from . import _telemetry
-from ._batch import _BARE, Batch, Kind, Pending, Plan, kinds_of, new_pending, plan_of
+from ._batch import Batch, Kind, Pending, Plan, kinds_of, new_pending, plan_of, taken
 from ._clock import EPOCH, from_micros, now_and_micros, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
@@ -737,27 +737,19 @@ class Application:
             fresh = False  # this is the first try: a second one reads
             state = aggregate.initial
             slot = None
-            taken = False  # whether the plan took the event as it is
+            took = None  # what the plan took as it is, if it did
             try:
                 # (a state the command refuses: decide refuses it below, as read)
                 if plan.classes is None or isinstance(state, plan.classes):
                     events = command(state, *args, **kwargs)
-                    if (
-                        events.__class__ is list and len(events) == 1
-                        and (kind := kinds.get(events[0].__class__)) is not None
-                    ):
-                        (item,) = events
-                        handler, topic, write = kind
-                        after = handler(state, item)
-                        body = write(item)
-                        taken = body[0] == _BARE
-                    if not taken:
+                    took = taken(kinds, state, events)
+                    if took is None:
                         slot = self._general(aggregate, command, state, 0, stream, metadata, events)
             except Exception:
                 pass
             try:
-                if taken:
-                    return self._record_first(aggregate, stream, item, after, topic, body)
+                if took is not None:
+                    return self._record_first(aggregate, stream, *took)
                 if slot is not None:
                     return self._record_one(stream, slot, None)
             except ConcurrencyError:
@@ -784,31 +776,14 @@ class Application:
         kinds = plan.kinds
         if kinds is None or (plan.classes is not None and not isinstance(state, plan.classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
-        else:
-            events = command(state, *args, **kwargs)
-            if (
-                events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
-                and (kind := kinds.get(events[0].__class__)) is not None
-            ):
-                (item,) = events
-                handler, topic, write = kind
-                try:
-                    after = handler(state, item)
-                    body = write(item)
-                except Exception:  # the general way below says what failed, as ever
-                    body = b""
-                if body and body[0] == _BARE:
-                    return new_pending((
-                        aggregate, version, after, [item], _ONE_NO_METADATA,
-                        [(topic, body, None)],
-                    ))
-            return self._general(aggregate, command, state, version, stream, metadata, events)
-        if not new:
-            return None
-        return new_pending((
-            aggregate, version, aggregate.fold(new, state), new,
-            (metadata,) * len(new), self._encode(stream, version, new, metadata),
-        ))
+            return self._pending(aggregate, state, version, stream, metadata, new)
+        events = command(state, *args, **kwargs)
+        if metadata is NO_METADATA and (took := taken(kinds, state, events)) is not None:
+            item, after, topic, body = took
+            return new_pending((
+                aggregate, version, after, [item], _ONE_NO_METADATA, [(topic, body, None)],
+            ))
+        return self._general(aggregate, command, state, version, stream, metadata, events)
 
     def _general(
         self,
@@ -822,6 +797,18 @@ class Application:
     ) -> Pending | None:
         """:meth:`_decided` of ``events``, what ``command`` returned, the general way."""
         new = returned(aggregate, command, events)
+        return self._pending(aggregate, state, version, stream, metadata, new)
+
+    def _pending(
+        self,
+        aggregate: Aggregate[Any],
+        state: Any,
+        version: int,
+        stream: str,
+        metadata: Metadata,
+        new: list[Any],
+    ) -> Pending | None:
+        """The slot of ``new``, the checked events of a command on ``state``; None if none."""
         if not new:
             return None
         return new_pending((

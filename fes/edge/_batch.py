@@ -33,7 +33,7 @@ from .stores._checks import check_stream
 if TYPE_CHECKING:
     from .codec import Codec
 
-__all__ = ["Batch", "Pending", "Plan", "Writer", "kinds_of", "new_pending", "plan_of"]
+__all__ = ["Batch", "Pending", "Plan", "Writer", "kinds_of", "new_pending", "plan_of", "taken"]
 
 S = TypeVar("S")
 
@@ -97,6 +97,33 @@ def plan_of(aggregate: Aggregate[Any], command: Command, kinds: Mapping[type, Ki
     if check.classes is None:  # a hint isinstance cannot test: decide's admits()
         return Plan(aggregate, None, None)
     return Plan(aggregate, check.classes, kinds)
+
+
+def taken(
+    kinds: Mapping[type, Kind], state: Any, events: Any
+) -> tuple[Any, Any, str, bytes] | None:
+    """A plan's way with ``events``, what a command returned on ``state``, or None.
+
+    One event of a class in ``kinds`` (so decide's checks pass), folded and
+    encoded as the aggregate and the codec would: the event, the state after
+    it, its topic and its bare payload.  None for anything else, and when
+    the handler or the writer fails: the general way then says what failed.
+    """
+    if events.__class__ is not list or len(events) != 1:
+        return None
+    (item,) = events
+    kind = kinds.get(item.__class__)
+    if kind is None:
+        return None
+    handler, topic, write = kind
+    try:
+        after = handler(state, item)
+        body = write(item)
+    except Exception:
+        return None
+    if not body or body[0] != _BARE:
+        return None
+    return item, after, topic, body
 
 
 class Writer(Protocol):
@@ -384,29 +411,18 @@ class Batch:
         else:
             # (no ** with no keywords: an empty mapping still costs the call a copy)
             events = command(state, *args, **kwargs) if kwargs else command(state, *args)
-            if (
-                events.__class__ is list and len(events) == 1 and metadata is NO_METADATA
-                and (kind := kinds.get(events[0].__class__)) is not None
-            ):
-                # the plan's way: one event of a class it knows, decide's checks
-                # passed; fold and encode it, and add it, as _add would
-                (item,) = events
-                handler, topic, write = kind
-                try:
-                    state = handler(state, item)
-                    body = write(item)
-                except Exception:  # the general way below says what failed, as ever
-                    body = b""
-                if body and body[0] == _BARE:
-                    held = slot.events
-                    if stream not in self._kept:
-                        self._undo.append((stream, slot, len(held), slot.state))
-                        self._kept.add(stream)
-                    held.append(item)  # type: ignore[attr-defined]
-                    slot.metadata.append(metadata)  # type: ignore[attr-defined]
-                    slot.rows.append((topic, body, None))  # type: ignore[attr-defined]
-                    slot.state = state
-                    return [item]
+            if metadata is NO_METADATA and (took := taken(kinds, state, events)) is not None:
+                # the plan's way: add the event as _add would
+                item, after, topic, body = took
+                held = slot.events
+                if stream not in self._kept:
+                    self._undo.append((stream, slot, len(held), state))
+                    self._kept.add(stream)
+                held.append(item)  # type: ignore[attr-defined]
+                slot.metadata.append(metadata)  # type: ignore[attr-defined]
+                slot.rows.append((topic, body, None))  # type: ignore[attr-defined]
+                slot.state = after
+                return [item]
             new = returned(aggregate, command, events)
         self._add(aggregate, slot, stream, new, metadata)
         return new

@@ -119,6 +119,11 @@ def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
     return rows
 
 
+#: A row read, its upstream event (None: fes's own, another partition's, or
+#: unreadable) and the policy's intents, or what failed.
+_Planned = tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]
+
+
 #: The headers of no metadata: most upstream events carry these (checked by identity first).
 _NO_HEADERS = NO_METADATA.headers
 
@@ -377,39 +382,11 @@ class Follower:
         hold: Hold | None = None,
         seen: int = -1,
     ) -> int:
-        # The policy is pure, so it is called on every notification first; the
-        # streams the intents act on are then read in one query, not one each.
         # With ``hold``, the commit is made holding it, after what was committed
         # since the read (the database's generation then was ``seen``).
-        plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]] = []
-        partitions, partition = self.partitions, self.partition
-        policy, name, decode = self._policy, self.name, reader.recorded
-        # the streams the intents act on, each once, in the order first named
-        streams: dict[str, None] = {}
-        for row in rows:
-            if row.topic.startswith(INTERNAL_PREFIX) or (
-                partitions > 1 and partition_of(row.stream, partitions) != partition
-            ):
-                plans.append((row, None, ()))  # fes's own event, or another partition's
-                continue
-            try:
-                recorded = decode(row)
-            except (DecodeError, UpcastError) as error:
-                plans.append((row, None, error))
-                break
-            try:
-                result = policy(recorded)
-                # what intents_of makes of a list, without its checks of other shapes
-                intents = tuple(result) if result.__class__ is list else intents_of(name, result)
-            except Exception as error:
-                plans.append((row, recorded, error))
-                break
-            plans.append((row, recorded, intents))
-            for intent in intents:
-                if isinstance(intent, Emit | Do):
-                    streams[intent.stream] = None
+        plans, streams = self._plan(reader, rows)
         batch = self.application.batch()
-        batch.prefetch(list(streams))
+        batch.prefetch(streams)
         done = previous
         consumed = 0
         telemetry = _telemetry.active()
@@ -430,11 +407,7 @@ class Follower:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                if telemetry is None:
-                    self._perform(batch, leader, upstream, outcome)
-                else:  # in a span continuing the upstream event's trace
-                    telemetry.handle(self, leader, upstream, len(outcome), partial(
-                        self._perform, batch, leader, upstream, outcome))
+                self._handle(batch, leader, upstream, outcome, telemetry)
             except Exception as error:
                 if isinstance(error, StoreError) and not isinstance(
                     error, EncodeError | DecodeError
@@ -468,6 +441,60 @@ class Follower:
                 del tries[position]
         return consumed
 
+    def _plan(
+        self, reader: Application, rows: Sequence[StoredEvent]
+    ) -> tuple[list[_Planned], list[str]]:
+        """Each of ``rows`` with its upstream event and the policy's intents, up to a failure.
+
+        The policy is pure, so it is called on every notification first; the
+        streams the intents act on (returned too, each once, in the order
+        first named) are then read in one query, not one each.  A row with no
+        upstream event is fes's own or another partition's, or could not be
+        read (its outcome is the error); a failure ends the plans.
+        """
+        plans: list[_Planned] = []
+        partitions, partition = self.partitions, self.partition
+        policy, name, decode = self._policy, self.name, reader.recorded
+        streams: dict[str, None] = {}
+        for row in rows:
+            if row.topic.startswith(INTERNAL_PREFIX) or (
+                partitions > 1 and partition_of(row.stream, partitions) != partition
+            ):
+                plans.append((row, None, ()))  # fes's own event, or another partition's
+                continue
+            try:
+                recorded = decode(row)
+            except (DecodeError, UpcastError) as error:
+                plans.append((row, None, error))
+                break
+            try:
+                result = policy(recorded)
+                # what intents_of makes of a list, without its checks of other shapes
+                intents = tuple(result) if result.__class__ is list else intents_of(name, result)
+            except Exception as error:
+                plans.append((row, recorded, error))
+                break
+            plans.append((row, recorded, intents))
+            for intent in intents:
+                if isinstance(intent, Emit | Do):
+                    streams[intent.stream] = None
+        return plans, list(streams)
+
+    def _handle(
+        self,
+        batch: Batch,
+        leader: str,
+        upstream: Recorded[Any],
+        intents: Sequence[Intent],
+        telemetry: _telemetry.Telemetry | None,
+    ) -> None:
+        """:meth:`_perform` the intents; traced, in a span continuing the upstream trace."""
+        if telemetry is None:
+            self._perform(batch, leader, upstream, intents)
+        else:
+            telemetry.handle(self, leader, upstream, len(intents), partial(
+                self._perform, batch, leader, upstream, intents))
+
     def _late(
         self, batch: Batch, leader: str, reader: Application, rows: Sequence[StoredEvent]
     ) -> tuple[int, int]:
@@ -481,49 +508,26 @@ class Follower:
         Returns the last position taken and how many were.
         """
         done = rows[-1].position
-        room = self.batch_size - len(rows)
         budget = self.batch_bytes - sum(map(len, map(_payload, rows)))
-        more = reader.store.read_log(done, limit=room)
-        if not more:
-            return done, 0
-        partitions, partition = self.partitions, self.partition
-        policy, name, decode = self._policy, self.name, reader.recorded
-        plans: list[tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent]]] = []
-        streams: dict[str, None] = {}
+        more = reader.store.read_log(done, limit=self.batch_size - len(rows))
+        within = 0
         for row in more:
             budget -= len(row.payload)
             if budget < 0:
                 break
-            if row.topic.startswith(INTERNAL_PREFIX) or (
-                partitions > 1 and partition_of(row.stream, partitions) != partition
-            ):
-                plans.append((row, None, ()))
-                continue
-            try:
-                recorded = decode(row)
-                result = policy(recorded)
-                intents: Sequence[Intent] = (
-                    tuple(result) if result.__class__ is list else intents_of(name, result)
-                )
-            except Exception:
-                break  # the next step reads it first, and reports it
-            plans.append((row, recorded, intents))
-            for intent in intents:
-                if isinstance(intent, Emit | Do):
-                    streams[intent.stream] = None
+            within += 1
+        plans, streams = self._plan(reader, more[:within])
         if streams:
-            batch.prefetch(list(streams))
+            batch.prefetch(streams)
         taken = 0
         telemetry = _telemetry.active()
-        for row, upstream, intents in plans:
+        for row, upstream, outcome in plans:
+            if isinstance(outcome, Exception):
+                break  # the next step reads it first, and reports it
             if upstream is not None:
                 mark = batch.savepoint()
                 try:
-                    if telemetry is None:
-                        self._perform(batch, leader, upstream, intents)
-                    else:  # in a span continuing the upstream event's trace
-                        telemetry.handle(self, leader, upstream, len(intents), partial(
-                            self._perform, batch, leader, upstream, intents))
+                    self._handle(batch, leader, upstream, outcome, telemetry)
                 except Exception as error:
                     if isinstance(error, StoreError) and not isinstance(
                         error, EncodeError | DecodeError
