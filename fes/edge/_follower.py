@@ -324,6 +324,10 @@ class Follower:
         hold = self.holds.get(leader)
         while True:
             previous = store.last_tracked(key)
+            if previous != self.positions[leader]:
+                # another instance moved it (or this one is new): the stop records it
+                # may have written since this one looked are read again
+                self._halted = None
             self.positions[leader] = previous
             seen = -1 if hold is None else hold.generation
             read = reader.store.read_log(previous, limit=self.batch_size)

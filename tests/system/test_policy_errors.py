@@ -254,3 +254,28 @@ def test_resume_forgets_a_stop_and_tries_the_event_again() -> None:
         assert follower.error is None
         runner.run_until_quiet(check=False)
         assert follower.error is not None and follower.error.position == 2
+
+
+def test_a_rival_instance_resuming_first_is_not_resumed_again(tmp_path: Path) -> None:
+    """Two instances of a fixed follower: only the one that resumes records it."""
+    from fes.edge._skips import STOPS_STREAM, FollowerResumed
+
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.pipeline, url) as runner:
+        send(runner.app("source"), range(20), poison=[12])
+        runner.run_until_quiet(check=False)
+    with SyncRunner(domain.fixed_pipeline, url) as first, SyncRunner(
+        domain.fixed_pipeline, url
+    ) as second:
+        # the second has looked at the stop records (as its commit does) before
+        # the first resumes and moves the tracking position past the stop
+        assert second.followers["sink"]._halted_now()["source"] is not None
+        assert first.run_until_quiet() == 20 - 12
+        send(first.app("source"), range(20, 23))
+        assert second.run_until_quiet() == 3
+        sink = first.app("sink")
+        resumed = [
+            r.event for r in sink.stream(STOPS_STREAM) if isinstance(r.event, FollowerResumed)
+        ]
+        assert len(resumed) == 1
+        assert [r.event.number for r in own_log(sink)] == list(range(23))
