@@ -224,7 +224,10 @@ class ProcessRunner(Runner):
     def start(self) -> Self:
         """Start the worker processes and their supervisor; returns the runner."""
         if self._monitor is not None:
-            raise ConfigurationError("this runner was started already")
+            raise ConfigurationError(
+                "this runner was started already; to start again after stop(), build a new "
+                "one on the same store: it takes up each follower at its tracked position"
+            )
         with self._lock:
             for group in self.groups:
                 self._workers[group] = self._spawn(group)

@@ -585,7 +585,10 @@ class ThreadedRunner(Runner):
     def start(self) -> Self:
         """Start the threads; returns the runner."""
         if self._threads:
-            raise ConfigurationError("this runner was started already")
+            raise ConfigurationError(
+                "this runner was started already; to start again after stop(), build a new "
+                "one on the same store: it takes up each follower at its tracked position"
+            )
         for unit in self._units:
             thread = threading.Thread(
                 target=self._loop, args=(unit,), name=f"fes {unit.label}", daemon=True

@@ -82,6 +82,22 @@ def test_threaded_runner_processes_events_as_they_come() -> None:
     assert not runner.running
 
 
+def test_a_stopped_runner_says_how_to_go_on(tmp_path: Path) -> None:
+    """A runner starts once; the error says to build a new one, which takes up from there."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    runner = ThreadedRunner(domain.fixed_pipeline, url, poll_interval=0.05)
+    with runner:
+        send(runner.app("source"), range(3))
+        assert runner.wait_until_quiet(timeout=10)
+    with pytest.raises(fes.errors.ConfigurationError, match="build a new one on the same store"):
+        runner.start()
+    with ThreadedRunner(domain.fixed_pipeline, url, poll_interval=0.05) as again:
+        send(again.app("source"), range(3, 5))
+        assert again.wait_until_quiet(timeout=10)
+        assert_exactly_once(again.app("sink"), again.app("source"),
+                            expected={f"source:m-{n}@1" for n in range(5)})
+
+
 def test_threaded_runner_reports_a_stopped_follower_and_keeps_the_others() -> None:
     """A policy error stops the failing follower's threads only."""
     system = fes.System(
