@@ -206,6 +206,9 @@ class Application:
             raise
         # ids new_id() gave and no command has used yet (see new_id)
         self._minted: dict[str, bool] = {}
+        # the store _append last found to take rows, and its _append_rows
+        self._rows_store: object = None
+        self._rows_append: Callable[[list[Row], dict[str, int], Tracking | None], list[int]]
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -600,10 +603,9 @@ class Application:
                 (stream, version, topic, payload, timestamp, meta)
                 for version, (topic, payload, meta) in enumerate(encoded, first)
             ]
-        store = self.store
         try:
-            if type(store).__dict__.get("_takes_rows"):  # as _append does
-                positions = store._append_rows(rows, {stream: first}, None)  # type: ignore[attr-defined]
+            if self.store is self._rows_store:  # _append's way, as it last found it
+                positions = self._rows_append(rows, {stream: first}, None)
             else:
                 positions = self._append(rows, {stream: first}, None)
         except ConcurrencyError:
@@ -643,10 +645,9 @@ class Application:
             timestamp = to_micros(now)
             moment = now if now.tzinfo is UTC else from_micros(timestamp)
         rows: list[Row] = [(stream, 1, topic, payload, timestamp, None)]
-        store = self.store
         try:
-            if type(store).__dict__.get("_takes_rows"):  # as _append does
-                positions = store._append_rows(rows, {stream: 1}, None)  # type: ignore[attr-defined]
+            if self.store is self._rows_store:  # _append's way, as it last found it
+                positions = self._rows_append(rows, {stream: 1}, None)
             else:
                 positions = self._append(rows, {stream: 1}, None)
         except ConcurrencyError:
@@ -671,8 +672,14 @@ class Application:
         ``append``, which checks them.
         """
         store = self.store
+        if store is self._rows_store:
+            return self._rows_append(rows, firsts, tracking)
         if type(store).__dict__.get("_takes_rows"):
-            return store._append_rows(rows, firsts, tracking)  # type: ignore[attr-defined,no-any-return]
+            # remembered for the hot paths (_record_first, _record_one), which
+            # check only that self.store is still this very store
+            self._rows_append = store._append_rows  # type: ignore[attr-defined]
+            self._rows_store = store
+            return self._rows_append(rows, firsts, tracking)
         return store.append(list(map(new_event, rows)), tracking=tracking)
 
     def _forget(self, pending: Mapping[str, Pending]) -> None:

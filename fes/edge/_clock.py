@@ -33,7 +33,9 @@ def now_and_micros() -> tuple[datetime, int]:
     exactly those microseconds.
     """
     micros = _time_ns() // 1000
-    return micros_datetime(micros), micros
+    if 0 <= micros < _FLOAT_EXACT:  # micros_datetime, inline
+        return _fromtimestamp(micros / 1e6, UTC), micros
+    return from_micros(micros), micros
 
 
 def micros_datetime(micros: int) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from pyrsistent import pmap
 
 import fes
-from fes.events import NO_METADATA, Metadata, Recorded, new_recorded
+from fes.events import NO_METADATA, Metadata, Recorded, _slot_factory, new_recorded
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -253,15 +254,30 @@ def test_two_event_types_declaring_one_topic_are_refused() -> None:
 def test_the_fast_envelope_is_the_envelope(
     stream: str, version: int, position: int, topic: str, correlation: str | None
 ) -> None:
-    """new_recorded builds exactly what Recorded(...) builds: equal, frozen, same repr."""
+    """new_recorded builds exactly what Recorded(...) builds: equal, frozen, same repr.
+
+    Both ways: the sealed blank new_recorded uses here, and the slot writer
+    it falls back to where ``__class__`` cannot be assigned.
+    """
     moment = datetime(2026, 1, 2, tzinfo=UTC)
     meta = Metadata(correlation_id=correlation)
-    fast = new_recorded("payload", stream, version, position, moment, topic, meta)
     plain = Recorded("payload", stream, version, position, moment, topic, meta)
-    assert type(fast) is Recorded
-    assert fast == plain
-    assert hash(fast) == hash(plain)
-    assert repr(fast) == repr(plain)
-    assert attrs.asdict(fast, recurse=False) == attrs.asdict(plain, recurse=False)
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        fast.version = 0  # type: ignore[misc]
+    for make in (new_recorded, _SLOTS):
+        fast = make("payload", stream, version, position, moment, topic, meta)
+        assert type(fast) is Recorded
+        assert fast == plain
+        assert hash(fast) == hash(plain)
+        assert repr(fast) == repr(plain)
+        assert attrs.asdict(fast, recurse=False) == attrs.asdict(plain, recurse=False)
+        assert pickle.loads(pickle.dumps(fast)) == plain
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            fast.version = 0  # type: ignore[misc]
+
+
+_SLOTS = _slot_factory()
+
+
+def test_new_recorded_seals_a_blank() -> None:
+    """The envelope's fast way is the one taken here (CPython allows the __class__ swap)."""
+    assert "s_event" in _SLOTS.__code__.co_freevars
+    assert "s_event" not in new_recorded.__code__.co_freevars
