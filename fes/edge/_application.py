@@ -15,8 +15,9 @@ import threading
 import types
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import count
 from typing import Any, TypeVar
 
 from fes.aggregates import Aggregate, Command, decide, returned
@@ -34,7 +35,7 @@ from fes.system import App
 
 from . import _settings as settings
 from . import _telemetry
-from ._batch import Batch, Kind, Pending, Plan, kinds_of, new_pending, plan_of, taken
+from ._batch import Batch, Kind, Pending, Plan, Rows, kinds_of, new_pending, plan_of, taken
 from ._clock import EPOCH, from_micros, now_and_micros, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
@@ -75,6 +76,12 @@ _ONE_NO_METADATA = (NO_METADATA,)
 
 #: A row the application hands its store: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
+
+
+def _triples(rows: Iterable[Any], first: int) -> Iterator[tuple[int, Any, Any, Any]]:
+    """Each event's version, from ``first``, with its topic, payload and meta from flat ``rows``."""
+    it = iter(rows)
+    return zip(count(first), it, it, it)
 
 
 def _uuid4_str() -> str:
@@ -498,20 +505,21 @@ class Application:
 
     def _encode(
         self, stream: str, version: int, events: list[Any], metadata: Metadata
-    ) -> list[tuple[str, bytes, bytes | None]]:
+    ) -> Rows:
         """Each event's topic, payload and metadata, stored after ``version`` of ``stream``.
 
-        What the cipher binds (topic, stream, version) is known here; the
-        timestamp, which it does not bind, is left for the commit.
+        Flat, three entries per event (see :class:`Pending`).  What the cipher
+        binds (topic, stream, version) is known here; the timestamp, which it
+        does not bind, is left for the commit.
         """
         encode = self.codec.encode
         if len(events) == 1 and metadata is NO_METADATA:  # one command's one event
-            return [(*encode(events[0], stream=stream, version=version + 1), None)]
-        rows = []
+            return [*encode(events[0], stream=stream, version=version + 1), None]
+        rows: Rows = []
         for item in events:
             version += 1
             topic, payload = encode(item, stream=stream, version=version)
-            rows.append((
+            rows.extend((
                 topic, payload,
                 None if metadata is NO_METADATA else self.codec.encode_meta(
                     metadata, topic=topic, stream=stream, version=version
@@ -568,7 +576,7 @@ class Application:
         rows: list[Row] = [
             (stream, version, topic, payload, timestamp, meta)
             for stream, first in firsts.items()
-            for version, (topic, payload, meta) in enumerate(pending[stream].rows, first)
+            for version, topic, payload, meta in _triples(pending[stream].rows, first)
         ]
         try:
             positions = self._append(rows, firsts, tracking)
@@ -594,14 +602,14 @@ class Application:
             now = self.clock()
             timestamp = to_micros(now)
         first = slot.version + 1
-        encoded = slot.rows
-        if len(encoded) == 1:  # one command, one event: no loop to set up
-            topic, payload, meta = encoded[0]
+        encoded: Sequence[Any] = slot.rows  # flat: topic, payload, meta for each event
+        if len(encoded) == 3:  # one command, one event: no loop to set up
+            topic, payload, meta = encoded
             rows: list[Row] = [(stream, first, topic, payload, timestamp, meta)]
         else:
             rows = [
                 (stream, version, topic, payload, timestamp, meta)
-                for version, (topic, payload, meta) in enumerate(encoded, first)
+                for version, topic, payload, meta in _triples(encoded, first)
             ]
         try:
             if self.store is self._rows_store:  # _append's way, as it last found it
@@ -657,7 +665,7 @@ class Application:
             raise
         if self._cache_size or self.snapshot_every:
             self._after_append(new_pending((
-                aggregate, 0, state, [event], _ONE_NO_METADATA, [(topic, payload, None)]
+                aggregate, 0, state, [event], _ONE_NO_METADATA, [topic, payload, None]
             )), stream)
         return [new_recorded(event, stream, 1, positions[0], moment, topic, NO_METADATA)]
 
@@ -788,7 +796,7 @@ class Application:
         if metadata is NO_METADATA and (took := taken(kinds, state, events)) is not None:
             item, after, topic, body = took
             return new_pending((
-                aggregate, version, after, [item], _ONE_NO_METADATA, [(topic, body, None)],
+                aggregate, version, after, [item], _ONE_NO_METADATA, [topic, body, None],
             ))
         return self._general(aggregate, command, state, version, stream, metadata, events)
 
@@ -915,16 +923,16 @@ class Application:
 
     def _encode_with_meta(
         self, stream: str, version: int, events: list[Any], meta: bytes
-    ) -> list[tuple[str, bytes, bytes | None]]:
+    ) -> Rows:
         """:meth:`_encode` of events whose stored metadata, ``meta``, is the same at every row.
 
         The follower's: see :meth:`fes.edge.codec.Codec._plain_causes`.
         """
         encode = self.codec.encode
-        rows: list[tuple[str, bytes, bytes | None]] = []
+        rows: Rows = []
         for item in events:
             version += 1
-            rows.append((*encode(item, stream=stream, version=version), meta))
+            rows.extend((*encode(item, stream=stream, version=version), meta))
         return rows
 
     def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
