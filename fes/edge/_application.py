@@ -573,11 +573,25 @@ class Application:
         else:
             now = self.clock()
             timestamp = to_micros(now)
-        rows: list[Row] = [
-            (stream, version, topic, payload, timestamp, meta)
-            for stream, first in firsts.items()
-            for version, topic, payload, meta in _triples(pending[stream].rows, first)
-        ]
+        rows: list[Row]
+        if len(firsts) == 1:
+            ((stream, first),) = firsts.items()
+            rows = [
+                (stream, version, topic, payload, timestamp, meta)
+                for version, topic, payload, meta in _triples(pending[stream].rows, first)
+            ]
+        else:
+            rows = []
+            for stream, first in firsts.items():
+                encoded: Sequence[Any] = pending[stream].rows
+                if len(encoded) == 3:  # one event (a batch of new streams: one each)
+                    topic, payload, meta = encoded
+                    rows.append((stream, first, topic, payload, timestamp, meta))
+                else:
+                    rows += [
+                        (stream, version, topic, payload, timestamp, meta)
+                        for version, topic, payload, meta in _triples(encoded, first)
+                    ]
         try:
             positions = self._append(rows, firsts, tracking)
         except ConcurrencyError:

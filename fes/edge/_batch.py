@@ -402,7 +402,13 @@ class Batch:
         """Run a command on the stream's pending state; add its events."""
         pending = self.pending
         slot = pending.get(stream)
-        if slot is None or slot.aggregate is not aggregate:
+        if slot is None:
+            # A stream prefetch() found empty (so a keepable id) gets its slot
+            # only once the command has its events: on the plan's way, made
+            # with them in it.  Any other is read now, its id checked.
+            if stream not in self._fresh:
+                slot = self._slot(aggregate, stream)
+        elif slot.aggregate is not aggregate:
             # (a slot of this very aggregate was checked when it was made)
             slot = self._slot(aggregate, stream)
         try:
@@ -410,9 +416,12 @@ class Batch:
         except TypeError:  # an unhashable command object
             plan = None
         if plan is None or plan.aggregate is not aggregate:
+            if slot is None:
+                self.application._check(aggregate)  # as _slot would have
             plan = self.application._plan(aggregate, command)
+        # (a plan of this very aggregate was made after a check of it)
         _, classes, kinds = plan
-        state = slot.state
+        state = aggregate.initial if slot is None else slot.state
         if kinds is None or (classes is not None and not isinstance(state, classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
         else:
@@ -431,6 +440,14 @@ class Batch:
                 except Exception:
                     body = b""  # the general way says what failed
                 if body and body[0] == _BARE:
+                    if slot is None:  # a fresh stream: its slot made with the event in it
+                        self.application._minted.pop(stream, False)  # as _slot does
+                        pending[stream] = new_pending(
+                            (aggregate, 0, after, [item], [metadata], [topic, body, None])
+                        )
+                        self._undo.append((stream, None, 0, None))
+                        self._kept.add(stream)
+                        return [item]
                     held = slot.events
                     if stream not in self._kept:
                         self._undo.append((stream, slot, len(held), state))
@@ -441,6 +458,8 @@ class Batch:
                     slot.state = after
                     return [item]  # a list of its own: the command may keep the one it returned
             new = returned(aggregate, command, events)
+        if slot is None:
+            slot = self._slot(aggregate, stream)
         self._add(aggregate, slot, stream, new, metadata)
         return new
 

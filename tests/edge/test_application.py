@@ -802,6 +802,35 @@ def test_prefetch_starts_new_streams_without_reading_them(any_place: Place) -> N
     assert app.get(dogs, "fido") is None
 
 
+def test_a_command_on_a_prefetched_stream_is_checked_and_undone_as_any(place: Place) -> None:
+    """A new stream's slot is made with its first event: refusals leave no trace behind.
+
+    Another application's aggregate is refused, a command that rejects adds
+    nothing, a rollback takes the stream's first event back, and the
+    stream then takes a command as a stream never used.
+    """
+    app = place.app(CLUB)
+    stranger = evolve(accounts, name="dog")  # the name of one of its aggregates, not it
+    batch = app.batch()
+    batch.prefetch(["fido", "rex"])
+    with pytest.raises(fes.errors.DefinitionError, match="is not one of application"):
+        batch.execute(stranger, "fido", open_account, "ann")
+    with pytest.raises(fes.Rejected, match="needs a name"):
+        batch.execute(dogs, "fido", register, "")
+    assert len(batch) == 0 and "fido" not in batch.pending
+    mark = batch.savepoint()
+    batch.execute(dogs, "fido", register, "Fido")
+    assert batch.state(dogs, "fido") == Dog("Fido")
+    batch.rollback(mark)
+    assert len(batch) == 0 and "fido" not in batch.pending
+    assert batch.execute(dogs, "fido", register, "Fido") == [Registered("Fido")]
+    batch.execute(dogs, "fido", add_trick, "sit")
+    with pytest.raises(fes.FesError, match="used as 'dog' and 'account'"):
+        batch.emit(accounts, "fido", [])
+    assert [(r.stream, r.version) for r in app.commit(batch)] == [("fido", 1), ("fido", 2)]
+    assert app.get(dogs, "fido") == Dog("Fido", pvector(["sit"])) and app.get(dogs, "rex") is None
+
+
 def test_prefetch_takes_one_stream_id_as_one_stream(place: Place) -> None:
     """A single id passed as a string is one stream, not one stream per letter."""
     app = place.app()
