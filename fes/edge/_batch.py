@@ -144,6 +144,8 @@ class Writer(Protocol):
     _minted: dict[str, bool]
     #: the plans of the commands it ran, by command (see _plan)
     _plans: dict[Command, Plan]
+    #: what a plan knows of each event class, by aggregate name (see kinds_of)
+    _kinds: dict[str, dict[type, Kind]]
 
     def _check(self, aggregate: Aggregate[Any]) -> None: ...
 
@@ -488,11 +490,27 @@ class Batch:
                 # Fold and encode first: either may refuse, and the batch stays as it was.
                 application = self.application
                 application._minted.pop(stream, False)
-                state = aggregate.fold(new, aggregate.initial)
-                rows = (
-                    list(application._encode(stream, 0, new, metadata)) if meta is None
-                    else application._encode_with_meta(stream, 0, new, meta)  # a new list
-                )
+                rows: Rows | None = None
+                if meta is not None and len(new) == 1:
+                    # one event, as most policies emit: a plan's way with it (see
+                    # Batch.execute), by its class, else the general way below
+                    item = new[0]
+                    kind = application._kinds[aggregate.name].get(item.__class__)
+                    if kind is not None:
+                        handler, topic, write = kind
+                        try:
+                            state = handler(aggregate.initial, item)
+                            body = write(item)
+                        except Exception:
+                            body = b""  # the general way says what failed
+                        if body and body[0] == _BARE:
+                            rows = [topic, body, meta]
+                if rows is None:
+                    state = aggregate.fold(new, aggregate.initial)
+                    rows = (
+                        list(application._encode(stream, 0, new, metadata)) if meta is None
+                        else application._encode_with_meta(stream, 0, new, meta)  # a new list
+                    )
                 pending[stream] = new_pending(
                     (aggregate, 0, state, new, [metadata] * len(new), rows)
                 )

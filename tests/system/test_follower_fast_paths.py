@@ -208,6 +208,36 @@ def test_the_fresh_route_refuses_what_emit_refuses() -> None:
         assert _versions(app, "s") == [(1, Added(2)), (2, Added(3))]
 
 
+def test_the_fresh_route_with_metadata_stored_once_gives_what_emit_gives() -> None:
+    """One event on a prefetched stream, its metadata encoded once: folded and encoded as emit."""
+    with Application(sink, store="memory://") as app:
+        metadata = fes.Metadata("corr", "cause")
+        meta = app.codec._plain_causes("corr", "cause")
+        assert meta is not None
+        batch = app.batch()
+        batch.prefetch(["s", "t", "u"])
+        with pytest.raises(ValueError, match="cannot add -1"):  # the projector's own error
+            batch._emit_own(totals, "s", [Added(-1)], metadata, meta)
+        with pytest.raises(fes.errors.UnhandledEvent, match="'Noted' in total"):
+            batch._emit_own(totals, "s", [Noted("not a total's")], metadata, meta)
+        assert list(batch.pending) == []
+        batch._emit_own(totals, "s", [Added(2)], metadata, meta)
+        batch._emit_own(totals, "t", [Added(3), Added(4)], metadata, meta)  # two: emit's way
+        assert batch.state(totals, "s") == 2 and batch.state(totals, "t") == 7
+        topic, payload = app.codec.encode(Added(2), stream="s", version=1)
+        assert batch.pending["s"].rows == [topic, payload, meta]
+        mark = batch.savepoint()
+        batch._emit_own(totals, "u", [Added(5)], metadata, meta)
+        batch.rollback(mark)
+        assert sorted(batch.pending) == ["s", "t"]
+        app.commit(batch)
+        (stored,) = app.stream("s")
+        assert (stored.event, stored.metadata) == (Added(2), metadata)
+        assert [(r.event, r.metadata) for r in app.stream("t")] == [
+            (Added(3), metadata), (Added(4), metadata)
+        ]
+
+
 def test_snapshots_and_the_cache_follow_the_follower_s_commits(database: Database) -> None:
     leader, follower = _follower(database, snapshot_every=2, cache_size=10)
     sink_app = follower.application
