@@ -28,7 +28,7 @@ from fes.errors import (
 from fes.events import NO_METADATA, Metadata
 
 from .stores._base import Store
-from .stores._checks import check_stream
+from .stores._checks import check_stream, stream_keepable
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -283,7 +283,7 @@ class Batch:
             raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
         wanted = [
             s for s in streams
-            if _keepable(s) and s not in self.pending and s not in self._fresh
+            if stream_keepable(s) and s not in self.pending and s not in self._fresh
         ]
         if wanted:
             versions = self.application.store.stream_versions(wanted)
@@ -511,9 +511,15 @@ class Batch:
                         list(application._encode(stream, 0, new, metadata)) if meta is None
                         else application._encode_with_meta(stream, 0, new, meta)  # a new list
                     )
-                pending[stream] = new_pending(
-                    (aggregate, 0, state, new, [metadata] * len(new), rows)
-                )
+                # new_pending, inline: one slot per policy's new stream
+                slot = _NEW(Pending)
+                slot.aggregate = aggregate
+                slot.version = 0
+                slot.state = state
+                slot.events = new
+                slot.metadata = [metadata] * len(new)
+                slot.rows = rows
+                pending[stream] = slot
                 self._undo.append((stream, None, 0, None))
                 self._kept.add(stream)
                 return
@@ -539,11 +545,3 @@ def new_pending(
 
 _NEW = object.__new__
 
-
-def _keepable(stream: object) -> bool:
-    """Whether every store can keep ``stream`` as a stream id."""
-    try:
-        check_stream(stream)
-    except StoreError:
-        return False
-    return True

@@ -32,6 +32,7 @@ __all__ = [
     "check_tracking",
     "check_where",
     "not_stored",
+    "stream_keepable",
 ]
 
 #: The longest application name: leaves room for a table suffix within
@@ -80,12 +81,23 @@ def check_stream(stream: object) -> None:
     surrogate (it has no UTF-8 form).  Refusing them in every store keeps an
     application that runs on ``memory://`` from failing on a database later.
     """
-    if isinstance(stream, str) and 0 < len(stream) <= MAX_STREAM_ID and _keepable(stream):
+    if stream_keepable(stream):
         return
     raise StoreError(
         f"a stream id must be a str of 1 to {MAX_STREAM_ID} characters with no NUL "
         f"character or lone surrogate, not {_shown(stream)}"
     )
+
+
+def stream_keepable(stream: object) -> bool:
+    """Whether :func:`check_stream` accepts ``stream``, without raising.
+
+    Called for every stream id a command, batch or follower names: the
+    common case, ASCII text, is decided here with no further call.
+    """
+    if stream.__class__ is str and 0 < len(stream) <= MAX_STREAM_ID and stream.isascii():
+        return "\x00" not in stream
+    return isinstance(stream, str) and 0 < len(stream) <= MAX_STREAM_ID and _keepable(stream)
 
 
 def _keepable(text: str) -> bool:
