@@ -61,6 +61,38 @@ class Metadata:
 NO_METADATA = Metadata()
 
 
+def _metadata_factory() -> Callable[[str | None, str | None, PMap[str, str]], Metadata]:
+    """A :class:`Metadata` constructor for headers that are a ``PMap`` already.
+
+    For the edge's hot paths (one per upstream event a follower handles, one
+    per stored metadata it reads): each field is written through its slot,
+    without the frozen ``__init__``'s way of setting attributes and its
+    converter, at a little over half the cost.  The result is an ordinary
+    :class:`Metadata`, equal to the one ``Metadata(...)`` builds.
+    """
+    names = ("correlation_id", "causation_id", "headers")
+    if tuple(a.name for a in fields(Metadata)) != names:  # pragma: no cover
+        raise DefinitionError("Metadata's fields changed: update _metadata_factory")
+    s_correlation, s_causation, s_headers = (Metadata.__dict__[name].__set__ for name in names)
+    new = object.__new__
+
+    def new_metadata(
+        correlation_id: str | None, causation_id: str | None, headers: PMap[str, str]
+    ) -> Metadata:
+        made: Metadata = new(Metadata)
+        s_correlation(made, correlation_id)
+        s_causation(made, causation_id)
+        s_headers(made, headers)
+        return made
+
+    return new_metadata
+
+
+#: ``Metadata(correlation_id, causation_id, headers)`` for headers that are a
+#: ``PMap`` (see :func:`_metadata_factory`).
+new_metadata = _metadata_factory()
+
+
 @frozen(weakref_slot=False)
 class Recorded(Generic[E_co]):
     """An event as recorded in a stream and in its application's log.

@@ -40,7 +40,7 @@ from fes.errors import (
     StoreError,
     UpcastError,
 )
-from fes.events import NO_METADATA, Metadata, Recorded
+from fes.events import NO_METADATA, Metadata, Recorded, new_metadata
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
 from fes.system import App, partition_of, tracking_key
 
@@ -126,6 +126,8 @@ _Planned = tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception
 
 #: The headers of no metadata: most upstream events carry these (checked by identity first).
 _NO_HEADERS = NO_METADATA.headers
+#: The intents that act on a stream, which a batch's prefetch reads at once.
+_ACTING = (Emit, Do)
 
 
 class Hold(Protocol):
@@ -411,7 +413,10 @@ class Follower:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                self._handle(batch, leader, upstream, outcome, telemetry)
+                if telemetry is None:  # _handle, without its call
+                    self._perform(batch, leader, upstream, outcome)
+                else:
+                    self._handle(batch, leader, upstream, outcome, telemetry)
             except Exception as error:
                 if isinstance(error, StoreError) and not isinstance(
                     error, EncodeError | DecodeError
@@ -480,7 +485,7 @@ class Follower:
                 break
             plans.append((row, recorded, intents))
             for intent in intents:
-                if isinstance(intent, Emit | Do):
+                if intent.__class__ is Emit or isinstance(intent, _ACTING):
                     streams[intent.stream] = None
         return plans, list(streams)
 
@@ -593,10 +598,11 @@ class Follower:
         cause = f"{leader}:{recorded.stream}@{recorded.version}"  # leader:recorded.id
         upstream = recorded.metadata
         correlation = upstream.correlation_id or cause
-        carried = upstream.headers if headers is None else headers
         # one Metadata per upstream event, shared by all the events it causes
-        # (positional: attrs' __init__ takes them faster than by keyword)
-        metadata = Metadata(correlation, cause, carried)
+        metadata = (
+            new_metadata(correlation, cause, upstream.headers) if headers is None
+            else Metadata(correlation, cause, headers)  # a mapping of the tracer's
+        )
         # and, unless the codec seals it with each row, stored once for them all, when
         # first needed (no headers: the ids are str, nothing in it can be refused)
         plain = metadata.headers is _NO_HEADERS or not metadata.headers

@@ -12,10 +12,17 @@ import pytest
 from attrs import frozen
 from hypothesis import given
 from hypothesis import strategies as st
-from pyrsistent import pmap
+from pyrsistent import PMap, pmap
 
 import fes
-from fes.events import NO_METADATA, Metadata, Recorded, _slot_factory, new_recorded
+from fes.events import (
+    NO_METADATA,
+    Metadata,
+    Recorded,
+    _slot_factory,
+    new_metadata,
+    new_recorded,
+)
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -281,3 +288,22 @@ def test_new_recorded_seals_a_blank() -> None:
     """The envelope's fast way is the one taken here (CPython allows the __class__ swap)."""
     assert "s_event" in _SLOTS.__code__.co_freevars
     assert "s_event" not in new_recorded.__code__.co_freevars
+
+
+@given(
+    correlation=st.none() | st.text(max_size=8),
+    causation=st.none() | st.text(max_size=8),
+    headers=st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3),
+)
+def test_the_fast_metadata_is_the_metadata(
+    correlation: str | None, causation: str | None, headers: dict[str, str]
+) -> None:
+    """new_metadata builds what Metadata(...) builds: equal, hash-equal, frozen, same repr."""
+    plain = Metadata(correlation, causation, headers)
+    fast = new_metadata(correlation, causation, pmap(headers))
+    assert type(fast) is Metadata
+    assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
+    assert isinstance(fast.headers, PMap)
+    assert pickle.loads(pickle.dumps(fast)) == plain
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.causation_id = "x"  # type: ignore[misc]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import orjson
+from pyrsistent import pmap
 
 from fes._shapes import state_type
 from fes.aggregates import Aggregate
@@ -20,7 +21,7 @@ from fes.errors import (
     UnknownTopic,
     UpcastError,
 )
-from fes.events import NO_METADATA, Metadata, spec_of, upcast
+from fes.events import NO_METADATA, Metadata, new_metadata, spec_of, upcast
 
 from ._cipher import Cipher
 from ._frame import (
@@ -43,6 +44,8 @@ __all__ = ["Codec"]
 
 _dumps = orjson.dumps
 _loads = orjson.loads
+#: The headers of stored metadata that has none: those of NO_METADATA, shared.
+_NO_HEADERS = NO_METADATA.headers
 
 
 _ID_CLASSES = (str, type(None))
@@ -434,7 +437,10 @@ class Codec:
                 k.__class__ is str and v.__class__ is str for k, v in headers.items()
             ):
                 _bad(headers, "a mapping of str to str")
-            return Metadata(correlation, causation, headers)
+            # checked above: Metadata(...)'s converter has nothing left to do
+            return new_metadata(
+                correlation, causation, pmap(headers) if headers else _NO_HEADERS
+            )
         except CipherError:
             raise
         except Exception as exc:
