@@ -490,22 +490,17 @@ class Batch:
                 # Fold and encode first: either may refuse, and the batch stays as it was.
                 application = self.application
                 application._minted.pop(stream, False)
-                rows: Rows | None = None
-                if meta is not None and len(new) == 1:
-                    # one event, as most policies emit: a plan's way with it (see
-                    # Batch.execute), by its class, else the general way below
-                    item = new[0]
-                    kind = application._kinds[aggregate.name].get(item.__class__)
-                    if kind is not None:
-                        handler, topic, write = kind
-                        try:
-                            state = handler(aggregate.initial, item)
-                            body = write(item)
-                        except Exception:
-                            body = b""  # the general way says what failed
-                        if body and body[0] == _BARE:
-                            rows = [topic, body, meta]
-                if rows is None:
+                # one event of a class a plan knows, as most policies emit: taken the
+                # plan's way (see Batch.execute); anything else the general way
+                took = (
+                    None if meta is None
+                    else taken(application._kinds[aggregate.name], aggregate.initial, new)
+                )
+                rows: Rows
+                if took is not None:
+                    _, state, topic, body = took
+                    rows = [topic, body, meta]
+                else:
                     state = aggregate.fold(new, aggregate.initial)
                     rows = (
                         list(application._encode(stream, 0, new, metadata)) if meta is None
