@@ -234,6 +234,15 @@ class Follower:
         self._halted: dict[str, FollowerHalted | None] | None = None
         # leaders whose log was seen to reach this follower's tracked position
         self._verified: set[str] = set()
+        # leaders whose tracked position is known to be positions[leader]: this
+        # follower read it, or wrote it, and nothing it did since failed.  The
+        # next step reads from there without asking the store; another instance
+        # that moved it meanwhile makes the batch's commit conflict, and the
+        # step then reads it again (see step)
+        self._known: set[str] = set()
+        # leaders whose last step's read reached the end of the log as it was
+        # then, and whose rows were all consumed (see caught_up)
+        self._ended: set[str] = set()
         #: The leaders whose log is in this follower's own database, when that
         #: database's writers of this process queue on a lock one thread can
         #: hold (SQLite's; see :class:`Hold`): each batch from one of them is
@@ -324,19 +333,31 @@ class Follower:
         store = self.application.store
         key = self.tracking[leader]
         hold = self.holds.get(leader)
+        # known: trusted until this step ends well (a failure, a conflict or a
+        # store error may have left the store elsewhere)
+        known = leader in self._known
+        self._known.discard(leader)
+        self._ended.discard(leader)
         while True:
-            previous = store.last_tracked(key)
-            if previous != self.positions[leader]:
-                # another instance moved it (or this one is new): the stop records it
-                # may have written since this one looked are read again
-                self._halted = None
-            self.positions[leader] = previous
+            if known:
+                previous = self.positions[leader]
+                known = False  # a conflict below reads it from the store
+            else:
+                previous = store.last_tracked(key)
+                if previous != self.positions[leader]:
+                    # another instance moved it (or this one is new): the stop records it
+                    # may have written since this one looked are read again
+                    self._halted = None
+                self.positions[leader] = previous
             seen = -1 if hold is None else hold.generation
             read = reader.store.read_log(previous, limit=self.batch_size)
             rows = _within(read, self.batch_bytes)
             if not rows:
                 if previous and leader not in self._verified:
                     self._check_behind_leader(leader, reader, previous)
+                if self.error is None:
+                    self._known.add(leader)
+                    self._ended.add(leader)
                 return 0
             telemetry = _telemetry.active()
             # a batch cut short, by count or by bytes, has no room for more
@@ -357,7 +378,38 @@ class Follower:
                              extra=self.log_fields(leader, previous))
                 continue
             self.processed += consumed
+            if (
+                self.error is None
+                and leader not in self._retry_at
+                and self.positions[leader] >= rows[-1].position
+            ):
+                # every row consumed (and any the hold let in after them): a
+                # short read reached the log's end as it was then
+                self._known.add(leader)
+                if len(rows) == len(read) < self.batch_size:
+                    self._ended.add(leader)
             return consumed
+
+    def forget_position(self, leader: str) -> None:
+        """Make the next step of ``leader`` ask the store for the tracked position.
+
+        A follower otherwise trusts the position its own last batch left,
+        and finds out that another instance moved it only when its next
+        commit conflicts.  The simulation's redelivery fault uses this: the
+        store then answers with a stale position, as a failed-over replica
+        might.
+        """
+        self._known.discard(leader)
+
+    def caught_up(self, leader: str) -> bool:
+        """Whether the last step reached the end of ``leader``'s log, as it was when read.
+
+        True after a step that read fewer notifications than ``batch_size``
+        (all within ``batch_bytes``) and consumed them all, or read none: a
+        runner then waits for the leader's next commit rather than stepping
+        again at once to find nothing.  False after a failure or a conflict.
+        """
+        return leader in self._ended
 
     def _check_behind_leader(self, leader: str, reader: Application, previous: int) -> None:
         """Stop if this follower tracked ``leader`` past the end of the leader's log.
@@ -763,6 +815,8 @@ class Follower:
     def resume(self) -> None:
         """Forget a stop, so the next step tries the failed event again."""
         self.error = None
+        self._known.clear()
+        self._ended.clear()
         for tries in self._attempts.values():
             tries.clear()
         self._retry_at.clear()

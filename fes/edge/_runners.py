@@ -135,6 +135,8 @@ class _Unit(Protocol):
 
     def step(self) -> int: ...
 
+    def caught_up(self) -> bool: ...
+
     def wait(self, timeout: float) -> None: ...
 
     def writing(self) -> bool: ...
@@ -184,9 +186,28 @@ class _Subscription:
             (_never, _at_once) if leader in follower.holds
             else _in_flight(follower.leaders[leader].database)
         )
+        # the leader store's notified and wait_notified, if it has them; looked
+        # up on the first step (a leader's store may be opened only on first use)
+        self._counts: tuple[Callable[[], int | None], Callable[[int, float], bool]] | None = None
+        self._looked = False
+        self._seen: int | None = None
 
     def step(self) -> int:
+        # the leader's notifications received so far, counted before the read:
+        # a wait after a step that reached the log's end waits for the next one
+        # (a store that counts them: PostgreSQL's), without asking the server first
+        if not self._looked:
+            store = self.follower.leaders[self.leader].store
+            notified = getattr(store, "notified", None)
+            wait_notified = getattr(store, "wait_notified", None)
+            if callable(notified) and callable(wait_notified):
+                self._counts = (notified, wait_notified)
+            self._looked = True
+        self._seen = None if self._counts is None else self._counts[0]()
         return self.follower.step(self.leader)
+
+    def caught_up(self) -> bool:
+        return self.follower.caught_up(self.leader)
 
     def log_fields(self) -> dict[str, Any]:
         return self.follower.log_fields(self.leader)
@@ -195,6 +216,16 @@ class _Subscription:
         deadline = self.follower.retry_at(self.leader)
         if deadline is not None:
             time.sleep(max(min(deadline - time.monotonic(), timeout), 0.0))
+            return
+        seen, self._seen = self._seen, None
+        if seen is not None and self._counts is not None and self.follower.caught_up(
+            self.leader
+        ):
+            # the last read reached the log's end, and whatever was committed
+            # since is notified after ``seen``: no need to ask the server first
+            # (a timeout, or a lost notification, ends in a step: a look, as a
+            # polling wait's)
+            self._counts[1](seen, timeout)
             return
         reader = self.follower.leaders[self.leader]
         reader.store.wait(self.follower.positions[self.leader], timeout)
@@ -215,6 +246,9 @@ class _ViewUnit:
 
     def step(self) -> int:
         return self.projection.step()
+
+    def caught_up(self) -> bool:
+        return False  # a view steps until a step finds nothing
 
     def log_fields(self) -> dict[str, Any]:
         return {"app": self.app, "view": self.projection.view.name,
@@ -622,7 +656,9 @@ class ThreadedRunner(Runner):
                     # the warning's level: a log showing one shows the other
                     logger.warning("%s: the store is available again; carrying on", unit.label,
                                    extra=unit.log_fields())
-                if not moved:
+                # a step that found the log's end (a short read) waits for the
+                # next commit: stepping again at once would read nothing
+                if not moved or unit.caught_up():
                     self._asleep.add(me)
                     try:
                         if not self._stopping.is_set():  # stop() may have looked already

@@ -13,7 +13,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -437,6 +437,96 @@ def test_wait_survives_a_lost_listener_connection(pg_url: str) -> None:
         # Far below the 30 s poll interval: a notification on the new connection woke it.
         assert time.monotonic() - started < 5
 
+
+
+def test_wait_notified_wakes_on_a_notification_after_the_count_it_was_given(
+    pg_url: str,
+) -> None:
+    """notified() counts this log's notifications; wait_notified blocks until one after
+    the count it is given, and says False when the timeout passes with none."""
+    with (
+        PostgresDatabase(pg_url, poll_interval=60) as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter, writer = waiting.store("shop"), writing.store("shop")
+        first = waiter.notified()  # starts the listener, which counts its LISTEN as one:
+        assert isinstance(first, int)  # whatever was committed before it may be unread
+        assert waiter.wait_notified(first, 30) is True
+        seen = waiter.notified()
+        assert isinstance(seen, int) and seen != first
+        started = time.monotonic()
+        assert waiter.wait_notified(seen, 0.3) is False  # nothing committed
+        assert time.monotonic() - started >= 0.25
+        assert waiter.notified() == seen
+        writing.store("other").append([new("x", 1)])  # another log's commit: not counted
+        threading.Timer(0.3, lambda: writer.append([new("a", 1)])).start()
+        started = time.monotonic()
+        assert waiter.wait_notified(seen, 30) is True
+        assert time.monotonic() - started < 5.0  # a poll would take 60 s
+        after = waiter.notified()
+        assert after is not None and after != seen
+        # a notification that came before the wait began ends it at once
+        writer.append([new("b", 1)])
+        deadline = time.monotonic() + 5
+        while waiter.notified() == after and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        assert waiter.wait_notified(after, 30) is True
+        assert time.monotonic() - started < 0.5
+
+
+def test_closing_the_database_wakes_its_waiters_at_once(pg_url: str) -> None:
+    """A thread asleep in wait or wait_notified (a runner's) ends when the database closes,
+    not a poll interval later."""
+    database = PostgresDatabase(pg_url, poll_interval=60)
+    store = database.store("shop")
+    first = store.notified()
+    assert first is not None and store.wait_notified(first, 30)  # listening
+    seen = store.notified()
+    assert seen is not None
+    ended: list[tuple[str, object, float]] = []
+
+    def run(name: str, wait: Callable[[], bool]) -> None:
+        try:
+            outcome: object = wait()
+        except StoreError as error:
+            outcome = error
+        ended.append((name, outcome, time.monotonic()))
+
+    threads = [
+        threading.Thread(target=run, args=("wait", lambda: store.wait(0, 60))),
+        threading.Thread(target=run, args=("notified", lambda: store.wait_notified(seen, 60))),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    assert ended == []  # both asleep
+    closed = time.monotonic()
+    database.close()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(name for name, _, _ in ended) == ["notified", "wait"]
+    for name, outcome, at in ended:
+        assert at - closed < 5.0, name
+        if name == "wait":  # it looks at the log once more, and finds the database closed
+            assert isinstance(outcome, StoreError) and "closed" in str(outcome)
+        else:
+            assert outcome is True
+
+
+def test_without_listen_nothing_is_notified_and_wait_notified_only_times_out(
+    pg_url: str,
+) -> None:
+    with (
+        PostgresDatabase(pg_url, listen=False, poll_interval=0.2) as deaf,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        store = deaf.store("shop")
+        assert store.notified() is None
+        writing.store("shop").append([new("a", 1)])
+        started = time.monotonic()
+        assert store.wait_notified(0, 0.2) is False
+        assert time.monotonic() - started >= 0.15
 
 # Lost connections and timeouts -------------------------------------------------------------
 

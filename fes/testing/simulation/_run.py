@@ -270,6 +270,11 @@ class _Simulator:
                 faults.stale_views[(app, target)] = faults.saved_before[(app, target)]
         elif (app, target) in faults.recorded:
             faults.stale[(app, target)] = faults.recorded[(app, target)]
+            # a follower asks the store for its position only when it does not
+            # know it: it must ask, for the store to answer with a stale one
+            follower = self.process(app).follower
+            if follower is not None:
+                follower.forget_position(target)
 
     def drain(self, max_rounds: int) -> None:
         """Step every unit, in a fixed order and without faults, until nothing is left."""

@@ -99,6 +99,9 @@ class Listener:
                 return
             self._closed = True
             thread = self._thread
+            signals = list(self._signals.values())
+        for signal in signals:
+            signal.bump()  # waiters wake, and find the database closed
         self._wake()
         if thread is not None:
             thread.join(timeout=10)

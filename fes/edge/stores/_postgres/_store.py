@@ -480,6 +480,36 @@ class PostgresStore:
             else:
                 time.sleep(min(remaining, poll))
 
+    def notified(self) -> int | None:
+        """A count of this log's notifications received in this process; None without LISTEN.
+
+        Taken before a read of the log, it lets :meth:`wait_notified` wait for
+        the next commit without first asking the server whether one came.
+        """
+        if self._listener is None:
+            return None
+        return self._listener.signal(self._channel).generation
+
+    def wait_notified(self, seen: int, timeout: float) -> bool:
+        """Block until a notification after ``seen`` (see :meth:`notified`), or ``timeout``.
+
+        Returns whether one came.  A notification says a commit added to the
+        log, not that its events lie past any position: the caller reads to
+        find out.  The listener counts one more when it starts listening, and
+        again when it reconnects: what was committed meanwhile may be unread.
+        A lost notification, or a listener that is down, makes it return
+        False when ``timeout`` passes; a caller polls then, as :meth:`wait`
+        does.
+        """
+        check_integer("seen", seen)
+        timeout = check_timeout(timeout)
+        if self._listener is None:
+            time.sleep(timeout)
+            return False
+        signal = self._listener.signal(self._channel)
+        signal.wait_past(seen, timeout)
+        return signal.generation != seen
+
     def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""
         check_read(stream, to_version=to_version)
