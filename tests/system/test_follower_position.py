@@ -30,6 +30,17 @@ def database() -> Iterator[Database]:
         yield opened
 
 
+@pytest.fixture
+def apps(database: Database) -> tuple[Application, Application]:
+    """The pipeline's source and sink, on one database."""
+    return Application(domain.source, store=database), Application(domain.sink, store=database)
+
+
+def ids(count: int) -> set[str]:
+    """The causation ids of the first ``count`` messages ``send`` sent."""
+    return {f"source:m-{n}@1" for n in range(count)}
+
+
 def counting(store: Any, name: str) -> list[int]:
     """Count the calls of ``store.name`` (on this instance only)."""
     calls: list[int] = []
@@ -44,10 +55,9 @@ def counting(store: Any, name: str) -> list[int]:
 
 
 def test_a_follower_asks_for_its_position_once_while_its_batches_commit(
-    database: Database,
+    apps: tuple[Application, Application],
 ) -> None:
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
+    source, sink = apps
     follower = Follower(sink, {"source": source})
     asked = counting(sink.store, "last_tracked")
     send(source, range(3))
@@ -58,15 +68,14 @@ def test_a_follower_asks_for_its_position_once_while_its_batches_commit(
     assert follower.step("source") == 0
     assert len(asked) == 1  # it committed both batches: it knows where they left it
     assert follower.positions["source"] == sink.store.last_tracked("source") == 5
-    assert_exactly_once(sink, source, expected={f"source:m-{n}@1" for n in range(5)})
+    assert_exactly_once(sink, source, expected=ids(5))
 
 
 def test_an_instance_that_moved_the_position_is_found_at_the_commit(
-    database: Database,
+    database: Database, apps: tuple[Application, Application]
 ) -> None:
     """The position this follower knew is stale: its batch conflicts, and is read again."""
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
+    source, sink = apps
     one = Follower(sink, {"source": source})
     other = Follower(Application(domain.sink, store=database), {"source": source})
     send(source, range(2))
@@ -77,14 +86,13 @@ def test_an_instance_that_moved_the_position_is_found_at_the_commit(
     assert one.step("source") == 2  # reads from 2, conflicts, reads the position: 5
     assert one.conflicts == 1
     assert one.positions["source"] == sink.store.last_tracked("source") == 7
-    assert_exactly_once(sink, source, expected={f"source:m-{n}@1" for n in range(7)})
+    assert_exactly_once(sink, source, expected=ids(7))
 
 
 def test_a_short_read_consumed_whole_is_caught_up_and_a_full_one_is_not(
-    database: Database,
+    apps: tuple[Application, Application],
 ) -> None:
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
+    source, sink = apps
     follower = Follower(sink, {"source": source}, batch_size=3)
     assert follower.caught_up("source") is False  # not stepped yet
     send(source, range(5))
@@ -97,11 +105,10 @@ def test_a_short_read_consumed_whole_is_caught_up_and_a_full_one_is_not(
 
 
 def test_a_stopped_follower_asks_for_its_position_again_when_resumed(
-    database: Database,
+    database: Database, apps: tuple[Application, Application]
 ) -> None:
     """After a stop, the position may have moved (a fixed instance took over): it asks."""
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
+    source, sink = apps
     follower = Follower(sink, {"source": source})
     send(source, range(4), poison=[2])
     assert follower.step("source") == 2  # the two before the poisoned one
@@ -114,7 +121,7 @@ def test_a_stopped_follower_asks_for_its_position_again_when_resumed(
     assert follower.step("source") == 0
     assert follower.error is None
     assert follower.caught_up("source") is True
-    assert_exactly_once(sink, source, expected={f"source:m-{n}@1" for n in range(4)})
+    assert_exactly_once(sink, source, expected=ids(4))
 
 
 @pytest.mark.postgres
@@ -140,4 +147,4 @@ def test_a_threaded_follower_on_postgres_reads_once_per_commit_and_waits_on_noti
         # one read per commit (a notification of the LISTEN may add one, at most)
         assert 5 <= len(reads) <= 6
         assert looks == []
-        assert_exactly_once(sink, source, expected={f"source:m-{n}@1" for n in range(7)})
+        assert_exactly_once(sink, source, expected=ids(7))
