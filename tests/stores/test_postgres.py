@@ -23,7 +23,11 @@ from pgserver import PgServer
 from fes.edge.stores import Database, NewEvent, Tracking, open_database
 from fes.edge.stores._postgres import PostgresDatabase, PostgresStore, _connections
 from fes.edge.stores._postgres._sql import channel
-from fes.edge.stores._postgres._store import ONE_MESSAGE_BYTES
+from fes.edge.stores._postgres._store import (
+    BATCH_MESSAGE_BYTES,
+    BATCH_MESSAGE_EVENTS,
+    ONE_MESSAGE_BYTES,
+)
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreURLError
 from fes.testing.stores import StoreConformance
 from fes.testing.stores import new_event as new
@@ -804,6 +808,67 @@ def test_single_event_appends_quote_every_value_they_send(pg_url: str) -> None:
                 store.append([NewEvent(stream, 1, "Again", b"{}", 9, None)])
             assert (caught.value.expected, caught.value.actual) == (0, 1)
         assert [e.stream for e in store.read_log()] == [tricky, "big"]
+
+
+
+def test_a_batch_append_prepares_again_a_statement_its_session_lost(pg_url: str) -> None:
+    """Each kind of batch append (no tracking, first and next tracking) survives code
+    that deallocates the session's prepared statements, and a lock that times out
+    before the statement was ever prepared."""
+    with PostgresDatabase(pg_url, pool_size=1, lock_timeout=200) as database:
+        store = database.store("shop")
+        store.append([new("a", 1), new("b", 1)])
+        store.append([new("a", 2), new("c", 1)], tracking=Tracking("up", 1, 0))
+        store.append([new("a", 3), new("d", 1)], tracking=Tracking("up", 2, 1))
+        database._connections.run(
+            "deallocate", lambda conn: conn.execute("DEALLOCATE ALL"), idempotent=True
+        )
+        store.append([new("a", 4), new("e", 1)])
+        store.append([new("a", 5), new("f", 1)], tracking=Tracking("down", 1, 0))
+        store.append([new("a", 6), new("g", 1)], tracking=Tracking("up", 3, 2))
+        assert [e.version for e in store.read_stream("a")] == [1, 2, 3, 4, 5, 6]
+        assert store.tracked() == {"up": 3, "down": 1}
+    with (
+        PostgresDatabase(pg_url, pool_size=1, lock_timeout=200) as database,
+        psycopg.connect(pg_url) as blocker,
+    ):
+        store = database.store("other")
+        blocker.execute("LOCK TABLE other_events IN EXCLUSIVE MODE")
+        with pytest.raises(StoreError, match="lock_timeout"):  # before its PREPARE ran
+            store.append([new("a", 1), new("b", 1)])
+        blocker.rollback()
+        assert len(store.append([new("a", 1), new("b", 1)])) == 2  # prepared after all
+        assert [e.stream for e in store.read_log()] == ["a", "b"]
+
+
+def test_batch_appends_quote_every_value_they_send(pg_url: str) -> None:
+    """A batch's values go quoted in its message, unless the batch is too large for one:
+    both keep any text and bytes exactly, and refuse a conflict alike."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("shop")
+        tricky = "a'b\\c;%s %(x)s $$ -- \n \u00e9 \U0001f600 {NULL} \"quoted\" ,"
+        payload = bytes(range(256)) + b"'; DROP TABLE shop_events; --"
+        small = [
+            NewEvent(tricky, 1, tricky, payload, 7, b"\x00\\'%s{}"),
+            NewEvent("empty", 1, "", b"", 8, None),
+            NewEvent("null", 1, "NULL", b"NULL", 9, b"NULL"),
+        ]
+        many = [
+            NewEvent(f"many-{i}", 1, "T", b"x", i, None) for i in range(BATCH_MESSAGE_EVENTS + 1)
+        ]
+        big = [NewEvent("big", 1, "Big", os.urandom(BATCH_MESSAGE_BYTES), 10, None),
+               NewEvent("big2", 1, "Big", b"y", 11, None)]
+        for batch in (small, many, big):
+            positions = store.append(batch)
+            assert len(positions) == len(batch)
+            assert [
+                (e.stream, e.version, e.topic, e.payload, e.timestamp, e.meta)
+                for e in store.read_log(positions[0] - 1, limit=len(batch))
+            ] == [tuple(event) for event in batch]
+            with pytest.raises(ConcurrencyError) as caught:
+                store.append([batch[1], NewEvent("fresh", 1, "T", b"", 1, None)])
+            assert (caught.value.stream, caught.value.actual) == (batch[1].stream, 1)
+        assert store.read_stream("fresh") == []
 
 
 # Closing ------------------------------------------------------------------------------------

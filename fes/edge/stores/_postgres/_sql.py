@@ -36,6 +36,8 @@ class Conn(psycopg.Connection[TupleRow]):
     #: message's, made on first use: a cursor that runs the same query again
     #: keeps its adapters
     one_cursors: tuple[_Cursor, _Cursor] | None = None
+    #: the client-side cursor of a batch's append message, made on first use
+    batch_cursor: _Cursor | None = None
     #: since when the connection has been kept from its pool, parked between
     #: requests (0 while it is not): see Connections._putconn
     parked_since: float = 0.0
@@ -154,6 +156,40 @@ _PREPARE_ONE = (
 _EXECUTE_ONE = "EXECUTE {one}(%s, %s, %s, %s, %s, %s); COMMIT"
 
 
+#: The parameters of each kind of append's statement, in the order its
+#: prepared form (``Queries.prepare_append``) takes them, with their types.
+APPEND_PARAMETERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "none": (
+        ("streams", "text[]"), ("expected", "bigint[]"), ("e_stream", "text[]"),
+        ("e_version", "bigint[]"), ("e_topic", "text[]"), ("e_payload", "bytea[]"),
+        ("e_timestamp", "bigint[]"), ("e_meta", "bytea[]"),
+    ),
+}
+APPEND_PARAMETERS["first"] = (
+    *APPEND_PARAMETERS["none"], ("leader", "text"), ("position", "bigint")
+)
+APPEND_PARAMETERS["next"] = (*APPEND_PARAMETERS["first"], ("previous", "bigint"))
+
+
+def _prepare_append(kind: str) -> tuple[str, str]:
+    """The PREPARE of ``kind``'s append statement, and the message that runs it.
+
+    The message opens the transaction, takes the lock and EXECUTEs the
+    statement in one simple-protocol query, its values quoted by psycopg:
+    one round trip before COMMIT, where the statement with parameters takes
+    two, holding the lock across the second.
+    """
+    parameters = APPEND_PARAMETERS[kind]
+    text = _append_statement(kind).replace("%(channel)s", "{channel}")
+    for number, (name, _type) in enumerate(parameters, 1):
+        text = text.replace(f"%({name})s", f"${number}")
+    assert "%(" not in text, "every parameter is numbered"
+    name = f"{{append_{kind}}}"
+    types = ", ".join(t for _, t in parameters)
+    execute = f"EXECUTE {name}({', '.join(['%s'] * len(parameters))})"
+    return f"PREPARE {name} ({types}) AS {text}", execute
+
+
 class Queries:
     """The fixed statements of one application's tables, rendered once."""
 
@@ -164,6 +200,10 @@ class Queries:
         digest = hashlib.blake2b(f"{schema}\x00{app}".encode(), digest_size=8).hexdigest()
         self.names: dict[str, sql.Composable] = {
             "one": sql.Identifier(f"fes_append_one_{digest}"),
+            **{
+                f"append_{kind}": sql.Identifier(f"fes_append_{kind}_{digest}")
+                for kind in ("none", "first", "next")
+            },
             "channel": sql.Literal(channel(schema, app)),
             "schema": sql.Identifier(schema),
             "events": table("_events"),
@@ -181,6 +221,21 @@ class Queries:
             " FROM unnest(%s::text[]) AS s"
         )
         self.append = {kind: q(_append_statement(kind)) for kind in ("none", "first", "next")}
+        # each kind's PREPARE (its text is its key in Conn.prepared), and the
+        # message that runs it: BEGIN, the lock and its EXECUTE; a connection
+        # that has not prepared it yet sends the PREPARE after the lock
+        self.prepare_append: dict[str, bytes] = {}
+        self.append_message: dict[str, bytes] = {}
+        self.append_message_preparing: dict[str, bytes] = {}
+        for kind in ("none", "first", "next"):
+            prepare, execute = _prepare_append(kind)
+            self.prepare_append[kind] = q(prepare)
+            self.append_message[kind] = q(
+                "BEGIN; LOCK TABLE {events} IN EXCLUSIVE MODE; " + execute
+            )
+            self.append_message_preparing[kind] = q(
+                "BEGIN; LOCK TABLE {events} IN EXCLUSIVE MODE; " + prepare + "; " + execute
+            )
         self.append_one = q(_APPEND_ONE)
         self.prepare_one = q(_PREPARE_ONE)
         # the lock, the prepared insert and COMMIT; and the last two alone

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import ClientCursor
@@ -41,6 +42,7 @@ from fes.edge.stores._checks import (
 from fes.edge.stores._postgres._connections import Connections
 from fes.edge.stores._postgres._listener import Listener
 from fes.edge.stores._postgres._sql import (
+    APPEND_PARAMETERS,
     CONFLICT,
     EVENT_COLUMNS,
     NOTIFIED,
@@ -158,8 +160,11 @@ class PostgresStore:
             "channel": self._channel,
             **cas,
         }
-        conn.execute(q.begin_locked)
-        rows = conn.execute(q.append[kind], params, binary=True).fetchall()
+        if _fits_batch_message(events):
+            rows = self._append_message(conn, kind, params)
+        else:  # values this large go as binary parameters, after the lock
+            conn.execute(q.begin_locked)
+            rows = conn.execute(q.append[kind], params, binary=True).fetchall()
         at: dict[tuple[str, int], int] = {}
         actual: dict[str, int] = {}
         tracked = 0
@@ -177,6 +182,38 @@ class PostgresStore:
                 raise ConcurrencyError(stream, first - 1, actual[stream])
         assert len(at) == len(events), "the insert stores all events or none"
         return [at[e.stream, e.version] for e in events]
+
+    def _append_message(
+        self, conn: Conn, kind: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """BEGIN, the lock and the append in one message; the append's result rows.
+
+        The statement is prepared once per connection, in the message of its
+        first append, after the lock (as :meth:`_begin_one` prepares a single
+        event's).  A PREPARE outlives a rollback, so the connection counts it
+        as prepared from the moment it is sent; if the server does not have
+        it after all (the message failed before it, or other code on this
+        connection deallocated it), nothing ran, and it is prepared again.
+        """
+        q = self._q
+        cursor = conn.batch_cursor
+        if cursor is None:
+            cursor = conn.batch_cursor = ClientCursor(conn)
+        key = q.prepare_append[kind]
+        values = tuple(params[name] for name, _ in APPEND_PARAMETERS[kind])
+        if key in conn.prepared:
+            try:
+                cursor.execute(q.append_message[kind], values)
+            except psycopg.errors.InvalidSqlStatementName:
+                conn.execute(b"ROLLBACK")
+                conn.prepared = conn.prepared - {key}
+                return self._append_message(conn, kind, params)
+        else:
+            conn.prepared = conn.prepared | {key}
+            cursor.execute(q.append_message_preparing[kind], values)
+        while cursor.nextset():  # past BEGIN's, the lock's (and PREPARE's) results
+            pass
+        return cursor.fetchall()
 
     def _append_large_one(self, conn: Conn, event: NewEvent) -> list[int]:
         """One event too large for one message: the same insert, its values as parameters."""
@@ -559,4 +596,19 @@ ONE_MESSAGE_BYTES = 16 * 1024
 
 def _fits_one_message(event: NewEvent) -> bool:
     return len(event.payload) + len(event.meta or b"") <= ONE_MESSAGE_BYTES
+
+
+#: The most events, and stored bytes, a batch sends quoted in one message
+#: (psycopg quotes each value; a larger batch goes as binary parameters).
+BATCH_MESSAGE_EVENTS = 1_000
+BATCH_MESSAGE_BYTES = 256 * 1024
+
+
+def _fits_batch_message(events: Sequence[NewEvent]) -> bool:
+    if len(events) > BATCH_MESSAGE_EVENTS:
+        return False
+    size = 0
+    for event in events:
+        size += len(event.payload) + len(event.meta or b"")
+    return size <= BATCH_MESSAGE_BYTES
 
