@@ -828,6 +828,19 @@ def test_a_batch_append_prepares_again_a_statement_its_session_lost(pg_url: str)
         store.append([new("a", 6), new("g", 1)], tracking=Tracking("up", 3, 2))
         assert [e.version for e in store.read_stream("a")] == [1, 2, 3, 4, 5, 6]
         assert store.tracked() == {"up": 3, "down": 1}
+        # only the single event's statement is lost: its append forgets every
+        # statement, and the batch's, still there, is found prepared
+        store.append([new("h", 1)])
+        database._connections.run(
+            "deallocate one",
+            lambda conn: conn.execute(
+                psycopg.sql.SQL("DEALLOCATE {}").format(store._q.names["one"])
+            ),
+            idempotent=True,
+        )
+        store.append([new("h", 2)])
+        store.append([new("a", 7), new("i", 1)])
+        assert [e.version for e in store.read_stream("a")] == [1, 2, 3, 4, 5, 6, 7]
     with (
         PostgresDatabase(pg_url, pool_size=1, lock_timeout=200) as database,
         psycopg.connect(pg_url) as blocker,

@@ -193,7 +193,9 @@ class PostgresStore:
         event's).  A PREPARE outlives a rollback, so the connection counts it
         as prepared from the moment it is sent; if the server does not have
         it after all (the message failed before it, or other code on this
-        connection deallocated it), nothing ran, and it is prepared again.
+        connection deallocated it), nothing ran, and it is prepared again;
+        if it has it when the connection thought not, nothing ran either, and
+        the message goes again without the PREPARE.
         """
         q = self._q
         cursor = conn.batch_cursor
@@ -210,7 +212,13 @@ class PostgresStore:
                 return self._append_message(conn, kind, params)
         else:
             conn.prepared = conn.prepared | {key}
-            cursor.execute(q.append_message_preparing[kind], values)
+            try:
+                cursor.execute(q.append_message_preparing[kind], values)
+            except psycopg.errors.DuplicatePreparedStatement:
+                # the session has it (prepared before it was last forgotten, by
+                # a single event's append that lost its own): nothing ran
+                conn.execute(b"ROLLBACK")
+                return self._append_message(conn, kind, params)
         while cursor.nextset():  # past BEGIN's, the lock's (and PREPARE's) results
             pass
         return cursor.fetchall()
