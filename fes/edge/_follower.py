@@ -406,8 +406,9 @@ class Follower:
 
         True after a step that read fewer notifications than ``batch_size``
         (all within ``batch_bytes``) and consumed them all, or read none: a
-        runner then waits for the leader's next commit rather than stepping
-        again at once to find nothing.  False after a failure or a conflict.
+        threaded runner over PostgreSQL then waits for the leader's next
+        notification rather than stepping again at once to find nothing.
+        False after a failure or a conflict.
         """
         return leader in self._ended
 
