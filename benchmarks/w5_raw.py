@@ -9,10 +9,12 @@ one message of ``LOCK TABLE school_events IN EXCLUSIVE MODE``, the
 ``EXECUTE`` of an insert the connection prepared once (which notifies), and
 ``COMMIT``.  The follower does what fes's follower does: read up to 500
 notifications after its tracked position, ask the versions of the streams
-it will write in one query, then ``BEGIN; LOCK TABLE registry_events …``,
-one statement that inserts the certificates, moves the tracking position
-and notifies, then ``COMMIT``.  It polls every millisecond when it finds
-nothing new.
+it will write in one query, then one message of ``BEGIN; LOCK TABLE
+registry_events …`` and one statement that inserts the certificates, moves
+the tracking position and notifies (its values quoted in the message, as
+fes quotes a batch's), then ``COMMIT``: four round trips per batch, as
+fes's follower makes.  It polls every millisecond when it finds nothing
+new.
 
 With ``lock=False`` (a context row, not a floor: a follower reading by
 position could then skip an event committed after a later one) the writers
@@ -48,6 +50,8 @@ _INSERT_MANY = (
     " SELECT count(*), (SELECT count(*) FROM track), pg_notify('fes:public.registry', '')"
     " FROM ins"
 )
+
+_BEGIN_INSERT_MANY = "BEGIN; LOCK TABLE registry_events IN EXCLUSIVE MODE; " + _INSERT_MANY
 
 
 def raw_pg_writer(
@@ -100,6 +104,7 @@ def raw_pg_follower(url: str, ready: EventType, stop: EventType) -> None:
             "SELECT position FROM registry_tracking WHERE leader = 'school'"
         ).fetchone()
         previous = 0 if row is None else int(row[0])
+        cursor = psycopg.ClientCursor(conn)
         ready.set()
         while not stop.is_set():
             rows = conn.execute(
@@ -123,14 +128,17 @@ def raw_pg_follower(url: str, ready: EventType, stop: EventType) -> None:
                 payloads.append(dumps({"dog": dog}))
                 metas.append(dumps({"correlation_id": cause, "causation_id": cause}))
             to = int(rows[-1][0])
-            conn.execute(b"BEGIN; LOCK TABLE registry_events IN EXCLUSIVE MODE")
-            conn.execute(
-                _INSERT_MANY,
+            # BEGIN, the lock and the insert in one message, its values quoted
+            cursor.execute(
+                _BEGIN_INSERT_MANY,
                 {
                     "moment": time.time_ns() // 1000, "streams": streams,
                     "payloads": payloads, "metas": metas, "to": to, "previous": previous,
                 },
-            ).fetchall()
+            )
+            while cursor.nextset():
+                pass
+            cursor.fetchall()
             conn.execute(b"COMMIT")
             previous = to
 
