@@ -19,7 +19,13 @@ Run::
 It needs ``valgrind`` (``apt-get install valgrind``).  The SQLite files are
 made on ``/dev/shm`` with ``synchronous=NORMAL``: what is counted is the
 CPU's work, not the disk's.  The workloads are those of W1, W2 and W4
-(see their modules), with the same contenders.
+(see their modules), with the same contenders, and W5's writer
+(``W5W``): for it the run starts a throwaway PostgreSQL server (as the
+tests do, see ``tests/pgserver.py``), and counts the client's work only;
+the server's is another process's.  Over PostgreSQL a round trip costs
+the client more CPU than its instructions tell (system calls, and on a
+virtual machine the switches between processes), so W5W counts what fes
+adds to the same round trips, not all of what a writer spends.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ NAMES = {
     "fes": "fes",
     "raw": "raw sqlite3 (the same SQL)",
     "hand": "raw sqlite3 calling the domain by hand",
+    "psycopg": "raw psycopg (the same transactions)",
 }
 
 #: Each workload's contenders, as this module's child runs them.
@@ -50,7 +57,15 @@ WORKLOADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "W2": ("commands into one batch on one stream, one commit", ("fes", "raw", "hand")),
     "W4L": ("W4's leader: 50 new streams per commit", ("fes", "raw")),
     "W4F": ("W4's follower catching up on a backlog", ("fes", "raw", "hand")),
+    "W5W": ("W5's writer: one command, one transaction, per new stream, over PostgreSQL",
+            ("fes", "psycopg")),
 }
+
+#: The workloads that need a PostgreSQL server (the parent starts one).
+POSTGRES = {"W5W"}
+
+#: Where a PostgreSQL workload's children find their database.
+_URL_VARIABLE = "FES_BENCH_INSTRUCTIONS_URL"
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -70,6 +85,8 @@ def _child(workload: str, who: str, n: int, follow: bool) -> None:
             _w2(directory, who, n)
         elif workload == "W4L":
             _w4_leader(directory, who, n)
+        elif workload == "W5W":
+            _w5_writer(os.environ[_URL_VARIABLE], who, n)
         else:
             _w4_follower(directory, who, n, follow)
     finally:
@@ -107,6 +124,28 @@ def _w4_leader(directory: Path, who: str, n: int) -> None:
     for done in range(0, n, 50):
         w4._register(leader, min(50, n - done))
     leader.conn.close()
+
+
+def _w5_writer(url: str, who: str, n: int) -> None:
+    """W5's writer: ``n`` commands, each its own transaction on a new stream."""
+    if who == "fes":
+        from fes.edge import Application
+        from fes.examples.dogs import dogs, register
+
+        from .domains import SCHOOL
+
+        with Application(SCHOOL, store=url) as app:
+            for _ in range(n):
+                app.execute(dogs, app.new_id(), register, "Fido")
+        return
+    import psycopg
+
+    from .w5_raw import raw_registrar
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        register = raw_registrar(conn, lock=True)
+        for _ in range(n):
+            register()
 
 
 def _w4_follower(directory: Path, who: str, n: int, follow: bool) -> None:
@@ -161,6 +200,28 @@ def per_event(workload: str, who: str) -> float:
     return spent / (LARGE - SMALL)
 
 
+def _serve_postgres() -> None:
+    """Start a throwaway PostgreSQL server for this run, with W5's tables; tell the children.
+
+    It runs with ``fsync=off``: what is counted is the client's work (the
+    server is another process, not under callgrind).
+    """
+    import atexit
+
+    from fes.edge import Application
+
+    from .domains import REGISTRY, SCHOOL
+    from .w5_postgres import _pg_server
+
+    server = _pg_server()
+    server.start()
+    atexit.register(server.stop)
+    url = server.create_database("instructions")
+    for app in (SCHOOL, REGISTRY):  # the tables, before the children write to them
+        Application(app, store=url).close()
+    os.environ[_URL_VARIABLE] = url
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workloads", nargs="*", help=f"any of {', '.join(WORKLOADS)} (all)")
@@ -176,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOADS)}")
     if shutil.which("valgrind") is None:
         raise SystemExit("benchmarks.instructions needs valgrind (apt-get install valgrind)")
-    for workload in args.workloads or list(WORKLOADS):
+    chosen = args.workloads or list(WORKLOADS)
+    if POSTGRES & set(chosen):
+        _serve_postgres()
+    for workload in chosen:
         title, contenders = WORKLOADS[workload]
         print(f"{workload}  {title}: instructions per event (callgrind)", flush=True)
         costs = {who: per_event(workload, who) for who in contenders}

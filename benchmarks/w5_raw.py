@@ -30,7 +30,7 @@ from typing import Any
 
 from .raw import new_stream_id
 
-__all__ = ["RawPgSide", "raw_pg_follower", "raw_pg_writer"]
+__all__ = ["RawPgSide", "raw_pg_follower", "raw_pg_writer", "raw_registrar"]
 
 BATCH = 500
 _PREPARE_ONE = (
@@ -54,31 +54,39 @@ _INSERT_MANY = (
 _BEGIN_INSERT_MANY = "BEGIN; LOCK TABLE registry_events IN EXCLUSIVE MODE; " + _INSERT_MANY
 
 
+def raw_registrar(conn: Any, *, lock: bool) -> Callable[[], None]:
+    """Prepare ``conn``'s insert; return what registers one dog, in its own transaction."""
+    import orjson
+    import psycopg
+
+    dumps = orjson.dumps
+    conn.execute(_PREPARE_ONE)
+    cursor = psycopg.ClientCursor(conn)
+    message = (b"LOCK TABLE school_events IN EXCLUSIVE MODE; " if lock else b"") + (
+        b"EXECUTE raw_one(%s, %s, %s); COMMIT"
+    )
+
+    def register() -> None:
+        stream = new_stream_id()  # minted here: nothing to read
+        payload = dumps({"name": "Fido"})
+        conn.execute(b"BEGIN")
+        cursor.execute(message, (stream, payload, time.time_ns() // 1000))
+        if lock:
+            cursor.nextset()
+        cursor.fetchall()
+
+    return register
+
+
 def raw_pg_writer(
     url: str, lock: bool, ready: Any, go: EventType, seconds: float, counts: Any, cpu: Any,
     index: int,
 ) -> None:
     """Register dogs, one transaction each, for ``seconds``; report how many and the CPU."""
-    import orjson
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        dumps = orjson.dumps
-        conn.execute(_PREPARE_ONE)
-        cursor = psycopg.ClientCursor(conn)
-        message = (b"LOCK TABLE school_events IN EXCLUSIVE MODE; " if lock else b"") + (
-            b"EXECUTE raw_one(%s, %s, %s); COMMIT"
-        )
-
-        def register() -> None:
-            stream = new_stream_id()  # minted here: nothing to read
-            payload = dumps({"name": "Fido"})
-            conn.execute(b"BEGIN")
-            cursor.execute(message, (stream, payload, time.time_ns() // 1000))
-            if lock:
-                cursor.nextset()
-            cursor.fetchall()
-
+        register = raw_registrar(conn, lock=lock)
         register()  # warm: connect, prepare
         with ready.get_lock():
             ready.value += 1
