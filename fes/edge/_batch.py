@@ -506,15 +506,9 @@ class Batch:
                         list(application._encode(stream, 0, new, metadata)) if meta is None
                         else application._encode_with_meta(stream, 0, new, meta)  # a new list
                     )
-                # new_pending, inline: one slot per policy's new stream
-                slot = _NEW(Pending)
-                slot.aggregate = aggregate
-                slot.version = 0
-                slot.state = state
-                slot.events = new
-                slot.metadata = [metadata] * len(new)
-                slot.rows = rows
-                pending[stream] = slot
+                pending[stream] = new_pending(
+                    (aggregate, 0, state, new, [metadata] * len(new), rows)
+                )
                 self._undo.append((stream, None, 0, None))
                 self._kept.add(stream)
                 return
