@@ -479,15 +479,20 @@ def test_wait_notified_wakes_on_a_notification_after_the_count_it_was_given(
         assert time.monotonic() - started < 0.5
 
 
-def test_closing_the_database_wakes_its_waiters_at_once(pg_url: str) -> None:
+@pytest.mark.parametrize("listen", [True, False])
+def test_closing_the_database_wakes_its_waiters_at_once(pg_url: str, listen: bool) -> None:
     """A thread asleep in wait or wait_notified (a runner's) ends when the database closes,
-    not a poll interval later."""
-    database = PostgresDatabase(pg_url, poll_interval=60)
+    not a poll interval later: woken by the listener, or, with listen off, in its poll."""
+    database = PostgresDatabase(pg_url, poll_interval=60, listen=listen)
     store = database.store("shop")
-    first = store.notified()
-    assert first is not None and store.wait_notified(first, 30)  # listening
-    seen = store.notified()
-    assert seen is not None
+    if listen:
+        first = store.notified()
+        assert first is not None and store.wait_notified(first, 30)  # listening
+        seen = store.notified()
+        assert seen is not None
+    else:
+        assert store.notified() is None
+        seen = 0
     ended: list[tuple[str, object, float]] = []
 
     def run(name: str, wait: Callable[[], bool]) -> None:
@@ -514,8 +519,8 @@ def test_closing_the_database_wakes_its_waiters_at_once(pg_url: str) -> None:
         assert at - closed < 5.0, name
         if name == "wait":  # it looks at the log once more, and finds the database closed
             assert isinstance(outcome, StoreError) and "closed" in str(outcome)
-        else:
-            assert outcome is True
+        else:  # woken by a notification of the close; with listen off, nothing notified
+            assert outcome is listen
 
 
 def test_without_listen_nothing_is_notified_and_wait_notified_only_times_out(

@@ -168,6 +168,9 @@ class Connections:
         self._settings = settings
         self._lock = threading.Lock()
         self._closed = False
+        #: Set when the database closes: what waits on it (a store's polling
+        #: wait) ends then, not a poll interval later.
+        self.closing = threading.Event()
         # Until one connection has succeeded, connections are made directly
         # (see the module's documentation); then the pool opens.
         self._connected = False
@@ -206,6 +209,7 @@ class Connections:
             if self._closed:
                 return False
             self._closed = True
+        self.closing.set()
         with self._waiting_lock:
             pass  # a request parking a connection now sees _closed, or is unparked below
         self._unpark()

@@ -515,7 +515,7 @@ class PostgresStore:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                time.sleep(min(remaining, poll))
+                self._conns.closing.wait(min(remaining, poll))  # or until closed
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -523,7 +523,7 @@ class PostgresStore:
             if signal is not None:
                 signal.wait_past(seen, min(remaining, poll))
             else:
-                time.sleep(min(remaining, poll))
+                self._conns.closing.wait(min(remaining, poll))  # or until closed
 
     def notified(self) -> int | None:
         """A count of this log's notifications received in this process; None without LISTEN.
@@ -549,7 +549,7 @@ class PostgresStore:
         check_integer("seen", seen)
         timeout = check_timeout(timeout)
         if self._listener is None:
-            time.sleep(timeout)
+            self._conns.closing.wait(timeout)  # or until the database closes
             return False
         signal = self._listener.signal(self._channel)
         signal.wait_past(seen, timeout)
