@@ -609,10 +609,26 @@ class ThreadedRunner(Runner):
     store error (a database restarting, a lock timeout) is logged and the
     batch tried again after a back-off.  :meth:`stop` lets every thread
     finish the batch in hand, then joins them.
+
+    ``apps``, ``batch_size``, ``batch_bytes`` and ``options`` are those of
+    :class:`Runner`.
     """
 
-    def __init__(self, system: System, store: StoreArgument = "memory://", **kwargs: Any):
-        super().__init__(system, store, **kwargs)
+    def __init__(
+        self,
+        system: System,
+        store: StoreArgument = "memory://",
+        *,
+        apps: Collection[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            system, store, apps=apps, batch_size=batch_size, batch_bytes=batch_bytes,
+            poll_interval=poll_interval, **options,
+        )
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # threads asleep in a store's wait: they hold no batch, so stop() does

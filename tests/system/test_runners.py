@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from fes.edge import (
     Application,
     ProcessRunner,
     Projection,
+    Runner,
     SyncRunner,
     ThreadedRunner,
     load_system,
@@ -271,6 +273,21 @@ def test_bad_runner_arguments_are_configuration_errors(
     for runner in (SyncRunner, ThreadedRunner):
         with pytest.raises(fes.errors.ConfigurationError, match=message):
             runner(*arguments, **options)
+
+
+def test_threaded_runner_names_its_parameters_and_passes_them_on() -> None:
+    """help(ThreadedRunner) shows the parameters of Runner, not **kwargs, and each is used."""
+    parameters = inspect.signature(ThreadedRunner).parameters
+    for name in ("apps", "batch_size", "batch_bytes", "poll_interval"):
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[name].default == inspect.signature(Runner).parameters[name].default
+    assert parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+    with ThreadedRunner(domain.rally, apps=["tally"], batch_size=3, batch_bytes=100,
+                        poll_interval=0.5, env={}) as runner:
+        assert list(runner.followers) == ["tally"]
+        assert runner.followers["tally"].batch_size == 3
+        assert runner.followers["tally"].batch_bytes == 100
+        assert runner.poll_interval == 0.5
 
 
 def test_bad_projection_arguments_are_configuration_errors() -> None:
