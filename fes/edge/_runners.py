@@ -121,6 +121,18 @@ def _check_readable(application: Application) -> None:
         ) from error
 
 
+def _seconds(name: str, value: object, *, zero: bool) -> float:
+    """A duration in seconds: a real number, above 0 (or at 0, with ``zero``)."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (value >= 0 if zero else value > 0)  # False for NaN
+    ):
+        return float(value)
+    least = "0 or more" if zero else "more than 0"
+    raise ConfigurationError(f"{name} must be a number of seconds, {least}, not {value!r}")
+
+
 # --- units of work: what a runner steps and waits on ----------------------------
 
 
@@ -524,6 +536,112 @@ class Runner:
                     raise FollowerStopped(stuck) from next(iter(stuck.values()))
                 return False
             time.sleep(interval)
+
+    def wait_for(
+        self,
+        leader: str,
+        position: int,
+        timeout: float = 10.0,
+        *,
+        follower: str | None = None,
+        interval: float = 0.02,
+    ) -> bool:
+        """Wait until the followers of ``leader`` have processed its event at ``position``.
+
+        Returns True once every follower this runner drives that follows
+        ``leader`` has tracked ``position`` or beyond in its tracking of
+        ``leader``: the event at that position of the leader's log has had
+        its effect in each of them (a follower whose policy ignores the
+        event has processed it too).  ``follower`` narrows the wait to one
+        of them: an application's name (each of its partitions), or
+        ``name#i`` for one partition.  Returns False when ``timeout``
+        seconds pass first; the tracked positions are read every
+        ``interval`` seconds, where each follower lives.
+
+        To read your own writes in a follower::
+
+            recorded = runner.app("orders").execute(order, "order-1", place, "ann", "mug", 1, 800)
+            if runner.wait_for("orders", recorded[-1].position, follower="reservations"):
+                ...  # reservations has processed order-1's events
+
+        Something must process meanwhile: the threads of a
+        :class:`ThreadedRunner`, the workers of a
+        :class:`fes.edge.ProcessRunner`.  A :class:`SyncRunner` steps only
+        when told to (:meth:`SyncRunner.run_until_quiet`), so there this
+        only reports: True at once if the followers are there already,
+        else False after ``timeout``, unless another runner on the same
+        stores processes meanwhile.  The counterpart for a view is
+        :meth:`fes.edge.Projection.wait_for`.
+
+        A wait that can tell nothing is refused with
+        :class:`fes.errors.ConfigurationError`: ``leader`` is no application
+        of the system, no follower this runner drives follows it, or
+        ``follower`` is not one of those; and so are a ``position`` that is
+        not a positive integer, a negative ``timeout`` and an ``interval``
+        that is not positive.  If a follower waited on stops on a policy
+        error before it gets there, this raises
+        :class:`fes.errors.FollowerStopped`, naming it with its
+        :class:`fes.errors.PolicyError`, as :meth:`wait_until_quiet` does.
+        """
+        waited = self._followers_of(leader, follower)
+        check_count("position", position, 1)
+        seconds = _seconds("timeout", timeout, zero=True)
+        pause = _seconds("interval", interval, zero=False)
+        deadline = time.monotonic() + seconds
+        while True:
+            behind = self._short_of(leader, position, waited)
+            if not behind:
+                return True
+            stuck = {unit: error for unit, error in self.errors.items() if unit in behind}
+            if stuck:
+                raise FollowerStopped(stuck) from next(iter(stuck.values()))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+
+    def _followers_of(self, leader: str, follower: str | None) -> dict[str, Follower]:
+        """The followers (by unit) this runner drives that follow ``leader``: those a wait_for
+        waits on, narrowed to ``follower``; refused when there are none."""
+        names = [app.name for app in self.system.apps]
+        if not isinstance(leader, str) or leader not in names:
+            raise ConfigurationError(
+                f"{leader!r} is no application of this system; it has "
+                f"{', '.join(map(repr, names))}"
+            )
+        following = {
+            unit: found for unit, found in self.followers.items() if leader in found.leaders
+        }
+        if not following:
+            driven = ", ".join(map(repr, self.followers)) or "none"
+            others = ", ".join(map(repr, self.system.followers(leader))) or "no application"
+            raise ConfigurationError(
+                f"no follower this runner drives follows {leader!r}, so there is nothing to "
+                f"wait for ({leader!r} is followed by {others}; this runner drives {driven})"
+            )
+        if follower is None:
+            return following
+        chosen = {
+            unit: found for unit, found in following.items()
+            if follower in (unit, found.name)
+        }
+        if not chosen:
+            raise ConfigurationError(
+                f"{follower!r} is no follower of {leader!r} that this runner drives; "
+                f"those are {', '.join(map(repr, following))}"
+            )
+        return chosen
+
+    def _short_of(self, leader: str, position: int, waited: Mapping[str, Follower]) -> set[str]:
+        """The units of ``waited`` whose tracking of ``leader`` is below ``position``."""
+        tracked: dict[str, dict[str, int]] = {}  # by application: read once per look
+        short: set[str] = set()
+        for unit, found in waited.items():
+            if found.name not in tracked:
+                tracked[found.name] = found.application.store.tracked()
+            if tracked[found.name].get(found.tracking[leader], 0) < position:
+                short.add(unit)
+        return short
 
     def _quiet_except(self, stopped: set[str]) -> bool:
         return all(
