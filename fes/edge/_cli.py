@@ -286,7 +286,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="stored bytes per transaction, at least one notification "
                      f"(default {DEFAULT_BATCH_BYTES})")
     run.add_argument("--poll-interval", type=float, default=1.0,
-                     help="seconds between polls when no notification comes (default 1)")
+                     help="longest wait, in seconds, of a thread with nothing to do before "
+                     "it reads its log again (default 1); the store URL's poll_interval "
+                     "may look sooner")
     run.set_defaults(handler=_cmd_run)
 
     log = command(

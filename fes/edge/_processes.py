@@ -4,8 +4,9 @@ A :class:`ProcessRunner` starts worker processes (with ``multiprocessing``'s
 *spawn* method, so nothing is inherited but arguments); each opens the
 database from its URL and runs a :class:`fes.edge.ThreadedRunner`
 for the applications it was given.  Over PostgreSQL the workers are woken
-by LISTEN/NOTIFY, and poll every ``poll_interval`` in case a notification
-is lost; over an SQLite file they poll.  A memory database cannot be shared
+by LISTEN/NOTIFY; over an SQLite file they poll for each other's commits.
+The runner's ``poll_interval`` and the store URL's bound their waits as a
+:class:`fes.edge.ThreadedRunner`'s.  A memory database cannot be shared
 by processes and is refused.
 
 The runner supervises its workers: one that dies (killed, crashed) is

@@ -307,7 +307,9 @@ class Runner:
     they follow are opened at the start; another application's, when
     :meth:`app` asks for it.  ``batch_size`` and ``batch_bytes`` bound each follower's
     transactions by count and by stored bytes (see :class:`Follower`).
-    Keyword ``options`` go to every
+    ``poll_interval`` bounds, in seconds, each wait of a runner's threads
+    before it reads its log again (see :class:`ThreadedRunner`; a
+    :class:`SyncRunner` does not use it).  Keyword ``options`` go to every
     :class:`Application` (``compress``, ``cipher``, ``snapshot_every``,
     ``clock``, ``env``, …).
     """
@@ -716,8 +718,20 @@ class SyncRunner(Runner):
 class ThreadedRunner(Runner):
     """Runs a system in threads of this process: one per (follower, leader) and per view.
 
-    A waiting thread sleeps in the leader store's ``wait``: woken at once by
-    appends it can observe and otherwise every ``poll_interval`` seconds.
+    A thread with nothing to do sleeps in its leader store's ``wait`` (a
+    view's, in its application's store) for at most ``poll_interval``
+    seconds (default 1), then reads the log again.  Appends it can observe
+    wake it at once: those made through the same open database in this
+    process, and, over PostgreSQL, those its LISTEN connection is notified
+    of.  The others (another process's, over SQLite; every one, over
+    PostgreSQL with ``listen=false``) the store's ``wait`` finds by polling,
+    every ``poll_interval`` of the store URL (SQLite's default 0.02 s,
+    PostgreSQL's 1 s): such an append is read within about the smaller of
+    the two intervals.  Over PostgreSQL with LISTEN, a follower's thread
+    that has read to the end of its leader's log waits for the next
+    notification and does not poll: a notification that is lost delays an
+    event by the runner's ``poll_interval`` at most.
+
     Over SQLite, a follower whose leader's log is in its own database
     commits holding the lock its writers of this process queue on, and
     takes into that batch first what was committed while it queued (the
