@@ -46,7 +46,20 @@ def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
 
 @frozen
 class Emit:
-    """Append ``events`` to ``stream`` of the follower's ``aggregate``."""
+    """Append ``events`` to ``stream`` of the follower's ``aggregate``.
+
+    The follower appends them after whatever the stream holds when it
+    processes the upstream event, events pending in its batch included:
+    the intent names no expected version.  Unlike :class:`Do`, no command
+    decides on the stream's state, but the events must still apply to it.
+    The follower folds them onto that state, and a projector that refuses
+    them (raises) is a policy error: the application's ``on_error``
+    handles it, and the default stops the follower with a
+    :class:`fes.errors.PolicyError`.  The events are committed with the
+    follower's tracking position, in one transaction; if another writer
+    appends to the stream first, the commit conflicts and the follower
+    processes the batch again from what the store holds.
+    """
 
     aggregate: Aggregate[Any]
     stream: str

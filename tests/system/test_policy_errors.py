@@ -214,6 +214,42 @@ def test_a_rejected_command_is_a_policy_error() -> None:
             runner.run_until_quiet()
 
 
+def test_an_emit_goes_after_what_the_stream_holds_and_must_still_apply() -> None:
+    """Emit names no version: its events follow the stream's own.  They are folded onto
+    the stream's state, and a projector that refuses them stops the follower."""
+
+    def capped(state: int, event: domain.Received) -> int:
+        if state >= 3:
+            raise ValueError("the stream holds 3 receipts at most")
+        return state + 1
+
+    box: fes.Aggregate[int] = fes.Aggregate(
+        "box", 0, fes.projector((domain.Received, capped)), events=[domain.Received]
+    )
+
+    def policy(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        return [fes.Emit(box, "box", [domain.Received(recorded.event.number)])]
+
+    system = fes.System(
+        [domain.source, fes.App("sink", aggregates=[box], policy=policy)],
+        pipes=[["source", "sink"]],
+    )
+    with SyncRunner(system, "memory://") as runner:
+        sink = runner.app("sink")
+        written = sink.batch()
+        written.emit(box, "box", [domain.Received(100)])  # not caused by the leader
+        sink.commit(written)
+        send(runner.app("source"), range(3))
+        with pytest.raises(fes.errors.FollowerStopped) as caught:
+            runner.run_until_quiet()
+        assert caught.value.position == 3
+        assert "the stream holds 3 receipts at most" in str(caught.value)
+        assert [(r.version, r.event.number) for r in own_log(sink)] == [
+            (1, 100), (2, 0), (3, 1)
+        ]
+        assert sink.store.last_tracked("source") == 2
+
+
 def test_an_event_the_codec_cannot_store_is_pinned_on_its_notification() -> None:
     """An unencodable effect in a batch of many is blamed on the one event that caused it."""
 
