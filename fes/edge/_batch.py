@@ -252,6 +252,8 @@ class Batch:
     application: Writer
     pending: dict[str, Pending] = field(factory=dict)
     _fresh: set[str] = field(factory=set, init=False, repr=False)
+    # the streams of _fresh taken for new without a read (see _assume_fresh)
+    _assumed: set[str] = field(factory=set, init=False, repr=False)
     # each change to pending as (stream, its slot, how many events the stream
     # held before, its state before), or (stream, None, 0, None) for a slot
     # made: what rollback undoes
@@ -288,6 +290,22 @@ class Batch:
         if wanted:
             versions = self.application.store.stream_versions(wanted)
             self._fresh.update(s for s, version in versions.items() if not version)
+
+    def _assume_fresh(self, streams: Iterable[str]) -> None:
+        """Take ``streams`` for new, as if :meth:`prefetch` had found them empty, without a read.
+
+        For a follower whose policy's events go to new streams: a stream
+        that has events after all makes the commit's append of its version 1
+        conflict, and nothing is stored.  Only events appended to such a
+        stream are checked that way: a command that decides on one (its
+        state is then only a guess) must not be run, since it may decide to
+        append nothing.  The follower runs no ``Do`` on them, and takes such
+        streams from :attr:`_assumed`.
+        """
+        for stream in streams:
+            if stream_keepable(stream) and stream not in self.pending and stream not in self._fresh:
+                self._fresh.add(stream)
+                self._assumed.add(stream)
 
     def savepoint(self) -> int:
         """A mark of what the batch holds now, for :meth:`rollback`."""

@@ -156,6 +156,15 @@ class _Moved(Exception):
 _CONFLICTS = (ConcurrencyError, DuplicateTracking, _Moved)
 
 
+class _Assumed(Exception):
+    """A batch that took streams for new unread failed: it is made again, reading them."""
+
+
+#: After how many batches in a row whose emitted streams a read found all new a
+#: follower takes them for new unread (see Follower._prepare).
+_ASSUME_AFTER = 8
+
+
 class Follower:
     """The step of one follower application, shared by every runner.
 
@@ -226,6 +235,12 @@ class Follower:
         #: How many notifications were processed, and batches retried after a conflict.
         self.processed = 0
         self.conflicts = 0
+        #: How many batches that took their emitted streams for new were made
+        #: again, reading them: one of them had events (see :meth:`_prepare`).
+        self.reread = 0
+        # per leader, how many batches in a row found every emitted stream new
+        # (a follower starts out taking them for new)
+        self._new_streams: dict[str, int] = dict.fromkeys(self.leaders, _ASSUME_AFTER)
         # per leader (each leader is stepped by one thread at a time): position -> tries
         self._attempts: dict[str, dict[int, int]] = {leader: {} for leader in self.leaders}
         self._retry_at: dict[str, float] = {}
@@ -443,9 +458,66 @@ class Follower:
     ) -> int:
         # With ``hold``, the commit is made holding it, after what was committed
         # since the read (the database's generation then was ``seen``).
-        plans, streams = self._plan(reader, rows)
+        plans, streams, emitted = self._plan(reader, rows)
+        if emitted and self._new_streams[leader] >= _ASSUME_AFTER:
+            # the last batches' emitted streams were all new: take these for new too
+            batch = self.application.batch()
+            try:
+                self._prepare(batch, leader, streams, emitted)
+                return self._fill(batch, leader, reader, previous, rows, plans, hold, seen)
+            except _Assumed:
+                pass
+            except ConcurrencyError as conflict:
+                if conflict.stream not in batch._assumed:
+                    raise  # another writer moved a stream this batch read
+            # a stream taken for new had events (or the batch failed with one taken
+            # so): nothing was stored; the same plans again, every stream read
+            self._new_streams[leader] = 0
+            self.reread += 1
         batch = self.application.batch()
+        self._prepare(batch, leader, streams, emitted)
+        return self._fill(batch, leader, reader, previous, rows, plans, hold, seen)
+
+    def _prepare(self, batch: Batch, leader: str, streams: list[str], emitted: list[str]) -> None:
+        """Read in one query which of ``streams`` are new, or take ``emitted`` for new.
+
+        Most policies emit their events to new streams (a certificate per
+        registration, say), so the read finds them empty every time.  Once
+        it has found every stream the batches' ``Emit`` intents name empty
+        for :data:`_ASSUME_AFTER` batches in a row, the next batches take
+        them for new without it (:meth:`Batch._assume_fresh`), one query
+        (over PostgreSQL, one round trip) fewer per batch.  What keeps that
+        safe: the commit appends version 1 to each of them, which a stream
+        with events refuses, and nothing is stored; :meth:`_process` then
+        makes the batch again with every stream read.  A ``Do`` decides on
+        its stream's state, so its streams are always read.
+        """
+        if self._new_streams[leader] >= _ASSUME_AFTER:
+            batch._assume_fresh(emitted)
+            rest = [s for s in streams if s not in batch._assumed]
+            if rest:
+                batch.prefetch(rest)
+            return
         batch.prefetch(streams)
+        if emitted:
+            fresh = batch._fresh
+            if all(s in fresh for s in emitted):
+                self._new_streams[leader] += 1
+            else:
+                self._new_streams[leader] = 0
+
+    def _fill(
+        self,
+        batch: Batch,
+        leader: str,
+        reader: Application,
+        previous: int,
+        rows: Sequence[StoredEvent],
+        plans: list[_Planned],
+        hold: Hold | None,
+        seen: int,
+    ) -> int:
+        """:meth:`_process` into ``batch``, whose streams :meth:`_prepare` readied."""
         done = previous
         consumed = 0
         telemetry = _telemetry.active()
@@ -475,6 +547,9 @@ class Follower:
                     error, EncodeError | DecodeError
                 ):
                     raise  # the store failed, not the policy: the runner tries the batch again
+                if batch._assumed:
+                    # a stream taken for new may be why: made again, every stream read
+                    raise _Assumed(f"{leader!r} at {row.position}: {describe(error)}") from error
                 # an event that cannot be encoded, or read back (the follower's own
                 # stream, without its keys), fails the same way each time: not retried
                 batch.rollback(mark)
@@ -505,19 +580,21 @@ class Follower:
 
     def _plan(
         self, reader: Application, rows: Sequence[StoredEvent]
-    ) -> tuple[list[_Planned], list[str]]:
+    ) -> tuple[list[_Planned], list[str], list[str]]:
         """Each of ``rows`` with its upstream event and the policy's intents, up to a failure.
 
         The policy is pure, so it is called on every notification first; the
         streams the intents act on (returned too, each once, in the order
-        first named) are then read in one query, not one each.  A row with no
-        upstream event is fes's own or another partition's, or could not be
-        read (its outcome is the error); a failure ends the plans.
+        first named) are then read in one query, not one each, or taken for
+        new (see :meth:`_prepare`): those only ``Emit`` names, returned third.
+        A row with no upstream event is fes's own or another partition's, or
+        could not be read (its outcome is the error); a failure ends the plans.
         """
         plans: list[_Planned] = []
         partitions, partition = self.partitions, self.partition
         policy, name, decode = self._policy, self.name, reader.recorded
         streams: dict[str, None] = {}
+        decided: set[str] = set()
         for row in rows:
             if row.topic.startswith(INTERNAL_PREFIX) or (
                 partitions > 1 and partition_of(row.stream, partitions) != partition
@@ -538,9 +615,13 @@ class Follower:
                 break
             plans.append((row, recorded, intents))
             for intent in intents:
-                if intent.__class__ is Emit or isinstance(intent, _ACTING):
+                if intent.__class__ is Emit:
                     streams[intent.stream] = None
-        return plans, list(streams)
+                elif isinstance(intent, _ACTING):
+                    streams[intent.stream] = None
+                    if not isinstance(intent, Emit):
+                        decided.add(intent.stream)
+        return plans, list(streams), [s for s in streams if s not in decided]
 
     def _handle(
         self,
@@ -578,9 +659,13 @@ class Follower:
             if budget < 0:
                 break
             within += 1
-        plans, streams = self._plan(reader, more[:within])
+        plans, streams, emitted = self._plan(reader, more[:within])
         if streams:
-            batch.prefetch(streams)
+            if batch._assumed:  # as the batch's first part was readied
+                batch._assume_fresh(emitted)
+                streams = [s for s in streams if s not in batch._assumed]
+            if streams:
+                batch.prefetch(streams)
         taken = 0
         telemetry = _telemetry.active()
         for row, upstream, outcome in plans:
@@ -675,6 +760,8 @@ class Follower:
                     self._check_aggregate(aggregate.name)
                 batch.emit(aggregate, intent.stream, intent.events, metadata)
             elif isinstance(intent, Do):
+                if intent.stream in batch._assumed:  # named by an Emit in this batch
+                    raise _Assumed(f"a Do on {intent.stream!r}, taken for new unread")
                 self._check_aggregate(intent.aggregate.name)
                 batch.execute(
                     intent.aggregate, intent.stream, intent.command, *intent.args,

@@ -189,8 +189,14 @@ def test_a_follower_refuses_an_app_without_policy_and_a_bad_batch_size() -> None
 def test_a_batch_reads_the_versions_of_its_new_streams_in_one_query(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A batch creating 40 streams asks the store once which exist, and reads none of them."""
+    """A batch creating 40 streams asks the store once which exist, and reads none of them.
+
+    (Once the versions were found all new batch after batch, it asks nothing:
+    see test_assumed_streams.py.  Here the follower has just found one that
+    was not: message 40's receipt stream had events.)
+    """
     with SyncRunner(domain.fixed_pipeline, "memory://", batch_size=50) as runner:
+        _with_one_stream_not_new(runner)
         send(runner.app("source"), range(40))
         store = runner.app("sink").store
         calls: dict[str, int] = {"read_stream": 0, "read_payloads": 0, "stream_versions": 0}
@@ -204,7 +210,7 @@ def test_a_batch_reads_the_versions_of_its_new_streams_in_one_query(
             monkeypatch.setattr(store, name, counted)
         assert runner.run_until_quiet() == 40
         assert calls == {"read_stream": 0, "read_payloads": 0, "stream_versions": 1}
-        assert len(own_log(runner.app("sink"))) == 40
+        assert len(own_log(runner.app("sink"))) == 2 + 40
 
 
 def test_a_stream_created_after_the_versions_were_read_conflicts_and_is_redone(
@@ -212,6 +218,7 @@ def test_a_stream_created_after_the_versions_were_read_conflicts_and_is_redone(
 ) -> None:
     """Another writer creating a stream the batch thought new makes the batch start again."""
     with SyncRunner(domain.fixed_pipeline, "memory://") as runner:
+        _with_one_stream_not_new(runner)
         send(runner.app("source"), range(3))
         sink = runner.app("sink")
         original = sink.store.stream_versions
@@ -230,7 +237,19 @@ def test_a_stream_created_after_the_versions_were_read_conflicts_and_is_redone(
         assert follower.conflicts == 1
         assert [r.event.number for r in sink.stream("r-m-1")] == [-1, 1]
         assert [r.event.number for r in sink.stream("r-m-0")] == [0]
-        assert sink.store.last_tracked("source") == 3
+        assert sink.store.last_tracked("source") == 1 + 3
+
+
+def _with_one_stream_not_new(runner: SyncRunner) -> None:
+    """Make the sink's follower read the versions of its streams, as it does after finding
+    one of the streams it took for new with events: message 40's receipt stream here."""
+    sink = runner.app("sink")
+    sink.execute(domain.receipts, "r-m-40", lambda state: [domain.Received(-40)])
+    send(runner.app("source"), [40])
+    runner.run_until_quiet()
+    follower = runner.followers["sink"]
+    assert (follower.reread, follower.conflicts) == (1, 0)
+    assert [r.event.number for r in sink.stream("r-m-40")] == [-40, 40]
 
 
 def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
