@@ -3,7 +3,9 @@
 A :class:`Follower` is the one step every runner shares.  For one leader it
 reads the notifications after the position the follower last tracked, calls
 the policy on each, asks the store once which of the streams the intents
-name are still empty (:meth:`Batch.prefetch`), performs the intents into one
+name are still empty (:meth:`Batch.prefetch`; or, for the streams only
+``Emit`` names, takes them for new while they have been: see
+:meth:`Follower._prepare`), performs the intents into one
 :class:`Batch` (a ``Do`` sees the events already pending in the batch) and
 commits the new events together with the leader's new tracking position in
 one transaction.
