@@ -184,6 +184,13 @@ class Follower:
     committing the effects of the notifications before the failed one; the
     application's ``on_error`` directive may instead retry it after a delay,
     or skip it, recording a :class:`PolicySkipped` in :data:`SKIPS_STREAM`.
+
+    A runner keeps its followers in ``runner.followers``, by unit (the
+    application's name, with ``#i`` for partition ``i``).  What each has
+    done in this process: :attr:`processed` notifications, :attr:`conflicts`
+    (batches read again after another writer moved first), :attr:`reread`
+    (batches made again because a stream taken for new had events, see
+    :meth:`_prepare`), :attr:`failures` and :attr:`error`.
     """
 
     def __init__(
@@ -549,8 +556,9 @@ class Follower:
                     error, EncodeError | DecodeError
                 ):
                     raise  # the store failed, not the policy: the runner tries the batch again
-                if batch._assumed:
-                    # a stream taken for new may be why: made again, every stream read
+                if self._assumed_wrong(batch, outcome, error):
+                    # a stream taken for new had events, which may be why: the batch
+                    # is made again, every stream read
                     raise _Assumed(f"{leader!r} at {row.position}: {describe(error)}") from error
                 # an event that cannot be encoded, or read back (the follower's own
                 # stream, without its keys), fails the same way each time: not retried
@@ -579,6 +587,27 @@ class Follower:
             for position in [p for p in tries if p <= done]:
                 del tries[position]
         return consumed
+
+    def _assumed_wrong(
+        self, batch: Batch, outcome: Sequence[Intent] | Exception, error: Exception
+    ) -> bool:
+        """Whether a stream the failed intents name was taken for new and has events.
+
+        Then the failure may come of folding their events on the wrong state.
+        Otherwise it is the policy's own, found as it would be with the
+        streams read: one failure, reported once (one span, one count), not
+        once for each making of the batch.
+        """
+        if isinstance(error, _Assumed):
+            return True
+        assumed = batch._assumed
+        if not assumed or isinstance(outcome, Exception):  # the policy itself raised
+            return False
+        named = [
+            stream for stream in (getattr(i, "stream", None) for i in outcome)
+            if isinstance(stream, str) and stream in assumed
+        ]
+        return bool(named) and any(self.application.store.stream_versions(named).values())
 
     def _plan(
         self, reader: Application, rows: Sequence[StoredEvent]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import frozen
 
 import fes
 from fes.edge import Application, Follower, SyncRunner
@@ -187,3 +188,71 @@ def test_a_do_in_the_late_notifications_on_a_stream_taken_for_new_waits_for_the_
         assert numbers(sink, "shared") == [-1, 1]
     finally:
         database.close()
+
+
+@frozen
+class Opened:
+    """A tally is opened: its count starts at 0."""
+
+    by: str
+
+
+@frozen
+class Counted:
+    """One more on an opened tally; refused on one never opened."""
+
+    number: int
+
+
+def _tallied(state: int | None, event: Opened | Counted) -> int:
+    if isinstance(event, Opened):
+        return 0
+    if state is None:
+        raise ValueError(f"counted {event.number} on a tally never opened")
+    return state + 1
+
+
+tallies: fes.Aggregate[int | None] = fes.Aggregate(
+    "tally", None, fes.projector(_tallied), events=[Opened, Counted]
+)
+
+
+def count_on(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+    """Count each message on its tally, which must have been opened."""
+    return [fes.Emit(tallies, f"t-{recorded.stream}", [Counted(recorded.event.number)])]
+
+
+def tally_system() -> fes.System:
+    counter = fes.App("sink", aggregates=[tallies], policy=count_on, on_error=fes.stop_on_error)
+    return fes.System([domain.source, counter], pipes=[["source", "sink"]])
+
+
+def test_events_that_apply_only_to_the_stream_as_stored_are_appended(database: Database) -> None:
+    """Folded on the initial state, Counted is refused: the stream had events, so the
+    batch is made again with them read, and nothing fails."""
+    with SyncRunner(tally_system(), database) as runner:
+        sink = runner.app("sink")
+        sink.execute(tallies, "t-m-1", lambda state: [Opened("ann")])
+        send(runner.app("source"), range(1, 2))
+        runner.run_until_quiet()
+        follower = runner.followers["sink"]
+        assert (follower.reread, follower.failures, follower.error) == (1, [], None)
+        assert [r.event for r in sink.stream("t-m-1")] == [Opened("ann"), Counted(1)]
+
+
+def test_a_policy_error_on_a_new_stream_taken_for_new_is_reported_once(
+    database: Database,
+) -> None:
+    """The stream the refused events go to is new: the failure is the policy's own,
+    found as it would be with the stream read, and the batch is not made again."""
+    with SyncRunner(tally_system(), database) as runner:
+        sink = runner.app("sink")
+        calls = counting(sink.store, "stream_versions")
+        send(runner.app("source"), range(1, 2))
+        with pytest.raises(fes.errors.FollowerStopped, match="never opened"):
+            runner.run_until_quiet()
+        follower = runner.followers["sink"]
+        assert follower.reread == 0
+        assert len(follower.failures) == 1
+        assert calls["stream_versions"] == 1  # the look that found the stream new
+        assert sink.stream("t-m-1") == []
