@@ -39,8 +39,30 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
-    # a typed converter: with a bare ``tuple`` mypy's attrs plugin rejects tuple arguments
+def _events(value: Iterable[Any]) -> tuple[Any, ...]:
+    """An :class:`Emit`'s events as a tuple; one bare event (or a string) is refused."""
+    if value.__class__ is tuple:
+        return value  # type: ignore[return-value,unused-ignore]
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise DefinitionError(
+            f"Emit takes a list or tuple of events, not {value!r}; "
+            "put a single event in a list: [event]"
+        )
+    return tuple(value)
+
+
+def _args(value: Iterable[Any]) -> tuple[Any, ...]:
+    """A :class:`Do`'s arguments as a tuple; a string or a bare value is refused.
+
+    ``tuple("abc")`` would pass the command one letter per argument.
+    """
+    if value.__class__ is tuple:
+        return value  # type: ignore[return-value,unused-ignore]
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise DefinitionError(
+            f"Do takes the command's arguments after the state as a tuple, not {value!r}; "
+            f"for one argument write ({value!r},)"
+        )
     return tuple(value)
 
 
@@ -63,7 +85,7 @@ class Emit:
 
     aggregate: Aggregate[Any]
     stream: str
-    events: tuple[Any, ...] = field(converter=_tuple)
+    events: tuple[Any, ...] = field(converter=_events)
 
 
 @frozen
@@ -76,7 +98,7 @@ class Do:
     aggregate: Aggregate[Any]
     stream: str
     command: Command
-    args: tuple[Any, ...] = field(default=(), converter=_tuple)
+    args: tuple[Any, ...] = field(default=(), converter=_args)
 
 
 #: What a policy returns: inert data saying what the follower should do.

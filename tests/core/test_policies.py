@@ -38,6 +38,19 @@ def test_intents_are_plain_comparable_data() -> None:
     assert fes.Do(accounts, "acc-1", deposit).args == ()
 
 
+@pytest.mark.parametrize("events", [Registered("x"), "x", b"x", None])
+def test_an_emit_of_one_bare_event_or_a_string_is_refused(events: Any) -> None:
+    with pytest.raises(fes.errors.DefinitionError, match=r"list or tuple of events.*\[event\]"):
+        fes.Emit(dogs, "dog-1", events)
+
+
+@pytest.mark.parametrize("args", ["acc-2", b"x", 5, None])
+def test_a_do_whose_arguments_are_a_string_or_a_bare_value_is_refused(args: Any) -> None:
+    """``tuple("acc-2")`` would pass the command one letter per argument."""
+    with pytest.raises(fes.errors.DefinitionError, match=r"as a tuple.*for one argument write"):
+        fes.Do(accounts, "acc-1", deposit, args)
+
+
 def test_nothing_ignores_every_event() -> None:
     """The nothing policy returns no intent."""
     assert fes.nothing(REGISTERED) == []
