@@ -97,7 +97,14 @@ def withdraw(account: bank.Account, amount: int) -> list[bank.Withdrawn]:
 def test_a_wrong_overdraft_check_is_found_and_shrunk_to_a_short_story() -> None:
     """The planted withdraw bug breaks the invariant; the report is a short given/when/then."""
     buggy = with_command(bank.accounts, withdraw)
-    message = failure(buggy, invariants=[bank.balance_within_overdraft])
+    # short runs, since `close` ends every later command; and one fixed seed: with
+    # random ones, about one run in sixty (one in 150 with short runs) found nothing
+    # in 100 examples, and failed the suite
+    message = failure(
+        buggy,
+        invariants=[bank.balance_within_overdraft],
+        settings=settings(BUDGET, stateful_step_count=10, derandomize=True),
+    )
     assert message.startswith(
         "aggregate 'account' failed: invariant balance_within_overdraft (after"
     )
