@@ -88,7 +88,9 @@ class PolicyError(FesError):
             what = f"{app!r} stopped before {leader!r} position {position}"
         else:
             what = f"policy of {app!r} failed on {leader!r} position {position}"
-        super().__init__(f"{what}: {type(error).__name__}: {error}")
+        notes = getattr(error, "__notes__", None)
+        said = f" ({'; '.join(map(str, notes))})" if notes else ""
+        super().__init__(f"{what}: {type(error).__name__}: {error}{said}")
 
 
 class FollowerStopped(PolicyError):

@@ -158,6 +158,18 @@ class _Moved(Exception):
 _CONFLICTS = (ConcurrencyError, DuplicateTracking, _Moved)
 
 
+def _shown(intent: object) -> str:
+    """An intent as a failure's note names it: its kind, aggregate, stream (and command)."""
+    aggregate = getattr(getattr(intent, "aggregate", None), "name", "?")
+    stream = getattr(intent, "stream", "?")
+    if isinstance(intent, Emit):
+        return f"Emit to {aggregate!r} stream {stream!r}"
+    if isinstance(intent, Do):
+        command = getattr(intent.command, "__name__", repr(intent.command))
+        return f"Do {command} on {aggregate!r} stream {stream!r}"
+    return repr(intent)
+
+
 class _Assumed(Exception):
     """A batch that took streams for new unread failed: it is made again, reading them."""
 
@@ -778,31 +790,40 @@ class Follower:
         meta: bytes | None = None
         aggregates, own = self._aggregates, self._own
         for intent in intents:
-            if intent.__class__ is Emit or isinstance(intent, Emit):
-                aggregate = intent.aggregate
-                events = intent.events
-                if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
-                    # the application's own aggregate (checked), a tuple of events
-                    if plain and meta is None:
-                        meta = self._plain_causes(correlation, cause)
-                    batch._emit_own(aggregate, intent.stream, list(events), metadata, meta)
-                    continue
-                if aggregate.name not in aggregates:
-                    self._check_aggregate(aggregate.name)
-                batch.emit(aggregate, intent.stream, intent.events, metadata)
-            elif isinstance(intent, Do):
-                if intent.stream in batch._assumed:  # named by an Emit in this batch
-                    raise _Assumed(f"a Do on {intent.stream!r}, taken for new unread")
-                self._check_aggregate(intent.aggregate.name)
-                batch.execute(
-                    intent.aggregate, intent.stream, intent.command, *intent.args,
-                    metadata=metadata,
-                )
-            else:
-                raise DefinitionError(
-                    f"the policy of {self.name!r} returned {intent!r}; "
-                    "an intent is fes.Emit or fes.Do"
-                )
+            try:
+                if intent.__class__ is Emit or isinstance(intent, Emit):
+                    aggregate = intent.aggregate
+                    events = intent.events
+                    if own.get(aggregate.name) is aggregate and events.__class__ is tuple:
+                        # the application's own aggregate (checked), a tuple of events
+                        if plain and meta is None:
+                            meta = self._plain_causes(correlation, cause)
+                        batch._emit_own(aggregate, intent.stream, list(events), metadata, meta)
+                        continue
+                    if aggregate.name not in aggregates:
+                        self._check_aggregate(aggregate.name)
+                    batch.emit(aggregate, intent.stream, intent.events, metadata)
+                elif isinstance(intent, Do):
+                    if intent.stream in batch._assumed:  # named by an Emit in this batch
+                        raise _Assumed(f"a Do on {intent.stream!r}, taken for new unread")
+                    self._check_aggregate(intent.aggregate.name)
+                    batch.execute(
+                        intent.aggregate, intent.stream, intent.command, *intent.args,
+                        metadata=metadata,
+                    )
+                else:
+                    raise DefinitionError(
+                        f"the policy of {self.name!r} returned {intent!r}; "
+                        "an intent is fes.Emit or fes.Do"
+                    )
+            except Exception as error:
+                if not isinstance(error, _Assumed | StoreError) or isinstance(
+                    error, EncodeError | DecodeError
+                ):
+                    # which intent failed: the error may come from a projector or a
+                    # command, far from the policy that asked for it
+                    error.add_note(f"while performing {_shown(intent)}")
+                raise
 
     def _check_aggregate(self, name: str) -> None:
         if name not in self._aggregates:
