@@ -8,11 +8,14 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fes.edge import Application, ProcessRunner
+import pytest
+
+from fes.edge import Application, Follower, ProcessRunner
 from fes.edge.stores import Database
+from fes.edge.stores._sqlite._connections import Connections
 from fes.system import System
 from system import domain
 
@@ -171,3 +174,42 @@ def kill_while_flowing(
 def own_log(app: Application) -> list[Any]:
     """An application's log without fes's own records (skips, stops)."""
     return [r for r in app.log() if not r.topic.startswith("fes.")]
+
+
+# --- a follower queueing for SQLite's writer lock (see test_runner_late.py) ---------
+
+
+def queued_for_writer(database: Connections, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set when a thread asks for the writer lock through ``hold``."""
+    asked = threading.Event()
+    real = database.hold
+
+    def hold(timeout: float) -> Any:
+        asked.set()
+        return real(timeout)
+
+    monkeypatch.setattr(database, "hold", hold)
+    return asked
+
+
+def step_while_queued(
+    database: Connections,
+    monkeypatch: pytest.MonkeyPatch,
+    follower: Follower,
+    meanwhile: Callable[[], object],
+) -> int:
+    """One step of ``follower`` that queues for the writer while ``meanwhile`` runs."""
+    held = database.hold(10)
+    assert held is not None
+    asked = queued_for_writer(database, monkeypatch)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(follower.step("source")))
+    thread.start()
+    try:
+        assert asked.wait(10), "the follower did not queue for the writer lock"
+        meanwhile()
+    finally:
+        database.unhold(held)
+        thread.join(10)
+    assert not thread.is_alive()
+    return result[0]

@@ -12,7 +12,6 @@ follower goes back to skipping the read.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from fes.edge._follower import _ASSUME_AFTER
 from fes.edge.stores import Database, open_database
 from fes.edge.stores._sqlite._connections import Connections
 from system import domain
-from system.helpers import assert_exactly_once, send
+from system.helpers import assert_exactly_once, send, step_while_queued
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -59,14 +58,19 @@ def counting(store: Any, *names: str) -> dict[str, int]:
     return calls
 
 
+def pipeline(database: Database, batch_size: int) -> tuple[Application, Application, Follower]:
+    """The source, the sink and the sink's follower, in one database."""
+    source = Application(domain.source, store=database)
+    sink = Application(domain.sink, store=database)
+    return source, sink, Follower(sink, {"source": source}, batch_size=batch_size)
+
+
 def numbers(app: Application, stream: str) -> list[int]:
     return [r.event.number for r in app.stream(stream)]
 
 
 def test_a_follower_emitting_to_new_streams_reads_none_of_them(database: Database) -> None:
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
-    follower = Follower(sink, {"source": source}, batch_size=50)
+    source, sink, follower = pipeline(database, batch_size=50)
     calls = counting(sink.store, "stream_versions", "read_stream", "read_payloads")
     send(source, range(40))
     assert follower.step("source") == 40
@@ -79,9 +83,7 @@ def test_a_stream_taken_for_new_that_has_events_is_read_and_appended_to(
     database: Database,
 ) -> None:
     """The batch is made again reading its streams: nothing is lost, written over or doubled."""
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
-    follower = Follower(sink, {"source": source}, batch_size=50)
+    source, sink, follower = pipeline(database, batch_size=50)
     sink.execute(domain.receipts, "r-m-3", lambda state: [domain.Received(-3)])
     calls = counting(sink.store, "stream_versions")
     send(source, range(5))
@@ -96,9 +98,7 @@ def test_a_stream_taken_for_new_that_has_events_is_read_and_appended_to(
 def test_after_a_stream_with_events_it_reads_until_its_streams_are_new_again(
     database: Database,
 ) -> None:
-    source = Application(domain.source, store=database)
-    sink = Application(domain.sink, store=database)
-    follower = Follower(sink, {"source": source}, batch_size=1)
+    source, sink, follower = pipeline(database, batch_size=1)
     sink.execute(domain.receipts, "r-m-0", lambda state: [domain.Received(-1)])
     calls = counting(sink.store, "stream_versions")
     send(source, range(3 * _ASSUME_AFTER))
@@ -163,26 +163,8 @@ def test_a_do_in_the_late_notifications_on_a_stream_taken_for_new_waits_for_the_
         sink.execute(domain.receipts, "shared", lambda state: [domain.Received(-1)])
         send(source, [0])
         # message 1 is committed while the follower, having read message 0, queues
-        held = database.hold(10)
-        assert held is not None
-        asked = threading.Event()
-        real = database.hold
-
-        def hold(timeout: float) -> Any:
-            asked.set()
-            return real(timeout)
-
-        monkeypatch.setattr(database, "hold", hold)
-        result: list[int] = []
-        thread = threading.Thread(target=lambda: result.append(follower.step("source")))
-        thread.start()
-        try:
-            assert asked.wait(10), "the follower did not queue for the writer lock"
-            send(source, [1])
-        finally:
-            database.unhold(held)
-            thread.join(10)
-        assert result == [1]  # message 0 only: message 1's command waits
+        consumed = step_while_queued(database, monkeypatch, follower, lambda: send(source, [1]))
+        assert consumed == 1  # message 0 only: message 1's command waits
         assert follower.step("source") == 1
         assert follower.error is None
         assert numbers(sink, "shared") == [-1, 1]

@@ -10,9 +10,8 @@ follower's thread waits for it.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,13 @@ from fes.edge import Application, Follower, ThreadedRunner
 from fes.edge.stores import open_database
 from fes.edge.stores._sqlite._connections import Connections
 from system import domain
-from system.helpers import assert_exactly_once, own_log, send
+from system.helpers import (
+    assert_exactly_once,
+    own_log,
+    queued_for_writer,
+    send,
+    step_while_queued,
+)
 
 
 @pytest.fixture
@@ -38,42 +43,6 @@ def _apps(database: Connections, sink: Any = domain.sink) -> tuple[Application, 
     return Application(domain.source, store=database), Application(sink, store=database)
 
 
-def _queued(database: Connections, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """An event set when a thread asks for the writer lock through ``hold``."""
-    asked = threading.Event()
-    real = database.hold
-
-    def hold(timeout: float) -> Any:
-        asked.set()
-        return real(timeout)
-
-    monkeypatch.setattr(database, "hold", hold)
-    return asked
-
-
-def _step_while(
-    database: Connections,
-    monkeypatch: pytest.MonkeyPatch,
-    follower: Follower,
-    meanwhile: Callable[[], object],
-) -> int:
-    """One step of ``follower`` that queues for the writer while ``meanwhile`` runs."""
-    held = database.hold(10)
-    assert held is not None
-    asked = _queued(database, monkeypatch)
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(follower.step("source")))
-    thread.start()
-    try:
-        assert asked.wait(10), "the follower did not queue for the writer lock"
-        meanwhile()
-    finally:
-        database.unhold(held)
-        thread.join(10)
-    assert not thread.is_alive()
-    return result[0]
-
-
 def _burst(source: Application, numbers: range, poison: tuple[int, ...] = ()) -> None:
     for number in numbers:  # one commit each, as one command at a time
         send(source, [number], poison=[number] if number in poison else [])
@@ -86,7 +55,9 @@ def test_what_is_committed_while_it_queues_joins_its_batch(
     follower = Follower(sink, {"source": source})
     send(source, [0])
     # it read message 0; ten commits of one message each land while it queues
-    consumed = _step_while(database, monkeypatch, follower, lambda: _burst(source, range(1, 11)))
+    consumed = step_while_queued(
+        database, monkeypatch, follower, lambda: _burst(source, range(1, 11))
+    )
     assert consumed == 11  # one batch, so one commit, not eleven
     assert sink.store.last_tracked("source") == source.store.last_position() == 11
     assert_exactly_once(sink, source, expected={f"source:m-{n}@1" for n in range(11)})
@@ -113,7 +84,7 @@ def test_late_notifications_stop_before_one_that_fails(
     source, sink = _apps(database)
     follower = Follower(sink, {"source": source})
     send(source, [0])
-    consumed = _step_while(
+    consumed = step_while_queued(
         database, monkeypatch, follower, lambda: _burst(source, range(1, 6), poison=(3,))
     )
     assert consumed == 3 and follower.error is None  # messages 0, 1 and 2
@@ -129,7 +100,9 @@ def test_late_notifications_keep_the_batch_size(
     source, sink = _apps(database)
     follower = Follower(sink, {"source": source}, batch_size=4)
     send(source, [0])
-    consumed = _step_while(database, monkeypatch, follower, lambda: _burst(source, range(1, 11)))
+    consumed = step_while_queued(
+        database, monkeypatch, follower, lambda: _burst(source, range(1, 11))
+    )
     assert consumed == 4
     assert sink.store.last_tracked("source") == 4
 
@@ -141,7 +114,9 @@ def test_late_notifications_keep_the_batch_bytes(
     send(source, [0])
     size = len(source.store.read_log()[0].payload)
     follower = Follower(sink, {"source": source}, batch_bytes=3 * size + size // 2)
-    consumed = _step_while(database, monkeypatch, follower, lambda: _burst(source, range(1, 11)))
+    consumed = step_while_queued(
+        database, monkeypatch, follower, lambda: _burst(source, range(1, 11))
+    )
     assert consumed == 3
     assert sum(len(r.payload) for r in source.store.read_log(limit=consumed)) <= 3.5 * size
 
@@ -153,7 +128,7 @@ def test_a_batch_full_when_read_takes_nothing_late(
     """A batch read full commits as a step given no lock does: there is no room for more."""
     follower = Follower(sink, {"source": source}, batch_size=2)
     send(source, [0, 1, 2])
-    asked = _queued(database, monkeypatch)
+    asked = queued_for_writer(database, monkeypatch)
     assert follower.step("source") == 2
     assert not asked.is_set()
 
@@ -171,7 +146,7 @@ def test_a_rival_that_commits_while_it_queues_leaves_each_event_once(
         assert rival.step("source") == 2  # the rival processes messages 0 and 1 first
         _burst(source, range(2, 5))
 
-    consumed = _step_while(database, monkeypatch, follower, rival_first)
+    consumed = step_while_queued(database, monkeypatch, follower, rival_first)
     # its batch (messages 0 to 4) conflicts; it reads again from the rival's position
     assert follower.conflicts == 1
     assert consumed == 3  # messages 2 to 4
