@@ -35,6 +35,7 @@ from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, descri
 from ._placement import LaterDatabase, Placement, StoreArgument
 from ._projections import Projection
 from ._settings import prefixed
+from ._skips import STOPS_STREAM, FollowerHalted, current_stops
 from .stores._base import Database
 
 __all__ = [
@@ -551,14 +552,14 @@ class Runner:
         """Wait until the followers of ``leader`` have processed its event at ``position``.
 
         Returns True once every follower this runner drives that follows
-        ``leader`` has tracked ``position`` or beyond in its tracking of
-        ``leader``: the event at that position of the leader's log has had
-        its effect in each of them (a follower whose policy ignores the
-        event has processed it too).  ``follower`` narrows the wait to one
-        of them: an application's name (each of its partitions), or
-        ``name#i`` for one partition.  Returns False when ``timeout``
-        seconds pass first; the tracked positions are read every
-        ``interval`` seconds, where each follower lives.
+        ``leader`` (see below for a runner that drives none) has tracked
+        ``position`` or beyond in its tracking of ``leader``: the event at
+        that position of the leader's log has had its effect in each of them
+        (a follower whose policy ignores the event has processed it too).
+        ``follower`` narrows the wait to one of them: an application's name
+        (each of its partitions), or ``name#i`` for one partition.  Returns
+        False when ``timeout`` seconds pass first; the tracked positions are
+        read every ``interval`` seconds, where each follower lives.
 
         To read your own writes in a follower::
 
@@ -575,26 +576,39 @@ class Runner:
         stores processes meanwhile.  The counterpart for a view is
         :meth:`fes.edge.Projection.wait_for`.
 
+        A runner that drives none of the followers of ``leader`` (a web
+        process built with ``apps=`` naming the applications it takes
+        commands for, its followers run by ``fes run`` elsewhere) waits on
+        every follower of ``leader`` in the system instead: it reads their
+        tracked positions, and the stops they recorded, in their stores,
+        which it opens as :meth:`app` does.
+
         A wait that can tell nothing is refused with
         :class:`fes.errors.ConfigurationError`: ``leader`` is no application
-        of the system, no follower this runner drives follows it, or
-        ``follower`` is not one of those; and so are a ``position`` that is
-        not a positive integer, a negative ``timeout`` and an ``interval``
-        that is not positive.  If a follower waited on stops on a policy
-        error before it gets there, this raises
-        :class:`fes.errors.FollowerStopped`, naming it with its
-        :class:`fes.errors.PolicyError`, as :meth:`wait_until_quiet` does.
+        of the system, no application follows it, or ``follower`` is not one
+        of those waited on; and so are a ``position`` that is not a positive
+        integer, a negative ``timeout`` and an ``interval`` that is not
+        positive.  If a follower waited on stops on a policy error before it
+        gets there, this raises :class:`fes.errors.FollowerStopped`, naming
+        it with its :class:`fes.errors.PolicyError`, as
+        :meth:`wait_until_quiet` does (for a follower run elsewhere, the
+        error is a ``RuntimeError`` carrying the recorded one's text, where
+        and when it was recorded).
         """
-        waited = self._followers_of(leader, follower)
+        waited, driven = self._followers_of(leader, follower)
         check_count("position", position, 1)
         seconds = _seconds("timeout", timeout, zero=True)
         pause = _seconds("interval", interval, zero=False)
         deadline = time.monotonic() + seconds
         while True:
-            behind = self._short_of(leader, position, waited)
+            behind = self._short_of(position, waited)
             if not behind:
                 return True
-            stuck = {unit: error for unit, error in self.errors.items() if unit in behind}
+            if driven:
+                errors = self.errors
+                stuck = {unit: errors[unit] for unit in behind if unit in errors}
+            else:
+                stuck = self._recorded_stops(leader, waited, behind)
             if stuck:
                 raise FollowerStopped(stuck) from next(iter(stuck.values()))
             remaining = deadline - time.monotonic()
@@ -602,48 +616,82 @@ class Runner:
                 return False
             time.sleep(min(pause, remaining))
 
-    def _followers_of(self, leader: str, follower: str | None) -> dict[str, Follower]:
-        """The followers (by unit) this runner drives that follow ``leader``: those a wait_for
-        waits on, narrowed to ``follower``; refused when there are none."""
+    def _followers_of(
+        self, leader: str, follower: str | None
+    ) -> tuple[dict[str, tuple[str, str]], bool]:
+        """The units a wait_for waits on, each with its application and tracking key of
+        ``leader``, narrowed to ``follower``, and whether this runner drives them.
+
+        Those of the followers of ``leader`` this runner drives; when it drives
+        none, every unit of every follower of ``leader`` in the system.
+        Refused when there are none.
+        """
         names = [app.name for app in self.system.apps]
         if not isinstance(leader, str) or leader not in names:
             raise ConfigurationError(
                 f"{leader!r} is no application of this system; it has "
                 f"{', '.join(map(repr, names))}"
             )
-        following = {
-            unit: found for unit, found in self.followers.items() if leader in found.leaders
+        following: dict[str, tuple[str, str]] = {
+            unit: (found.name, found.tracking[leader])
+            for unit, found in self.followers.items() if leader in found.leaders
         }
+        driven = bool(following)
+        if not driven:
+            for name in self.system.followers(leader):
+                app = self.system.app(name)
+                for partition, unit in enumerate(unit_names(app)):
+                    following[unit] = (name, tracking_key(leader, partition, app.partitions))
         if not following:
-            driven = ", ".join(map(repr, self.followers)) or "none"
-            others = ", ".join(map(repr, self.system.followers(leader))) or "no application"
             raise ConfigurationError(
-                f"no follower this runner drives follows {leader!r}, so there is nothing to "
-                f"wait for ({leader!r} is followed by {others}; this runner drives {driven})"
+                f"no application of this system follows {leader!r}, so there is nothing "
+                "to wait for"
             )
         if follower is None:
-            return following
+            return following, driven
         chosen = {
-            unit: found for unit, found in following.items()
-            if follower in (unit, found.name)
+            unit: where for unit, where in following.items() if follower in (unit, where[0])
         }
         if not chosen:
+            which = "that this runner drives" if driven else "in this system"
             raise ConfigurationError(
-                f"{follower!r} is no follower of {leader!r} that this runner drives; "
+                f"{follower!r} is no follower of {leader!r} {which}; "
                 f"those are {', '.join(map(repr, following))}"
             )
-        return chosen
+        return chosen, driven
 
-    def _short_of(self, leader: str, position: int, waited: Mapping[str, Follower]) -> set[str]:
-        """The units of ``waited`` whose tracking of ``leader`` is below ``position``."""
+    def _short_of(self, position: int, waited: Mapping[str, tuple[str, str]]) -> set[str]:
+        """The units of ``waited`` whose tracked position is below ``position``."""
         tracked: dict[str, dict[str, int]] = {}  # by application: read once per look
         short: set[str] = set()
-        for unit, found in waited.items():
-            if found.name not in tracked:
-                tracked[found.name] = found.application.store.tracked()
-            if tracked[found.name].get(found.tracking[leader], 0) < position:
+        for unit, (name, key) in waited.items():
+            if name not in tracked:
+                tracked[name] = self.app(name).store.tracked()
+            if tracked[name].get(key, 0) < position:
                 short.add(unit)
         return short
+
+    def _recorded_stops(
+        self, leader: str, waited: Mapping[str, tuple[str, str]], units: set[str]
+    ) -> dict[str, PolicyError]:
+        """The stops on ``leader`` of those of ``units`` this runner does not drive, as recorded
+        in their applications' stores (where `fes apps` reads them too)."""
+        stops: dict[str, Mapping[tuple[str, str], FollowerHalted | None]] = {}
+        found: dict[str, PolicyError] = {}
+        for unit in sorted(units):
+            name = waited[unit][0]
+            if name not in stops:
+                application = self.app(name)
+                stops[name] = current_stops(
+                    r.event for r in application.stream(STOPS_STREAM)
+                ) if application.store.stream_version(STOPS_STREAM) else {}
+            halted = stops[name].get((unit, leader))
+            if halted is not None:
+                found[unit] = PolicyError(unit, leader, halted.position, RuntimeError(
+                    f"{halted.error} (at {halted.where}; recorded {halted.at} on "
+                    f"{halted.host}, pid {halted.pid})"
+                ))
+        return found
 
     def _quiet_except(self, stopped: set[str]) -> bool:
         return all(

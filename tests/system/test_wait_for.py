@@ -118,17 +118,19 @@ def test_what_cannot_be_waited_for_is_refused() -> None:
                            r"system; it has 'left', 'right', 'tally'"):
             runner.wait_for("nowhere", 1)
         # tally follows left and right, but nothing follows tally
-        with pytest.raises(ConfigurationError, match=r"no follower this runner drives follows "
-                           r"'tally'.*followed by no application; this runner drives 'tally'"):
+        with pytest.raises(ConfigurationError, match=r"no application of this system follows "
+                           r"'tally', so there is nothing to wait for"):
             runner.wait_for("tally", 1)
         # right follows left, but this runner does not drive right
         with pytest.raises(ConfigurationError, match=r"'right' is no follower of 'left' that "
                            r"this runner drives; those are 'tally'"):
             runner.wait_for("left", 1, follower="right")
     with SyncRunner(domain.rally, apps=["left"]) as runner:
-        with pytest.raises(ConfigurationError, match=r"follows 'left'.*followed by 'right', "
-                           r"'tally'; this runner drives 'left'\)"):
-            runner.wait_for("left", 1)
+        # it drives no follower of left: it waits on left's followers where they live
+        with pytest.raises(ConfigurationError, match=r"'nowhere' is no follower of 'left' in "
+                           r"this system; those are 'right', 'tally'"):
+            runner.wait_for("left", 1, follower="nowhere")
+        assert runner.wait_for("left", 1, timeout=0) is False
         assert runner.wait_for("right", 1, timeout=0, follower="left") is False
 
 
@@ -174,3 +176,35 @@ def test_a_process_runner_raises_for_a_worker_whose_follower_stopped(sqlite_url:
             runner.wait_for("source", 2, timeout=60)
         assert set(stopped.value.errors) == {"sink"}
         assert stopped.value.position == 2
+
+
+def test_a_runner_driving_no_follower_waits_on_them_where_they_live(sqlite_url: str) -> None:
+    """A web process takes commands and reads its writes back; the followers run elsewhere
+    (here a threaded runner on the same file): it reads their tracked positions there."""
+    with SyncRunner(domain.fixed_pipeline, sqlite_url, apps=["source"]) as web:
+        assert web.followers == {}
+        send(web.app("source"), range(5))
+        last = web.app("source").store.last_position()
+        assert web.wait_for("source", last, timeout=0) is False  # nothing processes yet
+        # each message takes the workers' sink 20 ms: a wait that returned early
+        # would find receipts missing
+        with ThreadedRunner(domain.slow_pipeline, sqlite_url, poll_interval=0.05):
+            assert web.wait_for("source", last, timeout=30) is True
+            assert sorted(r.event.number for r in web.app("sink").log()) == list(range(5))
+            assert web.wait_for("source", last, timeout=0, follower="sink") is True
+
+
+def test_a_follower_stopped_elsewhere_is_read_from_its_store(sqlite_url: str) -> None:
+    """Its stop is recorded where it lives: the wait raises, naming it, not waits it out."""
+    with SyncRunner(domain.pipeline, sqlite_url, apps=["source"]) as web:
+        send(web.app("source"), range(4), poison=[2])
+        started = time.monotonic()
+        with (
+            ThreadedRunner(domain.pipeline, sqlite_url, poll_interval=0.05),
+            pytest.raises(FollowerStopped) as stopped,
+        ):
+            web.wait_for("source", 4, timeout=30)
+        assert time.monotonic() - started < 20
+        assert stopped.value.errors.keys() == {"sink"}
+        assert stopped.value.position == 3
+        assert "ValueError: message 2 is poisoned" in str(stopped.value)
