@@ -283,10 +283,7 @@ class Batch:
             streams = [streams]
         elif not isinstance(streams, Iterable):
             raise ConfigurationError(f"prefetch takes an iterable of stream ids, not {streams!r}")
-        wanted = [
-            s for s in streams
-            if stream_keepable(s) and s not in self.pending and s not in self._fresh
-        ]
+        wanted = self._unknown(streams)
         if wanted:
             versions = self.application.store.stream_versions(wanted)
             self._fresh.update(s for s, version in versions.items() if not version)
@@ -302,10 +299,14 @@ class Batch:
         append nothing.  The follower runs no ``Do`` on them, and takes such
         streams from :attr:`_assumed`.
         """
-        for stream in streams:
-            if stream_keepable(stream) and stream not in self.pending and stream not in self._fresh:
-                self._fresh.add(stream)
-                self._assumed.add(stream)
+        unknown = self._unknown(streams)
+        self._fresh.update(unknown)
+        self._assumed.update(unknown)
+
+    def _unknown(self, streams: Iterable[str]) -> list[str]:
+        """Those of ``streams`` a store can keep that the batch knows nothing of yet."""
+        pending, fresh = self.pending, self._fresh
+        return [s for s in streams if stream_keepable(s) and s not in pending and s not in fresh]
 
     def savepoint(self) -> int:
         """A mark of what the batch holds now, for :meth:`rollback`."""
