@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 import types
 import uuid
 from collections import OrderedDict
@@ -36,7 +38,7 @@ from fes.system import App
 from . import _settings as settings
 from . import _telemetry
 from ._batch import Batch, Kind, Pending, Plan, Rows, kinds_of, new_pending, plan_of, taken
-from ._clock import EPOCH, from_micros, now_and_micros, to_micros, utc_now
+from ._clock import EPOCH, FLOAT_EXACT, from_micros, now_and_micros, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
 from .stores import open_database
@@ -62,6 +64,13 @@ S = TypeVar("S")
 #: Namespace of name-based stream ids (uuid5): fixed forever, so ids are stable.
 ID_NAMESPACE = uuid.UUID("6f0a3c52-8f8e-4a51-9a8c-3f3cb0e51f06")
 _FUNCTION = types.FunctionType
+#: The first byte of a payload stored as its bare JSON object (see taken).
+_BARE = 0x7B
+#: What execute's inline copy of _telemetry.active() looks in (see it).
+_MODULES = sys.modules
+_OTEL = _telemetry._API
+_time_ns = time.time_ns
+_fromtimestamp = datetime.fromtimestamp
 #: The default id factory (as imported: not one a test put in its place since).
 _UUID4 = uuid.uuid4
 #: A marker: _record's default telemetry (it then asks whether any is active),
@@ -659,9 +668,8 @@ class Application:
         when its plan took the event as it is: the slot :meth:`_record_one`
         reads is made only for the cache, snapshots or a conflict.
         """
-        if self.clock is utc_now:
-            now, timestamp = now_and_micros()
-            moment = now  # in UTC already
+        if self.clock is utc_now and 0 <= (timestamp := _time_ns() // 1000) < FLOAT_EXACT:
+            moment = _fromtimestamp(timestamp / 1e6, UTC)  # now_and_micros(), inline
         else:
             now = self.clock()
             timestamp = to_micros(now)
@@ -752,7 +760,10 @@ class Application:
             plan = self._plan(aggregate, command)
         # new_id() gave this id and nothing used it since: see _execute
         fresh = self._minted.pop(stream, False)
-        telemetry = _telemetry.active()
+        # _telemetry.active(), inline: None until OpenTelemetry's API is loaded
+        telemetry = _telemetry._telemetry
+        if telemetry is None and (_OTEL[0] in _MODULES or _OTEL[1] in _MODULES):
+            telemetry = _telemetry.active()
         if telemetry is not None:  # a span, and its trace context in the events' metadata
             return telemetry.execute(
                 self.name, aggregate.name, stream, command, metadata,
@@ -766,19 +777,31 @@ class Application:
             fresh = False  # this is the first try: a second one reads
             state = aggregate.initial
             slot = None
-            took = None  # what the plan took as it is, if it did
+            body = b""  # the payload of the one event the plan took as it is, if it did
             try:
                 # (a state the command refuses: decide refuses it below, as read)
-                if plan.classes is None or isinstance(state, plan.classes):
-                    events = command(state, *args, **kwargs)
-                    took = taken(kinds, state, events)
-                    if took is None:
+                classes = plan.classes
+                if classes is None or isinstance(state, classes):
+                    events = command(state, *args, **kwargs) if kwargs else command(state, *args)
+                    # taken(), inline (see Batch.execute)
+                    if (
+                        events.__class__ is list and len(events) == 1
+                        and (kind := kinds.get((item := events[0]).__class__)) is not None
+                    ):
+                        handler, topic, write = kind
+                        try:
+                            after = handler(state, item)
+                            body = write(item)
+                        except Exception:
+                            body = b""  # the general way says what failed
+                    if not body or body[0] != _BARE:
+                        body = b""
                         slot = self._general(aggregate, command, state, 0, stream, metadata, events)
             except Exception:
-                pass
+                pass  # decided again below, on the stream as read
             try:
-                if took is not None:
-                    return self._record_first(aggregate, stream, *took)
+                if body:
+                    return self._record_first(aggregate, stream, item, after, topic, body)
                 if slot is not None:
                     return self._record_one(stream, slot, None)
             except ConcurrencyError:

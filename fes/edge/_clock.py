@@ -7,15 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 from fes.errors import ConfigurationError
 
-__all__ = ["EPOCH", "from_micros", "micros_datetime", "now_and_micros", "to_micros", "utc_now"]
+__all__ = [
+    "EPOCH", "FLOAT_EXACT", "from_micros", "micros_datetime", "now_and_micros", "to_micros",
+    "utc_now",
+]
 
 #: The Unix epoch in UTC: stores keep timestamps as microseconds since it.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-# Below this many microseconds (2**32 seconds: the year 2106) a float of seconds
-# is within a quarter of a microsecond of the exact value, so fromtimestamp's
-# rounding to the microsecond gives it back exactly.
-_FLOAT_EXACT = 2**32 * 1_000_000
+#: Below this many microseconds (2**32 seconds: the year 2106) a float of seconds
+#: is within a quarter of a microsecond of the exact value, so fromtimestamp's
+#: rounding to the microsecond gives it back exactly.
+FLOAT_EXACT = 2**32 * 1_000_000
 _time_ns = time.time_ns
 _fromtimestamp = datetime.fromtimestamp
 
@@ -33,14 +36,14 @@ def now_and_micros() -> tuple[datetime, int]:
     exactly those microseconds.
     """
     micros = _time_ns() // 1000
-    if 0 <= micros < _FLOAT_EXACT:  # micros_datetime, inline
+    if 0 <= micros < FLOAT_EXACT:  # micros_datetime, inline
         return _fromtimestamp(micros / 1e6, UTC), micros
     return from_micros(micros), micros
 
 
 def micros_datetime(micros: int) -> datetime:
     """:func:`from_micros`, faster for the years 1970 to 2106."""
-    if 0 <= micros < _FLOAT_EXACT:
+    if 0 <= micros < FLOAT_EXACT:
         return _fromtimestamp(micros / 1e6, UTC)
     return from_micros(micros)
 
