@@ -35,15 +35,18 @@ class Held:
     :meth:`SQLiteDatabase.connection`.  ``holding`` counts the holds of the
     database's writer lock the thread has taken for several operations (see
     :meth:`Connections.hold`): meanwhile its writes take no lock of their own.
-    The database holds these weakly, so a finished thread's connection goes
-    with it.  (Slots: this is on the hot path, and attributes of a
-    ``sqlite3.Connection`` subclass are slow.)
+    ``cursor`` is a cursor on the connection that appends use again and
+    again, rather than make one for each statement.  The database holds
+    these weakly, so a finished thread's connection goes with it.  (Slots:
+    this is on the hot path, and attributes of a ``sqlite3.Connection``
+    subclass are slow.)
     """
 
-    __slots__ = ("__weakref__", "began", "busy", "conn", "holding")
+    __slots__ = ("__weakref__", "began", "busy", "conn", "cursor", "holding")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.cursor = conn.cursor()
         self.busy = 0
         self.began = False
         self.holding = 0

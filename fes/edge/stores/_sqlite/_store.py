@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -58,9 +57,6 @@ class SQLiteStore:
         self._database = database
         self._app = app
         self._sql = sql = Statements(app)
-        # each thread's cursor on its connection, for _append_rows: using one
-        # again saves making a cursor for each of a write's statements
-        self._cursors = threading.local()
         self.tables = sql.tables
         self.schema = sql.schema
 
@@ -118,13 +114,7 @@ class SQLiteStore:
                 # BEGIN inside the try: an interrupt just after it must roll back too.
                 try:
                     held.began = not conn.in_transaction
-                    cursors = self._cursors
-                    try:
-                        cursor = cursors.cursor
-                    except AttributeError:
-                        cursor = cursors.cursor = conn.cursor()
-                    if cursor.connection is not conn:  # a connection opened since
-                        cursor = cursors.cursor = conn.cursor()
+                    cursor = held.cursor
                     cursor.execute("BEGIN IMMEDIATE")
                     if tracking is not None:
                         self._track(conn, tracking)
