@@ -782,7 +782,10 @@ class Application:
                 # (a state the command refuses: decide refuses it below, as read)
                 classes = plan.classes
                 if classes is None or isinstance(state, classes):
-                    events = command(state, *args, **kwargs) if kwargs else command(state, *args)
+                    events = (  # as Batch.execute calls it
+                        command(state, *args, **kwargs) if kwargs
+                        else command(state, args[0]) if len(args) == 1 else command(state, *args)
+                    )
                     # taken(), inline (see Batch.execute)
                     if (
                         events.__class__ is list and len(events) == 1

@@ -446,8 +446,12 @@ class Batch:
         if kinds is None or (classes is not None and not isinstance(state, classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
         else:
-            # (no ** with no keywords: an empty mapping still costs the call a copy)
-            events = command(state, *args, **kwargs) if kwargs else command(state, *args)
+            # (no ** with no keywords: an empty mapping still costs the call a copy;
+            # and one argument passed as itself, not through a tuple built for the call)
+            events = (
+                command(state, *args, **kwargs) if kwargs
+                else command(state, args[0]) if len(args) == 1 else command(state, *args)
+            )
             # the plan's way, taken() inline (this runs once per command of a batch):
             # one event of a class the plan knows, added as _add would add it
             if (
