@@ -884,8 +884,12 @@ class Follower:
         logger.error("%s%s; follower %r stopped", failure, where and f" (at {where})", self.unit,
                      exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
                      extra=self.log_fields(failure.leader, failure.position))
-        self.error = failure
-        self._record_stop(failure, where)
+        # recorded first: whoever sees the error (wait_for, a status page) may read
+        # the record at once, in this store, as any host does
+        try:
+            self._record_stop(failure, where)
+        finally:
+            self.error = failure
 
     def _record_stop(self, failure: PolicyError, where: str) -> None:
         """Record the stop in this follower's own store, so that any host can see it."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner
+from fes.edge._skips import STOPS_STREAM, FollowerHalted
 from fes.errors import ConfigurationError, FollowerStopped
 from fes.examples import shop
 from system import domain
@@ -110,6 +111,31 @@ def test_a_follower_stopped_before_the_position_raises(sqlite_url: str) -> None:
         assert set(stopped.value.errors) == {"sink"}
         assert stopped.value.position == 2
         assert "message 2 is poisoned" in str(stopped.value)
+
+
+def test_a_stop_is_raised_once_its_record_is_stored(sqlite_url: str) -> None:
+    """The stop in the follower's store, as another host reads it, is there when wait_for raises.
+
+    The record's commit is made slow: a follower that reported its error
+    before recording it would let the wait raise with the record not yet
+    stored."""
+    with ThreadedRunner(domain.pipeline, sqlite_url, poll_interval=0.05) as runner:
+        sink = runner.app("sink")
+        commit = sink.commit
+
+        def slow_commit(batch: Any, **options: Any) -> Any:
+            if STOPS_STREAM in batch.pending:
+                time.sleep(0.3)
+            return commit(batch, **options)
+
+        sink.commit = slow_commit  # type: ignore[method-assign]
+        source = runner.app("source")
+        send(source, [1], poison=[1])
+        with pytest.raises(FollowerStopped):
+            runner.wait_for("source", 1, timeout=30)
+        (halted,) = [r.event for r in sink.stream(STOPS_STREAM)]
+        assert isinstance(halted, FollowerHalted)
+        assert (halted.unit, halted.leader, halted.position) == ("sink", "source", 1)
 
 
 def test_what_cannot_be_waited_for_is_refused() -> None:
