@@ -739,14 +739,18 @@ class Application:
         aggregate: Aggregate[Any],
         stream: str,
         command: Command,
+        /,
         *args: Any,
         metadata: Metadata = NO_METADATA,
         **kwargs: Any,
     ) -> list[Recorded[Any]]:
         """Load the stream, run the pure command, append its events.
 
-        On a version conflict the whole load → decide → append is retried up
-        to ``retries`` times; a :class:`fes.Rejected` from the command is
+        ``args`` and ``kwargs`` go to the command after the state, except
+        the keyword ``metadata``, which is the events' (a command may name
+        its own parameters ``aggregate``, ``stream`` or ``command``).  On a
+        version conflict the whole load → decide → append is retried up to
+        ``retries`` times; a :class:`fes.Rejected` from the command is
         raised as it is and stores nothing.
         """
         try:

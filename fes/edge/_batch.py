@@ -416,11 +416,16 @@ class Batch:
         aggregate: Aggregate[Any],
         stream: str,
         command: Command,
+        /,
         *args: Any,
         metadata: Metadata = NO_METADATA,
         **kwargs: Any,
     ) -> list[Any]:
-        """Run a command on the stream's pending state; add its events."""
+        """Run a command on the stream's pending state; add its events.
+
+        As :meth:`Application.execute` does, it passes ``args`` and
+        ``kwargs`` to the command, except the keyword ``metadata``.
+        """
         pending = self.pending
         slot = pending.get(stream)
         if slot is None:

@@ -22,6 +22,7 @@ from attrs import frozen
 import fes
 from fes.edge._application import PLANS, _uuid4_str
 from fes.edge.codec import Codec
+from fes.errors import EncodeError
 from fes.events import Metadata
 
 from .conftest import Place
@@ -437,3 +438,32 @@ def test_a_planned_command_in_a_batch_takes_keyword_arguments(place: Place) -> N
     assert len(batch) == 3
     app.commit(batch)
     assert app.get(pads, "p") == Pad("ann", ("by name", "by place"))
+
+
+def label(pad: Pad, stream: str, aggregate: str, command: str) -> list[Noted]:
+    """A command whose parameters share their names with execute's own."""
+    return [Noted(f"{stream}/{aggregate}/{command}")]
+
+
+LABELLING = fes.App("desk", aggregates=[fes.Aggregate(
+    name="pad", initial=None, apply=fes.projector(opened, noted, name="pad"),
+    events=[Opened, Noted], commands=[open_pad, label],
+)])
+
+
+def test_a_command_may_name_its_parameters_as_execute_names_its_own(place: Place) -> None:
+    """aggregate, stream and command are execute's by position only: by name they are the
+    command's, on a new stream, a read one and in a batch; metadata stays execute's."""
+    app = place.app(LABELLING)
+    (aggregate,) = LABELLING.aggregates
+    minted = app.new_id()
+    app.execute(aggregate, minted, open_pad, "ann")
+    (first,) = app.execute(aggregate, minted, label, stream="s", aggregate="a", command="c")
+    assert first.event == Noted("s/a/c")
+    batch = app.batch()
+    batch.execute(aggregate, minted, label, "s2", command="c2", aggregate="a2")
+    app.commit(batch)
+    assert app.get(aggregate, minted) == Pad("ann", ("s/a/c", "s2/a2/c2"))
+    with pytest.raises(EncodeError, match=r"not a fes\.Metadata"):
+        app.execute(aggregate, minted, label, "s", "a", "c", metadata="not metadata")
+    assert app.store.stream_version(minted) == 3
