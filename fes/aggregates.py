@@ -303,7 +303,51 @@ def decide(
             f"command {_name_of(inner)!r} of aggregate {aggregate.name!r} expects "
             f"{check.shown}, but got {shown}"
         )
-    return returned(aggregate, command, command(state, *args, **kwargs))
+    try:
+        events = command(state, *args, **kwargs)
+    except TypeError as error:
+        refused = wrong_arguments(aggregate, command, state, args, kwargs)
+        if refused is None:
+            raise  # the command's own TypeError
+        raise refused from error
+    return returned(aggregate, command, events)
+
+
+def wrong_arguments(
+    aggregate: Aggregate[Any],
+    command: Command,
+    state: Any,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> CommandError | None:
+    """The error for a call of ``command`` that its parameters refuse; None if they take it.
+
+    For a ``TypeError`` raised by running a command: Python raises one both
+    for arguments the command does not take and from inside its body, and
+    only the first is the caller's mistake, reported as a
+    :class:`CommandError` naming the command, its aggregate and what it
+    takes after the state.  Only a plain function is looked at.
+    """
+    if command.__class__ is not _FUNCTION:
+        return None
+    try:
+        signature = inspect.signature(command)
+        signature.bind(state, *args, **kwargs)
+    except TypeError as refused:
+        rest = [p.replace(annotation=inspect.Parameter.empty)
+                for p in list(signature.parameters.values())[1:]]
+        takes = f"({', '.join(map(str, rest))})" if rest else "no arguments"
+        count = len(args)
+        given = f"{count} positional argument{'' if count == 1 else 's'}"
+        if kwargs:
+            given += f" and keyword{'' if len(kwargs) == 1 else 's'} {', '.join(kwargs)}"
+        return CommandError(
+            f"command {_name_of(command)!r} of aggregate {aggregate.name!r} takes {takes} "
+            f"after the state, but was given {given} ({refused})"
+        )
+    except ValueError:  # no signature to read
+        return None
+    return None
 
 
 def returned(aggregate: Aggregate[Any], command: Command, events: Any) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 from attrs import define, field
 
 from fes._shapes import _Dispatch
-from fes.aggregates import Aggregate, Command, decide, returned
+from fes.aggregates import Aggregate, Command, decide, returned, wrong_arguments
 from fes.errors import (
     CommandError,
     ConfigurationError,
@@ -453,10 +453,16 @@ class Batch:
         else:
             # (no ** with no keywords: an empty mapping still costs the call a copy;
             # and one argument passed as itself, not through a tuple built for the call)
-            events = (
-                command(state, *args, **kwargs) if kwargs
-                else command(state, args[0]) if len(args) == 1 else command(state, *args)
-            )
+            try:
+                events = (
+                    command(state, *args, **kwargs) if kwargs
+                    else command(state, args[0]) if len(args) == 1 else command(state, *args)
+                )
+            except TypeError as error:
+                refused = wrong_arguments(aggregate, command, state, args, kwargs)
+                if refused is None:
+                    raise  # the command's own TypeError
+                raise refused from error
             # the plan's way, taken() inline (this runs once per command of a batch):
             # one event of a class the plan knows, added as _add would add it
             if (

@@ -455,6 +455,53 @@ def test_rejected_propagates_from_decide() -> None:
         fes.decide(accounts, withdraw, account, 25)
 
 
+ARGUMENTS_REFUSED: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+    (("sit", "roll over"), {}, "was given 2 positional arguments (too many positional"),
+    ((), {}, "was given 0 positional arguments (missing a required argument: 'trick')"),
+    ((), {"skill": "sit"}, "and keyword skill ("),
+    (("sit",), {"trick": "sit"}, "multiple values for argument 'trick'"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "shown"), ARGUMENTS_REFUSED)
+def test_decide_refuses_arguments_the_command_does_not_take(
+    args: tuple[Any, ...], kwargs: dict[str, Any], shown: str
+) -> None:
+    """The caller's mistake, named: the command, its aggregate, what it takes after the state."""
+    with pytest.raises(fes.CommandError) as refused:
+        fes.decide(dogs, add_trick, Dog("Rex"), *args, **kwargs)
+    message = str(refused.value)
+    assert message.startswith(
+        "command 'add_trick' of aggregate 'dog' takes (trick) after the state, but "
+    )
+    assert shown in message
+    assert isinstance(refused.value.__cause__, TypeError)
+
+
+def test_a_commands_own_type_error_is_not_taken_for_wrong_arguments() -> None:
+    def count(dog: Dog, n: int) -> list[TrickAdded]:
+        return [TrickAdded("x" + n)]  # type: ignore[operator]  # the command's own bug
+
+    counting = fes.Aggregate(
+        "dog", initial=None, apply=dogs.apply, events=dogs.events, commands=[count]
+    )
+    with pytest.raises(TypeError, match="can only concatenate str") as raised:
+        fes.decide(counting, count, Dog("Rex"), 1)
+    assert not isinstance(raised.value, fes.CommandError)
+
+
+def test_a_command_that_takes_nothing_after_the_state_says_so() -> None:
+    def bark(dog: Dog) -> list[TrickAdded]:
+        return [TrickAdded("bark")]
+
+    barking = fes.Aggregate(
+        "dog", initial=None, apply=dogs.apply, events=dogs.events, commands=[bark]
+    )
+    with pytest.raises(fes.CommandError, match=r"takes no arguments after the state, but was "
+                       r"given 1 positional argument \(too many"):
+        fes.decide(barking, bark, Dog("Rex"), "loud")
+
+
 def test_decide_does_not_fold() -> None:
     """decide returns events without applying them: the state is unchanged."""
     account = accounts.fold([AccountOpened("ann")])

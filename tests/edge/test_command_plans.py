@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
@@ -467,3 +468,24 @@ def test_a_command_may_name_its_parameters_as_execute_names_its_own(place: Place
     with pytest.raises(EncodeError, match=r"not a fes\.Metadata"):
         app.execute(aggregate, minted, label, "s", "a", "c", metadata="not metadata")
     assert app.store.stream_version(minted) == 3
+
+
+def test_wrong_arguments_to_a_command_are_a_command_error_and_store_nothing(
+    place: Place,
+) -> None:
+    """On a minted id, on a read stream and in a batch: the same error, nothing stored."""
+    app = place.app(DESK)
+    minted = app.new_id()
+    takes = "command 'open_pad' of aggregate 'pad' takes (owner) after the state"
+    with pytest.raises(fes.CommandError, match=re.escape(takes)):
+        app.execute(pads, minted, open_pad, "ann", "bob")
+    app.execute(pads, minted, open_pad, "ann")
+    with pytest.raises(fes.CommandError, match="takes \\(text\\) after the state, but was given "
+                       "0 positional arguments and keyword words"):
+        app.execute(pads, minted, note, words="hello")
+    batch = app.batch()
+    with pytest.raises(fes.CommandError, match="missing a required argument: 'text'"):
+        batch.execute(pads, minted, note)
+    assert len(batch) == 0
+    app.commit(batch)
+    assert app.store.stream_version(minted) == 1
