@@ -303,14 +303,28 @@ def decide(
             f"command {_name_of(inner)!r} of aggregate {aggregate.name!r} expects "
             f"{check.shown}, but got {shown}"
         )
+    return returned(aggregate, command, run_command(aggregate, command, state, args, kwargs))
+
+
+def run_command(
+    aggregate: Aggregate[Any],
+    command: Command,
+    state: Any,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """``command(state, *args, **kwargs)``, what it returns as it is.
+
+    Arguments it does not take raise a :class:`CommandError` (see
+    :func:`wrong_arguments`); anything the command raises passes through.
+    """
     try:
-        events = command(state, *args, **kwargs)
+        return command(state, *args, **kwargs)
     except TypeError as error:
         refused = wrong_arguments(aggregate, command, state, args, kwargs)
         if refused is None:
             raise  # the command's own TypeError
         raise refused from error
-    return returned(aggregate, command, events)
 
 
 def wrong_arguments(

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any, TypeVar
 
-from fes.aggregates import Aggregate, Command, decide, returned, wrong_arguments
+from fes.aggregates import Aggregate, Command, decide, returned, run_command
 from fes.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -836,13 +836,7 @@ class Application:
         if kinds is None or (plan.classes is not None and not isinstance(state, plan.classes)):
             new = decide(aggregate, command, state, *args, **kwargs)  # refuses the state
             return self._pending(aggregate, state, version, stream, metadata, new)
-        try:
-            events = command(state, *args, **kwargs)
-        except TypeError as error:
-            refused = wrong_arguments(aggregate, command, state, args, kwargs)
-            if refused is None:
-                raise  # the command's own TypeError
-            raise refused from error
+        events = run_command(aggregate, command, state, args, kwargs)
         if metadata is NO_METADATA and (took := taken(kinds, state, events)) is not None:
             item, after, topic, body = took
             return new_pending((

@@ -458,7 +458,7 @@ class Batch:
                     command(state, *args, **kwargs) if kwargs
                     else command(state, args[0]) if len(args) == 1 else command(state, *args)
                 )
-            except TypeError as error:
+            except TypeError as error:  # fes.aggregates.run_command's way, inline
                 refused = wrong_arguments(aggregate, command, state, args, kwargs)
                 if refused is None:
                     raise  # the command's own TypeError
