@@ -57,7 +57,7 @@ from ._skips import (
     FollowerHalted,
     FollowerResumed,
     PolicySkipped,
-    current_stops,
+    recorded_stops,
     skips,
 )
 from .stores._base import StoredEvent, Tracking
@@ -750,13 +750,7 @@ class Follower:
 
     def _halted_now(self) -> dict[str, FollowerHalted | None]:
         if self._halted is None:
-            store = self.application.store
-            # most followers never stopped: one look at a version, not a read of the stream
-            events = (
-                (r.event for r in self.application.stream(STOPS_STREAM))
-                if store.stream_version(STOPS_STREAM) else ()
-            )
-            stops = current_stops(events)
+            stops = recorded_stops(self.application)
             self._halted = {leader: stops.get((self.unit, leader)) for leader in self.leaders}
         return self._halted
 

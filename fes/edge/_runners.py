@@ -35,7 +35,7 @@ from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, descri
 from ._placement import LaterDatabase, Placement, StoreArgument
 from ._projections import Projection
 from ._settings import prefixed
-from ._skips import STOPS_STREAM, FollowerHalted, current_stops
+from ._skips import FollowerHalted, recorded_stops
 from .stores._base import Database
 
 __all__ = [
@@ -681,10 +681,7 @@ class Runner:
         for unit in sorted(units):
             name = waited[unit][0]
             if name not in stops:
-                application = self.app(name)
-                stops[name] = current_stops(
-                    r.event for r in application.stream(STOPS_STREAM)
-                ) if application.store.stream_version(STOPS_STREAM) else {}
+                stops[name] = recorded_stops(self.app(name))
             halted = stops[name].get((unit, leader))
             if halted is not None:
                 found[unit] = PolicyError(unit, leader, halted.position, RuntimeError(

@@ -22,12 +22,14 @@ follower from a slow one (:func:`current_stops`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate
-from fes.events import event
+from fes.events import Recorded, event
+
+from .stores._base import Store
 
 __all__ = [
     "INTERNAL_PREFIX",
@@ -38,6 +40,7 @@ __all__ = [
     "PolicySkipped",
     "current_stops",
     "follower_status",
+    "recorded_stops",
     "is_internal",
     "skips",
     "stops_from_json",
@@ -113,6 +116,25 @@ def current_stops(events: Iterable[object]) -> dict[tuple[str, str], FollowerHal
         elif isinstance(item, FollowerResumed):
             stops.pop((item.unit, item.leader), None)
     return stops
+
+
+class _Reader(Protocol):
+    """What :func:`recorded_stops` needs of an application (this module cannot import it)."""
+
+    store: Store
+
+    def stream(self, stream: str) -> list[Recorded[Any]]: ...
+
+
+def recorded_stops(application: _Reader) -> dict[tuple[str, str], FollowerHalted]:
+    """:func:`current_stops` of ``application``'s :data:`STOPS_STREAM`, read with its codec.
+
+    Most followers never stopped: a stream with no events costs one look at
+    its version, not a read.
+    """
+    if not application.store.stream_version(STOPS_STREAM):
+        return {}
+    return current_stops(r.event for r in application.stream(STOPS_STREAM))
 
 
 def stops_from_json(
