@@ -10,7 +10,7 @@ to date.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from attrs import field, fields, frozen
@@ -99,7 +99,10 @@ class Recorded(Generic[E_co]):
 
     ``version`` counts from 1 within the stream; ``position`` is the event's
     place in the application's notification log; ``timestamp`` comes from the
-    clock the edge was given.
+    clock the edge was given.  An envelope the edge builds may hold its
+    timestamp as the microseconds it stored until it is first read (see
+    :class:`_Timestamp`): reading, comparing, hashing or copying it always
+    gives the datetime.
     """
 
     event: E_co
@@ -115,6 +118,59 @@ class Recorded(Generic[E_co]):
         """An identifier of this event, unique within its application."""
         return f"{self.stream}@{self.version}"
 
+
+#: The Unix epoch in UTC: stores keep timestamps as microseconds since it.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Below this many microseconds (2**32 seconds: the year 2106) a float of seconds
+#: is within a quarter of a microsecond of the exact value, so fromtimestamp's
+#: rounding to the microsecond gives it back exactly.
+FLOAT_EXACT = 2**32 * 1_000_000
+_fromtimestamp = datetime.fromtimestamp
+
+
+def micros_datetime(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the Unix epoch, exactly.
+
+    ``fromtimestamp`` of a float for the years 1970 to 2106, where that is
+    exact and cheaper; the epoch plus a ``timedelta`` elsewhere.
+    """
+    if 0 <= micros < FLOAT_EXACT:
+        return _fromtimestamp(micros / 1e6, UTC)
+    return EPOCH + timedelta(microseconds=micros)
+
+
+class _Timestamp:
+    """``Recorded.timestamp``: its slot, read through, made a datetime on first read.
+
+    The edge stamps each append's envelopes with the integer microseconds
+    it stores, and most envelopes are never asked their time: a datetime
+    for each was a twentieth of a new stream's command.  The first read of
+    an integer makes the datetime (:func:`micros_datetime`) and keeps it in
+    the slot; every read, and so equality, hashing, ``repr``, pickling and
+    :func:`attrs.evolve`, sees a datetime.  Two threads reading at once
+    make equal datetimes, and either may be kept.
+    """
+
+    __slots__ = ("_get", "_set")
+
+    def __init__(self, slot: Any) -> None:
+        self._get = slot.__get__
+        self._set = slot.__set__
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = self._get(instance, owner)
+        if value.__class__ is int:
+            value = micros_datetime(value)
+            self._set(instance, value)
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        self._set(instance, value)
+
+
+type.__setattr__(Recorded, "timestamp", _Timestamp(Recorded.__dict__["timestamp"]))
 
 _NAMES = ("event", "stream", "version", "position", "timestamp", "topic", "metadata")
 
@@ -132,7 +188,7 @@ class _Blank(Generic[E_co]):
 
 
 def _recorded_factory() -> Callable[
-    [Any, str, int, int, datetime, str, Metadata], Recorded[Any]
+    [Any, str, int, int, datetime | int, str, Metadata], Recorded[Any]
 ]:
     """A :class:`Recorded` constructor without the frozen ``__init__``'s checks.
 
@@ -148,7 +204,7 @@ def _recorded_factory() -> Callable[
     new = object.__new__
 
     def new_recorded(
-        event: Any, stream: str, version: int, position: int, timestamp: datetime,
+        event: Any, stream: str, version: int, position: int, timestamp: datetime | int,
         topic: str, metadata: Metadata,
     ) -> Recorded[Any]:
         made: Any = new(_Blank)
@@ -170,7 +226,7 @@ def _recorded_factory() -> Callable[
 
 
 def _slot_factory() -> Callable[
-    [Any, str, int, int, datetime, str, Metadata], Recorded[Any]
+    [Any, str, int, int, datetime | int, str, Metadata], Recorded[Any]
 ]:
     """:func:`_recorded_factory`'s way where ``__class__`` cannot be assigned."""
     slots = Recorded.__dict__
@@ -180,7 +236,7 @@ def _slot_factory() -> Callable[
     new = object.__new__
 
     def new_recorded(
-        event: Any, stream: str, version: int, position: int, timestamp: datetime,
+        event: Any, stream: str, version: int, position: int, timestamp: datetime | int,
         topic: str, metadata: Metadata,
     ) -> Recorded[Any]:
         made: Recorded[Any] = new(Recorded)

@@ -18,7 +18,7 @@ import types
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import count
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from fes.system import App
 from . import _settings as settings
 from . import _telemetry
 from ._batch import Batch, Kind, Pending, Plan, Rows, kinds_of, new_pending, plan_of, taken
-from ._clock import EPOCH, FLOAT_EXACT, from_micros, now_and_micros, to_micros, utc_now
+from ._clock import stamp, to_micros, utc_now
 from ._skips import is_internal, skips
 from .codec import Cipher, Codec
 from .stores import open_database
@@ -70,7 +70,6 @@ _BARE = 0x7B
 _MODULES = sys.modules
 _OTEL = _telemetry._API
 _time_ns = time.time_ns
-_fromtimestamp = datetime.fromtimestamp
 #: The default id factory (as imported: not one a test put in its place since).
 _UUID4 = uuid.uuid4
 #: A marker: _record's default telemetry (it then asks whether any is active),
@@ -228,8 +227,6 @@ class Application:
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        # the last timestamp recorded() converted: datetimes are immutable, so shared
-        self._moment: tuple[int, datetime] = (0, EPOCH)
 
     # --- ids ----------------------------------------------------------------
 
@@ -420,17 +417,13 @@ class Application:
 
     def recorded(self, row: StoredEvent) -> Recorded[Any]:
         """Decode a stored row into a recorded event with its metadata."""
-        micros = row.timestamp
-        moment = self._moment
-        if moment[0] != micros:  # the events of one append share their timestamp
-            moment = self._moment = (micros, from_micros(micros))
         meta = row.meta
         return new_recorded(
             self.codec.decode(row.topic, row.payload, stream=row.stream, version=row.version),
             row.stream,
             row.version,
             row.position,
-            moment[1],
+            row.timestamp,  # a datetime when first read (see Recorded)
             row.topic,
             # decode_meta's answer for no metadata, without the call
             NO_METADATA if not meta else self.codec.decode_meta(
@@ -546,9 +539,7 @@ class Application:
         written = self._write(pending, tracking, telemetry)
         if written is None:
             return []
-        firsts, rows, positions, now, timestamp = written
-        # read back, a timestamp is in UTC: give the same value now
-        moment = now if now.tzinfo is UTC else from_micros(timestamp)
+        firsts, rows, positions, moment = written
         if len(firsts) == 1:
             (only,) = firsts
             items, metas = pending[only].events, pending[only].metadata
@@ -567,7 +558,7 @@ class Application:
         pending: Mapping[str, Pending],
         tracking: Tracking | None,
         telemetry: _telemetry.Telemetry | object | None = _ASK,
-    ) -> tuple[dict[str, int], list[Row], list[int], datetime, int] | None:
+    ) -> tuple[dict[str, int], list[Row], list[int], datetime | int] | None:
         """The append of :meth:`_record`, and what its envelopes need; None if no events.
 
         With no events, a ``tracking`` position is still recorded.
@@ -577,11 +568,7 @@ class Application:
             if tracking is not None:
                 self._append([], firsts, tracking)
             return None
-        if self.clock is utc_now:
-            now, timestamp = now_and_micros()
-        else:
-            now = self.clock()
-            timestamp = to_micros(now)
+        moment, timestamp = stamp(self.clock)
         rows: list[Row]
         if len(firsts) == 1:
             ((stream, first),) = firsts.items()
@@ -613,17 +600,13 @@ class Application:
         if self._cache_size or self.snapshot_every:
             for stream in firsts:
                 self._after_append(pending[stream], stream)
-        return firsts, rows, positions, now, timestamp
+        return firsts, rows, positions, moment
 
     def _record_one(
         self, stream: str, slot: Pending, telemetry: _telemetry.Telemetry | None
     ) -> list[Recorded[Any]]:
         """:meth:`_record` of one command's events on one stream: execute's hot path."""
-        if self.clock is utc_now:
-            now, timestamp = now_and_micros()
-        else:
-            now = self.clock()
-            timestamp = to_micros(now)
+        moment, timestamp = stamp(self.clock)
         first = slot.version + 1
         encoded: Sequence[Any] = slot.rows  # flat: topic, payload, meta for each event
         if len(encoded) == 3:  # one command, one event: no loop to set up
@@ -646,7 +629,6 @@ class Application:
             telemetry.appended_events(self.name, len(rows))
         if self._cache_size or self.snapshot_every:
             self._after_append(slot, stream)
-        moment = now if now.tzinfo is UTC else from_micros(timestamp)
         if len(rows) == 1:
             return [new_recorded(
                 slot.events[0], stream, first, positions[0], moment, topic, slot.metadata[0]
@@ -668,12 +650,11 @@ class Application:
         when its plan took the event as it is: the slot :meth:`_record_one`
         reads is made only for the cache, snapshots or a conflict.
         """
-        if self.clock is utc_now and 0 <= (timestamp := _time_ns() // 1000) < FLOAT_EXACT:
-            moment = _fromtimestamp(timestamp / 1e6, UTC)  # now_and_micros(), inline
+        moment: datetime | int
+        if self.clock is utc_now:  # stamp(), inline
+            moment = timestamp = _time_ns() // 1000
         else:
-            now = self.clock()
-            timestamp = to_micros(now)
-            moment = now if now.tzinfo is UTC else from_micros(timestamp)
+            moment, timestamp = stamp(self.clock)
         rows: list[Row] = [(stream, 1, topic, payload, timestamp, None)]
         try:
             if self.store is self._rows_store:  # _append's way, as it last found it
@@ -768,13 +749,9 @@ class Application:
         telemetry = _telemetry._telemetry
         if telemetry is None and (_OTEL[0] in _MODULES or _OTEL[1] in _MODULES):
             telemetry = _telemetry.active()
-        if telemetry is not None:  # a span, and its trace context in the events' metadata
-            return telemetry.execute(
-                self.name, aggregate.name, stream, command, metadata,
-                lambda traced: self._execute(
-                    plan, aggregate, stream, command, traced, args, kwargs, telemetry, fresh
-                ),
-            )
+        if telemetry is not None:
+            return self._traced(plan, aggregate, stream, command, metadata, args, kwargs,
+                                telemetry, fresh)
         if fresh and metadata is NO_METADATA and (kinds := plan.kinds) is not None:
             # _execute's read-free first try, inlined for the plan's way: the
             # path of a command on an id new_id() gave, as every new stream's is
@@ -814,6 +791,30 @@ class Application:
             except ConcurrencyError:
                 pass
         return self._execute(plan, aggregate, stream, command, metadata, args, kwargs, None, fresh)
+
+    def _traced(
+        self,
+        plan: Plan,
+        aggregate: Aggregate[Any],
+        stream: str,
+        command: Command,
+        metadata: Metadata,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        telemetry: _telemetry.Telemetry,
+        fresh: bool,
+    ) -> list[Recorded[Any]]:
+        """:meth:`execute` in a span, its trace context in the events' metadata.
+
+        A method of its own: the closure it makes would make every name it
+        captures a cell in ``execute``, built on every call, traced or not.
+        """
+        return telemetry.execute(
+            self.name, aggregate.name, stream, command, metadata,
+            lambda traced: self._execute(
+                plan, aggregate, stream, command, traced, args, kwargs, telemetry, fresh
+            ),
+        )
 
     def _decided(
         self,

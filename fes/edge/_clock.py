@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fes.errors import ConfigurationError
+from fes.events import EPOCH, FLOAT_EXACT, micros_datetime
 
 __all__ = [
-    "EPOCH", "FLOAT_EXACT", "from_micros", "micros_datetime", "now_and_micros", "to_micros",
-    "utc_now",
+    "EPOCH", "FLOAT_EXACT", "from_micros", "micros_datetime", "stamp", "to_micros", "utc_now",
 ]
 
-#: The Unix epoch in UTC: stores keep timestamps as microseconds since it.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-#: Below this many microseconds (2**32 seconds: the year 2106) a float of seconds
-#: is within a quarter of a microsecond of the exact value, so fromtimestamp's
-#: rounding to the microsecond gives it back exactly.
-FLOAT_EXACT = 2**32 * 1_000_000
 _time_ns = time.time_ns
-_fromtimestamp = datetime.fromtimestamp
 
 
 def utc_now() -> datetime:
@@ -28,24 +22,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def now_and_micros() -> tuple[datetime, int]:
-    """What :func:`utc_now` and :func:`to_micros` of it give, in one cheaper step.
+def stamp(clock: Callable[[], datetime]) -> tuple[datetime | int, int]:
+    """An append's time from ``clock``: what its envelopes carry, and the microseconds stored.
 
-    The application's default clock on the hot path of every commit: the
-    system clock read once, in integer microseconds, and the UTC datetime of
-    exactly those microseconds.
+    The default clock (:func:`utc_now`) is read once, in integer
+    microseconds, and the envelopes carry those: a :class:`fes.Recorded`
+    makes the UTC datetime of exactly them when its timestamp is first read.
+    Another clock's datetime is carried as it is if it is in UTC (read back,
+    a timestamp is in UTC), and as its microseconds otherwise.
     """
-    micros = _time_ns() // 1000
-    if 0 <= micros < FLOAT_EXACT:  # micros_datetime, inline
-        return _fromtimestamp(micros / 1e6, UTC), micros
-    return from_micros(micros), micros
-
-
-def micros_datetime(micros: int) -> datetime:
-    """:func:`from_micros`, faster for the years 1970 to 2106."""
-    if 0 <= micros < FLOAT_EXACT:
-        return _fromtimestamp(micros / 1e6, UTC)
-    return from_micros(micros)
+    if clock is utc_now:
+        micros = _time_ns() // 1000
+        return micros, micros
+    now = clock()
+    micros = to_micros(now)
+    return (now if now.tzinfo is UTC else micros), micros
 
 
 def to_micros(moment: datetime) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -282,6 +282,48 @@ def test_the_fast_envelope_is_the_envelope(
 
 
 _SLOTS = _slot_factory()
+
+
+@given(
+    micros=st.integers(min_value=-62_135_596_800_000_000, max_value=253_402_300_799_999_999)
+    | st.integers(min_value=0, max_value=2**32 * 10**6 + 10)
+)
+def test_an_envelope_stamped_in_microseconds_is_the_envelope_of_their_datetime(
+    micros: int,
+) -> None:
+    """The edge's envelopes hold the stored microseconds until their timestamp is read.
+
+    Every way of looking at one, each on a fresh envelope, sees the datetime
+    of exactly those microseconds: reading it, equality, hashing, repr,
+    asdict, pickling, evolve and pattern matching; the first read keeps it.
+    """
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    plain = Recorded("payload", "s", 1, 2, moment, "t", NO_METADATA)
+    for make in (new_recorded, _SLOTS):
+        def fresh() -> Recorded[Any]:
+            return make("payload", "s", 1, 2, micros, "t", NO_METADATA)  # noqa: B023
+
+        read = fresh().timestamp
+        assert read == moment and read.tzinfo is UTC and type(read) is datetime
+        assert fresh() == plain and plain == fresh()
+        assert hash(fresh()) == hash(plain)
+        assert repr(fresh()) == repr(plain)
+        assert attrs.asdict(fresh(), recurse=False) == attrs.asdict(plain, recurse=False)
+        assert pickle.loads(pickle.dumps(fresh())) == plain
+        assert attrs.evolve(fresh(), version=1) == plain
+        match fresh():
+            case Recorded(timestamp=matched):
+                assert matched == moment
+        kept = fresh()
+        assert kept.timestamp is kept.timestamp
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            kept.timestamp = moment  # type: ignore[misc]
+
+
+def test_an_envelope_built_with_a_datetime_keeps_that_very_datetime() -> None:
+    """A datetime given (a user's clock, or Recorded(...)) is the one read back."""
+    assert Recorded("payload", "s", 1, 2, AT).timestamp is AT
+    assert new_recorded("payload", "s", 1, 2, AT, "t", NO_METADATA).timestamp is AT
 
 
 def test_new_recorded_seals_a_blank() -> None:

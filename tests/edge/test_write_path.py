@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from pyrsistent import pvector
 import fes
 from fes.edge import Application
 from fes.edge._application import MINTED
-from fes.edge._clock import from_micros, micros_datetime, now_and_micros, to_micros
+from fes.edge._clock import from_micros, micros_datetime, stamp, to_micros, utc_now
 from fes.edge.stores import Database, NewEvent, Store, Tracking
 from fes.edge.stores._memory import MemoryDatabase
 from fes.examples.dogs import Dog, TrickAdded, add_trick, dogs, register
@@ -280,14 +280,29 @@ def test_the_fast_datetime_is_exact_at_its_bounds(micros: int) -> None:
 def test_the_default_clock_stamps_the_datetime_it_stores() -> None:
     """A commit's envelope carries exactly the microseconds stored, from the system clock."""
     before = datetime.now(UTC)
-    moment, micros = now_and_micros()
-    assert before <= moment <= datetime.now(UTC)
-    assert to_micros(moment) == micros
+    moment, micros = stamp(utc_now)
+    after = datetime.now(UTC)
+    assert moment == micros and to_micros(before) <= micros <= to_micros(after)
     app = Application(SCHOOL, "memory://", env={})
     [recorded] = app.execute(dogs, app.new_id(), register, "Fido")
     [stored] = app.store.read_log()
+    assert recorded.timestamp.tzinfo is UTC
     assert to_micros(recorded.timestamp) == stored.timestamp
     assert recorded.timestamp == app.log()[0].timestamp
+
+
+@pytest.mark.parametrize("offset", [0, 2])
+def test_a_clock_of_its_own_stamps_its_moment_in_utc(offset: int) -> None:
+    """A given clock's datetime is carried as it is in UTC, and as the same instant otherwise."""
+    zone = timezone(timedelta(hours=offset)) if offset else UTC
+    moment = datetime(2026, 5, 1, 12, 30, 0, 123_456, tzinfo=zone)
+    app = Application(SCHOOL, "memory://", env={}, clock=lambda: moment)
+    [recorded] = app.execute(dogs, app.new_id(), register, "Fido")
+    [read] = app.log()
+    for envelope in (recorded, read):
+        assert envelope.timestamp == moment and envelope.timestamp.tzinfo is UTC
+    if zone is UTC:
+        assert recorded.timestamp is moment
 
 
 def test_a_wrapper_put_in_as_the_store_sees_every_append(place: Place) -> None:
