@@ -92,6 +92,29 @@ def _triples(rows: Iterable[Any], first: int) -> Iterator[tuple[int, Any, Any, A
     return zip(count(first), it, it, it)
 
 
+def _stream_rows(stream: str, first: int, encoded: Iterable[Any], timestamp: int) -> list[Row]:
+    """The rows of one stream's events, from version ``first``, flat ``encoded`` (see Pending).
+
+    A function of its own, as :func:`_envelopes` is: a comprehension in a
+    method makes each name it uses a cell of the method, built on every call.
+    """
+    return [
+        (stream, version, topic, payload, timestamp, meta)
+        for version, topic, payload, meta in _triples(encoded, first)
+    ]
+
+
+def _envelopes(
+    items: Iterable[Any], rows: Iterable[Row], positions: Iterable[int],
+    metas: Iterable[Metadata], moment: datetime | int,
+) -> list[Recorded[Any]]:
+    """The envelopes of appended ``rows``: each with its event, position and metadata."""
+    return [
+        new_recorded(item, row[0], row[1], position, moment, row[2], meta)
+        for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
+    ]
+
+
 def _uuid4_str() -> str:
     """``str(uuid.uuid4())``, made in a third of the time.
 
@@ -548,10 +571,7 @@ class Application:
             for stream in firsts:
                 items += pending[stream].events
                 metas += pending[stream].metadata
-        return [
-            new_recorded(item, row[0], row[1], position, moment, row[2], meta)
-            for item, row, position, meta in zip(items, rows, positions, metas, strict=True)
-        ]
+        return _envelopes(items, rows, positions, metas, moment)
 
     def _write(
         self,
@@ -572,10 +592,7 @@ class Application:
         rows: list[Row]
         if len(firsts) == 1:
             ((stream, first),) = firsts.items()
-            rows = [
-                (stream, version, topic, payload, timestamp, meta)
-                for version, topic, payload, meta in _triples(pending[stream].rows, first)
-            ]
+            rows = _stream_rows(stream, first, pending[stream].rows, timestamp)
         else:
             rows = []
             for stream, first in firsts.items():
@@ -584,10 +601,7 @@ class Application:
                     topic, payload, meta = encoded
                     rows.append((stream, first, topic, payload, timestamp, meta))
                 else:
-                    rows += [
-                        (stream, version, topic, payload, timestamp, meta)
-                        for version, topic, payload, meta in _triples(encoded, first)
-                    ]
+                    rows += _stream_rows(stream, first, encoded, timestamp)
         try:
             positions = self._append(rows, firsts, tracking)
         except ConcurrencyError:
@@ -613,10 +627,7 @@ class Application:
             topic, payload, meta = encoded
             rows: list[Row] = [(stream, first, topic, payload, timestamp, meta)]
         else:
-            rows = [
-                (stream, version, topic, payload, timestamp, meta)
-                for version, topic, payload, meta in _triples(encoded, first)
-            ]
+            rows = _stream_rows(stream, first, encoded, timestamp)
         try:
             if self.store is self._rows_store:  # _append's way, as it last found it
                 positions = self._rows_append(rows, {stream: first}, None)
@@ -633,12 +644,7 @@ class Application:
             return [new_recorded(
                 slot.events[0], stream, first, positions[0], moment, topic, slot.metadata[0]
             )]
-        return [
-            new_recorded(item, stream, row[1], position, moment, row[2], meta)
-            for item, row, position, meta in zip(
-                slot.events, rows, positions, slot.metadata, strict=True
-            )
-        ]
+        return _envelopes(slot.events, rows, positions, slot.metadata, moment)
 
     def _record_first(
         self, aggregate: Aggregate[Any], stream: str, event: Any, state: Any, topic: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -110,9 +111,11 @@ class PostgresStore:
             return self._conns.run_begun(
                 self._appending, self._begin_one, self._append_one, batch[0]
             )
+        # a partial, not a lambda: a closure would make four of this method's
+        # names cells, built on every append, the single-event path's too
         return self._conns.run(
             self._appending,
-            lambda conn: self._append(conn, batch, firsts, tracking),
+            partial(self._append, events=batch, firsts=firsts, tracking=tracking),
             idempotent=False,
             commit=self._commit,
         )
