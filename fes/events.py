@@ -99,10 +99,10 @@ class Recorded(Generic[E_co]):
 
     ``version`` counts from 1 within the stream; ``position`` is the event's
     place in the application's notification log; ``timestamp`` comes from the
-    clock the edge was given.  An envelope the edge builds may hold its
-    timestamp as the microseconds it stored until it is first read (see
-    :class:`_Timestamp`): reading, comparing, hashing or copying it always
-    gives the datetime.
+    clock the edge was given.  An envelope the edge builds may hold the
+    microseconds it stored until its timestamp is first read, which makes
+    their UTC datetime and keeps it: reading, comparing, hashing or copying
+    an envelope always gives the datetime.
     """
 
     event: E_co
