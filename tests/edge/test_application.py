@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pyrsistent import pvector
 
 import fes
-from fes.edge import Application, Cipher
+from fes.edge import Application, Cipher, _application
 from fes.edge._clock import from_micros, to_micros
 from fes.edge.stores import Store, StoredSnapshot, Tracking
 from fes.events import NO_METADATA, Metadata
@@ -681,6 +681,37 @@ def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retr
     assert len(seen) == retries + 1
     assert (caught.value.expected, caught.value.actual) == (retries + 1, retries + 2)
     assert tricks(front, "bella") == [f"interruption {n}" for n in range(1, retries + 2)]
+
+
+def test_execute_waits_a_random_moment_before_each_retry(
+    any_place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each retry, and only then, execute waits at random, up to a bound that grows.
+
+    The bound is 4, 8, 16... times what the lost try took, and never more
+    than 50 ms; the try that exhausts the retries raises at once.
+    """
+    bounds: list[float] = []
+    waits: list[float] = []
+    monkeypatch.setattr(_application, "_jitter", lambda low, high: bounds.append(high) or high / 2)
+    monkeypatch.setattr(_application, "_sleep", waits.append)
+    front, trainer = any_place.app(retries=2), any_place.app()
+    front.execute(dogs, "bella", register, "Bella")
+    fresh = front.new_id()
+    trainer.execute(dogs, fresh, register, "Rex")
+    with pytest.raises(fes.Rejected):  # the read-free first try lost: read, then refused
+        front.execute(dogs, fresh, register, "Max")
+    assert waits == []
+    command, seen = racing(trainer, "bella", times=2)
+    front.execute(dogs, "bella", command, "sit")
+    assert len(seen) == 3 and len(bounds) == 2
+    assert all(0 < bound <= _application.RETRY_WAIT_CAP for bound in bounds)
+    assert waits == [bound / 2 for bound in bounds]
+    front.execute(dogs, "luna", register, "Luna")
+    command, seen = racing(trainer, "luna", times=3)
+    with pytest.raises(fes.ConcurrencyError):
+        front.execute(dogs, "luna", command, "sit")
+    assert len(seen) == 3 and len(waits) == 4  # two more waits: none before raising
 
 
 @pytest.mark.parametrize(
