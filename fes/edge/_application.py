@@ -168,6 +168,11 @@ class Application:
     each time after a random wait of up to 4, 8, 16… times what the lost try
     took (at most 50 ms), so that writers racing for one stream take turns
     rather than collide again.
+
+    ``clock`` gives the moment of each commit, a timezone-aware datetime
+    (read once per commit; events carry it in UTC); ``ids`` makes the stream
+    ids of :meth:`new_id` (``uuid.uuid4`` by default; its results are
+    turned into ``str``).
     """
 
     def __init__(
