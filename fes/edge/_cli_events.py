@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 import attrs
 import orjson
 import pyrsistent
 
-from fes.events import Recorded
+from fes.events import Recorded, micros_datetime
 from fes.system import System
 
 from ._application import Application
@@ -61,10 +61,14 @@ def raw_data(payload: bytes) -> Any:
         return None
 
 
-def when(micros: int) -> str:
-    """A stored timestamp (microseconds since the epoch) in ISO 8601, UTC."""
-    moment = datetime.fromtimestamp(micros / 1e6, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def when(micros: int, timespec: str = "milliseconds") -> str:
+    """A stored timestamp (microseconds since the epoch) in ISO 8601, UTC.
+
+    To the millisecond for a table; a JSON record, which a program may read
+    back, gives every microsecond stored (``timespec="microseconds"``).
+    """
+    moment = micros_datetime(micros)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def data_cell(record: Mapping[str, Any]) -> str:
@@ -144,7 +148,7 @@ def reader(
             "stream": row.stream,
             "version": row.version,
             "topic": row.topic,
-            "timestamp": when(row.timestamp),
+            "timestamp": when(row.timestamp, "microseconds"),
         }
         if application is not None:
             recorded: Recorded[Any] = application.recorded(row)

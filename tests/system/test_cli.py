@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from fes.edge import SyncRunner
+from fes.edge import Application, SyncRunner
 from fes.edge._cli import main
 from system import domain
 from system.helpers import send
@@ -147,6 +148,26 @@ def test_stream_prints_one_streams_events_as_json_lines(
     assert record["stream"] == "m-2" and record["version"] == 1
     assert record["topic"] == "message.Sent"
     assert record["data"] == {"number": 2, "poison": False}
+
+
+def test_json_records_give_every_microsecond_stored_and_tables_the_millisecond(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSON record's timestamp reads back as the envelope's; a table's is cut to the ms."""
+    url = f"sqlite:///{tmp_path / 'clocked.db'}"
+    moment = datetime(2024, 5, 1, 9, 30, 0, 123_456, tzinfo=UTC)
+    with Application(domain.source, store=url, clock=lambda: moment) as app:
+        send(app, [7])
+        [recorded] = app.log()
+    assert main(["log", "--store", url, "--app", "source", "--json"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert record["timestamp"] == "2024-05-01T09:30:00.123456Z"
+    assert datetime.fromisoformat(record["timestamp"]) == recorded.timestamp
+    assert main(["stream", "m-7", "--app", "source", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out)["timestamp"] == "2024-05-01T09:30:00.123456Z"
+    assert main(["log", "--store", url, "--app", "source"]) == 0
+    table = capsys.readouterr().out
+    assert "09:30:00.123Z" in table and "123456" not in table  # (its date may be cut)
 
 
 @pytest.mark.parametrize(
