@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import count
 from typing import Any, TypeVar
 
@@ -772,9 +773,15 @@ class Application:
         telemetry = _telemetry._telemetry
         if telemetry is None and (_OTEL[0] in _MODULES or _OTEL[1] in _MODULES):
             telemetry = _telemetry.active()
-        if telemetry is not None:
-            return self._traced(plan, aggregate, stream, command, metadata, args, kwargs,
-                                telemetry, fresh)
+        if telemetry is not None:  # a span, and its trace context in the events' metadata
+            # a partial, not a lambda: a closure would make nine of execute's names
+            # cells, built and freed on every call, traced or not
+            return telemetry.execute(
+                self.name, aggregate.name, stream, command, metadata, partial(
+                    self._execute, plan, aggregate, stream, command,
+                    args=args, kwargs=kwargs, telemetry=telemetry, fresh=fresh,
+                ),
+            )
         if fresh and metadata is NO_METADATA and (kinds := plan.kinds) is not None:
             # _execute's read-free first try, inlined for the plan's way: the
             # path of a command on an id new_id() gave, as every new stream's is
@@ -814,30 +821,6 @@ class Application:
             except ConcurrencyError:
                 pass
         return self._execute(plan, aggregate, stream, command, metadata, args, kwargs, None, fresh)
-
-    def _traced(
-        self,
-        plan: Plan,
-        aggregate: Aggregate[Any],
-        stream: str,
-        command: Command,
-        metadata: Metadata,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        telemetry: _telemetry.Telemetry,
-        fresh: bool,
-    ) -> list[Recorded[Any]]:
-        """:meth:`execute` in a span, its trace context in the events' metadata.
-
-        A method of its own: the closure it makes would make every name it
-        captures a cell in ``execute``, built on every call, traced or not.
-        """
-        return telemetry.execute(
-            self.name, aggregate.name, stream, command, metadata,
-            lambda traced: self._execute(
-                plan, aggregate, stream, command, traced, args, kwargs, telemetry, fresh
-            ),
-        )
 
     def _decided(
         self,
