@@ -201,13 +201,15 @@ def _recorded_factory() -> Callable[
     """
     if tuple(a.name for a in fields(Recorded)) != _NAMES:  # pragma: no cover
         raise DefinitionError("Recorded's fields changed: update _recorded_factory")
-    new = object.__new__
+    # called as a class (it has no __init__): 400 instructions fewer than
+    # object.__new__(_Blank), which goes through a wrapper taking arguments
+    blank = _Blank
 
     def new_recorded(
         event: Any, stream: str, version: int, position: int, timestamp: datetime | int,
         topic: str, metadata: Metadata,
     ) -> Recorded[Any]:
-        made: Any = new(_Blank)
+        made: Any = blank()
         made.event = event
         made.stream = stream
         made.version = version

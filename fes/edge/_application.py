@@ -924,9 +924,13 @@ class Application:
                 return []
             try:
                 return self._record_one(stream, slot, telemetry)
-            except ConcurrencyError:
+            except ConcurrencyError as conflict:
                 attempt += 1
                 if attempt > self.retries:
+                    conflict.add_note(
+                        f"execute's tries: {attempt} (retries={self.retries}); "
+                        "another writer appended to the stream first each time"
+                    )
                     raise
                 # A rival committed first, and may be racing again: a random
                 # wait, longer each time, lets the rivals' commits go by in turn.

@@ -672,7 +672,10 @@ def test_execute_retries_a_lost_race_up_to_retries_times(any_place: Place, retri
 
 @pytest.mark.parametrize("retries", [0, 2])
 def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retries: int) -> None:
-    """After ``retries`` lost retries, the last ConcurrencyError is raised and nothing stored."""
+    """After ``retries`` lost retries, the last ConcurrencyError is raised and nothing stored.
+
+    A note on it says how many tries lost: its message alone reads as one conflict.
+    """
     front, trainer = any_place.app(retries=retries), any_place.app()
     front.execute(dogs, "bella", register, "Bella")
     command, seen = racing(trainer, "bella", times=retries + 1)
@@ -680,6 +683,10 @@ def test_execute_raises_the_conflict_when_retries_run_out(any_place: Place, retr
         front.execute(dogs, "bella", command, "sit")
     assert len(seen) == retries + 1
     assert (caught.value.expected, caught.value.actual) == (retries + 1, retries + 2)
+    assert caught.value.__notes__ == [
+        f"execute's tries: {retries + 1} (retries={retries}); "
+        "another writer appended to the stream first each time"
+    ]
     assert tricks(front, "bella") == [f"interruption {n}" for n in range(1, retries + 2)]
 
 
