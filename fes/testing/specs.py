@@ -23,8 +23,8 @@ import attrs
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
-from fes.errors import FesError, Rejected
-from fes.events import Recorded
+from fes.errors import ConfigurationError, FesError, Rejected
+from fes.events import NO_METADATA, Metadata, Recorded
 from fes.policies import Intent, Policy
 from fes.testing._purity import checked, policy_name
 from fes.testing._purity import show_intent as _intent
@@ -178,10 +178,27 @@ def given(aggregate: Aggregate[S], *history: Any) -> Specification[S]:
 
 
 def recorded(
-    event: Any, stream: str = "stream", version: int = 1, position: int = 1
+    event: Any,
+    stream: str = "stream",
+    version: int = 1,
+    position: int = 1,
+    *,
+    timestamp: datetime = _EPOCH,
+    metadata: Metadata = NO_METADATA,
 ) -> Recorded[Any]:
-    """Wrap a bare event as a recorded one, for feeding policies in tests."""
-    return Recorded(event, stream, version, position, _EPOCH)
+    """Wrap a bare event as a recorded one, for feeding policies in tests.
+
+    ``timestamp`` (the Unix epoch unless given) must be timezone-aware, as
+    every recorded event's is; ``metadata`` is what a policy reads of the
+    event's correlation, causation and headers.
+    """
+    if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
+        raise ConfigurationError(
+            f"recorded()'s timestamp must be a timezone-aware datetime, got {timestamp!r}"
+        )
+    if not isinstance(metadata, Metadata):
+        raise ConfigurationError(f"recorded()'s metadata must be a fes.Metadata, got {metadata!r}")
+    return Recorded(event, stream, version, position, timestamp, "", metadata)
 
 
 def _show_intents(intents: Sequence[Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -222,6 +224,36 @@ def test_recorded_helper_fills_defaults() -> None:
     """recorded() wraps a bare event at stream 'stream', version 1, position 1."""
     rec = recorded(FIDO)
     assert (rec.event, rec.stream, rec.version, rec.position) == (FIDO, "stream", 1, 1)
+
+
+def test_recorded_helper_takes_a_time_and_metadata_for_policies_that_read_them() -> None:
+    """A policy that reads when, or in answer to what, an event was recorded can be fed both."""
+    at = datetime(2024, 5, 1, 9, 30, 0, 123_456, tzinfo=UTC)
+    meta = fes.Metadata(correlation_id="order-7", headers={"user": "ann"})
+    rec = recorded(FIDO, "dog-9", timestamp=at, metadata=meta)
+    assert (rec.timestamp, rec.metadata) == (at, meta)
+
+    def stamped(event: fes.Recorded[Registered]) -> list[fes.Intent]:
+        name = f"{event.event.name} {event.timestamp:%H:%M} {event.metadata.correlation_id}"
+        return [fes.Emit(dogs, "log", [Registered(name)])]
+
+    given_policy(stamped).when(rec).then(fes.Emit(dogs, "log", [Registered("Fido 09:30 order-7")]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timestamp": datetime(2024, 5, 1)}, "must be a timezone-aware datetime, got datetime"),
+        ({"timestamp": "2024-05-01"}, "must be a timezone-aware datetime, got '2024-05-01'"),
+        ({"metadata": {"correlation_id": "x"}}, "must be a fes.Metadata, got {'correlation_id'"),
+    ],
+)
+def test_recorded_helper_refuses_a_time_or_metadata_no_event_could_have(
+    options: dict[str, Any], message: str
+) -> None:
+    """A naive or non-datetime time, or metadata that is not a Metadata, is a clear error."""
+    with pytest.raises(fes.errors.ConfigurationError, match=re.escape(message)):
+        recorded(FIDO, **options)
 
 
 def test_given_policy_refuses_a_bare_intent_as_the_runner_does() -> None:
