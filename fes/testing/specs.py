@@ -188,9 +188,10 @@ def recorded(
 ) -> Recorded[Any]:
     """Wrap a bare event as a recorded one, for feeding policies in tests.
 
-    ``timestamp`` (the Unix epoch unless given) must be timezone-aware, as
-    every recorded event's is; ``metadata`` is what a policy reads of the
-    event's correlation, causation and headers.
+    ``timestamp`` (the Unix epoch unless given) must be timezone-aware, and
+    the policy gets it in UTC, as every recorded event's comes from a store;
+    ``metadata`` is what a policy reads of the event's correlation,
+    causation and headers.
     """
     if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
         raise ConfigurationError(
@@ -198,7 +199,8 @@ def recorded(
         )
     if not isinstance(metadata, Metadata):
         raise ConfigurationError(f"recorded()'s metadata must be a fes.Metadata, got {metadata!r}")
-    return Recorded(event, stream, version, position, timestamp, "", metadata)
+    at = timestamp.astimezone(UTC)
+    return Recorded(event, stream, version, position, at, "", metadata)
 
 
 def _show_intents(intents: Sequence[Any]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -238,6 +238,14 @@ def test_recorded_helper_takes_a_time_and_metadata_for_policies_that_read_them()
         return [fes.Emit(dogs, "log", [Registered(name)])]
 
     given_policy(stamped).when(rec).then(fes.Emit(dogs, "log", [Registered("Fido 09:30 order-7")]))
+
+
+def test_recorded_helper_gives_the_time_in_utc_as_a_store_does() -> None:
+    """A time in another zone reaches the policy in UTC, as the same clock's would for real."""
+    in_paris = datetime(2024, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2)))
+    rec = recorded(FIDO, timestamp=in_paris)
+    assert rec.timestamp == in_paris
+    assert (rec.timestamp.hour, rec.timestamp.tzinfo) == (9, UTC)
 
 
 @pytest.mark.parametrize(
