@@ -7,11 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fes.errors import ConfigurationError
-from fes.events import EPOCH, FLOAT_EXACT, micros_datetime
+from fes.events import EPOCH
 
-__all__ = [
-    "EPOCH", "FLOAT_EXACT", "from_micros", "micros_datetime", "stamp", "to_micros", "utc_now",
-]
+__all__ = ["stamp", "to_micros", "utc_now"]
 
 _MICROSECOND = timedelta(microseconds=1)
 _time_ns = time.time_ns
@@ -45,7 +43,3 @@ def to_micros(moment: datetime) -> int:
         raise ConfigurationError(f"the clock must give timezone-aware datetimes, got {moment!r}")
     return (moment - EPOCH) // _MICROSECOND
 
-
-def from_micros(micros: int) -> datetime:
-    """The UTC datetime ``micros`` microseconds after the Unix epoch."""
-    return EPOCH + timedelta(microseconds=micros)
