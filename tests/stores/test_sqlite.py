@@ -309,6 +309,87 @@ def test_each_thread_has_its_own_connection(tmp_path: Path) -> None:
         assert theirs and theirs[0] != id(mine)
 
 
+class CountingLock:
+    """A lock that counts the writes that take it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def __enter__(self) -> bool:
+        self.taken += 1
+        return self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def share(database: SQLiteDatabase) -> None:
+    """Open a connection to ``database`` in another thread: its writers must queue from now."""
+    thread = threading.Thread(target=database.connection)
+    thread.start()
+    thread.join()
+    assert database.shared
+
+
+def test_writes_take_the_writer_lock_once_a_second_connection_shares_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, a thread's writes skip the lock (nobody to queue behind); after another
+    thread opens a connection, every write takes it."""
+    with sqlite_db(tmp_path / "w.db") as database:
+        store = database.store("shop")
+        lock = CountingLock()
+        monkeypatch.setattr(database, "writer", lock)
+        store.append([new("a", 1)])
+        store.append([new("a", 2), new("b", 1)], tracking=Tracking("up", 1, 0))
+        store.save_snapshot(snapshot("a", 2))
+        assert lock.taken == 0 and not database.shared
+        share(database)
+        store.append([new("a", 3)])
+        store.append([new("a", 4), new("c", 1)], tracking=Tracking("up", 2, 1))
+        store.save_snapshot(snapshot("a", 4))
+        assert lock.taken == 3
+        assert [(e.stream, e.version) for e in store.read_log()] == [
+            ("a", 1), ("a", 2), ("b", 1), ("a", 3), ("a", 4), ("c", 1)
+        ]
+        monkeypatch.undo()
+
+
+def test_threads_joining_a_lone_writer_lose_and_double_nothing(tmp_path: Path) -> None:
+    """Threads open connections while the first one writes without the lock: the writes
+    that began without it and those that take it are all stored, each once."""
+    with sqlite_db(tmp_path / "j.db", synchronous="NORMAL") as database:
+        store = database.store("shop")
+        failures: list[BaseException] = []
+        lone_done = threading.Event()
+
+        def write(stream: str, count: int) -> None:
+            try:
+                for version in range(1, count + 1):
+                    store.append([new(stream, version)])
+            except BaseException as error:  # reported below
+                failures.append(error)
+
+        def lone() -> None:
+            write("lone", 400)
+            lone_done.set()
+
+        first = threading.Thread(target=lone)
+        first.start()
+        joiners = [threading.Thread(target=write, args=(f"t{n}", 50)) for n in range(4)]
+        for thread in joiners:
+            thread.start()
+        for thread in [first, *joiners]:
+            thread.join(60)
+        assert lone_done.is_set() and not failures
+        stored = [(e.stream, e.version) for e in store.read_log()]
+        assert sorted(stored) == sorted(
+            [("lone", v) for v in range(1, 401)]
+            + [(f"t{n}", v) for n in range(4) for v in range(1, 51)]
+        )
+
+
 def _append_in_forked_child(database: SQLiteDatabase) -> None:
     store = database.store("shop")
     store.append([new("child", 1)])
@@ -527,6 +608,7 @@ def test_an_interrupt_never_leaves_a_lock_of_the_database_held(
     try:
         store = database.store("shop")
         store.append([new("a", 1)])
+        share(database)  # so that writes take the writers' lock
         writer = InterruptedLock()
         waking = threading.Lock()
         monkeypatch.setattr(database, "writer", writer)

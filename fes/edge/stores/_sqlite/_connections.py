@@ -101,6 +101,13 @@ class Connections:
         # the write they were waiting for.  Other processes still meet
         # SQLite's lock and busy timeout.
         self.writer = threading.Lock()
+        # Whether another connection of this process may be writing: while this
+        # thread's is the only one, its writes take no writer lock (with no one
+        # to queue behind, the lock only costs).  Set when a connection is
+        # opened; a second thread opens its own before it writes, so a write
+        # started without the lock meets at worst one that began with it, and
+        # SQLite's lock puts the two in turn.
+        self.shared = False
         self._local = threading.local()
         self._connections: weakref.WeakSet[Held] = weakref.WeakSet()
 
@@ -206,6 +213,7 @@ class Connections:
                 raise
             held = Held(conn)
             self._connections.add(held)
+            self.shared = len(self._connections) > 1
             self._local.held = held
             return held
 
@@ -238,6 +246,7 @@ class Connections:
         held = (self._local, list(self._connections))
         self._local = threading.local()
         self._connections = weakref.WeakSet()
+        self.shared = False
         return held
 
     def closed_error(self) -> StoreError:
@@ -307,7 +316,7 @@ class Connections:
 
         Waits at most ``timeout`` seconds for it (for ever if negative);
         None if it did not come.  Meanwhile the thread's writes take no lock
-        of their own and no other thread of this process writes: a follower
+        of their own and no other thread of this process begins a write: a follower
         reading its leader's log here commits holding it, after what was
         committed while it queued (see :meth:`fes.edge.Follower.step`).
         SQLite's lock still guards against other processes.  A thread that

@@ -1,8 +1,9 @@
 """One application's tables in an SQLite file: the store's operations.
 
 Reads run on the calling thread's connection; every write runs in ``BEGIN
-IMMEDIATE`` under the database's writer lock, so that writers of one process
-queue on a Python lock rather than on SQLite's busy handler.
+IMMEDIATE``, under the database's writer lock once another connection of
+this process shares the file, so that writers of one process queue on a
+Python lock rather than on SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from fes.edge.stores._checks import (
     check_where,
     not_stored,
 )
-from fes.edge.stores._sqlite._connections import Connections, end
+from fes.edge.stores._sqlite._connections import Connections, Held, end
 from fes.edge.stores._sqlite._sql import ROW, VERSIONS_CHUNK, Statements
 from fes.errors import ConcurrencyError, DuplicateTracking, StoreError
 
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-#: What a write takes in a thread that holds the writer lock already (Connections.hold).
+#: What a write takes when it needs no writer lock: the thread holds it already
+#: (Connections.hold), or no other connection of this process shares the file.
 _HOLDING = contextlib.nullcontext()
 #: A row to insert: stream, version, topic, payload, timestamp, meta.
 Row = tuple[str, int, str, bytes, int, bytes | None]
@@ -107,35 +109,16 @@ class SQLiteStore:
         conn = held.conn
         count = len(rows)
         try:
-            # ``with``: CPython takes the lock and sets up its release in one
-            # step, so an interrupt (Ctrl-C) cannot leave it held.  A thread
-            # holding it already (Connections.hold) takes nothing.
-            with _HOLDING if held.holding else database.writer:
-                # BEGIN inside the try: an interrupt just after it must roll back too.
-                try:
-                    held.began = not conn.in_transaction
-                    cursor = held.cursor
-                    cursor.execute("BEGIN IMMEDIATE")
-                    if tracking is not None:
-                        self._track(conn, tracking)
-                    version = self._sql.version
-                    for stream, first in firsts.items():
-                        # A first version of 1 needs no look: if the stream has
-                        # events, the unique (stream, version) refuses the insert.
-                        if first != 1:
-                            current = conn.execute(version, (stream,)).fetchone()[0] or 0
-                            if current != first - 1:
-                                raise ConcurrencyError(stream, first - 1, current)
-                    if count == 1:
-                        last = cursor.execute(self._sql.insert, rows[0]).lastrowid
-                    elif count:
-                        conn.executemany(self._sql.insert, rows)
-                        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                    cursor.execute("COMMIT")
-                    held.began = False
-                except BaseException:
-                    end(held)
-                    raise
+            if held.holding or not database.shared:
+                # No other connection of this process to queue behind (or this
+                # thread holds the writer lock already, Connections.hold):
+                # SQLite's own lock is all there is to take.
+                last = self._insert(held, rows, firsts, tracking)
+            else:
+                # ``with``: CPython takes the lock and sets up its release in one
+                # step, so an interrupt (Ctrl-C) cannot leave it held.
+                with database.writer:
+                    last = self._insert(held, rows, firsts, tracking)
         except sqlite3.IntegrityError as error:
             raise self._conflict(conn, firsts, error) from None
         except sqlite3.Error as error:
@@ -153,8 +136,41 @@ class SQLiteStore:
             return [last]
         if not count:
             return []
-        # Under the write lock AUTOINCREMENT hands out consecutive rowids.
+        # In one write transaction AUTOINCREMENT hands out consecutive rowids.
         return list(range(last - count + 1, last + 1))
+
+    def _insert(
+        self, held: Held, rows: Sequence[Row], firsts: dict[str, int], tracking: Tracking | None
+    ) -> int:
+        """:meth:`_append_rows`'s transaction: the rowid of the last row inserted (if any)."""
+        conn = held.conn
+        # BEGIN inside the try: an interrupt just after it must roll back too.
+        try:
+            held.began = not conn.in_transaction
+            cursor = held.cursor
+            cursor.execute("BEGIN IMMEDIATE")
+            if tracking is not None:
+                self._track(conn, tracking)
+            for stream, first in firsts.items():
+                # A first version of 1 needs no look: if the stream has
+                # events, the unique (stream, version) refuses the insert.
+                if first != 1:
+                    current = conn.execute(self._sql.version, (stream,)).fetchone()[0] or 0
+                    if current != first - 1:
+                        raise ConcurrencyError(stream, first - 1, current)
+            last = 0
+            if len(rows) == 1:
+                # (after an insert into a rowid table, lastrowid is an int)
+                last = cursor.execute(self._sql.insert, rows[0]).lastrowid  # type: ignore[assignment]
+            elif rows:
+                conn.executemany(self._sql.insert, rows)
+                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            cursor.execute("COMMIT")
+            held.began = False
+        except BaseException:
+            end(held)
+            raise
+        return last
 
     def _track(self, conn: sqlite3.Connection, tracking: Tracking) -> None:
         if tracking.previous == 0:
@@ -231,7 +247,7 @@ class SQLiteStore:
         held = database.use()
         conn = held.conn
         try:
-            with _HOLDING if held.holding else database.writer:
+            with _HOLDING if held.holding or not database.shared else database.writer:
                 try:
                     held.began = not conn.in_transaction
                     conn.execute("BEGIN IMMEDIATE")
