@@ -293,7 +293,12 @@ class Connections:
             raise
 
     def writing(self) -> bool:
-        """Whether a thread of this process is writing to this database now."""
+        """Whether a thread of this process is writing to this database now.
+
+        Seen by the writer lock, which writes take once another connection of
+        this process shares the file (see ``shared``); before, no other thread
+        has used the file.
+        """
         return self.writer.locked()
 
     def settle(self, timeout: float) -> None:
