@@ -356,6 +356,34 @@ def test_writes_take_the_writer_lock_once_a_second_connection_shares_the_file(
         monkeypatch.undo()
 
 
+def test_applications_given_one_database_object_queue_on_its_writer_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two applications of two threads on one database object: their writes take its lock
+    (as the tutorial advises, instead of each opening the file and meeting SQLite's)."""
+    import fes
+    from fes.edge import Application
+    from fes.examples.dogs import dogs, register
+
+    school = fes.App("school", aggregates=[dogs])
+    with sqlite_db(tmp_path / "a.db") as database:
+        lock = CountingLock()
+        monkeypatch.setattr(database, "writer", lock)
+        front, back = Application(school, store=database), Application(school, store=database)
+        front.execute(dogs, front.new_id(), register, "Rex")
+        assert lock.taken == 0  # alone so far
+        other = threading.Thread(target=lambda: back.execute(dogs, back.new_id(), register, "Io"))
+        other.start()
+        other.join(10)
+        front.execute(dogs, front.new_id(), register, "Ada")
+        assert lock.taken == 2 and database.shared
+        front.close()
+        back.close()
+        assert not database.closed  # the applications leave it to its owner
+        assert len(database.store("school").read_log()) == 3
+        monkeypatch.undo()
+
+
 def test_threads_joining_a_lone_writer_lose_and_double_nothing(tmp_path: Path) -> None:
     """Threads open connections while the first one writes without the lock: the writes
     that began without it and those that take it are all stored, each once."""
