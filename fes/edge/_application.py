@@ -321,7 +321,11 @@ class Application:
     def load(
         self, aggregate: Aggregate[S], stream: str, *, version: int | None = None
     ) -> tuple[S, int]:
-        """The stream's state and version (at ``version``, if given)."""
+        """The stream's state and version (folded up to ``version``, if given).
+
+        A ``version`` past the stream's end gives its current state, with
+        the version it is at.
+        """
         self._check(aggregate)
         if version is not None:
             check_integer("version", version, 0)
