@@ -259,13 +259,13 @@ class Connections:
             return self.closed_error()
         message = str(error)
         if "locked" in message or "busy" in message:
-            # "held": one long transaction; "kept": many short ones, each of
-            # another connection that took the lock while this one slept
             return StoreError(
-                f"{self._url} is locked: other connections held or kept the write lock "
-                f"for longer than busy_timeout={self.busy_timeout} ms, so fes could not "
-                f"{doing}; nothing was stored (the threads of one process take turns "
-                "when they share one Application, or one database object)"
+                f"{self._url} is locked: other connections kept the write lock for longer "
+                f"than busy_timeout={self.busy_timeout} ms (one long transaction, or many "
+                f"short ones, each begun while this one slept), so fes could not {doing}; "
+                "nothing was stored. The threads of one process take turns when they "
+                "share one Application or database object; processes that all write "
+                "all the time are better served by PostgreSQL, which queues them"
             )
         return StoreError(f"{self._url}: could not {doing}: {type(error).__name__}: {message}")
 
