@@ -388,29 +388,25 @@ def test_threads_joining_a_lone_writer_lose_and_double_nothing(tmp_path: Path) -
     """Threads open connections while the first one writes without the lock: the writes
     that began without it and those that take it are all stored, each once."""
     with sqlite_db(tmp_path / "j.db", synchronous="NORMAL") as database:
-        store = database.store("shop")
+        store = database.store("shop")  # this thread's connection: the lone one
         failures: list[BaseException] = []
-        lone_done = threading.Event()
 
-        def write(stream: str, count: int) -> None:
+        def write(stream: str, first: int, last: int) -> None:
             try:
-                for version in range(1, count + 1):
+                for version in range(first, last + 1):
                     store.append([new(stream, version)])
             except BaseException as error:  # reported below
                 failures.append(error)
 
-        def lone() -> None:
-            write("lone", 400)
-            lone_done.set()
-
-        first = threading.Thread(target=lone)
-        first.start()
-        joiners = [threading.Thread(target=write, args=(f"t{n}", 50)) for n in range(4)]
+        write("lone", 1, 1)
+        assert not database.shared  # written without the lock
+        joiners = [threading.Thread(target=write, args=(f"t{n}", 1, 50)) for n in range(4)]
         for thread in joiners:
             thread.start()
-        for thread in [first, *joiners]:
+        write("lone", 2, 400)  # while they connect and write
+        for thread in joiners:
             thread.join(60)
-        assert lone_done.is_set() and not failures
+        assert not failures
         stored = [(e.stream, e.version) for e in store.read_log()]
         assert sorted(stored) == sorted(
             [("lone", v) for v in range(1, 401)]
