@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import sqlite3
+import threading
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -719,6 +720,89 @@ def test_execute_waits_a_random_moment_before_each_retry(
     with pytest.raises(fes.ConcurrencyError):
         front.execute(dogs, "luna", command, "sit")
     assert len(seen) == 3 and len(waits) == 4  # two more waits: none before raising
+
+
+def test_threads_of_one_application_take_turns_on_a_stream(any_place: Place) -> None:
+    """A thread runs its command on a stream while the application's other threads wait.
+
+    The first thread's command lingers (half a second) for the second thread's
+    command on the same stream to be appended meanwhile.  Were the threads
+    not taking turns, it would be, and the first append would lose the race:
+    with no retries, a ConcurrencyError.  Taking turns, the second thread
+    waits; both commands are recorded, one after the other.  A command on
+    another stream does not wait.
+    """
+    front = any_place.app(retries=0)
+    # another stream, on another of the 256 locks (string hashes vary by process)
+    turns = _application.TURNS
+    luna = next(
+        name for name in (f"luna {n}" for n in range(1000))
+        if hash(name) % turns != hash("bella") % turns
+    )
+    front.execute(dogs, "bella", register, "Bella")
+    front.execute(dogs, luna, register, "Luna")
+    deciding, second_done, other_done = (threading.Event() for _ in range(3))
+    results: dict[str, Any] = {}
+
+    def lingering(dog: Dog, trick: str) -> list[TrickAdded]:
+        deciding.set()
+        results["other stream while deciding"] = other_done.wait(10)
+        results["second while deciding"] = second_done.wait(0.5)
+        return add_trick(dog, trick)
+
+    def run(name: str, stream: str, command: Any, trick: str, done: threading.Event) -> None:
+        try:
+            results[name] = front.execute(dogs, stream, command, trick)
+        except Exception as error:  # asserted on below
+            results[name] = error
+        done.set()
+
+    first = threading.Thread(
+        target=run, args=("first", "bella", lingering, "sit", threading.Event())
+    )
+    first.start()
+    assert deciding.wait(5)
+    second = threading.Thread(target=run, args=("second", "bella", add_trick, "beg", second_done))
+    other = threading.Thread(target=run, args=("other", luna, add_trick, "wave", other_done))
+    second.start()
+    other.start()
+    for thread in (first, second, other):
+        thread.join(10)
+    assert results["other stream while deciding"] is True
+    assert results["second while deciding"] is False
+    assert not any(isinstance(results[name], Exception) for name in ("first", "second", "other"))
+    assert [r.version for r in results["first"]] == [2]
+    assert [r.version for r in results["second"]] == [3]
+    assert tricks(front, "bella") == ["sit", "beg"]
+    assert tricks(front, luna) == ["wave"]
+
+
+def test_threads_hammering_one_stream_need_no_retries(place: Place) -> None:
+    """Four threads of one application, 25 commands each on one stream, with no retries."""
+    front = place.app(retries=0)
+    front.execute(dogs, "bella", register, "Bella")
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def hammer(thread: int) -> None:
+        start.wait()
+        for n in range(25):
+            try:
+                front.execute(dogs, "bella", add_trick, f"{thread}.{n}")
+            except Exception as error:  # asserted on below
+                failures.append(error)
+
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    learned = tricks(front, "bella")
+    assert sorted(learned) == sorted(f"{t}.{n}" for t in range(4) for n in range(25))
+    for t in range(4):  # each thread's commands in its order
+        mine = [trick for trick in learned if trick.startswith(f"{t}.")]
+        assert mine == [f"{t}.{n}" for n in range(25)]
 
 
 @pytest.mark.parametrize(
