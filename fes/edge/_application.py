@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from itertools import count
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from fes.aggregates import Aggregate, Command, decide, returned, run_command
 from fes.errors import (
@@ -139,6 +139,28 @@ def _uuid4_str() -> str:
     data[8] = data[8] & 0x3F | 0x80  # the RFC 4122 variant
     h = data.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class _ClosedStore:
+    """What a closed application reads and writes through: each use is refused.
+
+    Its database may be open still, when the application was given one it
+    shares with others; a closed application uses it no more either way.
+    """
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
+        app = self.app
+
+        def refused(*args: object, **kwargs: object) -> NoReturn:
+            raise StoreError(
+                f"application {app!r} is closed: its close() was called, and it reads "
+                f"and stores nothing more (refused: {name})"
+            )
+
+        return refused
 
 
 def check_count(name: str, value: object, lowest: int) -> None:
@@ -996,7 +1018,14 @@ class Application:
     # --- lifecycle ----------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database if this application opened it."""
+        """Stop reading and writing, and close the database if this application opened it.
+
+        A database given to it stays open for its owner to close.  Every
+        later command, load or read of the closed application raises
+        :class:`fes.errors.StoreError`, whether its database is open or not.
+        """
+        self.store = cast(Store, _ClosedStore(self.app.name))
+        self._rows_store = None  # the hot paths then go through the store above
         if self._owns_database:
             self.database.close()
 

@@ -1646,6 +1646,33 @@ def test_close_leaves_a_database_passed_in_open(place: Place) -> None:
     assert place.database.store("school").last_position() == 1
 
 
+def test_a_closed_application_refuses_work_on_a_database_still_open(place: Place) -> None:
+    """After close(), commands, loads and reads are refused, though the database serves others.
+
+    (They used to go on, as if close() had not been called.)
+    """
+    app = Application(SCHOOL, place.database, env={})
+    app.execute(dogs, "fido", register, "Fido")
+    app.close()
+    fresh = app.new_id()
+    refusals: list[Callable[[], object]] = [
+        lambda: app.execute(dogs, fresh, register, "Rex"),  # the read-free first try
+        lambda: app.execute(dogs, "fido", add_trick, "sit"),
+        lambda: app.get(dogs, "fido"),
+        lambda: app.take_snapshot(dogs, "fido"),
+        lambda: app.batch().execute(dogs, "fido", add_trick, "sit"),
+        lambda: app.stream("fido"),
+        lambda: app.log(),
+    ]
+    for refused in refusals:
+        with pytest.raises(fes.errors.StoreError, match="application 'school' is closed"):
+            refused()
+    others = Application(SCHOOL, place.database, env={})
+    assert others.get(dogs, "fido") == Dog("Fido")
+    assert others.get(dogs, fresh) is None
+    assert place.database.store("school").last_position() == 1
+
+
 def test_an_empty_batch_stores_nothing_and_does_not_read_the_clock(place: Place) -> None:
     """Committing a batch without events returns [] without touching the clock or the log."""
     clock = Clock()
