@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from attrs import field, fields, frozen
+from attrs import Attribute, field, fields, frozen
 from pyrsistent import PMap, pmap
 
 from fes.errors import ConfigurationError, DefinitionError, UpcastError
@@ -44,6 +44,21 @@ def _pmap_str(value: Mapping[str, str] | None) -> PMap[str, str]:
     return pmap(value or {})
 
 
+def _text_or_none(_: object, attribute: Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(
+            f"metadata's {attribute.name} must be a str or None, not {value!r}"
+        )
+
+
+def _text_headers(_: object, attribute: Attribute[Any], value: PMap[Any, Any]) -> None:
+    for key, text in value.items():
+        if not isinstance(key, str) or not isinstance(text, str):
+            raise ConfigurationError(
+                f"metadata headers must map str to str, not {key!r} to {text!r}"
+            )
+
+
 @frozen
 class Metadata:
     """What a recorded event carries besides the event itself.
@@ -53,9 +68,9 @@ class Metadata:
     ``headers`` is a user mapping of strings.
     """
 
-    correlation_id: str | None = None
-    causation_id: str | None = None
-    headers: PMap[str, str] = field(factory=pmap, converter=_pmap_str)
+    correlation_id: str | None = field(default=None, validator=_text_or_none)
+    causation_id: str | None = field(default=None, validator=_text_or_none)
+    headers: PMap[str, str] = field(factory=pmap, converter=_pmap_str, validator=_text_headers)
 
 
 NO_METADATA = Metadata()

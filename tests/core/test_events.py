@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,22 @@ def test_metadata_headers_become_an_immutable_map() -> None:
     assert fes.Metadata(headers=None).headers == pmap()
     assert fes.Metadata().headers == pmap()
     assert fes.Metadata() == NO_METADATA
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"correlation_id": 5}, "metadata's correlation_id must be a str or None, not 5"),
+        ({"causation_id": b"x"}, "metadata's causation_id must be a str or None, not b'x'"),
+        ({"headers": {"user": 7}}, "metadata headers must map str to str, not 'user' to 7"),
+        ({"headers": {1: "ann"}}, "metadata headers must map str to str, not 1 to 'ann'"),
+        ({"headers": ["user"]}, "metadata headers must be a mapping of str to str"),
+    ],
+)
+def test_metadata_refuses_what_is_not_text(given: dict[str, Any], message: str) -> None:
+    """Ids are str or None and headers map str to str: anything else is refused when made."""
+    with pytest.raises(fes.errors.ConfigurationError, match=re.escape(message)):
+        fes.Metadata(**given)
 
 
 def test_recorded_id_is_stream_at_version() -> None:
