@@ -972,9 +972,10 @@ class Application:
                 except ConcurrencyError as conflict:
                     attempt += 1
                     if attempt > self.retries:
-                        conflict.add_note(
-                            f"execute's tries: {attempt} (retries={self.retries}); "
-                            "another writer appended to the stream first each time"
+                        # in the message, not a note: logs often keep str(error) alone
+                        conflict.args = (
+                            f"{conflict}; execute's tries: {attempt} (retries={self.retries}), "
+                            "another writer appended to the stream first each time",
                         )
                         raise
                     # A rival committed first, and may be racing again: a random
@@ -1030,6 +1031,8 @@ class Application:
             self.database.close()
 
     def __enter__(self) -> Application:
+        if isinstance(self.store, _ClosedStore):  # as a closed file refuses ``with``
+            raise StoreError(f"application {self.app.name!r} is closed: its close() was called")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -405,7 +405,7 @@ class ReadingCases:
     # Closing -----------------------------------------------------------------------
 
     def test_closed_database_refuses_to_work(self, database: Database) -> None:
-        """After close(), stores raise StoreError; closing again is harmless."""
+        """After close(), stores and store() raise StoreError; closing again is harmless."""
         store = database.store("shop")
         store.append([new_event("a", 1)])
         database.close()
@@ -422,6 +422,7 @@ class ReadingCases:
             store.last_position,
             lambda: store.save_snapshot(new_snapshot("a", 1)),
             lambda: database.store("other"),
+            lambda: database.store("shop"),  # opened before the close, too
         ]
         for operation in operations:
             with pytest.raises(StoreError):

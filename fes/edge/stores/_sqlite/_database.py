@@ -105,6 +105,8 @@ class SQLiteDatabase(Connections, ClosingDatabase):
     def store(self, app: str) -> SQLiteStore:
         """The store of ``app``, its tables created if missing (unless create is false)."""
         check_app_name(app)
+        if self.closed:  # (an app's store made before the close would be found below)
+            raise self.closed_error()
         with self._lock:
             store = self._stores.get(app)
         if store is not None:
