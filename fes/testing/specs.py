@@ -191,7 +191,8 @@ def recorded(
     ``timestamp`` (the Unix epoch unless given) must be timezone-aware, and
     the policy gets it in UTC, as every recorded event's comes from a store;
     ``metadata`` is what a policy reads of the event's correlation,
-    causation and headers.
+    causation and headers.  ``stream`` is a non-empty str, and ``version``
+    and ``position`` count from 1, as in every store.
     """
     if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
         raise ConfigurationError(
@@ -199,6 +200,14 @@ def recorded(
         )
     if not isinstance(metadata, Metadata):
         raise ConfigurationError(f"recorded()'s metadata must be a fes.Metadata, got {metadata!r}")
+    if not isinstance(stream, str) or not stream:
+        raise ConfigurationError(f"recorded()'s stream must be a non-empty str, got {stream!r}")
+    for name, number in (("version", version), ("position", position)):
+        # as a store records them: versions and positions count from 1
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise ConfigurationError(
+                f"recorded()'s {name} must be an integer of 1 or more, got {number!r}"
+            )
     at = timestamp.astimezone(UTC)
     return Recorded(event, stream, version, position, at, "", metadata)
 

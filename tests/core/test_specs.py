@@ -254,12 +254,22 @@ def test_recorded_helper_gives_the_time_in_utc_as_a_store_does() -> None:
         ({"timestamp": datetime(2024, 5, 1)}, "must be a timezone-aware datetime, got datetime"),
         ({"timestamp": "2024-05-01"}, "must be a timezone-aware datetime, got '2024-05-01'"),
         ({"metadata": {"correlation_id": "x"}}, "must be a fes.Metadata, got {'correlation_id'"),
+        ({"stream": ""}, "recorded()'s stream must be a non-empty str, got ''"),
+        ({"stream": 7}, "recorded()'s stream must be a non-empty str, got 7"),
+        ({"version": 0}, "recorded()'s version must be an integer of 1 or more, got 0"),
+        ({"version": True}, "recorded()'s version must be an integer of 1 or more, got True"),
+        ({"position": -1}, "recorded()'s position must be an integer of 1 or more, got -1"),
+        ({"position": 1.0}, "recorded()'s position must be an integer of 1 or more, got 1.0"),
     ],
 )
 def test_recorded_helper_refuses_a_time_or_metadata_no_event_could_have(
     options: dict[str, Any], message: str
 ) -> None:
-    """A naive or non-datetime time, or metadata that is not a Metadata, is a clear error."""
+    """What no recorded event could have is a clear error.
+
+    A naive or non-datetime time, metadata that is not a Metadata, an empty
+    stream id, or a version or position below 1 (no store records one).
+    """
     with pytest.raises(fes.errors.ConfigurationError, match=re.escape(message)):
         recorded(FIDO, **options)
 
