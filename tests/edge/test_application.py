@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -796,11 +797,8 @@ def test_threads_hammering_one_stream_need_no_retries(place: Place) -> None:
             except Exception as error:  # asserted on below
                 failures.append(error)
 
-    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(hammer, range(4)))
     assert failures == []
     learned = tricks(front, "bella")
     assert sorted(learned) == sorted(f"{t}.{n}" for t in range(4) for n in range(25))
