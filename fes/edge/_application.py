@@ -559,6 +559,8 @@ class Application:
 
     def batch(self) -> Batch:
         """A new batch of events to record atomically with :meth:`commit`."""
+        if isinstance(self.store, _ClosedStore):
+            self._refuse_closed()
         return Batch(self)
 
     def commit(self, batch: Batch, *, tracking: Tracking | None = None) -> list[Recorded[Any]]:
@@ -1032,8 +1034,11 @@ class Application:
 
     def __enter__(self) -> Application:
         if isinstance(self.store, _ClosedStore):  # as a closed file refuses ``with``
-            raise StoreError(f"application {self.app.name!r} is closed: its close() was called")
+            self._refuse_closed()
         return self
+
+    def _refuse_closed(self) -> NoReturn:
+        raise StoreError(f"application {self.app.name!r} is closed: its close() was called")
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -901,8 +901,8 @@ class Follower:
             pid=os.getpid(),
         )
         for _ in range(20):
-            batch = self.application.batch()
             try:
+                batch = self.application.batch()
                 self._halted = None  # read again: a rival instance may have recorded it
                 if self._halted_now()[failure.leader] == note:
                     return  # stopped there before (a restart, a rival): keep its time

@@ -1654,6 +1654,7 @@ def test_a_closed_application_refuses_work_on_a_database_still_open(place: Place
     """
     app = Application(SCHOOL, place.database, env={})
     app.execute(dogs, "fido", register, "Fido")
+    empty = app.batch()
     app.close()
     fresh = app.new_id()
     refusals: list[Callable[[], object]] = [
@@ -1661,7 +1662,8 @@ def test_a_closed_application_refuses_work_on_a_database_still_open(place: Place
         lambda: app.execute(dogs, "fido", add_trick, "sit"),
         lambda: app.get(dogs, "fido"),
         lambda: app.take_snapshot(dogs, "fido"),
-        lambda: app.batch().execute(dogs, "fido", add_trick, "sit"),
+        app.batch,
+        lambda: empty.execute(dogs, "fido", add_trick, "sit"),
         lambda: app.stream("fido"),
         lambda: app.log(),
     ]
