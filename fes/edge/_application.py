@@ -151,14 +151,16 @@ class _ClosedStore:
     def __init__(self, app: str) -> None:
         self.app = app
 
-    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
-        app = self.app
+    def refuse(self, what: str) -> NoReturn:
+        """Raise the error of a closed application asked to do ``what``."""
+        raise StoreError(
+            f"application {self.app!r} is closed: its close() was called, and it reads "
+            f"and stores nothing more (refused: {what})"
+        )
 
+    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
         def refused(*args: object, **kwargs: object) -> NoReturn:
-            raise StoreError(
-                f"application {app!r} is closed: its close() was called, and it reads "
-                f"and stores nothing more (refused: {name})"
-            )
+            self.refuse(name)
 
         return refused
 
@@ -559,8 +561,8 @@ class Application:
 
     def batch(self) -> Batch:
         """A new batch of events to record atomically with :meth:`commit`."""
-        if isinstance(self.store, _ClosedStore):
-            self._refuse_closed()
+        if isinstance(store := self.store, _ClosedStore):
+            store.refuse("batch")
         return Batch(self)
 
     def commit(self, batch: Batch, *, tracking: Tracking | None = None) -> list[Recorded[Any]]:
@@ -1033,12 +1035,9 @@ class Application:
             self.database.close()
 
     def __enter__(self) -> Application:
-        if isinstance(self.store, _ClosedStore):  # as a closed file refuses ``with``
-            self._refuse_closed()
+        if isinstance(store := self.store, _ClosedStore):  # as a closed file refuses ``with``
+            store.refuse("with")
         return self
-
-    def _refuse_closed(self) -> NoReturn:
-        raise StoreError(f"application {self.app.name!r} is closed: its close() was called")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
