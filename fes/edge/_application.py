@@ -292,6 +292,7 @@ class Application:
         # the store _append last found to take rows, and its _append_rows
         self._rows_store: object = None
         self._rows_append: Callable[[list[Row], dict[str, int], Tracking | None], list[int]]
+        self._first_append: Callable[[Row, dict[str, int]], int]
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -716,12 +717,12 @@ class Application:
             moment = timestamp = _time_ns() // 1000
         else:
             moment, timestamp = stamp(self.clock)
-        rows: list[Row] = [(stream, 1, topic, payload, timestamp, None)]
+        row: Row = (stream, 1, topic, payload, timestamp, None)
         try:
             if self.store is self._rows_store:  # _append's way, as it last found it
-                positions = self._rows_append(rows, {stream: 1}, None)
+                position = self._first_append(row, {stream: 1})
             else:
-                positions = self._append(rows, {stream: 1}, None)
+                position = self._append([row], {stream: 1}, None)[0]
         except ConcurrencyError:
             if self._cache_size:
                 with self._cache_lock:
@@ -731,7 +732,7 @@ class Application:
             self._after_append(new_pending((
                 aggregate, 0, state, [event], _ONE_NO_METADATA, [topic, payload, None]
             )), stream)
-        return [new_recorded(event, stream, 1, positions[0], moment, topic, NO_METADATA)]
+        return [new_recorded(event, stream, 1, position, moment, topic, NO_METADATA)]
 
     def _append(
         self, rows: list[Row], firsts: dict[str, int], tracking: Tracking | None
@@ -750,6 +751,7 @@ class Application:
             # remembered for the hot paths (_record_first, _record_one), which
             # check only that self.store is still this very store
             self._rows_append = store._append_rows  # type: ignore[attr-defined]
+            self._first_append = store._append_first  # type: ignore[attr-defined]
             self._rows_store = store
             return self._rows_append(rows, firsts, tracking)
         return store.append(list(map(new_event, rows)), tracking=tracking)

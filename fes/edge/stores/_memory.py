@@ -204,6 +204,10 @@ class MemoryStore:
             database.condition.notify_all()
         return list(range(start, position + 1))
 
+    def _append_first(self, row: Row, firsts: dict[str, int]) -> int:
+        """:meth:`_append_rows` of one row, version 1 of its stream: its position."""
+        return self._append_rows([row], firsts, None)[0]
+
     def reseal(self, rows: Sequence[Resealed]) -> None:
         """Replace stored events' payloads and metadata, atomically."""
         check_reseal(rows)

@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from fes.edge.stores._base import (
@@ -61,6 +62,13 @@ class SQLiteStore:
         self._sql = sql = Statements(app)
         self.tables = sql.tables
         self.schema = sql.schema
+        # :meth:`_append_rows` of one row, version 1 of its stream (``firsts``),
+        # returning its position: the path of the first event of a stream the
+        # application's new_id() gave, with no list of rows or positions to
+        # make, and (a partial) no frame of its own.
+        self._append_first: Callable[[Row, dict[str, int]], int] = partial(
+            self._appended, self._insert_first
+        )
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self._app!r} in {self._database.url}>"
@@ -94,6 +102,20 @@ class SQLiteStore:
         ``tracking``, when given, has been checked.  Third-party callers use
         :meth:`append`, which checks all of that.
         """
+        return self._appended(self._insert, rows, firsts, tracking)
+
+    def _appended(
+        self,
+        insert: Callable[[Held, Any, dict[str, int], Tracking | None], _T],
+        rows: Any,
+        firsts: dict[str, int],
+        tracking: Tracking | None = None,
+    ) -> _T:
+        """``insert``'s transaction on this thread's connection, under the writer lock if need be.
+
+        ``insert`` is :meth:`_insert` or :meth:`_insert_first`, given ``rows``,
+        ``firsts`` and ``tracking`` as :meth:`_append_rows` describes them.
+        """
         database = self._database
         # what database.use() does, inline on this hot path: its checks (a closed
         # database, a transaction an interrupt left open) only when they may apply
@@ -106,21 +128,19 @@ class SQLiteStore:
             if held.began or database.closed:
                 held.busy -= 1
                 held = database.use()
-        conn = held.conn
-        count = len(rows)
         try:
             if held.holding or not database.shared:
                 # No other connection of this process to queue behind (or this
                 # thread holds the writer lock already, Connections.hold):
                 # SQLite's own lock is all there is to take.
-                last = self._insert(held, rows, firsts, tracking)
+                done = insert(held, rows, firsts, tracking)
             else:
                 # ``with``: CPython takes the lock and sets up its release in one
                 # step, so an interrupt (Ctrl-C) cannot leave it held.
                 with database.writer:
-                    last = self._insert(held, rows, firsts, tracking)
+                    done = insert(held, rows, firsts, tracking)
         except sqlite3.IntegrityError as error:
-            raise self._conflict(conn, firsts, error) from None
+            raise self._conflict(held.conn, firsts, error) from None
         except sqlite3.Error as error:
             raise database.error(error, f"append to {self._app!r}") from None
         finally:
@@ -132,17 +152,12 @@ class SQLiteStore:
         database.generation += 1
         if database.waiters:
             database.wake()
-        if count == 1:
-            return [last]
-        if not count:
-            return []
-        # In one write transaction AUTOINCREMENT hands out consecutive rowids.
-        return list(range(last - count + 1, last + 1))
+        return done
 
     def _insert(
         self, held: Held, rows: Sequence[Row], firsts: dict[str, int], tracking: Tracking | None
-    ) -> int:
-        """:meth:`_append_rows`'s transaction: the rowid of the last row inserted (if any)."""
+    ) -> list[int]:
+        """:meth:`_append_rows`'s transaction: the positions of the rows inserted."""
         conn = held.conn
         # BEGIN inside the try: an interrupt just after it must roll back too.
         try:
@@ -158,19 +173,43 @@ class SQLiteStore:
                     current = conn.execute(self._sql.version, (stream,)).fetchone()[0] or 0
                     if current != first - 1:
                         raise ConcurrencyError(stream, first - 1, current)
-            last = 0
-            if len(rows) == 1:
-                # (after an insert into a rowid table, lastrowid is an int)
-                last = cursor.execute(self._sql.insert, rows[0]).lastrowid  # type: ignore[assignment]
-            elif rows:
+            count = len(rows)
+            if count == 1:
+                positions = [cursor.execute(self._sql.insert, rows[0]).lastrowid]
+            elif count:
                 conn.executemany(self._sql.insert, rows)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                # In one write transaction AUTOINCREMENT hands out consecutive rowids.
+                positions = list(range(last - count + 1, last + 1))
+            else:
+                positions = []
             cursor.execute("COMMIT")
             held.began = False
         except BaseException:
             end(held)
             raise
-        return last
+        return positions  # type: ignore[return-value]
+
+    def _insert_first(
+        self, held: Held, row: Row, firsts: dict[str, int], tracking: Tracking | None
+    ) -> int:
+        """The transaction of ``_append_first`` (see ``__init__``): the row's rowid.
+
+        A first version needs no look: if the stream has events, the unique
+        (stream, version) refuses the insert.
+        """
+        cursor = held.cursor
+        try:
+            held.began = not held.conn.in_transaction
+            cursor.execute("BEGIN IMMEDIATE")
+            # (after an insert into a rowid table, lastrowid is an int)
+            position: int = cursor.execute(self._sql.insert, row).lastrowid  # type: ignore[assignment]
+            cursor.execute("COMMIT")
+            held.began = False
+        except BaseException:
+            end(held)
+            raise
+        return position
 
     def _track(self, conn: sqlite3.Connection, tracking: Tracking) -> None:
         if tracking.previous == 0:
