@@ -517,7 +517,15 @@ class Application:
         limit: int | None = None,
         descending: bool = False,
     ) -> list[Recorded[Any]]:
-        """A stream's recorded events, for inspection."""
+        """A stream's recorded events, for inspection.
+
+        ``from_version`` and ``to_version``, when given, are versions of 0 or
+        more; ``limit`` is a count of 0 or more.
+        """
+        if from_version is not None:
+            check_integer("from_version", from_version, 0)
+        if to_version is not None:
+            check_integer("to_version", to_version, 0)
         rows = self.store.read_stream(
             stream, from_version=from_version, to_version=to_version, limit=limit,
             descending=descending,
@@ -539,7 +547,9 @@ class Application:
         records (a follower's stops and skips, topics ``fes.*``) are left
         out unless ``internal`` is true or ``topics`` names them; ``limit``
         counts the events returned, so a page is empty only at the end.
+        ``after`` is a position of 0 or more (0: from the first event).
         """
+        check_integer("after", after, 0)
         if isinstance(topics, str):  # one topic, not an iterable of its letters
             topics = [topics]
         elif topics is not None and not isinstance(topics, Iterable):

@@ -487,6 +487,35 @@ def test_a_bad_version_to_read_at_is_a_store_error(place: Place, version: Any) -
 
 
 @pytest.mark.parametrize(
+    ("read", "name"),
+    [
+        (lambda app: app.stream("fido", from_version=-1), "from_version"),
+        (lambda app: app.stream("fido", to_version=-1), "to_version"),
+        (lambda app: app.stream("fido", from_version="1"), "from_version"),
+        (lambda app: app.log(after=-1), "after"),
+        (lambda app: app.log(after=1.0), "after"),
+    ],
+    ids=["from_version", "to_version", "from_version str", "after", "after float"],
+)
+def test_reads_refuse_a_version_or_position_below_0(
+    place: Place, read: Callable[[Application], object], name: str
+) -> None:
+    """stream() and log() refuse a negative bound as load() does, rather than read from the start.
+
+    (``log(after=-5)`` and ``stream(s, from_version=-1)`` used to return the
+    whole log or stream, where ``get(version=-1)`` and ``fes log --after -1``
+    refused.)
+    """
+    app = place.app()
+    app.execute(dogs, "fido", register, "Fido")
+    with pytest.raises(fes.errors.StoreError, match=f"^{name} must be an integer of 0 or more"):
+        read(app)
+    assert [r.version for r in app.stream("fido", from_version=0, to_version=0)] == []
+    assert [r.version for r in app.stream("fido", from_version=0)] == [1]
+    assert [r.position for r in app.log(after=0)] == [1]
+
+
+@pytest.mark.parametrize(
     ("metadata", "problem"),
     [
         ("trace-1", "it is not a fes.Metadata"),
