@@ -174,21 +174,21 @@ class SQLiteStore:
                     if current != first - 1:
                         raise ConcurrencyError(stream, first - 1, current)
             count = len(rows)
+            positions: list[int] = []
             if count == 1:
-                positions = [cursor.execute(self._sql.insert, rows[0]).lastrowid]
+                # (after an insert into a rowid table, lastrowid is an int)
+                positions.append(cursor.execute(self._sql.insert, rows[0]).lastrowid)  # type: ignore[arg-type]
             elif count:
                 conn.executemany(self._sql.insert, rows)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 # In one write transaction AUTOINCREMENT hands out consecutive rowids.
                 positions = list(range(last - count + 1, last + 1))
-            else:
-                positions = []
             cursor.execute("COMMIT")
             held.began = False
         except BaseException:
             end(held)
             raise
-        return positions  # type: ignore[return-value]
+        return positions
 
     def _insert_first(
         self, held: Held, row: Row, firsts: dict[str, int], tracking: Tracking | None
@@ -196,7 +196,8 @@ class SQLiteStore:
         """The transaction of ``_append_first`` (see ``__init__``): the row's rowid.
 
         A first version needs no look: if the stream has events, the unique
-        (stream, version) refuses the insert.
+        (stream, version) refuses the insert.  (``firsts`` and ``tracking``
+        are :meth:`_appended`'s: ``_append_first`` gives no tracking.)
         """
         cursor = held.cursor
         try:
