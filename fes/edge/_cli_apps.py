@@ -32,7 +32,12 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     with _Stores(args, system) as stores:
         listing = stores.listing()
         names = listing.found
+        # only the applications found with tables: opening another's store would create them
         last = {name: stores.database(name).store(name).last_position() for name in names}
+        # the leaders' last positions, asked for as followers need them; kept apart from
+        # ``last``, since with the system a leader whose store holds no tables yet counts
+        # as position 0 there, and must not be taken for an application that was found
+        leaders = dict(last)
         # a leader served over HTTP shows its log; its own followers run, and are
         # watched, where it is served
         served = {name for name in names if getattr(stores.database(name), "read_only", False)}
@@ -81,10 +86,10 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                     # so it is neither shown nor counted as caught up
                     status = "unknown: its stop records are encoded, pass --system to read them"
                 else:
-                    upstream, why = _leader_last(stores, listing, leader, last)
+                    upstream, why = _leader_last(stores, listing, leader, leaders)
                     if upstream is not None and position is not None and position > upstream:
                         # the leader may have moved on since its position was read
-                        upstream, why = _leader_last(stores, listing, leader, last, fresh=True)
+                        upstream, why = _leader_last(stores, listing, leader, leaders, fresh=True)
                     status = follower_status(stops.get((unit, leader)), position, upstream, why)
                 stopped += status.startswith("stopped")
                 errors += status.startswith(("unknown", "ahead"))
@@ -119,18 +124,12 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         if system is None:
             print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
         else:
-            views = []
-            for app in system.apps:
-                if app.name not in last or app.name in served:
-                    continue
-                for view in app.views:
-                    found = stores.database(app.name).store(app.name).load_view(view.name)
-                    position = 0 if found is None else found[1]
-                    behind = max(last[app.name] - position, 0)
-                    views.append((f"{app.name}/{view.name}", position, last[app.name],
-                                  "up to date" if not behind else f"behind {behind}"))
+            views = _view_rows(stores, system, last, served)
             if views:
                 table(["view", "position", "log's last", "status"], views, out)
+            elif any(app.views for app in system.apps):
+                print("  (none to show: their applications have no tables yet, or cannot be "
+                      "read here)", file=out)
             else:
                 print("  (the system has no views)", file=out)
         if listing.unreachable:
@@ -146,6 +145,30 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     if stopped:
         return EXIT_STOPPED
     return EXIT_ERROR if errors or listing.unreachable or missing else 0
+
+
+def _view_rows(
+    stores: _Stores, system: System, last: Mapping[str, int], served: set[str]
+) -> list[tuple[str, int, int, str]]:
+    """Each view's position against its application's log, where the application was found.
+
+    An application with no tables yet (or whose store cannot be reached, said
+    above) is left out: its store is not opened, since opening it creates its
+    tables, and inspecting creates nothing.  One served over HTTP keeps its
+    views where it is served.
+    """
+    rows = []
+    for app in system.apps:
+        if not app.views or app.name not in last or app.name in served:
+            continue
+        store = stores.database(app.name).store(app.name)
+        for view in app.views:
+            found = store.load_view(view.name)
+            position = 0 if found is None else found[1]
+            behind = max(last[app.name] - position, 0)
+            rows.append((f"{app.name}/{view.name}", position, last[app.name],
+                         "up to date" if not behind else f"behind {behind}"))
+    return rows
 
 
 def _tracking_key(unit: str, leader: str, tracked: Mapping[str, int]) -> str | None:
@@ -164,6 +187,9 @@ def _leader_last(
     A leader in another store (another database, a service over HTTP) is
     asked there; one that cannot be reached makes its followers' state
     unknown rather than caught up (its reason is kept, to be shown once).
+    ``known`` holds the positions read so far, and gets this one; with the
+    system, a leader placed in a store that holds no tables for it yet is at
+    0, and its store is not opened (opening it would create its tables).
     """
     if leader in known and not fresh:
         return known[leader], None
