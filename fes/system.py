@@ -31,17 +31,74 @@ __all__ = [
 ]
 
 
+# --- checking what a definition is given ------------------------------------------
+#
+# A system is written by hand, and a name where a definition belongs (or one value
+# where a list does) would otherwise fail far from the mistake, as an AttributeError
+# or a TypeError of Python's, or pass and fail when the system runs.
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message names it: a definition by its kind and name, else its repr."""
+    if isinstance(value, App | Aggregate | View):
+        return f"fes.{type(value).__name__} {value.name!r}"
+    text = repr(value)
+    return f"{text if len(text) <= 80 else text[:77] + '...'} (type {type(value).__name__})"
+
+
+def _listed(value: object, what: str, example: str) -> tuple[Any, ...]:
+    """``value``'s entries as a tuple; a string or a lone value is refused.
+
+    ``tuple("orders")`` would make an entry of each letter, and a lone
+    value would fail with Python's own TypeError, naming neither.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise SystemDefinitionError(
+            f"{what} must be a list, such as {example}; got {_shown(value)}"
+        )
+    return tuple(value)
+
+
+def _check_kind(entries: tuple[Any, ...], kind: type, what: str) -> None:
+    """Refuse the first of ``entries`` that is not a ``kind``, naming it and its place."""
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, kind):
+            hint = (
+                f"; give the fes.{kind.__name__} itself, not its name"
+                if isinstance(entry, str) else ""
+            )
+            raise SystemDefinitionError(
+                f"{what} must be fes.{kind.__name__} values, but entry {index} is "
+                f"{_shown(entry)}{hint}"
+            )
+
+
+def _check_callable(app: str, what: str, value: object, takes: str) -> None:
+    """Refuse a policy or error handler that cannot be called (a name, a list of them)."""
+    if not callable(value):
+        raise SystemDefinitionError(
+            f"application {app!r}: {what} must be a function of {takes}, got {_shown(value)}"
+        )
+
+
 def _aggregates(value: Iterable[Aggregate[Any]]) -> tuple[Aggregate[Any], ...]:
     # typed converters: with a bare ``tuple`` mypy's attrs plugin rejects list arguments
-    return tuple(value)
+    return _listed(value, "an application's aggregates", "[order]")
 
 
 def _views(value: Iterable[View[Any]]) -> tuple[View[Any], ...]:
-    return tuple(value)
+    return _listed(value, "an application's views", "[statuses]")
 
 
 def _tuple_of_tuples(value: Iterable[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(pipe) for pipe in value)
+    pipes = _listed(value, "a system's pipes", "[['orders', 'stock']]")
+    return tuple(
+        _listed(
+            pipe, f"pipe {index} of the system",
+            "['orders', 'stock'] (pipes is a list of such lists)",
+        )
+        for index, pipe in enumerate(pipes)
+    )
 
 
 @frozen
@@ -66,6 +123,10 @@ class App:
     partitions: int = 1
 
     def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise SystemDefinitionError(
+                f"an application's name must be a str, such as 'orders'; got {_shown(self.name)}"
+            )
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise SystemDefinitionError(
                 f"application name {self.name!r} must be non-empty letters, digits, '_' or '-'"
@@ -75,6 +136,13 @@ class App:
                 f"application {self.name!r}: partitions must be an integer of at least 1, "
                 f"got {self.partitions!r}"
             )
+        _check_kind(self.aggregates, Aggregate, f"application {self.name!r}: its aggregates")
+        _check_kind(self.views, View, f"application {self.name!r}: its views")
+        if self.policy is not None:
+            _check_callable(self.name, "policy", self.policy, "a recorded event")
+        _check_callable(
+            self.name, "on_error", self.on_error, "an error, a recorded event and an attempt"
+        )
         if self.partitions > 1 and self.policy is None:
             raise SystemDefinitionError(
                 f"application {self.name!r} has {self.partitions} partitions but no policy: "
@@ -99,7 +167,7 @@ class App:
 
 
 def _apps(value: Iterable[App]) -> tuple[App, ...]:
-    return tuple(value)
+    return _listed(value, "a system's applications", "[fes.App('orders')]")
 
 
 @frozen
@@ -110,13 +178,21 @@ class System:
     pipes: tuple[tuple[str, ...], ...] = field(default=(), converter=_tuple_of_tuples)
 
     def __attrs_post_init__(self) -> None:
+        _check_kind(self.apps, App, "a system's applications")
         names = [a.name for a in self.apps]
         seen: set[str] = set()
         for name in names:
             if name in seen:
                 raise SystemDefinitionError(f"two applications are named {name!r}")
             seen.add(name)
-        for pipe in self.pipes:
+        for index, pipe in enumerate(self.pipes):
+            for entry in pipe:
+                if not isinstance(entry, str):
+                    named = f"; write {entry.name!r}" if isinstance(entry, App) else ""
+                    raise SystemDefinitionError(
+                        f"pipe {index} of the system names applications by their names, "
+                        f"but has {_shown(entry)}{named}"
+                    )
             if len(pipe) < 2:
                 raise SystemDefinitionError(
                     f"pipe {list(pipe)!r} needs at least a leader and a follower"

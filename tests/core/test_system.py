@@ -165,3 +165,108 @@ def test_apps_and_systems_store_their_parts_as_tuples() -> None:
     school = fes.App("school", aggregates=[dogs], views=[view])
     assert (school.aggregates, school.views) == ((dogs,), (view,))
     assert fes.System([school]).apps == (school,)
+
+
+# --- what a definition is given: a definition where one belongs ---------------
+
+
+def test_a_system_refuses_a_name_where_an_application_belongs() -> None:
+    """fes.System(["orders"]) says what it got and wants, not AttributeError (a user's trial)."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.System(["orders"], pipes=[])  # type: ignore[list-item]
+    assert str(info.value) == (
+        "a system's applications must be fes.App values, but entry 0 is 'orders' "
+        "(type str); give the fes.App itself, not its name"
+    )
+
+
+def test_a_system_refuses_an_aggregate_where_an_application_belongs() -> None:
+    """Another definition is named by its kind and name, not by its long repr."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.System([app("a"), dogs])  # type: ignore[list-item]
+    assert str(info.value) == (
+        "a system's applications must be fes.App values, but entry 1 is fes.Aggregate 'dog'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("apps", "shown"),
+    [("orders", "'orders' (type str)"), (fes.App("orders"), "fes.App 'orders'")],
+)
+def test_a_system_refuses_one_application_where_a_list_belongs(apps: Any, shown: str) -> None:
+    """A string is not split into letters, and a lone App is not a TypeError of Python's."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.System(apps)
+    assert str(info.value) == (
+        f"a system's applications must be a list, such as [fes.App('orders')]; got {shown}"
+    )
+
+
+def test_a_system_refuses_a_pipe_written_as_a_string() -> None:
+    """pipes=["a", "b"] (one pipe, unwrapped) is refused, not read as pipes of letters."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.System([app("a"), app("b", follows=True)], pipes=["a", "b"])
+    assert str(info.value) == (
+        "pipe 0 of the system must be a list, such as ['orders', 'stock'] "
+        "(pipes is a list of such lists); got 'a' (type str)"
+    )
+
+
+@pytest.mark.parametrize("pipes", [None, "a b", 3])
+def test_a_system_refuses_pipes_that_are_not_a_list(pipes: Any) -> None:
+    """None, a string or a number where the list of pipes belongs is said to be one."""
+    with pytest.raises(
+        fes.errors.SystemDefinitionError,
+        match=r"^a system's pipes must be a list, such as \[\['orders', 'stock'\]\]; got ",
+    ):
+        fes.System([app("a")], pipes=pipes)
+
+
+def test_a_pipe_names_applications_by_name_not_by_app() -> None:
+    """An App in a pipe is refused with the name to write instead."""
+    b = app("b", follows=True)
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.System([app("a"), b], pipes=[["a", b]])  # type: ignore[list-item]
+    assert str(info.value) == (
+        "pipe 0 of the system names applications by their names, but has fes.App 'b'; "
+        "write 'b'"
+    )
+    with pytest.raises(fes.errors.SystemDefinitionError, match=r"but has 1 \(type int\)$"):
+        fes.System([app("a"), b], pipes=[["a", 1]])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"aggregates": ["dog"]},
+         "application 'school': its aggregates must be fes.Aggregate values, but entry 0 "
+         "is 'dog' (type str); give the fes.Aggregate itself, not its name"),
+        ({"aggregates": dogs},
+         "an application's aggregates must be a list, such as [order]; got fes.Aggregate 'dog'"),
+        ({"views": ["count"]},
+         "application 'school': its views must be fes.View values, but entry 0 is 'count' "
+         "(type str); give the fes.View itself, not its name"),
+        ({"policy": "react"},
+         "application 'school': policy must be a function of a recorded event, "
+         "got 'react' (type str)"),
+        ({"on_error": None},
+         "application 'school': on_error must be a function of an error, a recorded event "
+         "and an attempt, got None (type NoneType)"),
+    ],
+    ids=["aggregate-name", "lone-aggregate", "view-name", "policy-name", "no-on-error"],
+)
+def test_an_app_refuses_what_is_not_a_definition(given: dict[str, Any], message: str) -> None:
+    """Each part of an App is checked when it is made, not when the system runs."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.App("school", **given)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"), [(None, "None (type NoneType)"), (dogs, "fes.Aggregate 'dog'")]
+)
+def test_an_app_refuses_a_name_that_is_not_a_string(name: Any, shown: str) -> None:
+    """A name that is not a string is refused as such, not with an AttributeError."""
+    with pytest.raises(fes.errors.SystemDefinitionError) as info:
+        fes.App(name)
+    assert str(info.value) == f"an application's name must be a str, such as 'orders'; got {shown}"
