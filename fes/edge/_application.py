@@ -116,6 +116,47 @@ def _stream_rows(stream: str, first: int, encoded: Iterable[Any], timestamp: int
     ]
 
 
+def _rows_in_order(
+    pending: Mapping[str, Pending], runs: Sequence[tuple[str, int]], timestamp: int
+) -> list[Row]:
+    """The rows of ``pending``'s events in the order they were added.
+
+    ``runs`` holds each run of events added to one stream in a row, as
+    (stream, how many events it held before the run), in order (see
+    :class:`Batch`): a run ends where the stream's next one begins, or at
+    its last event.
+    """
+    spans: list[tuple[str, int, int]] = []
+    ends: dict[str, int] = {}
+    for stream, start in reversed(runs):
+        end = ends.get(stream)
+        if end is None:
+            end = len(pending[stream].events)
+        if start < end:
+            spans.append((stream, start, end))
+        ends[stream] = start
+    rows: list[Row] = []
+    for stream, start, end in reversed(spans):
+        slot = pending[stream]
+        rows += _stream_rows(
+            stream, slot.version + 1 + start, slot.rows[start * 3:end * 3], timestamp
+        )
+    return rows
+
+
+def _of_rows(
+    pending: Mapping[str, Pending], rows: Iterable[Row]
+) -> tuple[list[Any], list[Metadata]]:
+    """The event and the metadata of each of ``rows``, found by its stream and version."""
+    items: list[Any] = []
+    metas: list[Metadata] = []
+    for stream, version, *_ in rows:
+        slot = pending[stream]
+        items.append(slot.events[version - slot.version - 1])
+        metas.append(slot.metadata[version - slot.version - 1])
+    return items, metas
+
+
 def _envelopes(
     items: Iterable[Any], rows: Iterable[Row], positions: Iterable[int],
     metas: Iterable[Metadata], moment: datetime | int,
@@ -592,7 +633,7 @@ class Application:
             if not isinstance(tracking, Tracking):
                 raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
             check_tracking(tracking)
-        return self._record(batch.pending, tracking)
+        return self._record(batch.pending, tracking, runs=batch._runs)
 
     def _encode(
         self, stream: str, version: int, events: list[Any], metadata: Metadata
@@ -623,20 +664,27 @@ class Application:
         pending: Mapping[str, Pending],
         tracking: Tracking | None,
         telemetry: _telemetry.Telemetry | object | None = _ASK,
+        runs: Sequence[tuple[str, int]] | None = None,
     ) -> list[Recorded[Any]]:
-        """Append pending events; ``telemetry``: what the caller found active, if it looked."""
-        written = self._write(pending, tracking, telemetry)
+        """Append pending events; ``telemetry``: what the caller found active, if it looked.
+
+        ``runs`` is the order they were added in when it is not pending's
+        (see :class:`Batch`): the log keeps it.
+        """
+        written = self._write(pending, tracking, telemetry, runs)
         if written is None:
             return []
         firsts, rows, positions, moment = written
-        if len(firsts) == 1:
+        if runs is None and len(firsts) == 1:
             (only,) = firsts
             items, metas = pending[only].events, pending[only].metadata
-        else:
+        elif runs is None:
             items, metas = [], []
             for stream in firsts:
                 items += pending[stream].events
                 metas += pending[stream].metadata
+        else:
+            items, metas = _of_rows(pending, rows)
         return _envelopes(items, rows, positions, metas, moment)
 
     def _write(
@@ -644,10 +692,12 @@ class Application:
         pending: Mapping[str, Pending],
         tracking: Tracking | None,
         telemetry: _telemetry.Telemetry | object | None = _ASK,
+        runs: Sequence[tuple[str, int]] | None = None,
     ) -> tuple[dict[str, int], list[Row], list[int], datetime | int] | None:
         """The append of :meth:`_record`, and what its envelopes need; None if no events.
 
-        With no events, a ``tracking`` position is still recorded.
+        With no events, a ``tracking`` position is still recorded.  The rows
+        are in the order of ``runs`` when given, else stream by stream.
         """
         firsts = {stream: slot.version + 1 for stream, slot in pending.items() if slot.events}
         if not firsts:
@@ -656,7 +706,9 @@ class Application:
             return None
         moment, timestamp = stamp(self.clock)
         rows: list[Row]
-        if len(firsts) == 1:
+        if runs is not None:
+            rows = _rows_in_order(pending, runs, timestamp)
+        elif len(firsts) == 1:
             ((stream, first),) = firsts.items()
             rows = _stream_rows(stream, first, pending[stream].rows, timestamp)
         else:
@@ -1071,11 +1123,16 @@ class Application:
             rows.extend((*encode(item, stream=stream, version=version), meta))
         return rows
 
-    def _record_untold(self, pending: Mapping[str, Pending], tracking: Tracking) -> None:
+    def _record_untold(
+        self,
+        pending: Mapping[str, Pending],
+        tracking: Tracking,
+        runs: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
         """:meth:`_record` for a caller that does not read the recorded events back.
 
         A follower's commit: the same append, conflict handling, telemetry,
         cache and snapshots, without a :class:`fes.Recorded` made for each
         event and dropped.  ``tracking`` has been checked.
         """
-        self._write(pending, tracking)
+        self._write(pending, tracking, _ASK, runs)

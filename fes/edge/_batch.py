@@ -230,6 +230,10 @@ class Pending:
 class Batch:
     """Events to record together, across streams, in one atomic append.
 
+    The log keeps the order they were added in, across streams, as if each
+    had been appended in turn: a follower's batch of many notifications
+    records what batches of one would, in the same order.
+
     Commands run on a stream's state folded with the events already pending
     for it in this batch, so several commands on one stream compose.
 
@@ -265,6 +269,14 @@ class Batch:
     _kept: set[str] = field(factory=set, init=False, repr=False)
     # the application's plans, looked up by every execute
     _plans: dict[Command, Plan] = field(init=False, repr=False, eq=False)
+    # The order the events were added in, which the commit keeps in the log.
+    # While each stream's events came in one run, it is the order of the
+    # streams in pending (a slot made empty moves last when its first events
+    # come) and this is None.  Once events go to a stream after another's,
+    # each run is kept as (stream, how many events it held before the run).
+    _runs: list[tuple[str, int]] | None = field(default=None, init=False, repr=False, eq=False)
+    # the stream events were last added to (see _switch)
+    _last: str | None = field(default=None, init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         self._plans = self.application._plans
@@ -333,6 +345,41 @@ class Batch:
                 del cast(list[Any], slot.metadata)[held:]
                 del cast(list[Any], slot.rows)[held * 3:]  # three entries per event
                 slot.state = state
+        runs = self._runs
+        if runs is None:
+            # the last slot, whose events (if any) were the last added
+            self._last = next(reversed(pending), None)
+        else:
+            # the runs begun since the mark: each of a slot gone, or past its end now
+            while runs and (
+                (kept := pending.get(runs[-1][0])) is None or runs[-1][1] >= len(kept.events)
+            ):
+                runs.pop()
+            self._last = runs[-1][0] if runs else None
+
+    def _switch(self, stream: str, held: int) -> None:
+        """Note that events are about to be added to ``stream``, holding ``held``, after another's.
+
+        (Called when ``stream`` is not the very object last added to.)
+        """
+        if stream == self._last:  # the same id in another str
+            return
+        self._last = stream
+        runs = self._runs
+        if runs is not None:
+            runs.append((stream, held))
+            return
+        pending = self.pending
+        if not held:
+            # its first events: its slot goes last, as pending keeps the order
+            # streams got their first events in
+            if next(reversed(pending)) != stream:
+                pending[stream] = pending.pop(stream)
+            return
+        # Back to a stream with events: from now on the order is kept run by
+        # run.  Until now each stream's events came in one run, in pending's order.
+        self._runs = [(s, 0) for s, slot in pending.items() if slot.events]
+        self._runs.append((stream, held))
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
         """The stream's state including this batch's pending events."""
@@ -406,6 +453,8 @@ class Batch:
         if stream not in self._kept:
             self._undo.append((stream, slot, held, slot.state))
             self._kept.add(stream)
+        if stream is not self._last and new:
+            self._switch(stream, held)
         events.extend(new)
         metas.extend((metadata,) * len(new))
         rows.extend(encoded)
@@ -483,11 +532,16 @@ class Batch:
                         )
                         self._undo.append((stream, None, 0, None))
                         self._kept.add(stream)
+                        if self._runs is not None:
+                            self._runs.append((stream, 0))
+                        self._last = stream
                         return [item]
                     held = slot.events
                     if stream not in self._kept:
                         self._undo.append((stream, slot, len(held), state))
                         self._kept.add(stream)
+                    if stream is not self._last:
+                        self._switch(stream, len(held))
                     held.append(item)  # type: ignore[attr-defined]
                     slot.metadata.append(metadata)  # type: ignore[attr-defined]
                     slot.rows.extend((topic, body, None))  # type: ignore[attr-defined]
@@ -545,6 +599,9 @@ class Batch:
                 )
                 self._undo.append((stream, None, 0, None))
                 self._kept.add(stream)
+                if self._runs is not None:
+                    self._runs.append((stream, 0))
+                self._last = stream
                 return
             slot = self._slot(aggregate, stream)
         elif slot.aggregate is not aggregate:

@@ -740,7 +740,7 @@ class Follower:
         if type(application).commit is Application.commit and "commit" not in vars(application):
             # what commit does, without the list of Recorded it returns and nobody reads
             check_tracking(tracking)
-            application._record_untold(batch.pending, tracking)
+            application._record_untold(batch.pending, tracking, batch._runs)
         else:
             # through commit, the one way events are recorded (a wrapper of it sees these too)
             application.commit(batch, tracking=tracking)

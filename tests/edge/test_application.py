@@ -882,17 +882,90 @@ def test_a_batch_across_streams_is_appended_together(any_place: Place) -> None:
     assert len(batch) == 4
     assert app.get(dogs, "fido") is None  # nothing is stored before commit
     committed = app.commit(batch)
-    # events are grouped by stream, streams in the order the batch met them
+    # in the order they were added, as if each had been committed in turn
     assert [(r.stream, r.version, r.event) for r in committed] == [
         ("fido", 1, Registered("Fido")),
-        ("fido", 2, TrickAdded("beg")),
         ("rex", 2, TrickAdded("sit")),
+        ("fido", 2, TrickAdded("beg")),
         ("luna", 1, Registered("Luna")),
     ]
     positions = [r.position for r in committed]
     assert positions == sorted(set(positions))
     assert app.log(after=first.position) == committed
     assert len({r.timestamp for r in committed}) == 1
+
+
+#: What a batch is asked to do: add events to one of three streams (by a
+#: command, or by emit, one or two at a time), look at a stream's state
+#: (which makes its slot, empty, without adding), mark, or roll back to a mark.
+BATCH_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("execute"), st.integers(0, 2), st.just(1)),
+        st.tuples(st.just("emit"), st.integers(0, 2), st.integers(1, 2)),
+        st.tuples(st.just("state"), st.integers(0, 2), st.just(0)),
+        st.tuples(st.just("mark"), st.just(0), st.just(0)),
+        st.tuples(st.just("rollback"), st.integers(0, 3), st.just(0)),
+    ),
+    max_size=25,
+)
+_BATCH_RUNS = itertools.count()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=BATCH_STEPS, existing=st.sets(st.integers(0, 2)))
+def test_a_batch_records_its_events_in_the_order_they_were_added(
+    any_place: Place, steps: list[tuple[str, int, int]], existing: set[int]
+) -> None:
+    """Whatever the streams, savepoints and rollbacks, the log keeps the order of addition.
+
+    A follower's batch of many upstream events must record what it would
+    have recorded one upstream event at a time, in the same order: a
+    downstream follower of it then sees the same log whatever the batch size.
+    (A batch used to record its events stream by stream.)
+    """
+    app = any_place.app()
+    run = next(_BATCH_RUNS)
+    streams = [f"dog-{run}-{i}" for i in range(3)]
+    for i in existing:  # streams with events before the batch
+        app.execute(dogs, streams[i], register, f"dog {i}")
+    before = app.store.last_position()
+    batch = app.batch()
+    added: list[tuple[str, Any]] = []  # what the log must hold, in order
+    marks: list[tuple[int, int]] = []  # (savepoint, how many were added then)
+    tricks = itertools.count()
+    for kind, which, many in steps:
+        stream = streams[which % 3]
+        if kind == "mark":
+            marks.append((batch.savepoint(), len(added)))
+        elif kind == "rollback":
+            if marks:
+                mark, held = marks[min(which, len(marks) - 1)]
+                del marks[min(which, len(marks) - 1) + 1:]
+                batch.rollback(mark)
+                del added[held:]
+        elif kind == "state":
+            batch.state(dogs, stream)
+        else:
+            new: list[Any] = []
+            if batch.state(dogs, stream) is None:
+                new.append(Registered(f"dog {which}"))
+            new += [TrickAdded(f"trick {next(tricks)}") for _ in range(many - len(new))]
+            if kind == "emit":
+                batch.emit(dogs, stream, new)
+            elif isinstance(new[0], Registered):
+                batch.execute(dogs, stream, register, new[0].name)
+            else:
+                batch.execute(dogs, stream, add_trick, new[0].trick)
+            added += [(stream, event) for event in new]
+    committed = app.commit(batch)
+    assert [(r.stream, r.event) for r in committed] == added
+    assert [(r.stream, r.event) for r in app.log(after=before)] == added
+    assert [r.position for r in committed] == [r.position for r in app.log(after=before)]
+    for stream in streams:  # each stream's versions run on from what it held
+        versions = [r.version for r in app.stream(stream)]
+        assert versions == list(range(1, len(versions) + 1))
 
 
 def test_batch_execute_folds_the_pending_events(place: Place) -> None:

@@ -242,7 +242,7 @@ def test_a_store_not_fes_own_gets_new_events_through_its_append() -> None:
 
 
 def test_a_batch_over_streams_records_each_in_order(place: Place) -> None:
-    """Several streams in one commit: rows, positions and envelopes line up, in batch order."""
+    """Several streams in one commit: rows, positions and envelopes line up, in the order added."""
     app = place.app()
     batch = app.batch()
     batch.execute(dogs, "fido", register, "Fido")
@@ -251,7 +251,7 @@ def test_a_batch_over_streams_records_each_in_order(place: Place) -> None:
     batch.execute(dogs, "rex", add_trick, "beg")
     recorded = app.commit(batch)
     assert [(r.stream, r.version, r.position) for r in recorded] == [
-        ("fido", 1, 1), ("fido", 2, 2), ("rex", 1, 3), ("rex", 2, 4)
+        ("fido", 1, 1), ("rex", 1, 2), ("fido", 2, 3), ("rex", 2, 4)
     ]
     assert [r.event for r in recorded] == [r.event for r in app.log()]
     assert len({r.timestamp for r in recorded}) == 1

@@ -205,3 +205,70 @@ partitioned_tally = fes.System(
     [source, fes.App("tally", aggregates=[counter], policy=count_bounces, partitions=3)],
     pipes=[["source", "tally"]],
 )
+
+
+# --- reserving: a follower whose batches go back to streams they left -------------------
+
+
+@frozen
+class Placed:
+    """An order, one line per bin named."""
+
+    bins: tuple[str, ...]
+
+
+@frozen
+class Reserved:
+    """Line ``line`` of ``order`` is reserved in this bin."""
+
+    order: str
+    line: int
+
+
+@frozen
+class Noted:
+    """The order's line ``line`` was reserved (in the order the reservations were logged)."""
+
+    line: int
+
+
+def _placed(state: tuple[str, ...], event: Placed) -> tuple[str, ...]:
+    return event.bins
+
+
+def _one_more(state: int, event: Reserved | Noted) -> int:
+    return state + 1
+
+
+def place(state: tuple[str, ...], bins: tuple[str, ...]) -> list[Placed]:
+    return [Placed(tuple(bins))]
+
+
+order_book: fes.Aggregate[tuple[str, ...]] = fes.Aggregate(
+    "order", (), fes.projector(_placed), events=[Placed], commands=[place]
+)
+bin_: fes.Aggregate[int] = fes.Aggregate("bin", 0, fes.projector(_one_more), events=[Reserved])
+notes: fes.Aggregate[int] = fes.Aggregate("note", 0, fes.projector(_one_more), events=[Noted])
+
+
+def reserve_lines(recorded: fes.Recorded[Placed]) -> list[fes.Emit]:
+    """One reservation per line, each in its bin's stream: a batch goes back and forth."""
+    return [
+        fes.Emit(bin_, f"bin-{name}", [Reserved(recorded.stream, line)])
+        for line, name in enumerate(recorded.event.bins)
+    ]
+
+
+def note_reservation(recorded: fes.Recorded[Reserved]) -> list[fes.Emit]:
+    """The order's notes, in the order the reservations reached the log."""
+    return [fes.Emit(notes, f"notes-{recorded.event.order}", [Noted(recorded.event.line)])]
+
+
+reserving = fes.System(
+    [
+        fes.App("orders", aggregates=[order_book]),
+        fes.App("stock", aggregates=[bin_], policy=reserve_lines),
+        fes.App("notes", aggregates=[notes], policy=note_reservation),
+    ],
+    pipes=[["orders", "stock", "notes"]],
+)

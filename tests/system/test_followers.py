@@ -87,6 +87,39 @@ def test_batch_size_changes_nothing_but_the_number_of_transactions(
     assert dumps[0] == dumps[1]
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    orders=st.lists(
+        st.lists(st.sampled_from("ABC"), min_size=1, max_size=3), min_size=1, max_size=6
+    ),
+    batch_size=st.integers(2, 20),
+)
+def test_batch_size_changes_no_log_and_no_stream_downstream(
+    orders: list[list[str]], batch_size: int
+) -> None:
+    """A follower's batch logs its events in the order it would one notification at a time.
+
+    The stock follower's batches go back to bins they left; the notes
+    follower records each order's reservations in the order it reads them.
+    Every log, and so every notes stream, is the same for any batch size.
+    (Batches used to log stream by stream, so the notes of an order came
+    in another order with larger batches.)
+    """
+    logs = []
+    for size in (1, batch_size):
+        with SyncRunner(domain.reserving, "memory://", batch_size=size) as runner:
+            for number, bins in enumerate(orders):
+                runner.app("orders").execute(
+                    domain.order_book, f"order-{number}", domain.place, tuple(bins)
+                )
+            runner.run_until_quiet()
+            logs.append({
+                name: [(r.stream, r.version, r.event) for r in runner.app(name).log()]
+                for name in ("stock", "notes")
+            })
+    assert logs[0] == logs[1]
+
+
 def test_a_batch_commits_several_notifications_in_one_transaction() -> None:
     """With batch_size 10, 25 notifications take 3 commits, so tracking moves 10, 20, 25."""
     seen: list[int] = []
