@@ -66,6 +66,21 @@ def _args(value: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _command(value: Command) -> Command:
+    """A :class:`Do`'s command, refused when it is not a function (its name, say).
+
+    Refused here, where the policy makes the intent, rather than when the
+    follower runs it and stops.
+    """
+    if callable(value):
+        return value
+    raise DefinitionError(
+        f"Do takes the command itself, a function of the state and its arguments, not "
+        f"{value!r}"
+        + (f"; give the function, not its name {value!r}" if isinstance(value, str) else "")
+    )
+
+
 @frozen
 class Emit:
     """Append ``events`` to ``stream`` of the follower's ``aggregate``.
@@ -97,7 +112,7 @@ class Do:
 
     aggregate: Aggregate[Any]
     stream: str
-    command: Command
+    command: Command = field(converter=_command)
     args: tuple[Any, ...] = field(default=(), converter=_args)
 
 

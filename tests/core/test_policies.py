@@ -51,6 +51,16 @@ def test_a_do_whose_arguments_are_a_string_or_a_bare_value_is_refused(args: Any)
         fes.Do(accounts, "acc-1", deposit, args)
 
 
+@pytest.mark.parametrize("command", ["deposit", None, 5])
+def test_a_do_whose_command_is_not_a_function_is_refused(command: Any) -> None:
+    """A command's name is refused when the intent is made, not when a follower runs it.
+
+    (It used to be accepted, and stopped the follower with a CommandError.)
+    """
+    with pytest.raises(fes.errors.DefinitionError, match=r"Do takes the command itself"):
+        fes.Do(accounts, "acc-1", command, (5,))
+
+
 def test_nothing_ignores_every_event() -> None:
     """The nothing policy returns no intent."""
     assert fes.nothing(REGISTERED) == []
