@@ -23,9 +23,9 @@ import attrs
 from attrs import field, frozen
 
 from fes.aggregates import Aggregate, Command, decide
-from fes.errors import ConfigurationError, FesError, Rejected
+from fes.errors import ConfigurationError, DefinitionError, FesError, Rejected
 from fes.events import NO_METADATA, Metadata, Recorded
-from fes.policies import Intent, Policy
+from fes.policies import Do, Emit, Intent, Policy
 from fes.testing._purity import checked, policy_name
 from fes.testing._purity import show_intent as _intent
 
@@ -261,6 +261,12 @@ class PolicySpecification:
         if isinstance(outcome, Exception):
             raise outcome
         actual = outcome
+        for intent in actual:
+            if not isinstance(intent, Emit | Do):  # as the follower refuses it
+                raise DefinitionError(
+                    f"the policy {policy_name(self.policy)!r} returned {intent!r} among its "
+                    "intents; an intent is fes.Emit or fes.Do"
+                )
         if actual != list(expected):
             raise AssertionError(
                 f"the policy's intents differ:\n{_intent_difference(expected, actual)}\n"

@@ -281,3 +281,18 @@ def test_given_policy_refuses_a_bare_intent_as_the_runner_does() -> None:
 
     with pytest.raises(fes.errors.DefinitionError, match=r"returned a bare fes\.Emit on 'dog'"):
         given_policy(bare).when(Registered("Fido")).then()
+
+
+def test_given_policy_refuses_what_is_not_an_intent_as_the_runner_does() -> None:
+    """An item that is neither fes.Emit nor fes.Do is the runner's DefinitionError, not a diff.
+
+    (It used to show only as "intents differ: extra: 'not an intent'".)
+    """
+    def stray(event: fes.Recorded[Registered]) -> Any:
+        return [fes.Emit(dogs, "d", [Registered("Rex")]), "not an intent"]
+
+    with pytest.raises(
+        fes.errors.DefinitionError,
+        match=r"returned 'not an intent' among its intents; an intent is fes\.Emit or fes\.Do",
+    ):
+        given_policy(stray).when(Registered("Fido")).then(fes.Emit(dogs, "d", [Registered("Rex")]))
