@@ -102,13 +102,17 @@ def test_apps_with_the_system_creates_no_table_in_empty_postgres_databases(
 def test_apps_with_the_system_creates_no_table_in_empty_sqlite_files(
     system: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Empty files are read as empty stores, not refused, and get no table."""
+    """Empty files are read as empty stores, not refused, and get no table, nor a byte.
+
+    (Opening one used to switch it to WAL mode, which writes its header.)
+    """
     paths = {name: tmp_path / f"{name}.db" for name in ("orders", "stock")}
     for path in paths.values():
         path.touch()
     assert _apps(system, {name: f"sqlite:///{path}" for name, path in paths.items()}) == 0
     out = capsys.readouterr().out
     for path in paths.values():
+        assert path.stat().st_size == 0
         assert _sqlite_tables(path) == []
     assert "not started: nothing to follow yet" in out
     assert "no tables yet" in _views(out)

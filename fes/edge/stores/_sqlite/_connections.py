@@ -193,7 +193,14 @@ class Connections:
                     "an existing, writable directory?)"
                 ) from None
             try:
-                journal = self._wal(conn)
+                if not self.create and not conn.execute("PRAGMA page_count").fetchone()[0]:
+                    # An empty file fes may not make tables in: nothing to read or
+                    # write, and switching it to WAL would write its header.  Left
+                    # as it is (a file that gets tables from another process is
+                    # switched there, and every connection follows).
+                    journal: object = "wal"
+                else:
+                    journal = self._wal(conn)
                 if str(journal).lower() != "wal":
                     raise StoreError(
                         f"cannot put {self._url} in WAL mode (it stays in {journal!r} mode)"
