@@ -81,6 +81,12 @@ def _views(out: str) -> str:
     return out.split("\nviews\n")[1].split("\n\n")[0]
 
 
+def _reported_empty(out: str) -> None:
+    """`fes apps` said the stores are empty: followers not started, views with no tables."""
+    assert "not started: nothing to follow yet" in out
+    assert "no tables yet" in _views(out)
+
+
 @pytest.mark.parametrize("system", SYSTEMS)
 def test_apps_with_the_system_creates_no_table_in_empty_postgres_databases(
     system: str, pg_url: str, pg_server: PgServer, capsys: pytest.CaptureFixture[str]
@@ -94,8 +100,7 @@ def test_apps_with_the_system_creates_no_table_in_empty_postgres_databases(
     out = capsys.readouterr().out
     for url in places.values():
         assert _postgres_tables(url) == []
-    assert "not started: nothing to follow yet" in out
-    assert "no tables yet" in _views(out)
+    _reported_empty(out)
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -114,8 +119,7 @@ def test_apps_with_the_system_creates_no_table_in_empty_sqlite_files(
     for path in paths.values():
         assert path.stat().st_size == 0
         assert _sqlite_tables(path) == []
-    assert "not started: nothing to follow yet" in out
-    assert "no tables yet" in _views(out)
+    _reported_empty(out)
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
