@@ -76,8 +76,7 @@ def _command(value: Command) -> Command:
         return value
     raise DefinitionError(
         f"Do takes the command itself, a function of the state and its arguments, not "
-        f"{value!r}"
-        + (f"; give the function, not its name {value!r}" if isinstance(value, str) else "")
+        f"{value!r}" + (" (a name: give the function)" if isinstance(value, str) else "")
     )
 
 

@@ -152,8 +152,9 @@ def _of_rows(
     metas: list[Metadata] = []
     for stream, version, *_ in rows:
         slot = pending[stream]
-        items.append(slot.events[version - slot.version - 1])
-        metas.append(slot.metadata[version - slot.version - 1])
+        index = version - slot.version - 1
+        items.append(slot.events[index])
+        metas.append(slot.metadata[index])
     return items, metas
 
 

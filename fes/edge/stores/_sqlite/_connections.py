@@ -193,18 +193,16 @@ class Connections:
                     "an existing, writable directory?)"
                 ) from None
             try:
-                if not self.create and not conn.execute("PRAGMA page_count").fetchone()[0]:
-                    # An empty file fes may not make tables in: nothing to read or
-                    # write, and switching it to WAL would write its header.  Left
-                    # as it is (a file that gets tables from another process is
-                    # switched there, and every connection follows).
-                    journal: object = "wal"
-                else:
+                # An empty file fes may not make tables in has nothing to read or
+                # write, and switching it to WAL would write its header: it is left
+                # as it is (a file that gets tables from another process is switched
+                # there, and every connection follows).
+                if self.create or conn.execute("PRAGMA page_count").fetchone()[0]:
                     journal = self._wal(conn)
-                if str(journal).lower() != "wal":
-                    raise StoreError(
-                        f"cannot put {self._url} in WAL mode (it stays in {journal!r} mode)"
-                    )
+                    if str(journal).lower() != "wal":
+                        raise StoreError(
+                            f"cannot put {self._url} in WAL mode (it stays in {journal!r} mode)"
+                        )
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             except sqlite3.DatabaseError as error:
                 conn.close()
