@@ -171,7 +171,7 @@ def _raw_domain(directory: Path, n: int) -> Timed:
 
 def run(config: Config) -> Report:
     n = config.size(10_000, 2_000)
-    runs = config.repeat(7, 3)
+    runs = config.repeat(11, 3)  # each window 0.1-0.3 s: one hiccup swings it
     report = Report("W2", f"{n:,} events appended to one stream in one commit (SQLite file)")
     contenders: dict[str, Callable[[Path, int], Timed]] = {
         FES: _fes, ES: _es, RAW: _raw, FES_EMIT: _fes_emit, RAW_DOMAIN: _raw_domain,

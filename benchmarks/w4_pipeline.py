@@ -107,7 +107,7 @@ class Clock:
 
 BACKLOG_CHUNK = 500
 #: The backlog each contender catches up on, and how many times.
-CATCH_UP_EVENTS, CATCH_UP_RUNS = 20_000, 5
+CATCH_UP_EVENTS, CATCH_UP_RUNS = 20_000, 7
 DEADLINE = 600.0
 ES_SYSTEM = EsSystem(pipes=[[DogSchool, Registry]])
 #: The system, named for the worker processes that import it.
