@@ -161,8 +161,9 @@ class Store(Protocol):
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a position above ``after`` is visible, or ``timeout`` passes.
 
-        Returns whether one is.  Implementations wake early on appends they
-        can observe (a condition, NOTIFY) and otherwise poll.
+        Returns whether one is.  Positions start at 1, so an ``after`` below
+        0 waits as 0 does, for any event.  Implementations wake early on
+        appends they can observe (a condition, NOTIFY) and otherwise poll.
         """
         ...
 

@@ -313,6 +313,7 @@ class MemoryStore:
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a position above ``after`` is visible, or ``timeout`` passes."""
         check_integer("after", after)
+        after = max(after, 0)  # positions start at 1: the empty log has none above -1
         seconds = check_timeout(timeout)
         self._read()
         database = self._database

@@ -211,6 +211,17 @@ class ReadingCases:
         assert 0.25 <= elapsed < 5.0
         assert store.wait(last, 0) is False
 
+    def test_wait_below_zero_waits_for_any_event(self, store: Store) -> None:
+        """An empty log has no position above -1: wait(-1) waits as wait(0) does.
+
+        (It used to answer True at once on an empty store: the empty log's
+        last position, 0, is above -1.)
+        """
+        assert store.wait(-1, 0) is False
+        assert store.wait(-(2**63), 0.05) is False
+        store.append([new_event("a", 1)])
+        assert store.wait(-1, 0) is True
+
     def test_wait_wakes_on_an_append(self, store: Store) -> None:
         """A waiter wakes soon after another thread appends, long before its timeout."""
 

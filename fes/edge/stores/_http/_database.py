@@ -493,6 +493,7 @@ class HttpStore:
     def wait(self, after: int, timeout: float) -> bool:
         """Long-poll until a position above ``after`` is visible, or ``timeout`` passes."""
         check_integer("after", after)
+        after = max(after, 0)  # positions start at 1: the empty log has none above -1
         seconds = check_timeout(timeout)
         deadline = time.monotonic() + seconds
         while True:

@@ -498,6 +498,7 @@ class PostgresStore:
         passes, rather than after ``pool_timeout``.
         """
         check_integer("after", after)
+        after = max(after, 0)  # positions start at 1: the empty log has none above -1
         deadline = time.monotonic() + check_timeout(timeout)
         signal = None if self._listener is None else self._listener.signal(self._channel)
         poll = self._poll

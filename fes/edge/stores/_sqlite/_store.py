@@ -420,6 +420,7 @@ class SQLiteStore:
         appends are seen within ``poll_interval``.
         """
         check_integer("after", after)
+        after = max(after, 0)  # positions start at 1: the empty log has none above -1
         database = self._database
         condition = database.condition
         deadline = time.monotonic() + check_timeout(timeout)
