@@ -179,6 +179,11 @@ class System:
 
     def __attrs_post_init__(self) -> None:
         _check_kind(self.apps, App, "a system's applications")
+        if not self.apps:
+            # a runner of it would have nothing to run and report it caught up
+            raise SystemDefinitionError(
+                "a system needs at least one application: System([fes.App('orders', ...)])"
+            )
         names = [a.name for a in self.apps]
         seen: set[str] = set()
         for name in names:

@@ -80,6 +80,13 @@ def test_duplicate_app_names_are_refused() -> None:
         fes.System([app("a"), app("a")])
 
 
+@pytest.mark.parametrize("apps", [[], ()])
+def test_a_system_of_no_applications_is_refused(apps: list[fes.App]) -> None:
+    """A system with nothing in it is refused: a runner of it would report caught up at once."""
+    with pytest.raises(fes.errors.SystemDefinitionError, match="at least one application"):
+        fes.System(apps)
+
+
 def test_a_pipe_naming_an_unknown_app_is_refused() -> None:
     """A pipe naming an unknown application is refused, naming it and the known ones."""
     with pytest.raises(fes.errors.SystemDefinitionError) as info:
