@@ -335,6 +335,13 @@ def test_the_http_store_is_read_only_and_serves_only_the_log(leader_url: str) ->
             store.reseal([])
         with pytest.raises(StoreError, match="only its notification log"):
             store.read_stream("m-1")
+        # in words first: an application's get() never called read_payloads itself
+        with pytest.raises(
+            StoreError, match=r"reading a stream's events \(read_payloads\) is not available"
+        ):
+            store.read_payloads("m-1")
+        with pytest.raises(StoreError, match=r"streams' versions \(stream_versions\)"):
+            store.stream_versions(["m-1"])
         assert store.tracked() == {} and store.last_tracked("x") == 0
         assert store.load_snapshot("m-1") is None and store.load_view("v") is None
         with pytest.raises(ConfigurationError, match="serves application 'source', not 'sink'"):

@@ -518,10 +518,12 @@ class HttpStore:
             "(a follower writes to its own store)"
         )
 
-    def _not_served(self, what: str) -> NoReturn:
+    def _not_served(self, what: str, method: str) -> NoReturn:
+        # what, in words: the caller may have asked the application for a state,
+        # and never called the store's method itself
         raise StoreError(
             f"{self._app!r} at {self.url} is an HTTP leader, which serves only its "
-            f"notification log: {what} is not available over HTTP"
+            f"notification log: {what} ({method}) is not available over HTTP"
         )
 
     def append(
@@ -552,21 +554,21 @@ class HttpStore:
         descending: bool = False,
     ) -> list[StoredEvent]:
         """Not served: only the notification log crosses the wire."""
-        self._not_served("read_stream")
+        self._not_served("reading a stream's events", "read_stream")
 
     def read_payloads(
         self, stream: str, *, from_version: int | None = None, to_version: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """Not served: only the notification log crosses the wire."""
-        self._not_served("read_payloads")
+        self._not_served("reading a stream's events", "read_payloads")
 
     def stream_version(self, stream: str) -> int:
         """Not served: only the notification log crosses the wire."""
-        self._not_served("stream_version")
+        self._not_served("a stream's version", "stream_version")
 
     def stream_versions(self, streams: Collection[str]) -> dict[str, int]:
         """Not served: only the notification log crosses the wire."""
-        self._not_served("stream_versions")
+        self._not_served("streams' versions", "stream_versions")
 
     def load_snapshot(
         self, stream: str, *, to_version: int | None = None
