@@ -254,8 +254,10 @@ def intents_of(policy: str, result: object) -> tuple[Intent, ...]:
 
     A policy returns a list of intents; a bare ``Emit`` or ``Do``, ``None``
     or anything that is not iterable is a :class:`fes.errors.DefinitionError`
-    naming ``policy`` (the follower's name), so that runners and
-    ``given_policy`` explain the mistake alike instead of a ``TypeError``.
+    naming ``policy`` (the policy as the caller names it: "the policy of
+    'orders'" for a follower, "the policy 'reserve'" for a function), so
+    that runners and ``given_policy`` explain the mistake alike instead of a
+    ``TypeError``.
     """
     if isinstance(result, Emit | Do) or result is None or isinstance(result, str | bytes):
         raise _not_intents(policy, result)
@@ -272,6 +274,6 @@ def _not_intents(policy: str, result: object) -> DefinitionError:
         text = repr(result)
         shown = text if len(text) <= 80 else text[:77] + "..."
     return DefinitionError(
-        f"the policy of {policy!r} returned {shown}; a policy returns a list of "
+        f"{policy} returned {shown}; a policy returns a list of "
         "intents (fes.Emit or fes.Do), e.g. [fes.Do(...)], or [] for none"
     )

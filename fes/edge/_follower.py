@@ -652,7 +652,10 @@ class Follower:
             try:
                 result = policy(recorded)
                 # what intents_of makes of a list, without its checks of other shapes
-                intents = tuple(result) if result.__class__ is list else intents_of(name, result)
+                intents = (
+                    tuple(result) if result.__class__ is list
+                    else intents_of(f"the policy of {name!r}", result)
+                )
             except Exception as error:
                 plans.append((row, recorded, error))
                 break

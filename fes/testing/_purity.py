@@ -37,7 +37,7 @@ def _seeded(seed: int, policy: Policy, upstream: Recorded[Any], name: str) -> Ou
     saved = random.getstate()
     random.seed(seed)
     try:
-        return list(intents_of(name, policy(upstream)))
+        return list(intents_of(f"the policy {name!r}", policy(upstream)))
     except Exception as error:
         return error
     finally:

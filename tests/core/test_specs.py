@@ -279,7 +279,9 @@ def test_given_policy_refuses_a_bare_intent_as_the_runner_does() -> None:
     def bare(event: fes.Recorded[Registered]) -> Any:
         return fes.Emit(dogs, "d", [Registered("Rex")])
 
-    with pytest.raises(fes.errors.DefinitionError, match=r"returned a bare fes\.Emit on 'dog'"):
+    with pytest.raises(
+        fes.errors.DefinitionError, match=r"the policy 'bare' returned a bare fes\.Emit on 'dog'"
+    ):
         given_policy(bare).when(Registered("Fido")).then()
 
 
@@ -293,6 +295,6 @@ def test_given_policy_refuses_what_is_not_an_intent_as_the_runner_does() -> None
 
     with pytest.raises(
         fes.errors.DefinitionError,
-        match=r"returned 'not an intent' among its intents; an intent is fes\.Emit or fes\.Do",
+        match=r"the policy 'stray' returned 'not an intent' among its intents; an intent is",
     ):
         given_policy(stray).when(Registered("Fido")).then(fes.Emit(dogs, "d", [Registered("Rex")]))
