@@ -72,6 +72,37 @@ def test_after_a_reseal_the_new_key_alone_reads_everything(any_place: Place) -> 
         any_place.app(cipher=OLD_RING).log()
 
 
+COMPRESSED, ENCRYPTED = 0x01, 0x02  # the format-1 flags of a payload's first byte
+
+
+@pytest.mark.parametrize("compress", [False, True, 9], ids=["without", "with", "level 9"])
+def test_a_reseal_keeps_each_rows_compression_as_stored(
+    any_place: Place, compress: bool | int
+) -> None:
+    """A compressed row stays compressed, a plain-JSON one uncompressed, whatever the
+    resealing codec's compress: a key's rotation changes the key alone.
+
+    (A codec without compress used to store every compressed row inflated: a
+    trial's 89-byte row came back as 10,044 bytes.)
+    """
+    writer = any_place.app(cipher=OLD_RING, compress=True, snapshot_every=2)
+    stream = "dog-long"
+    writer.execute(dogs, stream, register, "Fido " * 400)  # compresses well
+    writer.execute(dogs, stream, add_trick, "sit")  # too short to compress
+    before = {e.version: e.payload for e in writer.store.read_stream(stream)}
+    assert before[1][0] & COMPRESSED and not before[2][0] & COMPRESSED
+
+    rotated = any_place.app(cipher=BOTH_RINGS, compress=compress, snapshot_every=2)
+    assert reseal(rotated).events == 2
+    after = {e.version: e.payload for e in rotated.store.read_stream(stream)}
+    for version, payload in after.items():
+        assert payload[0] & ENCRYPTED and b"new" in payload[:8]
+        assert payload[0] & COMPRESSED == before[version][0] & COMPRESSED, version
+    assert len(after[1]) < len(before[1]) + 32  # the key id's length apart, not inflated
+    state = any_place.app(cipher=NEW_RING).get(dogs, stream)
+    assert state.name == "Fido " * 400 and list(state.tricks) == ["sit"]
+
+
 def test_a_second_run_changes_nothing(any_place: Place) -> None:
     """Rows already under the current key are skipped: a stopped run can simply be rerun."""
     fill(any_place.app(cipher=OLD_RING, snapshot_every=2))

@@ -467,8 +467,10 @@ class Codec:
         its topic), an event's metadata (``"meta"``, ``name`` the event's
         topic) or a snapshot's (``"state"``, ``name`` the aggregate's name).
         It is decrypted under whichever key of the ring it names and sealed
-        again, its JSON and schema version unchanged, so nothing is decoded
-        into values.  An unencrypted payload is refused with
+        again, its JSON, schema version and compression unchanged (a
+        compressed row stays compressed, at this codec's level or zlib's
+        default, and a row stored uncompressed stays so), so nothing is
+        decoded into values.  An unencrypted payload is refused with
         :class:`fes.errors.CipherError` unless ``plain`` is true: encrypting a store
         that was written in the clear vouches for every plain row in it.
         """
@@ -496,7 +498,13 @@ class Codec:
             raise DecodeError(
                 f"cannot reseal {_row(kind, name, stream, version)}: {_problem(data, exc)}"
             ) from exc
-        return self._seal(body, schema, kind, name, stream, version)
+        # as stored: a key's rotation must not inflate a compressed store (by
+        # a codec without compress) nor compress what was written plain
+        if data[0] != _BARE and data[0] & _COMPRESSED:
+            level: int | None = zlib.Z_DEFAULT_COMPRESSION if self._level is None else self._level
+        else:
+            level = None
+        return self._seal(body, schema, kind, name, stream, version, level=level)
 
     @staticmethod
     def _sealed_under(data: bytes, key_id: bytes) -> bool:
@@ -511,15 +519,20 @@ class Codec:
     # the header
 
     def _seal(
-        self, body: bytes, schema: int, kind: str, name: str, stream: str, version: int
+        self, body: bytes, schema: int, kind: str, name: str, stream: str, version: int,
+        *, level: int | Literal["codec's"] | None = "codec's",
     ) -> bytes:
+        """The payload of JSON ``body``: compressed at ``level`` (this codec's by default;
+        None: not) where that makes it smaller, then encrypted if the codec has a cipher."""
+        if level == "codec's":
+            level = self._level
         flags = _FORMAT_1
         header = b""
         if schema != 1:
             flags |= _SCHEMA
             header = _varint(schema)
-        if self._level is not None and _MIN_COMPRESS <= len(body) <= self._max:
-            packed = zlib.compress(body, self._level)
+        if level is not None and _MIN_COMPRESS <= len(body) <= self._max:
+            packed = zlib.compress(body, level)
             if len(packed) + 1 < len(body):  # the flag may cost a byte: a bare body has none
                 body = packed
                 flags |= _COMPRESSED
