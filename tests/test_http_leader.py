@@ -217,6 +217,9 @@ def test_a_bad_query_is_a_400_that_says_what_is_wrong(leader_url: str) -> None:
             ("since=3", "unknown parameter 'since'"),
             ("wait=-1", "wait must be 0 or more"),
             ("limit=-1", "limit must be an integer of 0 or more"),
+            # (they used to answer 200, with the whole log and with no rows)
+            ("after=-5", "after must be an integer of 0 or more"),
+            ("to=-1", "to must be an integer of 0 or more"),
         ]:
             answer = httpx.get(f"{url}/log?{query}", headers=auth)
             assert answer.status_code == 400, query
@@ -348,6 +351,10 @@ def test_the_http_store_is_read_only_and_serves_only_the_log(leader_url: str) ->
             http.store("sink")
         with pytest.raises(StoreError, match="limit must be an integer"):
             store.read_log(0, limit=-1)
+        # the protocol's range, as every store reads it: the server takes no
+        # negative after, so the store asks from 0, the same events
+        assert [e.position for e in store.read_log(-5)] == [e.position for e in store.read_log()]
+        assert len(store.read_log(-5)) == 2 and store.read_log(-5, to=-1) == []
         http.close()
         http.close()
         with pytest.raises(StoreError, match="is closed"):

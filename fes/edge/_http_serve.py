@@ -11,8 +11,9 @@ serves.  It answers two ``GET`` requests, relative to the served address:
     empty log): key ids are stored in the clear, keys never leave anywhere.
 ``/log?after=N[&limit=L][&topics=T]...[&to=M][&wait=S]``
     a page of notifications (see :mod:`fes.edge.stores._http._wire`) with
-    ``after < position <= to``, at most ``min(L, max_limit)`` of them, of the
-    given topics only when ``topics`` is repeated; ``"limit"`` in the answer
+    ``after < position <= to`` (``N`` and ``M`` 0 or more), at most
+    ``min(L, max_limit)`` of them, of the given topics only when ``topics``
+    is repeated; ``"limit"`` in the answer
     is the bound applied.  With ``wait`` (seconds, at most ``max_wait``), a
     log with no position above ``after`` is waited on, and the page is read
     as soon as one appears or the time passes.
@@ -46,7 +47,7 @@ import orjson
 from fes.errors import ConfigurationError, FesError, StoreError, StoreUnavailable
 
 from .stores._base import Store
-from .stores._checks import check_log
+from .stores._checks import check_integer, check_log
 from .stores._http._wire import INFO_PATH, LOG_PATH, PROTOCOL, encode_page, sealing
 
 __all__ = ["DEFAULT_MAX_LIMIT", "DEFAULT_MAX_WAIT", "LogServer", "serve"]
@@ -263,6 +264,11 @@ class LogServer:
                 )
         try:
             check_log(after, to, limit, topics)
+            # a position below 0 names none (they start at 1): refused, as the
+            # application's log() refuses it, not read as "from the start"
+            check_integer("after", after, 0)
+            if to is not None:
+                check_integer("to", to, 0)
         except StoreError as error:
             raise _BadRequest(str(error)) from None
         if limit < 0:

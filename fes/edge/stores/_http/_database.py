@@ -456,6 +456,7 @@ class HttpStore:
         """Events with ``after < position <= to``, in position order, page by page."""
         check_log(after, to, limit, topics)
         self._database._check_open()
+        after = max(after, 0)  # positions start at 1 (and the server takes no negative one)
         if limit == 0 or (topics is not None and not topics) or (to is not None and to <= after):
             return []
         rows: list[StoredEvent] = []
