@@ -32,6 +32,7 @@ from fes.errors import (
     DefinitionError,
     StoreError,
     UnhandledEvent,
+    UnknownTopic,
 )
 from fes.events import NO_METADATA, Metadata, Recorded, new_recorded
 from fes.snapshots import Snapshot, fingerprint, restore, take
@@ -585,7 +586,9 @@ class Application:
         """The notification log after ``after``, decoded: this application's events.
 
         ``topics`` keeps only events of those topics, and of the topics read
-        as the same types (the old topics of renamed classes).  fes's own
+        as the same types (the old topics of renamed classes); a topic the
+        codec does not know is refused (:class:`fes.errors.UnknownTopic`), as
+        no event of this application can be stored under it.  fes's own
         records (a follower's stops and skips, topics ``fes.*``) are left
         out unless ``internal`` is true or ``topics`` names them; ``limit``
         counts the events returned, so a page is empty only at the end.
@@ -596,6 +599,13 @@ class Application:
             topics = [topics]
         elif topics is not None and not isinstance(topics, Iterable):
             raise StoreError(f"topics must be a topic or an iterable of topics, not {topics!r}")
+        if topics is not None:
+            topics = list(topics)
+            known = self.codec.topics
+            for topic in topics:
+                # a misspelt topic would read as a quiet log: refused, naming those there are
+                if isinstance(topic, str) and topic not in known and not is_internal(topic):
+                    raise UnknownTopic(topic, known)
         rows = self.store.read_log(
             after, limit=limit, topics=None if topics is None else self.codec.with_aliases(topics)
         )

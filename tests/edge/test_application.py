@@ -1864,6 +1864,22 @@ def test_log_after_limit_and_topics(history: Application) -> None:
     assert history.log(topics=["dog.Registered", "dog.TrickAdded"]) == log
 
 
+@pytest.mark.parametrize(
+    "topics", ["dog.Registerd", ["dog.Registered", "dogs.TrickAdded"], ("Registered",)], ids=repr
+)
+def test_log_refuses_a_topic_the_codec_does_not_know(
+    history: Application, topics: str | list[str]
+) -> None:
+    """A misspelt topic is an UnknownTopic naming the registered ones, not a quiet empty log.
+
+    (A trial's log(topics="rental.Closed") returned nothing, as if no rental had closed.)
+    """
+    with pytest.raises(fes.errors.UnknownTopic, match=r"registered topics: dog\.Registered"):
+        history.log(topics=topics)
+    # fes's own records are asked for by their topics, known to no codec
+    assert history.log(topics=["fes.FollowerHalted", "fes.PolicySkipped"]) == []
+
+
 def test_stream_versions_limit_and_descending(history: Application) -> None:
     """stream() selects by version range, limits, and reads newest first when descending."""
     fido = history.stream("fido")
