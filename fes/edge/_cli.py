@@ -163,8 +163,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         where = _redact(next(iter(urls.values())))
     else:
         where = ", ".join(f"{name}={_redact(url)}" for name, url in urls.items())
+    # what runs here: an application with neither policy nor views has nothing to
+    # run (its events are written by the code that uses it), so it is not named
+    running = apps or [a.name for a in system.apps if a.policy is not None or a.views]
     print(
-        f"fes: running {', '.join(apps or [a.name for a in system.apps])} on "
+        f"fes: running {', '.join(running or [a.name for a in system.apps])} on "
         f"{where}; stop with Ctrl-C or SIGTERM",
         file=sys.stderr,
     )
@@ -242,6 +245,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    """Read a batch's size in notifications or bytes: a whole number, 1 or more.
+
+    Refused as the command line is read, before ``fes run`` says it is running.
+    """
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -268,21 +282,21 @@ def _parser() -> argparse.ArgumentParser:
         store="the store URL (default: a temporary SQLite file, deleted at the end)",
     )
     demo.add_argument("--orders", type=int, default=200, help="how many orders (default 200)")
-    demo.add_argument("--processes", type=int, default=0,
-                      help="run the applications in N processes (default: threads)")
+    demo.add_argument("--processes", type=_count, default=0, metavar="N",
+                      help="run the applications in N processes (default 0: threads)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated orders")
     demo.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_cmd_demo)
 
     run = command("run", "run a system until interrupted")
     run.add_argument("system", metavar="MODULE:SYSTEM", help="e.g. fes.examples.shop:system")
-    run.add_argument("--processes", type=int, default=0,
-                     help="run the applications in N processes (default: threads)")
+    run.add_argument("--processes", type=_count, default=0, metavar="N",
+                     help="run the applications in N processes (default 0: threads)")
     run.add_argument("--apps", help="run only these applications (comma-separated); "
                      "NAME#I runs partition I of a partitioned one")
-    run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    run.add_argument("--batch-size", type=_size, default=DEFAULT_BATCH_SIZE, metavar="N",
                      help=f"notifications per transaction (default {DEFAULT_BATCH_SIZE})")
-    run.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+    run.add_argument("--batch-bytes", type=_size, default=DEFAULT_BATCH_BYTES, metavar="N",
                      help="stored bytes per transaction, at least one notification "
                      f"(default {DEFAULT_BATCH_BYTES})")
     run.add_argument("--poll-interval", type=float, default=1.0,
@@ -313,9 +327,10 @@ def _parser() -> argparse.ArgumentParser:
 
     apps = command(
         "apps",
-        "show each application's log, each follower's state (running, behind N or "
-        "stopped at P) and, with --system, each view's position; exit code 3 if a "
-        "follower is stopped",
+        "show each application's log, each follower's state (caught up, behind N, "
+        "not started or stopped at P: the stores cannot tell whether a process runs it "
+        "now) and, with --system, each view's position; exit code 3 if a follower is "
+        "stopped",
     )
     apps.add_argument("--system", metavar="MODULE:SYSTEM",
                       help="decode stop records and list views with this system")
@@ -330,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--app", required=True, help="the application to reseal")
     reseal.add_argument("--plain", action="store_true",
                         help="also encrypt rows written without a cipher")
-    reseal.add_argument("--batch-size", type=int, default=500,
+    reseal.add_argument("--batch-size", type=_size, default=500, metavar="N",
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
     add_serve(command)

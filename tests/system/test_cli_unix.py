@@ -219,6 +219,57 @@ def test_a_negative_position_or_limit_is_refused(
     assert "expected 0 or more" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["run", "fes.examples.shop:system", "--batch-size", "0"], "expected 1 or more, not 0"),
+        (["run", "fes.examples.shop:system", "--batch-bytes", "-4"], "expected 0 or more"),
+        (["run", "fes.examples.shop:system", "--processes", "-3"], "expected 0 or more"),
+        (["run", "fes.examples.shop:system", "--processes", "two"], "expected a whole number"),
+        (["reseal", "fes.examples.shop:system", "--app", "orders", "--batch-size", "0"],
+         "expected 1 or more"),
+    ],
+)
+def test_a_bad_size_is_refused_before_anything_runs(
+    arguments: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usage error (exit 2) as the command line is read.
+
+    (--batch-size 0 used to print "fes: running ..." and only then fail.)
+    """
+    with pytest.raises(SystemExit) as caught:
+        main([*arguments, "--store", "memory://"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "running" not in err
+
+
+def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
+    """An application with neither policy nor views is not said to be running."""
+    (tmp_path / "twoapps.py").write_text(
+        "import fes\n"
+        "from fes.examples.dogs import dogs\n"
+        "def noted(recorded):\n"
+        "    return []\n"
+        "system = fes.System(\n"
+        "    [fes.App('school', aggregates=(dogs,)),\n"
+        "     fes.App('notes', aggregates=(dogs,), policy=noted)],\n"
+        "    pipes=[['school', 'notes']],\n"
+        ")\n"
+    )
+    fes = subprocess.Popen(
+        [FES, "run", "twoapps:system", "--store", _sqlite(tmp_path)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=_env(),
+    )
+    assert fes.stderr is not None
+    try:
+        first = fes.stderr.readline()
+    finally:
+        fes.terminate()
+        fes.wait(timeout=60)
+    assert first.startswith("fes: running notes on "), first
+
+
 def test_an_empty_store_speaks_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     """--store '' names --store and $FES_STORE_URL, not Python arguments."""
     assert main(["log", "--store", ""]) == 1
