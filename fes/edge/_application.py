@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import reprlib
 import sys
 import threading
 import time
@@ -636,15 +637,26 @@ class Application:
         was recorded before; either way nothing is stored.
         """
         if not isinstance(batch, Batch) or batch.application is not self:
+            shown = (
+                f"a batch of application {batch.application.name!r}"
+                if isinstance(batch, Batch) else reprlib.repr(batch)
+            )
             raise ConfigurationError(
-                "commit takes a batch made by this application's batch(), "
-                f"not {batch!r}: its commands read this application's store"
+                f"commit takes a batch made by this application's ({self.name!r}) batch(), "
+                f"not {shown}: its commands read this application's store"
+            )
+        if batch.committed:
+            raise ConfigurationError(
+                "this batch was committed already: its events are stored; make a new one "
+                "with batch()"
             )
         if tracking is not None:
             if not isinstance(tracking, Tracking):
                 raise ConfigurationError(f"tracking must be a Tracking, not {tracking!r}")
             check_tracking(tracking)
-        return self._record(batch.pending, tracking, runs=batch._runs)
+        recorded = self._record(batch.pending, tracking, runs=batch._runs)
+        batch._committed()
+        return recorded
 
     def _encode(
         self, stream: str, version: int, events: list[Any], metadata: Metadata

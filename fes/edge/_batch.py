@@ -226,6 +226,24 @@ class Pending:
         )
 
 
+class _Committed(dict[str, Pending]):
+    """A committed batch's ``pending``, its slots kept: the ways a batch adds to a stream refuse.
+
+    In place of the dict, so that the batch's hot paths (one ``pending.get``
+    each) need no check of their own: a command or emit after the commit is
+    told so, rather than deciding on what was stored.  :meth:`Batch.state`
+    still shows each of its streams' states as committed.
+    """
+
+    def get(self, stream: str, default: Any = None) -> Any:
+        raise ConfigurationError(
+            "this batch was committed: its events are stored, and it takes no more; "
+            "make a new one with the application's batch()"
+        )
+
+    __getitem__ = get
+
+
 @define
 class Batch:
     """Events to record together, across streams, in one atomic append.
@@ -320,8 +338,19 @@ class Batch:
         pending, fresh = self.pending, self._fresh
         return [s for s in streams if stream_keepable(s) and s not in pending and s not in fresh]
 
+    def _committed(self) -> None:
+        """Note that the batch's events are stored: it takes no more (see :class:`_Committed`)."""
+        self.pending = _Committed(self.pending)
+        self._undo.clear()
+
+    @property
+    def committed(self) -> bool:
+        """Whether :meth:`Application.commit` stored this batch's events."""
+        return isinstance(self.pending, _Committed)
+
     def savepoint(self) -> int:
         """A mark of what the batch holds now, for :meth:`rollback`."""
+        self._check_open()
         self._kept.clear()  # the next change of each stream is journaled again
         return len(self._undo)
 
@@ -330,6 +359,7 @@ class Batch:
 
         A mark stays valid until a rollback to an earlier one.
         """
+        self._check_open()
         undo = self._undo
         if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
             raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
@@ -357,6 +387,10 @@ class Batch:
                 runs.pop()
             self._last = runs[-1][0] if runs else None
 
+    def _check_open(self) -> None:
+        if isinstance(self.pending, _Committed):
+            self.pending.get("")  # raises, saying why
+
     def _switch(self, stream: str, held: int) -> None:
         """Note that events are about to be added to ``stream``, holding ``held``, after another's.
 
@@ -382,7 +416,17 @@ class Batch:
         self._runs.append((stream, held))
 
     def state(self, aggregate: Aggregate[S], stream: str) -> S:
-        """The stream's state including this batch's pending events."""
+        """The stream's state including this batch's pending events (once committed, its
+        events as stored)."""
+        pending = self.pending
+        if pending.__class__ is _Committed:
+            slot = dict.get(pending, stream)
+            if slot is None or slot.aggregate.name != aggregate.name:
+                raise ConfigurationError(
+                    f"this batch was committed, and holds no stream {stream!r} of "
+                    f"{aggregate.name!r}: load it from the application"
+                )
+            return slot.state  # type: ignore[no-any-return]
         return self._slot(aggregate, stream).state  # type: ignore[no-any-return]
 
     def _slot(self, aggregate: Aggregate[Any], stream: str) -> Pending:

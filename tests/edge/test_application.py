@@ -400,8 +400,12 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
     with Application(SCHOOL, url) as school, Application(office_app, url) as office:
         batch = school.batch()
         batch.execute(dogs, "dog-1", register, "Fido")
-        with pytest.raises(fes.errors.ConfigurationError, match="a batch made by this application"):
+        with pytest.raises(
+            fes.errors.ConfigurationError,
+            match=r"\('office'\) batch\(\), not a batch of application 'school':",
+        ) as refused:
             office.commit(batch)
+        assert "pending" not in str(refused.value)  # (it used to show the batch's repr)
         for wrong in ([], None, batch.pending):
             with pytest.raises(
                 fes.errors.ConfigurationError, match="a batch made by this application"
@@ -414,6 +418,39 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
         assert school.store.last_position() == office.store.last_position() == 0
         school.commit(batch)
         assert office.stream("dog-1") == [] and len(school.stream("dog-1")) == 1
+
+
+def test_a_committed_batch_takes_no_more(any_place: Place) -> None:
+    """A second commit, a command, an emit, a look or a rollback after the commit is refused.
+
+    (A second commit used to raise ConcurrencyError "expected version 1",
+    and a rollback after the commit did nothing, silently.)
+    """
+    app = any_place.app()
+    batch = app.batch()
+    mark = batch.savepoint()
+    batch.execute(dogs, "dog-1", register, "Fido")
+    assert not batch.committed
+    app.commit(batch)
+    assert batch.committed
+    said = "this batch was committed"
+    with pytest.raises(fes.errors.ConfigurationError, match="committed already"):
+        app.commit(batch)
+    for after in (
+        lambda: batch.execute(dogs, "dog-1", add_trick, "sit"),
+        lambda: batch.execute(dogs, "dog-2", register, "Rex"),
+        lambda: batch.emit(dogs, "dog-3", [Registered("Luna")]),
+        lambda: batch.state(dogs, "dog-2"),
+        lambda: batch.rollback(mark),
+        lambda: batch.savepoint(),
+    ):
+        with pytest.raises(fes.errors.ConfigurationError, match=said):
+            after()
+    assert [r.version for r in app.stream("dog-1")] == [1] and app.stream("dog-2") == []
+    assert batch.state(dogs, "dog-1") == app.get(dogs, "dog-1")  # still shown, as committed
+    fresh = app.batch()  # the way on
+    fresh.execute(dogs, "dog-1", add_trick, "sit")
+    assert [r.version for r in app.commit(fresh)] == [2]
 
 
 def test_a_ciphertext_copied_into_another_applications_table_is_refused(
@@ -1085,12 +1122,12 @@ def test_one_stream_cannot_be_two_aggregates_in_a_batch(place: Place) -> None:
 
 
 def test_a_committed_batch_cannot_be_committed_again(place: Place) -> None:
-    """Committing the same batch twice conflicts: its versions are taken."""
+    """Committing the same batch twice is refused, saying so (it was a ConcurrencyError)."""
     app = place.app()
     batch = app.batch()
     batch.execute(dogs, "fido", register, "Fido")
     app.commit(batch)
-    with pytest.raises(fes.ConcurrencyError):
+    with pytest.raises(fes.errors.ConfigurationError, match="committed already"):
         app.commit(batch)
     assert len(app.stream("fido")) == 1
 
