@@ -129,3 +129,77 @@ def test_nothing_to_check_is_refused() -> None:
         upcasters_fold(plain, settings=FINDING)
     with pytest.raises(DefinitionError, match="not an older schema version"):
         upcasters_fold(METER, old={(int, 1): st.just({})}, settings=FINDING)
+
+
+# --- an event that cannot begin a stream -----------------------------------------
+
+
+class ClosedV1(TypedDict):
+    """A rental's close as stored at version 1: minutes only."""
+
+    minutes: int
+
+
+@fes.event("rental.opened")
+@frozen
+class Opened:
+    bike: str
+
+
+def _closed(upcaster: Any) -> type:
+    @fes.event("rental.closed", upcasters=[upcaster])
+    @frozen
+    class Closed:
+        minutes: int
+        charge: int
+
+    return Closed
+
+
+@frozen
+class Rental:
+    bike: str
+    minutes: int = 0
+    charge: int = 0
+
+
+def _rentals(closed: type) -> fes.Aggregate[Rental | None]:
+    def opened(state: None, event: Opened) -> Rental:
+        return Rental(event.bike)
+
+    def was_closed(rental: Rental, event: Any) -> Rental:  # a Rental, never the initial None
+        return evolve(rental, minutes=event.minutes, charge=event.charge)
+
+    def open_rental(state: None, bike: str) -> list[Any]:
+        return [Opened(bike)]
+
+    def close(rental: Rental, minutes: int) -> list[Any]:
+        return [closed(minutes, minutes * 2)]
+
+    return fes.Aggregate(
+        name="rental", initial=None, apply=fes.projector(opened, (closed, was_closed)),
+        events=[Opened, closed], commands=[open_rental, close],
+    )
+
+
+def priced(old: ClosedV1) -> Mapping[str, Any]:
+    """Version 1 to 2: a charge of two per minute."""
+    return {**old, "charge": old["minutes"] * 2}
+
+
+def test_an_event_that_cannot_begin_a_stream_is_folded_only_where_it_can_come() -> None:
+    """A close is folded after an open, as its handler's annotation says, not on None.
+
+    (It used to be folded on the initial state when the history held no close,
+    failing with "'NoneType' object has no attribute ..." on correct upcasters.)
+    """
+    upcasters_fold(_rentals(_closed(priced)), settings=FINDING)
+
+
+def test_a_bad_upcaster_of_such_an_event_is_still_caught() -> None:
+    """Folding only where the event can come still finds an upcaster that drops a field."""
+    def unpriced(old: ClosedV1) -> Mapping[str, Any]:
+        return dict(old)  # forgets the charge
+
+    with pytest.raises(AssertionError, match="does not decode"):
+        upcasters_fold(_rentals(_closed(unpriced)), settings=FINDING)
