@@ -175,21 +175,22 @@ def test_system_is_imported_from_the_current_directory(tmp_path: Path) -> None:
 def test_run_imports_the_system_from_the_current_directory(tmp_path: Path) -> None:
     """`fes run mod:system` in a project directory gets as far as running it."""
     (tmp_path / "mysystem.py").write_text("from fes.examples.shop import system\n")
+    first = _first_line_of_run("mysystem:system", tmp_path)
+    assert first.startswith("fes: running orders"), first
+
+
+def _first_line_of_run(system: str, directory: Path) -> str:
+    """What `fes run SYSTEM` in ``directory`` says first, on stderr; then it is stopped."""
     fes = subprocess.Popen(
-        [FES, "run", "mysystem:system", "--store", _sqlite(tmp_path)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env=_env(),
+        [FES, "run", system, "--store", _sqlite(directory)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=directory, env=_env(),
     )
     assert fes.stderr is not None
     try:
-        first = fes.stderr.readline()
+        return fes.stderr.readline()
     finally:
         fes.terminate()
         fes.wait(timeout=60)
-    assert first.startswith("fes: running orders"), first
 
 
 def test_demo_on_a_kept_store_says_it_counts_the_whole_store(
@@ -257,16 +258,7 @@ def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
         "    pipes=[['school', 'notes']],\n"
         ")\n"
     )
-    fes = subprocess.Popen(
-        [FES, "run", "twoapps:system", "--store", _sqlite(tmp_path)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=_env(),
-    )
-    assert fes.stderr is not None
-    try:
-        first = fes.stderr.readline()
-    finally:
-        fes.terminate()
-        fes.wait(timeout=60)
+    first = _first_line_of_run("twoapps:system", tmp_path)
     assert first.startswith("fes: running notes on "), first
 
 
