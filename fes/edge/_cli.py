@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from fes.errors import ConfigurationError, FesError, PolicyError
 
+from . import _cli_args as parse
 from . import _settings as settings
 from ._cli_apps import _apps_stops, _cmd_apps
 from ._cli_serve import add_serve
@@ -120,6 +121,13 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
         database = stores.database(app.name)
         # the cipher comes from FES_CIPHER_KEYS / FES_CIPHER_KEY_ID, as for `fes run`
         with Application(app, store=database) as application:
+            if application.codec.cipher is None:
+                raise ConfigurationError(
+                    f"{app.name!r} has no cipher to reseal under: set "
+                    f"{settings.prefixed(app.name, 'FES_CIPHER_KEYS')} or FES_CIPHER_KEYS "
+                    "to its keys (id:base64 key, comma-separated), and FES_CIPHER_KEY_ID "
+                    "to the new key's id"
+                )
             done = reseal(application, plain=args.plain, batch_size=args.batch_size)
             cipher = application.codec.cipher
     assert cipher is not None  # reseal refuses an application without one
@@ -148,7 +156,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     assert system is not None
     given = _given(args)
     urls = settings.placement(os.environ, given, [a.name for a in system.apps])
-    apps = [a for a in args.apps.split(",") if a] if args.apps else None
+    apps: list[str] | None = args.apps  # one or more names, if given (see _cli_args)
     if apps:
         # a follower runs its policy, an application its views: one with neither has
         # nothing to run here (its events are written by the code that uses it)
@@ -234,29 +242,6 @@ _SYSTEM_HELP = (
 )
 
 
-def _count(text: str) -> int:
-    """Read a position or a limit: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
-    return value
-
-
-def _size(text: str) -> int:
-    """Read a batch's size in notifications or bytes: a whole number, 1 or more.
-
-    Refused as the command line is read, before ``fes run`` says it is running.
-    """
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
-    return value
-
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fes", description="Functional event sourcing: run and inspect fes systems."
@@ -281,8 +266,9 @@ def _parser() -> argparse.ArgumentParser:
         "run the shop example system and show what happened",
         store="the store URL (default: a temporary SQLite file, deleted at the end)",
     )
-    demo.add_argument("--orders", type=int, default=200, help="how many orders (default 200)")
-    demo.add_argument("--processes", type=_count, default=0, metavar="N",
+    demo.add_argument("--orders", type=parse.size, default=200,
+                      help="how many orders (default 200)")
+    demo.add_argument("--processes", type=parse.count, default=0, metavar="N",
                       help="run the applications in N processes (default 0: threads)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated orders")
     demo.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
@@ -290,16 +276,17 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", "run a system until interrupted")
     run.add_argument("system", metavar="MODULE:SYSTEM", help="e.g. fes.examples.shop:system")
-    run.add_argument("--processes", type=_count, default=0, metavar="N",
+    run.add_argument("--processes", type=parse.count, default=0, metavar="N",
                      help="run the applications in N processes (default 0: threads)")
-    run.add_argument("--apps", help="run only these applications (comma-separated); "
+    run.add_argument("--apps", type=parse.names, metavar="A,B",
+                     help="run only these applications (comma-separated); "
                      "NAME#I runs partition I of a partitioned one")
-    run.add_argument("--batch-size", type=_size, default=DEFAULT_BATCH_SIZE, metavar="N",
+    run.add_argument("--batch-size", type=parse.size, default=DEFAULT_BATCH_SIZE, metavar="N",
                      help=f"notifications per transaction (default {DEFAULT_BATCH_SIZE})")
-    run.add_argument("--batch-bytes", type=_size, default=DEFAULT_BATCH_BYTES, metavar="N",
+    run.add_argument("--batch-bytes", type=parse.size, default=DEFAULT_BATCH_BYTES, metavar="N",
                      help="stored bytes per transaction, at least one notification "
                      f"(default {DEFAULT_BATCH_BYTES})")
-    run.add_argument("--poll-interval", type=float, default=1.0,
+    run.add_argument("--poll-interval", type=parse.seconds, metavar="SECONDS", default=1.0,
                      help="longest wait, in seconds, of a thread with nothing to do before "
                      "it reads its log again (default 1); the store URL's poll_interval "
                      "may look sooner")
@@ -311,9 +298,9 @@ def _parser() -> argparse.ArgumentParser:
         "terminal's width; whole with --json)",
     )
     log.add_argument("--app", help="only this application")
-    log.add_argument("--after", type=_count, default=0, metavar="N",
+    log.add_argument("--after", type=parse.count, default=0, metavar="N",
                      help="start after this position (default 0: from the start)")
-    log.add_argument("--limit", type=_count, default=None, metavar="N",
+    log.add_argument("--limit", type=parse.count, default=None, metavar="N",
                      help="at most this many events per application")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
     log.add_argument("--system", metavar="MODULE:SYSTEM", help=_SYSTEM_HELP)
@@ -328,9 +315,10 @@ def _parser() -> argparse.ArgumentParser:
     apps = command(
         "apps",
         "show each application's log, each follower's state (caught up, behind N, "
-        "not started or stopped at P: the stores cannot tell whether a process runs it "
-        "now) and, with --system, each view's position; exit code 3 if a follower is "
-        "stopped",
+        "not started, stopped at P, ahead of its leader (a store mixed up?) or unknown, "
+        "with why: the stores cannot tell whether a process runs it now) and, with "
+        "--system, each view's position; exit code 3 if a follower is stopped, else 1 "
+        "if one is ahead or unknown or a store cannot be read",
     )
     apps.add_argument("--system", metavar="MODULE:SYSTEM",
                       help="decode stop records and list views with this system")
@@ -345,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--app", required=True, help="the application to reseal")
     reseal.add_argument("--plain", action="store_true",
                         help="also encrypt rows written without a cipher")
-    reseal.add_argument("--batch-size", type=_size, default=500, metavar="N",
+    reseal.add_argument("--batch-size", type=parse.size, default=500, metavar="N",
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
     add_serve(command)

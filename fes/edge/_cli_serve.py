@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from fes.errors import ConfigurationError
 
+from . import _cli_args as parse
 from . import _settings as settings
 
 # `fes --help` loads no store: each function imports what it uses
@@ -47,12 +48,13 @@ def add_serve(command: Callable[..., argparse.ArgumentParser]) -> None:
     serve.add_argument("--app", required=True, help="the application whose log to serve")
     serve.add_argument("--host", default="127.0.0.1",
                        help="the address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any)")
+    serve.add_argument("--port", type=parse.port, default=8000,
+                       help="the port (default 8000; 0: any)")
     serve.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate")
     serve.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key")
-    serve.add_argument("--max-wait", type=float, default=30.0, metavar="SECONDS",
-                       help="the longest a long poll waits (default 30)")
-    serve.add_argument("--max-limit", type=int, default=1000, metavar="N",
+    serve.add_argument("--max-wait", type=parse.seconds_or_zero, default=30.0, metavar="SECONDS",
+                       help="the longest a long poll waits (default 30; 0: none)")
+    serve.add_argument("--max-limit", type=parse.size, default=1000, metavar="N",
                        help="the most notifications in one page (default 1000)")
     serve.add_argument("--insecure-no-token", action="store_true",
                        help="serve without a bearer token (anyone who can connect reads the log)")
@@ -86,8 +88,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     given = settings.parse_store_option(args.store or ())
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         raise ConfigurationError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
-    if not 0 <= args.port <= 65535:
-        raise ConfigurationError(f"--port must be 0 to 65535, not {args.port}")
     token = settings.setting(env, "FES_SERVE_TOKEN", args.app)
     if token is None and not args.insecure_no_token:
         raise ConfigurationError(

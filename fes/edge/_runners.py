@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, Self
 
 from fes.errors import (
@@ -120,6 +120,22 @@ def _check_readable(application: Application) -> None:
             f"{error}); a runner that writes to it needs the keys and types they were "
             f"written with: check {keys}"
         ) from error
+
+
+def _chosen(apps: object) -> set[str]:
+    """The names a runner's ``apps`` gives: one or more; an empty one is not "all"."""
+    if isinstance(apps, str) or not isinstance(apps, Iterable):
+        raise ConfigurationError(
+            f"apps is a collection of application names, such as ['billing'], not {apps!r}"
+        )
+    chosen = set(apps)
+    if not chosen:
+        # a deploy script's unset variable must not run every application here
+        raise ConfigurationError(
+            "apps names no application: name one or more, or leave apps out (None) to "
+            "run them all"
+        )
+    return chosen
 
 
 def _seconds(name: str, value: object, *, zero: bool) -> float:
@@ -304,8 +320,9 @@ class Runner:
     ``apps`` limits which applications' followers and views this runner
     drives (by default, all but leaders served over HTTP, which another
     service runs): the others may run elsewhere, in other processes or on
-    other hosts.  Only the stores of those applications and of the leaders
-    they follow are opened at the start; another application's, when
+    other hosts (an empty ``apps`` is refused, not taken for all).  Only
+    the stores of those applications and of the leaders they follow are
+    opened at the start; another application's, when
     :meth:`app` asks for it.  ``batch_size`` and ``batch_bytes`` bound each follower's
     transactions by count and by stored bytes (see :class:`Follower`).
     ``poll_interval`` bounds, in seconds, each wait of a runner's threads
@@ -345,7 +362,7 @@ class Runner:
             if apps is None:
                 chosen = set(names) - remote
             else:
-                chosen = set(apps)
+                chosen = _chosen(apps)
                 for name in chosen:
                     app_of_unit(system, name)
                 served = sorted(

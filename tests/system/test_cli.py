@@ -62,6 +62,21 @@ def test_demo_keeps_a_store_it_is_given(
     assert followers and all(line.endswith("caught up") for line in followers if line.strip())
 
 
+def test_reseal_without_keys_says_where_they_go(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fes reseal` with no keyring names the variables that give it one."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["demo", "--orders", "2", "--store", url]) == 0
+    monkeypatch.delenv("FES_CIPHER_KEYS", raising=False)
+    monkeypatch.delenv("ORDERS_FES_CIPHER_KEYS", raising=False)
+    capsys.readouterr()
+    assert main(["reseal", "fes.examples.shop:system", "--app", "orders", "--store", url]) == 1
+    err = capsys.readouterr().err
+    assert "'orders' has no cipher to reseal under" in err
+    assert "ORDERS_FES_CIPHER_KEYS or FES_CIPHER_KEYS" in err and "FES_CIPHER_KEY_ID" in err
+
+
 def test_reseal_encrypts_a_plain_store_when_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -220,18 +220,39 @@ def test_a_negative_position_or_limit_is_refused(
     assert "expected 0 or more" in capsys.readouterr().err
 
 
+_BAD_OPTIONS = [
+    (["run", "fes.examples.shop:system", "--batch-size", "0"], "expected 1 or more, not 0"),
+    (["run", "fes.examples.shop:system", "--batch-bytes", "-4"], "expected 1 or more, not -4"),
+    (["run", "fes.examples.shop:system", "--processes", "-3"], "expected 0 or more"),
+    (["run", "fes.examples.shop:system", "--processes", "two"], "expected a whole number"),
+    (["reseal", "fes.examples.shop:system", "--app", "orders", "--batch-size", "0"],
+     "expected 1 or more"),
+    *(
+        (["run", "fes.examples.shop:system", "--poll-interval", bad],
+         f"expected a finite number of seconds, above 0, not '{bad}'")
+        for bad in ("0", "-1", "nan", "inf", "soon")
+    ),
+    # not "all applications": a deploy script's unset variable must not run everything
+    *(
+        (["run", "fes.examples.shop:system", "--apps", bad],
+         "expected one or more application names")
+        for bad in ("", ",,", " , ")
+    ),
+    (["demo", "--orders", "0"], "expected 1 or more, not 0"),
+    (["serve", "--app", "orders", "--port", "-5"], "expected a port from 0 to 65535"),
+    (["serve", "--app", "orders", "--port", "70000"], "expected a port from 0 to 65535"),
+    (["serve", "--app", "orders", "--max-limit", "0"], "expected 1 or more, not 0"),
+    (["serve", "--app", "orders", "--max-wait", "-1"],
+     "expected a finite number of seconds, 0 or more, not '-1'"),
+]
+
+
 @pytest.mark.parametrize(
     ("arguments", "said"),
-    [
-        (["run", "fes.examples.shop:system", "--batch-size", "0"], "expected 1 or more, not 0"),
-        (["run", "fes.examples.shop:system", "--batch-bytes", "-4"], "expected 0 or more"),
-        (["run", "fes.examples.shop:system", "--processes", "-3"], "expected 0 or more"),
-        (["run", "fes.examples.shop:system", "--processes", "two"], "expected a whole number"),
-        (["reseal", "fes.examples.shop:system", "--app", "orders", "--batch-size", "0"],
-         "expected 1 or more"),
-    ],
+    _BAD_OPTIONS,
+    ids=[" ".join(word for word in a if ":" not in word) for a, _ in _BAD_OPTIONS],
 )
-def test_a_bad_size_is_refused_before_anything_runs(
+def test_a_bad_option_is_refused_before_anything_runs(
     arguments: list[str], said: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A usage error (exit 2) as the command line is read.

@@ -264,6 +264,10 @@ def test_sigterm_stops_fes_run_gracefully(tmp_path: Path, processes: int) -> Non
         ((domain.pipeline, "memory://"), {"batch_size": "9"}, "batch_size must be an integer"),
         ((domain.pipeline, "memory://"), {"poll_interval": 0}, "poll_interval must be positive"),
         ((domain.pipeline, "memory://"), {"poll_interval": "1"}, "poll_interval must be positive"),
+        # an empty apps is not "all": a deploy script's unset variable would run everything
+        ((domain.pipeline, "memory://"), {"apps": []}, "apps names no application"),
+        ((domain.pipeline, "memory://"), {"apps": ()}, "apps names no application"),
+        ((domain.pipeline, "memory://"), {"apps": "sink"}, r"collection .* such as \['billing'\]"),
     ],
 )
 def test_bad_runner_arguments_are_configuration_errors(
