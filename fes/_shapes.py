@@ -45,7 +45,14 @@ class _Part(Protocol):
 
 
 def _name_of(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if not isinstance(name, str):
+        return repr(func)
+    code = getattr(func, "__code__", None)
+    if name.endswith("<lambda>") and code is not None:
+        # lambdas share one name: say where this one is written
+        return f"{name} at {code.co_filename.rpartition('/')[2]}:{code.co_firstlineno}"
+    return name
 
 
 # --- the values combinators leave behind ------------------------------------

@@ -438,13 +438,13 @@ class Application:
             known = self._aggregates.get(aggregate.name)
         except AttributeError:
             raise DefinitionError(
-                f"expected one of application {self.app.name!r}'s aggregates, "
+                f"expected one of the aggregates of application {self.app.name!r}, "
                 f"got {aggregate!r}"
             ) from None
         if known is not aggregate and known != aggregate:
             raise DefinitionError(
-                f"aggregate {aggregate.name!r} is not one of application "
-                f"{self.app.name!r}'s aggregates; pass the one in its App"
+                f"aggregate {aggregate.name!r} is not one of the aggregates of "
+                f"application {self.app.name!r}; pass the one in its App"
             )
 
     def _plan(self, aggregate: Aggregate[Any], command: Command) -> Plan:

@@ -309,6 +309,7 @@ class Batch:
         keep is passed over here, and refused by the emit or command that
         uses it.
         """
+        self._check_open()  # a committed batch takes nothing more: prefetching is for commands
         if isinstance(streams, str):  # one stream id, not an iterable of its letters
             streams = [streams]
         elif not isinstance(streams, Iterable):

@@ -415,6 +415,16 @@ def test_decide_refuses_a_result_that_is_not_a_sequence() -> None:
         assert f"got {shown}" in str(info.value)
 
 
+def test_a_lambda_command_is_named_by_where_it_is_written() -> None:
+    """Lambdas share one name: a refusal says which one, by file and line."""
+    fee = lambda amount: lambda state: amount  # noqa: E731
+    line = fee.__code__.co_firstlineno
+    with pytest.raises(fes.CommandError) as info:
+        fes.decide(dogs, fee(3), None)
+    said = str(info.value)
+    assert f".<lambda>.<locals>.<lambda> at test_aggregates.py:{line}' must return" in said
+
+
 def test_decide_accepts_any_sequence() -> None:
     """Tuples and persistent vectors are sequences of events too."""
 

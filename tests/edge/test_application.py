@@ -371,7 +371,7 @@ def test_what_is_not_an_aggregate_is_refused_as_one(place: Place) -> None:
     app = place.app()
     for wrong in ["dog", None, register]:
         with pytest.raises(
-            fes.errors.DefinitionError, match="expected one of application 'school'"
+            fes.errors.DefinitionError, match="one of the aggregates of application 'school'"
         ):
             app.get(wrong, "fido")  # type: ignore[arg-type]
         with pytest.raises(fes.errors.DefinitionError):
@@ -381,7 +381,9 @@ def test_what_is_not_an_aggregate_is_refused_as_one(place: Place) -> None:
 
 def test_name_id_refuses_what_is_not_an_aggregate(place: Place) -> None:
     """name_id("dog", ...) is a DefinitionError, as get and execute say."""
-    with pytest.raises(fes.errors.DefinitionError, match="expected one of application 'school'"):
+    with pytest.raises(
+        fes.errors.DefinitionError, match="expected one of the aggregates of application 'school'"
+    ):
         place.app().name_id("dog", "fido")  # type: ignore[arg-type]
 
 
@@ -421,7 +423,7 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
 
 
 def test_a_committed_batch_takes_no_more(any_place: Place) -> None:
-    """A second commit, a command, an emit, a look or a rollback after the commit is refused.
+    """A second commit, a command, an emit, a look, a prefetch or a rollback is refused.
 
     (A second commit used to raise ConcurrencyError "expected version 1",
     and a rollback after the commit did nothing, silently.)
@@ -443,6 +445,7 @@ def test_a_committed_batch_takes_no_more(any_place: Place) -> None:
         lambda: batch.state(dogs, "dog-2"),
         lambda: batch.rollback(mark),
         lambda: batch.savepoint(),
+        lambda: batch.prefetch(["dog-4"]),
     ):
         with pytest.raises(fes.errors.ConfigurationError, match=said):
             after()
@@ -1076,7 +1079,7 @@ def test_a_command_on_a_prefetched_stream_is_checked_and_undone_as_any(place: Pl
     stranger = evolve(accounts, name="dog")  # the name of one of its aggregates, not it
     batch = app.batch()
     batch.prefetch(["fido", "rex"])
-    with pytest.raises(fes.errors.DefinitionError, match="is not one of application"):
+    with pytest.raises(fes.errors.DefinitionError, match="not one of the aggregates of"):
         batch.execute(stranger, "fido", open_account, "ann")
     with pytest.raises(fes.Rejected, match="needs a name"):
         batch.execute(dogs, "fido", register, "")
@@ -1435,7 +1438,9 @@ def test_an_aggregate_not_in_the_app_is_refused(place: Place) -> None:
     app = place.app(snapshot_every=1, cache_size=10)
     app.execute(dogs, "fido", register, "Fido")
     for impostor in [loud_dogs, accounts]:
-        with pytest.raises(fes.errors.DefinitionError, match="not one of application 'school'"):
+        with pytest.raises(
+            fes.errors.DefinitionError, match="not one of the aggregates of application 'school'"
+        ):
             app.get(impostor, "fido")
         with pytest.raises(fes.errors.DefinitionError):
             app.load(impostor, "fido", version=1)
