@@ -81,6 +81,8 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                 ]
                 # the stream and topic lose their middles first, the time its date
                 table(headers, fit(headers, cells, cell, middle=(1, 3), left=(4,)), out)
+        if not listing.found and not listing.unreachable and not args.json:
+            print("no application has written to this store yet", file=out)
         out.flush()
         for label, (url, reason) in listing.unreachable.items():
             print(f"fes: error: {_what(label)} at {_redact(url)} cannot be read: {reason}",

@@ -102,19 +102,24 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         print(f"store: {', '.join(shown) or '(none)'}", file=out)
         print("\napplications", file=out)
         spread = len(listing.urls) > 1
-        table(
-            ["application", "last position", "skipped events"] + (["store"] if spread else []),
-            [
-                (name, last[name],
-                 "-" if name in served
-                 else stores.database(name).store(name).stream_version(SKIPS_STREAM),
-                 *([_redact(stores.url(name))] if spread else []))
-                for name in names
-            ],
-            out,
-        )
+        if names:
+            table(
+                ["application", "last position", "skipped events"]
+                + (["store"] if spread else []),
+                [
+                    (name, last[name],
+                     "-" if name in served
+                     else stores.database(name).store(name).stream_version(SKIPS_STREAM),
+                     *([_redact(stores.url(name))] if spread else []))
+                    for name in names
+                ],
+                out,
+            )
         for label in listing.unreachable:
             print(f"  {_what(label)}: its store is unreachable (see below)", file=out)
+        if not names and not listing.unreachable:
+            where = "these stores" if spread else "this store"
+            print(f"  (none yet: no application has written to {where})", file=out)
         print("\nfollowers", file=out)
         if rows:
             table(["follower", "leader", "tracked", "leader's last", "status"], rows, out)

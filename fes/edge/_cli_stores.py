@@ -225,13 +225,17 @@ class _Stores:
                 named += placed
             if self.rest is not None:
                 try:
-                    candidates += self._at(self.rest, None).apps()
+                    held = self._at(self.rest, None).apps()
                 except (FesError, OSError) as error:
                     if candidates:
                         listing.unreachable["*"] = (self.rest, _reason(error))
                         listing.urls.append(self.rest)
                     else:
                         raise  # the one store there is: the command fails
+                else:
+                    candidates += held
+                    if not held:  # looked at, and empty: still a store the command read
+                        listing.urls.append(self.rest)
         for name in dict.fromkeys(candidates):
             url = self.url(name)
             listing.urls.append(url)

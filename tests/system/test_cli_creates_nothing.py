@@ -134,3 +134,26 @@ def test_apps_with_the_system_creates_no_missing_sqlite_file(
     assert not stock.exists()
     assert _sqlite_tables(orders) == []
     assert f"there is no file {stock}" in out
+
+
+def test_apps_and_log_name_an_empty_store_and_say_it_is_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty file is shown as the store read, with no application yet.
+
+    (`fes apps` used to print "store: (none)" over an empty table, and
+    `fes log` nothing at all, as if no store had been read.)
+    """
+    path = tmp_path / "empty.db"
+    path.touch()
+    url = f"sqlite:///{path}"
+    assert main(["apps", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"store: {url}\n")
+    assert "(none yet: no application has written to this store)" in out
+    assert "last position" not in out  # no empty table
+    assert main(["log", "--store", url]) == 0
+    assert capsys.readouterr().out == "no application has written to this store yet\n"
+    assert main(["log", "--json", "--store", url]) == 0
+    assert capsys.readouterr().out == ""  # JSON lines: none
+    assert path.stat().st_size == 0
