@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import SyncRunner, ThreadedRunner
+from fes.edge import Application, SyncRunner, ThreadedRunner
 from fes.edge._follower import DEFAULT_BATCH_BYTES, Follower
 from system import domain
 from system.helpers import own_log, send
@@ -33,9 +33,9 @@ def test_small_batch_bytes_commit_in_several_transactions_each_event_once(
     sqlite_url: str,
 ) -> None:
     """Batches stop at batch_bytes of payload: many commits, each under the bound, all once."""
-    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
-        send(writer.app("source"), range(40))
-        sizes = {r.position: len(r.payload) for r in writer.app("source").store.read_log(0)}
+    with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
+        send(source, range(40))
+        sizes = {r.position: len(r.payload) for r in source.store.read_log(0)}
     budget = 3 * max(sizes.values())
     with SyncRunner(domain.pipeline, sqlite_url, batch_size=500, batch_bytes=budget) as runner:
         commits = _record_commits(runner)

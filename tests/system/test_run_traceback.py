@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fes.edge import SyncRunner, open_database
+from fes.edge import Application, open_database
 from fes.edge._skips import STOPS_STREAM
 from system import domain
 from system.helpers import send
@@ -52,8 +52,8 @@ def test_fes_run_traceback_prints_the_policy_file_and_line(
     options: tuple[str, ...], sqlite_url: str
 ) -> None:
     """With --traceback, the stopped follower's traceback names the policy's file and line."""
-    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
-        send(writer.app("source"), range(5), poison=[2])
+    with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
+        send(source, range(5), poison=[2])
     code, err = _run_until_stopped(sqlite_url, "--traceback", *options)
     assert code == 3, err
     assert "traceback of follower 'sink'" in err
@@ -63,8 +63,8 @@ def test_fes_run_traceback_prints_the_policy_file_and_line(
 
 def test_fes_run_without_traceback_prints_none(sqlite_url: str) -> None:
     """Without --traceback, a stop is one line with its origin, and no traceback."""
-    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
-        send(writer.app("source"), range(5), poison=[2])
+    with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
+        send(source, range(5), poison=[2])
     code, err = _run_until_stopped(sqlite_url)
     assert code == 3, err
     assert "Traceback" not in err and "traceback of follower" not in err

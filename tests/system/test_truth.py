@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import ProcessRunner, SyncRunner, ThreadedRunner, open_database
+from fes.edge import Application, ProcessRunner, SyncRunner, ThreadedRunner, open_database
 from fes.edge._runners import Runner
 from fes.edge._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
 from system import domain, standby
@@ -147,10 +147,10 @@ def _race(url: str, trials: int, per_trial: int) -> None:
     """Two instances of ``guard`` race over ``url``, ``trials`` times: none stops, none doubles."""
     instances = [SyncRunner(standby.guarded, url, batch_size=4, apps=["guard"])
                  for _ in range(2)]
-    with SyncRunner(standby.guarded, url, apps=[]) as writer:
+    with Application(standby.guarded.app("source"), store=url) as source:
         try:
             for trial in range(trials):
-                send(writer.app("source"), range(trial * per_trial, (trial + 1) * per_trial))
+                send(source, range(trial * per_trial, (trial + 1) * per_trial))
                 failures: list[BaseException] = []
                 start = threading.Barrier(2, timeout=30)
 
@@ -340,8 +340,8 @@ def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) 
 
 def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: str) -> None:
     """`fes run` goes on after a stop, logs where the policy failed, and exits 3 on SIGTERM."""
-    with SyncRunner(domain.pipeline, sqlite_url, apps=[]) as writer:
-        send(writer.app("source"), range(5), poison=[2])
+    with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
+        send(source, range(5), poison=[2])
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     process = subprocess.Popen(
         [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:pipeline",
