@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from attrs import field, frozen
 
+from fes._shapes import _name_of
 from fes.aggregates import Aggregate, Command
 from fes.errors import DefinitionError
 from fes.events import Recorded
@@ -133,7 +134,8 @@ class _On:
 
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         if isinstance(recorded.event, self.kinds):
-            return self.handler(recorded)
+            result = self.handler(recorded)
+            return result if result.__class__ is list else _checked(self.handler, result)
         return []
 
 
@@ -150,7 +152,7 @@ class _When:
     policy: Policy
 
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
-        return self.policy(recorded) if self.predicate(recorded) else []
+        return _checked(self.policy, self.policy(recorded)) if self.predicate(recorded) else []
 
 
 def when(predicate: Callable[[Recorded[Any]], bool], policy: Policy) -> Policy:
@@ -165,7 +167,7 @@ class _Merged:
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         intents: list[Intent] = []
         for policy in self.policies:
-            intents.extend(policy(recorded))
+            intents.extend(_checked(policy, policy(recorded)))
         return intents
 
 
@@ -186,7 +188,7 @@ class _FanOut:
             if isinstance(made, (Emit, Do)):
                 intents.append(made)
             else:
-                intents.extend(made)
+                intents.extend(_checked(self.intent, made))
         return intents
 
 
@@ -265,6 +267,27 @@ def intents_of(policy: str, result: object) -> tuple[Intent, ...]:
         return tuple(result)  # type: ignore[arg-type]
     except TypeError:
         raise _not_intents(policy, result) from None
+
+
+def _checked(function: Callable[..., Any], result: object) -> Sequence[Intent]:
+    """What ``function``, a policy inside a combinator, returned: its intents, or refused.
+
+    The refusal names ``function`` and points at its definition (see
+    :func:`origin_of`), not at the combinator that called it.
+    """
+    if result.__class__ is list:
+        return result
+    try:
+        return intents_of(f"the policy {_name_of(function)!r}", result)
+    except DefinitionError as error:
+        error.__dict__.setdefault("fes_origin", function)
+        raise
+
+
+def origin_of(error: BaseException) -> Callable[..., Any] | None:
+    """The user's function a refused policy result came from, when a combinator knew it."""
+    function = getattr(error, "__dict__", {}).get("fes_origin")
+    return function if callable(function) else None
 
 
 def _not_intents(policy: str, result: object) -> DefinitionError:

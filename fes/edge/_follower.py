@@ -43,7 +43,7 @@ from fes.errors import (
     UpcastError,
 )
 from fes.events import NO_METADATA, Metadata, Recorded, new_metadata
-from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of
+from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of, origin_of
 from fes.system import App, partition_of, tracking_key
 
 from . import _telemetry
@@ -100,7 +100,8 @@ def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> 
             if not name.startswith("<") and not os.path.abspath(name).startswith(_FES + os.sep):
                 return f"{frame.filename}:{frame.lineno}"
         cause = cause.__cause__
-    code = getattr(fallback, "__code__", None)
+    # a combinator (fes.on, when, merge, fan_out) names the function inside it
+    code = getattr(origin_of(error) or fallback, "__code__", None)
     if code is not None:
         return f"{code.co_filename}:{code.co_firstlineno}"
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"

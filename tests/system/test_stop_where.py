@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from attrs import frozen
 
 import fes
@@ -66,7 +67,23 @@ def _write(states: Any, text: str) -> list[NotedV1]:
     return [NotedV1(text)]
 
 
-def _stop_record(url: str) -> FollowerHalted:
+def _one_seen(recorded: fes.Recorded[Any]) -> Any:
+    return fes.Emit(seen, recorded.stream, [Seen(1)])  # a bug: not in a list
+
+
+def _noted(recorded: fes.Recorded[Any]) -> bool:
+    return True
+
+
+#: The same pipeline, its policy's bug inside each of fes's combinators.
+combined = {
+    "on": fes.on(Noted, _one_seen),
+    "when": fes.when(_noted, _one_seen),
+    "merge": fes.merge(fes.nothing, _one_seen),
+}
+
+
+def _stop_record(url: str, system: fes.System = system) -> FollowerHalted:
     with SyncRunner(system, url) as runner:
         runner.run_until_quiet(check=False)
         (record,) = [r.event for r in runner.app("reader").stream(STOPS_STREAM)]
@@ -98,3 +115,25 @@ def test_a_payload_that_does_not_decode_names_the_codec(tmp_path: Path) -> None:
     codec = os.path.dirname(fes.edge.codec.__file__)
     assert record.where.startswith(os.path.join(codec, "_codec.py") + ":"), record.where
     assert record.error.startswith("DecodeError: cannot decode 'notes.Noted'")
+
+
+@pytest.mark.parametrize("combinator", list(combined))
+def test_a_bad_result_inside_a_combinator_is_named_by_its_function(
+    combinator: str, tmp_path: Path
+) -> None:
+    """The function inside fes.on (when, merge), not fes's own code, is where it stopped.
+
+    (A policy built with fes.on returning a bare fes.Emit used to stop with
+    ``where`` in fes/policies.py and a message naming only the follower.)
+    """
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with fes.edge.Application(system.apps[0], store=url, env={}) as app:
+        app.execute(notes, "n-1", lambda state: [Noted("hi", 2)])
+    bad = fes.System(
+        [system.apps[0], fes.App("reader", aggregates=[seen], policy=combined[combinator])],
+        pipes=[["writer", "reader"]],
+    )
+    record = _stop_record(url, bad)
+    _, first = inspect.getsourcelines(_one_seen)
+    assert record.where == f"{__file__}:{first}", record.where
+    assert "the policy '_one_seen' returned a bare fes.Emit on 'seen'" in record.error
