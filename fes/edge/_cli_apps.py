@@ -12,13 +12,14 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fes.errors import ConfigurationError, FesError
+from fes.errors import ConfigurationError, DecodeError, FesError
 
 if TYPE_CHECKING:
     from fes.system import System
 
     from .stores._base import Database
 
+from . import _settings as settings
 from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, _what
 
 
@@ -58,7 +59,15 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             elif name in last:
                 store = stores.database(name).store(name)
                 tracked = store.tracked()
-                stops = _apps_stops(stores.database(name), name, system)
+                try:
+                    stops = _apps_stops(stores.database(name), name, system)
+                except DecodeError as error:
+                    # its keys do not fit its store: whether it stopped is unknown
+                    keys = settings.prefixed(name, "FES_CIPHER_KEYS")
+                    trouble = (
+                        f"its stop records cannot be read ({_reason(error)}): check {keys} "
+                        "or FES_CIPHER_KEYS"
+                    )
             # every (follower, leader) that tracked a position or recorded a stop;
             # with the system, every one it has, whether it started or not
             units: dict[tuple[str, str], str | None] = {}

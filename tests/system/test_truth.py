@@ -362,3 +362,31 @@ def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: st
     assert process.returncode == 3, err
     assert "ValueError: message 2 is poisoned" in err
     assert f"(at {DOMAIN}:" in err and "follower 'sink' stopped" in err
+
+
+def test_fes_apps_shows_stop_records_it_cannot_read_as_unknown(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A keyring that does not fit one application's store: that follower is unknown, not all.
+
+    (`fes apps --system` used to fail as a whole with the codec's error,
+    naming no application, and hid the stopped follower.)
+    """
+    import base64
+
+    from fes.edge import Cipher
+    from fes.edge._cli import main
+
+    with Application(domain.pipeline.app("source"), store=sqlite_url, env={}) as source:
+        send(source, range(5), poison=[2])
+    with SyncRunner(domain.pipeline, sqlite_url, env={}) as runner:
+        runner.run_until_quiet(check=False)  # sink stops on 2: its stop record is plain
+    key = base64.b64encode(Cipher.generate_key()).decode()
+    monkeypatch.setenv("FES_CIPHER_KEYS", f"k1:{key}")
+    code = main(["apps", "--system", "system.domain:pipeline", "--store", sqlite_url])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    followers = out.split("\nfollowers\n")[1].split("\nviews\n")[0]
+    (row,) = [line for line in followers.splitlines() if line.strip().startswith("sink ")]
+    assert "unknown: its stop records cannot be read (cannot decrypt" in row
+    assert "check SINK_FES_CIPHER_KEYS or FES_CIPHER_KEYS" in row
