@@ -637,13 +637,16 @@ class Application:
         was recorded before; either way nothing is stored.
         """
         if not isinstance(batch, Batch) or batch.application is not self:
-            shown = (
-                f"a batch of application {batch.application.name!r}"
-                if isinstance(batch, Batch) else reprlib.repr(batch)
-            )
+            if not isinstance(batch, Batch):
+                shown = reprlib.repr(batch)
+            elif batch.application.name == self.name:
+                # another instance of the same App: its own store, cache and locks
+                shown = f"a batch of another Application object of {self.name!r}"
+            else:
+                shown = f"a batch of application {batch.application.name!r}"
             raise ConfigurationError(
-                f"commit takes a batch made by this application's ({self.name!r}) batch(), "
-                f"not {shown}: its commands read this application's store"
+                f"commit takes a batch made by this very Application's batch() "
+                f"({self.name!r}), not {shown}: its commands read this object's store"
             )
         if batch.committed:
             raise ConfigurationError(

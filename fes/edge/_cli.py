@@ -82,7 +82,8 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                 # the stream and topic lose their middles first, the time its date
                 table(headers, fit(headers, cells, cell, middle=(1, 3), left=(4,)), out)
         if not listing.found and not listing.unreachable and not args.json:
-            print("no application has written to this store yet", file=out)
+            where = ", ".join(map(_redact, listing.urls)) or "this store"
+            print(f"no application has written to {where} yet", file=out)
         out.flush()
         for label, (url, reason) in listing.unreachable.items():
             print(f"fes: error: {_what(label)} at {_redact(url)} cannot be read: {reason}",
@@ -127,7 +128,8 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
                 raise ConfigurationError(
                     f"{app.name!r} has no cipher to reseal under: set "
                     f"{settings.prefixed(app.name, 'FES_CIPHER_KEYS')} or FES_CIPHER_KEYS "
-                    "to its keys (id:base64 key, comma-separated), and FES_CIPHER_KEY_ID "
+                    "to its keys (id:base64 key, comma-separated), and "
+                    f"{settings.prefixed(app.name, 'FES_CIPHER_KEY_ID')} or FES_CIPHER_KEY_ID "
                     "to the new key's id"
                 )
             done = reseal(application, plain=args.plain, batch_size=args.batch_size)
@@ -320,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
         "not started, stopped at P, ahead of its leader (a store mixed up?) or unknown, "
         "with why: the stores cannot tell whether a process runs it now) and, with "
         "--system, each view's position; exit code 3 if a follower is stopped, else 1 "
-        "if one is ahead or unknown or a store cannot be read",
+        "if one is ahead or unknown, a store cannot be read or an application named by "
+        "--store APP=URL is not in it, else 0 (2: a usage error)",
     )
     apps.add_argument("--system", metavar="MODULE:SYSTEM",
                       help="decode stop records and list views with this system")

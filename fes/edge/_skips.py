@@ -171,27 +171,29 @@ def follower_status(
     leader's last position is ``ahead of its leader``: its leader's store
     is not the one it followed (a wrong URL, a restored backup), and the
     events of the positions it believes done would be skipped.
+    Numbers are written as the tables beside them write theirs (``behind
+    4,737``).
     """
     position = 0 if tracked is None else tracked
     if stop is not None and position < stop.position:
         return (
-            f"stopped at {stop.position}: {stop.error} "
+            f"stopped at {stop.position:,}: {stop.error} "
             f"(since {stop.at}, on {stop.host}/{stop.pid})"
         )
     if upstream is None:
         return "unknown: " + (unknown or "its leader's last position cannot be read")
     if position > upstream:
         return (
-            f"ahead of its leader: tracked {position}, leader's last {upstream} "
+            f"ahead of its leader: tracked {position:,}, leader's last {upstream:,} "
             "— is this the leader's store?"
         )
     behind = upstream - position
     if tracked is None:
         # nothing tracked: not caught up with a leader that holds events
-        return f"not started: behind {behind}" if behind else "not started: nothing to follow yet"
+        return f"not started: behind {behind:,}" if behind else "not started: nothing to follow yet"
     # "caught up", not "running": the store cannot tell whether a process is
     # serving it now, only that nothing is left and nothing has stopped it
-    return "caught up" if not behind else f"behind {behind}"
+    return "caught up" if not behind else f"behind {behind:,}"
 
 
 def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:

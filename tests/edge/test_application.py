@@ -404,15 +404,22 @@ def test_a_batch_commits_only_through_the_application_that_made_it(tmp_path: Pat
         batch.execute(dogs, "dog-1", register, "Fido")
         with pytest.raises(
             fes.errors.ConfigurationError,
-            match=r"\('office'\) batch\(\), not a batch of application 'school':",
+            match=r"batch\(\) \('office'\), not a batch of application 'school':",
         ) as refused:
             office.commit(batch)
         assert "pending" not in str(refused.value)  # (it used to show the batch's repr)
         for wrong in ([], None, batch.pending):
             with pytest.raises(
-                fes.errors.ConfigurationError, match="a batch made by this application"
+                fes.errors.ConfigurationError, match="a batch made by this very Application"
             ):
                 office.commit(wrong)  # type: ignore[arg-type]
+        with Application(SCHOOL, url) as twin, pytest.raises(
+            fes.errors.ConfigurationError,
+            # (it said "by this application's ('school') batch(), not a batch of application
+            # 'school'", which reads as a contradiction)
+            match="not a batch of another Application object of 'school'",
+        ):
+            twin.commit(batch)
         with pytest.raises(fes.errors.ConfigurationError, match="tracking must be a Tracking"):
             school.commit(batch, tracking=("up", 2, 1))  # type: ignore[arg-type]
         with pytest.raises(fes.errors.ConfigurationError, match="prefetch takes an iterable"):

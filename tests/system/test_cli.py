@@ -74,7 +74,8 @@ def test_reseal_without_keys_says_where_they_go(
     assert main(["reseal", "fes.examples.shop:system", "--app", "orders", "--store", url]) == 1
     err = capsys.readouterr().err
     assert "'orders' has no cipher to reseal under" in err
-    assert "ORDERS_FES_CIPHER_KEYS or FES_CIPHER_KEYS" in err and "FES_CIPHER_KEY_ID" in err
+    assert "ORDERS_FES_CIPHER_KEYS or FES_CIPHER_KEYS" in err
+    assert "ORDERS_FES_CIPHER_KEY_ID or FES_CIPHER_KEY_ID" in err
 
 
 def test_reseal_encrypts_a_plain_store_when_asked(
@@ -234,3 +235,14 @@ def test_the_installed_command_runs(store: str) -> None:
                             capture_output=True, text=True, env=env, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "sink" in result.stdout
+
+
+def test_a_followers_status_writes_numbers_as_its_table_does() -> None:
+    """`behind 4,737` beside a leader's last `5,505`, not `behind 4737`."""
+    from fes.edge._skips import follower_status
+
+    assert follower_status(None, 768, 5505) == "behind 4,737"
+    assert follower_status(None, None, 5505) == "not started: behind 5,505"
+    assert follower_status(None, 12000, 5505).startswith(
+        "ahead of its leader: tracked 12,000, leader's last 5,505 "
+    )

@@ -153,7 +153,7 @@ def test_apps_and_log_name_an_empty_store_and_say_it_is_empty(
     assert "(none yet: no application has written to this store)" in out
     assert "last position" not in out  # no empty table
     assert main(["log", "--store", url]) == 0
-    assert capsys.readouterr().out == "no application has written to this store yet\n"
+    assert capsys.readouterr().out == f"no application has written to {url} yet\n"
     assert main(["log", "--json", "--store", url]) == 0
     assert capsys.readouterr().out == ""  # JSON lines: none
     assert path.stat().st_size == 0
