@@ -360,6 +360,22 @@ def run_counted(
     )
 
 
+def check_commands(aggregate: Aggregate[Any], what: str) -> None:
+    """Refuse an aggregate with no commands, saying how its events can be tested instead.
+
+    Its events come from elsewhere (a policy's ``fes.Emit``, as a read
+    model's do): random command sequences would exercise nothing.
+    """
+    if not aggregate.commands:
+        raise DefinitionError(
+            f"aggregate {aggregate.name!r} has no commands to {what}: its events come "
+            "from elsewhere (a policy's fes.Emit?). Test the policy that emits them with "
+            "given_policy, and a view over them on events drawn by "
+            f"events_of({aggregate.name}) with view_rebuild_equals_incremental (see "
+            "docs/testing.md, \"An aggregate without commands\")"
+        )
+
+
 def check_budget(budget: float | None) -> float | None:
     """Refuse a budget that is not a positive number of seconds."""
     if budget is not None and (isinstance(budget, bool) or not budget > 0):

@@ -36,10 +36,17 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 
 from fes.aggregates import Aggregate, Command, combine, neutral
-from fes.errors import DefinitionError
 from fes.events import Recorded
 from fes.snapshots import digest_parts, fingerprint_parts, restore, take
-from fes.testing._exercise import DEFAULT_BUDGET, Abort, BudgetExceeded, Rare, Tally, check_budget
+from fes.testing._exercise import (
+    DEFAULT_BUDGET,
+    Abort,
+    BudgetExceeded,
+    Rare,
+    Tally,
+    check_budget,
+    check_commands,
+)
 from fes.testing._upcasting import upcast_folds, upcasters_fold
 from fes.testing.specs import _lost as lost
 from fes.testing.strategies import (
@@ -541,8 +548,7 @@ def check_laws(
     Hypothesis's search, so two calls try the same examples.
     """
     __tracebackhide__ = True
-    if not aggregate.commands:
-        raise DefinitionError(f"aggregate {aggregate.name!r} has no commands to check laws with")
+    check_commands(aggregate, "check laws with")
     contexts = argument_contexts(aggregate, args, overrides)
     admits = {name: state_filter(command) for name, command in aggregate.commands.items()}
     tally = Tally(aggregate, rare)

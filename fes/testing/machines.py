@@ -48,6 +48,7 @@ from fes.testing._exercise import (
     Rare,
     Tally,
     check_budget,
+    check_commands,
 )
 from fes.testing.laws import fingerprint_is_stable, projector_keeps_state
 from fes.testing.strategies import (
@@ -388,6 +389,7 @@ def machine_for(
     fails for vacuity as :func:`check_aggregate` does: a command never
     accepted, or an event type never produced, unless named in ``rare``.
     """
+    check_commands(aggregate, "run")
     table = argument_strategies(aggregate, args, overrides)
     tally = Tally(aggregate, rare)  # refuses unknown names in rare= now
     namespace: dict[str, Any] = {

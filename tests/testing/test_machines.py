@@ -332,3 +332,33 @@ def test_a_fingerprint_that_changes_in_one_run_is_its_own_law() -> None:
     message = failure(clock, settings=settings(max_examples=5, database=None, deadline=None))
     assert "failed: fingerprint law (after 1 command)" in message
     assert "its fingerprint changed between two computations" in message
+
+
+@frozen
+class _Charged:
+    amount: int
+
+
+def _add_charge(total: int, event: _Charged) -> int:
+    return total + event.amount
+
+
+def test_an_aggregate_without_commands_is_refused_saying_how_to_test_it() -> None:
+    """check_aggregate, machine_for and check_laws refuse a policy-fed read model up front.
+
+    (check_aggregate used to fail with "exercised too little" and a hint to
+    pass args= for commands the aggregate does not have.)
+    """
+    from fes.testing import check_laws
+
+    ledger = fes.Aggregate("ledger", initial=0, apply=_add_charge, events=[_Charged])
+    for call, what in [
+        (lambda: check_aggregate(ledger), "run"),
+        (lambda: machine_for(ledger), "run"),
+        (lambda: check_laws(ledger), "check laws with"),
+    ]:
+        with pytest.raises(fes.errors.DefinitionError) as refused:
+            call()
+        said = str(refused.value)
+        assert said.startswith(f"aggregate 'ledger' has no commands to {what}: ")
+        assert "given_policy" in said and "events_of(ledger)" in said
