@@ -62,7 +62,7 @@ def seconds(text: str) -> float:
 
 
 def seconds_or_zero(text: str) -> float:
-    """The longest of a wait in seconds: a finite number, 0 (no wait) or more."""
+    """A longest wait in seconds: a finite number, 0 (no wait) or more."""
     return _seconds(text, zero=True)
 
 
