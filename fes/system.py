@@ -26,6 +26,7 @@ __all__ = [
     "System",
     "app_of_unit",
     "partition_of",
+    "foreign_tracking",
     "tracking_key",
     "unit_names",
 ]
@@ -277,6 +278,19 @@ def tracking_key(leader: str, partition: int, partitions: int) -> str:
     (``#`` cannot occur in application names).
     """
     return leader if partitions == 1 else f"{leader}#{partition}/{partitions}"
+
+
+def foreign_tracking(tracked: Iterable[str], leader: str, partitions: int) -> list[str]:
+    """The keys among ``tracked`` under which another number of partitions tracked ``leader``.
+
+    A follower with ``partitions`` parts would start those parts from
+    position 0 and process the leader's events again.
+    """
+    mine = {tracking_key(leader, i, partitions) for i in range(partitions)}
+    return sorted(
+        key for key in tracked
+        if (key == leader or key.startswith(leader + "#")) and key not in mine
+    )
 
 
 def unit_names(app: App) -> list[str]:

@@ -319,10 +319,11 @@ def _parser() -> argparse.ArgumentParser:
     apps = command(
         "apps",
         "show each application's log, each follower's state (caught up, behind N, "
-        "not started, stopped at P, ahead of its leader (a store mixed up?) or unknown, "
+        "not started, stopped at P, ahead of its leader (a store mixed up?), mismatched "
+        "(another number of partitions) or unknown, "
         "with why: the stores cannot tell whether a process runs it now) and, with "
         "--system, each view's position; exit code 3 if a follower is stopped, else 1 "
-        "if one is ahead or unknown, a store cannot be read or an application named by "
+        "if one is ahead, mismatched or unknown, a store cannot be read or one named by "
         "--store APP=URL is not in it, else 0 (2: a usage error)",
     )
     apps.add_argument("--system", metavar="MODULE:SYSTEM",

@@ -24,7 +24,7 @@ from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, 
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
-    from fes.system import tracking_key, unit_names
+    from fes.system import foreign_tracking, tracking_key, unit_names
 
     from ._cli_events import EXIT_ERROR, EXIT_STOPPED, table
     from ._skips import SKIPS_STREAM, follower_status
@@ -68,6 +68,18 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                         f"its stop records cannot be read ({_reason(error)}): check {keys} "
                         "or FES_CIPHER_KEYS"
                     )
+            mismatched = ""
+            if system is not None and trouble is None:
+                # positions tracked under another number of partitions: fes run
+                # refuses to start this follower, so it is not shown as healthy
+                parts = system.app(name).partitions
+                other = [key for leader in system.leaders(name)
+                         for key in foreign_tracking(tracked, leader, parts)]
+                if other:
+                    mismatched = (
+                        f"mismatched: tracked under {', '.join(other)}, but the system gives "
+                        f"{name!r} {parts} partition(s): fes run refuses to start it"
+                    )
             # every (follower, leader) that tracked a position or recorded a stop;
             # with the system, every one it has, whether it started or not
             units: dict[tuple[str, str], str | None] = {}
@@ -90,6 +102,8 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 upstream: int | None = None
                 if trouble is not None:
                     status = f"unknown: {trouble}"
+                elif mismatched:
+                    status = mismatched
                 elif stops is None:
                     # its stop records cannot be read here: whether it stopped is unknown,
                     # so it is neither shown nor counted as caught up
@@ -101,7 +115,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                         upstream, why = _leader_last(stores, listing, leader, leaders, fresh=True)
                     status = follower_status(stops.get((unit, leader)), position, upstream, why)
                 stopped += status.startswith("stopped")
-                errors += status.startswith(("unknown", "ahead"))
+                errors += status.startswith(("unknown", "ahead", "mismatched"))
                 rows.append((unit, leader, "-" if position is None else position,
                              "?" if upstream is None else upstream, status))
 

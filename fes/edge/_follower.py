@@ -44,7 +44,7 @@ from fes.errors import (
 )
 from fes.events import NO_METADATA, Metadata, Recorded, new_metadata
 from fes.policies import Directive, Do, Emit, Intent, Retry, Skip, Stop, intents_of, origin_of
-from fes.system import App, partition_of, tracking_key
+from fes.system import App, foreign_tracking, partition_of, tracking_key
 
 from . import _telemetry
 from ._application import Application, check_count
@@ -329,17 +329,13 @@ class Follower:
         """
         tracked = self.application.store.tracked()
         for leader in self.leaders:
-            mine = {tracking_key(leader, i, self.partitions) for i in range(self.partitions)}
-            other = sorted(
-                key for key in tracked
-                if (key == leader or key.startswith(leader + "#")) and key not in mine
-            )
+            other = foreign_tracking(tracked, leader, self.partitions)
             if other:
                 raise ConfigurationError(
                     f"application {self.name!r} tracks {leader!r} under {', '.join(other)}, "
                     f"which another number of partitions wrote; with {self.partitions} it "
-                    "would process those events again. Keep the number of partitions, or "
-                    "move the positions over before changing it"
+                    "would process those events again. Keep the number of partitions: fes "
+                    "cannot yet move tracked positions from one number to another"
                 )
 
     # --- the step -------------------------------------------------------------

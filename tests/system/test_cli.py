@@ -14,6 +14,7 @@ import pytest
 
 from fes.edge import Application, SyncRunner
 from fes.edge._cli import main
+from fes.errors import ConfigurationError
 from system import domain
 from system.helpers import send
 
@@ -131,6 +132,33 @@ def test_apps_shows_each_partition_with_its_lag(
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert ["sink#0", "source", "4", "4", "caught", "up"] in rows
     assert ["sink#2", "source", "4", "4", "caught", "up"] in rows
+
+
+def test_apps_with_another_number_of_partitions_is_not_healthy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Positions tracked by three partitions, read with a one-partition system: mismatched, 1.
+
+    (fes apps showed the parts caught up and the follower "not started", and
+    exited 0, for a deployment that fes run refuses to start.)
+    """
+    url = f"sqlite:///{tmp_path / 'parts.db'}"
+    with SyncRunner(domain.partitioned_pipeline, url) as runner:
+        send(runner.app("source"), range(4))
+        runner.run_until_quiet()
+    with pytest.raises(ConfigurationError, match="cannot yet move tracked"):
+        SyncRunner(domain.fixed_pipeline, url)
+    capsys.readouterr()
+    assert main(["apps", "--system", "system.domain:fixed_pipeline", "--store", url]) == 1
+    out = capsys.readouterr().out
+    followers = out.split("\nfollowers\n")[1].split("\nviews\n")[0].splitlines()[2:]
+    assert followers and all(
+        "mismatched: tracked under source#0/3, source#1/3, source#2/3, but the system "
+        "gives 'sink' 1 partition(s): fes run refuses to start it" in row
+        for row in followers
+    ), followers
+    # with the system it was written by, all is well
+    assert main(["apps", "--system", "system.domain:partitioned_pipeline", "--store", url]) == 0
 
 
 def test_log_lists_an_applications_events(

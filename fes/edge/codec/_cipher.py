@@ -147,8 +147,9 @@ class Cipher:
         if aead is None:
             raise CipherError(
                 f"it was encrypted under key id {key_id!r}, which is not in the keyring "
-                f"(key ids: {', '.join(sorted(self._keys))}); keep retired keys in "
-                "FES_CIPHER_KEYS to read what they encrypted"
+                f"(key ids: {', '.join(sorted(self._keys))}); FES_CIPHER_KEYS (or the "
+                "application's <APP>_FES_CIPHER_KEYS) must hold every key that sealed what "
+                "it reads: the retired ones, and a newer one its leader rotated to"
             )
         if len(sealed) < _NONCE + 16:
             raise CipherError("the ciphertext is truncated")
