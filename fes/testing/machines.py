@@ -107,6 +107,8 @@ class AggregateMachine(RuleBasedStateMachine):
     user_invariants: ClassVar[tuple[Invariant, ...]] = ()
     # held in a tuple so that it is not bound as a method; empty: no codec check
     roundtrips: ClassVar[tuple[Callable[[object], object], ...]] = ()
+    # the same for states: empty, no check that a snapshot's codec carries them
+    state_roundtrips: ClassVar[tuple[Callable[[object], object], ...]] = ()
     snapshots: ClassVar[bool] = True
     #: For each command name, whether its state annotation admits a state.
     admits: ClassVar[Mapping[str, Callable[[Any], bool]]] = {}
@@ -249,6 +251,8 @@ class AggregateMachine(RuleBasedStateMachine):
                 given,
             )
         self._check_roundtrip(events, given)
+        if self.state_roundtrips:
+            self._check_state_roundtrip(after, given)
         self.history.extend(events)
         if self.snapshots:
             # the snapshot holds a copy, as if it had been stored and loaded again
@@ -284,6 +288,21 @@ class AggregateMachine(RuleBasedStateMachine):
                 )
             if back != item or type(back) is not type(item):
                 self.fail("codec round trip", f"{item!r} came back as {back!r}", given)
+
+    def _check_state_roundtrip(self, state: Any, given: Sequence[Any]) -> None:
+        __tracebackhide__ = True
+        try:
+            back = self.state_roundtrips[0](state)
+        except Exception as exc:
+            self.fail(
+                "state round trip",
+                f"state round trip: {state!r} could not be encoded and decoded: "
+                f"{type(exc).__name__}: {exc}",
+                given,
+                exc,
+            )
+        if back != state or type(back) is not type(state):
+            self.fail("state round trip", f"{state!r} came back as {back!r}", given)
 
     def _check_snapshot(
         self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
@@ -371,6 +390,7 @@ def machine_for(
     args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
+    state_roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
     budget: float | None = DEFAULT_BUDGET,
     terminal: Sequence[type] = (),
@@ -388,6 +408,7 @@ def machine_for(
     command slower than ``budget`` seconds, twice, fails.  The ``TestCase``
     fails for vacuity as :func:`check_aggregate` does: a command never
     accepted, or an event type never produced, unless named in ``rare``.
+    ``roundtrip`` and ``state_roundtrip`` are :func:`check_aggregate`'s.
     """
     check_commands(aggregate, "run")
     table = argument_strategies(aggregate, args, overrides)
@@ -396,6 +417,7 @@ def machine_for(
         "aggregate": aggregate,
         "user_invariants": tuple(invariants),
         "roundtrips": () if roundtrip is None else (roundtrip,),
+        "state_roundtrips": () if state_roundtrip is None else (state_roundtrip,),
         "snapshots": snapshots,
         "budget": check_budget(budget),
         "terminal": tuple(terminal),
@@ -465,6 +487,7 @@ def check_aggregate(
     args: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
     overrides: Overrides | None = None,
     roundtrip: Callable[[object], object] | None = None,
+    state_roundtrip: Callable[[object], object] | None = None,
     snapshots: bool = True,
     rare: Rare | None = None,
     budget: float | None = DEFAULT_BUDGET,
@@ -479,8 +502,10 @@ def check_aggregate(
     emitted events must be the aggregate's own and apply, each of
     ``invariants`` must hold (return a truthy value or None, not raise),
     a snapshot of the previous state plus the new events must fold like the
-    whole history (unless ``snapshots=False``), and ``roundtrip(event)``,
-    if given, must equal the event.  A failure is shrunk, by Hypothesis and
+    whole history (unless ``snapshots=False``), ``roundtrip(event)``, if
+    given, must equal the event, and ``state_roundtrip(state)``, if given
+    (e.g. a snapshot's encoding and decoding by the edge codec), the state
+    after every step.  A failure is shrunk, by Hypothesis and
     then by replaying it without some commands, and raised as an
     ``AssertionError`` whose message tells the story as given/when/then.
 
@@ -511,6 +536,7 @@ def check_aggregate(
         args=args,
         overrides=overrides,
         roundtrip=roundtrip,
+        state_roundtrip=state_roundtrip,
         snapshots=snapshots,
         budget=budget,
         terminal=terminal,

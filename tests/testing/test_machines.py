@@ -10,6 +10,7 @@ import pytest
 from attrs import evolve, frozen
 from hypothesis import settings
 from hypothesis import strategies as st
+from pyrsistent import PMap, pmap
 
 import fes
 from fes.edge.codec import Codec
@@ -362,3 +363,49 @@ def test_an_aggregate_without_commands_is_refused_saying_how_to_test_it() -> Non
         said = str(refused.value)
         assert said.startswith(f"aggregate 'ledger' has no commands to {what}: ")
         assert "given_policy" in said and "events_of(ledger)" in said
+
+
+@fes.event("locker.Deposited")
+@frozen
+class _Deposited:
+    slot: int
+    parcel: str
+
+
+@frozen
+class _Locker:
+    occupied: PMap  # bare: its int keys reach the codec as they are
+
+
+def _deposited(state: _Locker | None, event: _Deposited) -> _Locker:
+    occupied = pmap() if state is None else state.occupied
+    return _Locker(occupied.set(event.slot, event.parcel))
+
+
+def _deposit(state: _Locker | None, slot: int, parcel: str) -> list[_Deposited]:
+    if state is not None and slot in state.occupied:
+        raise fes.Rejected("that compartment is full")
+    return [_Deposited(slot, parcel)]
+
+
+def test_a_state_the_snapshot_codec_cannot_carry_fails_the_state_round_trip() -> None:
+    """state_roundtrip= puts every state through it: a snapshot that would not save fails.
+
+    (A state whose bare PMap held int keys passed check_aggregate, and its
+    snapshots failed in production whenever a compartment was occupied.)
+    """
+    lockers = fes.Aggregate(
+        "locker", initial=None, apply=_deposited, events=[_Deposited], commands=[_deposit]
+    )
+    codec = Codec([lockers])
+
+    def state_roundtrip(state: object) -> object:
+        payload = codec.encode_state(lockers, state, stream="s", version=1)
+        return codec.decode_state(lockers, payload, stream="s", version=1)
+
+    check_aggregate(lockers, settings=BUDGET)  # without it, all is well
+    with pytest.raises(AssertionError) as failed:
+        check_aggregate(lockers, state_roundtrip=state_roundtrip, settings=BUDGET)
+    said = str(failed.value)
+    assert "failed: state round trip (after 1 command)" in said
+    assert "Dict key must be str" in said
