@@ -26,7 +26,6 @@ __all__ = [
     "System",
     "app_of_unit",
     "partition_of",
-    "foreign_tracking",
     "tracking_key",
     "unit_names",
 ]
