@@ -276,33 +276,29 @@ class AggregateMachine(RuleBasedStateMachine):
     def _check_roundtrip(self, events: Sequence[Any], given: Sequence[Any]) -> None:
         __tracebackhide__ = True
         for item in events if self.roundtrips else ():
-            try:
-                back = self.roundtrips[0](item)
-            except Exception as exc:
-                self.fail(
-                    "codec round trip",
-                    f"codec round trip: {item!r} could not be encoded and decoded: "
-                    f"{type(exc).__name__}: {exc}",
-                    given,
-                    exc,
-                )
-            if back != item or type(back) is not type(item):
-                self.fail("codec round trip", f"{item!r} came back as {back!r}", given)
+            self._round_trip("codec round trip", self.roundtrips[0], item, given)
 
     def _check_state_roundtrip(self, state: Any, given: Sequence[Any]) -> None:
         __tracebackhide__ = True
+        self._round_trip("state round trip", self.state_roundtrips[0], state, given)
+
+    def _round_trip(
+        self, law: str, roundtrip: Callable[[object], object], value: Any, given: Sequence[Any]
+    ) -> None:
+        """Fail ``law`` unless ``roundtrip(value)`` gives back an equal value of its type."""
+        __tracebackhide__ = True
         try:
-            back = self.state_roundtrips[0](state)
+            back = roundtrip(value)
         except Exception as exc:
             self.fail(
-                "state round trip",
-                f"state round trip: {state!r} could not be encoded and decoded: "
+                law,
+                f"{law}: {value!r} could not be encoded and decoded: "
                 f"{type(exc).__name__}: {exc}",
                 given,
                 exc,
             )
-        if back != state or type(back) is not type(state):
-            self.fail("state round trip", f"{state!r} came back as {back!r}", given)
+        if back != value or type(back) is not type(value):
+            self.fail(law, f"{value!r} came back as {back!r}", given)
 
     def _check_snapshot(
         self, before: Any, version: int, events: Sequence[Any], after: Any, given: Sequence[Any]
