@@ -135,7 +135,7 @@ class AggregateMachine(RuleBasedStateMachine):
         self.digest: str | None = None  # the fingerprint, computed at the first snapshot
 
     @classmethod
-    def _to_test_case(cls) -> Any:  # type: ignore[override]
+    def _to_test_case(cls) -> Any:  # type: ignore[override, unused-ignore]
         """Hypothesis's ``TestCase``, run as :func:`check_aggregate` runs the machine.
 
         It counts what each command did and fails for vacuity as
