@@ -4,7 +4,7 @@
 
     fes demo [--orders N] [--store URL] [--processes N]
     fes run MODULE:SYSTEM [--store URL] [--processes N] [--apps A,B]
-    fes log [--app A] [--after N] [--limit N] [--system MODULE:SYSTEM]
+    fes log [--app A ...] [--after N] [--limit N] [--system MODULE:SYSTEM]
     fes stream ID --app A [--system MODULE:SYSTEM]
     fes apps [--system MODULE:SYSTEM]
     fes reseal MODULE:SYSTEM --app A [--plain] [--batch-size N]
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from fes.errors import ConfigurationError, FesError, PolicyError
+from fes.errors import ConfigurationError, FesError, PolicyError, SystemDefinitionError
 
 from . import _cli_args as parse
 from . import _settings as settings
@@ -39,7 +39,7 @@ from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 
 # `fes --help` imports no codec, store or runner: each command imports what it uses
 if TYPE_CHECKING:
-    from fes.system import System
+    from fes.system import App, System
 
 
 __all__ = ["main"]
@@ -58,8 +58,10 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
     with _Stores(args, system) as stores:
         if args.app:
-            stores.check(args.app)
-            listing = _Listing(found=[args.app])
+            named = list(dict.fromkeys(args.app))  # in the order given, each once
+            for name in named:
+                stores.check(name)
+            listing = _Listing(found=named)
         else:
             listing = stores.listing()
         # every application that can be read is printed; what cannot, is said after
@@ -118,7 +120,7 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
 
     system = _system(args.system)
     assert system is not None
-    app = system.app(args.app)
+    app = _named(system, args.app, "--app")
     with _Stores(args, system) as stores:
         stores.check(app.name)
         database = stores.database(app.name)
@@ -144,6 +146,16 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _named(system: System, unit: str, option: str) -> App:
+    """The application ``unit`` names on the command line; a usage error if none."""
+    from fes.system import app_of_unit
+
+    try:
+        return app_of_unit(system, unit)
+    except (ConfigurationError, SystemDefinitionError) as error:
+        raise parse.UsageError(option, str(error)) from None
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from ._cli_demo import cmd_demo
 
@@ -162,6 +174,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     urls = settings.placement(os.environ, given, [a.name for a in system.apps])
     apps: list[str] | None = args.apps  # one or more names, if given (see _cli_args)
     if apps:
+        for name in apps:
+            _named(system, name, "--apps")
         # a follower runs its policy, an application its views: one with neither has
         # nothing to run here (its events are written by the code that uses it)
         idle = [a.name for a in (app_of_unit(system, n) for n in apps)
@@ -263,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.add_argument("--store", metavar="URL", action="append", help=store)
         sub.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+        sub.set_defaults(parser=sub)  # for a UsageError found once the system is loaded
         return sub
 
     demo = command(
@@ -301,7 +316,8 @@ def _parser() -> argparse.ArgumentParser:
         "show applications' notification logs, each event with its data (cut to the "
         "terminal's width; whole with --json)",
     )
-    log.add_argument("--app", help="only this application")
+    log.add_argument("--app", action="append", metavar="APP",
+                     help="only this application (repeat for more)")
     log.add_argument("--after", type=parse.count, default=0, metavar="N",
                      help="start after this position (default 0: from the start)")
     log.add_argument("--limit", type=parse.count, default=None, metavar="N",
@@ -357,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         return handler(args, sys.stdout)
+    except parse.UsageError as error:
+        sub: argparse.ArgumentParser = args.parser
+        sub.error(str(error))  # exits with 2, after the command's usage line
     except BrokenPipeError:
         # the reader went away (`fes log | head`): stop quietly, as Unix tools do;
         # point stdout at devnull so that the exit's flush does not fail again

@@ -9,7 +9,18 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["count", "names", "port", "seconds", "seconds_or_zero", "size"]
+__all__ = ["UsageError", "count", "names", "port", "seconds", "seconds_or_zero", "size"]
+
+
+class UsageError(Exception):
+    """A value on the command line that only the loaded system can refuse (exit 2).
+
+    Such as an application name the system does not have: said as argparse
+    says a bad option, before anything is opened or started.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"argument {option}: {message}")
 
 
 def _whole(text: str) -> int:

@@ -171,6 +171,16 @@ def test_log_lists_an_applications_events(
     assert "m-1" in out and "m-2" in out and "m-3" not in out
 
 
+def test_log_shows_each_application_named(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fes log --app A --app B` shows both logs, in that order (it used to show only B)."""
+    assert main(["log", "--store", store, "--app", "sink", "--app", "source",
+                 "--app", "sink"]) == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if "event(s) after" in line]
+    assert heads == ["sink: 3 event(s) after position 0", "source: 5 event(s) after position 0"]
+
+
 def test_log_as_json_decodes_with_the_system(
     store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

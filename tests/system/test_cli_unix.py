@@ -266,6 +266,30 @@ def test_a_bad_option_is_refused_before_anything_runs(
     assert said in err and "running" not in err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["run", "fes.examples.shop:system", "--apps", "payments,orderz"],
+         "argument --apps: no application 'orderz' in this system; known: orders, "),
+        (["run", "fes.examples.shop:system", "--apps", "payments#3"],
+         "argument --apps: 'payments#3' names no partition of 'payments'"),
+        (["reseal", "fes.examples.shop:system", "--app", "paymentz"],
+         "argument --app: no application 'paymentz' in this system"),
+    ],
+)
+def test_a_name_the_system_lacks_is_a_usage_error(
+    arguments: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt application is refused as a bad option is (exit 2), before any store opens."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    with pytest.raises(SystemExit) as caught:
+        main([*arguments, "--store", url])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and err.startswith("usage: fes ") and "running" not in err, err
+    assert not (tmp_path / "shop.db").exists()
+
+
 def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
     """An application with neither policy nor views is not said to be running."""
     (tmp_path / "twoapps.py").write_text(
