@@ -55,7 +55,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             stops: dict[tuple[str, str], Any] | None = {}
             trouble: str | None = None
             if name in listing.unreachable:
-                trouble = "its store is unreachable (see below)"
+                trouble = f"its store {listing.trouble(name)} (see below)"
             elif name in last:
                 store = stores.database(name).store(name)
                 tracked = store.tracked()
@@ -121,7 +121,10 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
 
         # the stores, in the order of the applications, those that could not be read marked
         down = {url for url, _ in listing.unreachable.values()}
-        shown = [_redact(url) + (" (unreachable)" if url in down else "") for url in listing.urls]
+        shown = [
+            _redact(url) + (f" ({listing.state(url)})" if url in down else "")
+            for url in listing.urls
+        ]
         print(f"store: {', '.join(shown) or '(none)'}", file=out)
         print("\napplications", file=out)
         spread = len(listing.urls) > 1
@@ -139,7 +142,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 out,
             )
         for label in listing.unreachable:
-            print(f"  {_what(label)}: its store is unreachable (see below)", file=out)
+            print(f"  {_what(label)}: its store {listing.trouble(label)} (see below)", file=out)
         if not names and not listing.unreachable:
             where = "these stores" if spread else "this store"
             print(f"  (none yet: no application has written to {where})", file=out)
@@ -165,7 +168,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             reasons: dict[tuple[str, str], list[str]] = {}
             for label, (url, reason) in listing.unreachable.items():
                 reasons.setdefault((url, reason), []).append(label)
-            print("\nunreachable", file=out)
+            print("\ncannot be read", file=out)
             for (url, reason), labels in reasons.items():
                 print(f"  {', '.join(labels)} at {_redact(url)}: {reason}", file=out)
         out.flush()
@@ -222,7 +225,7 @@ def _leader_last(
     if leader in known and not fresh:
         return known[leader], None
     if leader in listing.unreachable:
-        return None, "leader unreachable (see below)"
+        return None, _leader_trouble(listing, leader)
     try:
         url = stores.url(leader)
     except ConfigurationError:
@@ -239,12 +242,19 @@ def _leader_last(
         else:
             position = stores.database(leader).store(leader).last_position()
     except (FesError, OSError) as error:
-        listing.unreachable[leader] = (url, _reason(error))
+        listing.cannot_read(leader, url, error)
         if url not in listing.urls:
             listing.urls.append(url)
-        return None, "leader unreachable (see below)"
+        return None, _leader_trouble(listing, leader)
     known[leader] = position
     return position, None
+
+
+def _leader_trouble(listing: _Listing, leader: str) -> str:
+    """A follower's status while its leader's store cannot be read."""
+    if listing.trouble(leader) == "does not exist":
+        return "leader's store does not exist (see below)"
+    return "leader unreachable (see below)"
 
 
 def _apps_stops(

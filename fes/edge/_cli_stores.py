@@ -33,8 +33,12 @@ def _given(args: argparse.Namespace) -> str | dict[str, str] | None:
     return settings.parse_store_option(args.store or ())
 
 
+class _NoStore(ConfigurationError):
+    """There is nothing at a store's URL yet: no SQLite file, no PostgreSQL schema."""
+
+
 def _no_store(url: str, what: str) -> ConfigurationError:
-    return ConfigurationError(
+    return _NoStore(
         f"there is no store at {_redact(url)}: {what}; check --store or $FES_STORE_URL"
     )
 
@@ -87,13 +91,31 @@ class _Listing:
     names could not be opened to say which application it holds) the URL
     and the reason; ``missing``: one message per application that was named
     (``--store APP=URL``, ``<APP>_FES_STORE_URL``) but is not in its store;
-    ``urls``: every store looked at, in the order of the applications.
+    ``urls``: every store looked at, in the order of the applications;
+    ``absent``: the URLs among ``unreachable`` at which there is no store
+    at all (a missing file or schema), rather than one that failed to answer.
     """
 
     found: list[str] = field(default_factory=list)
     unreachable: dict[str, tuple[str, str]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    absent: set[str] = field(default_factory=set)
+
+    def cannot_read(self, label: str, url: str, error: BaseException) -> None:
+        """Note that ``label``'s store at ``url`` could not be read, and why."""
+        self.unreachable[label] = (url, _reason(error))
+        if isinstance(error, _NoStore):
+            self.absent.add(url)
+
+    def state(self, url: str) -> str:
+        """How a store that could not be read is said to be: missing or unreachable."""
+        return "missing" if url in self.absent else "unreachable"
+
+    def trouble(self, label: str) -> str:
+        """Why ``label``'s store could not be read, in a few words."""
+        url = self.unreachable[label][0]
+        return "does not exist" if url in self.absent else "is unreachable"
 
 
 class _Stores:
@@ -211,7 +233,7 @@ class _Stores:
                 try:
                     held = self._at(url, prefix.rstrip("_")).apps()
                 except (FesError, OSError) as error:
-                    listing.unreachable[variable] = (url, _reason(error))
+                    listing.cannot_read(variable, url, error)
                     listing.urls.append(url)
                     continue
                 placed = [a for a in held if settings.prefixed(a, _STORE_VAR) == variable]
@@ -228,7 +250,7 @@ class _Stores:
                     held = self._at(self.rest, None).apps()
                 except (FesError, OSError) as error:
                     if candidates:
-                        listing.unreachable["*"] = (self.rest, _reason(error))
+                        listing.cannot_read("*", self.rest, error)
                         listing.urls.append(self.rest)
                     else:
                         raise  # the one store there is: the command fails
@@ -242,7 +264,7 @@ class _Stores:
             try:
                 present = name in self.holds(name)
             except (FesError, OSError) as error:
-                listing.unreachable[name] = (url, _reason(error))
+                listing.cannot_read(name, url, error)
                 continue
             if present:
                 listing.found.append(name)

@@ -229,7 +229,7 @@ def test_apps_and_log_send_an_http_leaders_own_token(
         assert main(["apps", *options]) == 1
         out = capsys.readouterr().out
         assert "unknown: leader unreachable" in _follower(out, "fines", "loans")
-        assert "LOANS_FES_HTTP_TOKEN or FES_HTTP_TOKEN (401)" in out.split("\nunreachable\n")[1]
+        assert "LOANS_FES_HTTP_TOKEN or FES_HTTP_TOKEN (401)" in out.split("\ncannot be read\n")[1]
 
 
 # --- 4. applications placed by the environment ---------------------------------------------

@@ -49,7 +49,10 @@ def test_apps_reads_the_lag_against_the_leader_where_it_lives(
 def test_apps_says_when_a_leader_cannot_be_reached(
     spread: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A leader whose store is gone makes its follower's state unknown: exit 1, not 0."""
+    """A leader whose store is gone makes its follower's state unknown: exit 1, not 0.
+
+    A deleted file is "missing" (an unanswering server is "unreachable").
+    """
     os.remove(spread["source"].removeprefix("sqlite:///"))
     code = main(["apps", "--store", f"sink={spread['sink']}",
                  "--store", f"source={spread['source']}"])
@@ -57,14 +60,14 @@ def test_apps_says_when_a_leader_cannot_be_reached(
     assert code == 1
     rows = [line.split() for line in out.splitlines()]
     # the status stays short; the whole reason is said once, below the tables
-    status = ["unknown:", "leader", "unreachable", "(see", "below)"]
+    status = ["unknown:", "leader's", "store", "does", "not", "exist", "(see", "below)"]
     assert ["sink", "source", "3", "?", *status] in rows
     assert out.count("there is no file") == 1
-    below = out.split("\nunreachable\n")[1]
+    below = out.split("\ncannot be read\n")[1]
     assert f"source at {spread['source']}: there is no store" in below
     # the header lists both stores, in the order of the applications, the lost one marked
     assert out.splitlines()[0] == (
-        f"store: {spread['sink']}, {spread['source']} (unreachable)"
+        f"store: {spread['sink']}, {spread['source']} (missing)"
     )
 
 

@@ -314,6 +314,25 @@ def test_an_empty_store_speaks_of_the_command_line(capsys: pytest.CaptureFixture
     assert "--store" in err and "$FES_STORE_URL" in err and "None" not in err
 
 
+def test_a_missing_store_is_said_missing_not_unreachable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --system, a store not created yet is "missing", and nothing is created.
+
+    (It was shown "unreachable", as a server that does not answer is.)
+    """
+    path = tmp_path / "none.db"
+    assert main(["apps", "--system", "fes.examples.shop:system",
+                 "--store", f"sqlite:///{path}"]) == 1
+    out = capsys.readouterr().out
+    assert f"store: sqlite:///{path} (missing)" in out
+    assert "application 'orders': its store does not exist (see below)" in out
+    assert "unknown: its store does not exist (see below)" in out
+    assert "unreachable" not in out
+    assert f"there is no file {path}" in out.split("\ncannot be read\n")[1]
+    assert not path.exists()
+
+
 def test_a_missing_sqlite_file_is_no_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
