@@ -100,14 +100,20 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 tracking = units[(unit, leader)]
                 position = None if tracking is None else tracked.get(tracking)
                 upstream: int | None = None
-                if trouble is not None:
-                    status = f"unknown: {trouble}"
-                elif mismatched:
-                    status = mismatched
-                elif stops is None:
-                    # its stop records cannot be read here: whether it stopped is unknown,
-                    # so it is neither shown nor counted as caught up
-                    status = "unknown: its stop records are encoded, pass --system to read them"
+                if trouble is not None or mismatched or stops is None:
+                    if trouble is not None:
+                        status = f"unknown: {trouble}"
+                    elif mismatched:
+                        status = mismatched
+                    else:
+                        # its stop records cannot be read here: whether it stopped is
+                        # unknown, so it is neither shown nor counted as caught up
+                        status = (
+                            "unknown: its stop records are encoded, pass --system to read them"
+                        )
+                    if name not in listing.unreachable:
+                        # what it is behind is still told, where its leader can be read
+                        upstream, _ = _leader_last(stores, listing, leader, leaders)
                 else:
                     upstream, why = _leader_last(stores, listing, leader, leaders)
                     if upstream is not None and position is not None and position > upstream:

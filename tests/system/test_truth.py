@@ -324,6 +324,8 @@ def test_fes_apps_does_not_call_a_follower_with_unreadable_stop_records_caught_u
     assert raw.returncode == 1, raw.stdout + raw.stderr
     assert "unknown: its stop records are encoded" in raw.stdout
     assert "caught up" not in raw.stdout
+    rows = [line.split() for line in raw.stdout.splitlines()]
+    assert ["sink", "source", "1", "4"] in [row[:4] for row in rows], raw.stdout
 
 
 def test_a_restart_meeting_the_same_error_keeps_the_first_stop(sqlite_url: str) -> None:
@@ -389,4 +391,6 @@ def test_fes_apps_shows_stop_records_it_cannot_read_as_unknown(
     followers = out.split("\nfollowers\n")[1].split("\nviews\n")[0]
     (row,) = [line for line in followers.splitlines() if line.strip().startswith("sink ")]
     assert "unknown: its stop records cannot be read (cannot decrypt" in row
+    # what it is behind is still shown: the leader's last position is read apart
+    assert row.split()[:4] == ["sink", "source", "2", "5"], row
     assert "check SINK_FES_CIPHER_KEYS or FES_CIPHER_KEYS" in row
