@@ -411,9 +411,10 @@ def test_policy_errors_end_as_in_the_fault_free_run(handler: fes.ErrorHandler) -
         pipes=[["school", "counter"]],
     )
     inputs = [Input("school", "dog", f"dog-{n}", "register", (n,)) for n in ("a", "rex", "b")]
-    simulate(system, inputs=inputs, schedule=[]).check()  # every failure met while draining
+    # every failure met while draining
+    simulate(system, inputs=inputs, schedule=[], expect_stops=True).check()
     for seed in range(10):
-        result = simulate(system, inputs=inputs, seed=seed)
+        result = simulate(system, inputs=inputs, seed=seed, expect_stops=True)
         result.check()
     if getattr(handler, "__name__", "") == "<lambda>":  # skip
         assert result.final.errors == {}
@@ -424,6 +425,38 @@ def test_policy_errors_end_as_in_the_fault_free_run(handler: fes.ErrorHandler) -
         report = result.report()
         assert "but followers stopped on a policy error in both" in report.splitlines()[0]
         assert "  - counter: on school: ValueError: no rex" in report
+
+
+def test_a_stopped_follower_fails_the_run_unless_expected() -> None:
+    """A stop in both runs is no difference, yet it fails: production would stop too.
+
+    (A policy bug that stopped its follower in every run used to pass
+    ``check_system``, since the fault-free run stopped the same way.)
+    """
+    system = fes.System(
+        [fes.App("school", aggregates=[dogs]),
+         fes.App("counter", aggregates=[tally], policy=picky)],
+        pipes=[["school", "counter"]],
+    )
+    inputs = [Input("school", "dog", f"dog-{n}", "register", (n,)) for n in ("a", "rex")]
+    result = simulate(system, inputs=inputs, seed=1)
+    assert not result.differences and result.final.errors == result.expected.errors
+    assert not result.ok
+    head = result.report().splitlines()[0]
+    assert head == (
+        "the simulated run stops 1 follower on a policy error (see stopped:; pass "
+        "expect_stops=True if that is the behaviour under test)"
+    ), head
+    with pytest.raises(AssertionError, match="stops 1 follower on a policy error"):
+        result.check()
+    assert simulate(system, inputs=inputs, seed=1, expect_stops=True).ok
+    rex = st.just(inputs)
+    with pytest.raises(AssertionError, match="counter: on school: ValueError: no rex"):
+        check_system(system, rex, settings=settings(max_examples=5, database=None), seed=0)
+    runs = check_system(
+        system, rex, settings=settings(max_examples=5, database=None), seed=0, expect_stops=True
+    )
+    assert runs["runs"] >= 1
 
 
 # --- the final state and the report --------------------------------------------------

@@ -55,7 +55,8 @@ class Simulation:
     database was down); ``placement`` the database each application's store
     is in; ``followed_up`` what each follow-up did; ``impure`` each policy
     that, called twice on an event of the fault-free run under two seeds of
-    :mod:`random`, did not give the same intents.
+    :mod:`random`, did not give the same intents; ``expect_stops`` whether
+    a follower stopped on a policy error leaves the run :attr:`ok`.
     """
 
     seed: int
@@ -72,11 +73,18 @@ class Simulation:
     placement: Mapping[str, str] = field(converter=_frozen_map, factory=dict)
     followed_up: tuple[FollowedUp, ...] = ()
     impure: tuple[str, ...] = ()
+    expect_stops: bool = False
 
     @property
     def ok(self) -> bool:
-        """Whether the run matched the fault-free run and every invariant held."""
-        return not self.differences and not self.failures and not self.impure
+        """Whether the run matched the fault-free run and held every invariant.
+
+        And no follower stopped on a policy error, unless :attr:`expect_stops`.
+        """
+        return (
+            not self.differences and not self.failures and not self.impure
+            and (self.expect_stops or not self.final.errors)
+        )
 
     def report(self) -> str:
         """The run as text: verdict, inputs, schedule steps, then what differed."""
@@ -96,6 +104,12 @@ class Simulation:
             if self.impure:
                 count = len(self.impure)
                 problems.append(f"has {count} impure polic{'y' if count == 1 else 'ies'}")
+            if stopped and not self.expect_stops:
+                count = len(stopped)
+                problems.append(
+                    f"stops {count} follower{'' if count == 1 else 's'} on a policy error "
+                    "(see stopped:; pass expect_stops=True if that is the behaviour under test)"
+                )
             head = f"the simulated run {' and '.join(problems)}"
         lines = [head]
         lines.append(f"inputs ({len(self.inputs)}):")

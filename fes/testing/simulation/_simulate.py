@@ -53,6 +53,7 @@ def simulate(
     max_rounds: int = MAX_ROUNDS,
     databases: Databases = None,
     follow_ups: Sequence[FollowUp] = (),
+    expect_stops: bool = False,
 ) -> Simulation:
     """Run ``system`` on ``inputs`` under a schedule, and compare with the fault-free run.
 
@@ -81,6 +82,11 @@ def simulate(
     (``snapshot_every``, ``cache_size``, …).  A run that is not quiet
     after ``max_rounds`` rounds of every unit fails with an AssertionError.
 
+    A follower that stops on a policy error fails the run, even when the
+    fault-free run stops it too: in production it would stop, and wait for
+    a fix, just the same.  Pass ``expect_stops=True`` where a stop is the
+    behaviour under test; the stopped followers must still be the same.
+
     Returns a :class:`Simulation`; call its ``check()`` to raise on failure.
     """
     items = tuple(Input.of(item) for item in inputs)
@@ -97,6 +103,7 @@ def simulate(
         system, items, plan, expected, seed=seed, seeded=schedule is None,
         invariants=invariants, ordered=ordered, application=application, options=settings,
         max_rounds=max_rounds, databases=databases, follow_ups=follow_ups,
+        expect_stops=expect_stops,
     )
 
 
@@ -115,6 +122,7 @@ def _simulate(
     max_rounds: int,
     databases: Databases,
     follow_ups: Sequence[FollowUp],
+    expect_stops: bool = False,
 ) -> Simulation:
     """Run ``plan`` on ``items`` and compare with the fault-free run ``expected``."""
     sim = _Simulator(
@@ -161,6 +169,7 @@ def _simulate(
         placement=sim.placement,
         followed_up=tuple(followed),
         impure=expected.impure,
+        expect_stops=expect_stops,
     )
 
 
@@ -216,6 +225,7 @@ def check_system(
     options: Mapping[str, Any] | None = None,
     databases: Databases = None,
     follow_ups: Sequence[FollowUp] = (),
+    expect_stops: bool = False,
 ) -> Counter[str]:
     """Simulate ``system`` on generated inputs and schedules; raise on the first failure.
 
@@ -227,8 +237,10 @@ def check_system(
     describes ``databases`` and ``follow_ups``).  A failure is
     shrunk by Hypothesis to few inputs and steps and raised as an
     ``AssertionError`` whose message lists the inputs, the steps and what
-    differed.  Returns how often each fault struck over all the runs, and
-    how many ``runs`` there were, as a :class:`collections.Counter`.
+    differed.  A run in which a follower stops on a policy error fails too,
+    unless ``expect_stops`` (see :func:`simulate`).  Returns how often each
+    fault struck over all the runs, and how many ``runs`` there were, as a
+    :class:`collections.Counter`.
 
     ``settings`` defaults to the current Hypothesis profile without a
     deadline; one failure is reported and the explain phase is skipped.
@@ -265,7 +277,7 @@ def check_system(
             system, items, tuple(schedule), reference(items), seed=0, seeded=False,
             invariants=invariants, ordered=ordered, application=application,
             options=app_options, max_rounds=MAX_ROUNDS, databases=databases,
-            follow_ups=follow_ups,
+            follow_ups=follow_ups, expect_stops=expect_stops,
         )
         if not result.ok:
             raise _Failed(result)
