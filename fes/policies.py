@@ -61,7 +61,8 @@ def _args(value: Iterable[Any]) -> tuple[Any, ...]:
         return value  # type: ignore[return-value,unused-ignore]
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise DefinitionError(
-            f"Do takes the command's arguments after the state as a tuple, not {value!r}; "
+            f"Do takes the command's arguments after the state as a tuple (or list), "
+            f"not {value!r}; "
             f"for one argument write ({value!r},)"
         )
     return tuple(value)
@@ -132,6 +133,11 @@ class _On:
     kinds: tuple[type, ...]
     handler: Callable[[Recorded[Any]], Sequence[Intent]]
 
+    @property
+    def __name__(self) -> str:  # as messages name a policy: on(Kind, handler)
+        kinds = ", ".join(kind.__name__ for kind in self.kinds)
+        return f"on({kinds if len(self.kinds) == 1 else f'({kinds})'}, {_name_of(self.handler)})"
+
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         if isinstance(recorded.event, self.kinds):
             result = self.handler(recorded)
@@ -151,6 +157,10 @@ class _When:
     predicate: Callable[[Recorded[Any]], bool]
     policy: Policy
 
+    @property
+    def __name__(self) -> str:
+        return f"when({_name_of(self.predicate)}, {_name_of(self.policy)})"
+
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         return _checked(self.policy, self.policy(recorded)) if self.predicate(recorded) else []
 
@@ -163,6 +173,10 @@ def when(predicate: Callable[[Recorded[Any]], bool], policy: Policy) -> Policy:
 @frozen
 class _Merged:
     policies: tuple[Policy, ...]
+
+    @property
+    def __name__(self) -> str:
+        return f"merge({', '.join(map(_name_of, self.policies))})"
 
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         intents: list[Intent] = []
@@ -180,6 +194,10 @@ def merge(*policies: Policy) -> Policy:
 class _FanOut:
     targets: Callable[[Recorded[Any]], Iterable[Any]]
     intent: Callable[[Recorded[Any], Any], Intent | Sequence[Intent]]
+
+    @property
+    def __name__(self) -> str:
+        return f"fan_out({_name_of(self.targets)}, {_name_of(self.intent)})"
 
     def __call__(self, recorded: Recorded[Any]) -> Sequence[Intent]:
         intents: list[Intent] = []

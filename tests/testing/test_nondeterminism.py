@@ -149,6 +149,30 @@ def test_given_policy_catches_a_policy_using_random(policy: Any, caller_seed: in
     assert "must not read random" in message
 
 
+def test_a_combined_policy_is_named_by_what_it_combines() -> None:
+    """fes.on, when, merge and fan_out read as written, not as their classes (`_On`)."""
+    with pytest.raises(AssertionError) as caught:
+        given_policy(fes.on(bank.Deposited, _coin_policy)).when(
+            recorded(bank.Deposited(5), "acc-1")
+        ).then()
+    assert "policy on(Deposited, _coin_policy) is not deterministic" in str(caught.value)
+    combined = fes.merge(
+        fes.when(bool, _random_policy),
+        fes.fan_out(lambda r: [r.stream], lambda r, s: []),
+        fes.on((bank.Deposited, bank.Withdrawn), _random_policy),
+    )
+    here = "test_a_combined_policy_is_named_by_what_it_combines.<locals>.<lambda> at "
+    at = f"test_nondeterminism.py:{_line_of(combined)}"
+    assert combined.__name__ == (  # type: ignore[attr-defined]
+        f"merge(when(bool, _random_policy), fan_out({here}{at}, {here}{at}), "
+        "on((Deposited, Withdrawn), _random_policy))"
+    )
+
+
+def _line_of(merged: Any) -> int:
+    return int(merged.policies[1].targets.__code__.co_firstlineno)
+
+
 def test_given_policy_catches_a_policy_changing_its_event() -> None:
     """A policy that mutates the event it is given fails, showing the event before and after."""
 
