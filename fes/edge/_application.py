@@ -307,6 +307,8 @@ class Application:
         self.ids = ids
         self._aggregates = {a.name: a for a in (*app.aggregates, skips)}
         self._fingerprints = {a.name: fingerprint(a) for a in self._aggregates.values()}
+        # the aggregates whose snapshots of another definition were met (logged once each)
+        self._stale_snapshots: set[str] = set()
         # per aggregate, what the plans of its commands take as is (see _plan)
         self._kinds: dict[str, dict[type, Kind]] = {
             a.name: kinds_of(a, self.codec) for a in self._aggregates.values()
@@ -474,7 +476,17 @@ class Application:
         """The stream's latest stored snapshot (up to ``version``) that this definition made."""
         stored = self.store.load_snapshot(stream, to_version=version)
         # restore() would not use a snapshot of another fingerprint: do not decode it
-        if stored is None or stored.fingerprint != self._fingerprints.get(aggregate.name):
+        if stored is None:
+            return None
+        if stored.fingerprint != self._fingerprints.get(aggregate.name):
+            if aggregate.name not in self._stale_snapshots:
+                self._stale_snapshots.add(aggregate.name)
+                logger.info(
+                    "ignoring snapshots of aggregate %r that another definition of it made "
+                    "(first on stream %r, version %d): such a stream is folded from its "
+                    "events until its next snapshot replaces the old one",
+                    aggregate.name, stream, stored.version,
+                )
             return None
         try:
             state = self.codec.decode_state(

@@ -244,6 +244,22 @@ class _Committed(dict[str, Pending]):
     __getitem__ = get
 
 
+def _not_owned(error: UnhandledEvent, aggregate: Aggregate[Any], stream: str) -> FesError:
+    """What to raise for ``error``, met folding events emitted to ``stream``.
+
+    An event of a type the aggregate does not own is a wrong emit, said as
+    a command returning one is; a missing handler stays as it was raised.
+    """
+    owned = aggregate.events
+    if owned and not issubclass(error.event_type, owned):
+        return CommandError(
+            f"emitted to stream {stream!r} of aggregate {aggregate.name!r} an event of type "
+            f"{error.event_type.__qualname__}, which aggregate {aggregate.name!r} does not "
+            "own: emit it to a stream of the aggregate that owns it"
+        )
+    return error
+
+
 @define
 class Batch:
     """Events to record together, across streams, in one atomic append.
@@ -488,7 +504,10 @@ class Batch:
         metas: list[Metadata] = slot.metadata  # type: ignore[assignment]
         rows: Rows = slot.rows  # type: ignore[assignment]
         held = len(events)
-        state = aggregate.fold(new, slot.state)
+        try:
+            state = aggregate.fold(new, slot.state)
+        except UnhandledEvent as error:
+            raise _not_owned(error, aggregate, stream) from None
         encoded = self.application._encode(stream, slot.version + held, new, metadata)
         # extend the stream's lists in place, never copy them: linear in the
         # number of events added, however many the stream already holds
@@ -634,7 +653,10 @@ class Batch:
                     _, state, topic, body = took
                     rows = [topic, body, meta]
                 else:
-                    state = aggregate.fold(new, aggregate.initial)
+                    try:
+                        state = aggregate.fold(new, aggregate.initial)
+                    except UnhandledEvent as error:
+                        raise _not_owned(error, aggregate, stream) from None
                     rows = (
                         list(application._encode(stream, 0, new, metadata)) if meta is None
                         else application._encode_with_meta(stream, 0, new, meta)  # a new list

@@ -43,7 +43,15 @@ from fes.examples.bank import (
     set_overdraft_limit,
     withdraw,
 )
-from fes.examples.dogs import Dog, Registered, TrickAdded, add_trick, dogs, register
+from fes.examples.dogs import (
+    Dog,
+    Registered,
+    TrickAdded,
+    add_trick,
+    dogs,
+    register,
+    registered,
+)
 
 from .conftest import SCHOOL, Place
 
@@ -1033,11 +1041,26 @@ def test_batch_execute_folds_the_pending_events(place: Place) -> None:
 
 
 def test_batch_emit_refuses_events_that_do_not_fold(place: Place) -> None:
-    """emit folds its events onto the pending state: an event the projector lacks is refused."""
+    """emit folds its events onto the pending state: an event the projector lacks is refused.
+
+    An event of a type the aggregate does not own says so, as a command
+    returning one does (it used to advise adding a handler to the aggregate).
+    """
     app = place.app()
     batch = app.batch()
-    with pytest.raises(fes.errors.UnhandledEvent, match="Deposited"):
+    with pytest.raises(
+        fes.CommandError,
+        match="emitted to stream 'fido' of aggregate 'dog' an event of type Deposited, which "
+        "aggregate 'dog' does not own: emit it to a stream of the aggregate that owns it",
+    ):
         batch.emit(dogs, "fido", [Registered("Fido"), Deposited(5)])
+    with pytest.raises(fes.CommandError, match="type Deposited, which aggregate 'dog'"):
+        batch.emit(dogs, "rex", [Deposited(5)])  # a new stream: its first events
+    unowned = fes.Aggregate("loose", None, fes.projector(registered))
+    loose = Application(fes.App("loose", aggregates=[unowned]), store="memory://")
+    with loose, pytest.raises(fes.errors.UnhandledEvent, match="add a handler"):
+        # it names no events it owns: a missing handler, as before
+        loose.batch().emit(unowned, "fido", [Deposited(5)])
     for one in [Registered("Fido"), "Fido"]:  # one event, not a list of them
         with pytest.raises(fes.CommandError, match="emit takes an iterable of events"):
             batch.emit(dogs, "fido", one)  # type: ignore[arg-type]
@@ -1348,8 +1371,13 @@ def test_take_snapshot_saves_the_current_state(any_place: Place) -> None:
     assert app.store.load_snapshot("nobody") is None
 
 
-def test_a_snapshot_with_a_stale_fingerprint_is_ignored(any_place: Place) -> None:
-    """A snapshot taken by another projector is not used; the state is folded from the start."""
+def test_a_snapshot_with_a_stale_fingerprint_is_ignored(
+    any_place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot taken by another projector is not used; the state is folded from the start.
+
+    That is logged (at INFO, once per aggregate), as the docs promise.
+    """
     quiet = any_place.app(snapshot_every=2)
     quiet.execute(dogs, "fido", register, "Fido")
     for trick in ["sit", "beg", "roll", "wave"]:
@@ -1357,10 +1385,18 @@ def test_a_snapshot_with_a_stale_fingerprint_is_ignored(any_place: Place) -> Non
     assert quiet.store.load_snapshot("fido").version == 4
     loud = any_place.app(LOUD_SCHOOL, snapshot_every=2)
     reads = spy(loud)
-    assert loud.get(loud_dogs, "fido") == Dog(
-        "FIDO", pvector(["SIT", "BEG", "ROLL", "WAVE"])
-    )
-    assert reads.take_reads() == [Read("fido", None, None, 5)]
+    with caplog.at_level(logging.INFO, logger="fes"):
+        for _ in range(2):
+            assert loud.get(loud_dogs, "fido") == Dog(
+                "FIDO", pvector(["SIT", "BEG", "ROLL", "WAVE"])
+            )
+    said = [r.getMessage() for r in caplog.records if "another definition" in r.getMessage()]
+    assert said == [
+        "ignoring snapshots of aggregate 'dog' that another definition of it made (first on "
+        "stream 'fido', version 4): such a stream is folded from its events until its next "
+        "snapshot replaces the old one"
+    ]
+    assert reads.take_reads() == [Read("fido", None, None, 5)] * 2  # no cache: read twice
     # now the loud release writes a snapshot of its own; the quiet one must ignore it
     loud.execute(loud_dogs, "fido", add_trick, "bow")
     latest = quiet.store.load_snapshot("fido")
