@@ -285,9 +285,7 @@ def decide(
     if command.__class__ is _FUNCTION:  # a plain function: no combinator to look inside
         inner, inner_state = command, state
     elif not callable(command):
-        raise CommandError(
-            f"a command of aggregate {aggregate.name!r} is a function, not {command!r}"
-        )
+        raise CommandError(_not_a_command(aggregate, command))
     else:
         inner, inner_state = unwrap(command, state)
     check = aggregate._state_check(inner)
@@ -304,6 +302,24 @@ def decide(
             f"{check.shown}, but got {shown}"
         )
     return returned(aggregate, command, run_command(aggregate, command, state, args, kwargs))
+
+
+def _not_a_command(aggregate: Aggregate[Any], command: object) -> str:
+    """Why ``command`` is no command: a name points to the function it names, or to one close."""
+    said = f"a command of aggregate {aggregate.name!r} is a function, not {command!r}"
+    if isinstance(command, str):
+        import difflib  # only on this error's path
+
+        named = aggregate.commands
+        if command in named:
+            return (
+                f"{said}: pass the function {_name_of(named[command])} "
+                f"(the aggregate's commands[{command!r}])"
+            )
+        close = difflib.get_close_matches(command, list(named), n=1)
+        if close:
+            return f"{said}: did you mean the function {_name_of(named[close[0]])}?"
+    return said
 
 
 def run_command(

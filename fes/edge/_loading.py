@@ -32,7 +32,7 @@ def load_system(spec: str) -> System:
                 f"module {module_name!r} has no attribute {attribute!r}"
             ) from None
     if not isinstance(value, System):
-        raise ConfigurationError(
-            f"{spec!r} is a {type(value).__name__} object, not a fes.System"
-        )
+        kind = type(value).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise ConfigurationError(f"{spec!r} is {article} {kind} object, not a fes.System")
     return value

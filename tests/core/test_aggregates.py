@@ -536,3 +536,22 @@ def test_an_unhashable_command_is_still_checked_on_each_call() -> None:
     assert aggregate.state_types(teach) == (Dog,)
     with pytest.raises(fes.CommandError, match="expects Dog"):
         fes.decide(aggregate, teach, None, "sit")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("register", "pass the function register (the aggregate's commands['register'])"),
+        ("registr", "did you mean the function register?"),
+        ("add_trik", "did you mean the function add_trick?"),
+    ],
+)
+def test_a_command_given_by_name_points_to_its_function(given: str, said: str) -> None:
+    """A command's name where its function belongs is refused, saying which function it names."""
+    with pytest.raises(fes.CommandError) as caught:
+        fes.decide(dogs, given, None, "Fido")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"a command of aggregate 'dog' is a function, not {given!r}: {said}"
+    )
+    with pytest.raises(fes.CommandError, match=r"is a function, not 'zzz'$"):
+        fes.decide(dogs, "zzz", None, "Fido")  # type: ignore[arg-type]

@@ -47,8 +47,11 @@ def test_an_emit_of_one_bare_event_or_a_string_is_refused(events: Any) -> None:
 @pytest.mark.parametrize("args", ["acc-2", b"x", 5, None])
 def test_a_do_whose_arguments_are_a_string_or_a_bare_value_is_refused(args: Any) -> None:
     """``tuple("acc-2")`` would pass the command one letter per argument."""
-    with pytest.raises(fes.errors.DefinitionError, match=r"as a tuple.*for one argument write"):
+    with pytest.raises(
+        fes.errors.DefinitionError, match=r"as a tuple \(or list\), not .*for one argument write"
+    ):
         fes.Do(accounts, "acc-1", deposit, args)
+    assert fes.Do(accounts, "acc-1", deposit, [5]).args == (5,)  # a list is taken
 
 
 @pytest.mark.parametrize("command", ["deposit", None, 5])

@@ -194,6 +194,7 @@ def test_load_system_names_what_is_wrong() -> None:
         ("no.such.module:x", "cannot import module"),
         ("system.domain:nothing", "has no attribute"),
         ("system.domain:ball", "not a fes.System"),
+        ("fes.examples.dogs:dogs", "'fes.examples.dogs:dogs' is an Aggregate object, not a"),
     ]:
         with pytest.raises(fes.errors.ConfigurationError, match=message):
             load_system(spec)
