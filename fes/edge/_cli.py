@@ -137,10 +137,17 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
             done = reseal(application, plain=args.plain, batch_size=args.batch_size)
             cipher = application.codec.cipher
     assert cipher is not None  # reseal refuses an application without one
+    left = ""
+    if done.snapshots_left:
+        left = (
+            f"; left {done.snapshots_left} snapshot(s) of a renamed or removed aggregate "
+            "under an older key or in the clear (see the warnings): delete them before "
+            "an old key leaves the ring"
+        )
     print(
         f"{app.name}: resealed {done.events} event(s), {done.metadata} metadata and "
         f"{done.snapshots} snapshot(s) under key {cipher.current!r} "
-        f"(log walked to position {done.position})",
+        f"(log walked to position {done.position}){left}",
         file=out,
     )
     return 0

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+
 from attrs import evolve, frozen
 
 from fes.edge._application import Application, check_count
 from fes.edge.stores._base import Resealed
-from fes.errors import DefinitionError
+from fes.errors import DecodeError, DefinitionError
 from fes.snapshots import fingerprint
 
 __all__ = ["Resealing", "reseal"]
 
+logger = logging.getLogger("fes")
+
 
 @frozen
 class Resealing:
-    """What one :func:`reseal` run changed, and the last position it walked."""
+    """What one :func:`reseal` run changed, and the last position it walked.
+
+    ``snapshots_left`` counts the latest snapshots it could not reseal: ones
+    that an earlier definition of a renamed or removed aggregate wrote.  They
+    still hold that state under the key that sealed them (or in the clear).
+    """
 
     events: int
     metadata: int
     snapshots: int
     position: int
+    snapshots_left: int = 0
 
 
 def reseal(
@@ -34,6 +44,17 @@ def reseal(
     latest snapshot under the cipher's current key, so that the old keys can
     leave the ring.  With ``plain=True`` it also encrypts rows written before
     the application had a cipher at all.
+
+    A latest snapshot that an earlier definition of an aggregate wrote (its
+    fingerprint is none of the application's aggregates') is never read by
+    this release, but it holds a state all the same: it is resealed under
+    the aggregate name its ciphertext is bound to, if one of the
+    application's aggregates still has that name.  One that no name opens
+    (its aggregate was renamed or removed, or it was stored in the clear,
+    which binds it to no aggregate) is left as it is, counted in
+    :attr:`Resealing.snapshots_left` and logged as a warning with its stream
+    and version: delete it from the store's snapshots (a snapshot is only a
+    shortcut) before its key leaves the ring.
 
     It runs beside the live applications.  Each batch of the log is resealed in
     one transaction (:meth:`fes.edge.stores.Store.reseal`); positions,
@@ -56,7 +77,8 @@ def reseal(
             "under the cipher's current key"
         )
     aggregates = {fingerprint(a): a.name for a in application.app.aggregates}
-    events = metadata = snapshots = 0
+    names = list(dict.fromkeys(aggregates.values()))
+    events = metadata = snapshots = left = 0
     position = 0
     # Rows appended from now on are sealed under the current key already; walking
     # up to the end as it is now also ends the walk while writers keep appending.
@@ -64,7 +86,7 @@ def reseal(
     while True:
         rows = store.read_log(position, limit=batch_size, to=end)
         if not rows:
-            return Resealing(events, metadata, snapshots, position)
+            return Resealing(events, metadata, snapshots, position, left)
         resealed: list[Resealed] = []
         for row in rows:
             stream, version, topic = row.stream, row.version, row.topic
@@ -87,13 +109,37 @@ def reseal(
             store.reseal(resealed)
         for stream in dict.fromkeys(row.stream for row in rows):
             snapshot = store.load_snapshot(stream)
-            name = None if snapshot is None else aggregates.get(snapshot.fingerprint)
-            if snapshot is None or name is None:
-                continue  # a snapshot of another definition is never read: leave it
-            payload = codec.reseal(
-                snapshot.payload, kind="state", name=name, stream=stream,
-                version=snapshot.version, plain=plain,
-            )
+            if snapshot is None:
+                continue
+            name = aggregates.get(snapshot.fingerprint)
+            if name is not None:
+                payload = codec.reseal(
+                    snapshot.payload, kind="state", name=name, stream=stream,
+                    version=snapshot.version, plain=plain,
+                )
+            else:
+                # Of an earlier definition: its ciphertext is bound to its aggregate's
+                # name and fails to authenticate under any other, before anything is
+                # sealed, so a wrong name changes nothing.  A plain one is bound to no
+                # name: it is not vouched for (no plain=), whatever ``plain`` says.
+                for name in names:
+                    try:
+                        payload = codec.reseal(
+                            snapshot.payload, kind="state", name=name, stream=stream,
+                            version=snapshot.version,
+                        )
+                        break
+                    except DecodeError:
+                        continue  # another aggregate's, or one no key of the ring opens
+                else:
+                    left += 1
+                    logger.warning(
+                        "left the snapshot of stream %r version %d in %r as it is: it is of "
+                        "an earlier definition (fingerprint %s) that no aggregate of this "
+                        "release opens; delete it before its key leaves the ring",
+                        stream, snapshot.version, application.name, snapshot.fingerprint,
+                    )
+                    continue
             if payload is not None:
                 store.save_snapshot(evolve(snapshot, payload=payload))
                 snapshots += 1

@@ -108,6 +108,39 @@ def test_reseal_encrypts_a_plain_store_when_asked(
     assert "encrypted, but this codec has no cipher" in capsys.readouterr().err
 
 
+def test_reseal_says_how_many_snapshots_it_left_under_an_old_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshots of an aggregate the application no longer has cannot be resealed: `fes
+    reseal` says how many are left, lest the operator retire their key."""
+    import fes
+    from fes.edge import Cipher
+    from fes.examples.dogs import add_trick, dogs, register
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    k1, k2 = Cipher.generate_key(), Cipher.generate_key()
+    # an earlier release of the orders application, whose dogs the shop no longer has
+    earlier = fes.App("orders", aggregates=[dogs])
+    with Application(
+        earlier, url, cipher=Cipher({"k1": k1}, current="k1"), snapshot_every=2, env={}
+    ) as app:
+        for stream in ["dog-1", "dog-2"]:
+            app.execute(dogs, stream, register, "Rex")
+            app.execute(dogs, stream, add_trick, "sit")
+    for name in ["FES_CIPHER_KEYS", "FES_CIPHER_KEY_ID"]:
+        monkeypatch.delenv(f"ORDERS_{name}", raising=False)
+    keys = ",".join(f"{i}:{base64.b64encode(k).decode()}" for i, k in [("k1", k1), ("k2", k2)])
+    monkeypatch.setenv("FES_CIPHER_KEYS", keys)
+    monkeypatch.setenv("FES_CIPHER_KEY_ID", "k2")
+    capsys.readouterr()
+
+    shop = "fes.examples.shop:system"
+    assert main(["reseal", shop, "--app", "orders", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("orders: resealed 4 event(s), 0 metadata and 0 snapshot(s)")
+    assert "left 2 snapshot(s) of a renamed or removed aggregate under an older key" in out
+
+
 def test_apps_shows_tracked_positions_and_lag(
     store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
