@@ -218,7 +218,9 @@ def test_the_fresh_route_with_metadata_stored_once_gives_what_emit_gives() -> No
         batch.prefetch(["s", "t", "u"])
         with pytest.raises(ValueError, match="cannot add -1"):  # the projector's own error
             batch._emit_own(totals, "s", [Added(-1)], metadata, meta)
-        with pytest.raises(fes.errors.UnhandledEvent, match="'Noted' in total"):
+        with pytest.raises(
+            fes.CommandError, match="type Noted, which aggregate 'total' does not own"
+        ):
             batch._emit_own(totals, "s", [Noted("not a total's")], metadata, meta)
         assert list(batch.pending) == []
         batch._emit_own(totals, "s", [Added(2)], metadata, meta)
