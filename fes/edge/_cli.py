@@ -28,7 +28,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from fes.errors import ConfigurationError, FesError, PolicyError, SystemDefinitionError
+from fes.errors import (
+    ConfigurationError,
+    FesError,
+    PolicyError,
+    StoreURLError,
+    SystemDefinitionError,
+)
 
 from . import _cli_args as parse
 from . import _settings as settings
@@ -163,6 +169,45 @@ def _named(system: System, unit: str, option: str) -> App:
         raise parse.UsageError(option, str(error)) from None
 
 
+def _check_places(
+    system: System,
+    apps: list[str] | None,
+    given: str | dict[str, str] | None,
+    urls: dict[str, str],
+) -> None:
+    """Refuse, before ``fes run`` says it is running, a store it could not open.
+
+    Each application run here, and each leader it reads, must be placed,
+    and each URL must be one fes can read (not yet opened: a server may be
+    down and come back).  A bad URL given with ``--store`` is a usage error.
+    """
+    from fes.system import app_of_unit
+
+    from .stores import SCHEMES, unknown_scheme
+    from .stores._urls import parse_url
+
+    running = (
+        {app_of_unit(system, unit).name for unit in apps} if apps
+        else {a.name for a in system.apps if a.policy is not None or a.views}
+    )
+    needed = running | {leader for name in running for leader in system.leaders(name)}
+    unplaced = settings.unplaced(os.environ, given, [a.name for a in system.apps])
+    for name in (a.name for a in system.apps):  # in the system's order
+        if name in needed and name in unplaced:
+            raise ConfigurationError(unplaced[name])
+    for url in dict.fromkeys(urls.values()):
+        try:
+            parsed = parse_url(url)
+            if parsed.scheme not in SCHEMES:
+                raise unknown_scheme(parsed)
+        except StoreURLError as error:
+            if given is not None and url in (
+                given.values() if isinstance(given, dict) else (given,)
+            ):
+                raise parse.UsageError("--store", str(error)) from None
+            raise
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from ._cli_demo import cmd_demo
 
@@ -192,6 +237,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         apps = [name for name in apps if name.partition("#")[0] not in idle]
         if not apps:
             return 0
+    _check_places(system, apps, given, urls)
     if len(set(urls.values())) == 1:
         where = _redact(next(iter(urls.values())))
     else:

@@ -290,6 +290,40 @@ def test_a_name_the_system_lacks_is_a_usage_error(
     assert not (tmp_path / "shop.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("store", "said"),
+    [
+        ("sqlite:/shop.db", "argument --store: bad store URL 'sqlite:/shop.db': sqlite: must"),
+        ("bogus://x", "argument --store: bad store URL 'bogus://x': unknown scheme 'bogus'"),
+    ],
+)
+def test_run_refuses_a_bad_store_url_before_it_says_it_runs(
+    store: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --store URL fes cannot read is a usage error, said before "fes: running …"."""
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "fes.examples.shop:system", "--store", store])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "running" not in err, err
+
+
+def test_run_refuses_an_unplaced_application_before_it_says_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--store orders=URL alone places no other application: refused, not "running … on URL".
+
+    (It used to print "fes: running orders, reservations, payments on
+    sqlite:///…", naming one store for all, and only then fail.)
+    """
+    monkeypatch.delenv("FES_STORE_URL", raising=False)
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    assert main(["run", "fes.examples.shop:system", "--store", f"orders={url}"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing places application 'reservations'" in err and "running" not in err, err
+    assert not (tmp_path / "orders.db").exists()
+
+
 def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
     """An application with neither policy nor views is not said to be running."""
     (tmp_path / "twoapps.py").write_text(

@@ -87,8 +87,8 @@ from fes.edge.stores._checks import check_app_name, check_stream
 from fes.edge.stores._memory import MemoryDatabase
 from fes.edge.stores._sqlite import SQLiteDatabase
 from fes.edge.stores._sqlite._options import file_path
-from fes.edge.stores._urls import parse_url, redact
-from fes.errors import ConfigurationError
+from fes.edge.stores._urls import StoreURL, parse_url, redact
+from fes.errors import ConfigurationError, StoreURLError
 
 if TYPE_CHECKING:
     from fes.edge.stores._postgres import PostgresDatabase
@@ -170,7 +170,16 @@ def open_database(url: str, **options: Any) -> Database:
             ) from None
         leader: Database = http.HttpDatabase(url, **options)
         return leader
-    raise parsed.error(
+    raise unknown_scheme(parsed)
+
+
+#: The schemes :func:`open_database` opens.
+SCHEMES = frozenset({"memory", "sqlite", "postgresql", "postgres", "http", "https"})
+
+
+def unknown_scheme(parsed: StoreURL) -> StoreURLError:
+    """The error for a URL whose scheme is none of :data:`SCHEMES`."""
+    return parsed.error(
         f"unknown scheme {parsed.scheme!r}; use memory://, sqlite:///path.db, "
         "postgresql://user@host/database or https://host/path (fes serve)"
     )
