@@ -19,6 +19,13 @@ transaction, a worker killed at any moment has either recorded a batch
 whole or not at all.  On :meth:`ProcessRunner.stop` (or SIGINT/SIGTERM in a
 worker) each worker finishes the batch in hand, then exits.
 
+Each worker reports to its supervisor through a pipe of its own, not a
+``multiprocessing.Queue``: a pipe needs no named semaphore, so a supervisor
+killed by SIGKILL leaves none behind (multiprocessing's resource tracker,
+which outlives it by the moments its workers take to exit, has nothing to
+clean up and nothing to warn about); and a worker killed while writing
+holds no lock that another worker would wait for, for ever, as it exits.
+
 The same command on several hosts, each with ``--apps`` naming the
 applications it runs, spreads one system over a cluster sharing one
 PostgreSQL database.
@@ -31,11 +38,11 @@ import logging
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import threading
 import time
 from collections.abc import Collection, Mapping
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any, Self
@@ -69,7 +76,7 @@ def _worker(
     url: str | dict[str, str],
     apps: tuple[str, ...],
     settings: Mapping[str, Any],
-    reports: Any,
+    reports: Connection,
     supervisor: int,
 ) -> None:
     """The body of a worker process: run ``apps`` until SIGTERM, SIGINT or its supervisor dies.
@@ -77,6 +84,8 @@ def _worker(
     A supervisor killed by SIGKILL cannot tell its workers; each worker
     watches its parent process instead, and once ``supervisor`` is no longer
     its parent (it was re-parented), finishes the batch in hand and exits.
+    ``reports`` is the write end of this worker's pipe to its supervisor:
+    each follower stopped by a policy error is sent once.
     """
     stop = threading.Event()
 
@@ -101,7 +110,10 @@ def _worker(
         for name, error in runner.errors.items():
             if name not in reported:
                 reported.add(name)
-                reports.put((name, error.leader, error.position, _portable(error.error)))
+                # the supervisor holds the only read end: once it is gone this
+                # fails at once (no one is left to tell) rather than blocking
+                with contextlib.suppress(OSError):
+                    reports.send((name, error.leader, error.position, _portable(error.error)))
 
     try:
         runner.start()
@@ -203,8 +215,10 @@ class ProcessRunner(Runner):
         self.groups: tuple[tuple[str, ...], ...] = tuple(
             tuple(busy[i::count]) for i in range(count) if busy[i::count]
         )
-        self._reports: Any = _SPAWN.Queue()
         self._workers: dict[tuple[str, ...], SpawnProcess] = {}
+        # the read end of each worker's pipe of reports, until read to its end (see _spawn)
+        self._inboxes: list[Connection] = []
+        self._reading = threading.Lock()  # one reader at a time: a message is read whole
         self._failures: dict[str, PolicyError] = {}
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -213,13 +227,24 @@ class ProcessRunner(Runner):
         self.restarts = 0
 
     def _spawn(self, group: tuple[str, ...]) -> SpawnProcess:
+        # a pipe of its own, not a multiprocessing.Queue: see the module's docstring
+        inbox, reports = _SPAWN.Pipe(duplex=False)
         process = _SPAWN.Process(
             target=_worker,
-            args=(self.spec, self._places, group, self._settings, self._reports, os.getpid()),
+            args=(self.spec, self._places, group, self._settings, reports, os.getpid()),
             name=f"fes {','.join(group)}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except BaseException:
+            inbox.close()
+            raise
+        finally:
+            # the worker holds the only write end now: its pipe ends when it exits
+            reports.close()
+        with self._reading:
+            self._inboxes.append(inbox)
         return process
 
     def start(self) -> Self:
@@ -249,6 +274,7 @@ class ProcessRunner(Runner):
                 code = process.exitcode
                 process.join()
                 process.close()
+                self._drain_reports()  # its last reports, to its pipe's end
                 if not self.restart:
                     logger.error("worker %s exited with code %s", ",".join(group), code)
                     continue
@@ -268,17 +294,26 @@ class ProcessRunner(Runner):
                     self.restarts += 1
 
     def _drain_reports(self) -> None:
-        while True:
-            try:
-                name, leader, position, error = self._reports.get_nowait()
-            except queue.Empty:
-                return
-            failure = PolicyError(name, leader, position, error)
-            self._failures.setdefault(name, failure)
-            logger.error("%s; follower %r stopped", failure, name, extra={
-                "app": name.partition("#")[0], "follower": name, "leader": leader,
-                "position": position,
-            })
+        """Take in what the workers reported; close the pipe of each that exited."""
+        with self._reading:
+            for inbox in list(self._inboxes):
+                try:
+                    # a worker sends each report whole: one that is ready is read at once
+                    while inbox.poll():
+                        self._take(*inbox.recv())
+                except (EOFError, OSError):
+                    # its worker exited (at the end of its pipe): all it sent was read
+                    inbox.close()
+                    self._inboxes.remove(inbox)
+
+    def _take(self, name: str, leader: str, position: int, error: BaseException) -> None:
+        """Record and log a worker's report that follower ``name`` stopped."""
+        failure = PolicyError(name, leader, position, error)
+        self._failures.setdefault(name, failure)
+        logger.error("%s; follower %r stopped", failure, name, extra={
+            "app": name.partition("#")[0], "follower": name, "leader": leader,
+            "position": position,
+        })
 
     @property
     def errors(self) -> dict[str, PolicyError]:
@@ -327,6 +362,11 @@ class ProcessRunner(Runner):
         """Stop the workers, then close the database."""
         if getattr(self, "_workers", None):
             self.stop()
+        if getattr(self, "_inboxes", None):  # left only if stop() did not finish
+            with self._reading:
+                for inbox in self._inboxes:
+                    inbox.close()
+                self._inboxes.clear()
         super().close()
 
     def __enter__(self) -> Self:

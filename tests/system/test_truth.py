@@ -6,6 +6,7 @@ rival already did, and a killed supervisor leaves no worker behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,15 +25,25 @@ from fes.edge import Application, ProcessRunner, SyncRunner, ThreadedRunner, ope
 from fes.edge._runners import Runner
 from fes.edge._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
 from system import domain, standby
-from system.helpers import own_log, send
+from system.helpers import own_log, send, serve
 
 TESTS = Path(__file__).resolve().parents[1]
 DOMAIN = str(TESTS / "system" / "domain.py")
 
 
+def _env() -> dict[str, str]:
+    """The environment of a process a test starts: it imports this fes, and the tests' systems.
+
+    This fes first: the interpreter's site-packages may hold another copy
+    (an editable install of another checkout).
+    """
+    here = str(Path(fes.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, str(TESTS)])}
+
+
 def _fes(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the `fes` command in another process, as another host would."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = _env()
     return subprocess.run(
         [sys.executable, "-m", "fes.edge._cli", *args],
         capture_output=True, text=True, env=env, timeout=60, check=False,
@@ -241,7 +252,7 @@ def _kill_supervisor(tmp_path: Path, url: str) -> list[int]:
     """Start a ProcessRunner in another process, SIGKILL it; its workers' pids."""
     script = tmp_path / "supervisor.py"
     script.write_text(SUPERVISOR)
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = _env()
     process = subprocess.Popen(
         [sys.executable, str(script), url], stdout=subprocess.PIPE, text=True, env=env
     )
@@ -295,6 +306,66 @@ def test_workers_exit_when_their_supervisor_is_killed_postgres(
                 os.kill(pid, signal.SIGKILL)
 
 
+def _group(leader: int) -> dict[int, str]:
+    """The live (not zombie) processes of process group ``leader``: their command lines."""
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                state, _, group = stat.read().rsplit(")", 1)[1].split()[:3]
+            if state == "Z" or int(group) != leader:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited while we looked
+    return found
+
+
+def test_fes_run_killed_leaves_no_process_and_nothing_leaked(tmp_path: Path) -> None:
+    """`fes run --processes 2` killed by SIGKILL: every process it started is gone in seconds.
+
+    Its workers, and multiprocessing's resource tracker too, with no warning
+    of "leaked semaphore objects" (the supervisor's, unlinked by the tracker).
+    """
+    url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"
+    with Application(domain.left, url) as left:
+        serve(left, [40, 40, 40])  # work waiting for the workers
+    errors = tmp_path / "run.err"
+    env = _env()
+    with open(errors, "wb") as stderr:
+        # a session of its own: the run's processes are its process group
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:rally",
+             "--store", url, "--processes", "2", "--poll-interval", "0.05"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
+        )
+    started: dict[int, str] = {}
+    try:
+        def working() -> bool:
+            started.update(_group(process.pid))
+            return sum("spawn_main" in line for line in started.values()) == 2
+
+        assert _gone_within(60, working), errors.read_text()
+        time.sleep(0.5)  # the workers at work
+        started.update(_group(process.pid))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        assert _gone_within(10, lambda: not _group(process.pid)), (
+            f"left running: {_group(process.pid)}; stderr: {errors.read_text()}"
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for pid in set(started) & set(_group(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert "leaked" not in errors.read_text(), errors.read_text()
+
+
 def test_fes_apps_reads_compressed_stop_records_with_or_without_the_system(
     sqlite_url: str,
 ) -> None:
@@ -344,7 +415,7 @@ def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: st
     """`fes run` goes on after a stop, logs where the policy failed, and exits 3 on SIGTERM."""
     with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
         send(source, range(5), poison=[2])
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = _env()
     process = subprocess.Popen(
         [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:pipeline",
          "--store", sqlite_url, "--poll-interval", "0.05"],
