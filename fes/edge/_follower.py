@@ -892,7 +892,10 @@ class Follower:
             unit=self.unit,
             leader=failure.leader,
             position=failure.position,
-            error=describe(error),
+            # with its notes: which intent failed, when a command or projector raised
+            error=describe(error) + "".join(
+                f" ({note})" for note in getattr(error, "__notes__", ())
+            ),
             where=where,
             # the policy's own traceback, not what the runner was handling meanwhile
             traceback="".join(traceback.format_exception(error, chain=False)),

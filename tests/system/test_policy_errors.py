@@ -201,6 +201,7 @@ def test_a_stream_id_no_store_keeps_is_skipped_like_any_policy_error(
 
 def test_a_rejected_command_is_a_policy_error() -> None:
     """A command that raises fes.Rejected in a policy is handled by on_error like any error."""
+    from fes.edge._skips import STOPS_STREAM
 
     def refuse(state: int) -> list[domain.Received]:
         raise fes.Rejected("not today")
@@ -212,10 +213,17 @@ def test_a_rejected_command_is_a_policy_error() -> None:
         send(runner.app("source"), range(2))
         with pytest.raises(fes.errors.PolicyError, match="Rejected: not today") as caught:
             runner.run_until_quiet()
+        stops = [r.event for r in runner.app("sink").stream(STOPS_STREAM)]
     # the message names the intent that failed, which the policy did not raise itself
     assert str(caught.value).endswith(
         "Rejected: not today (while performing Do refuse on 'receipt' stream 'x')"
     )
+    # and so does the stop record, which fes apps shows: its line is the command's
+    (halted,) = stops
+    assert halted.error == (
+        "Rejected: not today (while performing Do refuse on 'receipt' stream 'x')"
+    )
+    assert halted.where.endswith(f":{refuse.__code__.co_firstlineno + 1}"), halted.where
 
 
 def test_an_emit_goes_after_what_the_stream_holds_and_must_still_apply() -> None:
