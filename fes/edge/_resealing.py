@@ -7,7 +7,7 @@ import logging
 from attrs import evolve, frozen
 
 from fes.edge._application import Application, check_count
-from fes.edge.stores._base import Resealed
+from fes.edge.stores._base import Resealed, StoredSnapshot
 from fes.errors import DecodeError, DefinitionError
 from fes.snapshots import fingerprint
 
@@ -20,8 +20,8 @@ logger = logging.getLogger("fes")
 class Resealing:
     """What one :func:`reseal` run changed, and the last position it walked.
 
-    ``snapshots_left`` counts the latest snapshots it could not reseal: ones
-    that an earlier definition of a renamed or removed aggregate wrote.  They
+    ``snapshots_left`` counts the snapshots it could not reseal: ones that an
+    earlier definition of a renamed or removed aggregate wrote.  They
     still hold that state under the key that sealed them (or in the clear).
     """
 
@@ -35,17 +35,18 @@ class Resealing:
 def reseal(
     application: Application, *, plain: bool = False, batch_size: int = 500
 ) -> Resealing:
-    """Encrypt ``application``'s stored events, metadata and latest snapshots under its current key.
+    """Encrypt ``application``'s stored events, metadata and snapshots under its current key.
 
     fes writes each payload once, encrypted under the key that was current at
     the time, and reads it under whichever key of the ring it names.  Rotation
     therefore leaves old events under old keys: this walks the
-    notification log and encrypts every event, its metadata and each stream's
-    latest snapshot under the cipher's current key, so that the old keys can
-    leave the ring.  With ``plain=True`` it also encrypts rows written before
+    notification log and encrypts every event, its metadata and every
+    snapshot of its stream (the older ones too, which a load with
+    ``version=`` reads) under the cipher's current key, so that the old keys
+    can leave the ring.  With ``plain=True`` it also encrypts rows written before
     the application had a cipher at all.
 
-    A latest snapshot that an earlier definition of an aggregate wrote (its
+    A snapshot that an earlier definition of an aggregate wrote (its
     fingerprint is none of the application's aggregates') is never read by
     this release, but it holds a state all the same: it is resealed under
     the aggregate name its ciphertext is bound to, if one of the
@@ -79,6 +80,7 @@ def reseal(
     aggregates = {fingerprint(a): a.name for a in application.app.aggregates}
     names = list(dict.fromkeys(aggregates.values()))
     events = metadata = snapshots = left = 0
+    walked: set[str] = set()  # the streams whose snapshots were resealed
     position = 0
     # Rows appended from now on are sealed under the current key already; walking
     # up to the end as it is now also ends the walk while writers keep appending.
@@ -108,39 +110,61 @@ def reseal(
         if resealed:
             store.reseal(resealed)
         for stream in dict.fromkeys(row.stream for row in rows):
+            if stream in walked:
+                continue  # its snapshots were resealed when an earlier batch met it
+            walked.add(stream)
+            # every snapshot of the stream, the latest first: an older one still
+            # holds a state (a load with version= reads it), under its old key
             snapshot = store.load_snapshot(stream)
-            if snapshot is None:
-                continue
-            name = aggregates.get(snapshot.fingerprint)
-            if name is not None:
+            while snapshot is not None:
+                done = _reseal_snapshot(application, snapshot, aggregates, names, plain)
+                snapshots += done == "resealed"
+                left += done == "left"
+                if snapshot.version <= 1:
+                    break
+                snapshot = store.load_snapshot(stream, to_version=snapshot.version - 1)
+        position = rows[-1].position
+
+
+def _reseal_snapshot(
+    application: Application,
+    snapshot: StoredSnapshot,
+    aggregates: dict[str, str],
+    names: list[str],
+    plain: bool,
+) -> str | None:
+    """Reseal one stored snapshot: "resealed", "left" (no name opens it) or None (already)."""
+    codec, store, stream = application.codec, application.store, snapshot.stream
+    name = aggregates.get(snapshot.fingerprint)
+    payload: bytes | None = None
+    if name is not None:
+        payload = codec.reseal(
+            snapshot.payload, kind="state", name=name, stream=stream,
+            version=snapshot.version, plain=plain,
+        )
+    else:
+        # Of an earlier definition: its ciphertext is bound to its aggregate's
+        # name and fails to authenticate under any other, before anything is
+        # sealed, so a wrong name changes nothing.  A plain one is bound to no
+        # name: it is not vouched for (no plain=), whatever ``plain`` says.
+        for name in names:
+            try:
                 payload = codec.reseal(
                     snapshot.payload, kind="state", name=name, stream=stream,
-                    version=snapshot.version, plain=plain,
+                    version=snapshot.version,
                 )
-            else:
-                # Of an earlier definition: its ciphertext is bound to its aggregate's
-                # name and fails to authenticate under any other, before anything is
-                # sealed, so a wrong name changes nothing.  A plain one is bound to no
-                # name: it is not vouched for (no plain=), whatever ``plain`` says.
-                for name in names:
-                    try:
-                        payload = codec.reseal(
-                            snapshot.payload, kind="state", name=name, stream=stream,
-                            version=snapshot.version,
-                        )
-                        break
-                    except DecodeError:
-                        continue  # another aggregate's, or one no key of the ring opens
-                else:
-                    left += 1
-                    logger.warning(
-                        "left the snapshot of stream %r version %d in %r as it is: it is of "
-                        "an earlier definition (fingerprint %s) that no aggregate of this "
-                        "release opens; delete it before its key leaves the ring",
-                        stream, snapshot.version, application.name, snapshot.fingerprint,
-                    )
-                    continue
-            if payload is not None:
-                store.save_snapshot(evolve(snapshot, payload=payload))
-                snapshots += 1
-        position = rows[-1].position
+                break
+            except DecodeError:
+                continue  # another aggregate's, or one no key of the ring opens
+        else:
+            logger.warning(
+                "left the snapshot of stream %r version %d in %r as it is: it is of "
+                "an earlier definition (fingerprint %s) that no aggregate of this "
+                "release opens; delete it before its key leaves the ring",
+                stream, snapshot.version, application.name, snapshot.fingerprint,
+            )
+            return "left"
+    if payload is None:
+        return None
+    store.save_snapshot(evolve(snapshot, payload=payload))
+    return "resealed"

@@ -1,8 +1,8 @@
 """Resealing: an application's stored ciphertext moves to its current key.
 
 After a rotation and a reseal, an application whose ring holds only the new
-key reads everything the old key wrote: events, metadata and the latest
-snapshots; positions, topics and timestamps stay.  A store written in the
+key reads everything the old key wrote: events, metadata and every
+snapshot, older ones too; positions, topics and timestamps stay.  A store written in the
 clear is encrypted only when asked to (``plain=True``).  Runs on every store.
 """
 
@@ -50,15 +50,21 @@ def columns(app: Application) -> list[tuple[Any, ...]]:
 
 
 def test_after_a_reseal_the_new_key_alone_reads_everything(any_place: Place) -> None:
-    """Events, metadata and latest snapshots move to the new key; nothing else changes."""
+    """Events, metadata and every snapshot move to the new key; nothing else changes.
+
+    dog-2 has snapshots at versions 2 and 4: the older one, which a load with
+    version=3 reads, is resealed too (only the latest used to be).
+    """
     writer = any_place.app(cipher=OLD_RING, snapshot_every=2)
     states = fill(writer)
     kept = columns(writer)
     before = [(r.event, r.metadata) for r in writer.log()]
+    older = writer.store.load_snapshot("dog-2", to_version=3)
+    assert older is not None and older.version == 2
 
     rotated = any_place.app(cipher=BOTH_RINGS, snapshot_every=2)
     done = reseal(rotated, batch_size=4)
-    assert done == Resealing(events=9, metadata=3, snapshots=3, position=kept[-1][0])
+    assert done == Resealing(events=9, metadata=3, snapshots=4, position=kept[-1][0])
 
     only_new = any_place.app(cipher=NEW_RING, snapshot_every=2)
     assert columns(only_new) == kept
@@ -70,6 +76,12 @@ def test_after_a_reseal_the_new_key_alone_reads_everything(any_place: Place) -> 
         assert only_new.codec.decode_state(
             dogs, snapshot.payload, stream=stream, version=snapshot.version
         ) == only_new.get(dogs, stream, version=snapshot.version)
+    older_now = only_new.store.load_snapshot("dog-2", to_version=3)
+    assert older_now is not None and older_now.version == 2
+    assert older_now.payload != older.payload
+    assert only_new.codec.decode_state(
+        dogs, older_now.payload, stream="dog-2", version=2
+    ) == only_new.get(dogs, "dog-2", version=2)
     # the old ring alone no longer reads them
     with pytest.raises(fes.errors.CipherError, match="key id 'new'"):
         any_place.app(cipher=OLD_RING).log()
@@ -138,7 +150,7 @@ def test_a_plain_store_is_encrypted_only_when_asked(any_place: Place) -> None:
     assert encrypted.store.read_log()[0].payload.startswith(b"{")  # nothing was changed
 
     done = reseal(encrypted, plain=True)
-    assert (done.events, done.metadata, done.snapshots) == (9, 3, 3)
+    assert (done.events, done.metadata, done.snapshots) == (9, 3, 4)
     assert columns(encrypted) == kept
     assert all(not e.payload.startswith(b"{") for e in encrypted.store.read_log())
     for stream, state in states.items():
@@ -232,7 +244,7 @@ def test_a_snapshot_of_an_earlier_definition_is_resealed_under_its_aggregates_na
     assert fingerprint(dogs) != fingerprint(CHANGED_DOG)  # the next release never reads them
 
     done = reseal(next_release)
-    assert (done.events, done.metadata, done.snapshots) == (9, 3, 3)
+    assert (done.events, done.metadata, done.snapshots) == (9, 3, 4)
     assert done.snapshots_left == 0
     after = latest_snapshots(next_release)
     assert {s: attrs.evolve(snapshot, payload=b"") for s, snapshot in after.items()} == {
@@ -276,8 +288,8 @@ def test_a_snapshot_no_aggregate_name_opens_is_left_as_it_is_and_counted(
     assert latest_snapshots(next_release) == before
     for stream, snapshot in before.items():
         assert f"stream {stream!r} version {snapshot.version}" in caplog.text
-    assert done.snapshots_left == 3
-    assert reseal(next_release).snapshots_left == 3  # said again until they are deleted
+    assert done.snapshots_left == 4  # dog-2 v2 too
+    assert reseal(next_release).snapshots_left == 4  # said again until they are deleted
 
 
 def test_a_tampered_snapshot_stops_the_run_only_under_the_current_definition(
@@ -293,7 +305,8 @@ def test_a_tampered_snapshot_stops_the_run_only_under_the_current_definition(
         store.save_snapshot(attrs.evolve(snapshot, payload=bytes(payload)))
 
     done = reseal(any_place.app(NEXT_RELEASE, cipher=BOTH_RINGS))
-    assert (done.events, done.snapshots, done.snapshots_left) == (9, 0, 3)
+    # the tampered latest ones are left; dog-2's older one, at version 2, is resealed
+    assert (done.events, done.snapshots, done.snapshots_left) == (9, 1, 3)
     with pytest.raises(
         fes.errors.CipherError, match="the snapshot of 'dog' at stream 'dog-0' version 2"
     ):
