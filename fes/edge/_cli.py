@@ -195,6 +195,18 @@ def _check_places(
     for name in (a.name for a in system.apps):  # in the system's order
         if name in needed and name in unplaced:
             raise ConfigurationError(unplaced[name])
+    from ._placement import is_remote
+    from ._runners import _check_remote
+
+    remote = {name for name, url in urls.items() if is_remote(url)}
+    _check_remote(
+        {name: _redact(url) for name, url in urls.items()}, remote, [a.name for a in system.apps]
+    )
+    if not apps and not running - remote:
+        raise ConfigurationError(
+            "every application this system runs is served by another service over "
+            "HTTP: there is nothing to run here (give the followers a store of their own)"
+        )
     for url in dict.fromkeys(urls.values()):
         try:
             parsed = parse_url(url)

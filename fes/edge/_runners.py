@@ -138,6 +138,26 @@ def _chosen(apps: object) -> set[str]:
     return chosen
 
 
+def _check_remote(urls: Mapping[str, str], remote: set[str], names: list[str]) -> None:
+    """Refuse one HTTP leader's URL placing several applications: it serves one.
+
+    ``--store http://…`` alone places every application there: each would be
+    taken for a leader served elsewhere, and the runner would run nothing.
+    """
+    placed: dict[str, list[str]] = {}
+    for name in names:  # in the system's order
+        if name in remote:
+            placed.setdefault(urls[name], []).append(name)
+    for url, shared in placed.items():
+        if len(shared) > 1:
+            raise ConfigurationError(
+                f"{url} is an HTTP leader, which serves one application, yet "
+                f"{', '.join(map(repr, shared))} are all placed there: place the one it "
+                "serves there (--store APP=URL, or {APP: URL}) and the others in a "
+                "store of their own ('*')"
+            )
+
+
 def _seconds(name: str, value: object, *, zero: bool) -> float:
     """A duration in seconds: a real number, above 0 (or at 0, with ``zero``)."""
     if (
@@ -359,8 +379,15 @@ class Runner:
         self.placement = Placement(store, names, env=options.get("env"))
         try:
             remote = {name for name in names if self.placement.is_remote(name)}
+            _check_remote(self.placement.urls, remote, names)
             if apps is None:
                 chosen = set(names) - remote
+                if not chosen:
+                    raise ConfigurationError(
+                        "every application of this system is served by another service "
+                        "over HTTP: there is nothing to run here (give the followers a "
+                        "store of their own)"
+                    )
             else:
                 chosen = _chosen(apps)
                 for name in chosen:

@@ -41,6 +41,36 @@ def test_a_runner_follows_a_leader_served_over_http(leader_url: str, tmp_path: P
                 SyncRunner(domain.fixed_pipeline, places, env=env, apps=["source", "sink"])
 
 
+def test_one_http_leader_for_every_application_is_refused(
+    leader_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A served leader's URL as the store of the whole system: refused, not a runner of nothing.
+
+    (Every application was taken for a leader run elsewhere: the runner ran
+    nothing, reported itself quiet, and `fes run` exited 0.)
+    """
+    with open_database(leader_url) as leader_db:
+        send(Application(domain.source, store=leader_db, env={}), range(3))
+        with served(leader_db.store("source")) as url:
+            env = {"FES_HTTP_TOKEN": TOKEN}
+            for store in (url, {"source": url, "sink": url}):
+                with pytest.raises(
+                    fes.errors.ConfigurationError,
+                    match=f"{url} is an HTTP leader, which serves one application, yet "
+                    "'source', 'sink' are all placed there",
+                ):
+                    SyncRunner(domain.fixed_pipeline, store, env=env)
+            only = fes.System([domain.source])
+            with pytest.raises(fes.errors.ConfigurationError, match="nothing to run here"):
+                SyncRunner(only, url, env=env)
+            monkeypatch.setenv("FES_HTTP_TOKEN", TOKEN)
+            assert main(["run", "system.domain:fixed_pipeline", "--store", url]) == 1
+            err = capsys.readouterr().err
+            assert "is an HTTP leader, which serves one application" in err
+            assert "running" not in err, err
+
+
 def test_a_runner_refuses_at_once_a_leader_it_could_not_decode(
     leader_url: str, tmp_path: Path
 ) -> None:
