@@ -122,6 +122,7 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     from ._application import Application
+    from ._cli_events import EXIT_ERROR
     from ._resealing import reseal
 
     system = _system(args.system)
@@ -146,9 +147,9 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     left = ""
     if done.snapshots_left:
         left = (
-            f"; left {done.snapshots_left} snapshot(s) of a renamed or removed aggregate "
-            "under an older key or in the clear (see the warnings): delete them before "
-            "an old key leaves the ring"
+            f"; left {done.snapshots_left} snapshot(s) that no aggregate of this release "
+            "opens (of a renamed or removed aggregate, or stored in the clear; see the "
+            "warnings) as they were: delete them before an old key leaves the ring"
         )
     print(
         f"{app.name}: resealed {done.events} event(s), {done.metadata} metadata and "
@@ -156,7 +157,8 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
         f"(log walked to position {done.position}){left}",
         file=out,
     )
-    return 0
+    # not all of it is under the current key: a script retiring the old key must stop
+    return EXIT_ERROR if done.snapshots_left else 0
 
 
 def _named(system: System, unit: str, option: str) -> App:
@@ -183,6 +185,7 @@ def _check_places(
     """
     from fes.system import app_of_unit
 
+    from ._cli_stores import PRIVATE
     from .stores import SCHEMES, unknown_scheme
     from .stores._urls import parse_url
 
@@ -212,6 +215,8 @@ def _check_places(
             parsed = parse_url(url)
             if parsed.scheme not in SCHEMES:
                 raise unknown_scheme(parsed)
+            if parsed.scheme == "memory":
+                raise parsed.error(PRIVATE)
         except StoreURLError as error:
             if given is not None and url in (
                 given.values() if isinstance(given, dict) else (given,)

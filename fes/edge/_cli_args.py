@@ -84,6 +84,11 @@ def names(text: str) -> list[str]:
     whose variable is unset would otherwise run every application here.
     """
     found = [name.strip() for name in text.split(",") if name.strip()]
+    twice = sorted({name for name in found if found.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(
+            f"names {', '.join(map(repr, twice))} more than once, in {text!r}"
+        )
     if not found:
         raise argparse.ArgumentTypeError(
             f"expected one or more application names, comma-separated, not {text!r} "

@@ -63,8 +63,11 @@ def add_serve(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 def _open(url: str) -> Database:
     """Open the leader's store to read it: create no file, refuse a missing one."""
+    from ._cli_stores import PRIVATE
     from .stores import open_database, redact
 
+    if url.lower().startswith("memory:"):
+        raise ConfigurationError(f"there is no store at {redact(url)}: {PRIVATE}")
     if url.lower().startswith("sqlite:"):
         from .stores._sqlite._options import file_path
         from .stores._urls import parse_url

@@ -43,6 +43,13 @@ def _no_store(url: str, what: str) -> ConfigurationError:
     )
 
 
+#: Why a command run on its own refuses ``memory://``.
+PRIVATE = (
+    "a memory:// store lives inside the process that opened it, so this command's "
+    "own would be new and empty (use sqlite:/// or postgresql://)"
+)
+
+
 def _open_existing(url: str, env: Mapping[str, str] | None = None) -> Database:
     """Open a store to inspect it: refuse a missing SQLite file or PostgreSQL schema.
 
@@ -51,6 +58,8 @@ def _open_existing(url: str, env: Mapping[str, str] | None = None) -> Database:
     """
     from ._placement import is_remote
     from .stores import open_database
+    if url.lower().startswith("memory:"):
+        raise _no_store(url, PRIVATE)
     if url.lower().startswith("sqlite:"):
         from .stores._sqlite._options import file_path
         from .stores._urls import parse_url

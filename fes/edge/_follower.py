@@ -811,8 +811,9 @@ class Follower:
                         "an intent is fes.Emit or fes.Do"
                     )
             except Exception as error:
-                if not isinstance(error, _Assumed | StoreError) or isinstance(
-                    error, EncodeError | DecodeError
+                if isinstance(intent, _ACTING) and (
+                    not isinstance(error, _Assumed | StoreError)
+                    or isinstance(error, EncodeError | DecodeError)
                 ):
                     # which intent failed: the error may come from a projector or a
                     # command, far from the policy that asked for it

@@ -238,6 +238,8 @@ _BAD_OPTIONS = [
          "expected one or more application names")
         for bad in ("", ",,", " , ")
     ),
+    (["run", "fes.examples.shop:system", "--apps", "orders,payments,orders"],
+     "names 'orders' more than once"),
     (["demo", "--orders", "0"], "expected 1 or more, not 0"),
     (["serve", "--app", "orders", "--port", "-5"], "expected a port from 0 to 65535"),
     (["serve", "--app", "orders", "--port", "70000"], "expected a port from 0 to 65535"),
@@ -322,6 +324,34 @@ def test_run_refuses_an_unplaced_application_before_it_says_it_runs(
     err = capsys.readouterr().err
     assert "nothing places application 'reservations'" in err and "running" not in err, err
     assert not (tmp_path / "orders.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["apps"], ["log"], ["stream", "x", "--app", "orders"],
+     ["reseal", "fes.examples.shop:system", "--app", "orders"],
+     ["serve", "--app", "orders", "--insecure-no-token"]],
+    ids=lambda c: c[0],
+)
+def test_a_command_on_its_own_refuses_a_memory_store(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """memory:// lives in one process: a command run on its own would read a new, empty one.
+
+    (`fes apps --store memory://` said all was well, with exit code 0.)
+    """
+    assert main([*command, "--store", "memory://"]) == 1
+    err = capsys.readouterr().err
+    assert "a memory:// store lives inside the process that opened it" in err, err
+
+
+def test_run_refuses_a_memory_store(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fes run --store memory://` would run on a store nothing else writes: a usage error."""
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "fes.examples.shop:system", "--store", "memory://"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "a memory:// store lives inside" in err and "running" not in err, err
 
 
 def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
