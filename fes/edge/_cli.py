@@ -262,10 +262,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     # what runs here: an application with neither policy nor views has nothing to
     # run (its events are written by the code that uses it), so it is not named
     running = apps or [a.name for a in system.apps if a.policy is not None or a.views]
-    print(
+    said = (
         f"fes: running {', '.join(running or [a.name for a in system.apps])} on "
-        f"{where}; stop with Ctrl-C or SIGTERM",
-        file=sys.stderr,
+        f"{where}; stop with Ctrl-C or SIGTERM"
     )
     errors = run(
         # worker processes import the system by name rather than receive a copy
@@ -276,6 +275,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         batch_size=args.batch_size,
         batch_bytes=args.batch_bytes,
         poll_interval=args.poll_interval,
+        # said once the stores it drives are open and checked, not before a refusal
+        on_start=lambda: print(said, file=sys.stderr),
     )
     for error in errors.values():
         print(f"fes: {error}", file=sys.stderr)

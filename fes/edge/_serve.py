@@ -52,6 +52,7 @@ def run(
     batch_size: int = DEFAULT_BATCH_SIZE,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     until: threading.Event | None = None,
+    on_start: Callable[[], object] | None = None,
     **options: Any,
 ) -> dict[str, PolicyError]:
     """Run ``system`` on the store at ``store`` until SIGINT or SIGTERM (or ``until`` is set).
@@ -65,6 +66,8 @@ def run(
     process.  ``apps`` runs only those applications' followers and views, so
     one system can be spread over several hosts, sharing a database or
     each application on its own.
+    ``on_start`` is called once the runner is built (the stores it drives
+    opened and checked), just before it starts: where to say that it runs.
     On a signal, every worker finishes the batch in hand, then this returns
     the followers that had stopped on a policy error.
     """
@@ -90,6 +93,8 @@ def run(
         else:
             runner = ThreadedRunner(resolved, url, **settings)
         try:
+            if on_start is not None:
+                on_start()
             runner.start()
             while not stop.wait(0.5):
                 pass

@@ -196,6 +196,11 @@ def test_apps_with_another_number_of_partitions_is_not_healthy(
     ), followers
     # with the system it was written by, all is well
     assert main(["apps", "--system", "system.domain:partitioned_pipeline", "--store", url]) == 0
+    # and fes run refuses it before it says it runs (it used to say "running sink on …")
+    capsys.readouterr()
+    assert main(["run", "system.domain:fixed_pipeline", "--store", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot yet move tracked" in err and "running" not in err, err
 
 
 def test_log_lists_an_applications_events(
