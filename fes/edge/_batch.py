@@ -10,6 +10,7 @@ implements, so that this module does not import the application's.
 from __future__ import annotations
 
 import types
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
@@ -260,6 +261,11 @@ def _not_owned(error: UnhandledEvent, aggregate: Aggregate[Any], stream: str) ->
     return error
 
 
+#: A batch's marks are its journal's length plus this times the rollbacks that
+#: took entries back before them (no journal comes near it in length).
+_EPOCH = 1 << 48
+
+
 @define
 class Batch:
     """Events to record together, across streams, in one atomic append.
@@ -301,6 +307,14 @@ class Batch:
     # streams whose slot the journal already holds as it was at the last mark: a
     # later change needs no entry, and the batch keeps no state in between
     _kept: set[str] = field(factory=set, init=False, repr=False)
+    # A mark is the journal's length plus _epoch, which is _EPOCH times the
+    # rollbacks that took entries back so far: a mark taken before one of them
+    # is told apart from a later mark at the same length.
+    _epoch: int = field(default=0, init=False, repr=False, eq=False)
+    # those rollbacks as (how many came before it, the length it cut back to),
+    # each cutting lower than every later one: the first of them at or after a
+    # mark's rollback count is the lowest any rollback since the mark went to
+    _cuts: list[tuple[int, int]] = field(factory=list, init=False, repr=False, eq=False)
     # the application's plans, looked up by every execute
     _plans: dict[Command, Plan] = field(init=False, repr=False, eq=False)
     # The order the events were added in, which the commit keeps in the log.
@@ -366,20 +380,39 @@ class Batch:
         return isinstance(self.pending, _Committed)
 
     def savepoint(self) -> int:
-        """A mark of what the batch holds now, for :meth:`rollback`."""
+        """A mark of what the batch holds now, for :meth:`rollback` (an int, to pass back as is)."""
         self._check_open()
         self._kept.clear()  # the next change of each stream is journaled again
-        return len(self._undo)
+        return self._epoch + len(self._undo)
 
     def rollback(self, mark: int) -> None:
         """Take back every event added since :meth:`savepoint` returned ``mark``.
 
-        A mark stays valid until a rollback to an earlier one.
+        A mark stays valid until a rollback to an earlier one: the rollback
+        takes back the later marks with the events, and a rollback to one of
+        them raises :class:`fes.errors.ConfigurationError`.
         """
         self._check_open()
         undo = self._undo
-        if not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= len(undo):
+        if not isinstance(mark, int) or isinstance(mark, bool) or mark < 0:
             raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+        before, held = divmod(mark, _EPOCH)  # rollbacks before the mark, the journal's length
+        rollbacks = self._epoch // _EPOCH
+        cuts = self._cuts
+        if before < rollbacks:
+            if cuts[bisect_left(cuts, (before,))][1] < held:
+                raise ConfigurationError(
+                    f"{mark!r} is not a savepoint of this batch any more: a rollback to an "
+                    "earlier savepoint took it back"
+                )
+        elif before > rollbacks or held > len(undo):
+            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+        mark = held
+        if mark < len(undo):  # the marks past it go with the entries
+            while cuts and cuts[-1][1] >= mark:
+                cuts.pop()
+            cuts.append((rollbacks, mark))
+            self._epoch += _EPOCH
         pending = self.pending
         self._kept.clear()
         while len(undo) > mark:

@@ -1202,6 +1202,136 @@ def test_a_savepoint_after_a_rollback_to_an_earlier_one_still_works(place: Place
     assert app.commit(batch) == []
 
 
+def _tricks(batch: Any, *tricks: str) -> None:
+    for trick in tricks:
+        batch.execute(dogs, "fido", add_trick, trick)
+
+
+@pytest.mark.parametrize("marked_between", [0, 1, 2], ids=lambda n: f"{n}-savepoints-between")
+def test_a_rollback_to_an_earlier_mark_takes_back_the_later_marks(
+    place: Place, marked_between: int
+) -> None:
+    """A mark a rollback to an earlier one took back is refused, not cut to by its length.
+
+    It used to be taken as the journal's length it held: with no savepoint
+    since, rolling back to it did nothing; with one, it took back some of the
+    events added after the rollback.
+    """
+    app = place.app()
+    batch = app.batch()
+    batch.execute(dogs, "fido", register, "Fido")
+    m1 = batch.savepoint()
+    _tricks(batch, "sit", "roll")
+    m2 = batch.savepoint()
+    batch.rollback(m1)
+    for i in range(3):
+        if i < marked_between:
+            batch.savepoint()
+        _tricks(batch, f"trick {i}")
+    with pytest.raises(
+        fes.errors.ConfigurationError,
+        match="not a savepoint of this batch any more: a rollback to an earlier savepoint",
+    ):
+        batch.rollback(m2)
+    assert len(batch) == 4  # nothing taken back
+    batch.rollback(m1)  # the earlier mark still holds
+    assert len(batch) == 1
+    with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+        batch.rollback(m2)
+    assert [r.event for r in app.commit(batch)] == [Registered("Fido")]
+
+
+def test_marks_taken_after_a_rollback_work_and_earlier_ones_below_it_stay(place: Place) -> None:
+    """A rollback takes back only the marks past its own; marks made since are good."""
+    app = place.app()
+    batch = app.batch()
+    start = batch.savepoint()
+    batch.execute(dogs, "fido", register, "Fido")
+    low = batch.savepoint()
+    _tricks(batch, "sit")
+    high = batch.savepoint()
+    _tricks(batch, "roll")
+    batch.rollback(high)  # to the latest mark: low and high both hold
+    batch.rollback(high)
+    again = batch.savepoint()  # the same place as high
+    _tricks(batch, "beg")
+    batch.rollback(again)
+    assert len(batch) == 2
+    batch.rollback(low)
+    with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+        batch.rollback(again)
+    _tricks(batch, "fetch", "stay")
+    later = batch.savepoint()
+    _tricks(batch, "heel")
+    batch.rollback(later)
+    assert len(batch) == 3
+    with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+        batch.rollback(high)  # at the length the batch has passed again
+    batch.rollback(low)
+    with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+        batch.rollback(later)
+    batch.rollback(start)
+    assert len(batch) == 0
+    for stale in (low, high, again, later):
+        with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+            batch.rollback(stale)
+    assert app.commit(batch) == []
+
+
+MARK_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 3)),
+        st.tuples(st.just("mark"), st.just(0)),
+        st.tuples(st.just("rollback"), st.integers(0, 12)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=MARK_STEPS)
+def test_savepoints_and_rollbacks_follow_a_model_of_a_list(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Against a list of what was added: a mark is good while the list still starts with
+    what it held then (no rollback cut below it since); a rollback to a good mark
+    cuts the list back to that, and one to any other is refused, changing nothing.
+    """
+    app = Application(SCHOOL, "memory://")
+    batch = app.batch()
+    added: list[str] = []  # what the batch must hold, each trick once
+    marks: list[tuple[int, list[str]]] = []  # each mark, with what was added then
+    tricks = itertools.count()
+    for kind, which in steps:
+        if kind == "add":
+            new = [f"trick {next(tricks)}" for _ in range(which)]
+            stream = f"dog-{which}"
+            if batch.state(dogs, stream) is None:
+                batch.execute(dogs, stream, register, stream)
+                added.append(stream)
+            _tricks_on(batch, stream, new)
+            added += new
+        elif kind == "mark":
+            marks.append((batch.savepoint(), list(added)))
+        elif marks:
+            mark, held = marks[which % len(marks)]
+            if added[: len(held)] == held:
+                batch.rollback(mark)
+                added = list(held)
+            else:
+                with pytest.raises(fes.errors.ConfigurationError, match="any more"):
+                    batch.rollback(mark)
+        assert len(batch) == len(added)
+    recorded = app.commit(batch)
+    assert [getattr(r.event, "trick", None) or r.stream for r in recorded] == added
+    app.close()
+
+
+def _tricks_on(batch: Any, stream: str, tricks: list[str]) -> None:
+    for trick in tricks:
+        batch.execute(dogs, stream, add_trick, trick)
+
+
 def test_a_batch_refuses_an_unencodable_event_when_it_is_added(place: Place) -> None:
     """The emit that adds an event the codec cannot store raises; the batch is unchanged."""
     app = place.app()
