@@ -458,6 +458,93 @@ def test_an_intent_the_follower_cannot_perform_fails_its_handle_span() -> None:
     assert (batch.attributes or {})["fes.outcome"] == "stopped"
 
 
+def _refuse(order: shop.Order | None, reason: str) -> list[shop.OrderPlaced]:
+    raise fes.Rejected(reason)
+
+
+def _refusing_system(on_error: Any = fes.policies.stop_on_error) -> fes.System:
+    """Orders, and a follower whose Do on each placed order is refused."""
+
+    def refuses(recorded: fes.Recorded[object]) -> list[fes.Intent]:
+        return [fes.Do(shop.order, f"copy-{recorded.stream}", _refuse, ("out of stock",))]
+
+    orders = fes.App("orders", aggregates=[shop.order])
+    refusing = fes.App("copies", aggregates=[shop.order], policy=refuses, on_error=on_error)
+    return fes.System([orders, refusing], pipes=[["orders", "copies"]])
+
+
+def _order_trace_errors(stream: str) -> list[ReadableSpan]:
+    """The spans of the trace of the command on ``stream`` whose status is ERROR."""
+    placed = the_span("execute place", **{"fes.stream": stream})
+    return [
+        s for s in spans() if s.context.trace_id == placed.context.trace_id
+        and s.status.status_code is StatusCode.ERROR
+    ]
+
+
+def test_a_refused_do_that_stops_the_follower_is_an_error_of_the_upstream_trace() -> None:
+    """The handle span of the event whose Do was refused has the error, in the order's trace.
+
+    It used to record the Rejected but leave its status unset, as for a
+    command's refusal: only the batch span, in a trace of its own, had the
+    error, and the order's trace showed none.
+    """
+    with SyncRunner(_refusing_system(), store="memory://") as runner:
+        runner.app("orders").execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        runner.run_until_quiet(check=False)
+        assert "copies" in runner.errors
+    placed = the_span("execute place", **{"fes.stream": "o-1"})
+    handle = the_span("handle OrderPlaced")
+    assert handle.parent is not None and handle.parent.span_id == placed.context.span_id
+    assert handle.status.status_code is StatusCode.ERROR
+    assert handle.status.description == "Rejected: out of stock"
+    [event] = handle.events
+    assert (event.attributes or {})["exception.type"].endswith("Rejected")
+    assert _order_trace_errors("o-1") == [handle]
+    assert the_span("follow orders").status.status_code is StatusCode.ERROR
+
+
+def test_a_policy_that_raises_fails_a_handle_span_in_the_upstream_trace() -> None:
+    """A policy that raises on an event: a handle span in the event's trace has the error."""
+
+    def fails(recorded: fes.Recorded[object]) -> list[fes.Intent]:
+        raise RuntimeError("no stock service")
+
+    orders = fes.App("orders", aggregates=[shop.order])
+    broken = fes.App("reservations", aggregates=[shop.stock], policy=fails)
+    system = fes.System([orders, broken], pipes=[["orders", "reservations"]])
+    with SyncRunner(system, store="memory://") as runner:
+        runner.app("orders").execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        runner.run_until_quiet(check=False)
+    placed = the_span("execute place", **{"fes.stream": "o-1"})
+    handle = the_span("handle OrderPlaced")
+    assert handle.parent is not None and handle.parent.span_id == placed.context.span_id
+    assert handle.status.status_code is StatusCode.ERROR
+    [event] = handle.events
+    assert (event.attributes or {})["exception.message"] == "no stock service"
+    assert _order_trace_errors("o-1") == [handle]
+
+
+def test_each_failed_attempt_of_a_retried_or_skipped_event_is_an_error_span() -> None:
+    """Retried, then skipped: each attempt's handle span has the error; the batches do not."""
+
+    def retry_then_skip(error: Exception, recorded: fes.Recorded[object], attempt: int) -> Any:
+        return fes.Retry(0) if attempt < 2 else fes.Skip()
+
+    with SyncRunner(_refusing_system(retry_then_skip), store="memory://") as runner:
+        runner.app("orders").execute(shop.order, "o-1", shop.place, "ann", "apple", 1, 100)
+        runner.run_until_quiet(check=False)
+        assert runner.errors == {}
+        assert len(fes.edge.skipped(runner.app("copies"))) == 1
+    handles = spans("handle OrderPlaced")
+    assert len(handles) == 2
+    assert [h.status.status_code for h in handles] == [StatusCode.ERROR] * 2
+    assert sorted(_order_trace_errors("o-1"), key=lambda s: s.start_time or 0) == sorted(
+        handles, key=lambda s: s.start_time or 0
+    )
+    assert {b.status.status_code for b in spans("follow orders")} == {StatusCode.UNSET}
+
+
 def test_without_a_tracer_fes_counts_but_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
     """Metrics without traces: commands and batches counted, no span, no trace context."""
     telemetry = _telemetry.active()

@@ -76,6 +76,10 @@ logger = logging.getLogger("fes.runners.follower")
 _FES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _reraise(error: Exception, headers: Mapping[str, str]) -> None:
+    raise error
+
+
 def describe(error: BaseException) -> str:
     """An error as its type's name and its message, for logs and skip records."""
     return f"{type(error).__name__}: {error}"
@@ -554,9 +558,9 @@ class Follower:
             # (EncodeError) is this notification's error, like any the policy raises
             mark = batch.savepoint()
             try:
-                if isinstance(outcome, Exception):
-                    raise outcome
                 if telemetry is None:  # _handle, without its call
+                    if isinstance(outcome, Exception):
+                        raise outcome
                     self._perform(batch, leader, upstream, outcome)
                 else:
                     self._handle(batch, leader, upstream, outcome, telemetry)
@@ -671,10 +675,18 @@ class Follower:
         batch: Batch,
         leader: str,
         upstream: Recorded[Any],
-        intents: Sequence[Intent],
+        intents: Sequence[Intent] | Exception,
         telemetry: _telemetry.Telemetry | None,
     ) -> None:
-        """:meth:`_perform` the intents; traced, in a span continuing the upstream trace."""
+        """:meth:`_perform` the intents; traced, in a span continuing the upstream trace.
+
+        ``intents`` may be the error the policy raised: it is raised, in that
+        span, whose status is then ERROR (the upstream trace shows the failure).
+        """
+        if isinstance(intents, Exception):
+            if telemetry is not None:
+                telemetry.handle(self, leader, upstream, 1, partial(_reraise, intents))
+            raise intents
         if telemetry is None:
             self._perform(batch, leader, upstream, intents)
         else:

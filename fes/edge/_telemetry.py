@@ -9,7 +9,8 @@ is loaded, fes reports through the global providers:
 
 - spans: ``execute <command>`` for each :meth:`Application.execute`,
   ``follow <leader>`` for each follower batch, ``handle <topic>`` for each
-  upstream event a follower acts on, ``view <name>`` for each step of a
+  upstream event a follower acts on (or whose policy raised: a failure to
+  handle an event is an error of that event's trace), ``view <name>`` for each step of a
   :class:`~fes.edge.Projection`; made only once a real tracer provider is set;
 - trace context in metadata: a command's events carry its span's W3C trace
   context (``traceparent``, ``tracestate``) in their metadata headers; a
@@ -276,7 +277,12 @@ class Telemetry:
 
         The batch's span links to the upstream trace; the effects carry this
         span's trace context in their headers.  An event the policy had no
-        intent for is linked, but makes no span of its own.
+        intent for is linked, but makes no span of its own.  If ``perform``
+        raises (the policy raised, or a command refused or raised, or a
+        projector raised), the span records the exception and its status is
+        ERROR, a :class:`Rejected` included: the handling of this event failed,
+        whether the follower then retries it (a new span at each attempt),
+        skips it or stops.
         """
         tracer = self.find_tracer()
         if tracer is None:
@@ -309,7 +315,9 @@ class Telemetry:
             try:
                 perform(_injected(headers))
             except BaseException as error:
-                _failed(span, error)
+                # the policy failed on this event, a refusal of its Do included:
+                # an error of the upstream trace, whatever on_error then decides
+                _failed(span, error, refusal=True)
                 raise
 
     def written(self, count: int) -> None:
@@ -379,12 +387,16 @@ class Telemetry:
         return consumed
 
 
-def _failed(span: Span, error: BaseException) -> None:
-    """Record ``error`` on ``span``: a refused command is an outcome, not an error status."""
+def _failed(span: Span, error: BaseException, refusal: bool = False) -> None:
+    """Record ``error`` on ``span``, with an error status unless it is a refusal.
+
+    A command's refusal is an answer, not a failure; unless ``refusal`` says
+    that here it is one (a refused ``Do`` is a policy error).
+    """
     from opentelemetry.trace import Status, StatusCode
 
     span.record_exception(error)
-    if not isinstance(error, Rejected):
+    if refusal or not isinstance(error, Rejected):
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
