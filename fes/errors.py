@@ -27,6 +27,7 @@ __all__ = [
     "UnhandledEvent",
     "UnknownTopic",
     "UpcastError",
+    "ViewError",
 ]
 
 
@@ -93,12 +94,39 @@ class PolicyError(FesError):
         super().__init__(f"{what}: {type(error).__name__}: {error}{said}")
 
 
+class ViewError(PolicyError):
+    """A view's ``apply`` raised (or an event it folds could not be read): the view stopped.
+
+    ``app`` is the application whose log the view folds (also its
+    ``leader``), ``view`` the view's name and ``position`` that of the
+    event it failed on.
+    """
+
+    def __init__(self, app: str, view: str, position: int, error: BaseException) -> None:
+        self.app = app
+        self.leader = app
+        self.view = view
+        self.position = position
+        self.error = error
+        if isinstance(error, DecodeError | UpcastError):
+            what = f"view {view!r} of {app!r} could not decode the event at position {position}"
+        else:
+            what = f"view {view!r} of {app!r} failed on position {position}"
+        notes = getattr(error, "__notes__", None)
+        said = f" ({'; '.join(map(str, notes))})" if notes else ""
+        FesError.__init__(self, f"{what}: {type(error).__name__}: {error}{said}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.app, self.view, self.position, self.error))
+
+
 class FollowerStopped(PolicyError):
-    """One or more followers a runner drives have stopped on a policy error.
+    """One or more followers (or views) a runner drives have stopped on an error.
 
     Raised instead of reporting "quiet" or "done": ``errors`` maps each
     stopped follower (``name``, or ``name#i`` for a partition) to its
-    :class:`PolicyError`, which says on which leader and position, and why.
+    :class:`PolicyError`, which says on which leader and position, and why;
+    and each stopped view (``app/view``) to its :class:`ViewError`.
     ``app``, ``leader``, ``position`` and ``error`` are those of the first.
     """
 
@@ -109,7 +137,13 @@ class FollowerStopped(PolicyError):
         first = next(iter(self.errors.values()))
         super().__init__(first.app, first.leader, first.position, first.error)
         lines = "; ".join(f"{unit}: {error}" for unit, error in self.errors.items())
-        self.args = (f"{len(self.errors)} follower(s) stopped: {lines}",)
+        views = sum(isinstance(error, ViewError) for error in self.errors.values())
+        counted = ", ".join(
+            f"{count} {what}" for count, what in (
+                (len(self.errors) - views, "follower(s)"), (views, "view(s)")
+            ) if count
+        )
+        self.args = (f"{counted} stopped: {lines}",)
 
     def __str__(self) -> str:
         return str(self.args[0])

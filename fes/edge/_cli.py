@@ -34,11 +34,12 @@ from fes.errors import (
     PolicyError,
     StoreURLError,
     SystemDefinitionError,
+    ViewError,
 )
 
 from . import _cli_args as parse
 from . import _settings as settings
-from ._cli_apps import _apps_stops, _cmd_apps
+from ._cli_apps import _apps_stops, _apps_view_stops, _cmd_apps
 from ._cli_serve import add_serve
 from ._cli_stores import _given, _Listing, _redact, _report, _Stores, _system, _what
 from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
@@ -289,7 +290,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def _print_tracebacks(
     errors: dict[str, PolicyError], urls: dict[str, str], system: System
 ) -> None:
-    """For ``fes run --traceback``: each stopped follower's policy traceback.
+    """For ``fes run --traceback``: each stopped follower's policy traceback (and each
+    stopped view's ``apply`` traceback).
 
     A follower of this process kept its exception; a worker process's
     arrives without one, so its stop record (which keeps it) is read.
@@ -305,6 +307,13 @@ def _print_tracebacks(
         text: str | None = None
         if error.__traceback__ is not None:
             text = "".join(traceback.format_exception(error, chain=False))
+        elif isinstance(failure, ViewError):
+            try:
+                with open_database(urls[failure.app]) as database:
+                    view_stop = _apps_view_stops(database, failure.app, system).get(failure.view)
+            except (FesError, OSError):
+                view_stop = None
+            text = view_stop.traceback if view_stop is not None else None
         else:
             name = app_of_unit(system, unit).name
             try:
@@ -314,7 +323,8 @@ def _print_tracebacks(
                 stops = None
             stop = (stops or {}).get((unit, failure.leader))
             text = stop.traceback if stop is not None else None
-        print(f"fes: traceback of follower {unit!r}:", file=sys.stderr)
+        what = "view" if isinstance(failure, ViewError) else "follower"
+        print(f"fes: traceback of {what} {unit!r}:", file=sys.stderr)
         print((text or "(not recorded)\n").rstrip("\n"), file=sys.stderr)
 
 

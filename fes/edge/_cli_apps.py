@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from . import _settings as settings
 from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, _what
+from ._skips import stop_status
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
@@ -162,6 +163,8 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
         else:
             views = _view_rows(stores, system, last, served)
+            stopped += sum(row[3].startswith("stopped") for row in views)
+            errors += sum(row[3].startswith("unknown") for row in views)
             if views:
                 table(["view", "position", "log's last", "status"], views, out)
             elif any(app.views for app in system.apps):
@@ -192,20 +195,50 @@ def _view_rows(
     An application with no tables yet (or whose store cannot be reached, said
     above) is left out: its store is not opened, since opening it creates its
     tables, and inspecting creates nothing.  One served over HTTP keeps its
-    views where it is served.
+    views where it is served.  A view whose recorded stop it has not got
+    past is ``stopped at P: …``, never ``behind N``; one whose stop records
+    cannot be read is ``unknown``.
     """
     rows = []
     for app in system.apps:
         if not app.views or app.name not in last or app.name in served:
             continue
-        store = stores.database(app.name).store(app.name)
+        database = stores.database(app.name)
+        store = database.store(app.name)
+        trouble: str | None = None
+        try:
+            stops = _apps_view_stops(database, app.name, system)
+        except DecodeError as error:
+            stops = {}
+            keys = settings.prefixed(app.name, "FES_CIPHER_KEYS")
+            trouble = (
+                f"unknown: its stop records cannot be read ({_reason(error)}): check {keys} "
+                "or FES_CIPHER_KEYS"
+            )
         for view in app.views:
             found = store.load_view(view.name)
             position = 0 if found is None else found[1]
             behind = max(last[app.name] - position, 0)
-            rows.append((f"{app.name}/{view.name}", position, last[app.name],
-                         "up to date" if not behind else f"behind {behind}"))
+            stop = stops.get(view.name)
+            if trouble is not None:
+                status = trouble
+            elif stop is not None and position < stop.position:
+                status = stop_status(stop)
+            else:
+                status = "up to date" if not behind else f"behind {behind}"
+            rows.append((f"{app.name}/{view.name}", position, last[app.name], status))
     return rows
+
+
+def _apps_view_stops(database: Database, name: str, system: System) -> dict[str, Any]:
+    """Each view of ``name`` whose recorded stop is not cleared, with its record."""
+    from ._application import Application
+    from ._skips import STOPS_STREAM, current_view_stops
+
+    if not database.store(name).stream_version(STOPS_STREAM):
+        return {}
+    application = Application(system.app(name), store=database)
+    return current_view_stops(r.event for r in application.stream(STOPS_STREAM))
 
 
 def _tracking_key(unit: str, leader: str, tracked: Mapping[str, int]) -> str | None:

@@ -47,7 +47,7 @@ from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any, Self
 
-from fes.errors import ConfigurationError, PolicyError
+from fes.errors import ConfigurationError, PolicyError, ViewError
 from fes.system import System
 
 from ._follower import DEFAULT_BATCH_SIZE
@@ -307,7 +307,16 @@ class ProcessRunner(Runner):
                     self._inboxes.remove(inbox)
 
     def _take(self, name: str, leader: str, position: int, error: BaseException) -> None:
-        """Record and log a worker's report that follower ``name`` stopped."""
+        """Record and log a worker's report that follower (or view, ``app/view``) ``name``
+        stopped."""
+        app, slash, view = name.partition("/")
+        if slash:
+            failure: PolicyError = ViewError(app, view, position, error)
+            self._failures.setdefault(name, failure)
+            logger.error("%s; view %r stopped", failure, name, extra={
+                "app": app, "view": view, "position": position,
+            })
+            return
         failure = PolicyError(name, leader, position, error)
         self._failures.setdefault(name, failure)
         logger.error("%s; follower %r stopped", failure, name, extra={
@@ -317,7 +326,8 @@ class ProcessRunner(Runner):
 
     @property
     def errors(self) -> dict[str, PolicyError]:
-        """The followers a worker reported stopped by a policy error."""
+        """The followers a worker reported stopped by a policy error, and the views
+        (``app/view``) stopped by an error of their ``apply``."""
         self._drain_reports()
         return dict(self._failures)
 

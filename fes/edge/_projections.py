@@ -16,22 +16,45 @@ is read from the annotations of the view's ``apply`` (or of ``initial``), and
 it is compressed and encrypted as the application's events are.  A stored
 state that no longer decodes (its key left the ring, for one) is folded again
 from the log, with a warning, and stored anew at the view's next save.
+
+A view whose ``apply`` raises (or that cannot read an event it folds) stops,
+as a follower stops on a policy error: the events before the failed one are
+stored, :attr:`Projection.error` says where and why, one ERROR line is
+logged, and a :class:`fes.edge._skips.ViewHalted` is recorded in the
+application's reserved stream ``fes.stops`` so that ``fes apps`` on any
+host shows it.  Retrying would only fail again: the fold is pure.  Once the
+view gets past that position (after a fix, on a restart), a
+:class:`fes.edge._skips.ViewResumed` clears the record.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
-from typing import Generic, TypeVar
+import traceback
+from typing import Any, Generic, TypeVar
 
 from fes.aggregates import Aggregate
-from fes.errors import ConfigurationError, DecodeError, DuplicateTracking
+from fes.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DecodeError,
+    DuplicateTracking,
+    EncodeError,
+    FollowerStopped,
+    StoreError,
+    UpcastError,
+    ViewError,
+)
 from fes.views import View
 
 from . import _telemetry
 from ._application import Application, check_count
-from ._skips import is_internal
-from .stores._base import Tracking
+from ._follower import describe, origin
+from ._skips import STOPS_STREAM, ViewHalted, ViewResumed, is_internal, recorded_view_stops, skips
+from .stores._base import StoredEvent, Tracking
 
 __all__ = ["Projection"]
 
@@ -66,6 +89,11 @@ class Projection(Generic[V]):
         self._cached: tuple[V, int] = (view.initial, 0)
         #: The highest position this projection knows the stored view has reached.
         self.seen = 0
+        #: Why the view stopped (its ``apply`` raised), or None while it runs.
+        self.error: ViewError | None = None
+        # this view's stop recorded in the store, if any (read on the first save)
+        self._halted: ViewHalted | None = None
+        self._looked = False
 
     def __repr__(self) -> str:
         return f"Projection({self.application.name!r}, {self.view.name!r})"
@@ -135,28 +163,137 @@ class Projection(Generic[V]):
         return self._step()
 
     def _step(self) -> int:
+        if self.error is not None:
+            return 0  # stopped: see error
         state, position = self.load()
         application = self.application
         rows = application.store.read_log(position, limit=self.batch_size)
         if not rows:
             self.seen = position
             return 0
-        recorded = application.recorded
-        new = self.view.fold(
-            (recorded(r) for r in rows if not is_internal(r.topic)), state
+        new, last, failed = self._fold(rows, state, position)
+        if last > position:
+            try:
+                encoded = self._encode(new, last)
+            except EncodeError as error:
+                # the state cannot be stored: the view's definition, not the store
+                self._stop(ViewError(application.name, self.view.name, last, error))
+                return 0
+            try:
+                application.store.save_view(
+                    self.view.name, encoded, Tracking(application.name, last, position)
+                )
+            except DuplicateTracking:
+                return len(rows)  # another instance saved first: reload on the next step
+            self._cached = (new, last)
+            self.seen = last
+            self._clear_stop(last)
+        if failed is not None:
+            self._stop(failed)
+        return sum(1 for r in rows if r.position <= last)
+
+    def _fold(
+        self, rows: list[StoredEvent], state: V, position: int
+    ) -> tuple[V, int, ViewError | None]:
+        """Fold ``rows`` into ``state``: the state, the position reached, and the failure
+        that ended the fold early (None when every row was folded)."""
+        recorded = self.application.recorded
+        apply = self.view.apply
+        done = position
+        for row in rows:
+            if not is_internal(row.topic):
+                try:
+                    state = apply(state, recorded(row))
+                except Exception as error:
+                    if isinstance(error, StoreError) and not isinstance(
+                        error, EncodeError | DecodeError
+                    ):
+                        raise  # the store's trouble: the runner tries again
+                    failure = ViewError(
+                        self.application.name, self.view.name, row.position, error
+                    )
+                    failure.__cause__ = error
+                    return state, done, failure
+            done = row.position
+        return state, done, None
+
+    # --- stops --------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """``app/view``: how runners and ``fes apps`` name this view."""
+        return f"{self.application.name}/{self.view.name}"
+
+    def log_fields(self, position: int | None = None) -> dict[str, Any]:
+        """The extra fields of this view's log records."""
+        return {"app": self.application.name, "view": self.view.name,
+                "position": self.seen if position is None else position}
+
+    def _stop(self, failure: ViewError) -> None:
+        error = failure.error
+        where = origin(error) if isinstance(error, DecodeError | UpcastError) else origin(
+            error, self.view.apply
         )
-        last = rows[-1].position
+        logger.error("%s%s; view %r stopped", failure, where and f" (at {where})", self.label,
+                     exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
+                     extra=self.log_fields(failure.position))
         try:
-            application.store.save_view(
-                self.view.name,
-                self._encode(new, last),
-                Tracking(application.name, last, position),
-            )
-        except DuplicateTracking:
-            return len(rows)  # another instance saved first: reload on the next step
-        self._cached = (new, last)
-        self.seen = last
-        return len(rows)
+            self._record_stop(failure, where)
+        finally:
+            self.error = failure
+
+    def _stop_now(self) -> ViewHalted | None:
+        if not self._looked:
+            self._halted = recorded_view_stops(self.application).get(self.view.name)
+            self._looked = True
+        return self._halted
+
+    def _record_stop(self, failure: ViewError, where: str) -> None:
+        """Record the stop in the application's store, so that any host can see it."""
+        error = failure.error
+        note = ViewHalted(
+            view=self.view.name,
+            position=failure.position,
+            error=describe(error) + "".join(
+                f" ({note})" for note in getattr(error, "__notes__", ())
+            ),
+            where=where,
+            traceback="".join(traceback.format_exception(error, chain=False)),
+            at=self.application.clock().isoformat(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        self._note(note)
+
+    def _clear_stop(self, position: int) -> None:
+        """Once past a recorded stop, record that the view runs again."""
+        halted = self._stop_now()
+        if halted is not None and position >= halted.position:
+            self._note(ViewResumed(self.view.name, position))
+
+    def _note(self, note: ViewHalted | ViewResumed) -> None:
+        for _ in range(20):
+            try:
+                self._looked = False  # read again: another instance may have recorded it
+                halted = self._stop_now()
+                if note == halted or (isinstance(note, ViewResumed) and halted is None):
+                    return  # recorded before (a restart, a rival): keep its time
+                batch = self.application.batch()
+                batch.emit(skips, STOPS_STREAM, [note])
+                self.application.commit(batch)
+            except ConcurrencyError:
+                continue  # another stop or resumption took the next version
+            except Exception as unrecorded:
+                logger.warning("%s: the view's %s could not be recorded: %s", self.label,
+                               "stop" if isinstance(note, ViewHalted) else "resumption",
+                               describe(unrecorded), extra=self.log_fields())
+                return
+            self._halted = note if isinstance(note, ViewHalted) else None
+            return
+
+    def resume(self) -> None:
+        """Forget a stop, so the next step tries the failed event again."""
+        self.error = None
 
     def catch_up(self) -> V:
         """Fold and store everything visible now; return the state."""
@@ -187,11 +324,15 @@ class Projection(Generic[V]):
 
         To read your own writes: execute a command, then wait for the
         position of its last recorded event before reading :meth:`state`.
-        Something else (a runner) must be keeping the view up to date.
+        Something else (a runner) must be keeping the view up to date.  A
+        view that stopped before ``position`` (its ``apply`` raised) raises
+        :class:`fes.errors.FollowerStopped` naming it, rather than waiting.
         """
         deadline = time.monotonic() + timeout
         pause = 0.002
         while self.position() < position:
+            if self.error is not None and self.error.position <= position:
+                raise FollowerStopped({self.label: self.error}) from self.error
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

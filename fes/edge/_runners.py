@@ -304,15 +304,14 @@ class _ViewUnit:
         return False  # a view steps until a step finds nothing
 
     def log_fields(self) -> dict[str, Any]:
-        return {"app": self.app, "view": self.projection.view.name,
-                "position": self.projection.seen}
+        return self.projection.log_fields()
 
     def wait(self, timeout: float) -> None:
         self.projection.application.store.wait(self.projection.seen, timeout)
 
     @property
     def finished(self) -> bool:
-        return False
+        return self.projection.error is not None
 
 # --- runners ----------------------------------------------------------------------
 
@@ -516,12 +515,19 @@ class Runner:
 
     @property
     def errors(self) -> dict[str, PolicyError]:
-        """The followers stopped by a policy error, with the error.
+        """The followers stopped by a policy error, and the views (``app/view``) stopped
+        by an error of their ``apply`` (a :class:`fes.errors.ViewError`), with the error.
 
         While this is not empty, no runner reports quiet: :meth:`is_quiet` is
         False, and :meth:`wait_until_quiet` raises :class:`fes.errors.FollowerStopped`.
         """
-        return {n: f.error for n, f in self.followers.items() if f.error is not None}
+        found: dict[str, PolicyError] = {
+            n: f.error for n, f in self.followers.items() if f.error is not None
+        }
+        for projection in self.projections.values():
+            if projection.error is not None:
+                found[projection.label] = projection.error
+        return found
 
     def lags(self) -> dict[tuple[str, str], Lag]:
         """For each (leader, follower) this runner drives, its :class:`Lag`.
@@ -542,7 +548,7 @@ class Runner:
     def is_quiet(self) -> bool:
         """Whether every follower and view has processed everything visible now.
 
-        False while a follower this runner drives is stopped (see :attr:`errors`).
+        False while a follower or view this runner drives is stopped (see :attr:`errors`).
         """
         if self.errors or any(self.lags().values()):
             return False
@@ -558,10 +564,11 @@ class Runner:
         nothing left to process: with cycles, one quiet look could be taken
         while a commit is adding new work.  Returns False after ``timeout``.
 
-        A stopped follower is never quiet: once every other follower and
-        view is, this raises :class:`fes.errors.FollowerStopped`, naming each
-        stopped follower with its :class:`fes.errors.PolicyError` (leader,
-        position, error).  It raises as well if ``timeout`` passes while
+        A stopped follower or view is never quiet: once every other follower
+        and view is, this raises :class:`fes.errors.FollowerStopped`, naming
+        each stopped follower with its :class:`fes.errors.PolicyError`
+        (leader, position, error) and each stopped view with its
+        :class:`fes.errors.ViewError`.  It raises as well if ``timeout`` passes while
         one is stopped.
         """
         deadline = time.monotonic() + timeout
@@ -740,6 +747,7 @@ class Runner:
         ) and all(
             p.position() >= p.application.store.last_position()
             for p in self.projections.values()
+            if p.label not in stopped
         )
 
     def close(self) -> None:
@@ -775,10 +783,11 @@ class SyncRunner(Runner):
         """Process until nothing is left; return how many notifications were consumed.
 
         A follower waiting to retry a failed event is waited for.  With
-        ``check`` (the default), followers stopped by a policy error are
-        reported, once the others are drained, by raising
-        :class:`fes.errors.FollowerStopped` (a :class:`fes.errors.PolicyError`
-        naming each of them); otherwise inspect :attr:`errors`.
+        ``check`` (the default), followers stopped by a policy error (and
+        views stopped by an error of their ``apply``) are reported, once the
+        others are drained, by raising :class:`fes.errors.FollowerStopped` (a
+        :class:`fes.errors.PolicyError` naming each of them); otherwise
+        inspect :attr:`errors`.
         """
         total = 0
         rounds = 0

@@ -16,7 +16,10 @@ A follower stopped by a policy error records a :class:`FollowerHalted` in
 :data:`STOPS_STREAM` of its own store (where, why, when, on which host and
 process), and a :class:`FollowerResumed` in the same transaction as its
 first progress after it: so ``fes apps`` on any host can tell a stopped
-follower from a slow one (:func:`current_stops`).
+follower from a slow one (:func:`current_stops`).  A view whose ``apply``
+raises stops the same way: a :class:`ViewHalted` in the same stream, and a
+:class:`ViewResumed` once it gets past that position
+(:func:`current_view_stops`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,14 @@ __all__ = [
     "FollowerHalted",
     "FollowerResumed",
     "PolicySkipped",
+    "ViewHalted",
+    "ViewResumed",
     "current_stops",
+    "current_view_stops",
     "follower_status",
     "recorded_stops",
+    "recorded_view_stops",
+    "stop_status",
     "is_internal",
     "skips",
     "stops_from_json",
@@ -107,6 +115,54 @@ class FollowerResumed:
     position: int
 
 
+@event(topic="fes.ViewHalted")
+@frozen
+class ViewHalted:
+    """View ``view`` stopped on its application's event at ``position``: its ``apply`` failed.
+
+    The fields are those of :class:`FollowerHalted`, ``view`` for ``unit``
+    and ``leader``; ``traceback``, ``at``, ``host`` and ``pid`` are left out
+    of comparisons.
+    """
+
+    view: str
+    position: int
+    error: str
+    where: str
+    traceback: str = field(eq=False)
+    at: str = field(eq=False)
+    host: str = field(eq=False)
+    pid: int = field(eq=False)
+
+
+@event(topic="fes.ViewResumed")
+@frozen
+class ViewResumed:
+    """View ``view`` made progress again, to ``position``."""
+
+    view: str
+    position: int
+
+
+def current_view_stops(events: Iterable[object]) -> dict[str, ViewHalted]:
+    """From :data:`STOPS_STREAM`'s events: each view stopped now, with its record."""
+    stops: dict[str, ViewHalted] = {}
+    for item in events:
+        if isinstance(item, ViewHalted):
+            stops[item.view] = item
+        elif isinstance(item, ViewResumed):
+            stops.pop(item.view, None)
+    return stops
+
+
+def stop_status(stop: FollowerHalted | ViewHalted) -> str:
+    """A recorded stop for people: ``stopped at P: Type: message (since …, on host/pid)``."""
+    return (
+        f"stopped at {stop.position:,}: {stop.error} "
+        f"(since {stop.at}, on {stop.host}/{stop.pid})"
+    )
+
+
 def current_stops(events: Iterable[object]) -> dict[tuple[str, str], FollowerHalted]:
     """From :data:`STOPS_STREAM`'s events: each (unit, leader) stopped now, with its record."""
     stops: dict[tuple[str, str], FollowerHalted] = {}
@@ -137,6 +193,13 @@ def recorded_stops(application: _Reader) -> dict[tuple[str, str], FollowerHalted
     return current_stops(r.event for r in application.stream(STOPS_STREAM))
 
 
+def recorded_view_stops(application: _Reader) -> dict[str, ViewHalted]:
+    """:func:`current_view_stops` of ``application``'s :data:`STOPS_STREAM`, read with its codec."""
+    if not application.store.stream_version(STOPS_STREAM):
+        return {}
+    return current_view_stops(r.event for r in application.stream(STOPS_STREAM))
+
+
 def stops_from_json(
     records: Iterable[tuple[str, object]],
 ) -> dict[tuple[str, str], FollowerHalted] | None:
@@ -146,6 +209,8 @@ def stops_from_json(
     }
     events: list[object] = []
     for topic, data in records:
+        if topic in ("fes.ViewHalted", "fes.ViewResumed"):
+            continue  # a view's, not a follower's
         kind = kinds.get(topic)
         if kind is None or not isinstance(data, dict):
             return None  # compressed or encrypted: only the application's codec reads it
@@ -176,10 +241,7 @@ def follower_status(
     """
     position = 0 if tracked is None else tracked
     if stop is not None and position < stop.position:
-        return (
-            f"stopped at {stop.position:,}: {stop.error} "
-            f"(since {stop.at}, on {stop.host}/{stop.pid})"
-        )
+        return stop_status(stop)
     if upstream is None:
         return "unknown: " + (unknown or "its leader's last position cannot be read")
     if position > upstream:
@@ -196,7 +258,10 @@ def follower_status(
     return "caught up" if not behind else f"behind {behind:,}"
 
 
-def _count(total: int, note: PolicySkipped | FollowerHalted | FollowerResumed) -> int:
+def _count(
+    total: int,
+    note: PolicySkipped | FollowerHalted | FollowerResumed | ViewHalted | ViewResumed,
+) -> int:
     return total + 1
 
 
@@ -206,7 +271,7 @@ skips: Aggregate[int] = Aggregate(
     name="fes.skips",
     initial=0,
     apply=_count,
-    events=[PolicySkipped, FollowerHalted, FollowerResumed],
+    events=[PolicySkipped, FollowerHalted, FollowerResumed, ViewHalted, ViewResumed],
 )
 
 

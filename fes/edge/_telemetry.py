@@ -65,6 +65,9 @@ class _Projection(Protocol):
 
     seen: int
 
+    @property
+    def error(self) -> Any: ...
+
 #: The modules whose presence says that the program uses OpenTelemetry.
 _API = ("opentelemetry.trace", "opentelemetry.metrics")
 
@@ -369,12 +372,15 @@ class Telemetry:
         began, start = projection.seen, time.time_ns()
         failure: BaseException | None = None
         consumed = 0
+        running = projection.error is None
         try:
             consumed = run()
         except BaseException as error:
             failure = error
             raise
         finally:
+            if failure is None and running and projection.error is not None:
+                failure = projection.error.error  # its apply raised: the view stopped
             if consumed or failure is not None:
                 span = tracer.start_span(
                     f"view {view}", start_time=start,

@@ -185,6 +185,26 @@ slow_pipeline = fes.System(
 )
 
 
+def _count_sent(count: int, recorded: fes.Recorded[object]) -> int:
+    """A view counting the messages sent; a poisoned one makes it raise."""
+    match recorded.event:
+        case Sent(poison=True, number=n):
+            raise ValueError(f"view cannot count message {n}")
+    return count + 1
+
+
+def _count_all(count: int, recorded: fes.Recorded[object]) -> int:
+    """The fixed view: poison is counted like any message."""
+    return count + 1
+
+
+#: The source keeping a view whose ``apply`` raises on a poisoned message.
+viewed = fes.System([fes.App("source", aggregates=[messages],
+                             views=[fes.View("sent", 0, _count_sent)])])
+fixed_viewed = fes.System([fes.App("source", aggregates=[messages],
+                                   views=[fes.View("sent", 0, _count_all)])])
+
+
 def with_handler(handler: fes.ErrorHandler, policy: fes.Policy = receive) -> fes.System:
     """The pipeline with the sink's errors handled by ``handler``."""
     return fes.System(
