@@ -9,7 +9,10 @@ save is refused and it reloads.
 
 Because the fold is pure, :meth:`Projection.rebuild` (from position 0)
 gives the same state as the incremental updates did; and
-:meth:`Projection.wait_for` lets a writer read its own writes.
+:meth:`Projection.wait_for` lets a writer read its own writes.  The stored
+state is keyed by the view's name only: a view whose ``apply`` or
+``initial`` changed keeps the state its old code folded, and is folded
+from position 0 only under a new name.
 
 The state is encoded by the application's codec, like a snapshot: its type
 is read from the annotations of the view's ``apply`` (or of ``initial``), and
@@ -302,9 +305,13 @@ class Projection(Generic[V]):
         return self.load()[0]
 
     def rebuild(self, *, to: int | None = None) -> V:
-        """The state folded from position 0 (up to ``to``), without storing it.
+        """The state folded from position 0 (up to ``to``) by the view's code of today.
 
-        Equal to the stored state at the same position, since the fold is pure.
+        Nothing is stored: the stored state stays what it was.  Equal to the
+        stored state at the same position while the view's code is the one
+        that folded it, since the fold is pure.  To replace a stored view
+        after its code changed, give the changed view a new name: a runner
+        folds it from position 0.
         """
         state = self.view.initial
         after = 0

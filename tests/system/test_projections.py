@@ -147,3 +147,37 @@ def test_runner_view_names_the_views_it_keeps() -> None:
         pytest.raises(fes.errors.ConfigurationError, match="orders/statuses"),
     ):
         runner.view("orders", "nope")
+
+
+def test_a_changed_view_is_folded_again_under_a_new_name_not_by_rebuild() -> None:
+    """What Part 3 says: rebuild() returns the state of the code of today and stores
+    nothing; a changed view under a new name is folded from position 0 by the runner.
+
+    (Part 3 said rebuild() "is how a view is rebuilt after its code changed", while the
+    stored view kept its old state and the changed apply was folded on top.)
+    """
+    def counted(count: int, recorded: fes.Recorded[Any]) -> int:
+        return count + 1
+
+    def doubled(count: int, recorded: fes.Recorded[Any]) -> int:
+        return count + 2
+
+    def system(view: fes.View[int]) -> fes.System:
+        return fes.System([fes.App("source", aggregates=[domain.messages], views=[view])])
+
+    with open_database("memory://") as database:
+        with SyncRunner(system(fes.View("count", 0, counted)), database) as runner:
+            send(runner.app("source"), range(3))
+            runner.run_until_quiet()
+        changed = fes.View("count", 0, doubled)
+        with SyncRunner(system(changed), database) as runner:
+            projection = runner.view("source", "count")
+            assert projection.rebuild() == 6
+            assert projection.state() == 3  # rebuild stored nothing
+            send(runner.app("source"), range(3, 4))
+            runner.run_until_quiet()
+            assert projection.state() == 5  # the old state, the new apply folded on top
+        with SyncRunner(system(fes.View("count-2", 0, doubled)), database) as runner:
+            assert runner.view("source", "count-2").position() == 0
+            runner.run_until_quiet()
+            assert runner.view("source", "count-2").load() == (8, 4)
