@@ -429,7 +429,7 @@ def _parser() -> argparse.ArgumentParser:
 
     reseal = command(
         "reseal",
-        "encrypt an application's stored events, metadata and latest snapshots under the "
+        "encrypt an application's stored events, metadata and snapshots under the "
         "current key of $FES_CIPHER_KEYS (after a key rotation)",
     )
     reseal.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")

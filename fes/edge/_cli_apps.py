@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 from . import _settings as settings
 from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, _what
-from ._skips import stop_status
 
 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
@@ -223,6 +222,8 @@ def _view_rows(
             if trouble is not None:
                 status = trouble
             elif stop is not None and position < stop.position:
+                from ._skips import stop_status  # here: `fes --help` loads no store
+
                 status = stop_status(stop)
             else:
                 status = "up to date" if not behind else f"behind {behind}"
