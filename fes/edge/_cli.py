@@ -206,7 +206,7 @@ def _check_places(
     _check_remote(
         {name: _redact(url) for name, url in urls.items()}, remote, [a.name for a in system.apps]
     )
-    if not apps and not running - remote:
+    if not apps and remote and not running - remote:
         raise ConfigurationError(
             "every application this system runs is served by another service over "
             "HTTP: there is nothing to run here (give the followers a store of their own)"
@@ -419,7 +419,8 @@ def _parser() -> argparse.ArgumentParser:
         "not started, stopped at P, ahead of its leader (a store mixed up?), mismatched "
         "(another number of partitions) or unknown, "
         "with why: the stores cannot tell whether a process runs it now) and, with "
-        "--system, each view's position; exit code 3 if a follower is stopped, else 1 "
+        "--system, each view's position (or its stop); exit code 3 if a follower or "
+        "view is stopped, else 1 "
         "if one is ahead, mismatched or unknown, a store cannot be read or one named by "
         "--store APP=URL is not in it, else 0 (2: a usage error)",
     )

@@ -354,6 +354,23 @@ def test_run_refuses_a_memory_store(capsys: pytest.CaptureFixture[str]) -> None:
     assert "a memory:// store lives inside" in err and "running" not in err, err
 
 
+def test_a_system_with_nothing_to_follow_is_not_said_to_be_served_over_http(
+    tmp_path: Path,
+) -> None:
+    """Only a system whose runnable applications are all served elsewhere is "served over
+    HTTP"; one with no policy and no view, on SQLite, passes the store checks."""
+    import fes
+    from fes.edge._cli import _check_places
+    from fes.examples.dogs import dogs
+
+    lone = fes.System([fes.App("school", aggregates=[dogs])])
+    url = f"sqlite:///{tmp_path / 'school.db'}"
+    _check_places(lone, None, url, {"school": url})  # nothing raised
+    places = {"source": "https://a.internal/fes", "sink": "https://b.internal/fes"}
+    with pytest.raises(fes.errors.ConfigurationError, match="nothing to run here"):
+        _check_places(domain.fixed_pipeline, None, places, places)
+
+
 def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
     """An application with neither policy nor views is not said to be running."""
     (tmp_path / "twoapps.py").write_text(
