@@ -9,6 +9,7 @@ implements, so that this module does not import the application's.
 
 from __future__ import annotations
 
+import itertools
 import types
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -262,8 +263,13 @@ def _not_owned(error: UnhandledEvent, aggregate: Aggregate[Any], stream: str) ->
 
 
 #: A batch's marks are its journal's length plus this times the rollbacks that
-#: took entries back before them (no journal comes near it in length).
+#: took entries back before them (no journal comes near it in length) ...
 _EPOCH = 1 << 48
+#: ... plus the batch's own number times this, so that no batch takes another's
+#: mark (no batch sees this many rollbacks).
+_SPAN = 1 << 96
+#: The batches' numbers, in the order they were made (in this process).
+_NUMBERS = itertools.count(1)
 
 
 @define
@@ -310,7 +316,9 @@ class Batch:
     # A mark is the journal's length plus _epoch, which is _EPOCH times the
     # rollbacks that took entries back so far: a mark taken before one of them
     # is told apart from a later mark at the same length.
-    _epoch: int = field(default=0, init=False, repr=False, eq=False)
+    _epoch: int = field(
+        factory=lambda: next(_NUMBERS) * _SPAN, init=False, repr=False, eq=False
+    )
     # those rollbacks as (how many came before it, the length it cut back to),
     # each cutting lower than every later one: the first of them at or after a
     # mark's rollback count is the lowest any rollback since the mark went to
@@ -380,7 +388,10 @@ class Batch:
         return isinstance(self.pending, _Committed)
 
     def savepoint(self) -> int:
-        """A mark of what the batch holds now, for :meth:`rollback` (an int, to pass back as is)."""
+        """A mark of what the batch holds now, for this batch's :meth:`rollback`.
+
+        An int, to pass back as it is: another batch refuses it.
+        """
         self._check_open()
         self._kept.clear()  # the next change of each stream is journaled again
         return self._epoch + len(self._undo)
@@ -394,10 +405,17 @@ class Batch:
         """
         self._check_open()
         undo = self._undo
-        if not isinstance(mark, int) or isinstance(mark, bool) or mark < 0:
-            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
-        before, held = divmod(mark, _EPOCH)  # rollbacks before the mark, the journal's length
-        rollbacks = self._epoch // _EPOCH
+        base = self._epoch - self._epoch % _SPAN  # this batch's number, times _SPAN
+        if (
+            not isinstance(mark, int) or isinstance(mark, bool)
+            or not base <= mark < base + _SPAN  # another batch's, or no mark at all
+        ):
+            raise ConfigurationError(
+                f"{mark!r} is not a savepoint of this batch (savepoint() gives its marks)"
+            )
+        # rollbacks before the mark, and the journal's length at the mark
+        before, held = divmod(mark - base, _EPOCH)
+        rollbacks = (self._epoch - base) // _EPOCH
         cuts = self._cuts
         if before < rollbacks:
             if cuts[bisect_left(cuts, (before,))][1] < held:
@@ -406,7 +424,9 @@ class Batch:
                     "earlier savepoint took it back"
                 )
         elif before > rollbacks or held > len(undo):
-            raise ConfigurationError(f"{mark!r} is not a savepoint of this batch")
+            raise ConfigurationError(
+                f"{mark!r} is not a savepoint of this batch (savepoint() gives its marks)"
+            )
         mark = held
         if mark < len(undo):  # the marks past it go with the entries
             while cuts and cuts[-1][1] >= mark:

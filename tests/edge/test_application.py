@@ -1202,6 +1202,30 @@ def test_a_savepoint_after_a_rollback_to_an_earlier_one_still_works(place: Place
     assert app.commit(batch) == []
 
 
+def test_a_batch_refuses_another_batchs_mark_and_marks_it_never_gave(place: Place) -> None:
+    """Marks belong to their batch: another's, or a number never given, takes nothing back.
+
+    (A mark was the journal's length alone: another batch's mark emptied this
+    one, silently, and 5 was said to be a savepoint "any more".)
+    """
+    app = place.app()
+    one, other = app.batch(), app.batch()
+    theirs = one.savepoint()
+    other.execute(dogs, "fido", register, "Fido")
+    _tricks(other, "sit")
+    for mark in (theirs, 0, 1, 5, -1):
+        with pytest.raises(
+            fes.errors.ConfigurationError,
+            match=r"is not a savepoint of this batch \(savepoint\(\) gives its marks\)$",
+        ):
+            other.rollback(mark)
+    assert len(other) == 2
+    mine = other.savepoint()
+    with pytest.raises(fes.errors.ConfigurationError, match="not a savepoint of this batch"):
+        one.rollback(mine)
+    assert [r.event for r in app.commit(other)] == [Registered("Fido"), TrickAdded("sit")]
+
+
 def _tricks(batch: Any, *tricks: str) -> None:
     for trick in tricks:
         batch.execute(dogs, "fido", add_trick, trick)
