@@ -241,7 +241,15 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     system = _system(args.system)
     assert system is not None
     given = _given(args)
-    urls = settings.placement(os.environ, given, [a.name for a in system.apps])
+    names = [a.name for a in system.apps]
+    try:
+        urls = settings.placement(os.environ, given, names)
+    except ConfigurationError as error:
+        if isinstance(given, dict) and any(
+            key != settings.ANY_APP and key not in names for key in given
+        ):  # --store loanz=URL: a name the system does not have, as --apps loanz is
+            raise parse.UsageError("--store", str(error)) from None
+        raise
     apps: list[str] | None = args.apps  # one or more names, if given (see _cli_args)
     if apps:
         for name in apps:

@@ -277,6 +277,8 @@ def test_a_bad_option_is_refused_before_anything_runs(
          "argument --apps: 'payments#3' names no partition of 'payments'"),
         (["reseal", "fes.examples.shop:system", "--app", "paymentz"],
          "argument --app: no application 'paymentz' in this system"),
+        (["run", "fes.examples.shop:system", "--store", "orderz=sqlite:///orders.db"],
+         "argument --store: the store mapping names 'orderz', which is no application"),
     ],
 )
 def test_a_name_the_system_lacks_is_a_usage_error(
