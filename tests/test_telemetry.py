@@ -499,7 +499,10 @@ def test_a_refused_do_that_stops_the_follower_is_an_error_of_the_upstream_trace(
     handle = the_span("handle OrderPlaced")
     assert handle.parent is not None and handle.parent.span_id == placed.context.span_id
     assert handle.status.status_code is StatusCode.ERROR
-    assert handle.status.description == "Rejected: out of stock"
+    # with the intent that failed, as the PolicyError says it
+    assert handle.status.description == (
+        "Rejected: out of stock (while performing Do _refuse on 'order' stream 'copy-o-1')"
+    )
     [event] = handle.events
     assert (event.attributes or {})["exception.type"].endswith("Rejected")
     assert _order_trace_errors("o-1") == [handle]

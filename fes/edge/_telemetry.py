@@ -403,7 +403,9 @@ def _failed(span: Span, error: BaseException, refusal: bool = False) -> None:
 
     span.record_exception(error)
     if refusal or not isinstance(error, Rejected):
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        # with its notes, as PolicyError says it: which intent failed, for one
+        notes = "".join(f" ({note})" for note in getattr(error, "__notes__", ()))
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}{notes}"))
 
 
 def _injected(headers: Mapping[str, str]) -> dict[str, str]:
