@@ -287,8 +287,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         # said once the stores it drives are open and checked, not before a refusal
         on_start=lambda: print(said, file=sys.stderr),
     )
-    for error in errors.values():
-        print(f"fes: {error}", file=sys.stderr)
+    for failure in errors.values():
+        print(f"fes: {failure}", file=sys.stderr)
     if args.traceback and errors:
         _print_tracebacks(errors, urls, system)
     print("fes: stopped", file=sys.stderr)
