@@ -159,6 +159,13 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             print("  (none has tracked anything yet)", file=out)
         print("\nviews", file=out)
         if system is None:
+            # a view's stop is recorded in its application's store: shown, so that a
+            # health check without --system does not pass a stopped view
+            views = _stopped_views(stores, [name for name in names if name not in served])
+            stopped += sum(row[3].startswith("stopped") for row in views)
+            errors += sum(row[3].startswith("unknown") for row in views)
+            if views:
+                table(["view", "position", "log's last", "status"], views, out)
             print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
         else:
             views = _view_rows(stores, system, last, served)
@@ -228,6 +235,36 @@ def _view_rows(
             else:
                 status = "up to date" if not behind else f"behind {behind}"
             rows.append((f"{app.name}/{view.name}", position, last[app.name], status))
+    return rows
+
+
+def _stopped_views(stores: _Stores, names: list[str]) -> list[tuple[Any, ...]]:
+    """Without the system: each view whose recorded stop it has not got past.
+
+    Its name comes from the stop record; an application whose records are
+    encoded gives one row saying that they cannot be read without --system.
+    """
+    from ._cli_events import raw_data
+    from ._skips import STOPS_STREAM, stop_status, view_stops_from_json
+
+    rows: list[tuple[Any, ...]] = []
+    for name in names:
+        store = stores.database(name).store(name)
+        if not store.stream_version(STOPS_STREAM):
+            continue
+        stops = view_stops_from_json(
+            (r.topic, raw_data(r.payload)) for r in store.read_stream(STOPS_STREAM)
+        )
+        last = store.last_position()
+        if stops is None:
+            rows.append((f"{name}/?", "-", last,
+                         "unknown: its stop records are encoded, pass --system to read them"))
+            continue
+        for view, stop in sorted(stops.items()):
+            found = store.load_view(view)
+            position = 0 if found is None else found[1]
+            if position < stop.position:
+                rows.append((f"{name}/{view}", position, last, stop_status(stop)))
     return rows
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "is_internal",
     "skips",
     "stops_from_json",
+    "view_stops_from_json",
 ]
 
 #: Topics under this prefix are fes's own and never reach policies or views.
@@ -219,6 +220,25 @@ def stops_from_json(
         except TypeError:
             return None
     return current_stops(events)
+
+
+def view_stops_from_json(
+    records: Iterable[tuple[str, object]],
+) -> dict[str, ViewHalted] | None:
+    """:func:`current_view_stops` of (topic, plain JSON data) records; None if one is encoded."""
+    kinds: dict[str, Any] = {"fes.ViewHalted": ViewHalted, "fes.ViewResumed": ViewResumed}
+    events: list[object] = []
+    for topic, data in records:
+        kind = kinds.get(topic)
+        if kind is None:
+            continue  # a follower's
+        if not isinstance(data, dict):
+            return None  # compressed or encrypted: only the application's codec reads it
+        try:
+            events.append(kind(**data))
+        except TypeError:
+            return None
+    return current_view_stops(events)
 
 
 def follower_status(

@@ -95,6 +95,12 @@ def test_fes_apps_shows_the_stopped_view_and_exits_3_until_it_is_fixed(
     assert row.split()[:3] == ["source/sent", "2", "6"], row
     assert "stopped at 3: ValueError: view cannot count message 2 (since " in row, row
     assert "behind" not in row
+    # without --system too, from the stop record: a health check must not pass it
+    assert main(["apps", "--store", sqlite_url]) == 3
+    views = capsys.readouterr().out.split("\nviews\n")[1].splitlines()
+    assert views[2].split()[:3] == ["source/sent", "2", "6"], views
+    assert "stopped at 3: ValueError: view cannot count message 2" in views[2]
+    assert views[3] == "  (name the system with --system MODULE:SYSTEM to list its views)"
 
     with SyncRunner(domain.fixed_viewed, sqlite_url) as runner:
         runner.run_until_quiet()
@@ -104,6 +110,8 @@ def test_fes_apps_shows_the_stopped_view_and_exits_3_until_it_is_fixed(
     assert main(["apps", "--system", "system.domain:fixed_viewed", "--store", sqlite_url]) == 0
     (row,) = capsys.readouterr().out.split("\nviews\n")[1].splitlines()[2:]
     assert row.endswith("up to date"), row
+    assert main(["apps", "--store", sqlite_url]) == 0  # the stop is cleared
+    assert "stopped" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options", [(), ("--processes", "1")], ids=["threads", "processes"])
