@@ -27,6 +27,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from functools import partial
 from operator import attrgetter
 from typing import Any, Protocol
@@ -83,6 +84,24 @@ def _reraise(error: Exception, headers: Mapping[str, str]) -> None:
 def describe(error: BaseException) -> str:
     """An error as its type's name and its message, for logs and skip records."""
     return f"{type(error).__name__}: {error}"
+
+
+def stop_fields(error: BaseException, clock: Callable[[], datetime]) -> dict[str, Any]:
+    """What a stop record (a follower's or a view's) says of ``error``, and when and where.
+
+    The error with its notes (which intent failed, when a command or projector
+    raised), its own traceback (not what the runner was handling meanwhile),
+    the time by ``clock``, the host and the process.
+    """
+    return {
+        "error": describe(error) + "".join(
+            f" ({note})" for note in getattr(error, "__notes__", ())
+        ),
+        "traceback": "".join(traceback.format_exception(error, chain=False)),
+        "at": clock().isoformat(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def origin(error: BaseException, fallback: Callable[..., Any] | None = None) -> str:
@@ -900,21 +919,12 @@ class Follower:
 
     def _record_stop(self, failure: PolicyError, where: str) -> None:
         """Record the stop in this follower's own store, so that any host can see it."""
-        error = failure.error
         note = FollowerHalted(
             unit=self.unit,
             leader=failure.leader,
             position=failure.position,
-            # with its notes: which intent failed, when a command or projector raised
-            error=describe(error) + "".join(
-                f" ({note})" for note in getattr(error, "__notes__", ())
-            ),
             where=where,
-            # the policy's own traceback, not what the runner was handling meanwhile
-            traceback="".join(traceback.format_exception(error, chain=False)),
-            at=self.application.clock().isoformat(),
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            **stop_fields(failure.error, self.application.clock),
         )
         for _ in range(20):
             try:

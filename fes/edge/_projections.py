@@ -33,10 +33,7 @@ view gets past that position (after a fix, on a restart), a
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import traceback
 from typing import Any, Generic, TypeVar
 
 from fes.aggregates import Aggregate
@@ -55,7 +52,7 @@ from fes.views import View
 
 from . import _telemetry
 from ._application import Application, check_count
-from ._follower import describe, origin
+from ._follower import describe, origin, stop_fields
 from ._skips import STOPS_STREAM, ViewHalted, ViewResumed, is_internal, recorded_view_stops, skips
 from .stores._base import StoredEvent, Tracking
 
@@ -253,18 +250,11 @@ class Projection(Generic[V]):
 
     def _record_stop(self, failure: ViewError, where: str) -> None:
         """Record the stop in the application's store, so that any host can see it."""
-        error = failure.error
         note = ViewHalted(
             view=self.view.name,
             position=failure.position,
-            error=describe(error) + "".join(
-                f" ({note})" for note in getattr(error, "__notes__", ())
-            ),
             where=where,
-            traceback="".join(traceback.format_exception(error, chain=False)),
-            at=self.application.clock().isoformat(),
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            **stop_fields(failure.error, self.application.clock),
         )
         self._note(note)
 
