@@ -201,44 +201,43 @@ def recorded_view_stops(application: _Reader) -> dict[str, ViewHalted]:
     return current_view_stops(r.event for r in application.stream(STOPS_STREAM))
 
 
-def stops_from_json(
-    records: Iterable[tuple[str, object]],
-) -> dict[tuple[str, str], FollowerHalted] | None:
-    """:func:`current_stops` of (topic, plain JSON data) records; None if one is encoded."""
-    kinds: dict[str, Any] = {
-        "fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed
-    }
-    events: list[object] = []
-    for topic, data in records:
-        if topic in ("fes.ViewHalted", "fes.ViewResumed"):
-            continue  # a view's, not a follower's
-        kind = kinds.get(topic)
-        if kind is None or not isinstance(data, dict):
-            return None  # compressed or encrypted: only the application's codec reads it
-        try:
-            events.append(kind(**data))
-        except TypeError:
-            return None
-    return current_stops(events)
+def _from_json(
+    records: Iterable[tuple[str, object]], kinds: dict[str, Any]
+) -> list[object] | None:
+    """The records of ``kinds`` (by topic) made from plain JSON data; None if one is encoded.
 
-
-def view_stops_from_json(
-    records: Iterable[tuple[str, object]],
-) -> dict[str, ViewHalted] | None:
-    """:func:`current_view_stops` of (topic, plain JSON data) records; None if one is encoded."""
-    kinds: dict[str, Any] = {"fes.ViewHalted": ViewHalted, "fes.ViewResumed": ViewResumed}
+    Records of other topics (the other kind of stop's) are passed over.
+    """
     events: list[object] = []
     for topic, data in records:
         kind = kinds.get(topic)
         if kind is None:
-            continue  # a follower's
+            continue
         if not isinstance(data, dict):
             return None  # compressed or encrypted: only the application's codec reads it
         try:
             events.append(kind(**data))
         except TypeError:
             return None
-    return current_view_stops(events)
+    return events
+
+
+def stops_from_json(
+    records: Iterable[tuple[str, object]],
+) -> dict[tuple[str, str], FollowerHalted] | None:
+    """:func:`current_stops` of (topic, plain JSON data) records; None if one is encoded."""
+    events = _from_json(
+        records, {"fes.FollowerHalted": FollowerHalted, "fes.FollowerResumed": FollowerResumed}
+    )
+    return None if events is None else current_stops(events)
+
+
+def view_stops_from_json(
+    records: Iterable[tuple[str, object]],
+) -> dict[str, ViewHalted] | None:
+    """:func:`current_view_stops` of (topic, plain JSON data) records; None if one is encoded."""
+    events = _from_json(records, {"fes.ViewHalted": ViewHalted, "fes.ViewResumed": ViewResumed})
+    return None if events is None else current_view_stops(events)
 
 
 def follower_status(
