@@ -298,7 +298,9 @@ def test_a_name_the_system_lacks_is_a_usage_error(
     ("store", "said"),
     [
         ("sqlite:/shop.db", "argument --store: bad store URL 'sqlite:/shop.db': sqlite: must"),
-        ("bogus://x", "argument --store: bad store URL 'bogus://x': unknown scheme 'bogus'"),
+        ("bogus://x", "argument --store: bad store URL 'bogus://x': unknown scheme 'bogus'; "
+         "use sqlite:///path.db, postgresql://user@host/database, https://host/path (fes "
+         "serve) or, inside one process (tests, the demo), memory://"),
     ],
 )
 def test_run_refuses_a_bad_store_url_before_it_says_it_runs(

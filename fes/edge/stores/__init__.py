@@ -180,8 +180,9 @@ SCHEMES = frozenset({"memory", "sqlite", "postgresql", "postgres", "http", "http
 def unknown_scheme(parsed: StoreURL) -> StoreURLError:
     """The error for a URL whose scheme is none of :data:`SCHEMES`."""
     return parsed.error(
-        f"unknown scheme {parsed.scheme!r}; use memory://, sqlite:///path.db, "
-        "postgresql://user@host/database or https://host/path (fes serve)"
+        f"unknown scheme {parsed.scheme!r}; use sqlite:///path.db, "
+        "postgresql://user@host/database, https://host/path (fes serve) or, inside one "
+        "process (tests, the demo), memory://"
     )
 
 
