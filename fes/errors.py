@@ -73,6 +73,13 @@ class SystemDefinitionError(FesError, ValueError):
     """A system's applications or pipes do not fit together."""
 
 
+def _stopped(what: str, error: BaseException) -> str:
+    """A stop's message: what stopped where, then the error with its notes."""
+    notes = getattr(error, "__notes__", None)
+    said = f" ({'; '.join(map(str, notes))})" if notes else ""
+    return f"{what}: {type(error).__name__}: {error}{said}"
+
+
 class PolicyError(FesError):
     """A follower's policy raised while processing an upstream event."""
 
@@ -89,9 +96,7 @@ class PolicyError(FesError):
             what = f"{app!r} stopped before {leader!r} position {position}"
         else:
             what = f"policy of {app!r} failed on {leader!r} position {position}"
-        notes = getattr(error, "__notes__", None)
-        said = f" ({'; '.join(map(str, notes))})" if notes else ""
-        super().__init__(f"{what}: {type(error).__name__}: {error}{said}")
+        super().__init__(_stopped(what, error))
 
 
 class ViewError(PolicyError):
@@ -112,9 +117,7 @@ class ViewError(PolicyError):
             what = f"view {view!r} of {app!r} could not decode the event at position {position}"
         else:
             what = f"view {view!r} of {app!r} failed on position {position}"
-        notes = getattr(error, "__notes__", None)
-        said = f" ({'; '.join(map(str, notes))})" if notes else ""
-        FesError.__init__(self, f"{what}: {type(error).__name__}: {error}{said}")
+        FesError.__init__(self, _stopped(what, error))
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.app, self.view, self.position, self.error))

@@ -200,10 +200,10 @@ def _check_places(
         if name in needed and name in unplaced:
             raise ConfigurationError(unplaced[name])
     from ._placement import is_remote
-    from ._runners import _check_remote
+    from ._runners import check_remote
 
     remote = {name for name, url in urls.items() if is_remote(url)}
-    _check_remote(
+    check_remote(
         {name: _redact(url) for name, url in urls.items()}, remote, [a.name for a in system.apps]
     )
     if not apps and remote and not running - remote:

@@ -138,7 +138,7 @@ def _chosen(apps: object) -> set[str]:
     return chosen
 
 
-def _check_remote(urls: Mapping[str, str], remote: set[str], names: list[str]) -> None:
+def check_remote(urls: Mapping[str, str], remote: set[str], names: list[str]) -> None:
     """Refuse one HTTP leader's URL placing several applications: it serves one.
 
     ``--store http://…`` alone places every application there: each would be
@@ -378,7 +378,7 @@ class Runner:
         self.placement = Placement(store, names, env=options.get("env"))
         try:
             remote = {name for name in names if self.placement.is_remote(name)}
-            _check_remote(self.placement.urls, remote, names)
+            check_remote(self.placement.urls, remote, names)
             if apps is None:
                 chosen = set(names) - remote
                 if not chosen:

@@ -213,3 +213,40 @@ def step_while_queued(
         thread.join(10)
     assert not thread.is_alive()
     return result[0]
+
+
+def run_until_stopped(
+    url: str, system: str, app: str, *options: str, linger: float = 0.0
+) -> tuple[int, str]:
+    """Start `fes run SYSTEM`, wait for a stop record in ``app``'s store, SIGTERM it.
+
+    ``linger`` seconds pass between the record and the signal (time for
+    retries, were the stop retried).  Returns the exit code and stderr.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fes.edge import open_database
+    from fes.edge._skips import STOPS_STREAM
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fes.edge._cli", "run", system,
+         "--store", url, "--poll-interval", "0.05", *options],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        with open_database(url) as database:
+            store = database.store(app)
+            deadline = time.monotonic() + 30
+            while store.stream_version(STOPS_STREAM) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(linger)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    return process.returncode, err

@@ -8,23 +8,17 @@ and `fes run` exiting 0.)
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from fes.edge import Application, SyncRunner, ThreadedRunner, open_database
+from fes.edge import Application, SyncRunner, ThreadedRunner
 from fes.edge._cli import main
 from fes.edge._skips import STOPS_STREAM, ViewHalted, ViewResumed
 from fes.errors import FollowerStopped, ViewError
 from system import domain
-from system.helpers import send
+from system.helpers import run_until_stopped, send
 
-TESTS = Path(__file__).resolve().parents[1]
 STOPPED = "view 'sent' of 'source' failed on position 3: ValueError: view cannot count message 2"
 
 
@@ -121,26 +115,11 @@ def test_fes_run_exits_3_with_one_line_for_a_stopped_view(
     """`fes run` logs the view's stop once, without a traceback, and exits 3 on SIGTERM."""
     with Application(domain.viewed.app("source"), store=sqlite_url) as source:
         send(source, range(5), poison=[2])
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:viewed",
-         "--store", sqlite_url, "--poll-interval", "0.05", *options],
-        stderr=subprocess.PIPE, text=True, env=env,
+    # linger: several retries' worth, were the stop retried
+    code, err = run_until_stopped(
+        sqlite_url, "system.domain:viewed", "source", *options, linger=0.5
     )
-    try:
-        with open_database(sqlite_url) as database:
-            store = database.store("source")
-            deadline = time.monotonic() + 30
-            while store.stream_version(STOPS_STREAM) == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        time.sleep(0.5)  # several retries' worth, were it retried
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-    assert process.returncode == 3, err
+    assert code == 3, err
     assert "Traceback" not in err, err
     assert f"fes: {STOPPED}" in err, err
     assert err.count("view cannot count message 2") <= 3, err  # the log line(s), the summary
