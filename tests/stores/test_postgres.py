@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from pgserver import PgServer
 
 from fes.edge.stores import Database, NewEvent, Tracking, open_database
@@ -887,6 +889,85 @@ def test_batch_appends_quote_every_value_they_send(pg_url: str) -> None:
                 store.append([batch[1], NewEvent("fresh", 1, "T", b"", 1, None)])
             assert (caught.value.stream, caught.value.actual) == (batch[1].stream, 1)
         assert store.read_stream("fresh") == []
+
+
+class _Odd(int):
+    """An int subclass that renders itself as something else: stored as its value."""
+
+    def __str__(self) -> str:
+        return "1},{2"
+
+    __repr__ = __str__
+    __format__ = None  # type: ignore[assignment]
+
+
+# any text a stream id or topic may hold (no NUL, no lone surrogate), drawing
+# often on what array and string literals give a meaning to
+_text = st.text(
+    st.sampled_from(list("\"\\'{},; \tNUL$%()E")) | st.characters(
+        blacklist_categories=("Cs",), blacklist_characters="\x00"
+    )
+)
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def quoting_database(pg_server: PgServer) -> Iterator[Database]:
+    database = open_database(pg_server.create_database(f"fes_quoting_{os.getpid()}"))
+    yield database
+    database.close()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    streams=st.lists(
+        st.tuples(_text.filter(bool).map(lambda s: s[:40]), st.integers(1, 3)),
+        min_size=1, max_size=6,
+    ),
+    topic=_text,
+    payloads=st.lists(st.binary(max_size=40), min_size=12, max_size=12),
+    metas=st.lists(st.none() | st.binary(max_size=20), min_size=12, max_size=12),
+    odd=st.booleans(),
+    tracked=st.sampled_from(["none", "first", "next"]),
+)
+@example(  # each character either literal gives a meaning to
+    streams=[("a\\b\"c", 2), ("{NULL}", 1), ("'; --", 1)], topic=" ,E'\\x00\"",
+    payloads=[b"\\x00\"'"] * 12, metas=[None, b""] * 6, odd=True, tracked="next",
+)
+def test_a_batch_message_keeps_any_value_exactly(
+    quoting_database: Database,
+    streams: list[tuple[str, int]],
+    topic: str,
+    payloads: list[bytes],
+    metas: list[bytes | None],
+    odd: bool,
+    tracked: str,
+) -> None:
+    """A batch's arrays go as literals fes builds: any stream id, topic, payload,
+    metadata, version and timestamp comes back exactly as appended, with tracking."""
+    store = quoting_database.store("quoting")
+    n = next(_ids)
+    events: list[NewEvent] = []
+    for i, (stream, count) in enumerate(dict(streams).items()):
+        for version in range(1, count + 1):
+            k = len(events)
+            stamp = _Odd(k + n) if odd else k + n
+            events.append(NewEvent(f"{n}-{i}-{stream}", _Odd(version) if odd else version,
+                                   topic, payloads[k % 12], stamp, metas[k % 12]))
+    leader, tracking = f"leader-{n}", None
+    if tracked == "first":
+        tracking = Tracking(leader, 1, 0)
+    elif tracked == "next":
+        store.append([], tracking=Tracking(leader, 1, 0))
+        tracking = Tracking(leader, 2, 1)
+    positions = store.append(events, tracking=tracking)
+    stored = store.read_log(positions[0] - 1, limit=len(events))
+    assert [(e.stream, e.version, e.topic, e.payload, e.timestamp, e.meta) for e in stored] == [
+        (e.stream, int(e.version), e.topic, e.payload, int(e.timestamp), e.meta) for e in events
+    ]
+    assert store.last_tracked(leader) == (0 if tracking is None else tracking.position)
 
 
 # Closing ------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from fes.edge.stores._base import NewEvent, Tracking
 from fes.edge.stores._checks import check_app_name
 from fes.edge.stores._postgres._options import MAX_IDENTIFIER
 from fes.errors import StoreError
@@ -169,6 +170,64 @@ APPEND_PARAMETERS["first"] = (
     *APPEND_PARAMETERS["none"], ("leader", "text"), ("position", "bigint")
 )
 APPEND_PARAMETERS["next"] = (*APPEND_PARAMETERS["first"], ("previous", "bigint"))
+
+
+# A batch's arrays go to the server as array literals built here, each then
+# quoted by psycopg as one string: psycopg's own quoting of a list runs in
+# Python per element (a regular expression each), 110 us for six events
+# against 18 (a follower's batch, measured over W5's follower).  Every
+# element of a text or bytea array is double-quoted, so no text (the checks
+# refuse NUL) reads as NULL, a separator or a brace; a backslash and a
+# double quote are escaped inside the quotes, as the array syntax wants.
+
+_replace = str.replace
+
+
+def text_array(items: Sequence[str]) -> str:
+    """``items`` as a PostgreSQL array literal, each kept exactly."""
+    if not items:
+        return "{}"
+    return '{"' + '","'.join(
+        [_replace(_replace(item, "\\", "\\\\"), '"', '\\"') for item in items]
+    ) + '"}'
+
+
+def int_array(items: Sequence[int]) -> str:
+    """``items`` (ints, or subclasses of int) as a PostgreSQL array literal."""
+    # int.__repr__, not str: an int subclass may render itself otherwise
+    return "{" + ",".join(map(int.__repr__, items)) + "}"
+
+
+def bytea_array(items: Sequence[bytes | None]) -> str:
+    """``items`` as a PostgreSQL bytea array literal in hex, None as NULL."""
+    return "{" + ",".join(
+        ["NULL" if item is None else '"\\\\x' + bytes.hex(item) + '"' for item in items]
+    ) + "}"
+
+
+def batch_values(
+    events: Sequence[NewEvent], firsts: dict[str, int], tracking: Tracking | None
+) -> tuple[object, ...]:
+    """A batch append's parameters in :data:`APPEND_PARAMETERS` order, arrays as literals.
+
+    ``firsts``: each stream's first version in the batch (``check_batch``'s).
+    """
+    cas: tuple[object, ...] = ()
+    if tracking is not None:
+        cas = (tracking.leader, tracking.position)
+        if tracking.previous:  # the "next" statement's compare-and-set
+            cas = (*cas, tracking.previous)
+    return (
+        text_array(list(firsts)),
+        int_array([first - 1 for first in firsts.values()]),
+        text_array([event.stream for event in events]),
+        int_array([event.version for event in events]),
+        text_array([event.topic for event in events]),
+        bytea_array([event.payload for event in events]),
+        int_array([event.timestamp for event in events]),
+        bytea_array([event.meta for event in events]),
+        *cas,
+    )
 
 
 def _prepare_append(kind: str) -> tuple[str, str]:

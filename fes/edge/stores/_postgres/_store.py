@@ -43,13 +43,13 @@ from fes.edge.stores._checks import (
 from fes.edge.stores._postgres._connections import Connections
 from fes.edge.stores._postgres._listener import Listener
 from fes.edge.stores._postgres._sql import (
-    APPEND_PARAMETERS,
     CONFLICT,
     EVENT_COLUMNS,
     NOTIFIED,
     TRACKED,
     Conn,
     Queries,
+    batch_values,
     channel,
     stream_query,
 )
@@ -151,21 +151,22 @@ class PostgresStore:
         if tracking is None and len(events) == 1:  # too large for one message
             return self._append_large_one(conn, events[0])
         # built before the log's lock is taken, which every appender waits for
-        params = {
-            "streams": list(firsts),
-            "expected": [first - 1 for first in firsts.values()],
-            "e_stream": [e.stream for e in events],
-            "e_version": [e.version for e in events],
-            "e_topic": [e.topic for e in events],
-            "e_payload": [e.payload for e in events],
-            "e_timestamp": [e.timestamp for e in events],
-            "e_meta": [e.meta for e in events],
-            "channel": self._channel,
-            **cas,
-        }
         if _fits_batch_message(events):
-            rows = self._append_message(conn, kind, params)
+            values = batch_values(events, firsts, tracking)
+            rows = self._append_message(conn, kind, values)
         else:  # values this large go as binary parameters, after the lock
+            params = {
+                "streams": list(firsts),
+                "expected": [first - 1 for first in firsts.values()],
+                "e_stream": [e.stream for e in events],
+                "e_version": [e.version for e in events],
+                "e_topic": [e.topic for e in events],
+                "e_payload": [e.payload for e in events],
+                "e_timestamp": [e.timestamp for e in events],
+                "e_meta": [e.meta for e in events],
+                "channel": self._channel,
+                **cas,
+            }
             conn.execute(q.begin_locked)
             rows = conn.execute(q.append[kind], params, binary=True).fetchall()
         at: dict[tuple[str, int], int] = {}
@@ -187,7 +188,7 @@ class PostgresStore:
         return [at[e.stream, e.version] for e in events]
 
     def _append_message(
-        self, conn: Conn, kind: str, params: dict[str, Any]
+        self, conn: Conn, kind: str, values: tuple[object, ...]
     ) -> list[tuple[Any, ...]]:
         """BEGIN, the lock and the append in one message; the append's result rows.
 
@@ -205,14 +206,13 @@ class PostgresStore:
         if cursor is None:
             cursor = conn.batch_cursor = ClientCursor(conn)
         key = q.prepare_append[kind]
-        values = tuple(params[name] for name, _ in APPEND_PARAMETERS[kind])
         if key in conn.prepared:
             try:
                 cursor.execute(q.append_message[kind], values)
             except psycopg.errors.InvalidSqlStatementName:
                 conn.execute(b"ROLLBACK")
                 conn.prepared = conn.prepared - {key}
-                return self._append_message(conn, kind, params)
+                return self._append_message(conn, kind, values)
         else:
             conn.prepared = conn.prepared | {key}
             try:
@@ -221,7 +221,7 @@ class PostgresStore:
                 # the session has it (prepared before it was last forgotten, by
                 # a single event's append that lost its own): nothing ran
                 conn.execute(b"ROLLBACK")
-                return self._append_message(conn, kind, params)
+                return self._append_message(conn, kind, values)
         while cursor.nextset():  # past BEGIN's, the lock's (and PREPARE's) results
             pass
         return cursor.fetchall()
