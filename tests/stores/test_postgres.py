@@ -23,7 +23,12 @@ from hypothesis import strategies as st
 from pgserver import PgServer
 
 from fes.edge.stores import Database, NewEvent, Tracking, open_database
-from fes.edge.stores._postgres import PostgresDatabase, PostgresStore, _connections
+from fes.edge.stores._postgres import (
+    PostgresDatabase,
+    PostgresStore,
+    _connections,
+    _listener,
+)
 from fes.edge.stores._postgres._sql import channel
 from fes.edge.stores._postgres._store import (
     BATCH_MESSAGE_BYTES,
@@ -479,6 +484,32 @@ def test_wait_notified_wakes_on_a_notification_after_the_count_it_was_given(
         started = time.monotonic()
         assert waiter.wait_notified(after, 30) is True
         assert time.monotonic() - started < 0.5
+
+
+def test_every_notification_is_counted_while_the_listener_runs_statements(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification that arrives while the listener's own statement runs (its
+    keepalive, here sent whenever nothing is to be read) is counted like any other: each
+    commit of the log counts one, none lost between the listener's reads."""
+    monkeypatch.setattr(_listener.Listener, "_KEEPALIVE", 0)
+    with (
+        PostgresDatabase(pg_url, poll_interval=60) as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter, writer = waiting.store("shop"), writing.store("shop")
+        first = waiter.notified()
+        assert isinstance(first, int)
+        assert waiter.wait_notified(first, 30) is True  # the LISTEN's own count
+        start = waiter.notified()
+        assert isinstance(start, int)
+        commits = 300
+        for i in range(commits):
+            writer.append([new(f"s{i}", 1)])  # a commit each: a notification each
+        deadline = time.monotonic() + 10
+        while waiter.notified() != start + commits and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiter.notified() == start + commits
 
 
 @pytest.mark.parametrize("listen", [True, False])
