@@ -849,6 +849,31 @@ def test_single_event_appends_quote_every_value_they_send(pg_url: str) -> None:
 
 
 
+def test_a_single_event_refused_by_another_key_is_no_conflict(pg_url: str) -> None:
+    """A single event's insert refused by a unique key other than (stream, version) (here
+    the position, taken by a row put in by hand) is a store error, not a conflict that a
+    command would retry: the stream has no such version.  Nothing is stored."""
+    with PostgresDatabase(pg_url) as database:
+        store = database.store("keys")
+        store.append([new("a", 1)])  # position 1
+        sql_rows(
+            pg_url,
+            "INSERT INTO keys_events (position, stream, version, topic, payload, timestamp_us)"
+            " OVERRIDING SYSTEM VALUE SELECT p, 'hand-' || p, 1, 'T', '', 0"
+            " FROM generate_series(2, 9) AS p",
+        )
+        large = os.urandom(ONE_MESSAGE_BYTES + 1)  # too large for one message: parameters
+        for event in (new("b", 1), NewEvent("c", 1, "Big", large, 1, None)):
+            with pytest.raises(StoreError, match="nothing was stored") as caught:
+                store.append([event])
+            assert not isinstance(caught.value, ConcurrencyError)
+            assert "keys_events_pkey" in str(caught.value)
+            assert store.read_stream(event.stream) == []
+        with pytest.raises(ConcurrencyError) as conflict:  # the version is taken: a conflict
+            store.append([new("a", 1)])
+        assert (conflict.value.expected, conflict.value.actual) == (0, 1)
+
+
 def test_a_batch_append_prepares_again_a_statement_its_session_lost(pg_url: str) -> None:
     """Each kind of batch append (no tracking, first and next tracking) survives code
     that deallocates the session's prepared statements, and a lock that times out

@@ -125,8 +125,10 @@ def _append_statement(tracking: str) -> str:
 
 #: The append of one event with no tracking (a command's on one stream, the
 #: common case): no arrays to unnest and no CTE of streams' versions.  The
-#: unique (stream, version) refuses a version already taken, and the look at
-#: the version before it refuses a gap; nothing returned means a conflict.
+#: unique (stream, version) refuses a version already taken (an error, which
+#: aborts the transaction), and the look at the version before it refuses a
+#: gap (nothing returned).  No ON CONFLICT: its speculative insertion cost the
+#: server 3 to 6 us more per insert, spent holding the log's lock.
 _APPEND_ONE = (
     "WITH ins AS ("
     " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
@@ -134,7 +136,6 @@ _APPEND_ONE = (
     "  %(timestamp)s::bigint, %(meta)s::bytea"
     " WHERE %(version)s::bigint = 1 OR EXISTS (SELECT 1 FROM {events}"
     "  WHERE stream = %(stream)s::text AND version = %(version)s::bigint - 1)"
-    " ON CONFLICT DO NOTHING"
     " RETURNING position)"
     " SELECT position, pg_notify(%(channel)s, '') FROM ins"
 )
@@ -150,7 +151,6 @@ _PREPARE_ONE = (
     " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
     " SELECT $1, $2, $3, $4, $5, $6"
     " WHERE $2 = 1 OR EXISTS (SELECT 1 FROM {events} WHERE stream = $1 AND version = $2 - 1)"
-    " ON CONFLICT DO NOTHING"
     " RETURNING position)"
     " SELECT position, pg_notify({channel}, '') FROM ins"
 )

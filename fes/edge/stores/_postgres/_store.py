@@ -53,7 +53,7 @@ from fes.edge.stores._postgres._sql import (
     channel,
     stream_query,
 )
-from fes.errors import ConcurrencyError, DuplicateTracking, StoreUnavailable
+from fes.errors import ConcurrencyError, DuplicateTracking, StoreError, StoreUnavailable
 
 __all__ = ["PostgresStore"]
 
@@ -238,8 +238,12 @@ class PostgresStore:
             "channel": self._channel,
         }
         conn.execute(self._q.begin_locked)
-        row = conn.execute(self._q.append_one, params, binary=True).fetchone()
-        if row is None:  # the version is taken, or the one before it is missing
+        try:
+            row = conn.execute(self._q.append_one, params, binary=True).fetchone()
+        except psycopg.errors.UniqueViolation as clash:  # the version is taken
+            conn.execute(b"ROLLBACK")
+            raise self._refused(conn, event, clash) from None
+        if row is None:  # the version before it is missing
             raise self._refused(conn, event)
         return [int(row[0])]
 
@@ -269,8 +273,9 @@ class PostgresStore:
         """One event and no tracking: the lock, a plain insert and COMMIT, in one message.
 
         A command's append, the common case.  The insert is refused by the
-        (stream, version) key, or by the look at the version before it, and
-        then inserts nothing, so its COMMIT commits nothing.  The three
+        (stream, version) key (an error: the server aborts the transaction
+        and skips its COMMIT), or by the look at the version before it (it
+        inserts nothing, so its COMMIT commits nothing).  The three
         statements go to the server as one simple-protocol query (the insert
         as an EXECUTE of the statement :meth:`_begin_one` prepared, its
         values quoted by psycopg): the server has the whole transaction
@@ -295,15 +300,29 @@ class PostgresStore:
             conn.execute(b"ROLLBACK")
             conn.prepared = frozenset()
             return self._append_one(conn, event, self._begin_one(conn))
+        except psycopg.errors.UniqueViolation as clash:  # the version is taken
+            conn.execute(b"ROLLBACK")
+            raise self._refused(conn, event, clash) from None
         row = cursor.fetchone()
-        if row is None:  # the version is taken, or the one before it is missing
+        if row is None:  # the version before it is missing
             raise self._refused(conn, event)
         return [int(row[0])]
 
-    def _refused(self, conn: Conn, event: NewEvent) -> ConcurrencyError:
-        """The conflict of a single event's insert that inserted nothing, with the version found."""
+    def _refused(
+        self, conn: Conn, event: NewEvent, clash: psycopg.Error | None = None
+    ) -> ConcurrencyError | StoreError:
+        """The conflict of a single event's refused insert, with the version found.
+
+        ``clash``: the unique key that refused it; one that is not the
+        (stream, version) key (the stream has no such version) is no
+        conflict, but a store error.
+        """
         found = conn.execute(self._q.versions, ([event.stream],)).fetchone()
         actual = 0 if found is None else int(found[1])
+        if clash is not None and actual < event.version:
+            return StoreError(
+                f"could not {self._appending} on {self._conns.url}: {clash}; nothing was stored"
+            )
         return ConcurrencyError(event.stream, event.version - 1, actual)
 
     def _commit(self, conn: Conn) -> None:
