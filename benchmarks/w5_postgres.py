@@ -309,7 +309,7 @@ def run(config: Config) -> Report:
 
     counts = QUICK_COUNTS if config.quick else FULL_COUNTS
     seconds = float(config.size(5, 1))
-    runs = config.repeat(3, 1)
+    runs = config.repeat(5, 1)  # one run swings the 4-writer rate by up to a tenth
     report = Report(
         "W5",
         f"PostgreSQL, durable: {', '.join(map(str, counts))} writer processes ({seconds:g} s, "
