@@ -60,7 +60,7 @@ __all__ = ["main"]
 def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     import orjson
 
-    from ._cli_events import EXIT_ERROR, cell, data_cell, fit, reader, table, when
+    from ._cli_events import EXIT_ERROR, cell, data_cell, fit, reader, table, text_cell, when
 
     system = _system(args.system)
     with _Stores(args, system) as stores:
@@ -85,7 +85,8 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
             if rows:
                 headers = ["position", "stream", "version", "topic", "recorded at", "data"]
                 cells = [
-                    [r.position, r.stream, r.version, r.topic, when(r.timestamp), data_cell(d)]
+                    [r.position, text_cell(r.stream), r.version, text_cell(r.topic),
+                     when(r.timestamp), data_cell(d)]
                     for r, d in zip(rows, records, strict=True)
                 ]
                 # the stream and topic lose their middles first, the time its date

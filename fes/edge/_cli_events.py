@@ -5,12 +5,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from typing import Any, TextIO
 
-import attrs
 import orjson
-import pyrsistent
 
 from fes.events import Recorded, micros_datetime
 from fes.system import System
@@ -19,27 +16,10 @@ from ._application import Application
 from .codec._frame import _COMPRESSED, _ENCRYPTED, _FORMAT_1, _FORMAT_MASK, _header, _inflate
 from .stores._base import Database, StoredEvent
 
-__all__ = ["data_cell", "fit", "reader", "when"]
+__all__ = ["data_cell", "fit", "reader", "text_cell", "when"]
 
 # the most a row's payload is inflated to for showing it
 _SHOW_LIMIT = 64 * 1024 * 1024
-
-
-def jsonable(value: Any) -> Any:
-    """A value as plain JSON data: attrs classes as objects, collections as arrays."""
-    if attrs.has(type(value)):
-        return {f.name: jsonable(getattr(value, f.name)) for f in attrs.fields(type(value))}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset, pyrsistent.PSet)):
-        return sorted((jsonable(v) for v in value), key=repr)
-    if isinstance(value, (list, tuple, pyrsistent.PVector)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def raw_data(payload: bytes) -> Any:
@@ -69,6 +49,27 @@ def when(micros: int, timespec: str = "milliseconds") -> str:
     """
     moment = micros_datetime(micros)
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def text_cell(text: str) -> str:
+    """A stream id or topic for a table: as it is, or quoted with what cannot be seen escaped.
+
+    A newline would split a row and a tab shift its columns; a space at an
+    end, or a character that prints as nothing, would make two ids look
+    alike.  Such a text shows in double quotes, with `\\n`, `\\t`, `\\r`, `\\"`,
+    `\\\\` and `\\u` escapes.
+    """
+    if text.isprintable() and text.strip() == text:
+        return text
+    escaped = [
+        ch if ch.isprintable() and ch not in '"\\' else _ESCAPES.get(ch)
+        or (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        for ch in text
+    ]
+    return '"' + "".join(escaped) + '"'
 
 
 def data_cell(record: Mapping[str, Any]) -> str:
@@ -152,7 +153,7 @@ def reader(
         }
         if application is not None:
             recorded: Recorded[Any] = application.recorded(row)
-            record["data"] = jsonable(recorded.event)
+            record["data"] = application.codec._event_data(recorded.event)
             meta = recorded.metadata
             record["correlation_id"] = meta.correlation_id
             record["causation_id"] = meta.causation_id

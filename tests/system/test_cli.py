@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,50 @@ def test_log_as_json_decodes_with_the_system(
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["data"] for r in records] == [{"number": n} for n in range(3)]
     assert records[0]["causation_id"] == "source:m-0@1"
+
+
+def test_decoded_records_show_values_as_the_codec_stores_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --system, bytes, a decimal and a date show as the codec stores them (base64
+    and text), as they do without it; they used to show as Python's repr of bytes."""
+    from system.vault import Deposited, box, vault
+
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    blob = b"\xff\xd8\x00null\x89PNG"
+    with Application(vault, store=url) as app:
+        batch = app.batch()
+        batch.emit(box, "b-1", [Deposited(blob, Decimal("1.10"), date(2026, 1, 2))])
+        app.commit(batch)
+    expected = {"blob": base64.b64encode(blob).decode(), "worth": "1.10", "on": "2026-01-02"}
+    for command in (["log", "--app", "vault", "--json"], ["stream", "b-1", "--app", "vault"]):
+        for system in ([], ["--system", "system.vault:system"]):
+            assert main([*command, *system, "--store", url]) == 0
+            (line,) = capsys.readouterr().out.splitlines()
+            assert json.loads(line)["data"] == expected, (command, system)
+
+
+def test_a_log_table_shows_invisible_characters_of_stream_ids_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream id or topic with a newline, a tab or a space at an end shows quoted with
+    them escaped, one row per event; a plain one shows as it is."""
+    monkeypatch.setenv("COLUMNS", "200")
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    streams = ["new\nline", "tab\there", "space ", "plain é 😀", 'quote"and\\back\n']
+    with Application(domain.source, store=url) as app:
+        batch = app.batch()
+        for stream in streams:
+            batch.emit(domain.messages, stream, [domain.Sent(1)])
+        app.commit(batch)
+    assert main(["log", "--store", url, "--app", "source"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = lines[3:]
+    assert len(rows) == len(streams), lines
+    shown = ['"new\\nline"', '"tab\\there"', '"space "', "plain é 😀",
+             '"quote\\"and\\\\back\\n"']
+    for row, text in zip(rows, shown, strict=True):
+        assert f"  {text}  " in row, (row, text)
 
 
 def test_stream_prints_one_streams_events_as_json_lines(

@@ -262,6 +262,18 @@ class Codec:
             return topic, body
         return topic, self._seal(body, schema, "event", topic, stream, version)
 
+    def _event_data(self, event: object) -> Any:
+        """An event as the JSON data its payload holds, before any compression or encryption.
+
+        What ``fes log`` and ``fes stream`` show of a decoded event: bytes in
+        base64, decimals and dates as text, as stored.
+        """
+        try:
+            _, unstructure, _, write = self._writers[event.__class__]
+        except KeyError:
+            raise self._unregistered(event) from None
+        return orjson.loads(_dumps(unstructure(event)) if write is None else write(event))
+
     def decode(self, topic: str, payload: bytes, *, stream: str, version: int) -> object:
         """The event stored at ``stream@version`` under ``topic``."""
         try:
