@@ -146,7 +146,7 @@ class Listener:
 
         Once listening, a notification costs a wake of this thread, libpq's
         read of it, and a bump: no psycopg generator or poll object of its
-        own per notification (a W5 follower's listener spent 49 us of CPU on
+        own per notification (a W5 follower's listener spent 44 us of CPU on
         each with them).  Notifications that arrive while a statement of this
         thread runs (LISTEN, the keepalive) reach :meth:`_notified` through
         psycopg's handler.

@@ -128,7 +128,7 @@ def _append_statement(tracking: str) -> str:
 #: unique (stream, version) refuses a version already taken (an error, which
 #: aborts the transaction), and the look at the version before it refuses a
 #: gap (nothing returned).  No ON CONFLICT: its speculative insertion cost the
-#: server 3 to 6 us more per insert, spent holding the log's lock.
+#: server 3 to 7 us more per insert, spent holding the log's lock.
 _APPEND_ONE = (
     "WITH ins AS ("
     " INSERT INTO {events} (stream, version, topic, payload, timestamp_us, meta)"
