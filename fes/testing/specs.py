@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 from attrs import field, frozen
 
+from fes._ids import STREAM_ID_RULE, stream_keepable
 from fes.aggregates import Aggregate, Command, decide
 from fes.errors import ConfigurationError, DefinitionError, FesError, Rejected
 from fes.events import NO_METADATA, Metadata, Recorded
@@ -250,7 +251,9 @@ class PolicySpecification:
         The policy is given the event as is, then called a second time on a
         copy of it, with :mod:`random` seeded differently: it fails, naming the policy and the
         event, if the two calls differ (a policy reading ``random``, ``uuid4``
-        or the clock) or if the first changed the event.
+        or the clock) or if the first changed the event.  It fails too on an
+        intent whose stream id no store keeps (one with a NUL character, say,
+        built from text the policy was given), where the follower would stop.
         """
         __tracebackhide__ = True
         if self.upstream is None:
@@ -266,6 +269,13 @@ class PolicySpecification:
                 raise DefinitionError(
                     f"the policy {policy_name(self.policy)!r} returned {intent!r} among its "
                     "intents; an intent is fes.Emit or fes.Do"
+                )
+            if not stream_keepable(intent.stream):  # as the follower's batch refuses it
+                raise AssertionError(
+                    f"the policy {policy_name(self.policy)!r} returned {_intent(intent)}, on a "
+                    f"stream no store keeps ({STREAM_ID_RULE}): its follower would stop "
+                    "there. Build an id from text the policy does not control as a digest "
+                    "of it, such as str(uuid.uuid5(namespace, text))"
                 )
         if actual != list(expected):
             raise AssertionError(

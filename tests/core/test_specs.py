@@ -285,6 +285,27 @@ def test_given_policy_refuses_a_bare_intent_as_the_runner_does() -> None:
         given_policy(bare).when(Registered("Fido")).then()
 
 
+@pytest.mark.parametrize(
+    "name", ["Nul\x00Byte", "lone \ud800", "x" * 500, ""], ids=["nul", "surrogate", "long", "empty"]
+)
+def test_given_policy_refuses_a_stream_id_no_store_keeps(name: str) -> None:
+    """An intent on a stream id no store keeps (built here from a name the policy was
+    given) fails the spec with the rule and how to build one, as it would stop the
+    follower; the same policy on an ordinary name passes."""
+    def per_name(event: fes.Recorded[Registered]) -> list[fes.Intent]:
+        return [fes.Do(counter, f"n:{event.event.name}" if event.event.name else "",
+                       increment, (1,))]
+
+    given_policy(per_name).when(Registered("Zoë 😀")).then(
+        fes.Do(counter, "n:Zoë 😀", increment, (1,))
+    )
+    with pytest.raises(AssertionError, match=r"a stream no store keeps \(a stream id must be a "
+                       r"str of 1 to 500 characters.*uuid5"):
+        given_policy(per_name).when(Registered(name)).then(
+            fes.Do(counter, f"n:{name}" if name else "", increment, (1,))
+        )
+
+
 def test_given_policy_refuses_what_is_not_an_intent_as_the_runner_does() -> None:
     """An item that is neither fes.Emit nor fes.Do is the runner's DefinitionError, not a diff.
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from fes._ids import MAX_STREAM_ID, STREAM_ID_RULE, stream_keepable
+from fes._ids import keepable_text as _keepable
 from fes.edge.stores._base import NewEvent, Resealed, Tracking
 from fes.errors import StoreError
 
@@ -38,9 +40,6 @@ __all__ = [
 #: The longest application name: leaves room for a table suffix within
 #: PostgreSQL's 63-byte identifiers.
 MAX_APP_NAME = 48
-#: The longest stream id, in characters.  At four UTF-8 bytes a character at
-#: most, a stream id fits in an entry of PostgreSQL's (stream, version) index.
-MAX_STREAM_ID = 500
 #: The largest integer SQLite's INTEGER and PostgreSQL's bigint hold; the
 #: stores also use it as the bound of a read with no upper bound.
 MAX_INTEGER = 2**63 - 1
@@ -83,34 +82,7 @@ def check_stream(stream: object) -> None:
     """
     if stream_keepable(stream):
         return
-    raise StoreError(
-        f"a stream id must be a str of 1 to {MAX_STREAM_ID} characters with no NUL "
-        f"character or lone surrogate, not {_shown(stream)}"
-    )
-
-
-def stream_keepable(stream: object) -> bool:
-    """Whether :func:`check_stream` accepts ``stream``, without raising.
-
-    Called for every stream id a command, batch or follower names: the
-    common case, ASCII text, is decided here with no further call.
-    """
-    if stream.__class__ is str and 0 < len(stream) <= MAX_STREAM_ID and stream.isascii():
-        return "\x00" not in stream
-    return isinstance(stream, str) and 0 < len(stream) <= MAX_STREAM_ID and _keepable(stream)
-
-
-def _keepable(text: str) -> bool:
-    """Whether every store can keep ``text``: no NUL (PostgreSQL), a UTF-8 form."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
+    raise StoreError(f"{STREAM_ID_RULE}, not {_shown(stream)}")
 
 
 def check_integer(name: str, value: object, lowest: int = _LOWEST) -> None:
