@@ -220,17 +220,23 @@ def run_until_stopped(
 ) -> tuple[int, str]:
     """Start `fes run SYSTEM`, wait for a stop record in ``app``'s store, SIGTERM it.
 
-    ``linger`` seconds pass between the record and the signal (time for
-    retries, were the stop retried).  Returns the exit code and stderr.
+    The record must come within 30 s, with the process still serving (it
+    goes on after a stop).  ``linger`` seconds pass between the record and
+    the signal (time for retries, were the stop retried).  Returns the exit
+    code and stderr.  The process imports this fes, first, and the tests'
+    systems.
     """
     import subprocess
     import sys
     from pathlib import Path
 
+    import fes
     from fes.edge import open_database
     from fes.edge._skips import STOPS_STREAM
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    here = str(Path(fes.__file__).resolve().parents[1])
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, tests])}
     process = subprocess.Popen(
         [sys.executable, "-m", "fes.edge._cli", "run", system,
          "--store", url, "--poll-interval", "0.05", *options],
@@ -242,6 +248,8 @@ def run_until_stopped(
             deadline = time.monotonic() + 30
             while store.stream_version(STOPS_STREAM) == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert store.stream_version(STOPS_STREAM) > 0, "no stop was recorded within 30 s"
+        assert process.poll() is None, "fes run ended at the stop; it should go on serving"
         time.sleep(linger)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 import fes
-from fes.edge import Application, ProcessRunner, SyncRunner, ThreadedRunner, open_database
+from fes.edge import Application, ProcessRunner, SyncRunner, ThreadedRunner
 from fes.edge._runners import Runner
 from fes.edge._skips import STOPS_STREAM, FollowerHalted, FollowerResumed, current_stops
 from system import domain, standby
-from system.helpers import own_log, send, serve
+from system.helpers import own_log, run_until_stopped, send, serve
 
 TESTS = Path(__file__).resolve().parents[1]
 DOMAIN = str(TESTS / "system" / "domain.py")
@@ -415,24 +415,9 @@ def test_fes_run_logs_a_stop_and_exits_3_while_serving_the_others(sqlite_url: st
     """`fes run` goes on after a stop, logs where the policy failed, and exits 3 on SIGTERM."""
     with Application(domain.pipeline.app("source"), store=sqlite_url) as source:
         send(source, range(5), poison=[2])
-    env = _env()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fes.edge._cli", "run", "system.domain:pipeline",
-         "--store", sqlite_url, "--poll-interval", "0.05"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        with open_database(sqlite_url) as database:
-            store = database.store("sink")
-            assert _gone_within(30, lambda: store.stream_version(STOPS_STREAM) > 0)
-        assert process.poll() is None  # still serving
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-    assert process.returncode == 3, err
+    # fails unless the stop is recorded while the process goes on serving
+    code, err = run_until_stopped(sqlite_url, "system.domain:pipeline", "sink")
+    assert code == 3, err
     assert "ValueError: message 2 is poisoned" in err
     assert f"(at {DOMAIN}:" in err and "follower 'sink' stopped" in err
 
