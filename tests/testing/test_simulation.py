@@ -13,6 +13,7 @@ from hypothesis.errors import NoSuchExample
 from system import domain
 
 import fes
+from fes._ids import STREAM_ID_RULE
 from fes.edge import Application, Batch
 from fes.edge.stores import Tracking
 from fes.examples import shop
@@ -425,6 +426,41 @@ def test_policy_errors_end_as_in_the_fault_free_run(handler: fes.ErrorHandler) -
         report = result.report()
         assert "but followers stopped on a policy error in both" in report.splitlines()[0]
         assert "  - counter: on school: ValueError: no rex" in report
+
+
+def per_name(recorded: fes.Recorded[Registered]) -> list[fes.Intent]:
+    """Count each name in a stream of its own, its id built from the name (a bug)."""
+    return [fes.Emit(tally, f"tally-{recorded.event.name}", [Counted(recorded.event.name)])]
+
+
+def test_check_system_finds_a_stream_id_no_store_keeps() -> None:
+    """A policy building stream ids from data fails the check on the one input that breaks it.
+
+    A dog's name with a NUL makes an id PostgreSQL's text cannot hold: every
+    store refuses it, the follower stops, and the check shrinks to that name.
+    """
+    system = fes.System(
+        [fes.App("school", aggregates=[dogs]),
+         fes.App("counter", aggregates=[tally], policy=per_name)],
+        pipes=[["school", "counter"]],
+    )
+    names = st.sampled_from(["a", "b", "c\x00"]).map(
+        lambda n: Input("school", "dog", f"dog-{n[0]}", "register", (n,))
+    )
+    with pytest.raises(AssertionError) as failed:
+        check_system(
+            system, st.lists(names, min_size=1, max_size=3),
+            settings=settings(max_examples=50, database=None), seed=0,
+        )
+    report = str(failed.value)
+    assert "inputs (1):\n  1. school/dog-c: register('c\\x00')" in report, report
+    assert (
+        "  - counter: on school: EncodeError: a batch of 'counter' acts on a stream no store "
+        "can keep: " + STREAM_ID_RULE + ", not 'tally-c\\x00'"
+    ) in report, report
+    # without the NUL the same policy passes
+    fine = st.lists(names.filter(lambda i: "\x00" not in i.args[0]), min_size=1, max_size=3)
+    assert check_system(system, fine, settings=settings(max_examples=5, database=None), seed=0)
 
 
 def test_a_stopped_follower_fails_the_run_unless_expected() -> None:
