@@ -97,6 +97,10 @@ class PolicyError(FesError):
         else:
             what = f"policy of {app!r} failed on {leader!r} position {position}"
         super().__init__(_stopped(what, error))
+        #: ``error``'s traceback as text, formatted when the follower (or view)
+        #: stopped: the source lines as they were then, not as a later edit of
+        #: the file shows them.  None until it stops.
+        self.traceback: str | None = None
 
 
 class ViewError(PolicyError):

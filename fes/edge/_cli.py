@@ -302,28 +302,25 @@ def _print_tracebacks(
     """For ``fes run --traceback``: each stopped follower's policy traceback (and each
     stopped view's ``apply`` traceback).
 
-    A follower of this process kept its exception; a worker process's
-    arrives without one, so its stop record (which keeps it) is read.
+    Each is the text formatted when it stopped (by this process, or by the
+    worker process that reported it): formatted now, it would show the
+    source file as it is now, which a fix may have changed meanwhile.  A
+    report without it falls back on the stop record, which keeps the same.
     """
-    import traceback
-
     from fes.system import app_of_unit
 
     from .stores import open_database
 
     for unit, failure in errors.items():
-        error = failure.error
-        text: str | None = None
-        if error.__traceback__ is not None:
-            text = "".join(traceback.format_exception(error, chain=False))
-        elif isinstance(failure, ViewError):
+        text = failure.traceback  # formatted when it stopped
+        if text is None and isinstance(failure, ViewError):
             try:
                 with open_database(urls[failure.app]) as database:
                     view_stop = _apps_view_stops(database, failure.app, system).get(failure.view)
             except (FesError, OSError):
                 view_stop = None
             text = view_stop.traceback if view_stop is not None else None
-        else:
+        elif text is None:
             name = app_of_unit(system, unit).name
             try:
                 with open_database(urls[name]) as database:

@@ -910,21 +910,25 @@ class Follower:
         logger.error("%s%s; follower %r stopped", failure, where and f" (at {where})", self.unit,
                      exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
                      extra=self.log_fields(failure.leader, failure.position))
+        # the traceback as the source is now: `fes run --traceback` prints it at exit,
+        # perhaps after the file was fixed (the record keeps the same text)
+        fields = stop_fields(failure.error, self.application.clock)
+        failure.traceback = fields["traceback"]
         # recorded first: whoever sees the error (wait_for, a status page) may read
         # the record at once, in this store, as any host does
         try:
-            self._record_stop(failure, where)
+            self._record_stop(failure, where, fields)
         finally:
             self.error = failure
 
-    def _record_stop(self, failure: PolicyError, where: str) -> None:
+    def _record_stop(self, failure: PolicyError, where: str, fields: dict[str, Any]) -> None:
         """Record the stop in this follower's own store, so that any host can see it."""
         note = FollowerHalted(
             unit=self.unit,
             leader=failure.leader,
             position=failure.position,
             where=where,
-            **stop_fields(failure.error, self.application.clock),
+            **fields,
         )
         for _ in range(20):
             try:

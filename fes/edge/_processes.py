@@ -113,7 +113,10 @@ def _worker(
                 # the supervisor holds the only read end: once it is gone this
                 # fails at once (no one is left to tell) rather than blocking
                 with contextlib.suppress(OSError):
-                    reports.send((name, error.leader, error.position, _portable(error.error)))
+                    reports.send((
+                        name, error.leader, error.position, _portable(error.error),
+                        error.traceback,
+                    ))
 
     try:
         runner.start()
@@ -306,18 +309,23 @@ class ProcessRunner(Runner):
                     inbox.close()
                     self._inboxes.remove(inbox)
 
-    def _take(self, name: str, leader: str, position: int, error: BaseException) -> None:
+    def _take(
+        self, name: str, leader: str, position: int, error: BaseException,
+        traceback: str | None,
+    ) -> None:
         """Record and log a worker's report that follower (or view, ``app/view``) ``name``
-        stopped."""
+        stopped (``traceback``: the error's, as the worker formatted it then)."""
         app, slash, view = name.partition("/")
         if slash:
             failure: PolicyError = ViewError(app, view, position, error)
+            failure.traceback = traceback
             self._failures.setdefault(name, failure)
             logger.error("%s; view %r stopped", failure, name, extra={
                 "app": app, "view": view, "position": position,
             })
             return
         failure = PolicyError(name, leader, position, error)
+        failure.traceback = traceback
         self._failures.setdefault(name, failure)
         logger.error("%s; follower %r stopped", failure, name, extra={
             "app": name.partition("#")[0], "follower": name, "leader": leader,

@@ -237,8 +237,10 @@ class Projection(Generic[V]):
         logger.error("%s%s; view %r stopped", failure, where and f" (at {where})", self.label,
                      exc_info=logger.isEnabledFor(logging.DEBUG) and failure.error,
                      extra=self.log_fields(failure.position))
+        fields = stop_fields(failure.error, self.application.clock)
+        failure.traceback = fields["traceback"]  # as the follower's (see Follower._stop)
         try:
-            self._record_stop(failure, where)
+            self._record_stop(failure, where, fields)
         finally:
             self.error = failure
 
@@ -248,14 +250,9 @@ class Projection(Generic[V]):
             self._looked = True
         return self._halted
 
-    def _record_stop(self, failure: ViewError, where: str) -> None:
+    def _record_stop(self, failure: ViewError, where: str, fields: dict[str, Any]) -> None:
         """Record the stop in the application's store, so that any host can see it."""
-        note = ViewHalted(
-            view=self.view.name,
-            position=failure.position,
-            where=where,
-            **stop_fields(failure.error, self.application.clock),
-        )
+        note = ViewHalted(view=self.view.name, position=failure.position, where=where, **fields)
         self._note(note)
 
     def _clear_stop(self, position: int) -> None:

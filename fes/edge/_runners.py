@@ -735,10 +735,11 @@ class Runner:
                 stops[name] = recorded_stops(self.app(name))
             halted = stops[name].get((unit, leader))
             if halted is not None:
-                found[unit] = PolicyError(unit, leader, halted.position, RuntimeError(
+                failure = found[unit] = PolicyError(unit, leader, halted.position, RuntimeError(
                     f"{halted.error} (at {halted.where}; recorded {halted.at} on "
                     f"{halted.host}, pid {halted.pid})"
                 ))
+                failure.traceback = halted.traceback
         return found
 
     def _quiet_except(self, stopped: set[str]) -> bool:

@@ -216,15 +216,16 @@ def step_while_queued(
 
 
 def run_until_stopped(
-    url: str, system: str, app: str, *options: str, linger: float = 0.0
+    url: str, system: str, app: str, *options: str, linger: float = 0.0,
+    path: Sequence[str] = (), before_signal: Callable[[], object] | None = None,
 ) -> tuple[int, str]:
     """Start `fes run SYSTEM`, wait for a stop record in ``app``'s store, SIGTERM it.
 
     The record must come within 30 s, with the process still serving (it
     goes on after a stop).  ``linger`` seconds pass between the record and
-    the signal (time for retries, were the stop retried).  Returns the exit
-    code and stderr.  The process imports this fes, first, and the tests'
-    systems.
+    the signal (time for retries, were the stop retried), then
+    ``before_signal`` is called.  Returns the exit code and stderr.  The
+    process imports this fes, first, the tests' systems, then ``path``.
     """
     import subprocess
     import sys
@@ -236,7 +237,7 @@ def run_until_stopped(
 
     here = str(Path(fes.__file__).resolve().parents[1])
     tests = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, tests])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, tests, *path])}
     process = subprocess.Popen(
         [sys.executable, "-m", "fes.edge._cli", "run", system,
          "--store", url, "--poll-interval", "0.05", *options],
@@ -251,6 +252,8 @@ def run_until_stopped(
             assert store.stream_version(STOPS_STREAM) > 0, "no stop was recorded within 30 s"
         assert process.poll() is None, "fes run ended at the stop; it should go on serving"
         time.sleep(linger)
+        if before_signal is not None:
+            before_signal()
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     finally:
