@@ -109,7 +109,7 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                         # its stop records cannot be read here: whether it stopped is
                         # unknown, so it is neither shown nor counted as caught up
                         status = (
-                            "unknown: its stop records are encoded, pass --system to read them"
+                            "unknown: its stop records are encrypted, pass --system to read them"
                         )
                     if name not in listing.unreachable:
                         # what it is behind is still told, where its leader can be read
@@ -258,7 +258,7 @@ def _stopped_views(stores: _Stores, names: list[str]) -> list[tuple[Any, ...]]:
         last = store.last_position()
         if stops is None:
             rows.append((f"{name}/?", "-", last,
-                         "unknown: its stop records are encoded, pass --system to read them"))
+                         "unknown: its stop records are encrypted, pass --system to read them"))
             continue
         for view, stop in sorted(stops.items()):
             found = store.load_view(view)

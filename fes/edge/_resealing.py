@@ -7,6 +7,7 @@ import logging
 from attrs import evolve, frozen
 
 from fes.edge._application import Application, check_count
+from fes.edge.codec._frame import _ENCRYPTED, _FORMAT_1, _FORMAT_MASK
 from fes.edge.stores._base import Resealed, StoredSnapshot
 from fes.errors import DecodeError, DefinitionError
 from fes.snapshots import fingerprint
@@ -50,12 +51,15 @@ def reseal(
     fingerprint is none of the application's aggregates') is never read by
     this release, but it holds a state all the same: it is resealed under
     the aggregate name its ciphertext is bound to, if one of the
-    application's aggregates still has that name.  One that no name opens
-    (its aggregate was renamed or removed, or it was stored in the clear,
-    which binds it to no aggregate) is left as it is, counted in
-    :attr:`Resealing.snapshots_left` and logged as a warning with its stream
-    and version: delete it from the store's snapshots (a snapshot is only a
-    shortcut) before its key leaves the ring.
+    application's aggregates still has that name; one stored in the clear,
+    which binds it to no name, is encrypted (with ``plain``) under the name
+    of the aggregate whose events its stream holds now.  One that no name
+    opens (its aggregate was renamed or removed) is left as it is, counted
+    in :attr:`Resealing.snapshots_left` and logged in one warning for each
+    earlier definition, with some of their streams: delete them from the
+    store's snapshots (a snapshot is only a shortcut) before their key
+    leaves the ring.  So is one in the clear without ``plain``, or whose
+    stream's events no aggregate of the application owns.
 
     It runs beside the live applications.  Each batch of the log is resealed in
     one transaction (:meth:`fes.edge.stores.Store.reseal`); positions,
@@ -71,7 +75,7 @@ def reseal(
     stay resealed.
     """
     check_count("batch_size", batch_size, 1)
-    codec, store = application.codec, application.store
+    codec = application.codec
     if codec.cipher is None:
         raise DefinitionError(
             f"application {application.name!r} has no cipher: resealing encrypts "
@@ -79,6 +83,28 @@ def reseal(
         )
     aggregates = {fingerprint(a): a.name for a in application.app.aggregates}
     names = list(dict.fromkeys(aggregates.values()))
+    # whose events a stream holds, by their topic: the name a plain snapshot is sealed under
+    owners = {topic: a.name for a in application.app.aggregates for topic in a.topics()}
+    # the snapshots left, by definition (fingerprint) and whether stored in the clear:
+    # how many, and the first few (stream, version)
+    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]] = {}
+    try:
+        return _walk(application, aggregates, names, owners, lefts, plain, batch_size)
+    finally:  # what was left is told, also when a row stops the run
+        _warn_left(application, lefts, plain)
+
+
+def _walk(
+    application: Application,
+    aggregates: dict[str, str],
+    names: list[str],
+    owners: dict[str, str],
+    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]],
+    plain: bool,
+    batch_size: int,
+) -> Resealing:
+    """:func:`reseal`'s walk of the log, noting in ``lefts`` the snapshots it left."""
+    codec, store = application.codec, application.store
     events = metadata = snapshots = left = 0
     walked: set[str] = set()  # the streams whose snapshots were resealed
     position = 0
@@ -109,21 +135,39 @@ def reseal(
             )
         if resealed:
             store.reseal(resealed)
-        for stream in dict.fromkeys(row.stream for row in rows):
+        topics: dict[str, str] = {}  # each stream of the batch with its first row's topic
+        for row in rows:
+            topics.setdefault(row.stream, row.topic)
+        for stream, topic in topics.items():
             if stream in walked:
                 continue  # its snapshots were resealed when an earlier batch met it
             walked.add(stream)
+            owner = owners.get(topic)
             # every snapshot of the stream, the latest first: an older one still
             # holds a state (a load with version= reads it), under its old key
             snapshot = store.load_snapshot(stream)
             while snapshot is not None:
-                done = _reseal_snapshot(application, snapshot, aggregates, names, plain)
+                done = _reseal_snapshot(application, snapshot, aggregates, names, plain, owner)
                 snapshots += done == "resealed"
-                left += done == "left"
+                if done == "left":
+                    left += 1
+                    count, named = lefts.setdefault(
+                        (snapshot.fingerprint, not _sealed(snapshot.payload)), ([0], [])
+                    )
+                    count[0] += 1
+                    if len(named) < _NAMED:
+                        named.append((stream, snapshot.version))
                 if snapshot.version <= 1:
                     break
                 snapshot = store.load_snapshot(stream, to_version=snapshot.version - 1)
         position = rows[-1].position
+
+
+def _sealed(payload: bytes) -> bool:
+    """Whether a stored payload is encrypted (not JSON in the clear, compressed or not)."""
+    return bool(payload) and payload[0] & _FORMAT_MASK == _FORMAT_1 and bool(
+        payload[0] & _ENCRYPTED
+    )
 
 
 def _reseal_snapshot(
@@ -132,8 +176,13 @@ def _reseal_snapshot(
     aggregates: dict[str, str],
     names: list[str],
     plain: bool,
+    owner: str | None,
 ) -> str | None:
-    """Reseal one stored snapshot: "resealed", "left" (no name opens it) or None (already)."""
+    """Reseal one stored snapshot: "resealed", "left" (no name opens it) or None (already).
+
+    ``owner`` is the aggregate whose events the snapshot's stream holds, if
+    the application has it.
+    """
     codec, store, stream = application.codec, application.store, snapshot.stream
     name = aggregates.get(snapshot.fingerprint)
     payload: bytes | None = None
@@ -141,6 +190,15 @@ def _reseal_snapshot(
         payload = codec.reseal(
             snapshot.payload, kind="state", name=name, stream=stream,
             version=snapshot.version, plain=plain,
+        )
+    elif not _sealed(snapshot.payload):
+        # An earlier definition's, in the clear: bound to no name, it is sealed
+        # under its stream's aggregate's, when plain rows are vouched for.
+        if not plain or owner is None:
+            return "left"
+        payload = codec.reseal(
+            snapshot.payload, kind="state", name=owner, stream=stream,
+            version=snapshot.version, plain=True,
         )
     else:
         # Of an earlier definition: its ciphertext is bound to its aggregate's
@@ -157,14 +215,42 @@ def _reseal_snapshot(
             except DecodeError:
                 continue  # another aggregate's, or one no key of the ring opens
         else:
-            logger.warning(
-                "left the snapshot of stream %r version %d in %r as it is: it is of "
-                "an earlier definition (fingerprint %s) that no aggregate of this "
-                "release opens; delete it before its key leaves the ring",
-                stream, snapshot.version, application.name, snapshot.fingerprint,
-            )
             return "left"
     if payload is None:
         return None
     store.save_snapshot(evolve(snapshot, payload=payload))
     return "resealed"
+
+
+#: How many of the snapshots left a warning names.
+_NAMED = 5
+
+
+def _warn_left(
+    application: Application,
+    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]],
+    plain: bool,
+) -> None:
+    """One warning for each earlier definition whose snapshots were left, naming a few."""
+    for (print_, in_clear), ([count], first) in lefts.items():
+        named = ", ".join(f"{stream!r} version {version}" for stream, version in first)
+        more = f" and {count - len(first)} more" if count > len(first) else ""
+        if in_clear and not plain:
+            why = (
+                "stored in the clear, they are encrypted only when asked (plain=True; "
+                "fes reseal --plain), or delete them"
+            )
+        elif in_clear:
+            why = (
+                "stored in the clear, in streams whose events no aggregate of this "
+                "release owns: delete them, since they keep a state unencrypted"
+            )
+        else:
+            why = (
+                "their aggregate's name is none of this release's (renamed or removed): "
+                "delete them before their key leaves the ring"
+            )
+        logger.warning(
+            "left %d snapshot(s) of an earlier definition (fingerprint %s) in %r as they "
+            "are: %s (%s%s)", count, print_, application.name, why, named, more,
+        )

@@ -393,7 +393,7 @@ def test_fes_apps_does_not_call_a_follower_with_unreadable_stop_records_caught_u
         runner.run_until_quiet(check=False)
     raw = _fes("apps", "--store", sqlite_url)
     assert raw.returncode == 1, raw.stdout + raw.stderr
-    assert "unknown: its stop records are encoded" in raw.stdout
+    assert "unknown: its stop records are encrypted" in raw.stdout
     assert "caught up" not in raw.stdout
     rows = [line.split() for line in raw.stdout.splitlines()]
     assert ["sink", "source", "1", "4"] in [row[:4] for row in rows], raw.stdout

@@ -575,7 +575,9 @@ class Codec:
         ):
             raise CipherError(
                 f"cannot decrypt {_row(kind, name, stream, version)}: it is not encrypted, "
-                "and a codec with a cipher reads only authenticated payloads"
+                "and a codec with a cipher reads only authenticated payloads (stored before "
+                f"{self._app!r} had a cipher? `fes reseal SYSTEM --app {self._app} --plain`, "
+                "or fes.edge.reseal(application, plain=True), encrypts such rows)"
             )
         if flags & _FORMAT_MASK != _FORMAT_1:
             raise ValueError(f"unknown payload format byte 0x{flags:02x}")
