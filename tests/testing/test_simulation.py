@@ -463,6 +463,52 @@ def test_check_system_finds_a_stream_id_no_store_keeps() -> None:
     assert check_system(system, fine, settings=settings(max_examples=5, database=None), seed=0)
 
 
+def closed(dog: Registered | None, name: str) -> list[Registered]:
+    """A school that refuses every registration."""
+    raise fes.Rejected("the school is closed")
+
+
+def test_check_system_fails_when_no_input_was_accepted() -> None:
+    """Every registration refused: the runs exercised nothing, and say so."""
+    refused = st.lists(
+        st.just(Input("school", "dog", "dog-a", closed, ("a",))), min_size=1, max_size=3
+    )
+    with pytest.raises(AssertionError) as failed:
+        check_system(counting, refused, settings=settings(max_examples=10, database=None), seed=0)
+    assert str(failed.value) == (
+        "check_system exercised nothing: in 10 run(s) no input was accepted (every command "
+        "was refused, or decided no events); give inputs that the commands accept"
+    )
+
+
+def aloof(recorded: fes.Recorded[Registered]) -> list[fes.Intent]:
+    """Count only dogs named Rex, which the inputs below never register."""
+    return count(recorded) if recorded.event.name == "rex" else []
+
+
+def test_check_system_fails_when_no_policy_led_to_an_event() -> None:
+    """Inputs accepted, but never one the policy acts on: its process was never exercised.
+
+    (A trial's fines policy, acting on late returns only, passed a planted bug
+    that way: the strategy never made an on-time return.)
+    """
+    system = fes.System(
+        [fes.App("school", aggregates=[dogs]),
+         fes.App("counter", aggregates=[tally], policy=aloof)],
+        pipes=[["school", "counter"]],
+    )
+    budget = settings(max_examples=10, database=None)
+    with pytest.raises(AssertionError) as failed:
+        check_system(system, REGISTRATIONS, settings=budget, seed=0)
+    assert str(failed.value) == (
+        "check_system exercised no policy: in 10 run(s) no policy (of 'counter') led to an "
+        "event; give inputs whose events the policies act on (or test a policy that acts on "
+        "none with given_policy)"
+    )
+    rex = st.just([Input("school", "dog", "dog-r", "register", ("rex",))])
+    assert check_system(system, rex, settings=budget, seed=0)["runs"] >= 1
+
+
 def test_a_stopped_follower_fails_the_run_unless_expected() -> None:
     """A stop in both runs is no difference, yet it fails: production would stop too.
 
