@@ -336,6 +336,8 @@ def test_the_http_store_is_read_only_and_serves_only_the_log(leader_url: str) ->
             store.append([])
         with pytest.raises(StoreError, match="read-only HTTP leader"):
             store.reseal([])
+        with pytest.raises(StoreError, match="read-only HTTP leader: delete_snapshots"):
+            store.delete_snapshots(keep=[])
         with pytest.raises(StoreError, match="only its notification log"):
             store.read_stream("m-1")
         # in words first: an application's get() never called read_payloads itself

@@ -2,7 +2,8 @@
 
 - :class:`Application` loads, folds, decides and appends for one :class:`fes.App`;
 - :class:`Codec` and :class:`Cipher` turn events into bytes and back, and
-  :func:`reseal` moves stored events under a new key;
+  :func:`reseal` moves stored events under a new key; :func:`prune_snapshots`
+  deletes the snapshots an earlier definition of an aggregate wrote;
 - stores (memory, SQLite, PostgreSQL) are chosen by one URL with
   :func:`open_database`, and implement the protocol of :mod:`fes.edge.stores`;
 - runners (:class:`SyncRunner`, :class:`ThreadedRunner`, :class:`ProcessRunner`,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from fes.edge._loading import load_system
     from fes.edge._processes import ProcessRunner
     from fes.edge._projections import Projection
+    from fes.edge._pruning import prune_snapshots
     from fes.edge._resealing import Resealing, reseal
     from fes.edge._runners import Lag, Runner, SyncRunner, ThreadedRunner, lags
     from fes.edge._serve import run
@@ -52,6 +54,7 @@ __all__ = [
     "lags",
     "load_system",
     "open_database",
+    "prune_snapshots",
     "reseal",
     "run",
     "skipped",
@@ -72,6 +75,7 @@ _HOMES = {
     "Lag": "fes.edge._runners",
     "ProcessRunner": "fes.edge._processes",
     "Projection": "fes.edge._projections",
+    "prune_snapshots": "fes.edge._pruning",
     "Resealing": "fes.edge._resealing",
     "reseal": "fes.edge._resealing",
     "Runner": "fes.edge._runners",

@@ -8,6 +8,7 @@
     fes stream ID --app A [--system MODULE:SYSTEM]
     fes apps [--system MODULE:SYSTEM]
     fes reseal MODULE:SYSTEM --app A [--plain] [--batch-size N]
+    fes prune MODULE:SYSTEM --app A
 
 Every command takes ``--store URL`` (default: ``FES_STORE_URL``, then
 ``sqlite:///fes.db``; ``demo`` uses a temporary file unless given one),
@@ -122,6 +123,24 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
+    from ._application import Application
+    from ._pruning import prune_snapshots
+
+    system = _system(args.system)
+    assert system is not None
+    app = _named(system, args.app, "--app")
+    with _Stores(args, system) as stores:
+        stores.check(app.name)
+        with Application(app, store=stores.database(app.name)) as application:
+            deleted = prune_snapshots(application)
+    print(
+        f"{app.name}: deleted {deleted} snapshot(s) that no aggregate of this release reads",
+        file=out,
+    )
+    return 0
+
+
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
     from ._application import Application
     from ._cli_events import EXIT_ERROR
@@ -151,7 +170,7 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
         left = (
             f"; left {done.snapshots_left} snapshot(s) that no aggregate of this release "
             "opens (of a renamed or removed aggregate, or stored in the clear; see the "
-            "warnings) as they were: delete them before an old key leaves the ring"
+            "warnings) as they were: delete them (fes prune) before an old key leaves the ring"
         )
     print(
         f"{app.name}: resealed {done.events} event(s), {done.metadata} metadata and "
@@ -446,6 +465,15 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--batch-size", type=parse.size, default=500, metavar="N",
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
+
+    prune = command(
+        "prune",
+        "delete an application's snapshots that no aggregate of this release reads "
+        "(an earlier definition's, after a deploy changed it); its events are untouched",
+    )
+    prune.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")
+    prune.add_argument("--app", required=True, help="the application whose snapshots to prune")
+    prune.set_defaults(handler=_cmd_prune)
     add_serve(command)
     return parser
 

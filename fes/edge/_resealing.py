@@ -238,17 +238,18 @@ def _warn_left(
         if in_clear and not plain:
             why = (
                 "stored in the clear, they are encrypted only when asked (plain=True; "
-                "fes reseal --plain), or delete them"
+                "fes reseal --plain), or delete them (prune_snapshots; fes prune)"
             )
         elif in_clear:
             why = (
                 "stored in the clear, in streams whose events no aggregate of this "
-                "release owns: delete them, since they keep a state unencrypted"
+                "release owns: delete them (prune_snapshots; fes prune), since they keep "
+                "a state unencrypted"
             )
         else:
             why = (
                 "their aggregate's name is none of this release's (renamed or removed): "
-                "delete them before their key leaves the ring"
+                "delete them (prune_snapshots; fes prune) before their key leaves the ring"
             )
         logger.warning(
             "left %d snapshot(s) of an earlier definition (fingerprint %s) in %r as they "

@@ -285,7 +285,8 @@ def test_a_snapshot_no_aggregate_name_opens_is_left_as_it_is_and_counted(
     assert warning == (
         f"left 4 snapshot(s) of an earlier definition (fingerprint {fingerprint(dogs)}) in "
         "'school' as they are: their aggregate's name is none of this release's (renamed or "
-        "removed): delete them before their key leaves the ring ('dog-0' version 2, 'dog-1' "
+        "removed): delete them (prune_snapshots; fes prune) before their key leaves the ring "
+        "('dog-0' version 2, 'dog-1' "
         "version 2, 'dog-2' version 4, 'dog-2' version 2)"
     ), warning
     assert reseal(next_release).snapshots_left == 4  # said again until they are deleted

@@ -142,8 +142,16 @@ def test_reseal_says_how_many_snapshots_it_left_under_an_old_key(
     assert out.startswith("orders: resealed 4 event(s), 0 metadata and 0 snapshot(s)")
     assert (
         "left 2 snapshot(s) that no aggregate of this release opens (of a renamed or removed "
-        "aggregate, or stored in the clear; see the warnings) as they were" in out
+        "aggregate, or stored in the clear; see the warnings) as they were: delete them "
+        "(fes prune) before an old key leaves the ring" in out
     )
+    # so they are deleted; then everything is under the new key
+    assert main(["prune", shop, "--app", "orders", "--store", url]) == 0
+    assert capsys.readouterr().out == (
+        "orders: deleted 2 snapshot(s) that no aggregate of this release reads\n"
+    )
+    assert main(["reseal", shop, "--app", "orders", "--store", url]) == 0
+    assert "left" not in capsys.readouterr().out
 
 
 def test_apps_shows_tracked_positions_and_lag(

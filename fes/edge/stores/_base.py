@@ -188,6 +188,16 @@ class Store(Protocol):
         """The latest snapshot of ``stream`` at or below ``to_version``."""
         ...
 
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        """Delete every snapshot whose fingerprint is not in ``keep``, atomically; how many.
+
+        For the snapshots of earlier definitions of the aggregates, which no
+        aggregate reads any more (:func:`fes.edge.prune_snapshots` keeps those
+        of the application's own).  A snapshot is only a shortcut: deleting
+        one loses no event, and its stream is folded from its events.
+        """
+        ...
+
     def last_tracked(self, leader: str) -> int:
         """The last position of ``leader`` this application tracked (0 for none)."""
         ...

@@ -25,6 +25,7 @@ __all__ = [
     "check_app_name",
     "check_batch",
     "check_integer",
+    "check_keep",
     "check_log",
     "check_read",
     "check_reseal",
@@ -133,6 +134,24 @@ def check_where(stream: object, version: object) -> None:
     """Refuse a snapshot's stream id, or its version unless it is 1 or more."""
     check_stream(stream)
     check_integer("a version", version, 1)
+
+
+def check_keep(keep: object) -> list[str]:
+    """The fingerprints ``delete_snapshots`` keeps, as a list; anything but strings refused.
+
+    A string is refused whole: as a collection of its characters it would
+    keep nothing and delete every snapshot.
+    """
+    if isinstance(keep, str | bytes) or not isinstance(keep, Collection):
+        raise StoreError(
+            f"keep is a collection of snapshot fingerprints (str), such as "
+            f"{{'3f2a…'}}, not {keep!r}"
+        )
+    found = list(keep)
+    for item in found:
+        if not isinstance(item, str):
+            raise StoreError(f"a snapshot fingerprint is a str, not {item!r}")
+    return found
 
 
 def check_batch(events: Sequence[NewEvent]) -> dict[str, int]:

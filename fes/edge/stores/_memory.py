@@ -50,6 +50,7 @@ from fes.edge.stores._checks import (
     check_app_name,
     check_batch,
     check_integer,
+    check_keep,
     check_log,
     check_read,
     check_reseal,
@@ -335,6 +336,22 @@ class MemoryStore:
                 snapshot.stream, versions.set(snapshot.version, snapshot)
             )
             self._state = evolve(state, snapshots=snapshots)
+
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        """Delete every snapshot whose fingerprint is not in ``keep``, atomically; how many."""
+        kept = set(check_keep(keep))
+        with self._database.lock:
+            state = self._read()
+            snapshots = state.snapshots
+            deleted = 0
+            for stream, versions in state.snapshots.items():
+                left = pmap({v: s for v, s in versions.items() if s.fingerprint in kept})
+                if len(left) != len(versions):
+                    deleted += len(versions) - len(left)
+                    snapshots = snapshots.set(stream, left) if left else snapshots.remove(stream)
+            if deleted:
+                self._state = evolve(state, snapshots=snapshots)
+        return deleted
 
     def load_snapshot(self, stream: str, *, to_version: int | None = None) -> StoredSnapshot | None:
         """The latest snapshot of ``stream`` at or below ``to_version``."""

@@ -156,6 +156,8 @@ class ReadingCases:
         assert billing.read_stream("a") == [] and billing.stream_version("a") == 0
         assert billing.tracked() == {} and billing.last_tracked("up") == 0
         assert billing.load_snapshot("a") is None and billing.load_view("v") is None
+        assert billing.delete_snapshots(keep=()) == 0  # the shop's stays
+        assert shop.load_snapshot("a") == new_snapshot("a", 2)
         assert billing.wait(0, 0.05) is False
         billing.append([new_event("a", 1)], tracking=Tracking("up", 1, 0))
         billing.save_view("v", b"billing", Tracking("up", 1, 0))

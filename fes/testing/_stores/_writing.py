@@ -432,6 +432,31 @@ class WritingCases:
         assert loaded("a", to_version=2) is None
         assert loaded("c") is None
 
+    def test_delete_snapshots_keeps_only_the_fingerprints_given(self, store: Store) -> None:
+        """Every snapshot of another fingerprint goes, in any stream; the count is returned."""
+        older = StoredSnapshot("a", 2, "fp-old", b"old a", 2)
+        kept = [new_snapshot("a", 4), new_snapshot("b", 1)]
+        gone = [older, StoredSnapshot("b", 3, "fp-old", b"old b", 3),
+                StoredSnapshot("c", 1, "fp-other", b"c", 1)]
+        for snapshot in [*kept, *gone]:
+            store.save_snapshot(snapshot)
+        assert store.delete_snapshots(keep={"fp-1"}) == 3
+        assert store.load_snapshot("a") == kept[0]
+        assert store.load_snapshot("a", to_version=3) is None  # its older one went too
+        assert store.load_snapshot("b") == kept[1]  # b's newer one was of fp-old
+        assert store.load_snapshot("c") is None
+        assert store.delete_snapshots(keep=["fp-1"]) == 0
+        assert store.delete_snapshots(keep=()) == 2  # none kept: every one goes
+        assert store.load_snapshot("a") is None and store.load_snapshot("b") is None
+
+    def test_delete_snapshots_refuses_a_keep_that_is_not_fingerprints(self, store: Store) -> None:
+        """A str (its characters) or a non-str fingerprint is refused, and nothing goes."""
+        store.save_snapshot(new_snapshot("a", 1))
+        for keep in ["fp-1", b"fp-1", None, [1]]:
+            with pytest.raises(StoreError, match="fingerprint"):
+                store.delete_snapshots(keep=keep)  # type: ignore[arg-type]
+        assert store.load_snapshot("a") == new_snapshot("a", 1)
+
     def test_snapshot_of_the_same_version_is_replaced(self, store: Store) -> None:
         """Saving a snapshot again at the same version replaces it."""
         store.save_snapshot(new_snapshot("a", 3, b"old"))

@@ -185,6 +185,10 @@ class _Store:
     ) -> StoredSnapshot | None:
         return self._inner.load_snapshot(stream, to_version=to_version)
 
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        self._up()
+        return self._inner.delete_snapshots(keep=keep)
+
     def last_tracked(self, leader: str) -> int:
         stale = self._faults.stale.pop((self.app, leader), None)
         if stale is not None:

@@ -541,6 +541,10 @@ class HttpStore:
         """Refused: the HTTP log is read-only."""
         self._read_only("save_snapshot")
 
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        """Refused: the HTTP log is read-only."""
+        self._read_only("delete_snapshots")
+
     def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
         """Refused: the HTTP log is read-only."""
         self._read_only("save_view")

@@ -311,6 +311,9 @@ class Queries:
             " fingerprint = EXCLUDED.fingerprint, payload = EXCLUDED.payload,"
             " timestamp_us = EXCLUDED.timestamp_us"
         )
+        self.delete_snapshots = q(
+            "DELETE FROM {snapshots} WHERE NOT (fingerprint = ANY(%s::text[]))"
+        )
         self.reseal = q(
             "UPDATE {events} SET payload = %s, meta = %s"
             " WHERE stream = %s AND version = %s AND topic = %s"

@@ -31,6 +31,7 @@ from fes.edge.stores._checks import (
     MAX_INTEGER,
     check_batch,
     check_integer,
+    check_keep,
     check_log,
     check_read,
     check_reseal,
@@ -359,6 +360,15 @@ class PostgresStore:
             lambda conn: conn.execute(
                 self._q.save_snapshot, (s.stream, s.version, s.fingerprint, s.payload, s.timestamp)
             ),
+            idempotent=True,
+        )
+
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        """Delete every snapshot whose fingerprint is not in ``keep``, atomically; how many."""
+        kept = check_keep(keep)
+        return self._conns.run(
+            f"delete snapshots of {self._app!r}",
+            lambda conn: conn.execute(self._q.delete_snapshots, (kept,)).rowcount,
             idempotent=True,
         )
 

@@ -101,6 +101,7 @@ class Statements:
             f"INSERT OR REPLACE INTO {snapshots} "
             "(stream, version, fingerprint, payload, timestamp) VALUES (?, ?, ?, ?, ?)"
         )
+        self.snapshot_delete = f"DELETE FROM {snapshots}"
         self.snapshot_load = (
             f"SELECT stream, version, fingerprint, payload, timestamp FROM {snapshots} "
             "WHERE stream = ? AND version <= ? ORDER BY version DESC LIMIT 1"

@@ -27,6 +27,7 @@ from fes.edge.stores._checks import (
     MAX_INTEGER,
     check_batch,
     check_integer,
+    check_keep,
     check_log,
     check_read,
     check_reseal,
@@ -261,6 +262,14 @@ class SQLiteStore:
             snapshot.timestamp,
         )
         self._write_one("save a snapshot", self._sql.snapshot_save, row)
+
+    def delete_snapshots(self, *, keep: Collection[str]) -> int:
+        """Delete every snapshot whose fingerprint is not in ``keep``, atomically; how many."""
+        kept = tuple(dict.fromkeys(check_keep(keep)))
+        sql = self._sql.snapshot_delete
+        if kept:
+            sql += f" WHERE fingerprint NOT IN ({', '.join('?' * len(kept))})"
+        return self._write_one(f"delete snapshots of {self._app!r}", sql, kept)
 
     def save_view(self, name: str, payload: bytes, tracking: Tracking) -> None:
         """Store a view's encoded state with the position it has reached, atomically."""
