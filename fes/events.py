@@ -338,9 +338,14 @@ def upcast(
     if stored_version == spec.version:
         return data
     if not 1 <= stored_version < spec.version:
+        newer = (
+            ", which a newer release wrote: read it with that release's code (every reader, "
+            "followers included, needs a schema before any writer uses it)"
+            if stored_version > spec.version else ""
+        )
         raise UpcastError(
             f"{cls.__qualname__} is at schema version {spec.version}; "
-            f"cannot read a stored version {stored_version}"
+            f"cannot read a stored version {stored_version}{newer}"
         )
     for index in range(stored_version - 1, spec.version - 1):
         step = spec.upcasters[index]

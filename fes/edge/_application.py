@@ -484,7 +484,8 @@ class Application:
                 logger.info(
                     "ignoring snapshots of aggregate %r that another definition of it made "
                     "(first on stream %r, version %d): such a stream is folded from its "
-                    "events until its next snapshot replaces the old one",
+                    "events until a snapshot of this definition is taken (the old ones "
+                    "stay stored until prune_snapshots, or fes prune, deletes them)",
                     aggregate.name, stream, stored.version,
                 )
             return None

@@ -1547,8 +1547,9 @@ def test_a_snapshot_with_a_stale_fingerprint_is_ignored(
     said = [r.getMessage() for r in caplog.records if "another definition" in r.getMessage()]
     assert said == [
         "ignoring snapshots of aggregate 'dog' that another definition of it made (first on "
-        "stream 'fido', version 4): such a stream is folded from its events until its next "
-        "snapshot replaces the old one"
+        "stream 'fido', version 4): such a stream is folded from its events until a snapshot "
+        "of this definition is taken (the old ones stay stored until prune_snapshots, or fes "
+        "prune, deletes them)"
     ]
     assert reads.take_reads() == [Read("fido", None, None, 5)] * 2  # no cache: read twice
     # now the loud release writes a snapshot of its own; the quiet one must ignore it

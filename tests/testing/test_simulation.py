@@ -468,16 +468,65 @@ def closed(dog: Registered | None, name: str) -> list[Registered]:
     raise fes.Rejected("the school is closed")
 
 
+#: Ten runs: what the checks of coverage count, exactly.
+TEN = settings(max_examples=10, database=None, deadline=None)
+
+
 def test_check_system_fails_when_no_input_was_accepted() -> None:
-    """Every registration refused: the runs exercised nothing, and say so."""
+    """Every registration refused: the runs exercised nothing, and say why."""
     refused = st.lists(
         st.just(Input("school", "dog", "dog-a", closed, ("a",))), min_size=1, max_size=3
     )
     with pytest.raises(AssertionError) as failed:
-        check_system(counting, refused, settings=settings(max_examples=10, database=None), seed=0)
-    assert str(failed.value) == (
-        "check_system exercised nothing: in 10 run(s) no input was accepted (every command "
-        "was refused, or decided no events); give inputs that the commands accept"
+        check_system(counting, refused, settings=TEN, seed=0)
+    head, stored, command, advice = str(failed.value).splitlines()
+    assert head == "check_system exercised too little to pass, in 10 run(s):"
+    assert stored == (
+        "  no input stored an event: every command was refused, or decided no events"
+    )
+    assert re.fullmatch(
+        r"  command 'closed' \(school/dog\) was never accepted: refused \d+ time\(s\), "
+        r"mostly Rejected: the school is closed", command
+    ), command
+    assert advice == (
+        "Give inputs that reach all of it; name a command refused on purpose in rare=."
+    )
+
+
+def test_check_system_fails_when_a_command_is_never_accepted_unless_rare() -> None:
+    """Registrations accepted, but the closed school's never: that command was not exercised.
+
+    (A trial's cancel, given a slot never booked, was refused in every run and
+    check_system passed.)  Named rare, it is refused on purpose, and passes.
+    """
+    both = st.lists(
+        st.sampled_from([
+            Input("school", "dog", "dog-a", "register", ("a",)),
+            Input("school", "dog", "dog-b", closed, ("b",)),
+        ]),
+        min_size=2, max_size=4, unique=True,
+    )
+    with pytest.raises(AssertionError) as failed:
+        check_system(counting, both, settings=TEN, seed=0)
+    lines = str(failed.value).splitlines()
+    assert len(lines) == 3 and lines[1].startswith(
+        "  command 'closed' (school/dog) was never accepted: refused "
+    ), lines
+    assert lines[1].endswith(" time(s), mostly Rejected: the school is closed"), lines
+    assert check_system(counting, both, settings=TEN, seed=0, rare=["closed"])["runs"] == 10
+
+
+def test_check_system_tells_a_command_error_for_a_mistake_in_the_inputs() -> None:
+    """Arguments the command does not take are a CommandError: the failure says so."""
+    wrong = st.just([Input("school", "dog", "dog-a", "register", ("a", "extra"))])
+    with pytest.raises(AssertionError) as failed:
+        check_system(counting, wrong, settings=TEN, seed=0)
+    lines = str(failed.value).splitlines()
+    assert "mostly CommandError: " in lines[2], lines
+    assert lines[3] == (
+        "  a CommandError is a mistake in the inputs, not a refusal by the domain: arguments "
+        "the command does not take, or a command given a stream whose state it cannot start "
+        "from"
     )
 
 
@@ -497,16 +546,16 @@ def test_check_system_fails_when_no_policy_led_to_an_event() -> None:
          fes.App("counter", aggregates=[tally], policy=aloof)],
         pipes=[["school", "counter"]],
     )
-    budget = settings(max_examples=10, database=None)
     with pytest.raises(AssertionError) as failed:
-        check_system(system, REGISTRATIONS, settings=budget, seed=0)
+        check_system(system, REGISTRATIONS, settings=TEN, seed=0)
     assert str(failed.value) == (
-        "check_system exercised no policy: in 10 run(s) no policy (of 'counter') led to an "
-        "event; give inputs whose events the policies act on (or test a policy that acts on "
-        "none with given_policy)"
+        "check_system exercised too little to pass, in 10 run(s):\n"
+        "  no policy (of 'counter') led to an event: give inputs whose events the policies "
+        "act on (or test a policy that acts on none with given_policy)\n"
+        "Give inputs that reach all of it; name a command refused on purpose in rare=."
     )
     rex = st.just([Input("school", "dog", "dog-r", "register", ("rex",))])
-    assert check_system(system, rex, settings=budget, seed=0)["runs"] >= 1
+    assert check_system(system, rex, settings=TEN, seed=0)["runs"] >= 1
 
 
 def test_a_stopped_follower_fails_the_run_unless_expected() -> None:

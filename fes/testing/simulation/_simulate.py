@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from fes.system import System
 from fes.testing.simulation._check import _check_invariants, _differences
-from fes.testing.simulation._edge import Application, is_internal
+from fes.testing.simulation._coverage import Coverage
+from fes.testing.simulation._edge import Application
 from fes.testing.simulation._inputs import Input, _execute
 from fes.testing.simulation._report import FollowedUp, Simulation
 from fes.testing.simulation._run import (
@@ -226,6 +227,7 @@ def check_system(
     databases: Databases = None,
     follow_ups: Sequence[FollowUp] = (),
     expect_stops: bool = False,
+    rare: Collection[str] = (),
 ) -> Counter[str]:
     """Simulate ``system`` on generated inputs and schedules; raise on the first failure.
 
@@ -242,11 +244,13 @@ def check_system(
     fault struck over all the runs, and how many ``runs`` there were, as a
     :class:`collections.Counter`.
 
-    A check that exercised nothing fails too: when no input of any run was
-    accepted (each was refused, or decided no events), or when the system
-    has policies and none of them led to an event in any run, the strategy
-    of ``inputs`` never reached what the check is for, and it raises an
-    ``AssertionError`` that says so.
+    A check that exercised too little fails too, with an ``AssertionError``
+    that says what and why: when no input of any run stored an event (each
+    was refused, or decided no events), when a command given in the inputs
+    was never accepted (refused every time: the message gives the reason
+    most often met), unless its name is in ``rare``, or when the system has
+    policies and none of them led to an event in any run.  The strategy of
+    ``inputs`` then never reached what the check is for.
 
     ``settings`` defaults to the current Hypothesis profile without a
     deadline; one failure is reported and the explain phase is skipped.
@@ -260,8 +264,7 @@ def check_system(
         follow_ups=len(follow_ups),
     )
     app_options = dict(options or {})
-    # what the runs exercised: runs with an input accepted, and with a policy's event
-    exercised: Counter[str] = Counter()
+    coverage = Coverage(system, rare)  # what the runs exercised
     # shrinking tries many schedules on the same inputs: their fault-free run is one
     references: dict[tuple[Input, ...], Reference] = {}
 
@@ -291,14 +294,7 @@ def check_system(
             raise _Failed(result)
         totals.update(result.counts)
         totals["runs"] += 1
-        exercised["inputs"] += any(
-            not (o.startswith("refused (") or o == "(no events)") for o in result.outcomes
-        )
-        # an event a policy's intent caused names its cause; an input's names none
-        exercised["policies"] += any(
-            r.metadata.causation_id is not None and not is_internal(r.topic)
-            for app in system.apps for r in result.expected.log(app.name)
-        )
+        coverage.add(result)
 
     # Hypothesis keys its example database by the test function, the same one for
     # every system: tell systems apart (as its own state machines do), by stable names
@@ -320,23 +316,7 @@ def check_system(
         error = AssertionError(str(failure))
         error.__notes__ = list(getattr(failure, "__notes__", []))
         raise error from None
-    _exercised(system, totals["runs"], exercised)
+    too_little = coverage.failure()
+    if too_little is not None:
+        raise AssertionError(too_little)
     return totals
-
-
-def _exercised(system: System, runs: int, exercised: Counter[str]) -> None:
-    """Fail a check whose runs exercised nothing: no input accepted, or no policy's event."""
-    __tracebackhide__ = True
-    if not exercised["inputs"]:
-        raise AssertionError(
-            f"check_system exercised nothing: in {runs} run(s) no input was accepted "
-            "(every command was refused, or decided no events); give inputs that the "
-            "commands accept"
-        )
-    policies = [app.name for app in system.apps if app.policy is not None]
-    if policies and not exercised["policies"]:
-        raise AssertionError(
-            f"check_system exercised no policy: in {runs} run(s) no policy (of "
-            f"{', '.join(map(repr, policies))}) led to an event; give inputs whose events "
-            "the policies act on (or test a policy that acts on none with given_policy)"
-        )
