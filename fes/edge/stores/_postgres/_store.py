@@ -62,12 +62,21 @@ __all__ = ["PostgresStore"]
 _LEAST_CONNECT_WAIT = 0.1
 _BEGIN = b"BEGIN"
 
+#: A row fes's application built: a NewEvent's fields, in their order.
+Row = tuple[str, int, str, bytes, int, bytes | None]
+_NEW_EVENT = NewEvent._make
+
 
 class PostgresStore:
     """One application's tables in a PostgreSQL database; get it from ``database.store(app)``.
 
     Safe to share between threads: each call borrows a pooled connection.
     """
+
+    #: An application of fes hands this class's stores rows it built and
+    #: checked (``_append_rows``), which are not checked again: marked on the
+    #: class, so that neither a subclass nor a wrapper is taken for one.
+    _takes_rows = True
 
     def __init__(
         self,
@@ -101,10 +110,33 @@ class PostgresStore:
         firsts = check_batch(events)
         if tracking is not None:
             check_tracking(tracking)
-        elif not events:
+        return self._write(list(events), firsts, tracking)
+
+    def _append_rows(
+        self, rows: Sequence[Row], firsts: dict[str, int], tracking: Tracking | None
+    ) -> list[int]:
+        """:meth:`append` of rows fes's application built and checked itself.
+
+        Each row is a :class:`NewEvent`'s fields, in their order; ``firsts``
+        holds each stream's first version in the rows.  The application
+        checked each stream id, made every topic, payload and metadata with
+        its codec and every timestamp with its clock, and checked
+        ``tracking``: third-party callers use :meth:`append`, which checks
+        all of that.
+        """
+        return self._write(list(map(_NEW_EVENT, rows)), firsts, tracking)
+
+    def _append_first(self, row: Row, firsts: dict[str, int]) -> int:
+        """:meth:`_append_rows` of one row, version 1 of its stream: its position."""
+        return self._write([_NEW_EVENT(row)], firsts, None)[0]
+
+    def _write(
+        self, batch: list[NewEvent], firsts: dict[str, int], tracking: Tracking | None
+    ) -> list[int]:
+        """The append of checked events (see :meth:`append`)."""
+        if tracking is None and not batch:
             self._conns.check_open("append")
             return []
-        batch = list(events)
         if tracking is None and len(batch) == 1 and _fits_one_message(batch[0]):
             # BEGIN on its own: a pooled connection found dead there is replaced
             # and the append retried, knowing nothing was sent.  Then the lock,
