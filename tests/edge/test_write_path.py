@@ -343,7 +343,8 @@ def test_fes_own_stores_take_the_applications_rows_unchecked_and_check_any_other
     def refused(events: Sequence[NewEvent]) -> dict[str, int]:
         raise AssertionError("checked again")
 
-    monkeypatch.setattr(importlib.import_module(_CHECKED_BY[any_place.kind]), "check_batch", refused)
+    store_module = importlib.import_module(_CHECKED_BY[any_place.kind])
+    monkeypatch.setattr(store_module, "check_batch", refused)
     fido = app.new_id()
     [first] = app.execute(dogs, fido, register, "Fido")  # a new stream's first event
     [second] = app.execute(dogs, fido, add_trick, "sit")  # one event on a stream
