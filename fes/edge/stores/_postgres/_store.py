@@ -25,6 +25,7 @@ from fes.edge.stores._base import (
     StoredEvent,
     StoredSnapshot,
     Tracking,
+    new_event,
     stored_event,
 )
 from fes.edge.stores._checks import (
@@ -64,7 +65,6 @@ _BEGIN = b"BEGIN"
 
 #: A row fes's application built: a NewEvent's fields, in their order.
 Row = tuple[str, int, str, bytes, int, bytes | None]
-_NEW_EVENT = NewEvent._make
 
 
 class PostgresStore:
@@ -124,11 +124,11 @@ class PostgresStore:
         ``tracking``: third-party callers use :meth:`append`, which checks
         all of that.
         """
-        return self._write(list(map(_NEW_EVENT, rows)), firsts, tracking)
+        return self._write(list(map(new_event, rows)), firsts, tracking)
 
     def _append_first(self, row: Row, firsts: dict[str, int]) -> int:
         """:meth:`_append_rows` of one row, version 1 of its stream: its position."""
-        return self._write([_NEW_EVENT(row)], firsts, None)[0]
+        return self._write([new_event(row)], firsts, None)[0]
 
     def _write(
         self, batch: list[NewEvent], firsts: dict[str, int], tracking: Tracking | None
