@@ -26,7 +26,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from fes.errors import (
@@ -48,6 +49,8 @@ from ._settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 # `fes --help` imports no codec, store or runner: each command imports what it uses
 if TYPE_CHECKING:
     from fes.system import App, System
+
+    from ._application import Application
 
 
 __all__ = ["main"]
@@ -123,9 +126,13 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
+@contextmanager
+def _one_application(args: argparse.Namespace) -> Iterator[Application]:
+    """The application ``--app`` names in ``args.system``, on its store, for a command on it.
+
+    Its cipher, like its store, comes from the environment, as for `fes run`.
+    """
     from ._application import Application
-    from ._pruning import prune_snapshots
 
     system = _system(args.system)
     assert system is not None
@@ -133,37 +140,38 @@ def _cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
     with _Stores(args, system) as stores:
         stores.check(app.name)
         with Application(app, store=stores.database(app.name)) as application:
-            deleted = prune_snapshots(application)
+            yield application
+
+
+def _cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
+    from ._pruning import prune_snapshots
+
+    with _one_application(args) as application:
+        deleted = prune_snapshots(application)
     print(
-        f"{app.name}: deleted {deleted} snapshot(s) that no aggregate of this release reads",
+        f"{application.name}: deleted {deleted} snapshot(s) that no aggregate of this "
+        "release reads",
         file=out,
     )
     return 0
 
 
 def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
-    from ._application import Application
     from ._cli_events import EXIT_ERROR
     from ._resealing import reseal
 
-    system = _system(args.system)
-    assert system is not None
-    app = _named(system, args.app, "--app")
-    with _Stores(args, system) as stores:
-        stores.check(app.name)
-        database = stores.database(app.name)
-        # the cipher comes from FES_CIPHER_KEYS / FES_CIPHER_KEY_ID, as for `fes run`
-        with Application(app, store=database) as application:
-            if application.codec.cipher is None:
-                raise ConfigurationError(
-                    f"{app.name!r} has no cipher to reseal under: set "
-                    f"{settings.prefixed(app.name, 'FES_CIPHER_KEYS')} or FES_CIPHER_KEYS "
-                    "to its keys (id:base64 key, comma-separated), and "
-                    f"{settings.prefixed(app.name, 'FES_CIPHER_KEY_ID')} or FES_CIPHER_KEY_ID "
-                    "to the new key's id"
-                )
-            done = reseal(application, plain=args.plain, batch_size=args.batch_size)
-            cipher = application.codec.cipher
+    with _one_application(args) as application:
+        name = application.name
+        if application.codec.cipher is None:
+            raise ConfigurationError(
+                f"{name!r} has no cipher to reseal under: set "
+                f"{settings.prefixed(name, 'FES_CIPHER_KEYS')} or FES_CIPHER_KEYS "
+                "to its keys (id:base64 key, comma-separated), and "
+                f"{settings.prefixed(name, 'FES_CIPHER_KEY_ID')} or FES_CIPHER_KEY_ID "
+                "to the new key's id"
+            )
+        done = reseal(application, plain=args.plain, batch_size=args.batch_size)
+        cipher = application.codec.cipher
     assert cipher is not None  # reseal refuses an application without one
     left = ""
     if done.snapshots_left:
@@ -173,7 +181,7 @@ def _cmd_reseal(args: argparse.Namespace, out: TextIO) -> int:
             "warnings) as they were: delete them (fes prune) before an old key leaves the ring"
         )
     print(
-        f"{app.name}: resealed {done.events} event(s), {done.metadata} metadata and "
+        f"{name}: resealed {done.events} event(s), {done.metadata} metadata and "
         f"{done.snapshots} snapshot(s) under key {cipher.current!r} "
         f"(log walked to position {done.position}){left}",
         file=out,
@@ -453,26 +461,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="decode stop records and list views with this system")
     apps.set_defaults(handler=_cmd_apps)
 
-    reseal = command(
+    def on_one_app(name: str, about: str, app: str) -> argparse.ArgumentParser:
+        """A command on one application of a system: ``MODULE:SYSTEM --app NAME``."""
+        sub = command(name, about)
+        sub.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")
+        sub.add_argument("--app", required=True, help=app)
+        return sub
+
+    reseal = on_one_app(
         "reseal",
         "encrypt an application's stored events, metadata and snapshots under the "
         "current key of $FES_CIPHER_KEYS (after a key rotation)",
+        "the application to reseal",
     )
-    reseal.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")
-    reseal.add_argument("--app", required=True, help="the application to reseal")
     reseal.add_argument("--plain", action="store_true",
                         help="also encrypt rows written without a cipher")
     reseal.add_argument("--batch-size", type=parse.size, default=500, metavar="N",
                         help="events per transaction (default 500)")
     reseal.set_defaults(handler=_cmd_reseal)
 
-    prune = command(
+    prune = on_one_app(
         "prune",
         "delete an application's snapshots that no aggregate of this release reads "
         "(an earlier definition's, after a deploy changed it); its events are untouched",
+        "the application whose snapshots to prune",
     )
-    prune.add_argument("system", metavar="MODULE:SYSTEM", help="the system the app is in")
-    prune.add_argument("--app", required=True, help="the application whose snapshots to prune")
     prune.set_defaults(handler=_cmd_prune)
     add_serve(command)
     return parser
