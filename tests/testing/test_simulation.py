@@ -489,8 +489,9 @@ def test_check_system_fails_when_no_input_was_accepted() -> None:
         r"mostly Rejected: the school is closed", command
     ), command
     assert advice == (
-        "Give inputs that reach all of it; name a command refused on purpose in rare=."
-    )
+        "Give inputs that reach all of it; a command refused on purpose is named with why "
+        "in rare={'name': 'why it is refused'}."
+    ), advice
 
 
 def test_check_system_fails_when_a_command_is_never_accepted_unless_rare() -> None:
@@ -513,7 +514,24 @@ def test_check_system_fails_when_a_command_is_never_accepted_unless_rare() -> No
         "  command 'closed' (school/dog) was never accepted: refused "
     ), lines
     assert lines[1].endswith(" time(s), mostly Rejected: the school is closed"), lines
-    assert check_system(counting, both, settings=TEN, seed=0, rare=["closed"])["runs"] == 10
+    excused = {closed: "the school is closed on purpose"}  # a function: dogs does not offer it
+    assert check_system(counting, both, settings=TEN, seed=0, rare=excused)["runs"] == 10
+
+
+@pytest.mark.parametrize(
+    "rare, refusal",
+    [
+        ("closed", "rare= maps each command refused on purpose to why"),  # a str: its letters?
+        (["register"], "rare= maps each command refused on purpose to why"),
+        ({"closed": "on purpose"}, "rare= names 'closed', which no aggregate of the system "
+                                   "offers as a command \\(it offers 'register'\\)"),
+        ({"register": " "}, "rare= must give a reason for 'register', as a string"),
+    ],
+)
+def test_check_system_refuses_a_rare_that_would_excuse_nothing(rare: Any, refusal: str) -> None:
+    """A rare= that is not names with reasons, or names no command, is refused before any run."""
+    with pytest.raises(fes.errors.DefinitionError, match=refusal):
+        check_system(counting, REGISTRATIONS, settings=TEN, seed=0, rare=rare)
 
 
 def test_check_system_tells_a_command_error_for_a_mistake_in_the_inputs() -> None:
@@ -552,7 +570,8 @@ def test_check_system_fails_when_no_policy_led_to_an_event() -> None:
         "check_system exercised too little to pass, in 10 run(s):\n"
         "  no policy (of 'counter') led to an event: give inputs whose events the policies "
         "act on (or test a policy that acts on none with given_policy)\n"
-        "Give inputs that reach all of it; name a command refused on purpose in rare=."
+        "Give inputs that reach all of it; a command refused on purpose is named with why "
+        "in rare={'name': 'why it is refused'}."
     )
     rex = st.just([Input("school", "dog", "dog-r", "register", ("rex",))])
     assert check_system(system, rex, settings=TEN, seed=0)["runs"] >= 1

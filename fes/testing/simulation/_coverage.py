@@ -3,15 +3,18 @@
 A check whose inputs never reach what it is for passes without testing it:
 every command refused (a mistake in the inputs' arguments, often), one
 command never accepted, or no policy ever acting.  Each is counted over all
-the runs and, unless named ``rare``, fails the check with the reasons the
-commands were refused.
+the runs and fails the check with the reasons the commands were refused,
+but for a command ``rare`` names, with the reason it is refused on purpose
+(as :func:`fes.testing.laws.check_aggregate`'s ``rare`` does).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Mapping
+from typing import Any
 
+from fes.errors import DefinitionError
 from fes.system import System
 from fes.testing.simulation._edge import is_internal
 from fes.testing.simulation._report import Simulation
@@ -25,9 +28,9 @@ _REFUSED = "refused ("
 class Coverage:
     """Each command's acceptances and refusals over the runs, and the policies' events."""
 
-    def __init__(self, system: System, rare: Collection[str]) -> None:
+    def __init__(self, system: System, rare: Mapping[Any, str] | None) -> None:
         self.system = system
-        self.rare = set(rare)
+        self.rare = _rare_commands(system, rare)
         self.runs = 0
         self.stored = 0  # runs in which an input stored an event
         self.acted = 0  # runs in which a policy led to an event
@@ -86,5 +89,38 @@ class Coverage:
         body = "\n".join(f"  {line}" for line in lines)
         return (
             f"check_system exercised too little to pass, in {self.runs} run(s):\n{body}\n"
-            "Give inputs that reach all of it; name a command refused on purpose in rare=."
+            "Give inputs that reach all of it; a command refused on purpose is named with "
+            "why in rare={'name': 'why it is refused'}."
         )
+
+
+def _rare_commands(system: System, rare: Mapping[Any, str] | None) -> set[str]:
+    """The commands ``rare`` names (by name, or the function), each with a reason.
+
+    A name no aggregate of the system offers is refused: a typo would
+    otherwise excuse nothing, silently.
+    """
+    if rare is None:
+        return set()
+    if not isinstance(rare, Mapping):
+        raise DefinitionError(
+            f"rare= maps each command refused on purpose to why, such as "
+            f"{{'cancel': 'no booking to cancel'}}, not {rare!r}"
+        )
+    offered = {
+        name for app in system.apps for aggregate in app.aggregates
+        for name in aggregate.commands
+    }
+    names: set[str] = set()
+    for key, reason in rare.items():
+        name = _command_label(key)
+        if isinstance(key, str) and name not in offered:
+            raise DefinitionError(
+                f"rare= names {name!r}, which no aggregate of the system offers as a "
+                f"command (it offers {', '.join(map(repr, sorted(offered))) or 'none'}); "
+                "give a command that is not one by its function"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise DefinitionError(f"rare= must give a reason for {name!r}, as a string")
+        names.add(name)
+    return names

@@ -227,7 +227,7 @@ def check_system(
     databases: Databases = None,
     follow_ups: Sequence[FollowUp] = (),
     expect_stops: bool = False,
-    rare: Collection[str] = (),
+    rare: Mapping[Any, str] | None = None,
 ) -> Counter[str]:
     """Simulate ``system`` on generated inputs and schedules; raise on the first failure.
 
@@ -248,9 +248,11 @@ def check_system(
     that says what and why: when no input of any run stored an event (each
     was refused, or decided no events), when a command given in the inputs
     was never accepted (refused every time: the message gives the reason
-    most often met), unless its name is in ``rare``, or when the system has
-    policies and none of them led to an event in any run.  The strategy of
-    ``inputs`` then never reached what the check is for.
+    most often met), or when the system has policies and none of them led
+    to an event in any run.  The strategy of ``inputs`` then never reached
+    what the check is for.  A command refused on purpose is named in
+    ``rare``, by name (or, if no aggregate offers it, by its function), with
+    why: ``rare={"cancel": "no booking is ever made"}``.
 
     ``settings`` defaults to the current Hypothesis profile without a
     deadline; one failure is reported and the explain phase is skipped.
