@@ -7,7 +7,7 @@ import logging
 from attrs import evolve, frozen
 
 from fes.edge._application import Application, check_count
-from fes.edge.codec._frame import _ENCRYPTED, _FORMAT_1, _FORMAT_MASK
+from fes.edge.codec._frame import _encrypted
 from fes.edge.stores._base import Resealed, StoredSnapshot
 from fes.errors import DecodeError, DefinitionError
 from fes.snapshots import fingerprint
@@ -85,9 +85,9 @@ def reseal(
     names = list(dict.fromkeys(aggregates.values()))
     # whose events a stream holds, by their topic: the name a plain snapshot is sealed under
     owners = {topic: a.name for a in application.app.aggregates for topic in a.topics()}
-    # the snapshots left, by definition (fingerprint) and whether stored in the clear:
-    # how many, and the first few (stream, version)
-    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]] = {}
+    # the snapshots left, (stream, version), by definition (fingerprint) and whether
+    # stored in the clear
+    lefts: dict[tuple[str, bool], list[tuple[str, int]]] = {}
     try:
         return _walk(application, aggregates, names, owners, lefts, plain, batch_size)
     finally:  # what was left is told, also when a row stops the run
@@ -99,13 +99,13 @@ def _walk(
     aggregates: dict[str, str],
     names: list[str],
     owners: dict[str, str],
-    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]],
+    lefts: dict[tuple[str, bool], list[tuple[str, int]]],
     plain: bool,
     batch_size: int,
 ) -> Resealing:
     """:func:`reseal`'s walk of the log, noting in ``lefts`` the snapshots it left."""
     codec, store = application.codec, application.store
-    events = metadata = snapshots = left = 0
+    events = metadata = snapshots = 0
     walked: set[str] = set()  # the streams whose snapshots were resealed
     position = 0
     # Rows appended from now on are sealed under the current key already; walking
@@ -114,6 +114,7 @@ def _walk(
     while True:
         rows = store.read_log(position, limit=batch_size, to=end)
         if not rows:
+            left = sum(map(len, lefts.values()))
             return Resealing(events, metadata, snapshots, position, left)
         resealed: list[Resealed] = []
         for row in rows:
@@ -150,24 +151,13 @@ def _walk(
                 done = _reseal_snapshot(application, snapshot, aggregates, names, plain, owner)
                 snapshots += done == "resealed"
                 if done == "left":
-                    left += 1
-                    count, named = lefts.setdefault(
-                        (snapshot.fingerprint, not _sealed(snapshot.payload)), ([0], [])
-                    )
-                    count[0] += 1
-                    if len(named) < _NAMED:
-                        named.append((stream, snapshot.version))
+                    lefts.setdefault(
+                        (snapshot.fingerprint, not _encrypted(snapshot.payload)), []
+                    ).append((stream, snapshot.version))
                 if snapshot.version <= 1:
                     break
                 snapshot = store.load_snapshot(stream, to_version=snapshot.version - 1)
         position = rows[-1].position
-
-
-def _sealed(payload: bytes) -> bool:
-    """Whether a stored payload is encrypted (not JSON in the clear, compressed or not)."""
-    return bool(payload) and payload[0] & _FORMAT_MASK == _FORMAT_1 and bool(
-        payload[0] & _ENCRYPTED
-    )
 
 
 def _reseal_snapshot(
@@ -191,7 +181,7 @@ def _reseal_snapshot(
             snapshot.payload, kind="state", name=name, stream=stream,
             version=snapshot.version, plain=plain,
         )
-    elif not _sealed(snapshot.payload):
+    elif not _encrypted(snapshot.payload):
         # An earlier definition's, in the clear: bound to no name, it is sealed
         # under its stream's aggregate's, when plain rows are vouched for.
         if not plain or owner is None:
@@ -228,11 +218,12 @@ _NAMED = 5
 
 def _warn_left(
     application: Application,
-    lefts: dict[tuple[str, bool], tuple[list[int], list[tuple[str, int]]]],
+    lefts: dict[tuple[str, bool], list[tuple[str, int]]],
     plain: bool,
 ) -> None:
     """One warning for each earlier definition whose snapshots were left, naming a few."""
-    for (print_, in_clear), ([count], first) in lefts.items():
+    for (print_, in_clear), left in lefts.items():
+        count, first = len(left), left[:_NAMED]
         named = ", ".join(f"{stream!r} version {version}" for stream, version in first)
         more = f" and {count - len(first)} more" if count > len(first) else ""
         if in_clear and not plain:

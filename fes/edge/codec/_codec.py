@@ -32,6 +32,7 @@ from ._frame import (
     _FORMAT_MASK,
     _MIN_COMPRESS,
     _SCHEMA,
+    _encrypted,
     _header,
     _inflate,
     _varint,
@@ -521,7 +522,7 @@ class Codec:
     @staticmethod
     def _sealed_under(data: bytes, key_id: bytes) -> bool:
         """Whether ``data`` is a format-1 payload encrypted under ``key_id``."""
-        if not data or data[0] & _FORMAT_MASK != _FORMAT_1 or not data[0] & _ENCRYPTED:
+        if not _encrypted(data):
             return False
         try:
             return _header(data)[1] == key_id
@@ -569,16 +570,14 @@ class Codec:
         plain_ok: bool = False,
     ) -> tuple[int, bytes]:
         """The schema version and JSON body of a format-1 payload."""
-        flags = payload[0]
-        if self._cipher is not None and not plain_ok and (
-            flags & _FORMAT_MASK != _FORMAT_1 or not flags & _ENCRYPTED
-        ):
+        if self._cipher is not None and not plain_ok and not _encrypted(payload):
             raise CipherError(
                 f"cannot decrypt {_row(kind, name, stream, version)}: it is not encrypted, "
                 "and a codec with a cipher reads only authenticated payloads (stored before "
                 f"{self._app!r} had a cipher? `fes reseal SYSTEM --app {self._app} --plain`, "
                 "or fes.edge.reseal(application, plain=True), encrypts such rows)"
             )
+        flags = payload[0]
         if flags & _FORMAT_MASK != _FORMAT_1:
             raise ValueError(f"unknown payload format byte 0x{flags:02x}")
         schema, key, pos = _header(payload)

@@ -14,6 +14,13 @@ _NONCE = 12
 _MIN_COMPRESS = 96  # below this zlib's own overhead makes a win unlikely
 
 
+def _encrypted(payload: bytes) -> bool:
+    """Whether a stored payload is encrypted: a format-1 payload with its encrypted bit."""
+    return bool(payload) and payload[0] & _FORMAT_MASK == _FORMAT_1 and bool(
+        payload[0] & _ENCRYPTED
+    )
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
