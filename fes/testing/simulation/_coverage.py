@@ -17,12 +17,11 @@ from typing import Any
 from fes.errors import DefinitionError
 from fes.system import System
 from fes.testing.simulation._edge import is_internal
+from fes.testing.simulation._inputs import NO_EVENTS, REFUSED
 from fes.testing.simulation._report import Simulation
 from fes.testing.simulation._text import _command_label
 
 __all__ = ["Coverage"]
-
-_REFUSED = "refused ("
 
 
 class Coverage:
@@ -43,11 +42,11 @@ class Coverage:
         stored = False
         for item, outcome in zip(result.inputs, result.outcomes, strict=True):
             command = (_command_label(item.command), f"{item.app}/{item.aggregate}")
-            if outcome.startswith(_REFUSED):
-                self.refused.setdefault(command, Counter())[outcome[len(_REFUSED):-1]] += 1
+            if outcome.startswith(REFUSED):
+                self.refused.setdefault(command, Counter())[outcome[len(REFUSED):-1]] += 1
             else:
                 self.accepted[command] += 1
-                stored = stored or outcome != "(no events)"
+                stored = stored or outcome != NO_EVENTS
         self.stored += stored
         # an event a policy's intent caused names its cause; an input's names none
         self.acted += any(

@@ -49,6 +49,11 @@ class Input:
         return f"{self.app}/{self.stream}: {_command_label(self.command)}({args})"
 
 
+#: How an input's outcome starts when its command refused it, and what it is when
+#: the command decided no events (what check_system's coverage counts by).
+REFUSED, NO_EVENTS = "refused (", "(no events)"
+
+
 def _execute(application: Application, system: System, item: Input) -> str:
     aggregate = system.app(item.app).aggregate(item.aggregate)
     command = item.command
@@ -63,5 +68,5 @@ def _execute(application: Application, system: System, item: Input) -> str:
     try:
         recorded = application.execute(aggregate, item.stream, command, *item.args)
     except (Rejected, CommandError) as refusal:
-        return f"refused ({type(refusal).__name__}: {refusal})"
-    return _shown([r.event for r in recorded]) if recorded else "(no events)"
+        return f"{REFUSED}{type(refusal).__name__}: {refusal})"
+    return _shown([r.event for r in recorded]) if recorded else NO_EVENTS
