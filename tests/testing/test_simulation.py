@@ -489,8 +489,8 @@ def test_check_system_fails_when_no_input_was_accepted() -> None:
         r"mostly Rejected: the school is closed", command
     ), command
     assert advice == (
-        "Give inputs that reach all of it; a command refused on purpose is named with why "
-        "in rare={'name': 'why it is refused'}."
+        "Give inputs that reach all of it; a command the domain refuses on purpose is named "
+        "with why in rare={'name': 'why it is refused'}."
     ), advice
 
 
@@ -525,7 +525,12 @@ def test_check_system_fails_when_a_command_is_never_accepted_unless_rare() -> No
         (["register"], "rare= maps each command refused on purpose to why"),
         ({"closed": "on purpose"}, "rare= names 'closed', which no aggregate of the system "
                                    "offers as a command \\(it offers 'register'\\)"),
-        ({"register": " "}, "rare= must give a reason for 'register', as a string"),
+        ({"register": " "}, "rare= must give why 'register' is refused on purpose, as a "
+                            "non-empty string"),
+        # neither a name nor a command's function: it would excuse nothing (a trial's)
+        ({Registered: "why"}, "rare= names commands, by name or as the function an input "
+                              "gives, not <class"),
+        ({1: "why"}, "rare= names commands, by name or as the function an input gives, not 1"),
     ],
 )
 def test_check_system_refuses_a_rare_that_would_excuse_nothing(rare: Any, refusal: str) -> None:
@@ -544,8 +549,11 @@ def test_check_system_tells_a_command_error_for_a_mistake_in_the_inputs() -> Non
     assert lines[3] == (
         "  a CommandError is a mistake in the inputs, not a refusal by the domain: arguments "
         "the command does not take, or a command given a stream whose state it cannot start "
-        "from"
+        "from (rare= does not excuse it)"
     )
+    # named rare, it fails all the same (a trial's rare= hid its wrong argument)
+    with pytest.raises(AssertionError, match=r"command 'register' .* mostly CommandError"):
+        check_system(counting, wrong, settings=TEN, seed=0, rare={"register": "on purpose"})
 
 
 def aloof(recorded: fes.Recorded[Registered]) -> list[fes.Intent]:
@@ -570,8 +578,7 @@ def test_check_system_fails_when_no_policy_led_to_an_event() -> None:
         "check_system exercised too little to pass, in 10 run(s):\n"
         "  no policy (of 'counter') led to an event: give inputs whose events the policies "
         "act on (or test a policy that acts on none with given_policy)\n"
-        "Give inputs that reach all of it; a command refused on purpose is named with why "
-        "in rare={'name': 'why it is refused'}."
+        "Give inputs that reach all of it."  # rare= excuses commands, not this
     )
     rex = st.just([Input("school", "dog", "dog-r", "register", ("rex",))])
     assert check_system(system, rex, settings=TEN, seed=0)["runs"] >= 1

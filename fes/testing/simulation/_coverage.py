@@ -63,7 +63,8 @@ class Coverage:
             )
         for command, reasons in sorted(self.refused.items()):
             name, where = command
-            if self.accepted[command] or name in self.rare:
+            # rare= excuses the domain's refusals, never a mistake in the inputs
+            if self.accepted[command] or (name in self.rare and not _mistaken(reasons)):
                 continue
             reason, _ = reasons.most_common(1)[0]
             lines.append(
@@ -79,18 +80,28 @@ class Coverage:
             )
         if not lines:
             return None
-        if any(r.startswith("CommandError") for c in self.refused.values() for r in c):
+        if any(map(_mistaken, self.refused.values())):
             lines.append(
                 "a CommandError is a mistake in the inputs, not a refusal by the domain: "
                 "arguments the command does not take, or a command given a stream whose "
-                "state it cannot start from"
+                "state it cannot start from (rare= does not excuse it)"
             )
         body = "\n".join(f"  {line}" for line in lines)
+        advice = "Give inputs that reach all of it"
+        if any(line.startswith("command ") for line in lines):
+            advice += (
+                "; a command the domain refuses on purpose is named with why in "
+                "rare={'name': 'why it is refused'}"
+            )
         return (
             f"check_system exercised too little to pass, in {self.runs} run(s):\n{body}\n"
-            "Give inputs that reach all of it; a command refused on purpose is named with "
-            "why in rare={'name': 'why it is refused'}."
+            f"{advice}."
         )
+
+
+def _mistaken(reasons: Counter[str]) -> bool:
+    """Whether a command's refusals include a CommandError: the inputs' mistake."""
+    return any(reason.startswith("CommandError") for reason in reasons)
 
 
 def _rare_commands(system: System, rare: Mapping[Any, str] | None) -> set[str]:
@@ -113,13 +124,21 @@ def _rare_commands(system: System, rare: Mapping[Any, str] | None) -> set[str]:
     names: set[str] = set()
     for key, reason in rare.items():
         name = _command_label(key)
-        if isinstance(key, str) and name not in offered:
+        if isinstance(key, str):
+            if name not in offered:
+                raise DefinitionError(
+                    f"rare= names {name!r}, which no aggregate of the system offers as a "
+                    f"command (it offers {', '.join(map(repr, sorted(offered))) or 'none'}); "
+                    "a command no aggregate lists is named by its function"
+                )
+        elif isinstance(key, type) or not callable(key):  # an event type, a number…
             raise DefinitionError(
-                f"rare= names {name!r}, which no aggregate of the system offers as a "
-                f"command (it offers {', '.join(map(repr, sorted(offered))) or 'none'}); "
-                "give a command that is not one by its function"
+                f"rare= names commands, by name or as the function an input gives, "
+                f"not {key!r}"
             )
         if not isinstance(reason, str) or not reason.strip():
-            raise DefinitionError(f"rare= must give a reason for {name!r}, as a string")
+            raise DefinitionError(
+                f"rare= must give why {name!r} is refused on purpose, as a non-empty string"
+            )
         names.add(name)
     return names
