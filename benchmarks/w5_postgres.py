@@ -18,7 +18,9 @@ LISTEN/NOTIFY.  eventsourcing: writers are ``DogSchool`` applications on
 ``EventSourcedProjectionRunner`` (its PostgreSQL subscription, also
 LISTEN/NOTIFY) running the ``Registry`` process application.  raw psycopg:
 fes's transactions by hand (:mod:`benchmarks.w5_raw`), and for context the
-same writers without fes's table lock, whose commits may share a flush.
+same writers calling the domain's functions by hand (what any library must
+spend on this domain at the least, as W1's context row) and the same
+writers without fes's table lock, whose commits may share a flush.
 
 CPU time: each writer's ``process_time`` over its timed loop, per command
 (the server's and the follower's CPU are not counted).
@@ -300,6 +302,8 @@ def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float
 
 RAW_PG = "raw psycopg"
 RAW_PG_NO_LOCK = "raw psycopg, no table lock (context)"
+#: What any library must do with this domain over PostgreSQL, at the least (context).
+RAW_PG_HAND = "raw psycopg calling register() and registered() by hand (context)"
 FULL_COUNTS = (1, 2, 4, 8)
 QUICK_COUNTS = (1, WRITERS)
 
@@ -323,7 +327,7 @@ def run(config: Config) -> Report:
         "max lag": ("events", False),
         "drain": ("s", False),
     }
-    names = (FES, ES, RAW_PG, RAW_PG_NO_LOCK)
+    names = (FES, ES, RAW_PG, RAW_PG_HAND, RAW_PG_NO_LOCK)
     series = {
         (name, count, metric): report.add(
             f"{count} writer(s): {name}: {metric}", unit, higher_is_better=better
@@ -336,9 +340,12 @@ def run(config: Config) -> Report:
         FES: FesSide,
         ES: EsSide,
         RAW_PG: RawPgSide,
+        RAW_PG_HAND: lambda server, database: RawPgSide(server, database, hand=True),
         RAW_PG_NO_LOCK: lambda server, database: RawPgSide(server, database, lock=False),
     }
-    short = {FES: "fes", ES: "es", RAW_PG: "raw", RAW_PG_NO_LOCK: "rawnolock"}
+    short = {
+        FES: "fes", ES: "es", RAW_PG: "raw", RAW_PG_HAND: "rawhand", RAW_PG_NO_LOCK: "rawnolock"
+    }
     server = _pg_server(durable=True)
     server.start()
     try:
@@ -375,6 +382,22 @@ def run(config: Config) -> Report:
             f"{count} writer(s): writer CPU per command, fes / raw psycopg",
             median(FES, count, "writer CPU per command")
             / median(RAW_PG, count, "writer CPU per command"),
+        )
+        report.ratio(
+            f"{count} writer(s): context: fes / raw psycopg calling the domain by hand "
+            "write rate",
+            median(FES, count, "write rate") / median(RAW_PG_HAND, count, "write rate"),
+        )
+        report.ratio(
+            f"{count} writer(s): context: raw psycopg calling the domain by hand / raw "
+            "psycopg write rate",
+            median(RAW_PG_HAND, count, "write rate") / median(RAW_PG, count, "write rate"),
+        )
+        report.ratio(
+            f"{count} writer(s): context: writer CPU per command, fes / raw psycopg "
+            "calling the domain by hand",
+            median(FES, count, "writer CPU per command")
+            / median(RAW_PG_HAND, count, "writer CPU per command"),
         )
         if count == WRITERS:
             report.check(f"{count} writers: fes / raw psycopg write rate", fes_raw, 0.9,

@@ -19,7 +19,11 @@ polls every millisecond when it finds nothing new.
 
 With ``lock=False`` (a context row, not a floor: a follower reading by
 position could then skip an event committed after a later one) the writers
-take no table lock, so their commits may share a flush.
+take no table lock, so their commits may share a flush.  With ``hand=True``
+(a context row, as W1's) each writer also calls the domain's ``register``
+and ``registered`` by hand and encodes the event it returned: what any
+library must spend on this domain at the least, with no dispatch, checks,
+envelope or connection pool.
 """
 
 from __future__ import annotations
@@ -55,10 +59,16 @@ _INSERT_MANY = (
 _BEGIN_INSERT_MANY = "BEGIN; LOCK TABLE registry_events IN EXCLUSIVE MODE; " + _INSERT_MANY
 
 
-def raw_registrar(conn: Any, *, lock: bool) -> Callable[[], None]:
-    """Prepare ``conn``'s insert; return what registers one dog, in its own transaction."""
+def raw_registrar(conn: Any, *, lock: bool, hand: bool = False) -> Callable[[], None]:
+    """Prepare ``conn``'s insert; return what registers one dog, in its own transaction.
+
+    With ``hand``, the dog is decided and folded by the domain's own functions.
+    """
     import orjson
     import psycopg
+
+    from fes.examples.dogs import register as decide
+    from fes.examples.dogs import registered
 
     dumps = orjson.dumps
     conn.execute(_PREPARE_ONE)
@@ -69,7 +79,12 @@ def raw_registrar(conn: Any, *, lock: bool) -> Callable[[], None]:
 
     def register() -> None:
         stream = new_stream_id()  # minted here: nothing to read
-        payload = dumps({"name": "Fido"})
+        if hand:
+            (event,) = decide(None, "Fido")
+            registered(None, event)
+            payload = dumps({"name": event.name})
+        else:
+            payload = dumps({"name": "Fido"})
         conn.execute(b"BEGIN")
         cursor.execute(message, (stream, payload, time.time_ns() // 1000))
         if lock:
@@ -80,14 +95,14 @@ def raw_registrar(conn: Any, *, lock: bool) -> Callable[[], None]:
 
 
 def raw_pg_writer(
-    url: str, lock: bool, ready: Any, go: EventType, seconds: float, counts: Any, cpu: Any,
-    index: int,
+    url: str, lock: bool, hand: bool, ready: Any, go: EventType, seconds: float,
+    counts: Any, cpu: Any, index: int,
 ) -> None:
     """Register dogs, one transaction each, for ``seconds``; report how many and the CPU."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        register = raw_registrar(conn, lock=lock)
+        register = raw_registrar(conn, lock=lock, hand=hand)
         register()  # warm: connect, prepare
         with ready.get_lock():
             ready.value += 1
@@ -152,7 +167,9 @@ def raw_pg_follower(url: str, ready: EventType, stop: EventType) -> None:
 class RawPgSide:
     """A fresh database with fes's tables, written and followed by hand."""
 
-    def __init__(self, server: Any, database: str, *, lock: bool = True) -> None:
+    def __init__(
+        self, server: Any, database: str, *, lock: bool = True, hand: bool = False
+    ) -> None:
         from fes.edge import Application
         from fes.edge.stores import open_database
 
@@ -160,6 +177,7 @@ class RawPgSide:
 
         self.url = server.create_database(database)
         self.lock = lock
+        self.hand = hand
         self.database = open_database(self.url)
         for app in (SCHOOL, REGISTRY):  # fes creates the tables the floor uses
             Application(app, store=self.database)
@@ -167,7 +185,7 @@ class RawPgSide:
         self.registry = self.database.store("registry")
 
     def writer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return raw_pg_writer, (self.url, self.lock)
+        return raw_pg_writer, (self.url, self.lock, self.hand)
 
     def follower(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
         return raw_pg_follower, (self.url,)
