@@ -12,7 +12,7 @@ from fes.edge import Application, Batch
 from fes.edge.stores import Tracking
 from fes.errors import ConfigurationError
 from fes.examples import shop
-from fes.testing.simulation import Down, Run, check_system, simulate
+from fes.testing.simulation import Down, Quiesce, Run, check_system, simulate
 from tests.testing.test_simulation import (
     EXAMPLE,
     REGISTRATIONS,
@@ -121,6 +121,31 @@ def test_a_down_database_stalls_its_followers_and_the_followers_of_its_log() -> 
     )
     assert "  1. database 'stock-db' down for 2 steps -> down during steps 2-3" in report
     assert result.placement == SPREAD
+
+
+def test_an_outage_names_no_step_past_the_end_of_its_part() -> None:
+    """An outage drawn near a part's end is reported as far as the run goes, no further."""
+    result = simulate(shop.system, inputs=EXAMPLE, databases=SPREAD, schedule=[
+        Down("stock-db", 5),
+        Run("reservations<-orders", 4),
+        Quiesce(),
+        Run("reservations<-orders", 4),
+        Down("stock-db", 3),
+    ])
+    assert result.ok, result.report()
+    assert result.trace[0] == (
+        "down during step 2, then back as the run goes quiet (reservations)"
+    )
+    assert result.trace[1] == (
+        "failed: database 'stock-db' is down (a simulated outage, through step 2); "
+        "tried again later"
+    )
+    assert result.trace[2:] == (
+        "quiet",
+        "processed 0",
+        "down for no step: back as the run goes quiet (reservations)",
+    )
+    assert dict(result.counts)["outages"] == 2
 
 
 def test_an_outage_fails_commands_of_its_applications() -> None:

@@ -191,8 +191,13 @@ class _Simulator:
     def crash(self, app: str) -> None:
         self.processes.pop(app, None)  # restarted, from its store, on its next step
 
-    def perform(self, index: int, step: Step) -> str:
-        """Take one step; what it did, in a few words."""
+    def perform(self, index: int, step: Step, end: int | None = None) -> str:
+        """Take one step; what it did, in a few words.
+
+        ``end`` is the index of the step that ends this step's part of the
+        schedule (a :class:`Quiesce`, or the schedule's end), where every
+        outage and hold ends: the few words name no step past it.
+        """
         faults = self.faults
         faults.now = index
         self.time += 1.0
@@ -200,7 +205,7 @@ class _Simulator:
             if isinstance(step, Hold):
                 return f"held at position {self._hold(step, index)}"
             if isinstance(step, Down):
-                return self._down(step, index)
+                return self._down(step, index, end)
             if isinstance(step, Quiesce):
                 raise ConfigurationError("a Quiesce step is run by the simulation, not perform")
             app, target, view = self.unit(step.unit)
@@ -236,20 +241,29 @@ class _Simulator:
         finally:
             faults.disarm()
 
-    def _down(self, step: Down, index: int) -> str:
+    def _down(self, step: Down, index: int, end: int | None) -> str:
         if step.database not in self.databases:
             raise ConfigurationError(
                 f"the schedule takes down database {step.database!r}; this run's databases "
                 f"are {', '.join(map(repr, self.databases))}"
             )
-        # down for the next ``steps`` steps (this one does nothing else)
+        # down for the next ``steps`` steps (this one does nothing else), and at
+        # most to the end of this part of the schedule: the run going quiet
+        # there brings every database back
         until = max(self.faults.down.get(step.database, -1), index + step.steps)
-        self.faults.down[step.database] = until
+        cut = end is not None and until >= end
+        if cut:
+            assert end is not None
+            until = end - 1
         self.faults.counts["outages"] += 1
         apps = ", ".join(a for a, d in self.placement.items() if d == step.database)
+        if until == index:
+            return f"down for no step: back as the run goes quiet ({apps})"
+        self.faults.down[step.database] = until
         first, last = index + 2, until + 1  # as the report numbers steps, from 1
         during = f"step {first}" if first == last else f"steps {first}-{last}"
-        return f"down during {during} ({apps})"
+        back = ", then back as the run goes quiet" if cut else ""
+        return f"down during {during}{back} ({apps})"
 
     def _hold(self, step: Hold, index: int) -> int:
         self.system.app(step.leader)  # names the known applications if it is unknown

@@ -134,9 +134,17 @@ def _simulate(
     followed: list[FollowedUp] = []
     problems: list[str] = []
     trace: list[str] = []
+    # where each step's part of the plan ends: the next Quiesce, or the end
+    ends: list[int] = []
+    end = len(plan)
+    for index in reversed(range(len(plan))):
+        if isinstance(plan[index], Quiesce):
+            end = index
+        ends.append(end)
+    ends.reverse()
     for index, step in enumerate(plan):
         if not isinstance(step, Quiesce):
-            trace.append(sim.perform(index, step))
+            trace.append(sim.perform(index, step, ends[index]))
             continue
         sim.faults.now = index
         sim.drain(max_rounds)
