@@ -34,7 +34,7 @@ from fes._shapes import (
     state_check,
     unwrap,
 )
-from fes.errors import CommandError, DefinitionError, UnhandledEvent
+from fes.errors import CommandError, CommandMistake, DefinitionError, UnhandledEvent
 from fes.events import spec_of
 
 __all__ = [
@@ -285,7 +285,7 @@ def decide(
     if command.__class__ is _FUNCTION:  # a plain function: no combinator to look inside
         inner, inner_state = command, state
     elif not callable(command):
-        raise CommandError(_not_a_command(aggregate, command))
+        raise CommandMistake(_not_a_command(aggregate, command))
     else:
         inner, inner_state = unwrap(command, state)
     check = aggregate._state_check(inner)
@@ -331,7 +331,7 @@ def run_command(
 ) -> Any:
     """``command(state, *args, **kwargs)``, what it returns as it is.
 
-    Arguments it does not take raise a :class:`CommandError` (see
+    Arguments it does not take raise a :class:`CommandMistake` (see
     :func:`wrong_arguments`); anything the command raises passes through.
     """
     try:
@@ -349,13 +349,13 @@ def wrong_arguments(
     state: Any,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-) -> CommandError | None:
+) -> CommandMistake | None:
     """The error for a call of ``command`` that its parameters refuse; None if they take it.
 
     For a ``TypeError`` raised by running a command: Python raises one both
     for arguments the command does not take and from inside its body, and
     only the first is the caller's mistake, reported as a
-    :class:`CommandError` naming the command, its aggregate and what it
+    :class:`CommandMistake` naming the command, its aggregate and what it
     takes after the state.  Only a plain function is looked at.
     """
     if command.__class__ is not _FUNCTION:
@@ -371,7 +371,7 @@ def wrong_arguments(
         given = f"{count} positional argument{'' if count == 1 else 's'}"
         if kwargs:
             given += f" and keyword{'' if len(kwargs) == 1 else 's'} {', '.join(kwargs)}"
-        return CommandError(
+        return CommandMistake(
             f"command {_name_of(command)!r} of aggregate {aggregate.name!r} takes {takes} "
             f"after the state, but was given {given} ({refused})"
         )
@@ -390,7 +390,7 @@ def returned(aggregate: Aggregate[Any], command: Command, events: Any) -> list[A
     if events.__class__ is not list and (
         events is None or isinstance(events, (str, bytes)) or not isinstance(events, Sequence)
     ):
-        raise CommandError(
+        raise CommandMistake(
             f"command {_name_of(command)!r} must return a sequence of events, "
             f"got {type(events).__name__}"
         )
@@ -399,7 +399,7 @@ def returned(aggregate: Aggregate[Any], command: Command, events: Any) -> list[A
     if owned:
         for item in result:
             if not isinstance(item, owned):
-                raise CommandError(
+                raise CommandMistake(
                     f"command {_name_of(command)!r} returned a value of type "
                     f"{type(item).__qualname__}, which aggregate {aggregate.name!r} does not own"
                 )

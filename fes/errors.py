@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CipherError",
     "CommandError",
+    "CommandMistake",
     "ConcurrencyError",
     "ConfigurationError",
     "DecodeError",
@@ -63,6 +64,18 @@ class UnhandledEvent(FesError, LookupError):
 
 class CommandError(FesError, TypeError):
     """A command was called on a state it does not accept, or misbehaved."""
+
+
+class CommandMistake(CommandError):
+    """A mistake in the code whatever the state: not a refusal by the domain.
+
+    A command given arguments it does not take, or that returned what is
+    not a list of its aggregate's events; an object called as a command
+    that is none; an event emitted to a stream of an aggregate that does not
+    own it.  A test that meets one fails (``fes.testing.simulation``'s
+    checks raise it, naming the input), where a state the command does not
+    accept is a refusal, as :class:`Rejected` is.
+    """
 
 
 class UpcastError(FesError):

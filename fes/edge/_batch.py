@@ -20,7 +20,7 @@ from attrs import define, field
 from fes._shapes import _Dispatch
 from fes.aggregates import Aggregate, Command, decide, returned, wrong_arguments
 from fes.errors import (
-    CommandError,
+    CommandMistake,
     ConfigurationError,
     EncodeError,
     FesError,
@@ -254,7 +254,7 @@ def _not_owned(error: UnhandledEvent, aggregate: Aggregate[Any], stream: str) ->
     """
     owned = aggregate.events
     if owned and not issubclass(error.event_type, owned):
-        return CommandError(
+        return CommandMistake(
             f"emitted to stream {stream!r} of aggregate {aggregate.name!r} an event of type "
             f"{error.event_type.__qualname__}, which aggregate {aggregate.name!r} does not "
             "own: emit it to a stream of the aggregate that owns it"
@@ -537,7 +537,7 @@ class Batch:
     ) -> list[Any]:
         """Add events to a stream; they must apply to its state."""
         if isinstance(events, str | bytes) or not isinstance(events, Iterable):
-            raise CommandError(f"emit takes an iterable of events, not {events!r}")
+            raise CommandMistake(f"emit takes an iterable of events, not {events!r}")
         new = list(events)
         self._add(aggregate, self._slot(aggregate, stream), stream, new, metadata)
         return new

@@ -128,7 +128,8 @@ def _bug(command: Command, state: Any, args: tuple[Any, ...], exc: Exception) ->
     return AssertionError(
         f"command {_call(command, args)} raised {type(exc).__name__}: {exc}\n"
         f"  on the state {state!r}\n"
-        "  (only fes.Rejected and fes.errors.CommandError raised by a command are refusals)"
+        "  (only fes.Rejected and fes.errors.CommandError raised by a command are "
+        "refusals, a CommandMistake not)"
     )
 
 

@@ -493,7 +493,8 @@ def check_aggregate(
     """Run random command sequences on ``aggregate`` and check every step.
 
     A command that raises :class:`fes.Rejected` or :class:`fes.CommandError`
-    leaves the state as it was; any other exception fails, as does a
+    leaves the state as it was; any other exception fails (a
+    :class:`fes.errors.CommandMistake` too), as does a
     command or projector that mutates its input.  After every step the
     emitted events must be the aggregate's own and apply, each of
     ``invariants`` must hold (return a truthy value or None, not raise),

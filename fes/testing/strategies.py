@@ -43,7 +43,7 @@ from hypothesis.errors import InvalidArgument
 
 from fes import _shapes
 from fes.aggregates import Aggregate, Command
-from fes.errors import CommandError, DefinitionError, Rejected
+from fes.errors import CommandError, CommandMistake, DefinitionError, Rejected
 
 __all__ = [
     "NotEvents",
@@ -614,7 +614,7 @@ def argument_strategies(
     return table
 
 
-class NotEvents(CommandError):
+class NotEvents(CommandMistake):
     """A command returned something other than a sequence of events: a bug, not a refusal."""
 
 
@@ -630,7 +630,9 @@ def run_step(command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
     """Run a command, turning a domain refusal into a value.
 
     :class:`fes.Rejected` and :class:`fes.CommandError` are refusals: the
-    state stays as it was.  Any other exception propagates: it is a bug.
+    state stays as it was.  Any other exception propagates: it is a bug, as
+    a :class:`fes.errors.CommandMistake` is (a command inside this one
+    called with arguments it does not take, say).
     """
     if not isinstance(args, tuple):
         raise DefinitionError(
@@ -639,6 +641,8 @@ def run_step(command: Command, state: Any, args: tuple[Any, ...]) -> StepResult:
         )
     try:
         result = command(state, *args)
+    except CommandMistake:
+        raise
     except (Rejected, CommandError) as exc:
         return StepResult(refused=exc)
     if result is None or isinstance(result, (str, bytes)) or not isinstance(result, Sequence):

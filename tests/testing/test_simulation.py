@@ -539,21 +539,58 @@ def test_check_system_refuses_a_rare_that_would_excuse_nothing(rare: Any, refusa
         check_system(counting, REGISTRATIONS, settings=TEN, seed=0, rare=rare)
 
 
-def test_check_system_tells_a_command_error_for_a_mistake_in_the_inputs() -> None:
-    """Arguments the command does not take are a CommandError: the failure says so."""
-    wrong = st.just([Input("school", "dog", "dog-a", "register", ("a", "extra"))])
+def test_check_system_raises_at_arguments_the_command_does_not_take() -> None:
+    """An input whose command cannot take its arguments fails the check, shrunk to it.
+
+    (A trial's wrong-argument input passed: the same command was accepted
+    with other inputs, so coverage saw it exercised.)  It is wrong in every
+    run, whatever the state, so it is raised, naming the input, and ``rare=``
+    does not hide it.
+    """
+    mixed = st.lists(
+        st.sampled_from([
+            Input("school", "dog", "dog-a", "register", ("a",)),
+            Input("school", "dog", "dog-b", "register", ("b", "extra")),
+        ]),
+        min_size=1, max_size=4,
+    )
+    for rare in (None, {"register": "on purpose"}):
+        with pytest.raises(fes.errors.CommandMistake) as failed:
+            check_system(counting, mixed, settings=TEN, seed=0, rare=rare)
+        assert str(failed.value).startswith(
+            "command 'register' of aggregate 'dog' takes (name) after the state, but was "
+            "given 2 positional arguments"
+        ), failed.value
+        assert (
+            "in the input school/dog-b: register('b', 'extra'): a mistake in the inputs or "
+            "the command, not a refusal by the domain"
+        ) in failed.value.__notes__
+    # simulate() says the same of one run
+    with pytest.raises(fes.errors.CommandMistake, match="takes"):
+        simulate(counting, inputs=[Input("school", "dog", "dog-b", "register", ())], seed=1)
+
+
+def rename(dog: Registered, name: str) -> list[Registered]:
+    """Rename a registered dog: it needs one (its state is no Registered | None)."""
+    return [Registered(name)]
+
+
+def test_check_system_tells_a_state_the_command_cannot_start_from() -> None:
+    """A command given a stream with no events that it needs is a CommandError: said so."""
+    untaught = st.just([Input("school", "dog", "dog-a", rename, ("b",))])
     with pytest.raises(AssertionError) as failed:
-        check_system(counting, wrong, settings=TEN, seed=0)
+        check_system(counting, untaught, settings=TEN, seed=0)
     lines = str(failed.value).splitlines()
-    assert "mostly CommandError: " in lines[2], lines
+    assert "mostly CommandError: command 'rename' of aggregate 'dog' expects " in lines[2], (
+        lines
+    )
     assert lines[3] == (
-        "  a CommandError is a mistake in the inputs, not a refusal by the domain: arguments "
-        "the command does not take, or a command given a stream whose state it cannot start "
-        "from (rare= does not excuse it)"
+        "  a CommandError is a mistake in the inputs, not a refusal by the domain: a command "
+        "given a stream whose state it cannot start from (rare= does not excuse it)"
     )
     # named rare, it fails all the same (a trial's rare= hid its wrong argument)
-    with pytest.raises(AssertionError, match=r"command 'register' .* mostly CommandError"):
-        check_system(counting, wrong, settings=TEN, seed=0, rare={"register": "on purpose"})
+    with pytest.raises(AssertionError, match=r"command 'rename' .* mostly CommandError"):
+        check_system(counting, untaught, settings=TEN, seed=0, rare={rename: "on purpose"})
 
 
 def aloof(recorded: fes.Recorded[Registered]) -> list[fes.Intent]:

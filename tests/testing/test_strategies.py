@@ -338,15 +338,20 @@ def test_state_filter_and_decide_agree_on_literal_and_annotated_states() -> None
 
 
 def test_run_step_turns_refusals_into_values_and_lets_bugs_through() -> None:
-    """Rejected and CommandError are refusals; any other exception propagates."""
+    """Rejected and CommandError are refusals; any other exception, a CommandMistake too, is not."""
     assert run_step(bank.withdraw, bank.Account("a"), (1,)).refused is not None
     assert run_step(bank.deposit, bank.Account("a"), (2,)).events == (bank.Deposited(2),)
     with pytest.raises(AttributeError):
         run_step(bank.deposit, None, (2,))
     with pytest.raises(fes.errors.DefinitionError, match="tuple"):
         run_step(bank.deposit, bank.Account("a"), 2)  # type: ignore[arg-type]
-    with pytest.raises(fes.CommandError, match="sequence of events"):
+    with pytest.raises(fes.errors.CommandMistake, match="sequence of events"):
         run_step(lambda s: None, None, ())  # type: ignore[arg-type,return-value]
+    # a command whose own call of decide gives arguments the inner one does not
+    # take raises a CommandMistake: a bug, not a refusal
+    assert run_step(lambda s: fes.decide(dogs.dogs, dogs.register, s, "Rex"), None, ()).events
+    with pytest.raises(fes.errors.CommandMistake, match="takes"):
+        run_step(lambda s: fes.decide(dogs.dogs, dogs.register, s, "Rex", 2), None, ())
 
 
 def test_drawn_datetimes_are_utc_and_overridable() -> None:

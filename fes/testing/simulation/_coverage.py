@@ -1,7 +1,7 @@
 """What :func:`check_system`'s runs exercised, and the failure of a check that exercised too little.
 
 A check whose inputs never reach what it is for passes without testing it:
-every command refused (a mistake in the inputs' arguments, often), one
+every command refused (on streams whose state it cannot start from, often), one
 command never accepted, or no policy ever acting.  Each is counted over all
 the runs and fails the check with the reasons the commands were refused,
 but for a command ``rare`` names, with the reason it is refused on purpose
@@ -83,8 +83,8 @@ class Coverage:
         if any(map(_mistaken, self.refused.values())):
             lines.append(
                 "a CommandError is a mistake in the inputs, not a refusal by the domain: "
-                "arguments the command does not take, or a command given a stream whose "
-                "state it cannot start from (rare= does not excuse it)"
+                "a command given a stream whose state it cannot start from (rare= does "
+                "not excuse it)"
             )
         body = "\n".join(f"  {line}" for line in lines)
         advice = "Give inputs that reach all of it"

@@ -8,7 +8,7 @@ from typing import Any
 from attrs import field, frozen
 
 from fes.aggregates import Command
-from fes.errors import CommandError, ConfigurationError, Rejected
+from fes.errors import CommandError, CommandMistake, ConfigurationError, Rejected
 from fes.system import System
 from fes.testing.simulation._edge import Application
 from fes.testing.simulation._text import _command_label, _shown
@@ -67,6 +67,14 @@ def _execute(application: Application, system: System, item: Input) -> str:
             ) from None
     try:
         recorded = application.execute(aggregate, item.stream, command, *item.args)
+    except CommandMistake as mistake:
+        # arguments the command does not take (or a command that misbehaved):
+        # wrong in every run, whatever the state, so no run may pass with it
+        mistake.add_note(
+            f"in the input {item.describe()}: a mistake in the inputs or the command, "
+            "not a refusal by the domain"
+        )
+        raise
     except (Rejected, CommandError) as refusal:
         return f"{REFUSED}{type(refusal).__name__}: {refusal})"
     return _shown([r.event for r in recorded]) if recorded else NO_EVENTS
