@@ -200,6 +200,17 @@ def _named(system: System, unit: str, option: str) -> App:
         raise parse.UsageError(option, str(error)) from None
 
 
+def _with_views(system: System, units: Sequence[str]) -> list[str]:
+    """Each unit ``fes run`` runs, with the views it keeps (an application's, on partition 0)."""
+    named = []
+    for unit in units:
+        name, _, part = unit.partition("#")
+        views = system.app(name).views if part in ("", "0") else ()
+        kept = ", ".join(v.name for v in views)
+        named.append(f"{unit} (view{'s' if len(views) > 1 else ''} {kept})" if views else unit)
+    return named
+
+
 def _check_places(
     system: System,
     apps: list[str] | None,
@@ -299,9 +310,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     # what runs here: an application with neither policy nor views has nothing to
     # run (its events are written by the code that uses it), so it is not named
     running = apps or [a.name for a in system.apps if a.policy is not None or a.views]
+    named = _with_views(system, running or [a.name for a in system.apps])
     said = (
-        f"fes: running {', '.join(running or [a.name for a in system.apps])} on "
-        f"{where}; stop with Ctrl-C or SIGTERM"
+        f"fes: running {', '.join(named)} on {where}; stop with Ctrl-C or SIGTERM"
     )
     errors = run(
         # worker processes import the system by name rather than receive a copy

@@ -255,10 +255,10 @@ class _Simulator:
         if cut:
             assert end is not None
             until = end - 1
-        self.faults.counts["outages"] += 1
         apps = ", ".join(a for a, d in self.placement.items() if d == step.database)
-        if until == index:
+        if until == index:  # no step meets it: not counted as an outage
             return f"down for no step: back as the run goes quiet ({apps})"
+        self.faults.counts["outages"] += 1
         self.faults.down[step.database] = until
         first, last = index + 2, until + 1  # as the report numbers steps, from 1
         during = f"step {first}" if first == last else f"steps {first}-{last}"
