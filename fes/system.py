@@ -113,6 +113,14 @@ class App:
     and tracks its own position, so the partitions can run in different
     processes or hosts.  Events of one stream stay in order; events of
     different streams may be processed in any order.
+
+    ``snapshot_every`` is how often the application snapshots a stream (when
+    an append takes its version to or past a multiple of it), in every
+    process that builds it from this definition: the web process's
+    ``Application``, ``fes run`` and its workers alike, so that none loads
+    whole streams for want of the setting.  ``FES_SNAPSHOT_EVERY`` in a
+    process's environment overrides it there, and an ``Application``'s own
+    argument overrides both.
     """
 
     name: str
@@ -121,6 +129,7 @@ class App:
     on_error: ErrorHandler = stop_on_error
     views: tuple[View[Any], ...] = field(default=(), converter=_views)
     partitions: int = 1
+    snapshot_every: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -135,6 +144,12 @@ class App:
             raise SystemDefinitionError(
                 f"application {self.name!r}: partitions must be an integer of at least 1, "
                 f"got {self.partitions!r}"
+            )
+        every = self.snapshot_every
+        if every is not None and (type(every) is not int or every < 1):
+            raise SystemDefinitionError(
+                f"application {self.name!r}: snapshot_every must be an integer of at least 1 "
+                f"(or None, for no snapshots), got {every!r}"
             )
         _check_kind(self.aggregates, Aggregate, f"application {self.name!r}: its aggregates")
         _check_kind(self.views, View, f"application {self.name!r}: its views")

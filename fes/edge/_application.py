@@ -234,8 +234,9 @@ class Application:
 
     ``compress`` is True or a zlib level 1 to 9 (None: ``FES_COMPRESS``);
     ``snapshot_every`` takes a snapshot when a stream's version crosses a
-    multiple of it; ``cache_size`` keeps that many recently used states in
-    memory (refreshed with any later events on every read); ``retries`` is
+    multiple of it (None: ``FES_SNAPSHOT_EVERY``, else the ``App``'s own);
+    ``cache_size`` keeps that many recently used states in memory
+    (refreshed with any later events on every read); ``retries`` is
     how many times ``execute`` retries a command after a version conflict,
     each time after a random wait of up to 4, 8, 16… times what the lost try
     took (at most 50 ms), so that writers racing for one stream take turns
@@ -287,6 +288,8 @@ class Application:
             cipher = Cipher.from_env(settings.AppEnv(env, app.name))
         if snapshot_every is None:
             snapshot_every = settings.snapshot_every(env, app.name)
+        if snapshot_every is None:
+            snapshot_every = app.snapshot_every
         if snapshot_every is not None:
             check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application

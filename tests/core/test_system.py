@@ -53,6 +53,19 @@ def test_app_defaults() -> None:
     assert plain.on_error is fes.stop_on_error
 
 
+@pytest.mark.parametrize("every", [0, -1, 2.5, "10", True])
+def test_app_refuses_a_snapshot_interval_that_is_no_count(every: Any) -> None:
+    """snapshot_every is None or an integer of at least 1, checked where it is written."""
+    with pytest.raises(
+        fes.errors.SystemDefinitionError,
+        match=r"application 'school': snapshot_every must be an integer of at least 1 "
+        r"\(or None, for no snapshots\), got ",
+    ):
+        fes.App("school", aggregates=[dogs], snapshot_every=every)
+    assert fes.App("school").snapshot_every is None
+    assert fes.App("school", snapshot_every=100).snapshot_every == 100
+
+
 def test_app_aggregate_finds_by_name() -> None:
     """App.aggregate(name) returns the aggregate of that name."""
     office = fes.App("office", aggregates=[dogs, accounts])

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 
 import fes
-from fes.edge import Application, Cipher, _application
+from fes.edge import Application, Cipher, SyncRunner, _application
 from fes.edge._clock import to_micros
 from fes.edge.stores import Store, StoredSnapshot, Tracking
 from fes.events import NO_METADATA, Metadata, micros_datetime, new_metadata
@@ -1845,6 +1845,41 @@ def test_fes_snapshot_every_sets_the_snapshot_interval() -> None:
         assert app.snapshot_every == 7
     with Application(SCHOOL, "memory://", env={"FES_SNAPSHOT_EVERY": ""}) as app:
         assert app.snapshot_every is None
+
+
+def test_the_apps_own_snapshot_interval_serves_every_process_that_builds_it() -> None:
+    """App(snapshot_every=N) snapshots in an Application and a runner's followers alike.
+
+    (A clinic trial's web process loaded whole streams: the snapshot setting
+    was in fes run's environment only.)  FES_SNAPSHOT_EVERY overrides it in
+    one process, and an Application's argument overrides both.
+    """
+    school = fes.App("school", aggregates=[dogs], snapshot_every=2)
+    with Application(school, "memory://", env={}) as app:
+        assert app.snapshot_every == 2
+        app.execute(dogs, "fido", register, "Fido")
+        app.execute(dogs, "fido", add_trick, "sit")
+        assert app.store.load_snapshot("fido").version == 2
+    with Application(school, "memory://", env={"FES_SNAPSHOT_EVERY": "5"}) as app:
+        assert app.snapshot_every == 5
+    with Application(school, "memory://", snapshot_every=7, env={}) as app:
+        assert app.snapshot_every == 7
+
+    def tally(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        return [fes.Emit(dogs, "tally", [TrickAdded(recorded.event.name)])]
+
+    follower = fes.App("tallies", aggregates=[dogs], policy=tally, snapshot_every=3)
+    system = fes.System([fes.App("school", aggregates=[dogs]), follower],
+                        pipes=[["school", "tallies"]])
+    with SyncRunner(system, "memory://", env={}) as runner:
+        runner.app("tallies").execute(dogs, "tally", register, "Tally")
+        for name in ("a", "b", "c"):
+            runner.app("school").execute(dogs, f"dog-{name}", register, name)
+        runner.run_until_quiet()
+        assert runner.app("tallies").snapshot_every == 3
+        # one batch took the tally from version 1 to 4, past 3: snapshotted at its end
+        assert runner.app("tallies").store.load_snapshot("tally").version == 4
+        assert runner.app("school").store.load_snapshot("dog-a") is None
 
 
 @pytest.mark.parametrize(
