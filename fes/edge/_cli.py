@@ -201,13 +201,28 @@ def _named(system: System, unit: str, option: str) -> App:
 
 
 def _with_views(system: System, units: Sequence[str]) -> list[str]:
-    """Each unit ``fes run`` runs, with the views it keeps (an application's, on partition 0)."""
+    """Each unit ``fes run`` runs, with the views it keeps and how often it snapshots.
+
+    An application's views run with its partition 0; its snapshot interval
+    is the one its ``Application`` will use: ``FES_SNAPSHOT_EVERY`` (or the
+    application's own variable), else the ``App``'s.
+    """
     named = []
     for unit in units:
         name, _, part = unit.partition("#")
-        views = system.app(name).views if part in ("", "0") else ()
-        kept = ", ".join(v.name for v in views)
-        named.append(f"{unit} (view{'s' if len(views) > 1 else ''} {kept})" if views else unit)
+        app = system.app(name)
+        said = []
+        views = app.views if part in ("", "0") else ()
+        if views:
+            said.append(f"view{'s' if len(views) > 1 else ''} {', '.join(v.name for v in views)}")
+        try:
+            every = settings.snapshot_every(os.environ, name)
+        except ConfigurationError:
+            every = None  # the application refuses it, saying why, as it starts
+        every = app.snapshot_every if every is None else every
+        if every is not None:
+            said.append(f"snapshots every {every}")
+        named.append(f"{unit} ({'; '.join(said)})" if said else unit)
     return named
 
 

@@ -182,11 +182,12 @@ def test_run_imports_the_system_from_the_current_directory(tmp_path: Path) -> No
     ), first
 
 
-def _first_line_of_run(system: str, directory: Path) -> str:
+def _first_line_of_run(system: str, directory: Path, **env: str) -> str:
     """What `fes run SYSTEM` in ``directory`` says first, on stderr; then it is stopped."""
     fes = subprocess.Popen(
         [FES, "run", system, "--store", _sqlite(directory)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=directory, env=_env(),
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=directory,
+        env=_env(**env),
     )
     assert fes.stderr is not None
     try:
@@ -393,6 +394,34 @@ def test_run_names_only_what_it_runs(tmp_path: Path) -> None:
     )
     first = _first_line_of_run("twoapps:system", tmp_path)
     assert first.startswith("fes: running notes on "), first
+
+
+def test_run_says_how_often_each_application_snapshots(tmp_path: Path) -> None:
+    """The first line names each application's snapshot interval, as its process will use it.
+
+    (A ferry trial's operator had no way to tell whether fes run snapshots.)
+    """
+    (tmp_path / "ferries.py").write_text(
+        "import fes\n"
+        "from fes.examples.dogs import dogs\n"
+        "def noted(recorded):\n"
+        "    return []\n"
+        "counted = fes.View('count', 0, lambda n, recorded: n + 1)\n"
+        "system = fes.System(\n"
+        "    [fes.App('school', aggregates=(dogs,), views=[counted], snapshot_every=50),\n"
+        "     fes.App('notes', aggregates=(dogs,), policy=noted, snapshot_every=9)],\n"
+        "    pipes=[['school', 'notes']],\n"
+        ")\n"
+    )
+    first = _first_line_of_run("ferries:system", tmp_path)
+    assert first.startswith(
+        "fes: running school (view count; snapshots every 50), notes (snapshots every 9) on "
+    ), first
+    # the environment overrides the code, in this process only
+    first = _first_line_of_run("ferries:system", tmp_path, NOTES_FES_SNAPSHOT_EVERY="7")
+    assert first.startswith(
+        "fes: running school (view count; snapshots every 50), notes (snapshots every 7) on "
+    ), first
 
 
 def test_an_empty_store_speaks_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
