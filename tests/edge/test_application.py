@@ -1831,40 +1831,40 @@ def test_an_explicit_compress_argument_beats_the_environment() -> None:
         assert app.store.read_stream("champion")[0].payload.startswith(b"{")
 
 
-def test_fes_snapshot_every_sets_the_snapshot_interval() -> None:
-    """FES_SNAPSHOT_EVERY (prefixed first) makes the application snapshot; an argument wins."""
-    env = {"FES_SNAPSHOT_EVERY": "5", "SCHOOL_FES_SNAPSHOT_EVERY": "2"}
-    with Application(SCHOOL, "memory://", env=env) as app:
-        assert app.snapshot_every == 2
-        app.execute(dogs, "fido", register, "Fido")
-        app.execute(dogs, "fido", add_trick, "sit")
-        assert app.store.load_snapshot("fido").version == 2
-    with Application(SCHOOL, "memory://", env={"FES_SNAPSHOT_EVERY": "5"}) as app:
-        assert app.snapshot_every == 5
-    with Application(SCHOOL, "memory://", snapshot_every=7, env=env) as app:
-        assert app.snapshot_every == 7
-    with Application(SCHOOL, "memory://", env={"FES_SNAPSHOT_EVERY": ""}) as app:
-        assert app.snapshot_every is None
+BOTH = {"FES_SNAPSHOT_EVERY": "5", "SCHOOL_FES_SNAPSHOT_EVERY": "2"}
 
 
-def test_the_apps_own_snapshot_interval_serves_every_process_that_builds_it() -> None:
-    """App(snapshot_every=N) snapshots in an Application and a runner's followers alike.
+@pytest.mark.parametrize(
+    ("own", "env", "given", "expected"),
+    [
+        (None, BOTH, None, 2),  # the application's own variable first
+        (None, {"FES_SNAPSHOT_EVERY": "5"}, None, 5),
+        (None, BOTH, 7, 7),  # the argument wins
+        (None, {"FES_SNAPSHOT_EVERY": ""}, None, None),  # empty: unset
+        (2, {}, None, 2),  # the App's own, with nothing else said
+        (2, {"FES_SNAPSHOT_EVERY": "5"}, None, 5),  # the environment overrides it
+        (2, {}, 7, 7),
+    ],
+)
+def test_the_snapshot_interval_is_the_argument_else_the_environment_else_the_apps(
+    own: int | None, env: dict[str, str], given: int | None, expected: int | None
+) -> None:
+    """snapshot_every=, else FES_SNAPSHOT_EVERY (prefixed first), else App(snapshot_every=).
 
     (A clinic trial's web process loaded whole streams: the snapshot setting
-    was in fes run's environment only.)  FES_SNAPSHOT_EVERY overrides it in
-    one process, and an Application's argument overrides both.
+    was in fes run's environment only; the App's own reaches every process.)
     """
-    school = fes.App("school", aggregates=[dogs], snapshot_every=2)
-    with Application(school, "memory://", env={}) as app:
-        assert app.snapshot_every == 2
+    school = fes.App("school", aggregates=[dogs], snapshot_every=own)
+    with Application(school, "memory://", snapshot_every=given, env=env) as app:
+        assert app.snapshot_every == expected
         app.execute(dogs, "fido", register, "Fido")
         app.execute(dogs, "fido", add_trick, "sit")
-        assert app.store.load_snapshot("fido").version == 2
-    with Application(school, "memory://", env={"FES_SNAPSHOT_EVERY": "5"}) as app:
-        assert app.snapshot_every == 5
-    with Application(school, "memory://", snapshot_every=7, env={}) as app:
-        assert app.snapshot_every == 7
+        snapshot = app.store.load_snapshot("fido")
+        assert (snapshot and snapshot.version) == (2 if expected == 2 else None)
 
+
+def test_the_apps_own_snapshot_interval_serves_a_runners_followers() -> None:
+    """App(snapshot_every=N) snapshots in the applications a runner builds too."""
     def tally(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
         return [fes.Emit(dogs, "tally", [TrickAdded(recorded.event.name)])]
 
