@@ -200,7 +200,7 @@ def _named(system: System, unit: str, option: str) -> App:
         raise parse.UsageError(option, str(error)) from None
 
 
-def _with_views(system: System, units: Sequence[str]) -> list[str]:
+def _as_run(system: System, units: Sequence[str]) -> list[str]:
     """Each unit ``fes run`` runs, with the views it keeps and how often it snapshots.
 
     An application's views run with its partition 0; its snapshot interval
@@ -325,7 +325,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     # what runs here: an application with neither policy nor views has nothing to
     # run (its events are written by the code that uses it), so it is not named
     running = apps or [a.name for a in system.apps if a.policy is not None or a.views]
-    named = _with_views(system, running or [a.name for a in system.apps])
+    named = _as_run(system, running or [a.name for a in system.apps])
     said = (
         f"fes: running {', '.join(named)} on {where}; stop with Ctrl-C or SIGTERM"
     )
