@@ -59,6 +59,8 @@ from .stores._base import StoredEvent, Tracking
 __all__ = ["Projection"]
 
 logger = logging.getLogger("fes")
+#: How often, in seconds, a wait for a view reads the stops recorded in its store.
+_LOOK_EVERY = 0.25
 
 V = TypeVar("V")
 
@@ -320,16 +322,38 @@ class Projection(Generic[V]):
         position of its last recorded event before reading :meth:`state`.
         Something else (a runner) must be keeping the view up to date.  A
         view that stopped before ``position`` (its ``apply`` raised) raises
-        :class:`fes.errors.FollowerStopped` naming it, rather than waiting.
+        :class:`fes.errors.FollowerStopped` naming it, rather than waiting:
+        whether it stopped here, or in the process that keeps it (as that
+        process recorded it in the application's store, read at once and
+        four times a second while waiting; its ``ViewError`` then holds a
+        ``RuntimeError`` with the recorded error's text).
         """
         deadline = time.monotonic() + timeout
         pause = 0.002
+        looked = None  # when the recorded stops were last read
         while self.position() < position:
-            if self.error is not None and self.error.position <= position:
-                raise FollowerStopped({self.label: self.error}) from self.error
+            failure = self.error
+            if failure is None or failure.position > position:
+                now = time.monotonic()
+                if looked is None or now - looked >= _LOOK_EVERY or now >= deadline:
+                    failure, looked = self._recorded_failure(), now
+            if failure is not None and failure.position <= position:
+                raise FollowerStopped({self.label: failure}) from failure
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.05)
         return True
+
+    def _recorded_failure(self) -> ViewError | None:
+        """The stop of this view recorded in the store (by any process), as a ViewError."""
+        halted = recorded_view_stops(self.application).get(self.view.name)
+        if halted is None:
+            return None
+        failure = ViewError(self.application.name, self.view.name, halted.position, RuntimeError(
+            f"{halted.error} (at {halted.where}; recorded {halted.at} on {halted.host}, "
+            f"pid {halted.pid})"
+        ))
+        failure.traceback = halted.traceback
+        return failure

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fes.edge import Application, SyncRunner, ThreadedRunner
+from fes.edge import Application, Projection, SyncRunner, ThreadedRunner
 from fes.edge._cli import main
 from fes.edge._skips import STOPS_STREAM, ViewHalted, ViewResumed
 from fes.errors import FollowerStopped, ViewError
@@ -123,3 +123,28 @@ def test_fes_run_exits_3_with_one_line_for_a_stopped_view(
     assert "Traceback" not in err, err
     assert f"fes: {STOPPED}" in err, err
     assert err.count("view cannot count message 2") <= 3, err  # the log line(s), the summary
+
+
+def test_a_reader_waiting_for_a_view_kept_elsewhere_learns_of_its_stop(sqlite_url: str) -> None:
+    """Projection.wait_for in a process that only reads raises the stop another recorded.
+
+    (A web process waiting for a view that fes run kept, and had stopped,
+    waited out its timeout and was told only False.)
+    """
+    with SyncRunner(domain.viewed, sqlite_url) as runner:  # the process keeping the view
+        send(runner.app("source"), range(5), poison=[2])
+        runner.run_until_quiet(check=False)
+    app = domain.viewed.app("source")
+    (view,) = app.views
+    with Application(app, store=sqlite_url) as reader:
+        projection = Projection(reader, view)
+        assert projection.wait_for(2, timeout=5)  # before the failed event: reached
+        started = time.monotonic()
+        with pytest.raises(FollowerStopped, match="1 view\\(s\\) stopped: source/sent: ") as raised:
+            projection.wait_for(4, timeout=30)
+        assert time.monotonic() - started < 5  # at once, not after the timeout
+        error = raised.value.errors["source/sent"]
+        assert isinstance(error, ViewError)
+        assert (error.app, error.view, error.position) == ("source", "sent", 3)
+        assert str(error.error).startswith("ValueError: view cannot count message 2 (at ")
+        assert "ValueError" in (error.traceback or "")
