@@ -53,7 +53,15 @@ from fes.views import View
 from . import _telemetry
 from ._application import Application, check_count
 from ._follower import describe, origin, stop_fields
-from ._skips import STOPS_STREAM, ViewHalted, ViewResumed, is_internal, recorded_view_stops, skips
+from ._skips import (
+    STOPS_STREAM,
+    ViewHalted,
+    ViewResumed,
+    is_internal,
+    recorded_error,
+    recorded_view_stops,
+    skips,
+)
 from .stores._base import StoredEvent, Tracking
 
 __all__ = ["Projection"]
@@ -351,9 +359,8 @@ class Projection(Generic[V]):
         halted = recorded_view_stops(self.application).get(self.view.name)
         if halted is None:
             return None
-        failure = ViewError(self.application.name, self.view.name, halted.position, RuntimeError(
-            f"{halted.error} (at {halted.where}; recorded {halted.at} on {halted.host}, "
-            f"pid {halted.pid})"
-        ))
+        failure = ViewError(
+            self.application.name, self.view.name, halted.position, recorded_error(halted)
+        )
         failure.traceback = halted.traceback
         return failure

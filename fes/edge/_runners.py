@@ -35,7 +35,7 @@ from ._follower import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Follower, descri
 from ._placement import LaterDatabase, Placement, StoreArgument
 from ._projections import Projection
 from ._settings import prefixed
-from ._skips import FollowerHalted, recorded_stops
+from ._skips import FollowerHalted, recorded_error, recorded_stops
 from .stores._base import Database
 
 __all__ = [
@@ -735,10 +735,9 @@ class Runner:
                 stops[name] = recorded_stops(self.app(name))
             halted = stops[name].get((unit, leader))
             if halted is not None:
-                failure = found[unit] = PolicyError(unit, leader, halted.position, RuntimeError(
-                    f"{halted.error} (at {halted.where}; recorded {halted.at} on "
-                    f"{halted.host}, pid {halted.pid})"
-                ))
+                failure = found[unit] = PolicyError(
+                    unit, leader, halted.position, recorded_error(halted)
+                )
                 failure.traceback = halted.traceback
         return found
 

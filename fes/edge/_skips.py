@@ -194,6 +194,19 @@ def recorded_stops(application: _Reader) -> dict[tuple[str, str], FollowerHalted
     return current_stops(r.event for r in application.stream(STOPS_STREAM))
 
 
+def recorded_error(halted: FollowerHalted | ViewHalted) -> RuntimeError:
+    """A recorded stop's error, to raise in a process that did not meet it.
+
+    The original exception lives only in the process that stopped; the
+    record keeps its text, where it was raised, and when and where it was
+    recorded.
+    """
+    return RuntimeError(
+        f"{halted.error} (at {halted.where}; recorded {halted.at} on {halted.host}, "
+        f"pid {halted.pid})"
+    )
+
+
 def recorded_view_stops(application: _Reader) -> dict[str, ViewHalted]:
     """:func:`current_view_stops` of ``application``'s :data:`STOPS_STREAM`, read with its codec."""
     if not application.store.stream_version(STOPS_STREAM):
