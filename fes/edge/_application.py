@@ -287,9 +287,7 @@ class Application:
         if cipher is None:
             cipher = Cipher.from_env(settings.AppEnv(env, app.name))
         if snapshot_every is None:
-            snapshot_every = settings.snapshot_every(env, app.name)
-        if snapshot_every is None:
-            snapshot_every = app.snapshot_every
+            snapshot_every = settings.snapshot_interval(env, app)
         if snapshot_every is not None:
             check_count("snapshot_every", snapshot_every, 1)
         # fes's own events (skips recorded by runners) are readable in every application

@@ -216,10 +216,9 @@ def _as_run(system: System, units: Sequence[str]) -> list[str]:
         if views:
             said.append(f"view{'s' if len(views) > 1 else ''} {', '.join(v.name for v in views)}")
         try:
-            every = settings.snapshot_every(os.environ, name)
+            every = settings.snapshot_interval(os.environ, app)
         except ConfigurationError:
             every = None  # the application refuses it, saying why, as it starts
-        every = app.snapshot_every if every is None else every
         if every is not None:
             said.append(f"snapshots every {every}")
         named.append(f"{unit} ({'; '.join(said)})" if said else unit)

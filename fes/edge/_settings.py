@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fes.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from fes.system import App
 
 __all__ = [
     "ANY_APP",
@@ -293,6 +296,13 @@ def snapshot_every(env: Mapping[str, str], app: str | None = None) -> int | None
             f"{_from(env, 'FES_SNAPSHOT_EVERY', app)}"
         )
     return value
+
+
+def snapshot_interval(env: Mapping[str, str], app: App) -> int | None:
+    """How often ``app`` snapshots in a process with ``env``: ``FES_SNAPSHOT_EVERY``
+    (or the application's own variable), else the ``App``'s ``snapshot_every``."""
+    every = snapshot_every(env, app.name)
+    return app.snapshot_every if every is None else every
 
 
 def _name(key: str, app: str | None) -> str:

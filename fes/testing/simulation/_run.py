@@ -252,8 +252,7 @@ class _Simulator:
         # there brings every database back
         until = max(self.faults.down.get(step.database, -1), index + step.steps)
         cut = end is not None and until >= end
-        if cut:
-            assert end is not None
+        if end is not None and cut:
             until = end - 1
         apps = ", ".join(a for a, d in self.placement.items() if d == step.database)
         if until == index:  # no step meets it: not counted as an outage

@@ -134,18 +134,12 @@ def _simulate(
     followed: list[FollowedUp] = []
     problems: list[str] = []
     trace: list[str] = []
-    # where each step's part of the plan ends: the next Quiesce, or the end
-    ends: list[int] = []
-    end = len(plan)
-    for index in reversed(range(len(plan))):
-        if isinstance(plan[index], Quiesce):
-            end = index
-        ends.append(end)
-    ends.reverse()
+    end = _part_end(plan, 0)
     for index, step in enumerate(plan):
         if not isinstance(step, Quiesce):
-            trace.append(sim.perform(index, step, ends[index]))
+            trace.append(sim.perform(index, step, end))
             continue
+        end = _part_end(plan, index + 1)
         sim.faults.now = index
         sim.drain(max_rounds)
         if waiting:
@@ -180,6 +174,11 @@ def _simulate(
         impure=expected.impure,
         expect_stops=expect_stops,
     )
+
+
+def _part_end(plan: Sequence[Step], start: int) -> int:
+    """Where the part of ``plan`` from ``start`` ends: its next Quiesce, or the plan's end."""
+    return next((i for i in range(start, len(plan)) if isinstance(plan[i], Quiesce)), len(plan))
 
 
 def _follow_up(
