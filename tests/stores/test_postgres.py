@@ -512,6 +512,73 @@ def test_every_notification_is_counted_while_the_listener_runs_statements(
         assert waiter.notified() == start + commits
 
 
+def test_notifications_are_read_where_they_are_wanted(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While no thread waits, the listener's thread does not watch the connection: a
+    thread that asks for the count reads what has arrived itself (a busy follower wakes
+    no other thread per commit); a thread that waits is woken by the listener's thread,
+    at once; and while nobody asks, the thread reads what has arrived now and then."""
+    bumped_by: list[str] = []
+    bump = _listener.Signal.bump
+
+    def recording(signal: _listener.Signal) -> None:
+        bumped_by.append(threading.current_thread().name)
+        bump(signal)
+
+    monkeypatch.setattr(_listener.Signal, "bump", recording)
+    monkeypatch.setattr(_listener.Listener, "_IDLE_READ", 60.0)
+    with (
+        PostgresDatabase(pg_url, poll_interval=60) as waiting,
+        PostgresDatabase(pg_url) as writing,
+    ):
+        waiter, writer = waiting.store("shop"), writing.store("shop")
+        first = waiter.notified()
+        assert isinstance(first, int)
+        assert waiter.wait_notified(first, 30) is True  # the LISTEN's own count
+        # after a wait the thread watches until something comes: a commit ends that
+        listener = waiting._listener
+        assert listener is not None
+        deadline = time.monotonic() + 10
+        for i in itertools.count():
+            with listener._lock:
+                if not listener._watching or time.monotonic() > deadline:
+                    break
+            writer.append([new(f"w{i}", 1)])
+            time.sleep(0.05)
+        assert not listener._watching
+        start = waiter.notified()
+        assert isinstance(start, int)
+        del bumped_by[:]
+        for i in range(50):
+            writer.append([new(f"s{i}", 1)])
+        deadline = time.monotonic() + 10
+        while waiter.notified() != start + 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiter.notified() == start + 50
+        assert set(bumped_by) == {threading.current_thread().name}  # the listener slept
+        # a thread that waits is woken by the listener's thread, not by a read a minute on
+        del bumped_by[:]
+        threading.Timer(0.3, lambda: writer.append([new("late", 1)])).start()
+        started = time.monotonic()
+        assert waiter.wait_notified(start + 50, 30) is True
+        assert time.monotonic() - started < 5.0
+        assert bumped_by == ["fes-listen"]
+        # nobody asks: the listener's thread reads now and then, so nothing piles up
+        listener._IDLE_READ = 0.05
+        listener._wake()
+        signal = listener.signal(channel("public", "shop"))
+        before = signal._generation  # read as it stands: only the thread bumps it
+        del bumped_by[:]
+        for i in range(20):
+            writer.append([new(f"t{i}", 1)])
+        deadline = time.monotonic() + 10
+        while signal._generation != before + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert signal._generation == before + 20
+        assert set(bumped_by) == {"fes-listen"}
+
+
 @pytest.mark.parametrize("listen", [True, False])
 def test_closing_the_database_wakes_its_waiters_at_once(pg_url: str, listen: bool) -> None:
     """A thread asleep in wait or wait_notified (a runner's) ends when the database closes,

@@ -11,6 +11,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,14 +22,17 @@ from fes.errors import StoreError
 
 
 class Signal:
-    """A generation counter that waiters block on; the listener bumps it."""
+    """A generation counter that waiters block on; its listener bumps it."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Listener) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._listener = listener
 
     @property
     def generation(self) -> int:
+        """The count, after the notifications that have arrived unread are counted."""
+        self._listener.deliver()
         with self._cond:
             return self._generation
 
@@ -38,8 +42,18 @@ class Signal:
             self._cond.notify_all()
 
     def wait_past(self, seen: int, timeout: float) -> None:
+        """Block until the count is not ``seen``, or ``timeout`` passes."""
+        listener = self._listener
+        listener.deliver()  # come already: no need to wake the listener's thread
         with self._cond:
-            self._cond.wait_for(lambda: self._generation != seen, timeout)
+            if self._generation != seen:
+                return
+        listener.watch(1)
+        try:
+            with self._cond:
+                self._cond.wait_for(lambda: self._generation != seen, timeout)
+        finally:
+            listener.watch(-1)
 
 
 def _readable(fds: list[int], timeout: float) -> set[int]:
@@ -53,14 +67,26 @@ def _readable(fds: list[int], timeout: float) -> set[int]:
 class Listener:
     """One connection that LISTENs on behalf of every store of a database.
 
-    A daemon thread waits on the connection's socket and on a pipe that
-    :meth:`signal` and :meth:`close` write to, so new channels are listened to
-    at once.  After LISTEN (and after a reconnection) it wakes the channel's
-    waiters, which then re-check the log: nothing committed while the channel
-    was not listened to is missed.
+    Notifications are read where they are wanted.  A thread that asks for
+    the count (:attr:`Signal.generation`) or is about to wait reads what
+    has arrived itself, without blocking; a daemon thread watches the
+    connection's socket only while some thread waits, and otherwise reads
+    it every ``_IDLE_READ`` seconds, so that nothing piles up on the
+    server.  A follower busy with one batch after another never wakes the
+    listener's thread: the notifications of the commits made meanwhile are
+    read, many at once, when it next looks (a W5 follower's listener had
+    been woken by every writer's commit, at some 30 us of CPU each, on
+    cores the writers and the server share).
+
+    The thread also waits on a pipe that :meth:`signal`, :meth:`watch` and
+    :meth:`close` write to, so new channels are listened to and new waiters
+    watched for at once.  After LISTEN (and after a reconnection) it wakes
+    the channel's waiters, which then re-check the log: nothing committed
+    while the channel was not listened to is missed.
     """
 
     _KEEPALIVE = 60.0  # seconds of silence after which the connection is probed
+    _IDLE_READ = 0.1  # seconds between the thread's reads while no thread waits
 
     def __init__(self, conninfo: str, keywords: Mapping[str, Any], poll: float) -> None:
         self._conninfo = conninfo
@@ -76,6 +102,14 @@ class Listener:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # The connection that listens, once it does, and its encoding; its
+        # reads and statements take turns under _io, the thread's and
+        # deliver()'s.  _watchers: how many threads wait in Signal.wait_past;
+        # _watching: whether the thread watches the socket (both under _lock).
+        self._io = threading.Lock()
+        self._serving: tuple[Conn, str] | None = None
+        self._watchers = 0
+        self._watching = False
 
     def signal(self, channel: str) -> Signal:
         """The signal bumped on each notification of ``channel``."""
@@ -85,13 +119,52 @@ class Listener:
             found = self._signals.get(channel)
             if found is not None:
                 return found
-            signal = self._signals[channel] = Signal()
+            signal = self._signals[channel] = Signal(self)
             self._pending.add(channel)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="fes-listen", daemon=True)
                 self._thread.start()
         self._wake()
         return signal
+
+    def watch(self, change: int) -> None:
+        """Count a thread that begins (1) or ends (-1) a wait; wake the thread to watch."""
+        with self._lock:
+            self._watchers += change
+            wake = change > 0 and not self._watching
+        if wake:
+            self._wake()
+
+    def deliver(self) -> None:
+        """Count the notifications that have arrived unread, in the calling thread.
+
+        It never blocks: while the listener's thread uses the connection,
+        the thread counts them.  A connection found lost is left to the
+        thread, which reads it again within ``_IDLE_READ`` seconds.
+        """
+        if self._serving is None or not self._io.acquire(blocking=False):
+            return
+        try:
+            serving = self._serving
+            if serving is not None:
+                # lost: the thread finds out on its next read, and reconnects
+                with contextlib.suppress(Exception):
+                    self._read(*serving)
+        finally:
+            self._io.release()
+
+    def _read(self, conn: Conn, encoding: str) -> int:
+        """Read what has arrived, without blocking; bump each notification's signal."""
+        pgconn = conn.pgconn
+        pgconn.consume_input()  # raises if the connection is lost
+        signals = self._signals
+        count = 0
+        while (notify := pgconn.notifies()) is not None:
+            count += 1
+            found = signals.get(notify.relname.decode(encoding))
+            if found is not None:
+                found.bump()
+        return count
 
     def close(self) -> None:
         with self._lock:
@@ -131,6 +204,8 @@ class Listener:
                         self._pending = set(self._signals)
                 self._serve(conn)
             except Exception:  # waiters poll meanwhile; reconnect after a pause
+                with self._io:
+                    self._serving = None
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -138,50 +213,56 @@ class Listener:
                     signal.bump()  # waiters re-check now and poll until we are back
                 if _readable([self._wake_r], self._reconnect):
                     self._drain()
+        with self._io:
+            self._serving = None
         if conn is not None:
             conn.close()
 
     def _serve(self, conn: Conn) -> None:
-        """Listen to new channels, then deliver notifications until woken.
+        """Listen to new channels, then read notifications until woken for new ones.
 
-        Once listening, a notification costs a wake of this thread, libpq's
-        read of it, and a bump: no psycopg generator or poll object of its
-        own per notification (a W5 follower's listener spent 44 us of CPU on
-        each with them).  Notifications that arrive while a statement of this
-        thread runs (LISTEN, the keepalive) reach :meth:`_notified` through
+        Once listening, a read costs libpq's read of what has arrived and a
+        bump per notification: no psycopg generator or poll object of its
+        own.  Notifications that arrive while a statement of this thread
+        runs (LISTEN, the keepalive) reach :meth:`_notified` through
         psycopg's handler.
         """
         with self._lock:
             pending, self._pending = self._pending, set()
-        for channel in sorted(pending):
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        with self._io:
+            for channel in sorted(pending):
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            serving = self._serving = (conn, conn.info.encoding)
         for channel in pending:
             self._signals[channel].bump()
-        pgconn = conn.pgconn
-        encoding = conn.info.encoding
-        signals = self._signals
         sock = conn.fileno()
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        watching = False
+        heard = time.monotonic()
         while not self._closed:
-            ready = poller.poll(self._KEEPALIVE * 1000)
-            if not ready:
-                conn.execute("SELECT 1")
-                continue
-            woken = False
-            for fd, _ in ready:
-                if fd != sock:
-                    woken = True
-                    continue
-                pgconn.consume_input()  # raises if the connection is lost
-                while (notify := pgconn.notifies()) is not None:
-                    found = signals.get(notify.relname.decode(encoding))
-                    if found is not None:
-                        found.bump()
-            if woken:  # a new channel, or close()
+            # Looked at after each wake only: a wait that ended leaves the socket
+            # watched until something comes, so that a thread that waits again
+            # soon after (a follower keeping up) need not wake this one first.
+            with self._lock:
+                wanted = self._watching = self._watchers > 0
+            if wanted != watching:
+                watching = wanted
+                if watching:
+                    poller.register(sock, select.POLLIN)
+                else:
+                    poller.unregister(sock)
+            ready = poller.poll((self._KEEPALIVE if watching else self._IDLE_READ) * 1000)
+            if any(fd == self._wake_r for fd, _ in ready):
                 self._drain()
-                return
+                if self._pending or self._closed:  # a new channel, or close()
+                    return
+            with self._io:
+                if self._read(*serving) or any(fd == sock for fd, _ in ready):
+                    heard = time.monotonic()
+                elif time.monotonic() - heard >= self._KEEPALIVE:
+                    conn.execute("SELECT 1")
+                    heard = time.monotonic()
 
     def _notified(self, notify: Notify) -> None:
         """psycopg's handler: a notification read while a statement ran."""
