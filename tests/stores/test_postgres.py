@@ -522,9 +522,9 @@ def test_notifications_are_read_where_they_are_wanted(
     bumped_by: list[str] = []
     bump = _listener.Signal.bump
 
-    def recording(signal: _listener.Signal) -> None:
-        bumped_by.append(threading.current_thread().name)
-        bump(signal)
+    def recording(signal: _listener.Signal, count: int = 1) -> None:
+        bumped_by.extend([threading.current_thread().name] * count)
+        bump(signal, count)
 
     monkeypatch.setattr(_listener.Signal, "bump", recording)
     monkeypatch.setattr(_listener.Listener, "_IDLE_READ", 60.0)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from psycopg import Notify, sql
 
 from fes.edge.stores._postgres._sql import Conn
@@ -36,9 +37,9 @@ class Signal:
         with self._cond:
             return self._generation
 
-    def bump(self) -> None:
+    def bump(self, count: int = 1) -> None:
         with self._cond:
-            self._generation += 1
+            self._generation += count
             self._cond.notify_all()
 
     def wait_past(self, seen: int, timeout: float) -> None:
@@ -148,23 +149,27 @@ class Listener:
             serving = self._serving
             if serving is not None:
                 # lost: the thread finds out on its next read, and reconnects
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(psycopg.Error):
                     self._read(*serving)
         finally:
             self._io.release()
 
     def _read(self, conn: Conn, encoding: str) -> int:
-        """Read what has arrived, without blocking; bump each notification's signal."""
+        """Read what has arrived, without blocking; bump each channel's signal by its count.
+
+        Returns how many notifications were read.
+        """
         pgconn = conn.pgconn
         pgconn.consume_input()  # raises if the connection is lost
-        signals = self._signals
-        count = 0
+        counts: dict[bytes, int] = {}
         while (notify := pgconn.notifies()) is not None:
-            count += 1
-            found = signals.get(notify.relname.decode(encoding))
+            counts[notify.relname] = counts.get(notify.relname, 0) + 1
+        signals = self._signals
+        for name, count in counts.items():
+            found = signals.get(name.decode(encoding))
             if found is not None:
-                found.bump()
-        return count
+                found.bump(count)
+        return sum(counts.values())
 
     def close(self) -> None:
         with self._lock:
