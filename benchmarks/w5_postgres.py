@@ -22,14 +22,18 @@ same writers calling the domain's functions by hand (what any library must
 spend on this domain at the least, as W1's context row) and the same
 writers without fes's table lock, whose commits may share a flush.
 
-CPU time: each writer's ``process_time`` over its timed loop, per command
-(the server's and the follower's CPU are not counted).
+CPU time: each writer's ``process_time`` over its timed loop, per command;
+and the follower process's CPU (all its threads, ``getrusage``) from the
+moment it is ready until it is stopped, per event written: it shares the
+two cores with the writers and the server, so what it spends is the
+writers' loss (the server's CPU is not counted).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -236,6 +240,33 @@ def _wait_for(
         time.sleep(0.02)
 
 
+def _process_cpu() -> float:
+    """This process's CPU time so far, every thread's, user and system."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+class _Started:
+    """The follower's ``ready``, which notes the process's CPU as it is set."""
+
+    def __init__(self, ready: EventType, cpu: Any) -> None:
+        self._ready = ready
+        self._cpu = cpu
+
+    def set(self) -> None:
+        self._cpu.value = _process_cpu()
+        self._ready.set()
+
+
+def _timed_follower(
+    follow: Callable[..., None], args: tuple[Any, ...], ready: EventType, stop: EventType,
+    cpu: Any,
+) -> None:
+    """Run ``follow``; leave in ``cpu`` the CPU it spent from ready to stopped."""
+    follow(*args, _Started(ready, cpu), stop)
+    cpu.value = _process_cpu() - cpu.value
+
+
 def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float]:
     """Run ``count`` writers for ``seconds`` beside the follower; measure rate, lag and drain."""
     context = multiprocessing.get_context("spawn")
@@ -243,8 +274,12 @@ def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float
     connected = context.Value("i", 0)
     counts = context.Array("q", count)
     cpu = context.Array("d", count)
+    follower_cpu = context.Value("d", 0.0)
     follow, follow_args = side.follower()
-    follower = context.Process(target=follow, args=(*follow_args, ready, stop), daemon=True)
+    follower = context.Process(
+        target=_timed_follower, args=(follow, follow_args, ready, stop, follower_cpu),
+        daemon=True,
+    )
     write, write_args = side.writer()
     writers = [
         context.Process(
@@ -286,9 +321,12 @@ def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float
     finally:
         stop.set()
         follower.join(30)
+        stopped = follower.exitcode == 0
         for process in [follower, *writers]:
             if process.is_alive():
                 process.kill()
+    # (a follower killed after the drain has no CPU to report)
+    spent = follower_cpu.value if stopped and total else float("nan")
     return {
         "written": total,
         "write rate": total / (written_at - start),
@@ -297,6 +335,7 @@ def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float
         "max lag": float(max(lags, default=0)),
         "drain": drained_at - written_at,
         "writer CPU per command": used / total * 1e6 if total else float("nan"),
+        "follower CPU per event": spent / total * 1e6 if total else float("nan"),
     }
 
 
@@ -323,6 +362,7 @@ def run(config: Config) -> Report:
         "write rate": ("events/s", True),
         "end-to-end rate": ("events/s", True),
         "writer CPU per command": ("us", False),
+        "follower CPU per event": ("us", False),
         "median lag": ("events", False),
         "max lag": ("events", False),
         "drain": ("s", False),
@@ -382,6 +422,11 @@ def run(config: Config) -> Report:
             f"{count} writer(s): writer CPU per command, fes / raw psycopg",
             median(FES, count, "writer CPU per command")
             / median(RAW_PG, count, "writer CPU per command"),
+        )
+        report.ratio(
+            f"{count} writer(s): follower CPU per event, fes / raw psycopg",
+            median(FES, count, "follower CPU per event")
+            / median(RAW_PG, count, "follower CPU per event"),
         )
         report.ratio(
             f"{count} writer(s): context: fes / raw psycopg calling the domain by hand "
