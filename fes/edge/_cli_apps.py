@@ -221,10 +221,15 @@ def _view_rows(
                 f"unknown: its stop records cannot be read ({_reason(error)}): check {keys} "
                 "or FES_CIPHER_KEYS"
             )
+        latest = last[app.name]
         for view in app.views:
             found = store.load_view(view.name)
             position = 0 if found is None else found[1]
-            behind = max(last[app.name] - position, 0)
+            if position > latest:
+                # the log moved on since its last position was read: read it again,
+                # so that no view is shown past its own log
+                latest = store.last_position()
+            behind = max(latest - position, 0)
             stop = stops.get(view.name)
             if trouble is not None:
                 status = trouble
@@ -234,7 +239,7 @@ def _view_rows(
                 status = stop_status(stop)
             else:
                 status = "up to date" if not behind else f"behind {behind}"
-            rows.append((f"{app.name}/{view.name}", position, last[app.name], status))
+            rows.append((f"{app.name}/{view.name}", position, latest, status))
     return rows
 
 

@@ -131,6 +131,47 @@ def test_fes_apps_lists_views_with_their_positions(tmp_path: Path) -> None:
     assert "up to date" in views
 
 
+def test_fes_apps_shows_no_view_past_its_log_when_the_log_moves_while_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applications' last positions are read first; a view that a running system moved
+    on before its own row was read is shown beside the log's position read again, never
+    past it (a trial saw `orders/statuses 2,159 2,155 up to date`)."""
+    from fes.edge import _cli_apps
+    from fes.edge._cli import main
+    from fes.examples import shop
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    runner = SyncRunner(shop.system, url)
+    reservations = runner.app("reservations")
+    reservations.execute(shop.stock, shop.stock_stream("mug"), shop.restock, "mug", 5)
+    runner.run_until_quiet()
+    stops = _cli_apps._apps_view_stops
+
+    def while_reading(*args: Any) -> Any:
+        # the system goes on between the read of the log and the read of the views
+        orders = runner.app("orders")
+        orders.execute(shop.order, orders.new_id(), shop.place, "ann", "mug", 1, 500)
+        runner.run_until_quiet()
+        return stops(*args)
+
+    monkeypatch.setattr(_cli_apps, "_apps_view_stops", while_reading)
+    try:
+        code = main(["apps", "--store", url, "--system", "fes.examples.shop:system"])
+        last = runner.app("orders").store.last_position()
+    finally:
+        runner.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line.split() for line in out.split("\nviews\n")[1].splitlines()]
+    views = {row[0]: row[1:] for row in rows if "/" in row[0]}
+    assert views, out
+    for name, (position, log, *status) in views.items():
+        assert int(position.replace(",", "")) <= int(log.replace(",", "")), (name, out)
+        assert status == ["up", "to", "date"], (name, out)
+    assert last > 0
+
+
 @pytest.mark.parametrize(
     ("result", "shown"),
     [
