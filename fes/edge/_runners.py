@@ -884,6 +884,7 @@ class ThreadedRunner(Runner):
     def _loop(self, unit: _Unit) -> None:
         backoff = 0.0
         away = False  # a store is unavailable: said once, and once when it is back
+        failed = False  # another failure was said: and once when a step goes through
         me = threading.current_thread()
         while not self._stopping.is_set() and not unit.finished:
             try:
@@ -902,10 +903,15 @@ class ThreadedRunner(Runner):
                         break
                 moved = unit.step()
                 if away:
-                    away = False
                     # the warning's level: a log showing one shows the other
                     logger.warning("%s: the store is available again; carrying on", unit.label,
                                    extra=unit.log_fields())
+                elif failed:
+                    # (after a commit of unknown outcome: the tracking position, stored
+                    # with the batch's events, showed this step what that one did)
+                    logger.warning("%s: the step after the failure above went through; "
+                                   "carrying on", unit.label, extra=unit.log_fields())
+                away = failed = False
                 # a step that found the log's end (a short read) waits for the
                 # next commit: stepping again at once would read nothing
                 if not moved or unit.caught_up():
@@ -931,6 +937,7 @@ class ThreadedRunner(Runner):
                     logger.warning("%s: %s; trying again in %.2fs", unit.label, describe(error),
                                    backoff, exc_info=not isinstance(error, FesError),
                                    extra=unit.log_fields())
+                    failed = True
                 self._stopping.wait(backoff)
 
     @property

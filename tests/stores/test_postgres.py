@@ -739,8 +739,12 @@ def test_a_connection_lost_during_commit_is_reported_not_retried(pg_url: str) ->
             "CREATE CONSTRAINT TRIGGER die AFTER INSERT ON shop_events"
             " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()",
         )
-        with pytest.raises(StoreError, match="unknown whether"):
+        with pytest.raises(StoreError, match="unknown whether") as raised:
             store.append([new("a", 1)])
+        # one line, saying what to do
+        assert "\n" not in str(raised.value)
+        assert str(raised.value).endswith("read what it writes (a stream's version) before "
+                                          "trying again")
         sql_rows(pg_url, "DROP TRIGGER die ON shop_events")
         # The server rolled the transaction back: nothing is stored, let alone twice.
         assert store.read_stream("a") == []

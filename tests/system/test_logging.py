@@ -88,7 +88,9 @@ def test_retries_and_skips_carry_the_fields_of_a_partition(
 def test_a_runner_retrying_a_failed_step_logs_the_unit_fields(
     collected: list[logging.LogRecord],
 ) -> None:
-    """A store error in a thread's step is logged by fes.runners with the follower's fields."""
+    """A store error in a thread's step is logged by fes.runners with the follower's fields,
+    and so is the next step that goes through: an operator who saw the first (say, a commit
+    of unknown outcome) sees that it was resolved."""
     with ThreadedRunner(domain.pipeline, "memory://", poll_interval=0.05) as runner:
         follower = runner.followers["sink"]
         calls = {"n": 0}
@@ -103,9 +105,14 @@ def test_a_runner_retrying_a_failed_step_logs_the_unit_fields(
         follower.step = failing_once  # type: ignore[method-assign]
         send(runner.app("source"), range(3))
         runner.wait_until_quiet(timeout=30)
-    [record] = [r for r in collected if r.name == "fes.runners"]
+    [record, resolved] = [r for r in collected if r.name == "fes.runners"]
     assert "the store went away" in record.getMessage()
     assert _fields(record)[:3] == ("sink", "sink", "source")
+    assert resolved.levelno == record.levelno == logging.WARNING
+    assert resolved.getMessage() == (
+        "sink<-source: the step after the failure above went through; carrying on"
+    )
+    assert _fields(resolved)[:3] == ("sink", "sink", "source")
 
 
 def test_fes_is_quiet_by_default_in_a_program_that_configures_no_logging() -> None:

@@ -524,10 +524,13 @@ class Connections:
         self._unpark()  # for the pool to check too: it likely died with this one
         pool.check()
         if unknown:
+            # on one line: psycopg's text of a lost connection runs over several
+            reason = " ".join(self.scrub(str(exc)).split())
             raise StoreError(
                 f"lost the connection to {self.url} while committing, so it is "
-                f"unknown whether the attempt to {what} took effect: "
-                f"{self.scrub(str(exc)).strip()}"
+                f"unknown whether the attempt to {what} took effect: {reason}; "
+                "it took effect whole or not at all: once the server answers, read "
+                "what it writes (a stream's version) before trying again"
             ) from exc
         if attempt >= self._settings.retries:
             raise StoreError(
