@@ -227,8 +227,8 @@ class Listener:
         """Listen to new channels, then read notifications until woken for new ones.
 
         Once listening, a read costs libpq's read of what has arrived and a
-        bump per notification: no psycopg generator or poll object of its
-        own.  Notifications that arrive while a statement of this thread
+        bump per channel read from: no psycopg generator or poll object of
+        its own.  Notifications that arrive while a statement of this thread
         runs (LISTEN, the keepalive) reach :meth:`_notified` through
         psycopg's handler.
         """
