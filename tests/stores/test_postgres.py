@@ -486,13 +486,12 @@ def test_wait_notified_wakes_on_a_notification_after_the_count_it_was_given(
         assert time.monotonic() - started < 0.5
 
 
-def test_every_notification_is_counted_while_the_listener_runs_statements(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A notification that arrives while the listener's own statement runs (its
-    keepalive, here sent whenever nothing is to be read) is counted like any other: each
-    commit of the log counts one, none lost between the listener's reads."""
-    monkeypatch.setattr(_listener.Listener, "_KEEPALIVE", 0)
+@contextlib.contextmanager
+def _listening(
+    pg_url: str,
+) -> Iterator[tuple[PostgresDatabase, PostgresStore, PostgresStore]]:
+    """A database waiting on shop's log, its listener past its LISTEN's own count; its
+    store, and a store of another database that writes to shop's log."""
     with (
         PostgresDatabase(pg_url, poll_interval=60) as waiting,
         PostgresDatabase(pg_url) as writing,
@@ -501,6 +500,17 @@ def test_every_notification_is_counted_while_the_listener_runs_statements(
         first = waiter.notified()
         assert isinstance(first, int)
         assert waiter.wait_notified(first, 30) is True  # the LISTEN's own count
+        yield waiting, waiter, writer
+
+
+def test_every_notification_is_counted_while_the_listener_runs_statements(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification that arrives while the listener's own statement runs (its
+    keepalive, here sent whenever nothing is to be read) is counted like any other: each
+    commit of the log counts one, none lost between the listener's reads."""
+    monkeypatch.setattr(_listener.Listener, "_KEEPALIVE", 0)
+    with _listening(pg_url) as (_, waiter, writer):
         start = waiter.notified()
         assert isinstance(start, int)
         commits = 300
@@ -528,14 +538,7 @@ def test_notifications_are_read_where_they_are_wanted(
 
     monkeypatch.setattr(_listener.Signal, "bump", recording)
     monkeypatch.setattr(_listener.Listener, "_IDLE_READ", 60.0)
-    with (
-        PostgresDatabase(pg_url, poll_interval=60) as waiting,
-        PostgresDatabase(pg_url) as writing,
-    ):
-        waiter, writer = waiting.store("shop"), writing.store("shop")
-        first = waiter.notified()
-        assert isinstance(first, int)
-        assert waiter.wait_notified(first, 30) is True  # the LISTEN's own count
+    with _listening(pg_url) as (waiting, waiter, writer):
         # after a wait the thread watches until something comes: a commit ends that
         listener = waiting._listener
         assert listener is not None
