@@ -326,7 +326,7 @@ def one_run(side: Side, seconds: float, count: int = WRITERS) -> dict[str, float
             if process.is_alive():
                 process.kill()
     # (a follower killed after the drain has no CPU to report)
-    spent = follower_cpu.value if stopped and total else float("nan")
+    spent = follower_cpu.value if stopped else float("nan")
     return {
         "written": total,
         "write rate": total / (written_at - start),
