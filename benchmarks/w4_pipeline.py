@@ -55,7 +55,7 @@ from fes import Emit, Recorded
 from fes.edge import Application, ProcessRunner, Runner, SyncRunner, ThreadedRunner
 from fes.edge._follower import DEFAULT_BATCH_SIZE
 from fes.edge.stores import open_database
-from fes.examples.dogs import Registered, dogs, register
+from fes.examples.dogs import Registered, dogs, register, registered
 
 from .common import ES, FES, RAW, Config, Report, profile_call, rotated, scratch
 from .domains import (
@@ -401,7 +401,13 @@ def _raw_leader(path: Path, writer: threading.Lock | None = None) -> tuple[RawSt
     return RawStore(conn, "school", writer).create(), RawStore(conn, "registry").create()
 
 
-def _register(store: RawStore, count: int) -> None:
+def _register(store: RawStore, count: int, domain: bool = False) -> None:
+    """Register ``count`` dogs in one commit (with ``domain``, calling the domain by hand).
+
+    ``domain`` adds what W1's by-hand floor adds: the ``register`` command
+    and the ``registered`` projector called directly, the payload encoded
+    from the event they made.
+    """
     rows = []
     streams = [new_stream_id() for _ in range(count)]
     # as fes: a command on an id new_id() minted reads nothing (the unique (stream,
@@ -410,25 +416,33 @@ def _register(store: RawStore, count: int) -> None:
     for stream in streams:
         if stream in existing:
             store.read_payloads(stream)
-        payload = orjson.dumps({"name": "Fido"})
+        if domain:
+            (event,) = register(None, "Fido")
+            registered(None, event)
+            payload = orjson.dumps({"name": event.name})
+        else:
+            payload = orjson.dumps({"name": "Fido"})
         rows.append((stream, 1, "dog.Registered", payload, now_micros(), None))
     store.append(rows)
 
 
 def raw_live(
-    directory: Path, n: int, per_commit: int = 1, *, shared_lock: bool = True
+    directory: Path, n: int, per_commit: int = 1, *, shared_lock: bool = True,
+    domain: bool = False,
 ) -> Timed:
     """The follower in a thread; the two threads' writes queue on one lock, as fes's do.
 
     Without ``shared_lock`` (a context row) they queue on SQLite's busy
     handler, which sleeps 1, 2, 5 ms… between tries: the leader's thread,
     holding the GIL, nearly always wins, and the follower commits a handful
-    of batches of hundreds of events.
+    of batches of hundreds of events.  With ``domain`` (a context row) the
+    leader and the follower call the domain's functions by hand
+    (:func:`_register`, :class:`DomainRawFollower`).
     """
     path = directory / "raw.db"
     writer = threading.Lock() if shared_lock else None
     leader, _ = _raw_leader(path, writer)
-    follower = RawFollower(path, writer)
+    follower = (DomainRawFollower if domain else RawFollower)(path, writer)
     wake = threading.Condition()
     commits = [0]  # the leader's commits, counted under ``wake``
     stop = threading.Event()
@@ -453,7 +467,7 @@ def raw_live(
         clock = Clock()
         clock.start()
         for done in range(0, n, per_commit):
-            _register(leader, min(per_commit, n - done))
+            _register(leader, min(per_commit, n - done), domain)
             with wake:
                 commits[0] += 1
                 wake.notify_all()
@@ -473,9 +487,9 @@ def raw_live(
         leader.conn.close()
 
 
-def _raw_follow(path: Path, ready: Any, stop: Any) -> None:
+def _raw_follow(path: Path, ready: Any, stop: Any, domain: bool = False) -> None:
     """In a process of its own: raw sqlite3's follower steps, polling every millisecond."""
-    follower = RawFollower(path)
+    follower = (DomainRawFollower if domain else RawFollower)(path)
     try:
         ready.set()
         while not stop.is_set():
@@ -485,12 +499,14 @@ def _raw_follow(path: Path, ready: Any, stop: Any) -> None:
         follower.close()
 
 
-def raw_live_process(directory: Path, n: int, per_commit: int = 1) -> Timed:
-    """Raw sqlite3's follower in a process of its own."""
+def raw_live_process(
+    directory: Path, n: int, per_commit: int = 1, *, domain: bool = False
+) -> Timed:
+    """Raw sqlite3's follower in a process of its own (``domain``: see :func:`raw_live`)."""
     path = directory / "raw.db"
     leader, _ = _raw_leader(path)
     ready, stop = _SPAWN.Event(), _SPAWN.Event()
-    child = _SPAWN.Process(target=_raw_follow, args=(path, ready, stop), daemon=True)
+    child = _SPAWN.Process(target=_raw_follow, args=(path, ready, stop, domain), daemon=True)
     child.start()
     tracker = RawStore(connect(path), "registry")
     try:
@@ -503,7 +519,7 @@ def raw_live_process(directory: Path, n: int, per_commit: int = 1) -> Timed:
         clock = Clock(lambda: [pid])
         clock.start()
         for done in range(0, n, per_commit):
-            _register(leader, min(per_commit, n - done))
+            _register(leader, min(per_commit, n - done), domain)
         last = leader.last_position()
         _until(lambda: tracker.last_tracked("school") >= last or not child.is_alive(), "raw")
         elapsed = clock.stop()
@@ -541,7 +557,8 @@ OWN_PROCESS = "follower in its own process"
 #: The in-process raw follower as the benchmark had it before: its writes and the
 #: leader's queue on SQLite's busy handler (a context row, not a floor).
 RAW_BUSY = "raw sqlite3, busy handler (context)"
-#: The raw follower building the domain's objects and calling its policy (a context row).
+#: The raw follower building the domain's objects and calling its policy, and live,
+#: the raw leader calling the domain's command and projector (a context row).
 RAW_DOMAIN = "raw sqlite3, with the domain's objects (context)"
 
 
@@ -583,11 +600,13 @@ def run(config: Config) -> Report:
             ES: partial(es_live, per_commit=size),
             RAW: partial(raw_live, per_commit=size),
             RAW_BUSY: partial(raw_live, per_commit=size, shared_lock=False),
+            RAW_DOMAIN: partial(raw_live, per_commit=size, domain=True),
         }
         modes[f"live, {label}, {OWN_PROCESS}"] = {
             FES: partial(fes_live, per_commit=size),
             ES: partial(es_live_process, per_commit=size),
             RAW: partial(raw_live_process, per_commit=size),
+            RAW_DOMAIN: partial(raw_live_process, per_commit=size, domain=True),
         }
     modes["catch-up"] = {
         FES: fes_catch_up, ES: es_catch_up, RAW: raw_catch_up,
@@ -676,6 +695,12 @@ def run(config: Config) -> Report:
         "fes's queue on its database's writer lock; in the context row they queue on "
         "SQLite's busy handler, which starves the follower, then lets it commit hundreds "
         "at a time (see the follower transactions rows: one timestamp per commit)"
+    )
+    report.notes.append(
+        f"live, {RAW_DOMAIN}: the raw leader also calls register() and registered() by "
+        "hand (W1's floor) and the raw follower builds the domain's objects and calls the "
+        "policy (catch-up's): the least any library spends on this pipeline, in each "
+        "arrangement"
     )
     report.notes.append(
         "CPU per event: process_time of this process, plus the follower process's user and "
