@@ -19,6 +19,7 @@ __all__ = [
     "EncodeError",
     "FesError",
     "FollowerStopped",
+    "OutcomeUnknown",
     "PolicyError",
     "Rejected",
     "StoreError",
@@ -202,6 +203,18 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class OutcomeUnknown(StoreError):
+    """A write's connection was lost after its ``COMMIT`` was sent: it may or may not be stored.
+
+    Either way it is whole: all of it is stored, or none.  fes does not
+    try it again, since a second try could store it twice; once the store
+    answers, read what the write would have changed (a stream's version,
+    say) and decide from that.  Only a store with a server raises it
+    (PostgreSQL's); a runner's follower needs nothing of this, since its
+    tracking position is stored in the same transaction.
+    """
 
 
 class ConcurrencyError(StoreError):

@@ -46,7 +46,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from fes.edge.stores._postgres._options import Settings
 from fes.edge.stores._postgres._sql import Conn
-from fes.errors import StoreError, StoreUnavailable
+from fes.errors import OutcomeUnknown, StoreError, StoreUnavailable
 
 _T = TypeVar("_T")
 _A = TypeVar("_A")
@@ -526,7 +526,7 @@ class Connections:
         if unknown:
             # on one line: psycopg's text of a lost connection runs over several
             reason = " ".join(self.scrub(str(exc)).split())
-            raise StoreError(
+            raise OutcomeUnknown(
                 f"lost the connection to {self.url} while committing, so it is "
                 f"unknown whether the attempt to {what} took effect: {reason}; "
                 "it took effect whole or not at all: once the server answers, read "
