@@ -213,8 +213,25 @@ class OutcomeUnknown(StoreError):
     answers, read what the write would have changed (a stream's version,
     say) and decide from that.  Only a store with a server raises it
     (PostgreSQL's); a runner's follower needs nothing of this, since its
-    tracking position is stored in the same transaction.
+    tracking position is stored in the same transaction.  ``what`` is the
+    attempt (``"append to 'orders'"``), ``url`` the store's (password
+    masked), ``reason`` the lost connection's error, on one line.
     """
+
+    def __init__(self, what: str, url: str, reason: str) -> None:
+        self.what = what
+        self.url = url
+        self.reason = reason
+        # the advice before the connection's error: a log line cut short keeps it
+        super().__init__(
+            f"unknown whether the attempt to {what} took effect: the connection to {url} "
+            "was lost while committing. It took effect whole or not at all: once the "
+            "server answers, read what it writes (a stream's version) before trying "
+            f"again (the connection's error: {reason})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.what, self.url, self.reason))
 
 
 class ConcurrencyError(StoreError):

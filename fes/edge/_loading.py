@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from fes.errors import ConfigurationError
 from fes.system import System
 
 __all__ = ["load_system"]
+
+
+def _where(module_name: str, error: ImportError) -> str:
+    """Advice when the package of ``module_name`` is nowhere on the path.
+
+    Not for a module missing from a package that was found, nor for an
+    import inside the user's module that failed: their message says it all.
+    """
+    top = module_name.partition(".")[0]
+    if not isinstance(error, ModuleNotFoundError) or error.name != top:
+        return ""
+    return (
+        f" (the current directory is {os.getcwd()}: run from the directory that holds "
+        f"{top!r}, or add that directory to PYTHONPATH)"
+    )
 
 
 def load_system(spec: str) -> System:
@@ -22,7 +38,9 @@ def load_system(spec: str) -> System:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigurationError(f"cannot import module {module_name!r}: {error}") from error
+        raise ConfigurationError(
+            f"cannot import module {module_name!r}: {error}{_where(module_name, error)}"
+        ) from error
     value: Any = module
     for part in attribute.split("."):
         try:

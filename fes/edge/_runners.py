@@ -25,6 +25,7 @@ from fes.errors import (
     DecodeError,
     FesError,
     FollowerStopped,
+    OutcomeUnknown,
     PolicyError,
     StoreUnavailable,
 )
@@ -933,6 +934,17 @@ class ThreadedRunner(Runner):
                         "back", unit.label, describe(error), extra=unit.log_fields(),
                     )
                     away = True
+                elif isinstance(error, OutcomeUnknown):
+                    # not the error's advice, which is for a caller of execute: a
+                    # step's position is stored in its transaction, and read again
+                    logger.warning(
+                        "%s: unknown whether the step's commit took effect (the connection "
+                        "to %s was lost while committing: %s); its position was committed "
+                        "with it, so the next step sees which; trying again in %.2fs",
+                        unit.label, error.url, error.reason, backoff,
+                        extra=unit.log_fields(),
+                    )
+                    failed = True
                 else:
                     logger.warning("%s: %s; trying again in %.2fs", unit.label, describe(error),
                                    backoff, exc_info=not isinstance(error, FesError),

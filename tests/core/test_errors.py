@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import subprocess
 import sys
 import warnings
@@ -112,6 +113,24 @@ def test_duplicate_tracking_names_leader_and_position() -> None:
     assert (error.leader, error.position) == ("orders", 42)
     assert "'orders'" in str(error)
     assert "position 42" in str(error)
+
+
+def test_outcome_unknown_gives_its_advice_before_the_connections_error() -> None:
+    """The attempt, the advice, then the lost connection's text: a log line cut short keeps
+    what to do. Its fields survive a pickle, as a worker process's error would travel."""
+    error = fes.errors.OutcomeUnknown(
+        "append to 'orders'", "postgresql://shop@db/shop", "server closed the connection"
+    )
+    assert isinstance(error, fes.errors.StoreError)
+    assert str(error) == (
+        "unknown whether the attempt to append to 'orders' took effect: the connection to "
+        "postgresql://shop@db/shop was lost while committing. It took effect whole or not "
+        "at all: once the server answers, read what it writes (a stream's version) before "
+        "trying again (the connection's error: server closed the connection)"
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is fes.errors.OutcomeUnknown and str(again) == str(error)
+    assert (again.what, again.url, again.reason) == (error.what, error.url, error.reason)
 
 
 def test_unknown_topic_names_the_topic_and_some_known_ones() -> None:

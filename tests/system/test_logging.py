@@ -115,6 +115,44 @@ def test_a_runner_retrying_a_failed_step_logs_the_unit_fields(
     assert _fields(resolved)[:3] == ("sink", "sink", "source")
 
 
+def test_a_step_of_unknown_outcome_is_logged_as_the_runner_handles_it(
+    collected: list[logging.LogRecord],
+) -> None:
+    """A step whose commit's outcome is unknown is tried again, so its warning says why that
+    is safe, not the error's advice to read before trying again (meant for callers of
+    execute), which the runner then seemed to ignore; the next step says it went through."""
+    with ThreadedRunner(domain.pipeline, "memory://", poll_interval=0.05) as runner:
+        follower = runner.followers["sink"]
+        calls = {"n": 0}
+        step = follower.step
+
+        def unknown_once(leader: str) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise fes.errors.OutcomeUnknown(
+                    "append to 'sink'", "postgresql://shop@db/shop",
+                    "server closed the connection unexpectedly",
+                )
+            return step(leader)
+
+        follower.step = unknown_once  # type: ignore[method-assign]
+        send(runner.app("source"), range(3))
+        runner.wait_until_quiet(timeout=30)
+        assert len(runner.app("sink").store.read_log()) == 3
+    [record, resolved] = [r for r in collected if r.name == "fes.runners"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == (
+        "sink<-source: unknown whether the step's commit took effect (the connection to "
+        "postgresql://shop@db/shop was lost while committing: server closed the connection "
+        "unexpectedly); its position was committed with it, so the next step sees which; "
+        "trying again in 0.05s"
+    )
+    assert _fields(record)[:3] == ("sink", "sink", "source")
+    assert resolved.getMessage() == (
+        "sink<-source: the step after the failure above went through; carrying on"
+    )
+
+
 def test_fes_is_quiet_by_default_in_a_program_that_configures_no_logging() -> None:
     """Without logging configured, a follower's stop prints nothing (a NullHandler on fes)."""
     script = textwrap.dedent("""

@@ -200,6 +200,36 @@ def test_load_system_names_what_is_wrong() -> None:
             load_system(spec)
 
 
+def test_load_system_says_where_it_looked_for_a_package_it_cannot_find(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package nowhere on the path: the message names the directory it ran in and what to do.
+
+    A module missing from a package that was found, or an import inside
+    the user's module that failed, gets no such advice: it would mislead.
+    """
+    (tmp_path / "kennel").mkdir()
+    (tmp_path / "kennel" / "__init__.py").write_text("")
+    (tmp_path / "kennel" / "broken.py").write_text("import no_such_dependency_of_kennel\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(fes.errors.ConfigurationError) as raised:
+        load_system("no_such_package.wiring:system")
+    assert str(raised.value) == (
+        "cannot import module 'no_such_package.wiring': No module named 'no_such_package' "
+        f"(the current directory is {tmp_path}: run from the directory that holds "
+        "'no_such_package', or add that directory to PYTHONPATH)"
+    )
+    for spec, said in [
+        ("kennel.missing:system", "No module named 'kennel.missing'"),
+        ("kennel.broken:system", "No module named 'no_such_dependency_of_kennel'"),
+    ]:
+        with pytest.raises(fes.errors.ConfigurationError) as raised:
+            load_system(spec)
+        assert str(raised.value).endswith(said), raised.value
+        assert "PYTHONPATH" not in str(raised.value)
+
+
 def test_run_runs_until_told_to_stop(tmp_path: Path) -> None:
     """run() processes events until its stop event is set, then returns the stopped followers."""
     url = f"sqlite:///{tmp_path / 'fes.db'}?synchronous=NORMAL"

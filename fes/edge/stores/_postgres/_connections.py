@@ -526,12 +526,7 @@ class Connections:
         if unknown:
             # on one line: psycopg's text of a lost connection runs over several
             reason = " ".join(self.scrub(str(exc)).split())
-            raise OutcomeUnknown(
-                f"lost the connection to {self.url} while committing, so it is "
-                f"unknown whether the attempt to {what} took effect: {reason}; "
-                "it took effect whole or not at all: once the server answers, read "
-                "what it writes (a stream's version) before trying again"
-            ) from exc
+            raise OutcomeUnknown(what, self.url, reason) from exc
         if attempt >= self._settings.retries:
             raise StoreError(
                 f"could not {what}: lost the connection to {self.url} "
