@@ -85,6 +85,21 @@ def test_retries_and_skips_carry_the_fields_of_a_partition(
         assert _fields(record) == ("sink", unit, "source", 3)
 
 
+def _fail_first_step(runner: ThreadedRunner, error: Exception) -> None:
+    """Make the sink follower's first step raise ``error``; the later ones step as before."""
+    follower = runner.followers["sink"]
+    calls = {"n": 0}
+    step = follower.step
+
+    def failing_once(leader: str) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise error
+        return step(leader)
+
+    follower.step = failing_once  # type: ignore[method-assign]
+
+
 def test_a_runner_retrying_a_failed_step_logs_the_unit_fields(
     collected: list[logging.LogRecord],
 ) -> None:
@@ -92,17 +107,7 @@ def test_a_runner_retrying_a_failed_step_logs_the_unit_fields(
     and so is the next step that goes through: an operator who saw the first (say, a commit
     of unknown outcome) sees that it was resolved."""
     with ThreadedRunner(domain.pipeline, "memory://", poll_interval=0.05) as runner:
-        follower = runner.followers["sink"]
-        calls = {"n": 0}
-        step = follower.step
-
-        def failing_once(leader: str) -> int:
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise fes.errors.StoreError("the store went away")
-            return step(leader)
-
-        follower.step = failing_once  # type: ignore[method-assign]
+        _fail_first_step(runner, fes.errors.StoreError("the store went away"))
         send(runner.app("source"), range(3))
         runner.wait_until_quiet(timeout=30)
     [record, resolved] = [r for r in collected if r.name == "fes.runners"]
@@ -122,20 +127,10 @@ def test_a_step_of_unknown_outcome_is_logged_as_the_runner_handles_it(
     is safe, not the error's advice to read before trying again (meant for callers of
     execute), which the runner then seemed to ignore; the next step says it went through."""
     with ThreadedRunner(domain.pipeline, "memory://", poll_interval=0.05) as runner:
-        follower = runner.followers["sink"]
-        calls = {"n": 0}
-        step = follower.step
-
-        def unknown_once(leader: str) -> int:
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise fes.errors.OutcomeUnknown(
-                    "append to 'sink'", "postgresql://shop@db/shop",
-                    "server closed the connection unexpectedly",
-                )
-            return step(leader)
-
-        follower.step = unknown_once  # type: ignore[method-assign]
+        _fail_first_step(runner, fes.errors.OutcomeUnknown(
+            "append to 'sink'", "postgresql://shop@db/shop",
+            "server closed the connection unexpectedly",
+        ))
         send(runner.app("source"), range(3))
         runner.wait_until_quiet(timeout=30)
         assert len(runner.app("sink").store.read_log()) == 3
