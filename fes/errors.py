@@ -216,22 +216,29 @@ class OutcomeUnknown(StoreError):
     tracking position is stored in the same transaction.  ``what`` is the
     attempt (``"append to 'orders'"``), ``url`` the store's (password
     masked), ``reason`` the lost connection's error, on one line.
+    ``advice`` says what to do, when the default (read before trying again)
+    is not it: a runner's follower says that stepping again is safe.
     """
 
-    def __init__(self, what: str, url: str, reason: str) -> None:
+    #: What to do, unless the raiser knows better.
+    READ_FIRST = (
+        "once the server answers, read what it writes (a stream's version) before trying again"
+    )
+
+    def __init__(self, what: str, url: str, reason: str, advice: str = READ_FIRST) -> None:
         self.what = what
         self.url = url
         self.reason = reason
+        self.advice = advice
         # the advice before the connection's error: a log line cut short keeps it
         super().__init__(
             f"unknown whether the attempt to {what} took effect: the connection to {url} "
-            "was lost while committing. It took effect whole or not at all: once the "
-            "server answers, read what it writes (a stream's version) before trying "
-            f"again (the connection's error: {reason})"
+            f"was lost while committing. It took effect whole or not at all: {advice} "
+            f"(the connection's error: {reason})"
         )
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.what, self.url, self.reason))
+        return (type(self), (self.what, self.url, self.reason, self.advice))
 
 
 class ConcurrencyError(StoreError):

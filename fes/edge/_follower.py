@@ -39,6 +39,7 @@ from fes.errors import (
     DefinitionError,
     DuplicateTracking,
     EncodeError,
+    OutcomeUnknown,
     PolicyError,
     StoreError,
     UpcastError,
@@ -180,6 +181,12 @@ class _Moved(Exception):
 
 #: What means another writer moved first: the follower reads again, nothing failed.
 _CONFLICTS = (ConcurrencyError, DuplicateTracking, _Moved)
+
+#: What a follower's commit of unknown outcome leaves its caller to do.
+_STEP_AGAIN = (
+    "stepping the follower again is safe (run_until_quiet, say): it reads its tracking "
+    "position first, and so sees which"
+)
 
 
 def _shown(intent: object) -> str:
@@ -768,13 +775,23 @@ class Follower:
             telemetry.written(len(batch))
         tracking = Tracking(self.tracking[leader], done, previous)
         application = self.application
-        if type(application).commit is Application.commit and "commit" not in vars(application):
-            # what commit does, without the list of Recorded it returns and nobody reads
-            check_tracking(tracking)
-            application._record_untold(batch.pending, tracking, batch._runs)
-        else:
-            # through commit, the one way events are recorded (a wrapper of it sees these too)
-            application.commit(batch, tracking=tracking)
+        try:
+            if (
+                type(application).commit is Application.commit
+                and "commit" not in vars(application)
+            ):
+                # what commit does, without the list of Recorded it returns and nobody reads
+                check_tracking(tracking)
+                application._record_untold(batch.pending, tracking, batch._runs)
+            else:
+                # through commit, the one way events are recorded (a wrapper of it sees these)
+                application.commit(batch, tracking=tracking)
+        except OutcomeUnknown as error:
+            # the caller's advice is not execute's: the tracking position went with the batch
+            raise OutcomeUnknown(
+                f"record {self.unit}'s batch of {leader!r} (to position {done}) with its "
+                "tracking position", error.url, error.reason, _STEP_AGAIN,
+            ) from error
         if resumed:
             self._halted_now()[leader] = None
         self.positions[leader] = done

@@ -44,6 +44,7 @@ from fes.errors import (
     DuplicateTracking,
     EncodeError,
     FollowerStopped,
+    OutcomeUnknown,
     StoreError,
     UpcastError,
     ViewError,
@@ -195,6 +196,13 @@ class Projection(Generic[V]):
                 )
             except DuplicateTracking:
                 return len(rows)  # another instance saved first: reload on the next step
+            except OutcomeUnknown as error:
+                # the caller's advice is not execute's: the position went with the state
+                raise OutcomeUnknown(
+                    f"save view {self.label} (to position {last})", error.url, error.reason,
+                    "stepping the view again is safe (run_until_quiet, say): it reads its "
+                    "stored position first, and so sees which",
+                ) from error
             self._cached = (new, last)
             self.seen = last
             self._clear_stop(last)

@@ -935,8 +935,8 @@ class ThreadedRunner(Runner):
                     )
                     away = True
                 elif isinstance(error, OutcomeUnknown):
-                    # not the error's advice, which is for a caller of execute: a
-                    # step's position is stored in its transaction, and read again
+                    # said as this runner acts on it: the step's position is stored
+                    # in its transaction, and read again by the next step
                     logger.warning(
                         "%s: unknown whether the step's commit took effect (the connection "
                         "to %s was lost while committing: %s); its position was committed "

@@ -133,6 +133,23 @@ def test_outcome_unknown_gives_its_advice_before_the_connections_error() -> None
     assert (again.what, again.url, again.reason) == (error.what, error.url, error.reason)
 
 
+def test_outcome_unknown_takes_the_advice_of_a_raiser_that_knows_better() -> None:
+    """A runner's follower knows that stepping again is safe: its advice replaces the
+    default, and survives a pickle."""
+    error = fes.errors.OutcomeUnknown(
+        "record a batch", "postgresql://shop@db/shop", "server closed the connection",
+        "stepping again is safe",
+    )
+    assert str(error) == (
+        "unknown whether the attempt to record a batch took effect: the connection to "
+        "postgresql://shop@db/shop was lost while committing. It took effect whole or not "
+        "at all: stepping again is safe (the connection's error: server closed the "
+        "connection)"
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.advice == "stepping again is safe"
+
+
 def test_unknown_topic_names_the_topic_and_some_known_ones() -> None:
     """An unknown topic names itself and lists up to ten registered topics, sorted."""
     error = fes.errors.UnknownTopic("dog.Renamed", frozenset({"b.B", "a.A"}))

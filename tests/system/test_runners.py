@@ -336,3 +336,79 @@ def test_bad_projection_arguments_are_configuration_errors() -> None:
                 fes.errors.ConfigurationError, match="batch_size must be an integer"
             ):
                 Projection(app, view, batch_size=size)  # type: ignore[arg-type]
+
+
+_LOST = ("postgresql://shop@db/shop", "server closed the connection")
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["took-effect", "did-not"])
+def test_a_follower_commit_of_unknown_outcome_says_that_stepping_again_is_safe(
+    stored: bool,
+) -> None:
+    """A follower's commit whose connection was lost raises OutcomeUnknown with the advice
+    for a runner's caller (step again: the tracking position went with the batch), not a
+    caller of execute's (read first); and running again gives each upstream event its
+    effect once, whether the lost commit took effect or not."""
+    with SyncRunner(domain.pipeline, "memory://") as runner:
+        sink = runner.app("sink")
+        real = sink._append
+        lost = fes.errors.OutcomeUnknown("append to 'sink'", *_LOST)
+        first = iter([True])
+
+        def commit_lost(*args: Any) -> list[int]:
+            if next(first, False):
+                if stored:
+                    real(*args)
+                raise lost
+            return real(*args)
+
+        sink._append = commit_lost  # type: ignore[method-assign]
+        send(runner.app("source"), range(3))
+        with pytest.raises(fes.errors.OutcomeUnknown) as raised:
+            runner.run_until_quiet()
+        assert str(raised.value) == (
+            "unknown whether the attempt to record sink's batch of 'source' (to position 3) "
+            "with its tracking position took effect: the connection to "
+            "postgresql://shop@db/shop was lost while committing. It took effect whole or "
+            "not at all: stepping the follower again is safe (run_until_quiet, say): it "
+            "reads its tracking position first, and so sees which (the connection's error: "
+            "server closed the connection)"
+        )
+        assert raised.value.__cause__ is lost
+        assert len(sink.log()) == (3 if stored else 0)
+        assert runner.run_until_quiet() == (0 if stored else 3)
+        assert_exactly_once(
+            sink, runner.app("source"), expected={f"source:m-{n}@1" for n in range(3)}
+        )
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["took-effect", "did-not"])
+def test_a_view_save_of_unknown_outcome_says_that_stepping_again_is_safe(stored: bool) -> None:
+    """The same for a view: its position is saved with its state, so stepping again is
+    safe, and the view counts each event once either way."""
+    with SyncRunner(domain.fixed_viewed, "memory://") as runner:
+        source = runner.app("source")
+        real = source.store.save_view
+        lost = fes.errors.OutcomeUnknown("save view 'sent'", *_LOST)
+        first = iter([True])
+
+        def save_lost(*args: Any) -> None:
+            if next(first, False):
+                if stored:
+                    real(*args)
+                raise lost
+            real(*args)
+
+        source.store.save_view = save_lost  # type: ignore[method-assign]
+        send(source, range(3))
+        with pytest.raises(fes.errors.OutcomeUnknown) as raised:
+            runner.run_until_quiet()
+        assert str(raised.value) == (
+            "unknown whether the attempt to save view source/sent (to position 3) took "
+            "effect: the connection to postgresql://shop@db/shop was lost while committing. "
+            "It took effect whole or not at all: stepping the view again is safe "
+            "(run_until_quiet, say): it reads its stored position first, and so sees which "
+            "(the connection's error: server closed the connection)"
+        )
+        runner.run_until_quiet()
+        assert runner.view("source", "sent").load() == (3, 3)
