@@ -93,6 +93,9 @@ PLANS = 1024
 #: How many locks the threads of one application take turns on, a stream's
 #: lock chosen by its id's hash (see _execute).
 TURNS = 256
+#: How many of the newest events a writer with a cipher tries its key on, once,
+#: before its first append (see Application._check_key).
+KEY_CHECK_ROWS = 8
 #: The metadata of one event with none.
 _ONE_NO_METADATA = (NO_METADATA,)
 
@@ -340,6 +343,8 @@ class Application:
         self._rows_store: object = None
         self._rows_append: Callable[[list[Row], dict[str, int], Tracking | None], list[int]]
         self._first_append: Callable[[Row, dict[str, int]], int]
+        # with a cipher, the key is tried on stored events before the first append
+        self._key_checked = self.codec.cipher is None
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -849,6 +854,8 @@ class Application:
         store = self.store
         if store is self._rows_store:
             return self._rows_append(rows, firsts, tracking)
+        if not self._key_checked:
+            self._check_key()
         if type(store).__dict__.get("_takes_rows"):
             # remembered for the hot paths (_record_first, _record_one), which
             # check only that self.store is still this very store
@@ -857,6 +864,46 @@ class Application:
             self._rows_store = store
             return self._rows_append(rows, firsts, tracking)
         return store.append(list(map(new_event, rows)), tracking=tracking)
+
+    def _check_key(self) -> None:
+        """Refuse to append under a current key that opens none of the newest events sealed
+        under its id.
+
+        AES-GCM authenticates what it opens: the key that sealed a row opens
+        it, another key under the same id (a keyring copied with one key
+        mistyped, say) fails on every row, and an altered row fails under
+        any key.  So the newest events sealed under the current key id, up
+        to ``KEY_CHECK_ROWS``, are tried: one that opens clears the key;
+        none opening refuses the append, nothing stored, rather than store
+        events that a reader with the right key could not read.  Asked once,
+        on the first append (the first through :meth:`_append`: the fast
+        paths are set up there); with no event under the current key id
+        there is nothing to try, and the key is taken as it is.
+        """
+        store = self.store
+        last = store.last_position()
+        rows = store.read_log(max(last - KEY_CHECK_ROWS, 0), limit=KEY_CHECK_ROWS) if last else []
+        opens = self.codec.opens
+        tried = [
+            (row, opens(row.topic, row.payload, stream=row.stream, version=row.version))
+            for row in rows
+        ]
+        failed = [row for row, opened in tried if opened is False]
+        if failed and not any(opened for _, opened in tried):
+            cipher = self.codec.cipher
+            assert cipher is not None, "only an application with a cipher checks its key"
+            newest = failed[-1]
+            keys = settings.prefixed(self.name, "FES_CIPHER_KEYS")
+            raise ConfigurationError(
+                f"{self.name!r} will not append under key id {cipher.current!r}: its key "
+                f"for that id opens none of the newest events sealed under it ({len(failed)} "
+                f"tried; the newest is {newest.topic!r} at stream {newest.stream!r} version "
+                f"{newest.version}, position {newest.position}). It is not the key they "
+                "were sealed with (or they were altered), and what it sealed no reader with "
+                f"their key could open: check the keyring ({keys} or FES_CIPHER_KEYS, or the "
+                "cipher passed in); nothing was stored"
+            )
+        self._key_checked = True
 
     def _forget(self, pending: Mapping[str, Pending]) -> None:
         if self._cache_size:

@@ -1976,6 +1976,78 @@ def test_encryption_end_to_end(place: Place) -> None:
         wrong_key.log()
 
 
+def test_a_writer_with_the_wrong_key_under_a_known_id_stores_nothing(
+    any_place: Place,
+) -> None:
+    """A keyring copied with its key mistyped, under the id the store's events were sealed
+    with: the writer's first append is refused, nothing stored, where it would have stored
+    events that no reader with the right key could open (a trial's follower then stopped
+    for good). The right key still reads and writes everything."""
+    right = any_place.app(cipher=Cipher({"k1": KEY}, current="k1"))
+    right.execute(dogs, "rex", register, "Rex")
+    right.execute(dogs, "rex", add_trick, "sit")
+    wrong = any_place.app(cipher=Cipher({"k1": OTHER_KEY}, current="k1"))
+    with pytest.raises(fes.errors.ConfigurationError) as refused:
+        wrong.execute(dogs, wrong.new_id(), register, "Fido")
+    assert str(refused.value) == (
+        "'school' will not append under key id 'k1': its key for that id opens none of the "
+        "newest events sealed under it (2 tried; the newest is 'dog.TrickAdded' at stream "
+        f"'rex' version 2, position {right.store.last_position()}). It is not the key they "
+        "were sealed with (or they were altered), and what it sealed no reader with their "
+        "key could open: check the keyring (SCHOOL_FES_CIPHER_KEYS or FES_CIPHER_KEYS, or "
+        "the cipher passed in); nothing was stored"
+    )
+    batch = wrong.batch()
+    batch.emit(dogs, "fido", [Registered("Fido")])
+    with pytest.raises(fes.errors.ConfigurationError, match="will not append"):
+        wrong.commit(batch)  # and again: nothing cleared the key
+    assert [(r.stream, r.version) for r in right.log()] == [("rex", 1), ("rex", 2)]
+    right.execute(dogs, "rex", add_trick, "roll")
+    assert right.get(dogs, "rex") == Dog("Rex", pvector(["sit", "roll"]))
+
+
+def test_a_writer_tries_its_key_only_on_events_sealed_under_its_id(place: Place) -> None:
+    """A key rotated to (a new id) has nothing under it to try, and one altered row among
+    the newest does not refuse the right key: the other rows open under it."""
+    old = place.app(cipher=Cipher({"k1": KEY}, current="k1"))
+    for name in ("a", "b", "c"):
+        old.execute(dogs, name, register, name.upper())
+    rotated = place.app(cipher=Cipher({"k1": KEY, "k2": OTHER_KEY}, current="k2"))
+    rotated.execute(dogs, "d", register, "D")
+    assert rotated.store.read_stream("d")[0].payload[:4] == b"\x82\x02k2"
+    mistyped = place.app(cipher=Cipher({"k1": KEY, "k2": KEY}, current="k2"))
+    with pytest.raises(fes.errors.ConfigurationError, match=r"opens none .* \(1 tried;"):
+        mistyped.execute(dogs, "e", register, "E")
+    assert old.store.last_position() == rotated.store.last_position()
+    [newest] = old.store.read_stream("c")
+    altered = newest.payload[:-1] + bytes([newest.payload[-1] ^ 1])
+    assert old.codec.opens(
+        "dog.Registered", altered, stream="c", version=1
+    ) is False and old.codec.opens("dog.Registered", newest.payload, stream="c", version=1)
+    assert old.codec.opens("dog.Registered", b'{"name":"C"}', stream="c", version=1) is None
+    assert place.app().codec.opens("dog.Registered", newest.payload, stream="c", version=1) is None
+
+
+def test_one_altered_row_does_not_refuse_a_writer_with_the_right_key(tmp_path: Path) -> None:
+    """Tampering with the newest event does not stop writers: the rows before it open."""
+    path = tmp_path / "fes.db"
+    with Application(SCHOOL, f"sqlite:///{path}", cipher=Cipher({"k1": KEY}, "k1")) as app:
+        for name in ("a", "b", "c"):
+            app.execute(dogs, name, register, name.upper())
+    with sqlite3.connect(path) as connection:
+        (payload,) = connection.execute(
+            "SELECT payload FROM school_events WHERE stream = 'c'"
+        ).fetchone()
+        connection.execute(
+            "UPDATE school_events SET payload = ? WHERE stream = 'c'",
+            (payload[:-1] + bytes([payload[-1] ^ 1]),),
+        )
+    connection.close()
+    with Application(SCHOOL, f"sqlite:///{path}", cipher=Cipher({"k1": KEY}, "k1")) as app:
+        app.execute(dogs, "d", register, "D")
+        assert app.get(dogs, "d") == Dog("D")
+
+
 def test_encrypted_metadata_end_to_end(place: Place) -> None:
     """With a cipher, an event's headers and ids are stored encrypted and read back whole."""
     app = place.app(cipher=Cipher({"k1": KEY}, current="k1"))

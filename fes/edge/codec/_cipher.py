@@ -157,8 +157,9 @@ class Cipher:
             return aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], associated_data)
         except Exception:  # cryptography's InvalidTag: say what it means
             raise CipherError(
-                f"authentication failed under key id {key_id!r}: the data was altered, "
-                "copied from another row or application, or encrypted under another key "
-                "with this id"
+                f"authentication failed under key id {key_id!r}: the keyring's key for "
+                f"{key_id!r} is not the one that sealed it (check FES_CIPHER_KEYS, or the "
+                "application's <APP>_FES_CIPHER_KEYS), or it was altered or copied from "
+                "another row or application"
             ) from None
 

@@ -519,6 +519,27 @@ class Codec:
             level = None
         return self._seal(body, schema, kind, name, stream, version, level=level)
 
+    def opens(self, topic: str, payload: bytes, *, stream: str, version: int) -> bool | None:
+        """Whether the current key opens an event's stored ``payload``.
+
+        None when that cannot tell: no cipher, a payload not sealed under
+        the current key id, or one too damaged to try.  False when the key
+        fails to authenticate it: the key is not the one that sealed it, or
+        the row was altered.  A writer asks before its first append (see
+        :class:`~fes.edge.Application`), so that a wrong key under a known
+        id stores nothing that the right key could not read.
+        """
+        cipher = self._cipher
+        if cipher is None or not self._sealed_under(payload, cipher._current_id):
+            return None
+        try:
+            self._open(payload, "event", topic, stream, version)
+        except CipherError:
+            return False
+        except Exception:  # a damaged header, or a body that does not inflate
+            return None
+        return True
+
     @staticmethod
     def _sealed_under(data: bytes, key_id: bytes) -> bool:
         """Whether ``data`` is a format-1 payload encrypted under ``key_id``."""
