@@ -801,6 +801,30 @@ def test_a_partitioned_system_is_refused_with_the_way_out() -> None:
         simulate(system, inputs=[])
 
 
+def test_check_system_refuses_a_partitioned_system_before_drawing_an_example() -> None:
+    """check_system says so before Hypothesis draws anything: raised inside it, the refusal
+    read as a failing example with inputs (a trial's); the way out it names builds."""
+    parts = [evolve(app, partitions=2) if app.name == "payments" else app
+             for app in shop.system.apps]
+    system = fes.System(parts, pipes=shop.system.pipes)
+    drawn: list[int] = []
+
+    def draw() -> list[Input]:
+        drawn.append(1)
+        return []
+
+    with pytest.raises(fes.errors.ConfigurationError) as refused:
+        check_system(system, st.builds(draw))
+    assert drawn == [] and not getattr(refused.value, "__notes__", [])
+    assert str(refused.value) == (
+        "the simulator runs each application as one follower, and 'payments' has "
+        "partitions; simulate the system with partitions=1: fes.System([attrs.evolve(app, "
+        "partitions=1) for app in system.apps], pipes=system.pipes)"
+    )
+    flat = fes.System([evolve(app, partitions=1) for app in system.apps], pipes=system.pipes)
+    assert flat.pipes == system.pipes and {a.partitions for a in flat.apps} == {1}
+
+
 def test_check_system_keeps_log_order_through_batches_that_go_back_to_a_stream() -> None:
     """A follower whose batches go back to streams they left passes, in log order.
 

@@ -119,6 +119,22 @@ class _Process:
         return self.follower.step(target)
 
 
+def refuse_partitions(system: System) -> None:
+    """Refuse a system with a partitioned application: the simulator runs one follower each.
+
+    Raised before anything is drawn, by :func:`check_system` as by
+    :func:`simulate`: inside Hypothesis it would read as a failing example.
+    """
+    partitioned = [a.name for a in system.apps if a.partitions > 1]
+    if partitioned:
+        raise ConfigurationError(
+            f"the simulator runs each application as one follower, and "
+            f"{', '.join(repr(n) for n in partitioned)} has partitions; simulate the "
+            "system with partitions=1: fes.System([attrs.evolve(app, partitions=1) for app "
+            "in system.apps], pipes=system.pipes)"
+        )
+
+
 class _Simulator:
     """Runs a schedule on one system, one step at a time, with the faults it names."""
 
@@ -131,13 +147,7 @@ class _Simulator:
         options: Mapping[str, Any],
         databases: Databases = None,
     ) -> None:
-        partitioned = [a.name for a in system.apps if a.partitions > 1]
-        if partitioned:
-            raise ConfigurationError(
-                f"the simulator runs each application as one follower, and "
-                f"{', '.join(repr(n) for n in partitioned)} has partitions; simulate the "
-                "system with partitions=1 (attrs.evolve(app, partitions=1))"
-            )
+        refuse_partitions(system)
         self.system = system
         self.faults = _Faults()
         self.placement = placement(system, databases)

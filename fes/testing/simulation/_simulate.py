@@ -24,6 +24,7 @@ from fes.testing.simulation._run import (
     _reference,
     _Simulator,
     placement,
+    refuse_partitions,
 )
 from fes.testing.simulation._schedule import (
     Quiesce,
@@ -266,6 +267,7 @@ def check_system(
     ``seed`` fixes Hypothesis's search, so two calls try the same runs.
     """
     __tracebackhide__ = True
+    refuse_partitions(system)
     totals: Counter[str] = Counter()
     where = placement(system, databases)
     plans = schedules(
