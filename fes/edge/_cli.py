@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fes.errors import (
     ConfigurationError,
@@ -64,7 +64,17 @@ __all__ = ["main"]
 def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     import orjson
 
-    from ._cli_events import EXIT_ERROR, cell, data_cell, fit, reader, table, text_cell, when
+    from ._cli_events import (
+        EXIT_ERROR,
+        cell,
+        data_cell,
+        fit,
+        reader,
+        table,
+        text_cell,
+        undecoded,
+        when,
+    )
 
     system = _system(args.system)
     with _Stores(args, system) as stores:
@@ -76,11 +86,13 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
         else:
             listing = stores.listing()
         # every application that can be read is printed; what cannot, is said after
+        shown: dict[str, list[dict[str, Any]]] = {}
         for name in listing.found:
             database = stores.database(name)
             rows = database.store(name).read_log(args.after, limit=args.limit)
             with reader(database, name, system) as describe:
                 records = [describe(row) for row in rows]
+            shown[name] = records
             if args.json:
                 for record in records:
                     out.write(orjson.dumps(record).decode() + "\n")
@@ -102,8 +114,10 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
         for label, (url, reason) in listing.unreachable.items():
             print(f"fes: error: {_what(label)} at {_redact(url)} cannot be read: {reason}",
                   file=sys.stderr)
+        # (a list, not any(): each application's undecoded events are said)
+        broken = [undecoded(name, records, sys.stderr) for name, records in shown.items()]
         missing = _report(listing)
-    return EXIT_ERROR if listing.unreachable or missing else 0
+    return EXIT_ERROR if listing.unreachable or missing or any(broken) else 0
 
 
 
@@ -111,7 +125,7 @@ def _cmd_log(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
     import orjson
 
-    from ._cli_events import reader
+    from ._cli_events import EXIT_ERROR, reader, undecoded
 
     system = _system(args.system)
     with _Stores(args, system) as stores:
@@ -121,9 +135,11 @@ def _cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
         if not rows:
             raise ConfigurationError(f"application {args.app!r} has no stream {args.id!r}")
         with reader(database, args.app, system) as describe:
-            for row in rows:
-                out.write(orjson.dumps(describe(row)).decode() + "\n")
-    return 0
+            records = [describe(row) for row in rows]
+        for record in records:
+            out.write(orjson.dumps(record).decode() + "\n")
+        out.flush()
+    return EXIT_ERROR if undecoded(args.app, records, sys.stderr) else 0
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from fes.errors import DecodeError, UpcastError
 from fes.events import Recorded, micros_datetime
 from fes.system import System
 
@@ -38,6 +39,18 @@ def raw_data(payload: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        return None
+
+
+def schema_of(payload: bytes) -> int | None:
+    """The schema version a stored payload names (1 when it names none); None if unreadable."""
+    if payload[:1] == b"{":
+        return 1
+    if not payload or payload[0] & _FORMAT_MASK != _FORMAT_1:
+        return None
+    try:
+        return _header(payload)[0]
+    except (ValueError, IndexError):
         return None
 
 
@@ -73,10 +86,18 @@ def text_cell(text: str) -> str:
 
 
 def data_cell(record: Mapping[str, Any]) -> str:
-    """A record's data as compact JSON for a table, or why it cannot be shown."""
+    """A record's data as compact JSON for a table, or why it cannot be shown.
+
+    Data stored under a schema version other than 1, shown as stored
+    (without ``--system``, which upcasts it), says its version first.
+    """
+    if "error" in record:
+        return f"(cannot decode: {record['error']})"
     if record.get("data") is None and "encoded_bytes" in record:
         return f"({record['encoded_bytes']} encrypted bytes: pass --system to decode)"
-    return orjson.dumps(record.get("data")).decode()
+    data = orjson.dumps(record.get("data")).decode()
+    schema = record.get("schema", 1)
+    return data if schema == 1 else f"(schema {schema}) {data}"
 
 
 def fit(
@@ -152,7 +173,13 @@ def reader(
             "timestamp": when(row.timestamp, "microseconds"),
         }
         if application is not None:
-            recorded: Recorded[Any] = application.recorded(row)
+            try:
+                recorded: Recorded[Any] = application.recorded(row)
+            except (DecodeError, UpcastError) as error:
+                # shown in its place, and said after: the rows around it still show
+                record["error"] = f"{type(error).__name__}: {error}"
+                record["data"] = None
+                return record
             record["data"] = application.codec._event_data(recorded.event)
             meta = recorded.metadata
             record["correlation_id"] = meta.correlation_id
@@ -162,6 +189,8 @@ def reader(
             record["data"] = data
             if data is None:
                 record["encoded_bytes"] = len(row.payload)
+            else:
+                record["schema"] = schema_of(row.payload)
             if row.meta:
                 with suppress(orjson.JSONDecodeError):
                     record.update(
@@ -172,9 +201,27 @@ def reader(
     yield describe
 
 
-#: Exit codes: 0 done, 1 a fes error, 2 bad usage (argparse), 3 a follower stopped.
+#: Exit codes: 0 done, 1 a fes error, 2 bad usage (argparse), 3 a follower stopped,
+#: 4 one stalled (``fes apps --watch``: behind, and its position did not move).
 EXIT_ERROR = 1
 EXIT_STOPPED = 3
+EXIT_STALLED = 4
+
+
+def undecoded(name: str, records: Sequence[Mapping[str, Any]], err: TextIO) -> bool:
+    """Say on ``err`` how many of ``records`` could not be decoded, and the first's error.
+
+    Returns whether any could not (the command then exits with EXIT_ERROR).
+    """
+    failed = [record for record in records if "error" in record]
+    if failed:
+        first = failed[0]
+        print(
+            f"fes: error: {len(failed)} event(s) of {name!r} could not be decoded; the "
+            f"first, at position {first['position']}: {first['error']}",
+            file=err,
+        )
+    return bool(failed)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import zlib
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fes.edge import Application
+from fes.edge import Application, Cipher
 from fes.edge._cli import main
 from fes.edge.stores import NewEvent, open_database
 from system import domain
@@ -95,6 +97,77 @@ def test_log_shows_compressed_data_inflated(
     assert json.loads(capsys.readouterr().out)["data"]["number"] == 123456
     assert main(["log", "--store", url]) == 0
     assert '"number":123456' in capsys.readouterr().out
+
+
+def test_log_shows_the_events_around_one_it_cannot_decode_and_says_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --system, an event that does not decode (its row altered, here) is shown in its
+    place with its error, the events around it decoded, and the command exits 1 naming it:
+    a trial's `fes log` had printed nothing of the log past such a row."""
+    url = _sqlite(tmp_path)
+    monkeypatch.setenv("FES_CIPHER_KEYS", f"k1:{base64.b64encode(Cipher.generate_key()).decode()}")
+    with Application(domain.source, url) as app:
+        send(app, [1])
+        send(app, [2])
+        send(app, [3])
+    with sqlite3.connect(tmp_path / "fes.db") as connection:
+        (payload,) = connection.execute(
+            "SELECT payload FROM source_events WHERE position = 2"
+        ).fetchone()
+        connection.execute(
+            "UPDATE source_events SET payload = ? WHERE position = 2",
+            (payload[:-1] + bytes([payload[-1] ^ 1]),),
+        )
+    connection.close()
+    shown = ["--app", "source", "--system", "system.domain:pipeline", "--store", url]
+    assert main(["log", *shown, "--json"]) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["data"] for r in records] == [
+        {"number": 1, "poison": False}, None, {"number": 3, "poison": False}
+    ]
+    assert records[1]["error"].startswith(
+        "CipherError: cannot decrypt 'message.Sent' at stream 'm-2' version 1: authentication "
+        "failed"
+    )
+    assert err.startswith(
+        "fes: error: 1 event(s) of 'source' could not be decoded; the first, at position 2: "
+        "CipherError: cannot decrypt 'message.Sent' at stream 'm-2'"
+    )
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["log", *shown]) == 1
+    out, err = capsys.readouterr()
+    assert '"number":3' in out and "(cannot decode: CipherError: cannot decrypt" in out
+    assert "1 event(s) of 'source' could not be decoded" in err
+    assert main(["stream", "m-2", *shown]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"].startswith("CipherError: cannot decrypt")
+    assert "1 event(s) of 'source' could not be decoded" in err
+    assert main(["stream", "m-3", *shown]) == 0
+
+
+def test_log_without_the_system_names_a_payloads_schema_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two shapes of one topic, stored under schema versions 1 and 2, are told apart as stored
+    (with --system, both are upcast to the current one)."""
+    url = _sqlite(tmp_path)
+    with open_database(url) as database:
+        database.store("desk").append([
+            NewEvent("b", 1, "desk.BookLent", b'{"member":"m00"}', 0),
+            NewEvent("b", 2, "desk.BookLent", b"\x84\x02" + b'{"borrower":"m12"}', 0),
+        ])
+    assert main(["log", "--store", url, "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["schema"], r["data"]) for r in records] == [
+        (1, {"member": "m00"}), (2, {"borrower": "m12"})
+    ]
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["log", "--store", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].endswith('{"member":"m00"}')
+    assert lines[-1].endswith('(schema 2) {"borrower":"m12"}')
 
 
 def test_log_cuts_data_to_the_terminal_and_json_keeps_it_whole(
