@@ -492,14 +492,19 @@ def _parser() -> argparse.ArgumentParser:
         "show each application's log, each follower's state (caught up, behind N, "
         "not started, stopped at P, ahead of its leader (a store mixed up?), mismatched "
         "(another number of partitions) or unknown, "
-        "with why: the stores cannot tell whether a process runs it now) and, with "
-        "--system, each view's position (or its stop); exit code 3 if a follower or "
-        "view is stopped, else 1 "
+        "with why: the stores cannot tell whether a process runs it now; --watch can) "
+        "and, with --system, each view's position (or its stop); exit code 3 if a "
+        "follower or view is stopped, else 4 if one is stalled (--watch), else 1 "
         "if one is ahead, mismatched or unknown, a store cannot be read or one named by "
         "--store APP=URL is not in it, else 0 (2: a usage error)",
     )
     apps.add_argument("--system", metavar="MODULE:SYSTEM",
                       help="decode stop records and list views with this system")
+    apps.add_argument(
+        "--watch", type=parse.seconds, default=0.0, metavar="SECONDS",
+        help="read each position again after SECONDS: a follower or view that was behind "
+        "and did not move is shown stalled (is anything running it?), with exit code 4",
+    )
     apps.set_defaults(handler=_cmd_apps)
 
     def on_one_app(name: str, about: str, app: str) -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ ahead of its leader is said, and the exit code says it too.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fes.errors import ConfigurationError, DecodeError, FesError
@@ -26,7 +28,7 @@ from ._cli_stores import _Listing, _reason, _redact, _report, _Stores, _system, 
 def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
     from fes.system import foreign_tracking, tracking_key, unit_names
 
-    from ._cli_events import EXIT_ERROR, EXIT_STOPPED, table
+    from ._cli_events import EXIT_ERROR, EXIT_STALLED, EXIT_STOPPED, table
     from ._skips import SKIPS_STREAM, follower_status
 
     system = _system(args.system)
@@ -43,6 +45,8 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         # watched, where it is served
         served = {name for name in names if getattr(stores.database(name), "read_only", False)}
         rows: list[tuple[Any, ...]] = []
+        # with --watch: each row that is behind, its position, and how to read that again
+        again: list[Watched] = []
         stopped = errors = 0
         followers = (
             [a.name for a in system.followers_all] if system is not None
@@ -120,11 +124,35 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                         # the leader may have moved on since its position was read
                         upstream, why = _leader_last(stores, listing, leader, leaders, fresh=True)
                     status = follower_status(stops.get((unit, leader)), position, upstream, why)
+                    if tracking is not None and _behind(status):
+                        # a follower with no tables yet is not opened (inspecting creates
+                        # nothing): nothing has run it, and it counts as not moving
+                        reread = (
+                            partial(_tracked, stores.database(name).store(name), tracking)
+                            if name in last else _nothing
+                        )
+                        again.append((rows, len(rows), position, reread))
                 stopped += status.startswith("stopped")
                 errors += status.startswith(("unknown", "ahead", "mismatched"))
                 rows.append((unit, leader, "-" if position is None else position,
                              "?" if upstream is None else upstream, status))
 
+        views = (
+            _view_rows(stores, system, last, served, again) if system is not None
+            # a view's stop is recorded in its application's store: shown, so that a
+            # health check without --system does not pass a stopped view
+            else _stopped_views(stores, [name for name in names if name not in served])
+        )
+        stalled = 0
+        if args.watch:
+            # the store cannot say whether a process serves a follower: whether
+            # its position moves, while it has work, can
+            time.sleep(args.watch)
+            for listed, at, seen, read_again in again:
+                if read_again() == seen:
+                    row = listed[at]
+                    listed[at] = (*row[:-1], _stalled(row[-1], args.watch))
+                    stalled += 1
         # the stores, in the order of the applications, those that could not be read marked
         down = {url for url, _ in listing.unreachable.values()}
         shown = [
@@ -158,19 +186,13 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         else:
             print("  (none has tracked anything yet)", file=out)
         print("\nviews", file=out)
+        stopped += sum(row[3].startswith("stopped") for row in views)
+        errors += sum(row[3].startswith("unknown") for row in views)
         if system is None:
-            # a view's stop is recorded in its application's store: shown, so that a
-            # health check without --system does not pass a stopped view
-            views = _stopped_views(stores, [name for name in names if name not in served])
-            stopped += sum(row[3].startswith("stopped") for row in views)
-            errors += sum(row[3].startswith("unknown") for row in views)
             if views:
                 table(["view", "position", "log's last", "status"], views, out)
             print("  (name the system with --system MODULE:SYSTEM to list its views)", file=out)
         else:
-            views = _view_rows(stores, system, last, served)
-            stopped += sum(row[3].startswith("stopped") for row in views)
-            errors += sum(row[3].startswith("unknown") for row in views)
             if views:
                 table(["view", "position", "log's last", "status"], views, out)
             elif any(app.views for app in system.apps):
@@ -190,12 +212,45 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
         missing = _report(listing)
     if stopped:
         return EXIT_STOPPED
+    if stalled:
+        return EXIT_STALLED
     return EXIT_ERROR if errors or listing.unreachable or missing else 0
 
 
+#: A row of ``fes apps --watch`` that is behind: its table, its index there, its
+#: position when read, and how to read that position again.
+Watched = tuple[list[tuple[Any, ...]], int, "int | None", Callable[[], "int | None"]]
+
+
+def _behind(status: str) -> bool:
+    """Whether a follower's or a view's status says it has work left (and nothing stopped it)."""
+    return status.startswith(("behind", "not started: behind"))
+
+
+def _tracked(store: Any, key: str) -> int | None:
+    """The position a follower's store holds under tracking ``key`` now."""
+    return store.tracked().get(key)  # type: ignore[no-any-return]
+
+
+def _nothing() -> None:
+    return None
+
+
+def _view_position(store: Any, name: str) -> int:
+    """The position view ``name``'s stored state reached, now."""
+    found = store.load_view(name)
+    return 0 if found is None else int(found[1])
+
+
+def _stalled(status: str, seconds: float) -> str:
+    """A status that was ``behind`` and did not move in ``seconds``."""
+    return f"stalled: {status}, and its position did not move in {seconds:g} s: is it running?"
+
+
 def _view_rows(
-    stores: _Stores, system: System, last: Mapping[str, int], served: set[str]
-) -> list[tuple[str, int, int, str]]:
+    stores: _Stores, system: System, last: Mapping[str, int], served: set[str],
+    again: list[Watched],
+) -> list[tuple[Any, ...]]:
     """Each view's position against its application's log, where the application was found.
 
     An application with no tables yet (or whose store cannot be reached, said
@@ -205,7 +260,7 @@ def _view_rows(
     past is ``stopped at P: …``, never ``behind N``; one whose stop records
     cannot be read is ``unknown``.
     """
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for app in system.apps:
         if not app.views or app.name not in last or app.name in served:
             continue
@@ -239,6 +294,10 @@ def _view_rows(
                 status = stop_status(stop)
             else:
                 status = "up to date" if not behind else f"behind {behind}"
+                if behind:
+                    again.append(
+                        (rows, len(rows), position, partial(_view_position, store, view.name))
+                    )
             rows.append((f"{app.name}/{view.name}", position, latest, status))
     return rows
 
@@ -318,7 +377,10 @@ def _leader_last(
     try:
         if leader not in stores.holds(leader):
             if stores.system is None:
-                return None, f"leader {leader!r} is not in {_redact(url)}"
+                return None, (
+                    f"leader {leader!r} is not in {_redact(url)}: give its store with "
+                    f"--store {leader}=URL"
+                )
             # placed as its runner places it, with no tables yet: it holds no event
             position = 0
         else:

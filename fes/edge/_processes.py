@@ -12,8 +12,8 @@ by processes and is refused.
 The runner supervises its workers: one that dies (killed, crashed) is
 started again, and resumes after the last position its followers tracked.
 A worker watches its supervisor in turn: once the supervisor is gone (even
-killed by SIGKILL, which it cannot catch), the worker finishes the batch in
-hand and exits within a fraction of a second, so no orphan keeps running.
+killed by SIGKILL, which it cannot catch), the worker, looking every 50 ms,
+finishes the batch in hand and exits, so no orphan keeps running.
 Because each batch is recorded with its tracking position in one
 transaction, a worker killed at any moment has either recorded a batch
 whole or not at all.  On :meth:`ProcessRunner.stop` (or SIGINT/SIGTERM in a

@@ -379,3 +379,66 @@ def test_a_followers_status_writes_numbers_as_its_table_does() -> None:
     assert follower_status(None, 12000, 5505).startswith(
         "ahead of its leader: tracked 12,000, leader's last 5,505 "
     )
+
+
+def _apps(url: str, system: str, *more: str) -> list[str]:
+    return ["apps", "--store", url, "--system", f"system.domain:{system}", *more]
+
+
+def test_apps_watch_shows_a_follower_behind_that_does_not_move_as_stalled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store cannot say whether a process runs a follower: a trial's health check passed
+    while `fes run` was dead and the follower fell behind. With --watch, fes apps reads the
+    positions again, and one that was behind and did not move is stalled, exit code 4."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.fixed_pipeline, url) as runner:
+        send(runner.app("source"), range(3))
+        runner.run_until_quiet()
+        send(runner.app("source"), range(3, 5))  # and nothing runs the sink now
+    assert main(_apps(url, "fixed_pipeline")) == 0  # behind is healthy, as far as it knows
+    assert "behind 2" in capsys.readouterr().out
+    assert main(_apps(url, "fixed_pipeline", "--watch", "0.2")) == 4
+    out = capsys.readouterr().out
+    assert "stalled: behind 2, and its position did not move in 0.2 s: is it running?" in out
+    with SyncRunner(domain.fixed_pipeline, url) as runner:
+        runner.run_until_quiet()
+    assert main(_apps(url, "fixed_pipeline", "--watch", "0.2")) == 0  # caught up: not watched
+    assert "caught up" in capsys.readouterr().out
+
+
+def test_apps_watch_shows_a_view_and_a_follower_never_started_as_stalled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A view behind that does not move is stalled too, and so is a follower that nothing has
+    started while its leader holds events (its store is not opened: inspecting creates
+    nothing)."""
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.fixed_viewed, url) as runner:
+        send(runner.app("source"), range(3))
+        runner.run_until_quiet()
+        send(runner.app("source"), range(3, 5))
+    assert main(_apps(url, "fixed_viewed", "--watch", "0.1")) == 4
+    out = capsys.readouterr().out
+    assert "source/sent" in out and "stalled: behind 2" in out
+    assert main(_apps(url, "fixed_pipeline", "--watch", "0.1")) == 4
+    out = capsys.readouterr().out
+    assert "stalled: not started: behind 5, and its position did not move" in out
+    assert main(["log", "--store", url, "--app", "sink"]) == 1  # it has still no tables
+    capsys.readouterr()
+
+
+def test_apps_watch_passes_a_follower_that_moves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A follower behind at the first look that has moved by the second is not stalled."""
+    from fes.edge import ThreadedRunner
+
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with Application(domain.source, url) as source:
+        send(source, range(200))  # 20 ms each for the slow sink: 4 s of work
+    with ThreadedRunner(domain.slow_pipeline, url, batch_size=5):
+        assert main(_apps(url, "slow_pipeline", "--watch", "1")) == 0
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if line.split()[:2] == ["sink", "source"]]
+    assert "behind" in row and "stalled" not in row

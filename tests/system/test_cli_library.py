@@ -277,7 +277,7 @@ def test_store_on_the_command_line_wins_over_the_variables(
     assert main(["apps", "--store", places["notices"]]) == 1
     out = capsys.readouterr().out
     assert [r[0] for r in _rows(out, "applications")] == ["notices"]
-    assert f"unknown: leader 'fines' is not in {places['notices']}" in _follower(
+    assert f"unknown: leader 'fines' is not in {places['notices']}: give its" in _follower(
         out, "notices", "fines"
     )
     # APP=URL places that one; the variables still place the others
