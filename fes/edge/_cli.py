@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fes.errors import (
@@ -217,12 +217,17 @@ def _named(system: System, unit: str, option: str) -> App:
 
 
 def _as_run(system: System, units: Sequence[str]) -> list[str]:
-    """Each unit ``fes run`` runs, with the views it keeps and how often it snapshots.
+    """Each unit ``fes run`` runs, with its views, snapshots, compression and cipher.
 
     An application's views run with its partition 0; its snapshot interval
     is the one its ``Application`` will use: ``FES_SNAPSHOT_EVERY`` (or the
-    application's own variable), else the ``App``'s.
+    application's own variable), else the ``App``'s; and so are whether it
+    compresses (``FES_COMPRESS``) and the key it encrypts under
+    (``FES_CIPHER_KEYS`` and ``FES_CIPHER_KEY_ID``).  A setting the
+    application will refuse is left out here: it says why as it starts.
     """
+    from .codec import Cipher  # here: `fes --help` loads no codec
+
     named = []
     for unit in units:
         name, _, part = unit.partition("#")
@@ -237,6 +242,13 @@ def _as_run(system: System, units: Sequence[str]) -> list[str]:
             every = None  # the application refuses it, saying why, as it starts
         if every is not None:
             said.append(f"snapshots every {every}")
+        with suppress(ConfigurationError):
+            if settings.compress(os.environ, app.name):
+                said.append("compressed")
+        with suppress(ConfigurationError):
+            cipher = Cipher.from_env(settings.AppEnv(os.environ, app.name))
+            if cipher is not None:
+                said.append(f"encrypted under key {cipher.current!r}")
         named.append(f"{unit} ({'; '.join(said)})" if said else unit)
     return named
 

@@ -495,6 +495,17 @@ def test_run_says_how_often_each_application_snapshots(tmp_path: Path) -> None:
     assert first.startswith(
         "fes: running school (view count; snapshots every 50), notes (snapshots every 7) on "
     ), first
+    # and whether it compresses and encrypts (a trial's operator could not tell either)
+    key = base64.b64encode(Cipher.generate_key()).decode()
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "ferries.py").write_text((tmp_path / "ferries.py").read_text())
+    first = _first_line_of_run(
+        "ferries:system", tmp_path / "secret", FES_COMPRESS="1", NOTES_FES_CIPHER_KEYS=f"k7:{key}"
+    )
+    assert first.startswith(
+        "fes: running school (view count; snapshots every 50; compressed), notes (snapshots "
+        "every 9; compressed; encrypted under key 'k7') on "
+    ), first
 
 
 def test_an_empty_store_speaks_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
