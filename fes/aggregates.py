@@ -188,6 +188,16 @@ class Aggregate(Generic[S]):
                     "but its projector has no handler for them"
                 )
         self.topics()  # refuses two event types written or read under one topic
+        for command in self.commands.values():
+            if not callable(command):
+                raise DefinitionError(
+                    f"aggregate {self.name!r}: commands must be functions, got {command!r}"
+                    + (
+                        " (a name: an aggregate's commands map names to functions, so "
+                        "[*aggregate.commands] lists names; [*aggregate.commands.values()] "
+                        "the functions)" if isinstance(command, str) else ""
+                    )
+                )
         hints: dict[Callable[..., Any], StateCheck | None] = {}
         for command in self.commands.values():
             inner = innermost(command)

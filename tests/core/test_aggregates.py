@@ -286,6 +286,23 @@ def test_two_commands_with_one_name_are_refused() -> None:
         fes.Aggregate("x", 0, lambda s, e: s, commands=[lambda s: [], lambda s: []])
 
 
+def test_a_command_that_is_not_a_function_is_refused_when_defined() -> None:
+    """Extending an aggregate's commands with its mapping's keys (names, not functions) was
+    taken, and failed later, reading the arguments of "'register'" (a trial's); a name says
+    where the functions are."""
+    with pytest.raises(fes.errors.DefinitionError) as refused:
+        evolve(dogs, commands=[*dogs.commands])
+    assert str(refused.value) == (
+        "aggregate 'dog': commands must be functions, got 'register' (a name: an aggregate's "
+        "commands map names to functions, so [*aggregate.commands] lists names; "
+        "[*aggregate.commands.values()] the functions)"
+    )
+    with pytest.raises(fes.errors.DefinitionError, match=r"must be functions, got 3$"):
+        fes.Aggregate("x", 0, lambda s, e: s, commands={"three": 3})
+    extended = evolve(dogs, commands=[*dogs.commands.values(), len])
+    assert list(extended.commands) == ["register", "add_trick", "len"]
+
+
 def test_owns_is_by_instance_of_an_owned_type() -> None:
     """An aggregate owns instances of its event types and their subclasses only."""
     till = fes.Aggregate("till", 0, fes.projector(paid), events=[Paid])
