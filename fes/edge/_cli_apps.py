@@ -149,10 +149,13 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             # its position moves, while it has work, can
             time.sleep(args.watch)
             for listed, at, seen, read_again in again:
-                if read_again() == seen:
-                    row = listed[at]
+                now, row = read_again(), listed[at]
+                if now == seen:
                     listed[at] = (*row[:-1], _stalled(row[-1], args.watch))
                     stalled += 1
+                else:  # its numbers are the first look's: say that it moved, and how far
+                    moved = (now or 0) - (seen or 0)
+                    listed[at] = (*row[:-1], f"{row[-1]}, moving: {moved:+,} in {args.watch:g} s")
         # the stores, in the order of the applications, those that could not be read marked
         down = {url for url, _ in listing.unreachable.values()}
         shown = [
@@ -167,7 +170,9 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
                 ["application", "last position", "skipped events"]
                 + (["store"] if spread else []),
                 [
-                    (name, last[name],
+                    # a leader's position read again for its followers, if it was: a
+                    # follower is never shown tracked past its leader's last position
+                    (name, max(last[name], leaders.get(name, 0)),
                      "-" if name in served
                      else stores.database(name).store(name).stream_version(SKIPS_STREAM),
                      *([_redact(stores.url(name))] if spread else []))

@@ -14,7 +14,15 @@ from fes.events import Recorded, micros_datetime
 from fes.system import System
 
 from ._application import Application
-from .codec._frame import _COMPRESSED, _ENCRYPTED, _FORMAT_1, _FORMAT_MASK, _header, _inflate
+from .codec._frame import (
+    _COMPRESSED,
+    _ENCRYPTED,
+    _FORMAT_1,
+    _FORMAT_MASK,
+    _encrypted,
+    _header,
+    _inflate,
+)
 from .stores._base import Database, StoredEvent
 
 __all__ = ["data_cell", "fit", "reader", "text_cell", "when"]
@@ -94,7 +102,9 @@ def data_cell(record: Mapping[str, Any]) -> str:
     if "error" in record:
         return f"(cannot decode: {record['error']})"
     if record.get("data") is None and "encoded_bytes" in record:
-        return f"({record['encoded_bytes']} encrypted bytes: pass --system to decode)"
+        if record.get("encrypted", True):
+            return f"({record['encoded_bytes']} encrypted bytes: pass --system to decode)"
+        return f"({record['encoded_bytes']} bytes, not JSON fes can show: pass --system)"
     data = orjson.dumps(record.get("data")).decode()
     schema = record.get("schema", 1)
     return data if schema == 1 else f"(schema {schema}) {data}"
@@ -189,6 +199,7 @@ def reader(
             record["data"] = data
             if data is None:
                 record["encoded_bytes"] = len(row.payload)
+                record["encrypted"] = _encrypted(row.payload)
             else:
                 record["schema"] = schema_of(row.payload)
             if row.meta:

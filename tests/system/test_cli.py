@@ -441,4 +441,34 @@ def test_apps_watch_passes_a_follower_that_moves(
         assert main(_apps(url, "slow_pipeline", "--watch", "1")) == 0
     out = capsys.readouterr().out
     [row] = [line for line in out.splitlines() if line.split()[:2] == ["sink", "source"]]
-    assert "behind" in row and "stalled" not in row
+    # the first look's numbers, and that it moved: a trial read a stale backlog as current
+    assert "behind" in row and "stalled" not in row and ", moving: +" in row
+    assert row.rstrip().endswith(" in 1 s")
+
+
+def test_apps_never_shows_a_follower_tracked_past_its_leaders_last_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applications table and the followers' rows are read at different moments: a
+    leader's position read again for a follower found past it is the one both show (a
+    trial saw 8,621 above a follower tracked at 8,622)."""
+    from fes.edge.stores._sqlite._store import SQLiteStore
+
+    url = f"sqlite:///{tmp_path / 'fes.db'}"
+    with SyncRunner(domain.fixed_pipeline, url) as runner:
+        send(runner.app("source"), range(3))
+        runner.run_until_quiet()
+    real = SQLiteStore.last_position
+    looks = iter([2])  # the first look at the source's log is stale: one event short
+
+    def last_position(store: SQLiteStore) -> int:
+        found = real(store)
+        return next(looks, found) if store.app == "source" else found
+
+    monkeypatch.setattr(SQLiteStore, "last_position", last_position)
+    assert main(_apps(url, "fixed_pipeline")) == 0
+    out = capsys.readouterr().out
+    source = [line.split() for line in out.splitlines() if line.split()[:1] == ["source"]]
+    assert source[0][:2] == ["source", "3"]
+    [row] = [line for line in out.splitlines() if line.split()[:2] == ["sink", "source"]]
+    assert row.split()[2:] == ["3", "3", "caught", "up"]

@@ -145,6 +145,11 @@ def test_log_shows_the_events_around_one_it_cannot_decode_and_says_which(
     assert json.loads(out)["error"].startswith("CipherError: cannot decrypt")
     assert "1 event(s) of 'source' could not be decoded" in err
     assert main(["stream", "m-3", *shown]) == 0
+    capsys.readouterr()
+    # without the system, each is shown by its size, and said to be encrypted
+    assert main(["log", "--app", "source", "--store", url, "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["data"], r["encrypted"]) for r in records] == [(None, True)] * 3
 
 
 def test_log_without_the_system_names_a_payloads_schema_version(

@@ -607,7 +607,8 @@ class Codec:
             if self._cipher is None:
                 raise CipherError(
                     f"cannot decrypt {_row(kind, name, stream, version)}: it is encrypted, "
-                    "but this codec has no cipher"
+                    "but this codec has no cipher: give the application its keys "
+                    "(FES_CIPHER_KEYS, or the application's <APP>_FES_CIPHER_KEYS)"
                 )
             associated = bytes(payload[:pos]) + _dumps([self._app, kind, name, stream, version])
             try:
