@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,21 @@ def test_bad_projection_arguments_are_configuration_errors() -> None:
 _LOST = ("postgresql://shop@db/shop", "server closed the connection")
 
 
+def _lost_once(real: Callable[..., Any], lost: Exception, stored: bool) -> Callable[..., Any]:
+    """``real``, whose first call loses its connection while committing: it raises ``lost``
+    after taking effect (``stored``) or without."""
+    first = iter([True])
+
+    def commit(*args: Any) -> Any:
+        if next(first, False):
+            if stored:
+                real(*args)
+            raise lost
+        return real(*args)
+
+    return commit
+
+
 @pytest.mark.parametrize("stored", [True, False], ids=["took-effect", "did-not"])
 def test_a_follower_commit_of_unknown_outcome_says_that_stepping_again_is_safe(
     stored: bool,
@@ -351,18 +367,8 @@ def test_a_follower_commit_of_unknown_outcome_says_that_stepping_again_is_safe(
     effect once, whether the lost commit took effect or not."""
     with SyncRunner(domain.pipeline, "memory://") as runner:
         sink = runner.app("sink")
-        real = sink._append
         lost = fes.errors.OutcomeUnknown("append to 'sink'", *_LOST)
-        first = iter([True])
-
-        def commit_lost(*args: Any) -> list[int]:
-            if next(first, False):
-                if stored:
-                    real(*args)
-                raise lost
-            return real(*args)
-
-        sink._append = commit_lost  # type: ignore[method-assign]
+        sink._append = _lost_once(sink._append, lost, stored)  # type: ignore[method-assign]
         send(runner.app("source"), range(3))
         with pytest.raises(fes.errors.OutcomeUnknown) as raised:
             runner.run_until_quiet()
@@ -388,18 +394,10 @@ def test_a_view_save_of_unknown_outcome_says_that_stepping_again_is_safe(stored:
     safe, and the view counts each event once either way."""
     with SyncRunner(domain.fixed_viewed, "memory://") as runner:
         source = runner.app("source")
-        real = source.store.save_view
         lost = fes.errors.OutcomeUnknown("save view 'sent'", *_LOST)
-        first = iter([True])
-
-        def save_lost(*args: Any) -> None:
-            if next(first, False):
-                if stored:
-                    real(*args)
-                raise lost
-            real(*args)
-
-        source.store.save_view = save_lost  # type: ignore[method-assign]
+        source.store.save_view = _lost_once(  # type: ignore[method-assign]
+            source.store.save_view, lost, stored
+        )
         send(source, range(3))
         with pytest.raises(fes.errors.OutcomeUnknown) as raised:
             runner.run_until_quiet()
