@@ -144,9 +144,9 @@ def _cmd_apps(args: argparse.Namespace, out: TextIO) -> int:
             else _stopped_views(stores, [name for name in names if name not in served])
         )
         stalled = 0
-        if args.watch:
+        if args.watch and again:
             # the store cannot say whether a process serves a follower: whether
-            # its position moves, while it has work, can
+            # its position moves, while it has work, can (nothing behind: no wait)
             time.sleep(args.watch)
             for listed, at, seen, read_again in again:
                 now, row = read_again(), listed[at]
