@@ -146,9 +146,12 @@ def _within(rows: Sequence[StoredEvent], budget: int) -> Sequence[StoredEvent]:
     return rows
 
 
-#: A row read, its upstream event (None: fes's own, another partition's, or
-#: unreadable) and the policy's intents, or what failed.
-_Planned = tuple[StoredEvent, Recorded[Any] | None, Sequence[Intent] | Exception]
+#: The plans of the rows read, one entry each, up to a failure (see
+#: Follower._plan): each row's upstream event (None: fes's own, another
+#: partition's, or unreadable), and the policy's intents, or what failed.  Two
+#: lists beside the rows, not a tuple per row: a batch's objects live until its
+#: commit, and each one more is one more for the garbage collector to count and walk.
+_Plans = tuple[list[Recorded[Any] | None], list[Sequence[Intent] | Exception]]
 
 
 #: The headers of no metadata: most upstream events carry these (checked by identity first).
@@ -519,9 +522,11 @@ class Follower:
                 if conflict.stream not in batch._assumed:
                     raise  # another writer moved a stream this batch read
             # a stream taken for new had events (or the batch failed with one taken
-            # so): nothing was stored; the same plans again, every stream read
+            # so): nothing was stored; the plans again (the first making let go of
+            # what it used, see _fill), every stream read
             self._new_streams[leader] = 0
             self.reread += 1
+            plans, streams, emitted = self._plan(reader, rows)
         batch = self.application.batch()
         self._prepare(batch, leader, streams, emitted)
         return self._fill(batch, leader, reader, previous, rows, plans, hold, seen)
@@ -561,15 +566,17 @@ class Follower:
         reader: Application,
         previous: int,
         rows: Sequence[StoredEvent],
-        plans: list[_Planned],
+        plans: _Plans,
         hold: Hold | None,
         seen: int,
     ) -> int:
         """:meth:`_process` into ``batch``, whose streams :meth:`_prepare` readied."""
         done = previous
-        consumed = 0
+        consumed = 0  # and the index of the row in hand
         telemetry = _telemetry.active()
-        for row, upstream, outcome in plans:
+        upstreams, outcomes = plans
+        # the plans end at a failure: the rows after it are not taken
+        for row, upstream, outcome in zip(rows, upstreams, outcomes, strict=False):
             if upstream is None:
                 if isinstance(outcome, Exception):  # the row could not be decoded
                     self._commit(batch, leader, done, previous)
@@ -608,6 +615,12 @@ class Follower:
                     raise _Moved(f"{leader!r} was processed past {previous} meanwhile") from None
                 self._commit(batch, leader, done, previous)
                 return consumed + self._failed(leader, done, upstream, error)
+            # Let go of what the batch does not keep (the upstream event, the
+            # intents) as soon as it is used, not at the commit: a batch's
+            # objects are counted and walked by the garbage collector for as long
+            # as they live, and these would be half of them.
+            upstreams[consumed] = None
+            outcomes[consumed] = ()
             done = row.position
             consumed += 1
         if hold is None:
@@ -650,8 +663,8 @@ class Follower:
 
     def _plan(
         self, reader: Application, rows: Sequence[StoredEvent]
-    ) -> tuple[list[_Planned], list[str], list[str]]:
-        """Each of ``rows`` with its upstream event and the policy's intents, up to a failure.
+    ) -> tuple[_Plans, list[str], list[str]]:
+        """Each of ``rows``'s upstream event and the policy's intents, up to a failure.
 
         The policy is pure, so it is called on every notification first; the
         streams the intents act on (returned too, each once, in the order
@@ -660,7 +673,9 @@ class Follower:
         A row with no upstream event is fes's own or another partition's, or
         could not be read (its outcome is the error); a failure ends the plans.
         """
-        plans: list[_Planned] = []
+        upstreams: list[Recorded[Any] | None] = []
+        outcomes: list[Sequence[Intent] | Exception] = []
+        up, out = upstreams.append, outcomes.append
         partitions, partition = self.partitions, self.partition
         policy, name, decode = self._policy, self.name, reader.recorded
         streams: dict[str, None] = {}
@@ -669,12 +684,14 @@ class Follower:
             if row.topic.startswith(INTERNAL_PREFIX) or (
                 partitions > 1 and partition_of(row.stream, partitions) != partition
             ):
-                plans.append((row, None, ()))  # fes's own event, or another partition's
+                up(None)  # fes's own event, or another partition's
+                out(())
                 continue
             try:
                 recorded = decode(row)
             except (DecodeError, UpcastError) as error:
-                plans.append((row, None, error))
+                up(None)
+                out(error)
                 break
             try:
                 result = policy(recorded)
@@ -684,9 +701,11 @@ class Follower:
                     else intents_of(f"the policy of {name!r}", result)
                 )
             except Exception as error:
-                plans.append((row, recorded, error))
+                up(recorded)
+                out(error)
                 break
-            plans.append((row, recorded, intents))
+            up(recorded)
+            out(intents)
             for intent in intents:
                 if intent.__class__ is Emit:
                     streams[intent.stream] = None
@@ -694,7 +713,7 @@ class Follower:
                     streams[intent.stream] = None
                     if not isinstance(intent, Emit):
                         decided.add(intent.stream)
-        return plans, list(streams), [s for s in streams if s not in decided]
+        return (upstreams, outcomes), list(streams), [s for s in streams if s not in decided]
 
     def _handle(
         self,
@@ -740,7 +759,8 @@ class Follower:
             if budget < 0:
                 break
             within += 1
-        plans, streams, emitted = self._plan(reader, more[:within])
+        more = more[:within]
+        plans, streams, emitted = self._plan(reader, more)
         if streams:
             if batch._assumed:  # as the batch's first part was readied
                 batch._assume_fresh(emitted)
@@ -749,7 +769,7 @@ class Follower:
                 batch.prefetch(streams)
         taken = 0
         telemetry = _telemetry.active()
-        for row, upstream, outcome in plans:
+        for row, upstream, outcome in zip(more, *plans, strict=False):
             if isinstance(outcome, Exception):
                 break  # the next step reads it first, and reports it
             if upstream is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,30 @@ def test_a_batch_commits_several_notifications_in_one_transaction() -> None:
         while follower.step("source"):
             seen.append(runner.app("sink").store.last_tracked("source"))
     assert seen == [10, 20, 25]
+
+
+def test_a_batch_lets_go_of_each_upstream_event_once_its_events_are_added() -> None:
+    """Each upstream event and the intents made of it are let go as soon as the batch holds
+    their events, not kept to the commit: the garbage collector counts and walks a batch's
+    objects for as long as they live, and these were half of them."""
+    alive: list[int] = []
+    with SyncRunner(domain.pipeline, "memory://") as runner:
+        sink = runner.app("sink")
+        record = sink._record_untold
+
+        def counted(*args: Any) -> Any:
+            alive.append(sum(
+                type(o) is fes.Recorded and o.stream.startswith("m-") for o in gc.get_objects()
+            ))
+            return record(*args)
+
+        sink._record_untold = counted  # type: ignore[method-assign]
+        send(runner.app("source"), range(200))
+        assert runner.run_until_quiet() == 200
+        assert_exactly_once(sink, runner.app("source"),
+                            expected={f"source:m-{n}@1" for n in range(200)})
+    # one commit, holding at most the last upstream event (still the loop's), not all 200
+    assert alive in ([0], [1])
 
 
 def test_restart_resumes_after_the_last_tracked_position(tmp_path: Path) -> None:
