@@ -394,7 +394,13 @@ class Batch:
         An int, to pass back as it is: another batch refuses it.
         """
         self._check_open()
-        self._kept.clear()  # the next change of each stream is journaled again
+        return self._mark()
+
+    def _mark(self) -> int:
+        """:meth:`savepoint` of a batch known to be open: a follower's, once per event."""
+        kept = self._kept
+        if kept:
+            kept.clear()  # the next change of each stream is journaled again
         return self._epoch + len(self._undo)
 
     def rollback(self, mark: int) -> None:
@@ -697,17 +703,22 @@ class Batch:
                 # Fold and encode first: either may refuse, and the batch stays as it was.
                 application = self.application
                 application._minted.pop(stream, False)
-                # one event of a class a plan knows, as most policies emit: taken the
-                # plan's way (see Batch.execute); anything else the general way
-                took = (
-                    None if meta is None
-                    else taken(application._kinds[aggregate.name], aggregate.initial, new)
-                )
-                rows: Rows
-                if took is not None:
-                    _, state, topic, body = took
-                    rows = [topic, body, meta]
-                else:
+                # One event of a class a plan knows, as most policies emit: taken the
+                # plan's way (taken(), inline: this runs once per upstream event a
+                # follower handles); anything else, or a failure, the general way.
+                rows: Rows | None = None
+                if meta is not None and len(new) == 1:
+                    kind = application._kinds[aggregate.name].get((item := new[0]).__class__)
+                    if kind is not None:
+                        handler, topic, write = kind
+                        try:
+                            state = handler(aggregate.initial, item)
+                            body = write(item)
+                        except Exception:
+                            body = b""  # the general way says what failed
+                        if body and body[0] == _BARE:
+                            rows = [topic, body, meta]
+                if rows is None:
                     try:
                         state = aggregate.fold(new, aggregate.initial)
                     except UnhandledEvent as error:
@@ -716,11 +727,15 @@ class Batch:
                         list(application._encode(stream, 0, new, metadata)) if meta is None
                         else application._encode_with_meta(stream, 0, new, meta)  # a new list
                     )
-                pending[stream] = new_pending(
-                    (aggregate, 0, state, new, [metadata] * len(new), rows)
-                )
+                made = _NEW(Pending)  # new_pending(), inline
+                made.aggregate, made.version, made.state = aggregate, 0, state
+                made.events, made.metadata, made.rows = new, [metadata] * len(new), rows
+                pending[stream] = made
+                # Not marked kept: a follower takes a mark per upstream event, and
+                # then it would be cleared each time. A later change before the next
+                # mark (rare: two intents on one new stream) journals an entry of its
+                # own, which a rollback undoes first, then this one.
                 self._undo.append(stream)
-                self._kept.add(stream)
                 if self._runs is not None:
                     self._runs.append((stream, 0))
                 self._last = stream

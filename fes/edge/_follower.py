@@ -589,7 +589,7 @@ class Follower:
                 continue
             # the batch encodes each event as it is added: an event it refuses
             # (EncodeError) is this notification's error, like any the policy raises
-            mark = batch.savepoint()
+            mark = batch._mark()  # savepoint(): this batch is open, the follower made it
             try:
                 if telemetry is None:  # _handle, without its call
                     if isinstance(outcome, Exception):

@@ -335,5 +335,34 @@ def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
         assert sink.store.last_tracked("source") == 2
 
 
+def test_a_failing_event_takes_back_two_intents_on_one_new_stream() -> None:
+    """Two intents adding to one new stream, then a failing third: both are taken back, in
+    a batch whose streams are taken for new unread, and the events around it stay."""
+
+    def twice(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
+        number = recorded.event.number
+        stream = f"twice-{number}"
+        effects = [
+            fes.Emit(domain.receipts, stream, (domain.Received(number),)),
+            fes.Emit(domain.receipts, stream, (domain.Received(-number),)),
+        ]
+        if number == 7:  # its third intent cannot be decided
+            effects.append(fes.Do(domain.receipts, stream, _refuse))
+        return effects
+
+    def skip(error: BaseException, recorded: fes.Recorded[Any], attempt: int) -> fes.Directive:
+        return fes.Skip()
+
+    with SyncRunner(domain.with_handler(skip, twice), "memory://", batch_size=10) as runner:
+        send(runner.app("source"), range(40))
+        assert runner.run_until_quiet() == 40
+        sink = runner.app("sink")
+        assert runner.followers["sink"].reread == 0  # the streams were taken for new
+        for number in range(40):
+            held = [r.event.number for r in sink.stream(f"twice-{number}")]
+            assert held == ([] if number == 7 else [number, -number])
+        assert sink.store.last_tracked("source") == 40
+
+
 def _refuse(state: int) -> list[domain.Received]:
     raise fes.Rejected("no more")
