@@ -547,9 +547,10 @@ class Follower:
         """
         if self._new_streams[leader] >= _ASSUME_AFTER:
             batch._assume_fresh(emitted)
-            rest = [s for s in streams if s not in batch._assumed]
-            if rest:
-                batch.prefetch(rest)
+            if len(emitted) < len(streams):
+                # a Do's streams, read (with none, nothing is left to read: an
+                # emitted id no store keeps is not taken for new, and prefetch skips it)
+                batch.prefetch([s for s in streams if s not in batch._assumed])
             return
         batch.prefetch(streams)
         if emitted:
@@ -713,7 +714,10 @@ class Follower:
                     streams[intent.stream] = None
                     if not isinstance(intent, Emit):
                         decided.add(intent.stream)
-        return (upstreams, outcomes), list(streams), [s for s in streams if s not in decided]
+        named = list(streams)
+        return (upstreams, outcomes), named, (
+            named if not decided else [s for s in named if s not in decided]
+        )
 
     def _handle(
         self,
