@@ -336,8 +336,9 @@ def test_an_event_whose_second_intent_fails_takes_back_its_first() -> None:
 
 
 def test_a_failing_event_takes_back_two_intents_on_one_new_stream() -> None:
-    """Two intents adding to one new stream, then a failing third: both are taken back, in
-    a batch whose streams are taken for new unread, and the events around it stay."""
+    """Two intents adding to one new stream, then a failing third: both are taken back (the
+    first made the stream's slot, the second journaled an entry of its own), and the events
+    of the notifications around it stay."""
 
     def twice(recorded: fes.Recorded[Any]) -> list[fes.Intent]:
         number = recorded.event.number
@@ -357,7 +358,7 @@ def test_a_failing_event_takes_back_two_intents_on_one_new_stream() -> None:
         send(runner.app("source"), range(40))
         assert runner.run_until_quiet() == 40
         sink = runner.app("sink")
-        assert runner.followers["sink"].reread == 0  # the streams were taken for new
+        assert runner.followers["sink"].reread == 0  # no batch was made again
         for number in range(40):
             held = [r.event.number for r in sink.stream(f"twice-{number}")]
             assert held == ([] if number == 7 else [number, -number])
