@@ -783,6 +783,10 @@ class SyncRunner(Runner):
     def run_until_quiet(self, *, check: bool = True, max_rounds: int | None = None) -> int:
         """Process until nothing is left; return how many notifications were consumed.
 
+        The count is summed over every follower (for each of its leaders) and
+        every view: a notification that two of them take counts twice.
+        ``Follower.processed`` counts one follower's alone.
+
         A follower waiting to retry a failed event is waited for.  With
         ``check`` (the default), followers stopped by a policy error (and
         views stopped by an error of their ``apply``) are reported, once the
